@@ -1,0 +1,9 @@
+//! bertscope: run BERT locally and see inside it.
+//!
+//! The library holds everything the app and the command line share. [`model`] finds, loads and
+//! runs checkpoints while capturing every attention map; [`export`] turns captured data into
+//! files. Neither depends on the GUI.
+
+pub mod bench;
+pub mod export;
+pub mod model;

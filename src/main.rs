@@ -1,0 +1,188 @@
+//! The `bertscope` command line: `dump` writes everything a run captured as JSON, `bench` times
+//! the forward pass.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use bertscope::bench;
+use bertscope::export::dump::DumpDocument;
+use bertscope::export::write_atomically;
+use bertscope::model::{AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource};
+
+/// See inside BERT: every layer and head, locally.
+#[derive(Parser)]
+#[command(name = "bertscope", version, about, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on a text and write tokens, attention maps and head outputs as JSON.
+    Dump(DumpArgs),
+    /// Time the full forward pass with every attention map captured.
+    Bench(BenchArgs),
+}
+
+/// Which model, and where it runs.
+#[derive(Args)]
+struct ModelArgs {
+    /// A local model folder (Hugging Face layout) or a Hub id such as bert-base-uncased.
+    #[arg(long, short)]
+    model: String,
+    /// cpu, cuda or metal (GPU back-ends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Sentence A.
+    #[arg(long, short)]
+    text: String,
+    /// Sentence B, making a pair (segment ids 1, NSP when the model has the head).
+    #[arg(long)]
+    text_b: Option<String>,
+    /// Write the JSON here instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tokens per input, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Timed runs, after two untimed warm-up runs.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error ({info}); please report it");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() => {
+            let message = err.to_string();
+            eprintln!(
+                "{}",
+                message.lines().next().unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            // --help and --version go to stdout and succeed.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    let outcome = match cli.command {
+        Command::Dump(args) => dump(args),
+        Command::Bench(args) => run_bench(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a model, printing download progress on stderr.
+fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
+    let device: DeviceChoice = args.device.parse()?;
+    let source = ModelSource::parse(&args.model)?;
+    let mut last_percent = None;
+    let mut report = |step: DownloadProgress| {
+        let percent = (step.done_bytes * 100)
+            .checked_div(step.total_bytes)
+            .unwrap_or(0);
+        if last_percent != Some(percent) && percent % 10 == 0 {
+            eprintln!("downloading {}: {percent}%", step.file);
+            last_percent = Some(percent);
+        }
+    };
+    Ok(LoadedModel::load(&source, device, &mut report)?)
+}
+
+fn dump(args: DumpArgs) -> anyhow::Result<()> {
+    let model = load(&args.model)?;
+    let request = AnalysisRequest::new(args.text).with_text_b(args.text_b);
+    let analysis = model.analyze(&request)?;
+    if analysis.dropped_tokens > 0 {
+        eprintln!(
+            "note: the input was cut to the model's {} tokens; {} token(s) were dropped",
+            model.config().max_position_embeddings,
+            analysis.dropped_tokens
+        );
+    }
+    let document = DumpDocument::new(&args.model.model, &analysis);
+    let write = |writer: &mut dyn Write| -> std::io::Result<()> {
+        serde_json::to_writer(&mut *writer, &document)?;
+        writer.write_all(b"\n")
+    };
+    match &args.out {
+        Some(path) => write_atomically(path, write)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = std::io::BufWriter::new(stdout.lock());
+            write(&mut writer).context("cannot write to standard output")?;
+            writer.flush().context("cannot write to standard output")?;
+        }
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
+    let started = Instant::now();
+    let model = load(&args.model)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let config = model.config();
+    println!(
+        "model {} ({} layers x {} heads, hidden {}), device {}, {} threads",
+        model.name(),
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.hidden_size,
+        model.device(),
+        rayon::current_num_threads()
+    );
+    println!("load_ms {load_ms:.1}");
+    let input = bench::synthetic_input(&model, args.seq_len)?;
+    let timings = bench::time_forward(&model, &input, 2, args.iters)?;
+    let runs: Vec<String> = timings
+        .runs_ms
+        .iter()
+        .map(|ms| format!("{ms:.1}"))
+        .collect();
+    println!(
+        "seq_len {} iters {} runs_ms [{}]",
+        args.seq_len,
+        args.iters,
+        runs.join(", ")
+    );
+    println!("median_ms {:.3}", timings.median_ms());
+    Ok(())
+}

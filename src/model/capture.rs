@@ -1,0 +1,190 @@
+//! What one run of a model captures, as plain data that views, analyses and exports can read
+//! without knowing anything about tensors or devices.
+
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+/// A dense, row-major array of f32 with any number of dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Array {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl F32Array {
+    /// Wraps values in a shape; `None` when the sizes disagree.
+    pub fn new(shape: Vec<usize>, values: Vec<f32>) -> Option<Self> {
+        (shape.iter().product::<usize>() == values.len()).then_some(Self { shape, values })
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Every value, row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// The contiguous block selected by fixing the leading dimensions, e.g. `block(&[layer, head])`
+    /// of an attention array is that head's `[query][key]` matrix. Panics when out of range, like
+    /// slice indexing.
+    pub fn block(&self, leading: &[usize]) -> &[f32] {
+        let mut start = 0;
+        let mut stride: usize = self.values.len();
+        for (dim, &index) in leading.iter().enumerate() {
+            assert!(
+                index < self.shape[dim],
+                "index {index} out of range for dimension {dim}"
+            );
+            stride /= self.shape[dim];
+            start += index * stride;
+        }
+        &self.values[start..start + stride]
+    }
+
+    /// A single value.
+    pub fn get(&self, index: &[usize]) -> f32 {
+        self.block(index)[0]
+    }
+}
+
+/// Serialises as nested JSON arrays following the shape.
+impl Serialize for F32Array {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        NestedSlice {
+            shape: &self.shape,
+            values: &self.values,
+        }
+        .serialize(serializer)
+    }
+}
+
+struct NestedSlice<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl Serialize for NestedSlice<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some((&len, inner_shape)) = self.shape.split_first() else {
+            return self
+                .values
+                .first()
+                .copied()
+                .unwrap_or(0.0)
+                .serialize(serializer);
+        };
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        if inner_shape.is_empty() {
+            for value in self.values {
+                seq.serialize_element(value)?;
+            }
+        } else {
+            let step = inner_shape.iter().product::<usize>();
+            for index in 0..len {
+                seq.serialize_element(&NestedSlice {
+                    shape: inner_shape,
+                    values: &self.values[index * step..(index + 1) * step],
+                })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// One candidate token of a masked-LM prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenProbability {
+    /// The vocabulary spelling.
+    pub token: String,
+    /// The vocabulary id.
+    pub id: u32,
+    /// Softmax probability over the whole vocabulary.
+    pub prob: f32,
+}
+
+/// The masked-LM head's best guesses at one position.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MlmPrediction {
+    /// Token index in the input.
+    pub position: usize,
+    /// Candidates, most probable first.
+    pub top_k: Vec<TokenProbability>,
+}
+
+/// Everything one forward pass captured for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Token strings, special tokens included.
+    pub tokens: Vec<String>,
+    /// Vocabulary ids.
+    pub token_ids: Vec<u32>,
+    /// Segment ids: 0 for sentence A, 1 for sentence B.
+    pub segment_ids: Vec<u32>,
+    /// `[start, end)` character offsets into each token's sentence; `None` for special tokens.
+    pub char_offsets: Vec<Option<(usize, usize)>>,
+    /// Which sentence each token comes from (0 = A, 1 = B); `None` for special tokens.
+    pub sentence: Vec<Option<usize>>,
+    /// Tokens cut because the input exceeded the model's maximum length.
+    pub dropped_tokens: usize,
+    /// Attention probabilities `[layer, head, query, key]`.
+    pub attentions: F32Array,
+    /// Hidden states `[1 + layer, token, hidden]`: index 0 is the embedding output.
+    pub hidden_states: F32Array,
+    /// Per-head query vectors `[layer, head, token, head_dim]`, before scaling.
+    pub queries: F32Array,
+    /// Per-head key vectors `[layer, head, token, head_dim]`.
+    pub keys: F32Array,
+    /// Masked-LM predictions at each `[MASK]` and each requested position; `None` when the
+    /// model has no MLM head.
+    pub mlm: Option<Vec<MlmPrediction>>,
+    /// Next-sentence probability that B follows A; `None` without a pair or without the head.
+    pub nsp_is_next: Option<f32>,
+}
+
+impl Analysis {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether there are no tokens (never true for a real run: `[CLS]` and `[SEP]` are always there).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Number of layers.
+    pub fn layers(&self) -> usize {
+        self.attentions.shape()[0]
+    }
+
+    /// Attention heads per layer.
+    pub fn heads(&self) -> usize {
+        self.attentions.shape()[1]
+    }
+
+    /// One head's `[query][key]` attention matrix, row-major.
+    pub fn attention(&self, layer: usize, head: usize) -> &[f32] {
+        self.attentions.block(&[layer, head])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_and_nesting_follow_the_shape() {
+        let array = F32Array::new(vec![2, 2, 3], (0..12).map(|v| v as f32).collect()).unwrap();
+        assert_eq!(array.block(&[1]), &[6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(array.block(&[1, 0]), &[6.0, 7.0, 8.0]);
+        assert_eq!(array.get(&[0, 1, 2]), 5.0);
+        let json = serde_json::to_string(&array).unwrap();
+        assert_eq!(
+            json,
+            "[[[0.0,1.0,2.0],[3.0,4.0,5.0]],[[6.0,7.0,8.0],[9.0,10.0,11.0]]]"
+        );
+        assert!(F32Array::new(vec![2, 2], vec![0.0; 3]).is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! Memory-mapped safetensors weights, looked up under every spelling real BERT checkpoints use:
+//! with or without the `bert.` prefix, `LayerNorm.weight/bias` or the legacy `LayerNorm.gamma/beta`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use super::error::{first_line, ModelError, Result};
+use super::source::WeightFiles;
+
+/// The tensors of one checkpoint, and where the encoder's names start.
+pub struct WeightStore {
+    tensors: MmapedSafetensors,
+    names: HashSet<String>,
+    folder: PathBuf,
+    encoder_prefix: &'static str,
+    device: Device,
+}
+
+impl WeightStore {
+    /// Memory-maps the weight files; `folder` names the model in errors.
+    pub fn open(files: &WeightFiles, folder: &Path, device: &Device) -> Result<Self> {
+        let paths: Vec<&PathBuf> = match files {
+            WeightFiles::Single(path) => vec![path],
+            WeightFiles::Sharded { shards, .. } => shards.iter().collect(),
+        };
+        for path in &paths {
+            if !path.is_file() {
+                let index = match files {
+                    WeightFiles::Sharded { index, .. } => index.display().to_string(),
+                    WeightFiles::Single(_) => String::new(),
+                };
+                return Err(ModelError::BadWeights {
+                    path: (*path).clone(),
+                    reason: format!("shard named by {index} is missing"),
+                });
+            }
+        }
+        // SAFETY: the files are mapped read-only; like every mmap reader we rely on nobody
+        // truncating a checkpoint while it is open.
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&paths) }.map_err(|err| ModelError::BadWeights {
+                path: paths.first().map(|p| (*p).clone()).unwrap_or_default(),
+                reason: format!(
+                    "not a valid safetensors file ({})",
+                    first_line(&err.to_string())
+                ),
+            })?;
+        let names: HashSet<String> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let encoder_prefix = if names.contains("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        Ok(Self {
+            tensors,
+            names,
+            folder: folder.to_owned(),
+            encoder_prefix,
+            device: device.clone(),
+        })
+    }
+
+    /// The spellings under which a canonical (modern, unprefixed) name may be stored.
+    fn spellings(&self, canonical: &str, in_encoder: bool) -> Vec<String> {
+        let prefix = if in_encoder { self.encoder_prefix } else { "" };
+        let mut spellings = vec![format!("{prefix}{canonical}")];
+        let legacy = canonical
+            .strip_suffix("LayerNorm.weight")
+            .map(|stem| format!("{stem}LayerNorm.gamma"))
+            .or_else(|| {
+                canonical
+                    .strip_suffix("LayerNorm.bias")
+                    .map(|stem| format!("{stem}LayerNorm.beta"))
+            });
+        if let Some(legacy) = legacy {
+            spellings.push(format!("{prefix}{legacy}"));
+        }
+        spellings
+    }
+
+    /// Whether any spelling of an encoder tensor (or, with `in_encoder` false, a head tensor) exists.
+    pub fn contains(&self, canonical: &str, in_encoder: bool) -> bool {
+        self.spellings(canonical, in_encoder)
+            .iter()
+            .any(|name| self.names.contains(name))
+    }
+
+    /// Loads a tensor as f32 on the device, checking its shape; `Ok(None)` when it is absent.
+    pub fn get_optional(
+        &self,
+        canonical: &str,
+        in_encoder: bool,
+        shape: &[usize],
+    ) -> Result<Option<Tensor>> {
+        let Some(name) = self
+            .spellings(canonical, in_encoder)
+            .into_iter()
+            .find(|name| self.names.contains(name))
+        else {
+            return Ok(None);
+        };
+        let tensor =
+            self.tensors
+                .load(&name, &self.device)
+                .map_err(|err| ModelError::BadWeights {
+                    path: self.folder.clone(),
+                    reason: format!(
+                        "cannot read tensor '{name}' ({})",
+                        first_line(&err.to_string())
+                    ),
+                })?;
+        if tensor.dims() != shape {
+            return Err(ModelError::ShapeMismatch {
+                folder: self.folder.clone(),
+                name,
+                found: tensor.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(Some(tensor.to_dtype(DType::F32)?))
+    }
+
+    /// Loads a tensor that must exist.
+    pub fn get(&self, canonical: &str, in_encoder: bool, shape: &[usize]) -> Result<Tensor> {
+        self.get_optional(canonical, in_encoder, shape)?
+            .ok_or_else(|| ModelError::MissingTensor {
+                folder: self.folder.clone(),
+                name: canonical.to_owned(),
+                tried: self.spellings(canonical, in_encoder).join(", "),
+            })
+    }
+}
