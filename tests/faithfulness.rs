@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use bertscope::model::{AnalysisRequest, DeviceChoice, F32Array, LoadedModel, ModelSource};
+use bertscope::model::{
+    AnalysisRequest, DeviceChoice, F32Array, ForwardPath, LoadedModel, ModelSource,
+};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
@@ -44,13 +46,17 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn load(folder: &Path) -> LoadedModel {
-    LoadedModel::load(
-        &ModelSource::Folder(folder.to_owned()),
-        DeviceChoice::Cpu,
-        &mut |_| {},
-    )
-    .unwrap_or_else(|err| panic!("{}: {err}", folder.display()))
+/// The model on both forward paths: the tuned CPU one and candle's (which GPUs run).
+fn load_both(folder: &Path) -> [LoadedModel; 2] {
+    [ForwardPath::Auto, ForwardPath::Candle].map(|path| {
+        LoadedModel::load_with(
+            &ModelSource::Folder(folder.to_owned()),
+            DeviceChoice::Cpu,
+            path,
+            &mut |_| {},
+        )
+        .unwrap_or_else(|err| panic!("{}: {err}", folder.display()))
+    })
 }
 
 fn max_abs_diff(ours: &F32Array, reference: &Tensor) -> f32 {
@@ -157,26 +163,29 @@ fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
 #[test]
 fn modern_names_match_transformers() {
     let folder = fixture("tiny-modern");
-    let model = load(&folder);
-    assert!(!model.has_mlm_head(), "BertModel has no MLM head");
-    assert!(!model.has_nsp_head(), "a pooler alone is no NSP head");
-    check_against_reference(&model, &folder);
+    for model in load_both(&folder) {
+        assert!(!model.has_mlm_head(), "BertModel has no MLM head");
+        assert!(!model.has_nsp_head(), "a pooler alone is no NSP head");
+        check_against_reference(&model, &folder);
+    }
 }
 
 #[test]
 fn legacy_names_tied_decoder_and_shards_match_transformers() {
     let folder = fixture("tiny-legacy");
-    let model = load(&folder);
-    assert!(model.has_mlm_head() && model.has_nsp_head());
-    check_against_reference(&model, &folder);
+    for model in load_both(&folder) {
+        assert!(model.has_mlm_head() && model.has_nsp_head());
+        check_against_reference(&model, &folder);
+    }
 }
 
 #[test]
 fn vocab_only_tokenizer_and_untied_decoder_match_transformers() {
     let folder = fixture("tiny-vocab-only");
-    let model = load(&folder);
-    assert!(model.has_mlm_head() && !model.has_nsp_head());
-    check_against_reference(&model, &folder);
+    for model in load_both(&folder) {
+        assert!(model.has_mlm_head() && !model.has_nsp_head());
+        check_against_reference(&model, &folder);
+    }
 }
 
 /// The real pretrained checkpoint: `BERTSCOPE_TEST_MODEL`, else `../shared/models/all-MiniLM-L6-v2`.
@@ -198,7 +207,8 @@ fn real_minilm_checkpoint_matches_transformers() {
         );
         return;
     }
-    let model = load(&folder);
-    assert_eq!(model.config().num_hidden_layers, 6);
-    check_against_reference(&model, &fixture("minilm-reference"));
+    for model in load_both(&folder) {
+        assert_eq!(model.config().num_hidden_layers, 6);
+        check_against_reference(&model, &fixture("minilm-reference"));
+    }
 }

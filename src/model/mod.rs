@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod capture;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod source;
 pub mod tokenizer;
@@ -20,6 +21,7 @@ pub use error::{ModelError, Result};
 pub use source::{DownloadProgress, ModelSource};
 
 use bert::{BertEncoder, EncoderCapture, MlmHead, NspHead};
+use cpu::CpuBert;
 use tokenizer::{BertTokenizer, EncodedText};
 use weights::WeightStore;
 
@@ -87,9 +89,27 @@ pub struct LoadedModel {
     device: Device,
     device_choice: DeviceChoice,
     tokenizer: BertTokenizer,
-    encoder: BertEncoder,
-    mlm: Option<MlmHead>,
-    nsp: Option<NspHead>,
+    engine: Engine,
+}
+
+/// Which implementation of the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardPath {
+    /// The tuned CPU forward on the CPU, candle's tensor ops on a GPU.
+    #[default]
+    Auto,
+    /// candle's tensor ops everywhere (the GPU path, selectable on the CPU for comparison).
+    Candle,
+}
+
+/// The loaded weights, in the form the chosen forward path needs.
+enum Engine {
+    Cpu(CpuBert),
+    Candle {
+        encoder: BertEncoder,
+        mlm: Option<MlmHead>,
+        nsp: Option<NspHead>,
+    },
 }
 
 /// What to run: a sentence, an optional second sentence, and extra MLM positions.
@@ -129,32 +149,48 @@ impl LoadedModel {
         device: DeviceChoice,
         progress: &mut dyn FnMut(DownloadProgress),
     ) -> Result<Self> {
+        Self::load_with(source, device, ForwardPath::Auto, progress)
+    }
+
+    /// Like [`LoadedModel::load`], choosing the forward implementation.
+    pub fn load_with(
+        source: &ModelSource,
+        device: DeviceChoice,
+        forward: ForwardPath,
+        progress: &mut dyn FnMut(DownloadProgress),
+    ) -> Result<Self> {
         let started = Instant::now();
         let files = source::resolve(source, progress)?;
         let config = BertConfig::from_file(&files.config)?;
         let tokenizer = BertTokenizer::load(&files.tokenizer, config.max_position_embeddings)?;
         let opened = device.open()?;
         let store = WeightStore::open(&files.weights, &files.folder, &opened)?;
-        let encoder = BertEncoder::load(&store, &config)?;
-        let mlm = MlmHead::load(&store, &config, encoder.word_embeddings())?;
-        let nsp = NspHead::load(&store, &config)?;
-        tracing::info!(
-            model = %source.display_name(),
-            mlm = mlm.is_some(),
-            nsp = nsp.is_some(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "model loaded"
-        );
-        Ok(Self {
+        let engine = if device == DeviceChoice::Cpu && forward == ForwardPath::Auto {
+            Engine::Cpu(CpuBert::load(&store, &config)?)
+        } else {
+            let encoder = BertEncoder::load(&store, &config)?;
+            Engine::Candle {
+                mlm: MlmHead::load(&store, &config, encoder.word_embeddings())?,
+                nsp: NspHead::load(&store, &config)?,
+                encoder,
+            }
+        };
+        let model = Self {
             name: source.display_name(),
             config,
             device: opened,
             device_choice: device,
             tokenizer,
-            encoder,
-            mlm,
-            nsp,
-        })
+            engine,
+        };
+        tracing::info!(
+            model = %model.name,
+            mlm = model.has_mlm_head(),
+            nsp = model.has_nsp_head(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "model loaded"
+        );
+        Ok(model)
     }
 
     /// The model's short name (Hub id or folder name).
@@ -179,12 +215,18 @@ impl LoadedModel {
 
     /// Whether the checkpoint has a masked-LM head.
     pub fn has_mlm_head(&self) -> bool {
-        self.mlm.is_some()
+        match &self.engine {
+            Engine::Cpu(bert) => bert.has_mlm_head(),
+            Engine::Candle { mlm, .. } => mlm.is_some(),
+        }
     }
 
     /// Whether the checkpoint has a next-sentence head.
     pub fn has_nsp_head(&self) -> bool {
-        self.nsp.is_some()
+        match &self.engine {
+            Engine::Cpu(bert) => bert.has_nsp_head(),
+            Engine::Candle { nsp, .. } => nsp.is_some(),
+        }
     }
 
     /// Tokenizes and runs the model, capturing attention, vectors and head outputs.
@@ -223,10 +265,6 @@ impl LoadedModel {
                 self.config.vocab_size
             )));
         }
-        let capture = self
-            .encoder
-            .forward(&encoded.ids, &encoded.segment_ids, &self.device)?;
-
         let mut positions: Vec<usize> = encoded
             .ids
             .iter()
@@ -237,26 +275,76 @@ impl LoadedModel {
         positions.extend(mlm_positions.iter().filter(|&&p| p < encoded.ids.len()));
         positions.sort_unstable();
         positions.dedup();
-
-        let last_hidden = capture
-            .hidden_states
-            .last()
-            .ok_or_else(|| ModelError::Compute("the model has no layers".to_owned()))?;
-        let mlm = match &self.mlm {
-            Some(head) => Some(self.predict_masked(head, last_hidden, &positions, top_k.max(1))?),
-            None => None,
-        };
         let is_pair = encoded.sentence.contains(&Some(1));
-        let nsp_is_next = match &self.nsp {
-            Some(head) if is_pair => Some(head.is_next_probability(last_hidden)?),
-            _ => None,
+
+        let (captured, mlm_probs, nsp_is_next) = match &self.engine {
+            Engine::Cpu(bert) => {
+                let capture = bert.forward(&encoded.ids, &encoded.segment_ids)?;
+                let mlm_probs = bert.mlm_probabilities(&capture, &positions);
+                let nsp = if is_pair {
+                    bert.nsp_is_next(&capture)
+                } else {
+                    None
+                };
+                let arrays = [
+                    capture.hidden_states,
+                    capture.attentions,
+                    capture.queries,
+                    capture.keys,
+                ];
+                (arrays, mlm_probs, nsp)
+            }
+            Engine::Candle { encoder, mlm, nsp } => {
+                let EncoderCapture {
+                    hidden_states,
+                    attentions,
+                    queries,
+                    keys,
+                } = encoder.forward(&encoded.ids, &encoded.segment_ids, &self.device)?;
+                let last_hidden = hidden_states
+                    .last()
+                    .ok_or_else(|| ModelError::Compute("the model has no layers".to_owned()))?;
+                let mlm_probs = match mlm {
+                    Some(head) if !positions.is_empty() => {
+                        let index: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+                        let rows = last_hidden
+                            .index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
+                        Some(head.probabilities(&rows)?.to_vec2::<f32>()?)
+                    }
+                    Some(_) => Some(Vec::new()),
+                    None => None,
+                };
+                let nsp = match nsp {
+                    Some(head) if is_pair => Some(head.is_next_probability(last_hidden)?),
+                    _ => None,
+                };
+                let arrays = [
+                    stack(&hidden_states)?,
+                    stack(&attentions)?,
+                    stack(&queries)?,
+                    stack(&keys)?,
+                ];
+                (arrays, mlm_probs, nsp)
+            }
         };
-        let EncoderCapture {
-            hidden_states,
-            attentions,
-            queries,
-            keys,
-        } = capture;
+        let [hidden_states, attentions, queries, keys] = captured;
+        let mlm = mlm_probs.map(|rows| {
+            positions
+                .iter()
+                .zip(rows)
+                .map(|(&position, row)| MlmPrediction {
+                    position,
+                    top_k: bert::top_k(&row, top_k.max(1))
+                        .into_iter()
+                        .map(|(id, prob)| TokenProbability {
+                            token: self.tokenizer.id_to_token(id).unwrap_or_default(),
+                            id,
+                            prob,
+                        })
+                        .collect(),
+                })
+                .collect()
+        });
         Ok(Analysis {
             tokens: encoded.tokens,
             token_ids: encoded.ids,
@@ -264,43 +352,13 @@ impl LoadedModel {
             char_offsets: encoded.char_offsets,
             sentence: encoded.sentence,
             dropped_tokens: encoded.dropped_tokens,
-            attentions: stack(&attentions)?,
-            hidden_states: stack(&hidden_states)?,
-            queries: stack(&queries)?,
-            keys: stack(&keys)?,
+            attentions,
+            hidden_states,
+            queries,
+            keys,
             mlm,
             nsp_is_next,
         })
-    }
-
-    fn predict_masked(
-        &self,
-        head: &MlmHead,
-        last_hidden: &Tensor,
-        positions: &[usize],
-        top_k: usize,
-    ) -> Result<Vec<MlmPrediction>> {
-        if positions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let index: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
-        let rows = last_hidden.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
-        let probs = head.probabilities(&rows)?.to_vec2::<f32>()?;
-        Ok(positions
-            .iter()
-            .zip(probs)
-            .map(|(&position, row)| MlmPrediction {
-                position,
-                top_k: bert::top_k(&row, top_k)
-                    .into_iter()
-                    .map(|(id, prob)| TokenProbability {
-                        token: self.tokenizer.id_to_token(id).unwrap_or_default(),
-                        id,
-                        prob,
-                    })
-                    .collect(),
-            })
-            .collect())
     }
 }
 
