@@ -92,6 +92,13 @@ impl WeightStore {
             .any(|name| self.names.contains(name))
     }
 
+    /// The stored name of a tensor, under whichever spelling the checkpoint uses.
+    fn stored_name(&self, canonical: &str, in_encoder: bool) -> Option<String> {
+        self.spellings(canonical, in_encoder)
+            .into_iter()
+            .find(|name| self.names.contains(name))
+    }
+
     /// Loads a tensor as f32 on the device, checking its shape; `Ok(None)` when it is absent.
     pub fn get_optional(
         &self,
@@ -99,11 +106,7 @@ impl WeightStore {
         in_encoder: bool,
         shape: &[usize],
     ) -> Result<Option<Tensor>> {
-        let Some(name) = self
-            .spellings(canonical, in_encoder)
-            .into_iter()
-            .find(|name| self.names.contains(name))
-        else {
+        let Some(name) = self.stored_name(canonical, in_encoder) else {
             return Ok(None);
         };
         let tensor =
@@ -127,13 +130,50 @@ impl WeightStore {
         Ok(Some(tensor.to_dtype(DType::F32)?))
     }
 
+    /// Loads a tensor into host memory as row-major f32, checking its shape; `Ok(None)` when it
+    /// is absent. f32 checkpoints are copied straight out of the memory map.
+    pub fn get_host_optional(
+        &self,
+        canonical: &str,
+        in_encoder: bool,
+        shape: &[usize],
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(name) = self.stored_name(canonical, in_encoder) else {
+            return Ok(None);
+        };
+        if let Ok(view) = self.tensors.get(&name) {
+            if view.dtype() == safetensors::Dtype::F32 && view.shape() == shape {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                    .collect();
+                return Ok(Some(values));
+            }
+        }
+        // Other dtypes, and the shape-mismatch error, go through candle.
+        self.get_optional(canonical, in_encoder, shape)?
+            .map(|tensor| Ok(tensor.flatten_all()?.to_vec1::<f32>()?))
+            .transpose()
+    }
+
+    /// Like [`WeightStore::get_host_optional`] for a tensor that must exist.
+    pub fn get_host(&self, canonical: &str, in_encoder: bool, shape: &[usize]) -> Result<Vec<f32>> {
+        self.get_host_optional(canonical, in_encoder, shape)?
+            .ok_or_else(|| self.missing(canonical, in_encoder))
+    }
+
+    fn missing(&self, canonical: &str, in_encoder: bool) -> ModelError {
+        ModelError::MissingTensor {
+            folder: self.folder.clone(),
+            name: canonical.to_owned(),
+            tried: self.spellings(canonical, in_encoder).join(", "),
+        }
+    }
+
     /// Loads a tensor that must exist.
     pub fn get(&self, canonical: &str, in_encoder: bool, shape: &[usize]) -> Result<Tensor> {
         self.get_optional(canonical, in_encoder, shape)?
-            .ok_or_else(|| ModelError::MissingTensor {
-                folder: self.folder.clone(),
-                name: canonical.to_owned(),
-                tried: self.spellings(canonical, in_encoder).join(", "),
-            })
+            .ok_or_else(|| self.missing(canonical, in_encoder))
     }
 }

@@ -8,9 +8,13 @@
 //! captured array; biases, residuals, GELU and LayerNorm are fused passes over the data. candle
 //! still loads the weights; only the arithmetic is ours.
 
+mod kernels;
+
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
 
-use super::config::{Activation, BertConfig};
+use kernels::{activate, dense, layer_norm_columns, softmax_rows, transpose_into, MatMul, Strided};
+
+use super::config::BertConfig;
 use super::error::{ModelError, Result};
 use super::weights::WeightStore;
 use super::F32Array;
@@ -45,16 +49,12 @@ impl Dense {
         let mut weight = Vec::with_capacity(names.len() * outputs * inputs);
         let mut bias = Vec::with_capacity(names.len() * outputs);
         for name in names {
-            weight.extend(host(&store.get(
+            weight.extend(store.get_host(
                 &format!("{name}.weight"),
                 in_encoder,
                 &[outputs, inputs],
-            )?)?);
-            bias.extend(host(&store.get(
-                &format!("{name}.bias"),
-                in_encoder,
-                &[outputs],
-            )?)?);
+            )?);
+            bias.extend(store.get_host(&format!("{name}.bias"), in_encoder, &[outputs])?);
         }
         Ok(Self {
             weight,
@@ -77,127 +77,6 @@ impl Dense {
     }
 }
 
-/// `W·Xᵀ + b` with `w` `[outputs, inputs]` and `xt` `[inputs, columns]`, both row-major.
-fn dense(
-    w: &[f32],
-    bias: &[f32],
-    outputs: usize,
-    inputs: usize,
-    xt: &[f32],
-    columns: usize,
-) -> Vec<f32> {
-    assert_eq!(w.len(), outputs * inputs);
-    assert_eq!(bias.len(), outputs);
-    assert_eq!(xt.len(), inputs * columns);
-    let mut out = Vec::with_capacity(outputs * columns);
-    for &b in bias {
-        out.extend(std::iter::repeat_n(b, columns));
-    }
-    let operands = MatMul {
-        m: outputs,
-        n: columns,
-        k: inputs,
-        lhs: Strided::row_major(w, inputs),
-        rhs: Strided::row_major(xt, columns),
-    };
-    operands.run(&mut out, columns, 1.0, true, true);
-    out
-}
-
-/// A matrix operand: element `(r, c)` is at `r·row_stride + c·col_stride`.
-#[derive(Clone, Copy)]
-struct Strided<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Strided<'a> {
-    fn row_major(data: &'a [f32], columns: usize) -> Self {
-        Self {
-            data,
-            row_stride: columns,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `columns` columns.
-    fn transposed(data: &'a [f32], columns: usize) -> Self {
-        Self {
-            data,
-            row_stride: 1,
-            col_stride: columns,
-        }
-    }
-
-    /// Index of the last element of a `rows × cols` view, which must lie inside `data`.
-    fn check(&self, rows: usize, cols: usize) {
-        let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
-        assert!(last < self.data.len(), "matrix view out of bounds");
-    }
-}
-
-/// `dst (m×n, row-major with row stride dst_row_stride) (+)= scale · lhs (m×k) · rhs (k×n)`.
-struct MatMul<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Strided<'a>,
-    rhs: Strided<'a>,
-}
-
-impl MatMul<'_> {
-    fn run(
-        &self,
-        dst: &mut [f32],
-        dst_row_stride: usize,
-        scale: f32,
-        accumulate: bool,
-        parallel: bool,
-    ) {
-        if self.m == 0 || self.n == 0 {
-            return;
-        }
-        self.lhs.check(self.m, self.k.max(1));
-        self.rhs.check(self.k.max(1), self.n);
-        assert!(
-            (self.m - 1) * dst_row_stride + self.n <= dst.len(),
-            "destination out of bounds"
-        );
-        assert!(self.n <= dst_row_stride);
-        let parallelism = if parallel && rayon::current_num_threads() > 1 {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the asserts above keep every element gemm touches inside the three slices,
-        // and `dst` is borrowed mutably, so it cannot alias the operands.
-        unsafe {
-            gemm::gemm(
-                self.m,
-                self.n,
-                self.k,
-                dst.as_mut_ptr(),
-                1,
-                dst_row_stride as isize,
-                accumulate,
-                self.lhs.data.as_ptr(),
-                self.lhs.col_stride as isize,
-                self.lhs.row_stride as isize,
-                self.rhs.data.as_ptr(),
-                self.rhs.col_stride as isize,
-                self.rhs.row_stride as isize,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
-    }
-}
-
 /// LayerNorm parameters.
 struct Norm {
     gamma: Vec<f32>,
@@ -214,8 +93,8 @@ impl Norm {
         eps: f64,
     ) -> Result<Self> {
         Ok(Self {
-            gamma: host(&store.get(&format!("{name}.weight"), in_encoder, &[width])?)?,
-            beta: host(&store.get(&format!("{name}.bias"), in_encoder, &[width])?)?,
+            gamma: store.get_host(&format!("{name}.weight"), in_encoder, &[width])?,
+            beta: store.get_host(&format!("{name}.bias"), in_encoder, &[width])?,
             eps,
         })
     }
@@ -223,84 +102,8 @@ impl Norm {
     /// Normalises each column of feature-major `xt` (`[features, columns]`) in place, after
     /// adding `residual` (same shape) when given.
     fn forward_columns(&self, xt: &mut [f32], residual: Option<&[f32]>, columns: usize) {
-        let features = self.gamma.len();
-        if let Some(residual) = residual {
-            xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
-        }
-        // Statistics in f64: cheap at these sizes and no less exact than transformers' f32.
-        let mut mean = vec![0f64; columns];
-        for row in xt.chunks_exact(columns) {
-            mean.iter_mut()
-                .zip(row)
-                .for_each(|(m, &x)| *m += f64::from(x));
-        }
-        mean.iter_mut().for_each(|m| *m /= features as f64);
-        let mut variance = vec![0f64; columns];
-        for row in xt.chunks_exact(columns) {
-            variance
-                .iter_mut()
-                .zip(row)
-                .zip(&mean)
-                .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
-        }
-        let inv_std: Vec<f64> = variance
-            .iter()
-            .map(|v| 1.0 / (v / features as f64 + self.eps).sqrt())
-            .collect();
-        for (feature, row) in xt.chunks_exact_mut(columns).enumerate() {
-            let (gamma, beta) = (
-                f64::from(self.gamma[feature]),
-                f64::from(self.beta[feature]),
-            );
-            for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
-                *x = ((f64::from(*x) - m) * s * gamma + beta) as f32;
-            }
-        }
+        layer_norm_columns(xt, residual, &self.gamma, &self.beta, self.eps, columns);
     }
-}
-
-fn activate(values: &mut [f32], activation: Activation) {
-    let apply: fn(f32) -> f32 = match activation {
-        // transformers' `gelu`: x·Φ(x) with the exact error function.
-        Activation::GeluErf => {
-            |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-        }
-        // `gelu_new` / `gelu_pytorch_tanh`.
-        Activation::GeluTanh => |x| {
-            let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-            0.5 * x * (1.0 + inner.tanh())
-        },
-        Activation::Relu => |x| x.max(0.0),
-    };
-    values
-        .par_chunks_mut(4096)
-        .for_each(|chunk| chunk.iter_mut().for_each(|x| *x = apply(*x)));
-}
-
-/// Softmax of each row, in place.
-fn softmax_rows(values: &mut [f32], width: usize) {
-    for row in values.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        row.iter_mut().for_each(|x| *x /= sum);
-    }
-}
-
-/// Transposes a row-major `rows × cols` block into `dst` (`cols × rows`).
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &value) in row.iter().enumerate() {
-            dst[c * rows + r] = value;
-        }
-    }
-}
-
-fn host(tensor: &candle_core::Tensor) -> Result<Vec<f32>> {
-    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
 }
 
 struct Layer {
@@ -400,10 +203,11 @@ impl CpuBert {
             .collect::<Result<_>>()?;
         let mlm = if store.contains("cls.predictions.transform.dense.weight", false) {
             let vocab = config.vocab_size;
-            let decoder_bias = match store.get_optional("cls.predictions.bias", false, &[vocab])? {
-                Some(bias) => bias,
-                None => store.get("cls.predictions.decoder.bias", false, &[vocab])?,
-            };
+            let decoder_bias =
+                match store.get_host_optional("cls.predictions.bias", false, &[vocab])? {
+                    Some(bias) => bias,
+                    None => store.get_host("cls.predictions.decoder.bias", false, &[vocab])?,
+                };
             Some(MlmHead {
                 transform: Dense::load(
                     store,
@@ -419,11 +223,12 @@ impl CpuBert {
                     hidden,
                     eps,
                 )?,
-                decoder_weight: store
-                    .get_optional("cls.predictions.decoder.weight", false, &[vocab, hidden])?
-                    .map(|weight| host(&weight))
-                    .transpose()?,
-                decoder_bias: host(&decoder_bias)?,
+                decoder_weight: store.get_host_optional(
+                    "cls.predictions.decoder.weight",
+                    false,
+                    &[vocab, hidden],
+                )?,
+                decoder_bias,
             })
         } else {
             None
@@ -440,21 +245,21 @@ impl CpuBert {
         };
         Ok(Self {
             config: config.clone(),
-            word: host(&store.get(
+            word: store.get_host(
                 "embeddings.word_embeddings.weight",
                 true,
                 &[config.vocab_size, hidden],
-            )?)?,
-            position: host(&store.get(
+            )?,
+            position: store.get_host(
                 "embeddings.position_embeddings.weight",
                 true,
                 &[config.max_position_embeddings, hidden],
-            )?)?,
-            segment: host(&store.get(
+            )?,
+            segment: store.get_host(
                 "embeddings.token_type_embeddings.weight",
                 true,
                 &[config.type_vocab_size, hidden],
-            )?)?,
+            )?,
             embedding_norm: Norm::load(store, "embeddings.LayerNorm", true, hidden, eps)?,
             layers,
             mlm,
@@ -652,47 +457,5 @@ impl CpuBert {
             .chunks_exact(tokens)
             .flat_map(|row| positions.iter().map(move |&p| row[p]))
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dense_matches_naive_product() {
-        let (outputs, inputs, columns) = (3, 4, 5);
-        let w: Vec<f32> = (0..outputs * inputs)
-            .map(|v| v as f32 * 0.5 - 2.0)
-            .collect();
-        let b = vec![1.0, -1.0, 0.5];
-        let xt: Vec<f32> = (0..inputs * columns).map(|v| (v as f32).sin()).collect();
-        let out = dense(&w, &b, outputs, inputs, &xt, columns);
-        for o in 0..outputs {
-            for c in 0..columns {
-                let expected: f32 = b[o]
-                    + (0..inputs)
-                        .map(|i| w[o * inputs + i] * xt[i * columns + c])
-                        .sum::<f32>();
-                assert!((out[o * columns + c] - expected).abs() < 1e-5);
-            }
-        }
-    }
-
-    #[test]
-    fn softmax_rows_sum_to_one() {
-        let mut values = vec![1.0, 2.0, 3.0, -1000.0, 0.0, 1000.0];
-        softmax_rows(&mut values, 3);
-        assert!((values[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(values[5], 1.0);
-        assert!(values.iter().all(|v| v.is_finite()));
-    }
-
-    #[test]
-    fn transpose_round_trips() {
-        let src: Vec<f32> = (0..6).map(|v| v as f32).collect();
-        let mut t = vec![0.0; 6];
-        transpose_into(&src, 2, 3, &mut t);
-        assert_eq!(t, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
     }
 }
