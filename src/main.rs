@@ -75,11 +75,15 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
+            // clap spreads one error over several lines; keep it to one, without the usage.
             let message = err.to_string();
-            eprintln!(
-                "{}",
-                message.lines().next().unwrap_or("error: invalid arguments")
-            );
+            let lines: Vec<&str> = message
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.starts_with("Usage:"))
+                .filter(|line| !line.is_empty())
+                .collect();
+            eprintln!("{}", lines.join(" "));
             return ExitCode::from(2);
         }
         Err(err) => {
