@@ -122,7 +122,7 @@ fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
         let percent = (step.done_bytes * 100)
             .checked_div(step.total_bytes)
             .unwrap_or(0);
-        if last_percent != Some(percent) && percent % 10 == 0 {
+        if last_percent != Some(percent) && percent.is_multiple_of(10) {
             eprintln!("downloading {}: {percent}%", step.file);
             last_percent = Some(percent);
         }
@@ -163,6 +163,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let model = load(&args.model)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let input = bench::synthetic_input(&model, args.seq_len)?;
     let config = model.config();
     println!(
         "model {} ({} layers x {} heads, hidden {}), device {}, {} threads",
@@ -174,7 +175,6 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         rayon::current_num_threads()
     );
     println!("load_ms {load_ms:.1}");
-    let input = bench::synthetic_input(&model, args.seq_len)?;
     let timings = bench::time_forward(&model, &input, 2, args.iters)?;
     let runs: Vec<String> = timings
         .runs_ms

@@ -2,6 +2,9 @@
 //! were written by tools/make_fixtures.py. Attention must match to 1e-5, hidden states to 1e-4,
 //! tokens exactly, MLM top-5 ids exactly with probabilities to 1e-5, NSP to 1e-5.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,8 @@
 //! Loading real-world checkpoint layouts, and the one-line errors for the broken ones.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use bertscope::model::{AnalysisRequest, DeviceChoice, ForwardPath, LoadedModel, ModelSource};

@@ -58,7 +58,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.json");
         std::fs::write(&target, "old").unwrap();
-        let err = write_atomically(&target, &mut |w: &mut dyn Write| {
+        let err = write_atomically(&target, |w: &mut dyn Write| {
             w.write_all(b"partial")?;
             Err(std::io::Error::other("disk full"))
         })
@@ -75,7 +75,7 @@ mod tests {
             "no temporary file left"
         );
 
-        write_atomically(&target, &mut |w: &mut dyn Write| w.write_all(b"new")).unwrap();
+        write_atomically(&target, |w: &mut dyn Write| w.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
     }
 }

@@ -103,6 +103,8 @@ pub enum ForwardPath {
 }
 
 /// The loaded weights, in the form the chosen forward path needs.
+// One engine per loaded model, never copied around: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Cpu(CpuBert),
     Candle {
