@@ -151,8 +151,11 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
         None => {
             let stdout = std::io::stdout();
             let mut writer = std::io::BufWriter::new(stdout.lock());
-            write(&mut writer).context("cannot write to standard output")?;
-            writer.flush().context("cannot write to standard output")?;
+            match write(&mut writer).and_then(|()| writer.flush()) {
+                // A reader that stopped early (`| head`) is not an error.
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+                result => result.context("cannot write to standard output")?,
+            }
         }
     }
     Ok(())
