@@ -4,6 +4,13 @@
 //! runs checkpoints while capturing every attention map; [`export`] turns captured data into
 //! files. Neither depends on the GUI.
 
+pub mod analysis;
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod bench;
 pub mod export;
 pub mod model;
+pub mod render;
+#[cfg(feature = "gui")]
+pub mod ui;
+pub mod worker;

@@ -13,13 +13,46 @@ use bertscope::bench;
 use bertscope::export::dump::DumpDocument;
 use bertscope::export::write_atomically;
 use bertscope::model::{AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource};
+#[cfg(feature = "gui")]
+use bertscope::ui::View;
 
-/// See inside BERT: every layer and head, locally.
+/// See inside BERT: every layer and head, locally. Without a subcommand, opens the app.
 #[derive(Parser)]
-#[command(name = "bertscope", version, about, arg_required_else_help = true)]
+#[command(
+    name = "bertscope",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+/// Options of the desktop app.
+#[derive(Args)]
+struct AppArgs {
+    /// A local model folder or a Hub id; default: the last model used, else bert-base-uncased.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Sentence A.
+    #[arg(long, short)]
+    text: Option<String>,
+    /// Sentence B, making a pair.
+    #[arg(long)]
+    text_b: Option<String>,
+    /// cpu, cuda or metal (GPU back-ends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The tab to open.
+    #[cfg(feature = "gui")]
+    #[arg(long, value_enum)]
+    view: Option<View>,
+    /// Save a PNG of the window once results are drawn, then exit.
+    #[arg(long, value_name = "PATH")]
+    screenshot: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -101,8 +134,9 @@ fn main() -> ExitCode {
         .init();
 
     let outcome = match cli.command {
-        Command::Dump(args) => dump(args),
-        Command::Bench(args) => run_bench(args),
+        Some(Command::Dump(args)) => dump(args),
+        Some(Command::Bench(args)) => run_bench(args),
+        None => open_app(cli.app),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +145,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "gui")]
+fn open_app(args: AppArgs) -> anyhow::Result<()> {
+    let device: DeviceChoice = args.device.parse()?;
+    bertscope::app::run(bertscope::app::LaunchOptions {
+        model: args.model,
+        text: args.text,
+        text_b: args.text_b,
+        device,
+        view: args.view,
+        screenshot: args.screenshot,
+    })
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_app(_args: AppArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no desktop app (built without the \"gui\" feature); use the dump or bench subcommands")
 }
 
 /// Loads a model, printing download progress on stderr.

@@ -1,0 +1,41 @@
+//! Pure functions over captured data: projections and summaries the views draw.
+
+pub mod projection;
+
+use crate::model::Analysis;
+
+/// Which attention map of a layer to show: one head, or the mean over all heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum HeadChoice {
+    /// A single head (0-based).
+    Head(usize),
+    /// The element-wise mean over the layer's heads.
+    Mean,
+}
+
+impl std::fmt::Display for HeadChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Head(head) => write!(f, "head {head}"),
+            Self::Mean => f.write_str("mean of heads"),
+        }
+    }
+}
+
+/// The `[query][key]` attention matrix of one head, or the mean over a layer's heads.
+pub fn attention_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32> {
+    match head {
+        HeadChoice::Head(head) => analysis.attention(layer, head).to_vec(),
+        HeadChoice::Mean => {
+            let heads = analysis.heads();
+            let mut mean = vec![0f32; analysis.len() * analysis.len()];
+            for head in 0..heads {
+                mean.iter_mut()
+                    .zip(analysis.attention(layer, head))
+                    .for_each(|(m, &a)| *m += a);
+            }
+            mean.iter_mut().for_each(|m| *m /= heads as f32);
+            mean
+        }
+    }
+}

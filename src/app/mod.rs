@@ -1,0 +1,281 @@
+//! The desktop app: `mod.rs` holds the state and the eframe glue, [`logic`] everything that is
+//! not drawing (worker responses, debouncing, actions), [`ui`] the panels.
+
+mod logic;
+mod ui;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DeviceChoice, DownloadProgress};
+use crate::ui::textures::TextureCache;
+use crate::ui::{View, ViewState};
+use crate::worker::{AnalysisResult, ModelInfo, Worker};
+
+/// The model used when neither `--model` nor a remembered one is given.
+pub const DEFAULT_MODEL: &str = "bert-base-uncased";
+/// Text shown on first start.
+pub const DEFAULT_TEXT: &str = "The cat sat on the mat because it was tired.";
+
+/// What the command line asks of the app.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaunchOptions {
+    /// Folder or Hub id; else the remembered model, else [`DEFAULT_MODEL`].
+    pub model: Option<String>,
+    /// Sentence A.
+    pub text: Option<String>,
+    /// Sentence B.
+    pub text_b: Option<String>,
+    /// Where the model runs.
+    pub device: DeviceChoice,
+    /// The tab to open.
+    pub view: Option<View>,
+    /// Save a PNG of the window here once results are drawn, then exit.
+    pub screenshot: Option<PathBuf>,
+}
+
+/// Settings remembered between runs (eframe storage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The last model asked for.
+    pub model: String,
+    /// Sentence A.
+    pub text_a: String,
+    /// Sentence B (used when `use_pair`).
+    pub text_b: String,
+    /// Whether sentence B is part of the input.
+    pub use_pair: bool,
+    /// Tabs, selections and view options.
+    pub view: ViewState,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            text_a: DEFAULT_TEXT.to_owned(),
+            text_b: String::new(),
+            use_pair: false,
+            view: ViewState::default(),
+        }
+    }
+}
+
+/// Where the model stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelStatus {
+    /// Nothing asked for yet.
+    Idle,
+    /// Being found, downloaded or loaded.
+    Loading {
+        /// The load request.
+        id: u64,
+        /// What is being loaded, as the user gave it (folder or Hub id).
+        name: String,
+        /// The latest download step, if downloading.
+        progress: Option<DownloadProgress>,
+    },
+    /// Ready to run.
+    Ready(ModelInfo),
+    /// Loading failed.
+    Failed {
+        /// What was asked for.
+        name: String,
+        /// Why, in one line.
+        message: String,
+    },
+}
+
+/// The outcome of `--screenshot`, read by `main` after the window closes.
+pub type ScreenshotOutcome = Arc<Mutex<Option<Result<PathBuf, String>>>>;
+
+/// A pending `--screenshot`.
+struct ScreenshotJob {
+    path: PathBuf,
+    started: Instant,
+    /// Frames drawn since the result arrived; textures need a frame to reach the GPU.
+    frames_with_result: u32,
+    requested: bool,
+    outcome: ScreenshotOutcome,
+}
+
+/// The app.
+pub struct BertscopeApp {
+    settings: Settings,
+    device: DeviceChoice,
+    worker: Option<Worker>,
+    next_request_id: u64,
+    model: ModelStatus,
+    /// The newest analysis sent; older results are stale and dropped.
+    latest_analysis_id: Option<u64>,
+    /// The newest analysis answered (with a result or an error).
+    answered_analysis_id: Option<u64>,
+    result: Option<Arc<AnalysisResult>>,
+    analysis_error: Option<String>,
+    /// When the text last changed and has not been run since.
+    text_changed_at: Option<Instant>,
+    textures: TextureCache,
+    /// The text of the model picker.
+    model_field: String,
+    /// A message from the model picker (e.g. no file dialog available).
+    picker_note: Option<String>,
+    screenshot: Option<ScreenshotJob>,
+    /// CPU time of the last frame's drawing, in milliseconds.
+    last_frame_ms: f64,
+}
+
+impl BertscopeApp {
+    /// Builds the app on an egui context, restoring `settings` and applying `launch`.
+    pub fn new(
+        ctx: &egui::Context,
+        mut settings: Settings,
+        launch: LaunchOptions,
+        outcome: ScreenshotOutcome,
+    ) -> Self {
+        if let Some(text) = launch.text {
+            settings.text_a = text;
+        }
+        if let Some(text_b) = launch.text_b {
+            settings.use_pair = !text_b.is_empty();
+            settings.text_b = text_b;
+        }
+        if let Some(view) = launch.view {
+            settings.view.view = view;
+        }
+        let model = launch
+            .model
+            .or_else(|| Some(settings.model.clone()).filter(|model| !model.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        let waker = ctx.clone();
+        let worker = Worker::spawn(move || waker.request_repaint());
+        let mut app = Self {
+            settings,
+            device: launch.device,
+            worker: None,
+            next_request_id: 1,
+            model: ModelStatus::Idle,
+            latest_analysis_id: None,
+            answered_analysis_id: None,
+            result: None,
+            analysis_error: None,
+            text_changed_at: None,
+            textures: TextureCache::default(),
+            model_field: model.clone(),
+            picker_note: None,
+            screenshot: launch.screenshot.map(|path| ScreenshotJob {
+                path,
+                started: Instant::now(),
+                frames_with_result: 0,
+                requested: false,
+                outcome,
+            }),
+            last_frame_ms: 0.0,
+        };
+        match worker {
+            Ok(worker) => {
+                app.worker = Some(worker);
+                app.load_model(model);
+            }
+            Err(err) => {
+                app.model = ModelStatus::Failed {
+                    name: model,
+                    message: format!("cannot start the inference thread ({err})"),
+                };
+            }
+        }
+        app
+    }
+
+    /// The current settings (what would be saved).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Where the model stands.
+    pub fn model_status(&self) -> &ModelStatus {
+        &self.model
+    }
+
+    /// The result on screen, if any.
+    pub fn result(&self) -> Option<&Arc<AnalysisResult>> {
+        self.result.as_ref()
+    }
+
+    /// Whether a model is loading, or an analysis is running or waiting for the debounce.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.model, ModelStatus::Loading { .. })
+            || self.text_changed_at.is_some()
+            || self.latest_analysis_id != self.answered_analysis_id
+    }
+}
+
+impl eframe::App for BertscopeApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.update_logic(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        self.draw(ui);
+        self.last_frame_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.after_frame(ui.ctx());
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}
+
+/// Opens the window and runs until it closes. With `--screenshot`, fails when no PNG was saved.
+pub fn run(launch: LaunchOptions) -> anyhow::Result<()> {
+    let screenshot = launch.screenshot.is_some();
+    let outcome: ScreenshotOutcome = Arc::new(Mutex::new(None));
+    let app_outcome = Arc::clone(&outcome);
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("bertscope")
+            .with_inner_size([1400.0, 900.0])
+            .with_min_inner_size([720.0, 480.0])
+            .with_drag_and_drop(true),
+        // A screenshot must not depend on, or change, what the user's last session left behind.
+        persist_window: !screenshot,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "bertscope",
+        options,
+        Box::new(move |cc| {
+            let settings = match cc.storage {
+                Some(storage) if !screenshot => {
+                    eframe::get_value(storage, eframe::APP_KEY).unwrap_or_default()
+                }
+                _ => Settings::default(),
+            };
+            Ok(Box::new(BertscopeApp::new(
+                &cc.egui_ctx,
+                settings,
+                launch,
+                app_outcome,
+            )))
+        }),
+    )
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "cannot open the window: {}",
+            crate::model::error::first_line(&err.to_string())
+        )
+    })?;
+    if screenshot {
+        let result = outcome.lock().map(|guard| guard.clone()).unwrap_or(None);
+        match result {
+            Some(Ok(path)) => eprintln!("saved {}", path.display()),
+            Some(Err(message)) => anyhow::bail!("{message}"),
+            None => anyhow::bail!("the window closed before the screenshot was taken"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The panels: model picker and text inputs on top, status bar at the bottom, tokens, tabs and
+//! the open view in the middle.
+
+use egui::{Color32, RichText};
+
+use super::{BertscopeApp, ModelStatus};
+use crate::ui::tokens::{token_chips, ChipClick};
+use crate::ui::{heatmap, lines, mlm, overview, projection, View};
+
+impl BertscopeApp {
+    /// Draws the whole window.
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("inputs").show(ui, |ui| {
+            ui.add_space(4.0);
+            self.model_picker(ui);
+            ui.add_space(2.0);
+            self.text_inputs(ui);
+            ui.add_space(4.0);
+        });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.main_area(ui));
+    }
+
+    fn model_picker(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Model");
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut self.model_field)
+                    .desired_width(360.0)
+                    .hint_text("bert-base-uncased or /path/to/model-folder"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("A Hugging Face Hub id or a local folder with config.json, weights and tokenizer files. Press Enter to load.");
+            let enter = field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
+            let loading = matches!(self.model, ModelStatus::Loading { .. });
+            if ui.add_enabled(!loading, egui::Button::new("Load")).on_hover_text("Load this model").clicked() || (enter && !loading) {
+                self.load_model(self.model_field.clone());
+            }
+            if ui.add_enabled(!loading, egui::Button::new("Open folder…")).on_hover_text("Choose a model folder (or drop one on the window)").clicked() {
+                self.pick_folder();
+            }
+            ui.separator();
+            theme_picker(ui);
+        });
+        if let Some(note) = &self.picker_note {
+            ui.weak(note);
+        }
+        if let ModelStatus::Failed { message, .. } = &self.model {
+            ui.colored_label(ui.visuals().error_fg_color, message).on_hover_text("Type a Hub id or a folder above, click Open folder…, or drop a model folder on the window.");
+        }
+    }
+
+    fn text_inputs(&mut self, ui: &mut egui::Ui) {
+        let mut changed = false;
+        ui.horizontal(|ui| {
+            let label = ui.label("Sentence A");
+            changed |= ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.settings.text_a)
+                        .desired_width(ui.available_width())
+                        .hint_text(
+                            "Type a sentence; use [MASK] to ask the model to fill in a word",
+                        ),
+                )
+                .labelled_by(label.id)
+                .changed();
+        });
+        ui.horizontal(|ui| {
+            changed |= ui
+                .checkbox(&mut self.settings.use_pair, "Sentence B")
+                .on_hover_text("Add a second sentence (segment B) for next-sentence prediction")
+                .changed();
+            ui.add_enabled_ui(self.settings.use_pair, |ui| {
+                changed |= ui
+                    .add(
+                        egui::TextEdit::singleline(&mut self.settings.text_b)
+                            .desired_width(ui.available_width())
+                            .hint_text("Optional second sentence"),
+                    )
+                    .changed();
+            });
+        });
+        if changed {
+            self.text_changed();
+        }
+    }
+
+    fn status_bar(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            match &self.model {
+                ModelStatus::Idle => {
+                    ui.weak("No model");
+                }
+                ModelStatus::Loading { name, progress, .. } => {
+                    ui.spinner();
+                    match progress {
+                        Some(step) if step.total_bytes > 0 => {
+                            let fraction = step.done_bytes as f32 / step.total_bytes as f32;
+                            ui.label(format!("Downloading {} of {name}", step.file));
+                            ui.add(
+                                egui::ProgressBar::new(fraction)
+                                    .desired_width(160.0)
+                                    .show_percentage(),
+                            );
+                        }
+                        _ => {
+                            ui.label(format!("Loading {name}…"));
+                        }
+                    }
+                }
+                ModelStatus::Ready(info) => {
+                    ui.label(RichText::new(&info.name).strong());
+                    ui.separator();
+                    ui.label(format!("{} layers × {} heads", info.layers, info.heads))
+                        .on_hover_text(format!("hidden size {}", info.hidden));
+                    ui.separator();
+                    ui.label(info.device.to_string());
+                    ui.separator();
+                    ui.label(format!("loaded in {:.0} ms", info.load_ms));
+                }
+                ModelStatus::Failed { name, .. } => {
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!("{name} could not be loaded"),
+                    );
+                }
+            }
+            if let Some(result) = &self.result {
+                ui.separator();
+                let analysis = &result.analysis;
+                ui.label(format!("{} tokens", analysis.len()));
+                if analysis.dropped_tokens > 0 {
+                    ui.colored_label(
+                        Color32::from_rgb(230, 150, 30),
+                        format!(
+                            "({} dropped: input longer than the model's limit)",
+                            analysis.dropped_tokens
+                        ),
+                    );
+                }
+                ui.separator();
+                ui.label(format!("inference {:.1} ms", result.inference_ms))
+                    .on_hover_text("Forward pass with every attention map captured");
+            }
+            if self.is_busy() && matches!(self.model, ModelStatus::Ready(_)) {
+                ui.spinner();
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.weak(format!("frame {:.1} ms", self.last_frame_ms))
+                    .on_hover_text("CPU time spent drawing the last frame");
+            });
+        });
+    }
+
+    fn main_area(&mut self, ui: &mut egui::Ui) {
+        let Some(result) = self.result.clone() else {
+            ui.centered_and_justified(|ui| match &self.model {
+                ModelStatus::Loading { name, .. } => {
+                    ui.label(format!("Loading {name}…"));
+                }
+                ModelStatus::Failed { .. } => {
+                    ui.label("Pick a model above: a Hub id, Open folder…, or drop a model folder on the window.");
+                }
+                _ => {
+                    ui.label(self.analysis_error.clone().unwrap_or_else(|| "Type a sentence above.".to_owned()));
+                }
+            });
+            return;
+        };
+        let analysis = &result.analysis;
+        if let Some(error) = &self.analysis_error {
+            ui.colored_label(ui.visuals().error_fg_color, error);
+        }
+        let has_mlm = matches!(&self.model, ModelStatus::Ready(info) if info.has_mlm);
+        // In the masked-LM tab a click masks the token; everywhere else it selects it.
+        let click = if self.settings.view.view == View::Mlm && has_mlm {
+            ChipClick::Mask
+        } else {
+            ChipClick::Select
+        };
+        let chip_action = token_chips(ui, analysis, self.settings.view.selected_token, click);
+        if let Some(p) = analysis.nsp_is_next {
+            ui.label(format!(
+                "Next-sentence prediction: B follows A with probability {:.1}%",
+                p * 100.0
+            ))
+            .on_hover_text(format!("is_next = {p:.6}"));
+        } else if self.settings.use_pair {
+            if let ModelStatus::Ready(info) = &self.model {
+                if !info.has_nsp {
+                    ui.weak("This model has no next-sentence head.");
+                }
+            }
+        }
+        ui.separator();
+        ui.horizontal(|ui| {
+            for view in View::ALL {
+                ui.selectable_value(&mut self.settings.view.view, view, view.label())
+                    .on_hover_text(view.description());
+            }
+        });
+        ui.separator();
+        let state = &mut self.settings.view;
+        let mut actions: Vec<_> = chip_action.into_iter().collect();
+        actions.extend(match state.view {
+            View::Heatmap => heatmap::heatmap_view(ui, analysis, state, &mut self.textures),
+            View::Lines => lines::lines_view(ui, analysis, state),
+            View::Overview => overview::overview_view(ui, analysis, state, &mut self.textures),
+            View::Projection => {
+                projection::projection_view(ui, analysis, &result.projection, state)
+            }
+            View::Mlm => mlm::mlm_view(ui, analysis, has_mlm),
+        });
+        self.apply(actions);
+    }
+}
+
+/// System / dark / light, remembered by egui with the rest of its options.
+fn theme_picker(ui: &mut egui::Ui) {
+    let mut preference = ui.ctx().options(|options| options.theme_preference);
+    let label = |preference: egui::ThemePreference| match preference {
+        egui::ThemePreference::System => "System theme",
+        egui::ThemePreference::Dark => "Dark",
+        egui::ThemePreference::Light => "Light",
+    };
+    egui::ComboBox::from_id_salt("theme")
+        .selected_text(label(preference))
+        .show_ui(ui, |ui| {
+            for choice in [
+                egui::ThemePreference::System,
+                egui::ThemePreference::Dark,
+                egui::ThemePreference::Light,
+            ] {
+                ui.selectable_value(&mut preference, choice, label(choice));
+            }
+        })
+        .response
+        .on_hover_text("Colour theme: follow the system, or always dark or light");
+    ui.ctx().set_theme(preference);
+}

@@ -1,0 +1,84 @@
+//! Colours and pixel images made from captured data, shared by the app and file exports; no
+//! window needed.
+
+/// The colour of an attention weight: viridis (perceptually uniform, readable in grey and by
+/// colour-blind viewers) over `[0, max]`.
+pub fn attention_color(value: f32, max: f32) -> [u8; 3] {
+    let t = if max > 0.0 {
+        (value / max).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let color = colorous::VIRIDIS.eval_continuous(f64::from(t));
+    [color.r, color.g, color.b]
+}
+
+/// A distinct colour per head, evenly spaced around the hue circle.
+pub fn head_color(head: usize, heads: usize) -> [u8; 3] {
+    let color = colorous::SINEBOW.eval_rational(head, heads.max(1));
+    [color.r, color.g, color.b]
+}
+
+/// RGBA pixels of a row-major `rows × cols` matrix coloured by [`attention_color`].
+pub fn heatmap_rgba(values: &[f32], max: f32) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| {
+            let [r, g, b] = attention_color(v, max);
+            [r, g, b, 255]
+        })
+        .collect()
+}
+
+/// Shrinks a square `size × size` matrix to at most `target × target` by taking the maximum of
+/// each block, so that single strong weights stay visible in thumbnails. Returns the new size.
+pub fn downsample_max(values: &[f32], size: usize, target: usize) -> (Vec<f32>, usize) {
+    if size <= target || target == 0 {
+        return (values.to_vec(), size);
+    }
+    let factor = size.div_ceil(target);
+    let out = size.div_ceil(factor);
+    let mut pooled = vec![0f32; out * out];
+    for row in 0..size {
+        for col in 0..size {
+            let cell = &mut pooled[(row / factor) * out + col / factor];
+            *cell = cell.max(values[row * size + col]);
+        }
+    }
+    (pooled, out)
+}
+
+/// The largest value, or 0 for an empty slice.
+pub fn max_value(values: &[f32]) -> f32 {
+    values.iter().copied().fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_span_the_map() {
+        assert_eq!(
+            attention_color(0.0, 1.0),
+            [68, 1, 84],
+            "viridis starts dark purple"
+        );
+        assert_eq!(
+            attention_color(2.0, 1.0),
+            attention_color(1.0, 1.0),
+            "clamped"
+        );
+        assert_ne!(head_color(0, 12), head_color(6, 12));
+    }
+
+    #[test]
+    fn downsampling_keeps_peaks() {
+        let mut values = vec![0.0; 16];
+        values[5] = 0.9;
+        let (pooled, size) = downsample_max(&values, 4, 2);
+        assert_eq!(size, 2);
+        assert_eq!(pooled, vec![0.9, 0.0, 0.0, 0.0]);
+        assert_eq!(downsample_max(&values, 4, 8).1, 4);
+    }
+}

@@ -1,0 +1,195 @@
+//! Token-to-token attention lines (BertViz's head view): queries on the left, keys on the right,
+//! one colour per head, line opacity following the weight.
+
+use egui::{Align2, Color32, FontId, Pos2, Sense, Stroke, Vec2};
+
+use super::tokens::{chip_label, sentence_b_tint};
+use super::{PairFilter, UiAction, ViewState};
+use crate::model::Analysis;
+use crate::render::head_color;
+
+const COLUMN_WIDTH: f32 = 140.0;
+const LINE_SPAN: f32 = 260.0;
+
+/// Which side of the view the pointer is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Focus {
+    Query(usize),
+    Key(usize),
+}
+
+/// The lines tab.
+pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState) -> Vec<UiAction> {
+    let mut actions = Vec::new();
+    let heads = analysis.heads();
+    super::heatmap::layer_head_controls(ui, state, analysis.layers(), heads, false);
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Heads");
+        for head in 0..heads {
+            let [r, g, b] = head_color(head, heads);
+            let shown = !state.hidden_heads.contains(&head);
+            let text = egui::RichText::new(format!("{head}")).color(if shown {
+                Color32::BLACK
+            } else {
+                ui.visuals().weak_text_color()
+            });
+            let button = egui::Button::new(text).fill(if shown {
+                Color32::from_rgb(r, g, b)
+            } else {
+                Color32::TRANSPARENT
+            });
+            if ui
+                .add(button)
+                .on_hover_text(format!("show or hide head {head}"))
+                .clicked()
+            {
+                if shown {
+                    state.hidden_heads.push(head);
+                } else {
+                    state.hidden_heads.retain(|&h| h != head);
+                }
+            }
+        }
+        if ui.small_button("all").clicked() {
+            state.hidden_heads.clear();
+        }
+        if ui.small_button("none").clicked() {
+            state.hidden_heads = (0..heads).collect();
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.add(egui::Slider::new(&mut state.line_threshold, 0.0..=0.5).text("hide weights below"))
+            .on_hover_text("Lines for weights under this are not drawn");
+        let is_pair = analysis.sentence.contains(&Some(1));
+        if is_pair {
+            ui.separator();
+            for filter in PairFilter::ALL {
+                ui.selectable_value(&mut state.pair_filter, filter, filter.label())
+                    .on_hover_text("Which sentence's queries attend to which sentence's keys");
+            }
+        } else {
+            state.pair_filter = PairFilter::All;
+        }
+    });
+    ui.weak(format!(
+        "Layer {}: hover a token to see only its lines; click to select it",
+        state.layer
+    ));
+
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            let tokens = analysis.len();
+            let row = (ui.available_height() / tokens as f32).clamp(12.0, 20.0);
+            let size = Vec2::new(COLUMN_WIDTH * 2.0 + LINE_SPAN, row * tokens as f32 + 4.0);
+            let (response, painter) = ui.allocate_painter(size, Sense::click());
+            let top = response.rect.top() + 2.0;
+            let left_x = response.rect.left() + COLUMN_WIDTH;
+            let right_x = left_x + LINE_SPAN;
+            let y_of = |index: usize| top + row * (index as f32 + 0.5);
+
+            let focus = response.hover_pos().and_then(|pos| {
+                let index = ((pos.y - top) / row).floor();
+                if index < 0.0 || index as usize >= tokens {
+                    return None;
+                }
+                let index = index as usize;
+                if pos.x < left_x + 8.0 {
+                    Some(Focus::Query(index))
+                } else if pos.x > right_x - 8.0 {
+                    Some(Focus::Key(index))
+                } else {
+                    None
+                }
+            });
+            let focus = focus.or(state.selected_token.map(Focus::Query));
+
+            let layer = state.layer;
+            for head in (0..analysis.heads()).filter(|h| !state.hidden_heads.contains(h)) {
+                let [r, g, b] = head_color(head, heads);
+                let map = analysis.attention(layer, head);
+                for query in 0..tokens {
+                    for key in 0..tokens {
+                        let weight = map[query * tokens + key];
+                        if weight < state.line_threshold.max(1e-3) {
+                            continue;
+                        }
+                        let shown = match focus {
+                            Some(Focus::Query(q)) => q == query,
+                            Some(Focus::Key(k)) => k == key,
+                            None => true,
+                        };
+                        if !shown
+                            || !state
+                                .pair_filter
+                                .allows(analysis.sentence[query], analysis.sentence[key])
+                        {
+                            continue;
+                        }
+                        let alpha = (weight.sqrt() * 230.0) as u8;
+                        painter.line_segment(
+                            [
+                                Pos2::new(left_x + 4.0, y_of(query)),
+                                Pos2::new(right_x - 4.0, y_of(key)),
+                            ],
+                            Stroke::new(
+                                1.0 + 2.0 * weight,
+                                Color32::from_rgba_unmultiplied(r, g, b, alpha),
+                            ),
+                        );
+                    }
+                }
+            }
+
+            let font = FontId::monospace((row * 0.7).clamp(9.0, 13.0));
+            let text_color = ui.visuals().text_color();
+            for (index, token) in analysis.tokens.iter().enumerate() {
+                let label = chip_label(token);
+                let highlighted = focus == Some(Focus::Query(index))
+                    || focus == Some(Focus::Key(index))
+                    || state.selected_token == Some(index);
+                let color = if highlighted {
+                    ui.visuals().selection.stroke.color
+                } else {
+                    text_color
+                };
+                for (x, align) in [
+                    (left_x - 4.0, Align2::RIGHT_CENTER),
+                    (right_x + 4.0, Align2::LEFT_CENTER),
+                ] {
+                    let rect = painter.text(
+                        Pos2::new(x, y_of(index)),
+                        align,
+                        &label,
+                        font.clone(),
+                        color,
+                    );
+                    if analysis.sentence[index] == Some(1) {
+                        painter.rect_filled(
+                            rect.expand(1.0),
+                            2.0,
+                            sentence_b_tint(ui).gamma_multiply(0.6),
+                        );
+                        painter.text(
+                            Pos2::new(x, y_of(index)),
+                            align,
+                            &label,
+                            font.clone(),
+                            color,
+                        );
+                    }
+                }
+            }
+            if response.clicked() {
+                match focus {
+                    Some(Focus::Query(index) | Focus::Key(index)) => {
+                        actions.push(UiAction::SelectToken(
+                            (state.selected_token != Some(index)).then_some(index),
+                        ));
+                    }
+                    None => actions.push(UiAction::SelectToken(None)),
+                }
+            }
+        });
+    actions
+}

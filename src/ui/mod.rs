@@ -1,0 +1,188 @@
+//! The views of the app. Each is a function of (analysis, view state) that draws and returns the
+//! [`UiAction`]s the user asked for; the app applies them. No view touches the worker, files or
+//! dialogs, so every view can be driven headless in tests.
+
+pub mod heatmap;
+pub mod lines;
+pub mod mlm;
+pub mod overview;
+pub mod projection;
+pub mod textures;
+pub mod tokens;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::HeadChoice;
+
+/// The tabs of the main area.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+pub enum View {
+    /// One head's attention matrix.
+    #[default]
+    Heatmap,
+    /// BertViz-style token-to-token lines.
+    Lines,
+    /// Every layer × head as thumbnails.
+    Overview,
+    /// Hidden states projected to 2-D.
+    Projection,
+    /// Masked-LM predictions.
+    Mlm,
+}
+
+impl View {
+    /// Every view, in tab order.
+    pub const ALL: [View; 5] = [
+        View::Heatmap,
+        View::Lines,
+        View::Overview,
+        View::Projection,
+        View::Mlm,
+    ];
+
+    /// The tab's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            View::Heatmap => "Heatmap",
+            View::Lines => "Lines",
+            View::Overview => "Overview",
+            View::Projection => "Projection",
+            View::Mlm => "Masked LM",
+        }
+    }
+
+    /// What the tab shows, for its tooltip.
+    pub fn description(self) -> &'static str {
+        match self {
+            View::Heatmap => {
+                "One head's attention: query rows × key columns (arrow keys step layers and heads)"
+            }
+            View::Lines => {
+                "Token-to-token attention lines, one colour per head (BertViz head view)"
+            }
+            View::Overview => {
+                "Every layer and head at a glance; click one to open it in the heatmap"
+            }
+            View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
+            View::Mlm => "Masked-language-model predictions; click a token to mask it",
+        }
+    }
+}
+
+/// Which sentence pairs the lines view shows, for inputs with two sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PairFilter {
+    /// Every query and key.
+    #[default]
+    All,
+    /// Queries in A attending to keys in A.
+    AToA,
+    /// A → B.
+    AToB,
+    /// B → A.
+    BToA,
+    /// B → B.
+    BToB,
+}
+
+impl PairFilter {
+    /// Every filter, in display order.
+    pub const ALL: [PairFilter; 5] = [Self::All, Self::AToA, Self::AToB, Self::BToA, Self::BToB];
+
+    /// Button label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::All => "All",
+            Self::AToA => "A to A",
+            Self::AToB => "A to B",
+            Self::BToA => "B to A",
+            Self::BToB => "B to B",
+        }
+    }
+
+    /// Whether a line from a query in `from` to a key in `to` passes (`None` = special token,
+    /// which passes only the "All" filter).
+    pub fn allows(self, from: Option<usize>, to: Option<usize>) -> bool {
+        match self {
+            Self::All => true,
+            Self::AToA => from == Some(0) && to == Some(0),
+            Self::AToB => from == Some(0) && to == Some(1),
+            Self::BToA => from == Some(1) && to == Some(0),
+            Self::BToB => from == Some(1) && to == Some(1),
+        }
+    }
+}
+
+/// Everything the views remember between frames, shared so that a selection holds everywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ViewState {
+    /// The open tab.
+    pub view: View,
+    /// Layer shown by the heatmap and lines views.
+    pub layer: usize,
+    /// Head (or mean) shown by the heatmap view.
+    pub head: HeadChoice,
+    /// The token selected in any view.
+    #[serde(skip)]
+    pub selected_token: Option<usize>,
+    /// Heads hidden in the lines view.
+    pub hidden_heads: Vec<usize>,
+    /// Sentence-pair filter of the lines view.
+    pub pair_filter: PairFilter,
+    /// Lines fainter than this weight are not drawn.
+    pub line_threshold: f32,
+    /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
+    pub fixed_scale: bool,
+    /// Layer shown by the projection view (0 = embeddings).
+    pub projection_layer: usize,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            view: View::Heatmap,
+            layer: 0,
+            head: HeadChoice::Head(0),
+            selected_token: None,
+            hidden_heads: Vec::new(),
+            pair_filter: PairFilter::All,
+            line_threshold: 0.1,
+            fixed_scale: false,
+            projection_layer: 0,
+        }
+    }
+}
+
+impl ViewState {
+    /// Keeps layer, head and token indices inside a model's shape and an input's length.
+    pub fn clamp_to(&mut self, layers: usize, heads: usize, tokens: usize) {
+        self.layer = self.layer.min(layers.saturating_sub(1));
+        self.projection_layer = self.projection_layer.min(layers);
+        if let HeadChoice::Head(head) = self.head {
+            self.head = HeadChoice::Head(head.min(heads.saturating_sub(1)));
+        }
+        if self.selected_token.is_some_and(|token| token >= tokens) {
+            self.selected_token = None;
+        }
+        self.hidden_heads.retain(|&head| head < heads);
+    }
+}
+
+/// What a view asks the app to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UiAction {
+    /// Select a token everywhere (or clear the selection).
+    SelectToken(Option<usize>),
+    /// Show this layer and head in the heatmap view.
+    OpenInHeatmap {
+        /// Layer index.
+        layer: usize,
+        /// Head index.
+        head: usize,
+    },
+    /// Replace this token of the input with `[MASK]` and run again.
+    MaskToken(usize),
+}

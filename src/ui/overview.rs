@@ -1,0 +1,106 @@
+//! Every layer × head as a grid of thumbnails (BertViz's model view); click one to open it.
+
+use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
+
+use super::textures::TextureCache;
+use super::{UiAction, ViewState};
+use crate::analysis::HeadChoice;
+use crate::model::Analysis;
+
+const LABEL_ROOM: f32 = 28.0;
+const GAP: f32 = 3.0;
+
+/// The overview tab.
+pub fn overview_view(
+    ui: &mut egui::Ui,
+    analysis: &Analysis,
+    state: &ViewState,
+    textures: &mut TextureCache,
+) -> Vec<UiAction> {
+    let (layers, heads) = (analysis.layers(), analysis.heads());
+    ui.weak(format!("{layers} layers × {heads} heads · rows are layers, columns are heads · click a head to open it"));
+    let mut actions = Vec::new();
+    egui::ScrollArea::both()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            let width = ui.available_width() - LABEL_ROOM;
+            let thumb = ((width / heads as f32) - GAP).clamp(24.0, 96.0);
+            let pitch = thumb + GAP;
+            let size = Vec2::new(
+                LABEL_ROOM + pitch * heads as f32,
+                LABEL_ROOM + pitch * layers as f32,
+            );
+            let (response, painter) = ui.allocate_painter(size, Sense::hover());
+            let origin = response.rect.min + Vec2::splat(LABEL_ROOM);
+            let text_color = ui.visuals().text_color();
+            let font = FontId::proportional(11.0);
+            for head in 0..heads {
+                painter.text(
+                    Pos2::new(origin.x + pitch * head as f32 + thumb / 2.0, origin.y - 6.0),
+                    Align2::CENTER_BOTTOM,
+                    head.to_string(),
+                    font.clone(),
+                    text_color,
+                );
+            }
+            let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+            for layer in 0..layers {
+                let y = origin.y + pitch * layer as f32;
+                painter.text(
+                    Pos2::new(origin.x - 6.0, y + thumb / 2.0),
+                    Align2::RIGHT_CENTER,
+                    layer.to_string(),
+                    font.clone(),
+                    text_color,
+                );
+                for head in 0..heads {
+                    let rect = Rect::from_min_size(
+                        Pos2::new(origin.x + pitch * head as f32, y),
+                        Vec2::splat(thumb),
+                    );
+                    let texture = textures.thumbnail(ui.ctx(), analysis, layer, head);
+                    painter.image(texture.id(), rect, uv, Color32::WHITE);
+                    if state.layer == layer && state.head == HeadChoice::Head(head) {
+                        painter.rect_stroke(
+                            rect,
+                            0.0,
+                            Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                            StrokeKind::Outside,
+                        );
+                    }
+                }
+            }
+            // One interactive cell per head, labelled for screen readers and tests.
+            for layer in 0..layers {
+                for head in 0..heads {
+                    let rect = Rect::from_min_size(
+                        origin + Vec2::new(pitch * head as f32, pitch * layer as f32),
+                        Vec2::splat(thumb),
+                    );
+                    let cell = ui.interact(
+                        rect,
+                        ui.scope_id().with(("overview", layer, head)),
+                        Sense::click(),
+                    );
+                    let label = format!("layer {layer}, head {head}");
+                    cell.widget_info(|| {
+                        egui::WidgetInfo::labeled(egui::Role::Button, true, &label)
+                    });
+                    if cell.hovered() {
+                        painter.rect_stroke(
+                            rect,
+                            0.0,
+                            Stroke::new(1.0, text_color),
+                            StrokeKind::Outside,
+                        );
+                    }
+                    let cell = cell
+                        .on_hover_text_at_pointer(format!("{label}: click to open in the heatmap"));
+                    if cell.clicked() {
+                        actions.push(UiAction::OpenInHeatmap { layer, head });
+                    }
+                }
+            }
+        });
+    actions
+}

@@ -1,0 +1,112 @@
+//! GPU textures of attention maps, made once per analysis and reused every frame, so that even
+//! 512 × 512 maps and 384 thumbnails cost one image draw each.
+
+use std::collections::HashMap;
+
+use egui::{ColorImage, TextureHandle, TextureOptions};
+
+use crate::analysis::{attention_map, HeadChoice};
+use crate::model::Analysis;
+use crate::render::{downsample_max, heatmap_rgba, max_value};
+
+/// Largest side of an overview thumbnail, in texels.
+pub const THUMBNAIL_TEXELS: usize = 96;
+
+/// Which texture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Full {
+        layer: usize,
+        head: HeadChoice,
+        fixed_scale: bool,
+    },
+    Thumbnail {
+        layer: usize,
+        head: usize,
+    },
+}
+
+/// Textures of the current analysis; [`TextureCache::reset`] when a new one arrives.
+#[derive(Default)]
+pub struct TextureCache {
+    generation: u64,
+    textures: HashMap<Key, (TextureHandle, f32)>,
+}
+
+impl TextureCache {
+    /// Forgets every texture if the analysis changed (identified by `generation`).
+    pub fn reset(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.generation = generation;
+            self.textures.clear();
+        }
+    }
+
+    /// The full-resolution map of one head (or the mean), and the value its brightest colour
+    /// stands for.
+    pub fn full(
+        &mut self,
+        ctx: &egui::Context,
+        analysis: &Analysis,
+        layer: usize,
+        head: HeadChoice,
+        fixed_scale: bool,
+    ) -> (TextureHandle, f32) {
+        let key = Key::Full {
+            layer,
+            head,
+            fixed_scale,
+        };
+        self.textures
+            .entry(key)
+            .or_insert_with(|| {
+                let values = attention_map(analysis, layer, head);
+                let max = if fixed_scale { 1.0 } else { max_value(&values) };
+                let size = analysis.len();
+                let image =
+                    ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
+                (
+                    ctx.load_texture(
+                        format!("attention-{layer}-{head:?}"),
+                        image,
+                        TextureOptions::NEAREST,
+                    ),
+                    max,
+                )
+            })
+            .clone()
+    }
+
+    /// A small map of one head for the overview, max-pooled down to [`THUMBNAIL_TEXELS`].
+    pub fn thumbnail(
+        &mut self,
+        ctx: &egui::Context,
+        analysis: &Analysis,
+        layer: usize,
+        head: usize,
+    ) -> TextureHandle {
+        let key = Key::Thumbnail { layer, head };
+        self.textures
+            .entry(key)
+            .or_insert_with(|| {
+                let (values, size) = downsample_max(
+                    analysis.attention(layer, head),
+                    analysis.len(),
+                    THUMBNAIL_TEXELS,
+                );
+                let max = max_value(&values);
+                let image =
+                    ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
+                (
+                    ctx.load_texture(
+                        format!("thumbnail-{layer}-{head}"),
+                        image,
+                        TextureOptions::NEAREST,
+                    ),
+                    max,
+                )
+            })
+            .0
+            .clone()
+    }
+}

@@ -1,0 +1,346 @@
+//! The inference thread: loads models and runs them off the UI thread.
+//!
+//! The UI sends [`WorkerRequest`]s and drains [`WorkerResponse`]s; after every response the
+//! worker calls the waker (the app passes `request_repaint`). Requests carry ids, and when several
+//! are waiting the worker runs only the newest model load and the newest analysis: typing faster
+//! than the model runs never builds a queue.
+
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::analysis::projection::Projection;
+use crate::model::{
+    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource,
+};
+
+/// What the UI asks of the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerRequest {
+    /// Load a model, replacing the current one.
+    Load {
+        /// Request id; responses carry it back.
+        id: u64,
+        /// Folder or Hub id.
+        source: ModelSource,
+        /// Where to run it.
+        device: DeviceChoice,
+    },
+    /// Run the current model on a text.
+    Analyze {
+        /// Request id; responses carry it back.
+        id: u64,
+        /// The input.
+        request: AnalysisRequest,
+    },
+}
+
+/// Facts about the loaded model that the UI shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Hub id or folder name.
+    pub name: String,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Heads per layer.
+    pub heads: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Longest input in tokens.
+    pub max_tokens: usize,
+    /// The device it runs on.
+    pub device: DeviceChoice,
+    /// Whether masked-LM predictions are available.
+    pub has_mlm: bool,
+    /// Whether next-sentence predictions are available.
+    pub has_nsp: bool,
+    /// Time to find and load the model.
+    pub load_ms: f64,
+}
+
+/// One finished analysis with what the views derive from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisResult {
+    /// The input that was run.
+    pub request: AnalysisRequest,
+    /// Everything the forward pass captured.
+    pub analysis: Analysis,
+    /// Hidden states projected to 2-D.
+    pub projection: Projection,
+    /// Time of the forward pass (with capture), in milliseconds.
+    pub inference_ms: f64,
+}
+
+/// What the worker reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerResponse {
+    /// A download step while loading.
+    Downloading {
+        /// The load request.
+        id: u64,
+        /// Progress of the current file.
+        progress: DownloadProgress,
+    },
+    /// The model is ready.
+    Loaded {
+        /// The load request.
+        id: u64,
+        /// What was loaded.
+        info: ModelInfo,
+    },
+    /// The model could not be loaded; the previous one (if any) is gone too.
+    LoadFailed {
+        /// The load request.
+        id: u64,
+        /// One line for the user.
+        message: String,
+    },
+    /// An analysis finished.
+    Analyzed {
+        /// The analysis request.
+        id: u64,
+        /// The result, shared with the views.
+        result: Arc<AnalysisResult>,
+    },
+    /// An analysis failed.
+    AnalysisFailed {
+        /// The analysis request.
+        id: u64,
+        /// One line for the user.
+        message: String,
+    },
+}
+
+/// Handle to the inference thread; dropping it stops the thread.
+pub struct Worker {
+    requests: Option<Sender<WorkerRequest>>,
+    responses: Receiver<WorkerResponse>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the thread; `wake` is called after every response.
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let (request_tx, request_rx) = mpsc::channel();
+        let (response_tx, response_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("bertscope-worker".to_owned())
+            .spawn(move || run(&request_rx, &response_tx, &wake))?;
+        Ok(Self {
+            requests: Some(request_tx),
+            responses: response_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a request. Returns false when the worker has stopped.
+    pub fn send(&self, request: WorkerRequest) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|sender| sender.send(request).is_ok())
+    }
+
+    /// The next response, if one is waiting.
+    pub fn try_recv(&self) -> Option<WorkerResponse> {
+        self.responses.try_recv().ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once the current job finishes.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Keeps only the requests worth running: the newest load, and the newest analysis sent after it.
+pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
+    let last_load = pending
+        .iter()
+        .rposition(|request| matches!(request, WorkerRequest::Load { .. }));
+    let last_analyze = pending
+        .iter()
+        .rposition(|request| matches!(request, WorkerRequest::Analyze { .. }))
+        .filter(|&index| last_load.is_none_or(|load| index > load));
+    pending
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| Some(*index) == last_load || Some(*index) == last_analyze)
+        .map(|(_, request)| request)
+        .collect()
+}
+
+fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, wake: &dyn Fn()) {
+    let send = |response: WorkerResponse| {
+        let delivered = responses.send(response).is_ok();
+        wake();
+        delivered
+    };
+    let mut model: Option<LoadedModel> = None;
+    while let Ok(first) = requests.recv() {
+        let mut pending = vec![first];
+        loop {
+            match requests.try_recv() {
+                Ok(request) => pending.push(request),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        for request in coalesce(pending) {
+            let delivered = match request {
+                WorkerRequest::Load { id, source, device } => {
+                    model = None;
+                    let started = Instant::now();
+                    let mut report = |progress: DownloadProgress| {
+                        send(WorkerResponse::Downloading { id, progress });
+                    };
+                    match LoadedModel::load(&source, device, &mut report) {
+                        Ok(loaded) => {
+                            let info = model_info(&loaded, started.elapsed().as_secs_f64() * 1e3);
+                            model = Some(loaded);
+                            send(WorkerResponse::Loaded { id, info })
+                        }
+                        Err(err) => send(WorkerResponse::LoadFailed {
+                            id,
+                            message: err.to_string(),
+                        }),
+                    }
+                }
+                WorkerRequest::Analyze { id, request } => match &model {
+                    None => send(WorkerResponse::AnalysisFailed {
+                        id,
+                        message: "no model is loaded".to_owned(),
+                    }),
+                    Some(model) => send(analyze(model, id, request)),
+                },
+            };
+            if !delivered {
+                return;
+            }
+        }
+    }
+}
+
+fn model_info(model: &LoadedModel, load_ms: f64) -> ModelInfo {
+    let config = model.config();
+    ModelInfo {
+        name: model.name().to_owned(),
+        layers: config.num_hidden_layers,
+        heads: config.num_attention_heads,
+        hidden: config.hidden_size,
+        max_tokens: config.max_position_embeddings,
+        device: model.device(),
+        has_mlm: model.has_mlm_head(),
+        has_nsp: model.has_nsp_head(),
+        load_ms,
+    }
+}
+
+/// Runs one analysis and derives the projection; used by the worker and by tests.
+pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> WorkerResponse {
+    let started = Instant::now();
+    match model.analyze(&request) {
+        Ok(analysis) => {
+            let inference_ms = started.elapsed().as_secs_f64() * 1e3;
+            let projection = Projection::fit(&analysis.hidden_states);
+            WorkerResponse::Analyzed {
+                id,
+                result: Arc::new(AnalysisResult {
+                    request,
+                    analysis,
+                    projection,
+                    inference_ms,
+                }),
+            }
+        }
+        Err(err) => WorkerResponse::AnalysisFailed {
+            id,
+            message: err.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analyze_request(id: u64) -> WorkerRequest {
+        WorkerRequest::Analyze {
+            id,
+            request: AnalysisRequest::new(format!("text {id}")),
+        }
+    }
+
+    fn load_request(id: u64) -> WorkerRequest {
+        WorkerRequest::Load {
+            id,
+            source: ModelSource::Hub(format!("model-{id}")),
+            device: DeviceChoice::Cpu,
+        }
+    }
+
+    fn ids(requests: &[WorkerRequest]) -> Vec<u64> {
+        requests
+            .iter()
+            .map(|request| match request {
+                WorkerRequest::Load { id, .. } | WorkerRequest::Analyze { id, .. } => *id,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_newest_load_and_analysis_run() {
+        let pending = vec![
+            analyze_request(1),
+            load_request(2),
+            analyze_request(3),
+            analyze_request(4),
+        ];
+        assert_eq!(ids(&coalesce(pending)), vec![2, 4]);
+        let pending = vec![analyze_request(1), analyze_request(2), load_request(3)];
+        assert_eq!(
+            ids(&coalesce(pending)),
+            vec![3],
+            "analyses for the old model are stale"
+        );
+        assert_eq!(ids(&coalesce(vec![analyze_request(7)])), vec![7]);
+    }
+
+    #[test]
+    fn worker_loads_runs_and_wakes_the_ui() {
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        let worker = Worker::spawn(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .unwrap();
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-legacy");
+        assert!(worker.send(WorkerRequest::Load {
+            id: 1,
+            source: ModelSource::Folder(folder),
+            device: DeviceChoice::Cpu,
+        }));
+        assert!(worker.send(analyze_request(2)));
+        let mut responses = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while responses.len() < 2 && Instant::now() < deadline {
+            match worker.try_recv() {
+                Some(response) => responses.push(response),
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        assert!(
+            matches!(&responses[0], WorkerResponse::Loaded { id: 1, info } if info.layers == 2 && info.has_mlm)
+        );
+        let WorkerResponse::Analyzed { id: 2, result } = &responses[1] else {
+            panic!("expected an analysis, got {:?}", responses[1]);
+        };
+        assert_eq!(result.projection.layers(), 3);
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    }
+}

@@ -1,0 +1,303 @@
+//! The app's views, headless: a snapshot per view from a fixed analysis of the tiny legacy
+//! checkpoint, and interaction tests that drive the whole app through its accessibility tree.
+//! Snapshots render with wgpu on Mesa lavapipe; `UPDATE_SNAPSHOTS=1` rewrites them.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+#![cfg(feature = "gui")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bertscope::analysis::HeadChoice;
+use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
+use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
+use bertscope::ui::textures::TextureCache;
+use bertscope::ui::{heatmap, lines, mlm, overview, projection, View, ViewState};
+use bertscope::worker::{self, AnalysisResult, WorkerResponse};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A fixed analysis: the MLM + NSP checkpoint on a sentence pair with a [MASK].
+fn fixed_result() -> Arc<AnalysisResult> {
+    let model = LoadedModel::load(
+        &ModelSource::Folder(fixture("tiny-legacy")),
+        DeviceChoice::Cpu,
+        &mut |_| {},
+    )
+    .unwrap();
+    let request = AnalysisRequest::new("The cat sat on the [MASK].")
+        .with_text_b(Some("It was warm there.".into()));
+    match worker::analyze(&model, 1, request) {
+        WorkerResponse::Analyzed { result, .. } => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+struct ViewHarnessState {
+    view: ViewState,
+    textures: TextureCache,
+}
+
+fn view_harness<'a>(
+    draw: impl FnMut(&mut egui::Ui, &mut ViewHarnessState) + 'a,
+) -> Harness<'a, ViewHarnessState> {
+    let state = ViewHarnessState {
+        view: ViewState::default(),
+        textures: TextureCache::default(),
+    };
+    Harness::builder()
+        .with_size([900.0, 640.0])
+        .build_ui_state(draw, state)
+}
+
+#[test]
+fn heatmap_snapshot() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        state.view.layer = 1;
+        state.view.head = HeadChoice::Head(2);
+        state.view.selected_token = Some(2);
+        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+    });
+    harness.run();
+    harness.snapshot("heatmap");
+}
+
+#[test]
+fn heatmap_mean_snapshot_light_theme() {
+    let result = fixed_result();
+    let mut harness = Harness::builder()
+        .with_size([900.0, 640.0])
+        .with_theme(egui::Theme::Light)
+        .build_ui_state(
+            |ui, state: &mut ViewHarnessState| {
+                state.view.head = HeadChoice::Mean;
+                heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+            },
+            ViewHarnessState {
+                view: ViewState::default(),
+                textures: TextureCache::default(),
+            },
+        );
+    harness.run();
+    harness.snapshot("heatmap_mean_light");
+}
+
+#[test]
+fn lines_snapshot() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        lines::lines_view(ui, &result.analysis, &mut state.view);
+    });
+    harness.run();
+    harness.snapshot("lines");
+}
+
+#[test]
+fn overview_snapshot() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        overview::overview_view(ui, &result.analysis, &state.view, &mut state.textures);
+    });
+    harness.run();
+    harness.snapshot("overview");
+}
+
+#[test]
+fn projection_snapshot() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        state.view.projection_layer = 2;
+        state.view.selected_token = Some(2);
+        projection::projection_view(ui, &result.analysis, &result.projection, &mut state.view);
+    });
+    harness.run();
+    harness.snapshot("projection");
+}
+
+#[test]
+fn mlm_snapshot() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, _| {
+        mlm::mlm_view(ui, &result.analysis, true);
+    });
+    harness.run();
+    harness.snapshot("mlm");
+}
+
+#[test]
+fn heatmap_arrow_keys_step_layers_and_heads() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+    });
+    harness.run();
+    harness.key_press(egui::Key::ArrowDown);
+    harness.run();
+    harness.key_press(egui::Key::ArrowRight);
+    harness.run();
+    assert_eq!(harness.state().view.layer, 1);
+    assert_eq!(harness.state().view.head, HeadChoice::Head(1));
+    harness.key_press(egui::Key::ArrowLeft);
+    harness.run();
+    harness.key_press(egui::Key::ArrowLeft);
+    harness.run();
+    assert_eq!(
+        harness.state().view.head,
+        HeadChoice::Mean,
+        "stepping back from head 0 reaches the mean"
+    );
+}
+
+// ---- the whole app, with its worker thread, on the tiny checkpoint ----
+
+fn app_harness<'a>(text: &str) -> Harness<'a, BertscopeApp> {
+    let launch = LaunchOptions {
+        model: Some(fixture("tiny-legacy").display().to_string()),
+        text: Some(text.to_owned()),
+        ..LaunchOptions::default()
+    };
+    // Random weights predict any token, CJK included, which the test fonts cannot draw.
+    let mut harness = Harness::builder()
+        .with_size([1200.0, 800.0])
+        .allow_missing_glyphs()
+        .build_eframe(move |cc| {
+            BertscopeApp::new(
+                &cc.egui_ctx,
+                Settings::default(),
+                launch,
+                Default::default(),
+            )
+        });
+    wait_until_idle(&mut harness);
+    harness
+}
+
+/// Steps the app until the worker has answered everything asked of it.
+fn wait_until_idle(harness: &mut Harness<'_, BertscopeApp>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        harness.step();
+        let app = harness.state();
+        if !app.is_busy() && app.result().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app did not settle: {:?}",
+            app.model_status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.run_ok();
+}
+
+#[test]
+fn app_loads_runs_and_switches_tabs() {
+    let mut harness = app_harness("the cat sat on the mat");
+    assert!(
+        matches!(harness.state().model_status(), ModelStatus::Ready(info) if info.layers == 2 && info.heads == 4)
+    );
+    let tokens = &harness.state().result().unwrap().analysis.tokens;
+    assert_eq!(tokens.first().map(String::as_str), Some("[CLS]"));
+    for view in [
+        View::Lines,
+        View::Overview,
+        View::Projection,
+        View::Mlm,
+        View::Heatmap,
+    ] {
+        harness.get_by_label(view.label()).click();
+        harness.run_ok();
+        assert_eq!(harness.state().settings().view.view, view);
+    }
+}
+
+#[test]
+fn clicking_an_overview_head_opens_it_in_the_heatmap() {
+    let mut harness = app_harness("the cat sat on the mat");
+    harness.get_by_label("Overview").click();
+    harness.run_ok();
+    harness.get_by_label("layer 1, head 3").click();
+    harness.run_ok();
+    let view = &harness.state().settings().view;
+    assert_eq!(view.view, View::Heatmap);
+    assert_eq!((view.layer, view.head), (1, HeadChoice::Head(3)));
+}
+
+#[test]
+fn clicking_a_token_in_the_mlm_view_masks_it_and_runs_again() {
+    let mut harness = app_harness("the cat sat on the mat");
+    harness.get_by_label(View::Mlm.label()).click();
+    harness.run_ok();
+    harness.get_by_label("sat").click();
+    harness.step();
+    assert_eq!(
+        harness.state().settings().text_a,
+        "the cat [MASK] on the mat"
+    );
+    assert!(harness.state().is_busy(), "a request was sent");
+    wait_until_idle(&mut harness);
+    let analysis = &harness.state().result().unwrap().analysis;
+    let masked = analysis.tokens.iter().position(|t| t == "[MASK]").unwrap();
+    assert_eq!(
+        analysis.tokens[masked - 1],
+        "##t",
+        "after c ##a ##t of the tiny vocabulary"
+    );
+    let predictions = analysis.mlm.as_ref().unwrap();
+    assert_eq!(predictions.len(), 1);
+    assert_eq!(predictions[0].position, masked);
+}
+
+#[test]
+fn typing_is_debounced_and_only_the_latest_text_runs() {
+    let mut harness = app_harness("first");
+    let first_id = harness.state().result().map(|r| r.request.text_a.clone());
+    assert_eq!(first_id.as_deref(), Some("first"));
+    harness.get_by_label("Sentence A").focus();
+    harness.step();
+    for piece in [" a", " b", " c"] {
+        harness.get_by_label("Sentence A").type_text(piece);
+        harness.step();
+        // Within the debounce window nothing new has run yet.
+        assert_eq!(harness.state().result().unwrap().request.text_a, "first");
+    }
+    wait_until_idle(&mut harness);
+    assert_eq!(
+        harness.state().result().unwrap().request.text_a,
+        "first a b c"
+    );
+}
+
+#[test]
+fn a_bad_model_folder_keeps_the_window_usable_with_a_message() {
+    let launch = LaunchOptions {
+        model: Some("/no/such/model/folder".to_owned()),
+        ..LaunchOptions::default()
+    };
+    let mut harness = Harness::builder()
+        .with_size([1000.0, 600.0])
+        .build_eframe(move |cc| {
+            BertscopeApp::new(
+                &cc.egui_ctx,
+                Settings::default(),
+                launch,
+                Default::default(),
+            )
+        });
+    harness.run_ok();
+    assert!(
+        matches!(harness.state().model_status(), ModelStatus::Failed { message, .. } if message.contains("no such folder"))
+    );
+    harness.get_by_label("Open folder…");
+    harness.get_by_label_contains("no such folder");
+}
