@@ -99,6 +99,10 @@ struct BenchArgs {
     /// Timed runs, after two untimed warm-up runs.
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Also time this many frames of the app's overview (every layer × head), headless.
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "FRAMES")]
+    overview_frames: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -242,6 +246,17 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         args.iters,
         runs.join(", ")
     );
+    #[cfg(feature = "gui")]
+    if let Some(frames) = args.overview_frames {
+        let analysis = model.run(input.clone(), &[], 5)?;
+        let frame_ms = bertscope::ui::overview::measure_frame_ms(&analysis, frames);
+        println!(
+            "overview_frame_ms {frame_ms:.3} ({} layers x {} heads, {} tokens, 1400x900)",
+            analysis.layers(),
+            analysis.heads(),
+            analysis.len()
+        );
+    }
     println!("median_ms {:.3}", timings.median_ms());
     Ok(())
 }

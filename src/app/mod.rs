@@ -279,3 +279,30 @@ pub fn run(launch: LaunchOptions) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::HeadChoice;
+
+    #[test]
+    fn settings_survive_a_restart_and_tolerate_old_files() {
+        let mut settings = Settings::default();
+        settings.model = "/models/bert".to_owned();
+        settings.view.view = View::Overview;
+        settings.view.head = HeadChoice::Mean;
+        settings.view.selected_token = Some(3);
+        let saved = ron::to_string(&settings).unwrap();
+        let restored: Settings = ron::from_str(&saved).unwrap();
+        assert_eq!(restored.model, "/models/bert");
+        assert_eq!(restored.view.view, View::Overview);
+        assert_eq!(restored.view.head, HeadChoice::Mean);
+        assert_eq!(
+            restored.view.selected_token, None,
+            "selections belong to one input"
+        );
+        // A file from an older version, missing fields, still loads.
+        let old: Settings = ron::from_str("(model: \"x\")").unwrap();
+        assert_eq!(old.text_a, DEFAULT_TEXT);
+    }
+}

@@ -91,23 +91,20 @@ impl BertscopeApp {
                 ModelStatus::Idle => {
                     ui.weak("No model");
                 }
-                ModelStatus::Loading { name, progress, .. } => {
-                    ui.spinner();
-                    match progress {
-                        Some(step) if step.total_bytes > 0 => {
-                            let fraction = step.done_bytes as f32 / step.total_bytes as f32;
-                            ui.label(format!("Downloading {} of {name}", step.file));
-                            ui.add(
-                                egui::ProgressBar::new(fraction)
-                                    .desired_width(160.0)
-                                    .show_percentage(),
-                            );
-                        }
-                        _ => {
-                            ui.label(format!("Loading {name}…"));
-                        }
+                ModelStatus::Loading { name, progress, .. } => match progress {
+                    Some(step) if step.total_bytes > 0 => {
+                        let fraction = step.done_bytes as f32 / step.total_bytes as f32;
+                        ui.label(format!("Downloading {} of {name}", step.file));
+                        ui.add(
+                            egui::ProgressBar::new(fraction)
+                                .desired_width(160.0)
+                                .show_percentage(),
+                        );
                     }
-                }
+                    _ => {
+                        ui.label(format!("Loading {name}…"));
+                    }
+                },
                 ModelStatus::Ready(info) => {
                     ui.label(RichText::new(&info.name).strong());
                     ui.separator();
@@ -142,8 +139,11 @@ impl BertscopeApp {
                 ui.label(format!("inference {:.1} ms", result.inference_ms))
                     .on_hover_text("Forward pass with every attention map captured");
             }
+            // A static note rather than a spinner: an animation repaints every frame, which on
+            // software rendering takes CPU from the model.
             if self.is_busy() && matches!(self.model, ModelStatus::Ready(_)) {
-                ui.spinner();
+                ui.separator();
+                ui.weak("running…");
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 ui.weak(format!("frame {:.1} ms", self.last_frame_ms))

@@ -31,9 +31,12 @@ pub fn write_atomically(
             folder.display()
         );
     }
-    let mut file = tempfile::Builder::new()
-        .prefix(".bertscope-")
-        .suffix(".part")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".bertscope-").suffix(".part");
+    // Temporary files are private (0600); the finished file is an ordinary one.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut file = builder
         .tempfile_in(folder)
         .map_err(|err| fail("create a file in that folder", err))?;
     let mut buffered = std::io::BufWriter::new(file.as_file_mut());
@@ -77,5 +80,11 @@ mod tests {
 
         write_atomically(&target, |w: &mut dyn Write| w.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644, "readable like any other file");
+        }
     }
 }

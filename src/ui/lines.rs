@@ -9,7 +9,8 @@ use crate::model::Analysis;
 use crate::render::head_color;
 
 const COLUMN_WIDTH: f32 = 140.0;
-const LINE_SPAN: f32 = 260.0;
+/// Horizontal room for the lines, between the token columns.
+const LINE_SPAN: std::ops::RangeInclusive<f32> = 220.0..=520.0;
 
 /// Which side of the view the pointer is on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,12 +81,14 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
         .auto_shrink([false, false])
         .show(ui, |ui| {
             let tokens = analysis.len();
-            let row = (ui.available_height() / tokens as f32).clamp(12.0, 20.0);
-            let size = Vec2::new(COLUMN_WIDTH * 2.0 + LINE_SPAN, row * tokens as f32 + 4.0);
+            let row = (ui.available_height() / tokens as f32).clamp(12.0, 24.0);
+            let span = (ui.available_width() - 2.0 * COLUMN_WIDTH)
+                .clamp(*LINE_SPAN.start(), *LINE_SPAN.end());
+            let size = Vec2::new(COLUMN_WIDTH * 2.0 + span, row * tokens as f32 + 4.0);
             let (response, painter) = ui.allocate_painter(size, Sense::click());
             let top = response.rect.top() + 2.0;
             let left_x = response.rect.left() + COLUMN_WIDTH;
-            let right_x = left_x + LINE_SPAN;
+            let right_x = left_x + span;
             let y_of = |index: usize| top + row * (index as f32 + 0.5);
 
             let focus = response.hover_pos().and_then(|pos| {
@@ -105,6 +108,7 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
             let focus = focus.or(state.selected_token.map(Focus::Query));
 
             let layer = state.layer;
+            let mut drawn = 0usize;
             for head in (0..analysis.heads()).filter(|h| !state.hidden_heads.contains(h)) {
                 let [r, g, b] = head_color(head, heads);
                 let map = analysis.attention(layer, head);
@@ -126,6 +130,7 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                         {
                             continue;
                         }
+                        drawn += 1;
                         let alpha = (weight.sqrt() * 230.0) as u8;
                         painter.line_segment(
                             [
@@ -141,6 +146,18 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                 }
             }
 
+            if drawn == 0 {
+                painter.text(
+                    Pos2::new((left_x + right_x) / 2.0, top + 8.0),
+                    Align2::CENTER_TOP,
+                    format!(
+                        "no weight here reaches {:.3}:\nlower the threshold",
+                        state.line_threshold
+                    ),
+                    FontId::proportional(12.0),
+                    ui.visuals().weak_text_color(),
+                );
+            }
             let font = FontId::monospace((row * 0.7).clamp(9.0, 13.0));
             let text_color = ui.visuals().text_color();
             for (index, token) in analysis.tokens.iter().enumerate() {
