@@ -287,8 +287,10 @@ mod tests {
 
     #[test]
     fn settings_survive_a_restart_and_tolerate_old_files() {
-        let mut settings = Settings::default();
-        settings.model = "/models/bert".to_owned();
+        let mut settings = Settings {
+            model: "/models/bert".to_owned(),
+            ..Settings::default()
+        };
         settings.view.view = View::Overview;
         settings.view.head = HeadChoice::Mean;
         settings.view.selected_token = Some(3);
