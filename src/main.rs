@@ -9,9 +9,10 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use bertscope::analysis::HeadChoice;
 use bertscope::bench;
 use bertscope::export::dump::DumpDocument;
-use bertscope::export::write_atomically;
+use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
 use bertscope::model::{AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource};
 #[cfg(feature = "gui")]
 use bertscope::ui::View;
@@ -61,6 +62,44 @@ enum Command {
     Dump(DumpArgs),
     /// Time the full forward pass with every attention map captured.
     Bench(BenchArgs),
+    /// Write a figure (.png, .svg) or data (.json, .csv, .npy) without opening a window.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Sentence A.
+    #[arg(long, short)]
+    text: String,
+    /// Sentence B, making a pair.
+    #[arg(long)]
+    text_b: Option<String>,
+    /// Layer, 0-based.
+    #[arg(long, default_value_t = 0)]
+    layer: usize,
+    /// Head, 0-based, or "mean" for the mean of the layer's heads.
+    #[arg(long, default_value = "0", value_parser = parse_head)]
+    head: HeadChoice,
+    /// The picture for .png and .svg.
+    #[arg(long, value_enum, default_value_t = FigureView::Heatmap)]
+    view: FigureView,
+    /// PNG scale: 1, 2 or 4.
+    #[arg(long, default_value_t = 2.0)]
+    scale: f32,
+    /// Output file; its extension picks the format (.png .svg .json .csv .npy).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+fn parse_head(text: &str) -> Result<HeadChoice, String> {
+    if text.eq_ignore_ascii_case("mean") {
+        return Ok(HeadChoice::Mean);
+    }
+    text.parse()
+        .map(HeadChoice::Head)
+        .map_err(|_| format!("'{text}' is neither a head number nor \"mean\""))
 }
 
 /// Which model, and where it runs.
@@ -140,6 +179,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Dump(args)) => dump(args),
         Some(Command::Bench(args)) => run_bench(args),
+        Some(Command::Export(args)) => export(args),
         None => open_app(cli.app),
     };
     match outcome {
@@ -214,6 +254,31 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    // Fail on a bad path or extension before spending time on the model.
+    ExportFormat::from_path(&args.out)?;
+    let model = load(&args.model)?;
+    let request = AnalysisRequest::new(args.text.clone()).with_text_b(args.text_b.clone());
+    let analysis = model.analyze(&request)?;
+    let options = ExportOptions {
+        view: args.view,
+        layer: args.layer,
+        head: args.head,
+        scale: args.scale,
+        ..ExportOptions::default()
+    };
+    bertscope::export::export(
+        &args.out,
+        model.name(),
+        &analysis,
+        &args.text,
+        args.text_b.as_deref(),
+        &options,
+    )?;
+    eprintln!("wrote {}", args.out.display());
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
 use bertscope::ui::{heatmap, lines, mlm, overview, projection, View, ViewState};
 use bertscope::worker::{self, AnalysisResult, WorkerResponse};
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 
 fn fixture(name: &str) -> PathBuf {
@@ -300,4 +300,40 @@ fn a_bad_model_folder_keeps_the_window_usable_with_a_message() {
     );
     harness.get_by_label("Open folder…");
     harness.get_by_label_contains("no such folder");
+}
+
+#[test]
+fn export_writes_the_open_view_with_its_layer_and_head() {
+    let mut harness = app_harness("the cat sat on the mat");
+    harness.get_by_label("Overview").click();
+    harness.run_ok();
+    harness.get_by_label("layer 1, head 2").click();
+    harness.run_ok();
+    assert!(!harness
+        .get_by_label("Export…")
+        .accesskit_node()
+        .is_disabled());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("figure.svg");
+    let app = harness.state();
+    app.export_to(
+        &path,
+        View::Heatmap.figure().unwrap(),
+        app.result().unwrap(),
+    )
+    .unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        svg.contains("layer 1 · head 2"),
+        "the figure shows what the heatmap shows"
+    );
+    harness.get_by_label(View::Projection.label()).click();
+    harness.run_ok();
+    assert!(
+        harness
+            .get_by_label("Export…")
+            .accesskit_node()
+            .is_disabled(),
+        "no figure for the projection"
+    );
 }

@@ -197,6 +197,7 @@ impl BertscopeApp {
                     view.view = View::Heatmap;
                 }
                 UiAction::MaskToken(index) => self.mask_token(index),
+                UiAction::Export => self.export_view(),
             }
         }
     }
@@ -221,6 +222,70 @@ impl BertscopeApp {
         if matches!(self.model, ModelStatus::Ready(_)) {
             self.request_analysis();
         }
+    }
+
+    /// Asks where to save the open view (native dialog) and writes it.
+    fn export_view(&mut self) {
+        let Some(figure) = self.settings.view.view.figure() else {
+            return;
+        };
+        let Some(result) = &self.result else { return };
+        let view = &self.settings.view;
+        let name = format!(
+            "bertscope-{}-layer{}.png",
+            view.view.label().to_lowercase(),
+            view.layer
+        );
+        let dialog = rfd::FileDialog::new()
+            .set_title("Export")
+            .set_file_name(name)
+            .add_filter("PNG figure", &["png"])
+            .add_filter("SVG figure", &["svg"])
+            .add_filter("All attention maps (JSON)", &["json"])
+            .add_filter("This head (CSV)", &["csv"])
+            .add_filter("All attention maps (NumPy .npy)", &["npy"]);
+        let Some(path) = dialog.save_file() else {
+            self.export_note = Some(
+                "Not saved. If no dialog appeared, use `bertscope export` from a terminal."
+                    .to_owned(),
+            );
+            return;
+        };
+        self.export_note = Some(match self.export_to(&path, figure, result) {
+            Ok(()) => format!("Saved {}", path.display()),
+            Err(err) => format!("{err:#}"),
+        });
+    }
+
+    /// Writes the open view (or data) to `path`, as `Export…` does after the dialog.
+    pub fn export_to(
+        &self,
+        path: &std::path::Path,
+        figure: crate::export::FigureView,
+        result: &crate::worker::AnalysisResult,
+    ) -> anyhow::Result<()> {
+        let view = &self.settings.view;
+        let options = crate::export::ExportOptions {
+            view: figure,
+            layer: view.layer,
+            head: view.head,
+            scale: view.export_scale,
+            hidden_heads: view.hidden_heads.clone(),
+            line_threshold: view.line_threshold,
+            fixed_scale: view.fixed_scale,
+        };
+        let model = match &self.model {
+            ModelStatus::Ready(info) => info.name.clone(),
+            _ => self.settings.model.clone(),
+        };
+        crate::export::export(
+            path,
+            &model,
+            &result.analysis,
+            &result.request.text_a,
+            result.request.text_b.as_deref(),
+            &options,
+        )
     }
 
     /// The open file dialog, run from the UI (it blocks while open, as native dialogs do).

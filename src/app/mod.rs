@@ -123,6 +123,8 @@ pub struct BertscopeApp {
     model_field: String,
     /// A message from the model picker (e.g. no file dialog available).
     picker_note: Option<String>,
+    /// What the last export did.
+    export_note: Option<String>,
     screenshot: Option<ScreenshotJob>,
     /// CPU time of the last frame's drawing, in milliseconds.
     last_frame_ms: f64,
@@ -166,6 +168,7 @@ impl BertscopeApp {
             textures: TextureCache::default(),
             model_field: model.clone(),
             picker_note: None,
+            export_note: None,
             screenshot: launch.screenshot.map(|path| ScreenshotJob {
                 path,
                 started: Instant::now(),

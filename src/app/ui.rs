@@ -193,15 +193,40 @@ impl BertscopeApp {
             }
         }
         ui.separator();
+        let mut export_clicked = false;
         ui.horizontal(|ui| {
             for view in View::ALL {
                 ui.selectable_value(&mut self.settings.view.view, view, view.label())
                     .on_hover_text(view.description());
             }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let has_figure = self.settings.view.view.figure().is_some();
+                export_clicked = ui
+                    .add_enabled(has_figure, egui::Button::new("Export…"))
+                    .on_hover_text("Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head) or .npy")
+                    .on_disabled_hover_text("The heatmap, lines and overview views can be exported")
+                    .clicked();
+                let scale = &mut self.settings.view.export_scale;
+                egui::ComboBox::from_id_salt("export-scale")
+                    .selected_text(format!("PNG {scale}×"))
+                    .show_ui(ui, |ui| {
+                        for choice in [1.0, 2.0, 4.0] {
+                            ui.selectable_value(scale, choice, format!("{choice}×"));
+                        }
+                    })
+                    .response
+                    .on_hover_text("Pixel scale of exported PNG figures");
+                if let Some(note) = &self.export_note {
+                    ui.weak(note);
+                }
+            });
         });
         ui.separator();
         let state = &mut self.settings.view;
         let mut actions: Vec<_> = chip_action.into_iter().collect();
+        if export_clicked {
+            actions.push(crate::ui::UiAction::Export);
+        }
         actions.extend(match state.view {
             View::Heatmap => heatmap::heatmap_view(ui, analysis, state, &mut self.textures),
             View::Lines => lines::lines_view(ui, analysis, state),

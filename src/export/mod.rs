@@ -1,9 +1,189 @@
-//! Files made from captured data, written so that a failure never leaves a partial file behind.
+//! Files made from captured data, written so that a failure never leaves a partial file behind:
+//! figures (PNG, SVG), raw data (JSON, CSV, `.npy`) and the `dump` document.
 
+pub mod data;
 pub mod dump;
+pub mod figure;
 
 use std::io::Write;
 use std::path::Path;
+
+use crate::analysis::HeadChoice;
+use crate::model::Analysis;
+
+/// Which picture a figure export draws.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+pub enum FigureView {
+    /// One head (or the mean of a layer) as a heatmap.
+    #[default]
+    Heatmap,
+    /// Token-to-token lines of one layer.
+    Lines,
+    /// Every layer × head.
+    Overview,
+}
+
+/// What to export, beyond the analysis itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportOptions {
+    /// The picture, for PNG and SVG.
+    pub view: FigureView,
+    /// Layer (0-based).
+    pub layer: usize,
+    /// Head (0-based) or the layer's mean.
+    pub head: HeadChoice,
+    /// PNG scale: 1, 2 or 4.
+    pub scale: f32,
+    /// Heads left out of the lines figure.
+    pub hidden_heads: Vec<usize>,
+    /// Lines figure: weights below this are not drawn.
+    pub line_threshold: f32,
+    /// Heatmap colours over 0–1 instead of 0–max.
+    pub fixed_scale: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            view: FigureView::Heatmap,
+            layer: 0,
+            head: HeadChoice::Head(0),
+            scale: 2.0,
+            hidden_heads: Vec::new(),
+            line_threshold: 0.1,
+            fixed_scale: false,
+        }
+    }
+}
+
+/// The file formats, chosen by the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A raster figure.
+    Png,
+    /// A vector figure.
+    Svg,
+    /// Every attention map and the tokens (the `dump` document).
+    Json,
+    /// One head's matrix.
+    Csv,
+    /// Every attention map as a NumPy array.
+    Npy,
+}
+
+impl ExportFormat {
+    /// The format a path's extension asks for.
+    pub fn from_path(path: &Path) -> anyhow::Result<Self> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        Ok(match extension.as_str() {
+            "png" => Self::Png,
+            "svg" => Self::Svg,
+            "json" => Self::Json,
+            "csv" => Self::Csv,
+            "npy" => Self::Npy,
+            _ => anyhow::bail!(
+                "{}: unknown file type; use .png or .svg for a figure, .json, .csv or .npy for data",
+                path.display()
+            ),
+        })
+    }
+}
+
+/// Checks layer and head against the model's shape, with a message naming the valid range.
+pub fn check_layer_head(analysis: &Analysis, layer: usize, head: HeadChoice) -> anyhow::Result<()> {
+    let (layers, heads) = (analysis.layers(), analysis.heads());
+    anyhow::ensure!(
+        layer < layers,
+        "layer {layer} is out of range; this model has {layers} layers (0 to {})",
+        layers - 1
+    );
+    if let HeadChoice::Head(head) = head {
+        anyhow::ensure!(
+            head < heads,
+            "head {head} is out of range; this model has {heads} heads per layer (0 to {})",
+            heads - 1
+        );
+    }
+    Ok(())
+}
+
+/// Writes one export of an analysis to `path` (atomically); the extension picks the format.
+/// `model` and the texts go into figure titles and the JSON document.
+pub fn export(
+    path: &Path,
+    model: &str,
+    analysis: &Analysis,
+    text_a: &str,
+    text_b: Option<&str>,
+    options: &ExportOptions,
+) -> anyhow::Result<()> {
+    let format = ExportFormat::from_path(path)?;
+    check_layer_head(analysis, options.layer, options.head)?;
+    anyhow::ensure!(
+        [1.0, 2.0, 4.0].contains(&options.scale) || format != ExportFormat::Png,
+        "scale {} is not offered; use 1, 2 or 4",
+        options.scale
+    );
+    let figure = || {
+        let what = match options.view {
+            FigureView::Heatmap => format!("layer {} · {}", options.layer, options.head),
+            FigureView::Lines => format!("layer {} · attention lines", options.layer),
+            FigureView::Overview => {
+                format!("{} layers × {} heads", analysis.layers(), analysis.heads())
+            }
+        };
+        let caption = figure::Caption::new(model, &what, text_a, text_b);
+        match options.view {
+            FigureView::Heatmap => figure::heatmap(
+                analysis,
+                options.layer,
+                options.head,
+                options.fixed_scale,
+                &caption,
+            ),
+            FigureView::Lines => figure::lines(
+                analysis,
+                options.layer,
+                &options.hidden_heads,
+                options.line_threshold,
+                &caption,
+            ),
+            FigureView::Overview => figure::overview(analysis, &caption),
+        }
+    };
+    match format {
+        ExportFormat::Png => {
+            let png = figure::to_png(&figure(), options.scale)?;
+            write_atomically(path, |out| out.write_all(&png))
+        }
+        ExportFormat::Svg => {
+            let svg = figure().to_string();
+            write_atomically(path, |out| out.write_all(svg.as_bytes()))
+        }
+        ExportFormat::Json => write_atomically(path, |out| {
+            serde_json::to_writer(&mut *out, &dump::DumpDocument::new(model, analysis))?;
+            out.write_all(b"\n")
+        }),
+        ExportFormat::Csv => write_atomically(path, |out| {
+            data::head_csv(analysis, options.layer, options.head, out)
+        }),
+        ExportFormat::Npy => write_atomically(path, |out| data::attention_npy(analysis, out)),
+    }
+}
 
 /// Writes a file atomically: the content goes to a temporary file beside the target, which is
 /// renamed over it only once everything was written and flushed. On any error the temporary

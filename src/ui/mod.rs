@@ -33,6 +33,16 @@ pub enum View {
 }
 
 impl View {
+    /// The figure an export of this view draws, for views that have one.
+    pub fn figure(self) -> Option<crate::export::FigureView> {
+        match self {
+            View::Heatmap => Some(crate::export::FigureView::Heatmap),
+            View::Lines => Some(crate::export::FigureView::Lines),
+            View::Overview => Some(crate::export::FigureView::Overview),
+            View::Projection | View::Mlm => None,
+        }
+    }
+
     /// Every view, in tab order.
     pub const ALL: [View; 5] = [
         View::Heatmap,
@@ -138,6 +148,8 @@ pub struct ViewState {
     pub fixed_scale: bool,
     /// Layer shown by the projection view (0 = embeddings).
     pub projection_layer: usize,
+    /// PNG export scale: 1, 2 or 4.
+    pub export_scale: f32,
 }
 
 impl Default for ViewState {
@@ -152,6 +164,7 @@ impl Default for ViewState {
             line_threshold: 0.1,
             fixed_scale: false,
             projection_layer: 0,
+            export_scale: 2.0,
         }
     }
 }
@@ -185,4 +198,6 @@ pub enum UiAction {
     },
     /// Replace this token of the input with `[MASK]` and run again.
     MaskToken(usize),
+    /// Save the open view as a figure, or the attention data (the app asks where).
+    Export,
 }
