@@ -54,6 +54,9 @@ struct AppArgs {
     /// Save a PNG of the window once results are drawn, then exit.
     #[arg(long, value_name = "PATH")]
     screenshot: Option<PathBuf>,
+    /// A second model (folder or Hub id) to compare with, side by side.
+    #[arg(long, value_name = "M2")]
+    compare: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +204,7 @@ fn open_app(args: AppArgs) -> anyhow::Result<()> {
         device,
         view: args.view,
         screenshot: args.screenshot,
+        compare: args.compare,
     })
 }
 

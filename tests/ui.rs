@@ -337,3 +337,66 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
         "no figure for the projection"
     );
 }
+
+fn compare_harness<'a>(compare: &str) -> Harness<'a, BertscopeApp> {
+    let launch = LaunchOptions {
+        // Relative paths (tests run in the package root) keep the snapshot free of this checkout's path.
+        model: Some("tests/fixtures/tiny-legacy".to_owned()),
+        compare: Some(format!("tests/fixtures/{compare}")),
+        text: Some("the cat sat on the mat".to_owned()),
+        view: Some(View::Compare),
+        ..LaunchOptions::default()
+    };
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .allow_missing_glyphs()
+        .build_eframe(move |cc| {
+            BertscopeApp::new(
+                &cc.egui_ctx,
+                Settings::default(),
+                launch,
+                Default::default(),
+            )
+        });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        harness.step();
+        let app = harness.state();
+        if !app.is_busy() && app.comparison().is_some_and(|slot| slot.result.is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the comparison did not settle");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.run_ok();
+    harness
+}
+
+#[test]
+fn comparing_two_models_aligns_layers_and_shows_their_difference() {
+    let mut harness = compare_harness("tiny-modern");
+    let app = harness.state();
+    assert_eq!(app.settings().view.view, View::Compare);
+    let divergence = app.compare_divergence().unwrap();
+    assert_eq!(divergence.len(), 2, "one value per layer of A");
+    assert!(
+        divergence
+            .iter()
+            .all(|d| (0.0..=1.0).contains(d) && *d > 0.0),
+        "{divergence:?}"
+    );
+    harness.get_by_label("A − B");
+    harness.get_by_label("all heads").click();
+    harness.run_ok();
+    assert!(harness.state().settings().view.compare_overviews);
+    harness.get_by_label("Close").click();
+    harness.run_ok();
+    assert!(harness.state().comparison().is_none());
+    assert_eq!(harness.state().settings().view.view, View::Heatmap);
+}
+
+#[test]
+fn comparison_snapshot() {
+    let mut harness = compare_harness("tiny-vocab-only");
+    harness.snapshot("compare");
+}

@@ -1,5 +1,6 @@
 //! Pure functions over captured data: projections and summaries the views draw.
 
+pub mod compare;
 pub mod projection;
 
 use crate::model::Analysis;

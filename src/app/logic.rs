@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{BertscopeApp, ModelStatus};
+use super::{BertscopeApp, ModelSlot, ModelStatus};
+use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
-use crate::model::{AnalysisRequest, ModelSource};
+use crate::model::AnalysisRequest;
 use crate::ui::{UiAction, View};
-use crate::worker::{WorkerRequest, WorkerResponse};
 
 /// Typing pauses this long before the model runs on the new text.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -24,42 +24,33 @@ impl BertscopeApp {
         id
     }
 
-    fn send(&mut self, request: WorkerRequest) {
-        let delivered = self
-            .worker
-            .as_ref()
-            .is_some_and(|worker| worker.send(request));
-        if !delivered {
-            self.model = ModelStatus::Failed {
-                name: self.settings.model.clone(),
-                message: "the inference thread stopped; restart bertscope".to_owned(),
-            };
-        }
-    }
-
-    /// Asks the worker for a model; the text runs again once it is loaded.
+    /// Asks for a model; the text runs again once it is loaded.
     pub fn load_model(&mut self, name: String) {
         let name = name.trim().to_owned();
         self.picker_note = None;
-        let source = match ModelSource::parse(&name) {
-            Ok(source) => source,
-            Err(err) => {
-                self.model = ModelStatus::Failed {
-                    name,
-                    message: err.to_string(),
-                };
-                return;
-            }
-        };
-        let id = self.next_id();
         self.model_field = name.clone();
-        self.model = ModelStatus::Loading {
-            id,
-            name,
-            progress: None,
-        };
+        let id = self.next_id();
+        self.primary.load(id, name, self.device);
+    }
+
+    /// Asks for a second model to compare with, on its own inference thread.
+    pub fn load_comparison(&mut self, ctx: &egui::Context, name: String) {
+        let name = name.trim().to_owned();
+        self.compare_field = name.clone();
+        let id = self.next_id();
         let device = self.device;
-        self.send(WorkerRequest::Load { id, source, device });
+        self.comparison
+            .get_or_insert_with(|| ModelSlot::new(ctx))
+            .load(id, name, device);
+    }
+
+    /// Drops the comparison model (its thread stops).
+    pub fn close_comparison(&mut self) {
+        self.comparison = None;
+        self.divergence = None;
+        if self.settings.view.view == View::Compare {
+            self.settings.view.view = View::Heatmap;
+        }
     }
 
     /// Marks the text as changed: it runs once typing pauses for [`DEBOUNCE`].
@@ -67,30 +58,73 @@ impl BertscopeApp {
         self.text_changed_at = Some(Instant::now());
     }
 
-    fn request_analysis(&mut self) {
-        self.text_changed_at = None;
-        let request = AnalysisRequest::new(self.settings.text_a.clone())
-            .with_text_b(self.settings.use_pair.then(|| self.settings.text_b.clone()));
-        let id = self.next_id();
-        self.latest_analysis_id = Some(id);
-        self.send(WorkerRequest::Analyze { id, request });
+    fn current_request(&self) -> AnalysisRequest {
+        AnalysisRequest::new(self.settings.text_a.clone())
+            .with_text_b(self.settings.use_pair.then(|| self.settings.text_b.clone()))
     }
 
-    /// One logic step: drain the worker, run debounced text, handle dropped folders.
-    pub fn update_logic(&mut self, ctx: &egui::Context) {
-        let started = Instant::now();
-        while started.elapsed() < DRAIN_BUDGET {
-            let Some(response) = self.worker.as_ref().and_then(|worker| worker.try_recv()) else {
-                break;
-            };
-            self.handle_response(response);
+    /// Runs the text on every loaded model.
+    fn request_analysis(&mut self) {
+        self.text_changed_at = None;
+        let request = self.current_request();
+        let id = self.next_id();
+        self.primary.analyze(id, request.clone());
+        if let Some(comparison) = &mut self.comparison {
+            comparison.analyze(id, request);
         }
-        if started.elapsed() >= DRAIN_BUDGET {
+    }
+
+    /// One logic step: drain the workers, run debounced text, handle dropped folders.
+    pub fn update_logic(&mut self, ctx: &egui::Context) {
+        let deadline = Instant::now() + DRAIN_BUDGET;
+        let primary = self.primary.drain(deadline);
+        if primary.loaded {
+            self.settings.model = self.primary.name().unwrap_or_default().to_owned();
+            self.request_analysis();
+        }
+        if primary.new_result {
+            if let Some(result) = &self.primary.result {
+                let analysis = &result.analysis;
+                self.settings
+                    .view
+                    .clamp_to(analysis.layers(), analysis.heads(), analysis.len());
+            }
+        }
+        let mut new_comparison = primary.new_result;
+        if let Some(comparison) = &mut self.comparison {
+            let drained = comparison.drain(deadline);
+            new_comparison |= drained.new_result;
+            if drained.loaded {
+                let id = self.next_request_id;
+                self.next_request_id += 1;
+                let request = self.current_request();
+                if let Some(comparison) = &mut self.comparison {
+                    comparison.analyze(id, request);
+                }
+            }
+        }
+        if new_comparison {
+            self.compare_textures.reset(self.next_request_id);
+            let results = (
+                self.primary.result.as_ref(),
+                self.comparison
+                    .as_ref()
+                    .and_then(|slot| slot.result.as_ref()),
+            );
+            // Computed once per pair of results, not per frame: it reads every attention map.
+            self.divergence = match results {
+                (Some(a), Some(b)) if same_tokens(&a.analysis, &b.analysis) => {
+                    Some(divergence_by_layer(&a.analysis, &b.analysis))
+                }
+                _ => None,
+            };
+        }
+        if Instant::now() >= deadline {
             ctx.request_repaint();
         }
 
         if let Some(changed) = self.text_changed_at {
-            if matches!(self.model, ModelStatus::Ready(_)) {
+            if self.primary.is_ready() {
                 let waited = changed.elapsed();
                 if waited >= DEBOUNCE {
                     self.request_analysis();
@@ -120,71 +154,6 @@ impl BertscopeApp {
         self.screenshot_logic(ctx);
     }
 
-    fn handle_response(&mut self, response: WorkerResponse) {
-        match response {
-            WorkerResponse::Downloading { id, progress } => {
-                if let ModelStatus::Loading {
-                    id: loading,
-                    progress: shown,
-                    ..
-                } = &mut self.model
-                {
-                    if *loading == id {
-                        *shown = Some(progress);
-                    }
-                }
-            }
-            WorkerResponse::Loaded { id, info } => {
-                if let ModelStatus::Loading {
-                    id: loading, name, ..
-                } = &self.model
-                {
-                    if *loading == id {
-                        self.settings.model = name.clone();
-                        self.model = ModelStatus::Ready(info);
-                        // The old result belongs to the old model.
-                        self.result = None;
-                        self.request_analysis();
-                    }
-                }
-            }
-            WorkerResponse::LoadFailed { id, message } => {
-                if let ModelStatus::Loading {
-                    id: loading, name, ..
-                } = &self.model
-                {
-                    if *loading == id {
-                        self.model = ModelStatus::Failed {
-                            name: name.clone(),
-                            message,
-                        };
-                        self.result = None;
-                    }
-                }
-            }
-            WorkerResponse::Analyzed { id, result } => {
-                if Some(id) == self.latest_analysis_id {
-                    self.answered_analysis_id = Some(id);
-                    self.analysis_error = None;
-                    let analysis = &result.analysis;
-                    self.settings.view.clamp_to(
-                        analysis.layers(),
-                        analysis.heads(),
-                        analysis.len(),
-                    );
-                    self.textures.reset(id);
-                    self.result = Some(result);
-                }
-            }
-            WorkerResponse::AnalysisFailed { id, message } => {
-                if Some(id) == self.latest_analysis_id {
-                    self.answered_analysis_id = Some(id);
-                    self.analysis_error = Some(message);
-                }
-            }
-        }
-    }
-
     /// Applies what the views asked for.
     pub fn apply(&mut self, actions: Vec<UiAction>) {
         for action in actions {
@@ -204,7 +173,9 @@ impl BertscopeApp {
 
     /// Replaces a token's characters in the input with `[MASK]` and runs at once.
     fn mask_token(&mut self, index: usize) {
-        let Some(result) = &self.result else { return };
+        let Some(result) = &self.primary.result else {
+            return;
+        };
         let analysis = &result.analysis;
         let (Some(Some((start, end))), Some(Some(sentence))) = (
             analysis.char_offsets.get(index),
@@ -219,9 +190,7 @@ impl BertscopeApp {
         };
         *text = replace_chars(text, *start, *end, "[MASK]");
         self.settings.view.selected_token = None;
-        if matches!(self.model, ModelStatus::Ready(_)) {
-            self.request_analysis();
-        }
+        self.request_analysis();
     }
 
     /// Asks where to save the open view (native dialog) and writes it.
@@ -229,7 +198,9 @@ impl BertscopeApp {
         let Some(figure) = self.settings.view.view.figure() else {
             return;
         };
-        let Some(result) = &self.result else { return };
+        let Some(result) = &self.primary.result else {
+            return;
+        };
         let view = &self.settings.view;
         let name = format!(
             "bertscope-{}-layer{}.png",
@@ -274,10 +245,11 @@ impl BertscopeApp {
             line_threshold: view.line_threshold,
             fixed_scale: view.fixed_scale,
         };
-        let model = match &self.model {
-            ModelStatus::Ready(info) => info.name.clone(),
-            _ => self.settings.model.clone(),
-        };
+        let model = self
+            .primary
+            .name()
+            .unwrap_or(&self.settings.model)
+            .to_owned();
         crate::export::export(
             path,
             &model,
@@ -309,13 +281,17 @@ impl BertscopeApp {
         if job.requested {
             return;
         }
-        let failure = match &self.model {
-            ModelStatus::Failed { message, .. } => Some(message.clone()),
-            _ if job.started.elapsed() > SCREENSHOT_TIMEOUT => {
-                Some("no result to draw within 5 minutes".to_owned())
-            }
-            _ => self.analysis_error.clone(),
-        };
+        let slots = std::iter::once(&self.primary).chain(self.comparison.as_ref());
+        let failure = slots
+            .filter_map(|slot| match &slot.status {
+                ModelStatus::Failed { message, .. } => Some(message.clone()),
+                _ => slot.error.clone(),
+            })
+            .next()
+            .or_else(|| {
+                (job.started.elapsed() > SCREENSHOT_TIMEOUT)
+                    .then(|| "no result to draw within 5 minutes".to_owned())
+            });
         if let Some(message) = failure {
             if let Ok(mut outcome) = job.outcome.lock() {
                 *outcome = Some(Err(format!("cannot take the screenshot: {message}")));
@@ -323,9 +299,14 @@ impl BertscopeApp {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         }
-        let ready = self.result.is_some()
-            && self.text_changed_at.is_none()
-            && self.latest_analysis_id == self.answered_analysis_id;
+        let waiting_for_comparison = self
+            .comparison
+            .as_ref()
+            .is_some_and(|slot| slot.result.is_none());
+        let busy = self.text_changed_at.is_some()
+            || self.primary.is_busy()
+            || self.comparison.as_ref().is_some_and(ModelSlot::is_busy);
+        let ready = self.primary.result.is_some() && !busy && !waiting_for_comparison;
         if !ready {
             job.frames_with_result = 0;
             return;
@@ -351,7 +332,7 @@ impl BertscopeApp {
     /// Bookkeeping after a frame was drawn.
     pub fn after_frame(&mut self, ctx: &egui::Context) {
         if let Some(job) = &mut self.screenshot {
-            if self.result.is_some() {
+            if self.primary.result.is_some() {
                 job.frames_with_result += 1;
                 ctx.request_repaint();
             }

@@ -2,7 +2,10 @@
 //! not drawing (worker responses, debouncing, actions), [`ui`] the panels.
 
 mod logic;
+mod slot;
 mod ui;
+
+pub use slot::ModelSlot;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{DeviceChoice, DownloadProgress};
 use crate::ui::textures::TextureCache;
 use crate::ui::{View, ViewState};
-use crate::worker::{AnalysisResult, ModelInfo, Worker};
+use crate::worker::{AnalysisResult, ModelInfo};
 
 /// The model used when neither `--model` nor a remembered one is given.
 pub const DEFAULT_MODEL: &str = "bert-base-uncased";
@@ -35,6 +38,8 @@ pub struct LaunchOptions {
     pub view: Option<View>,
     /// Save a PNG of the window here once results are drawn, then exit.
     pub screenshot: Option<PathBuf>,
+    /// A second model to compare with (folder or Hub id).
+    pub compare: Option<String>,
 }
 
 /// Settings remembered between runs (eframe storage).
@@ -107,20 +112,21 @@ struct ScreenshotJob {
 pub struct BertscopeApp {
     settings: Settings,
     device: DeviceChoice,
-    worker: Option<Worker>,
     next_request_id: u64,
-    model: ModelStatus,
-    /// The newest analysis sent; older results are stale and dropped.
-    latest_analysis_id: Option<u64>,
-    /// The newest analysis answered (with a result or an error).
-    answered_analysis_id: Option<u64>,
-    result: Option<Arc<AnalysisResult>>,
-    analysis_error: Option<String>,
+    /// The model every view shows.
+    primary: ModelSlot,
+    /// The second model of the Compare tab, once one was asked for.
+    comparison: Option<ModelSlot>,
     /// When the text last changed and has not been run since.
     text_changed_at: Option<Instant>,
-    textures: TextureCache,
+    /// Difference maps of the Compare tab (they depend on both results).
+    compare_textures: TextureCache,
+    /// Mean JS divergence per layer between the two models, when both tokenize alike.
+    divergence: Option<Vec<f32>>,
     /// The text of the model picker.
     model_field: String,
+    /// The text of the comparison model picker.
+    compare_field: String,
     /// A message from the model picker (e.g. no file dialog available).
     picker_note: Option<String>,
     /// What the last export did.
@@ -152,21 +158,17 @@ impl BertscopeApp {
             .model
             .or_else(|| Some(settings.model.clone()).filter(|model| !model.trim().is_empty()))
             .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-        let waker = ctx.clone();
-        let worker = Worker::spawn(move || waker.request_repaint());
         let mut app = Self {
             settings,
             device: launch.device,
-            worker: None,
             next_request_id: 1,
-            model: ModelStatus::Idle,
-            latest_analysis_id: None,
-            answered_analysis_id: None,
-            result: None,
-            analysis_error: None,
+            primary: ModelSlot::new(ctx),
+            comparison: None,
             text_changed_at: None,
-            textures: TextureCache::default(),
+            compare_textures: TextureCache::default(),
+            divergence: None,
             model_field: model.clone(),
+            compare_field: launch.compare.clone().unwrap_or_default(),
             picker_note: None,
             export_note: None,
             screenshot: launch.screenshot.map(|path| ScreenshotJob {
@@ -178,17 +180,9 @@ impl BertscopeApp {
             }),
             last_frame_ms: 0.0,
         };
-        match worker {
-            Ok(worker) => {
-                app.worker = Some(worker);
-                app.load_model(model);
-            }
-            Err(err) => {
-                app.model = ModelStatus::Failed {
-                    name: model,
-                    message: format!("cannot start the inference thread ({err})"),
-                };
-            }
+        app.load_model(model);
+        if let Some(compare) = launch.compare {
+            app.load_comparison(ctx, compare);
         }
         app
     }
@@ -200,19 +194,29 @@ impl BertscopeApp {
 
     /// Where the model stands.
     pub fn model_status(&self) -> &ModelStatus {
-        &self.model
+        &self.primary.status
     }
 
     /// The result on screen, if any.
     pub fn result(&self) -> Option<&Arc<AnalysisResult>> {
-        self.result.as_ref()
+        self.primary.result.as_ref()
+    }
+
+    /// Mean JS divergence per layer between the two models, when both tokenize the text alike.
+    pub fn compare_divergence(&self) -> Option<&[f32]> {
+        self.divergence.as_deref()
+    }
+
+    /// The comparison model, once one was asked for.
+    pub fn comparison(&self) -> Option<&ModelSlot> {
+        self.comparison.as_ref()
     }
 
     /// Whether a model is loading, or an analysis is running or waiting for the debounce.
     pub fn is_busy(&self) -> bool {
-        matches!(self.model, ModelStatus::Loading { .. })
-            || self.text_changed_at.is_some()
-            || self.latest_analysis_id != self.answered_analysis_id
+        self.text_changed_at.is_some()
+            || self.primary.is_busy()
+            || self.comparison.as_ref().is_some_and(ModelSlot::is_busy)
     }
 }
 

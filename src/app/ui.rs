@@ -5,7 +5,7 @@ use egui::{Color32, RichText};
 
 use super::{BertscopeApp, ModelStatus};
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{heatmap, lines, mlm, overview, projection, View};
+use crate::ui::{compare, heatmap, lines, mlm, overview, projection, View};
 
 impl BertscopeApp {
     /// Draws the whole window.
@@ -32,7 +32,7 @@ impl BertscopeApp {
             .labelled_by(label.id)
             .on_hover_text("A Hugging Face Hub id or a local folder with config.json, weights and tokenizer files. Press Enter to load.");
             let enter = field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
-            let loading = matches!(self.model, ModelStatus::Loading { .. });
+            let loading = matches!(self.primary.status, ModelStatus::Loading { .. });
             if ui.add_enabled(!loading, egui::Button::new("Load")).on_hover_text("Load this model").clicked() || (enter && !loading) {
                 self.load_model(self.model_field.clone());
             }
@@ -45,9 +45,46 @@ impl BertscopeApp {
         if let Some(note) = &self.picker_note {
             ui.weak(note);
         }
-        if let ModelStatus::Failed { message, .. } = &self.model {
+        self.comparison_picker(ui);
+        if let ModelStatus::Failed { message, .. } = &self.primary.status {
             ui.colored_label(ui.visuals().error_fg_color, message).on_hover_text("Type a Hub id or a folder above, click Open folder…, or drop a model folder on the window.");
         }
+    }
+
+    fn comparison_picker(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Compare with");
+            let field = ui
+                .add(egui::TextEdit::singleline(&mut self.compare_field).desired_width(360.0).hint_text("a second model, e.g. bert-large-uncased"))
+                .labelled_by(label.id)
+                .on_hover_text("Run the same text through a second model and compare them in the Compare tab. Press Enter to load.");
+            let enter = field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
+            let loading = matches!(self.comparison.as_ref().map(|slot| &slot.status), Some(ModelStatus::Loading { .. }));
+            let ctx = ui.ctx().clone();
+            if (ui.add_enabled(!loading, egui::Button::new("Compare")).on_hover_text("Load the second model").clicked() || (enter && !loading))
+                && !self.compare_field.trim().is_empty()
+            {
+                self.load_comparison(&ctx, self.compare_field.clone());
+                self.settings.view.view = View::Compare;
+            }
+            if self.comparison.is_some() && ui.button("Close").on_hover_text("Stop comparing and free the second model").clicked() {
+                self.close_comparison();
+            }
+            if let Some(slot) = &self.comparison {
+                match &slot.status {
+                    ModelStatus::Loading { name, .. } => {
+                        ui.weak(format!("loading {name}…"));
+                    }
+                    ModelStatus::Ready(info) => {
+                        ui.weak(format!("{}: {} layers × {} heads", info.name, info.layers, info.heads));
+                    }
+                    ModelStatus::Failed { message, .. } => {
+                        ui.colored_label(ui.visuals().error_fg_color, message);
+                    }
+                    ModelStatus::Idle => {}
+                }
+            }
+        });
     }
 
     fn text_inputs(&mut self, ui: &mut egui::Ui) {
@@ -87,7 +124,7 @@ impl BertscopeApp {
 
     fn status_bar(&self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            match &self.model {
+            match &self.primary.status {
                 ModelStatus::Idle => {
                     ui.weak("No model");
                 }
@@ -122,7 +159,7 @@ impl BertscopeApp {
                     );
                 }
             }
-            if let Some(result) = &self.result {
+            if let Some(result) = &self.primary.result {
                 ui.separator();
                 let analysis = &result.analysis;
                 ui.label(format!("{} tokens", analysis.len()));
@@ -141,7 +178,7 @@ impl BertscopeApp {
             }
             // A static note rather than a spinner: an animation repaints every frame, which on
             // software rendering takes CPU from the model.
-            if self.is_busy() && matches!(self.model, ModelStatus::Ready(_)) {
+            if self.is_busy() && matches!(self.primary.status, ModelStatus::Ready(_)) {
                 ui.separator();
                 ui.weak("running…");
             }
@@ -153,8 +190,8 @@ impl BertscopeApp {
     }
 
     fn main_area(&mut self, ui: &mut egui::Ui) {
-        let Some(result) = self.result.clone() else {
-            ui.centered_and_justified(|ui| match &self.model {
+        let Some(result) = self.primary.result.clone() else {
+            ui.centered_and_justified(|ui| match &self.primary.status {
                 ModelStatus::Loading { name, .. } => {
                     ui.label(format!("Loading {name}…"));
                 }
@@ -162,23 +199,30 @@ impl BertscopeApp {
                     ui.label("Pick a model above: a Hub id, Open folder…, or drop a model folder on the window.");
                 }
                 _ => {
-                    ui.label(self.analysis_error.clone().unwrap_or_else(|| "Type a sentence above.".to_owned()));
+                    ui.label(self.primary.error.clone().unwrap_or_else(|| "Type a sentence above.".to_owned()));
                 }
             });
             return;
         };
         let analysis = &result.analysis;
-        if let Some(error) = &self.analysis_error {
+        if let Some(error) = &self.primary.error {
             ui.colored_label(ui.visuals().error_fg_color, error);
         }
-        let has_mlm = matches!(&self.model, ModelStatus::Ready(info) if info.has_mlm);
+        let has_mlm = matches!(&self.primary.status, ModelStatus::Ready(info) if info.has_mlm);
         // In the masked-LM tab a click masks the token; everywhere else it selects it.
         let click = if self.settings.view.view == View::Mlm && has_mlm {
             ChipClick::Mask
         } else {
             ChipClick::Select
         };
-        let chip_action = token_chips(ui, analysis, self.settings.view.selected_token, click);
+        // Long inputs must not push the views off the window.
+        let chip_action = egui::ScrollArea::vertical()
+            .id_salt("token-chips")
+            .max_height(96.0)
+            .show(ui, |ui| {
+                token_chips(ui, analysis, self.settings.view.selected_token, click)
+            })
+            .inner;
         if let Some(p) = analysis.nsp_is_next {
             ui.label(format!(
                 "Next-sentence prediction: B follows A with probability {:.1}%",
@@ -186,7 +230,7 @@ impl BertscopeApp {
             ))
             .on_hover_text(format!("is_next = {p:.6}"));
         } else if self.settings.use_pair {
-            if let ModelStatus::Ready(info) = &self.model {
+            if let ModelStatus::Ready(info) = &self.primary.status {
                 if !info.has_nsp {
                     ui.weak("This model has no next-sentence head.");
                 }
@@ -195,7 +239,8 @@ impl BertscopeApp {
         ui.separator();
         let mut export_clicked = false;
         ui.horizontal(|ui| {
-            for view in View::ALL {
+            let comparing = self.comparison.is_some();
+            for view in View::ALL.into_iter().filter(|&view| view != View::Compare || comparing) {
                 ui.selectable_value(&mut self.settings.view.view, view, view.label())
                     .on_hover_text(view.description());
             }
@@ -228,13 +273,53 @@ impl BertscopeApp {
             actions.push(crate::ui::UiAction::Export);
         }
         actions.extend(match state.view {
-            View::Heatmap => heatmap::heatmap_view(ui, analysis, state, &mut self.textures),
+            View::Heatmap => heatmap::heatmap_view(ui, analysis, state, &mut self.primary.textures),
             View::Lines => lines::lines_view(ui, analysis, state),
-            View::Overview => overview::overview_view(ui, analysis, state, &mut self.textures),
+            View::Overview => {
+                overview::overview_view(ui, analysis, state, &mut self.primary.textures)
+            }
             View::Projection => {
                 projection::projection_view(ui, analysis, &result.projection, state)
             }
             View::Mlm => mlm::mlm_view(ui, analysis, has_mlm),
+            View::Compare => {
+                let a_name = self.primary.name().unwrap_or_default().to_owned();
+                let comparison = self.comparison.as_mut().and_then(|slot| {
+                    let result = slot.result.clone()?;
+                    Some((result, slot))
+                });
+                match comparison {
+                    Some((b_result, slot)) => {
+                        let b_name = slot.name().unwrap_or_default().to_owned();
+                        compare::compare_view(
+                            ui,
+                            compare::Side {
+                                name: &a_name,
+                                analysis,
+                                textures: &mut self.primary.textures,
+                            },
+                            compare::Side {
+                                name: &b_name,
+                                analysis: &b_result.analysis,
+                                textures: &mut slot.textures,
+                            },
+                            &mut self.compare_textures,
+                            self.divergence.as_deref(),
+                            state,
+                        )
+                    }
+                    None => {
+                        let note = match self.comparison.as_ref().map(|slot| &slot.status) {
+                            Some(ModelStatus::Loading { name, .. }) => format!("Loading {name}…"),
+                            Some(ModelStatus::Failed { message, .. }) => message.clone(),
+                            Some(_) => "Running the text through the second model…".to_owned(),
+                            None => "Load a second model with Compare with… above.".to_owned(),
+                        };
+                        ui.label(note);
+                        Vec::new()
+                    }
+                }
+            }
         });
         self.apply(actions);
     }

@@ -13,7 +13,9 @@ use svg::Document;
 
 use crate::analysis::{attention_map, HeadChoice};
 use crate::model::Analysis;
-use crate::render::{attention_color, downsample_max, head_color, heatmap_rgba, max_value};
+use crate::render::{
+    attention_color, downsample_max, head_color, heatmap_rgba, max_value, tick_label,
+};
 
 const MARGIN: f32 = 24.0;
 const TITLE_SIZE: f32 = 18.0;
@@ -136,7 +138,7 @@ fn color_bar(x: f32, y: f32, height: f32, max: f32) -> Group {
     );
     for (fraction, value) in [(0.0, 0.0), (0.5, max / 2.0), (1.0, max)] {
         let ty = y + height * (1.0 - fraction) + 4.0;
-        group = group.add(text(x + 20.0, ty, 11.0, SANS, &format!("{value:.2}")));
+        group = group.add(text(x + 20.0, ty, 11.0, SANS, &tick_label(value, max)));
     }
     group
 }

@@ -13,6 +13,29 @@ pub fn attention_color(value: f32, max: f32) -> [u8; 3] {
     [color.r, color.g, color.b]
 }
 
+/// The colour of a difference `A − B`: red where A attends more, blue where B does, white where
+/// they agree; symmetric over `[-max_abs, max_abs]`.
+pub fn difference_color(value: f32, max_abs: f32) -> [u8; 3] {
+    let t = if max_abs > 0.0 {
+        (0.5 - 0.5 * value / max_abs).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    let color = colorous::RED_BLUE.eval_continuous(f64::from(t));
+    [color.r, color.g, color.b]
+}
+
+/// RGBA pixels of a difference matrix coloured by [`difference_color`].
+pub fn difference_rgba(values: &[f32], max_abs: f32) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| {
+            let [r, g, b] = difference_color(v, max_abs);
+            [r, g, b, 255]
+        })
+        .collect()
+}
+
 /// A distinct colour per head, evenly spaced around the hue circle.
 pub fn head_color(head: usize, heads: usize) -> [u8; 3] {
     let color = colorous::SINEBOW.eval_rational(head, heads.max(1));
@@ -48,6 +71,15 @@ pub fn downsample_max(values: &[f32], size: usize, target: usize) -> (Vec<f32>, 
     (pooled, out)
 }
 
+/// A colour-bar tick: two decimals, or scientific notation for the tiny weights of long inputs.
+pub fn tick_label(value: f32, range: f32) -> String {
+    if range.abs() >= 0.01 || value == 0.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1e}")
+    }
+}
+
 /// The largest value, or 0 for an empty slice.
 pub fn max_value(values: &[f32]) -> f32 {
     values.iter().copied().fold(0.0, f32::max)
@@ -70,6 +102,8 @@ mod tests {
             "clamped"
         );
         assert_ne!(head_color(0, 12), head_color(6, 12));
+        assert_eq!(tick_label(0.5, 1.0), "0.50");
+        assert_eq!(tick_label(0.002, 0.004), "2.0e-3");
     }
 
     #[test]

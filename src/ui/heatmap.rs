@@ -8,10 +8,13 @@ use super::tokens::chip_label;
 use super::{UiAction, ViewState};
 use crate::analysis::HeadChoice;
 use crate::model::Analysis;
-use crate::render::attention_color;
+use crate::render::{attention_color, difference_color, tick_label};
 
 /// Largest cell side in points; small inputs should not turn into a wall of colour.
 const MAX_CELL: f32 = 32.0;
+/// Smallest cell side in points: below a point the texture is sampled down by the GPU, so 512
+/// tokens still fit a narrow column.
+const MIN_CELL: f32 = 0.25;
 /// Cells at least this big get a label on every row and column.
 const LABEL_EVERY_CELL: f32 = 9.0;
 const COLOR_BAR_WIDTH: f32 = 16.0;
@@ -138,19 +141,26 @@ pub fn heatmap_view(
         state.fixed_scale,
     );
     let values = crate::analysis::attention_map(analysis, state.layer, state.head);
-    if let Some(action) = draw_matrix(ui, analysis, &values, &texture, max, state.selected_token) {
+    if let Some(action) = draw_matrix(
+        ui,
+        analysis,
+        &values,
+        &texture,
+        ColorScale::Sequential { max },
+        state.selected_token,
+    ) {
         actions.push(action);
     }
     actions
 }
 
 /// Draws the labelled matrix with its colour bar; returns a selection when a cell is clicked.
-fn draw_matrix(
+pub fn draw_matrix(
     ui: &mut egui::Ui,
     analysis: &Analysis,
     values: &[f32],
     texture: &TextureHandle,
-    max: f32,
+    scale: ColorScale,
     selected: Option<usize>,
 ) -> Option<UiAction> {
     let tokens = analysis.len();
@@ -159,7 +169,8 @@ fn draw_matrix(
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
 
     // Labels get room only when cells can carry them.
-    let guess_cell = ((available.x.min(available.y) - 120.0) / tokens as f32).clamp(1.0, MAX_CELL);
+    let guess_cell =
+        ((available.x.min(available.y) - 120.0) / tokens as f32).clamp(MIN_CELL, MAX_CELL);
     let font_size = (guess_cell * 0.8).clamp(8.0, 13.0);
     let label_room = if guess_cell >= 4.0 {
         (longest * font_size * 0.62 + 8.0).min(110.0)
@@ -169,7 +180,7 @@ fn draw_matrix(
     let bar_room = COLOR_BAR_WIDTH + 44.0;
     let cell = ((available.x - label_room - bar_room).min(available.y - label_room)
         / tokens as f32)
-        .clamp(1.0, MAX_CELL);
+        .clamp(MIN_CELL, MAX_CELL);
     let side = cell * tokens as f32;
     // The colour bar's end labels reach half a line past the matrix.
     let (response, painter) = ui.allocate_painter(
@@ -241,7 +252,7 @@ fn draw_matrix(
             Pos2::new(matrix.right() + 12.0, matrix.top()),
             Vec2::new(COLOR_BAR_WIDTH, side.max(60.0)),
         ),
-        max,
+        scale,
         text_color,
     );
 
@@ -260,7 +271,11 @@ fn draw_matrix(
                 "{} attends to {}",
                 analysis.tokens[row], analysis.tokens[col]
             ));
-            ui.monospace(format!("weight {weight:.6}"));
+            let what = match scale {
+                ColorScale::Sequential { .. } => "weight",
+                ColorScale::Diverging { .. } => "difference A − B",
+            };
+            ui.monospace(format!("{what} {weight:.6}"));
             ui.weak(format!("query {row}, key {col}"));
         });
         if response.clicked() {
@@ -271,12 +286,34 @@ fn draw_matrix(
 }
 
 /// A vertical viridis bar from 0 (bottom) to `max` (top) with three ticks.
-fn draw_color_bar(painter: &egui::Painter, rect: Rect, max: f32, text_color: Color32) {
+/// How matrix values map to colours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColorScale {
+    /// Viridis from 0 to `max` (attention weights).
+    Sequential {
+        /// The value of the brightest colour.
+        max: f32,
+    },
+    /// Red–white–blue from `-max_abs` to `max_abs` (differences).
+    Diverging {
+        /// The value of the strongest colours.
+        max_abs: f32,
+    },
+}
+
+fn draw_color_bar(painter: &egui::Painter, rect: Rect, scale: ColorScale, text_color: Color32) {
     const STEPS: usize = 64;
     let step_height = rect.height() / STEPS as f32;
+    let (low, high) = match scale {
+        ColorScale::Sequential { max } => (0.0, max),
+        ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
+    };
     for step in 0..STEPS {
         let t = step as f32 / (STEPS - 1) as f32;
-        let [r, g, b] = attention_color(t, 1.0);
+        let [r, g, b] = match scale {
+            ColorScale::Sequential { .. } => attention_color(t, 1.0),
+            ColorScale::Diverging { .. } => difference_color(2.0 * t - 1.0, 1.0),
+        };
         let top = rect.bottom() - step_height * (step + 1) as f32;
         painter.rect_filled(
             Rect::from_min_size(
@@ -287,12 +324,12 @@ fn draw_color_bar(painter: &egui::Painter, rect: Rect, max: f32, text_color: Col
             Color32::from_rgb(r, g, b),
         );
     }
-    for (fraction, value) in [(0.0, 0.0), (0.5, max / 2.0), (1.0, max)] {
+    for (fraction, value) in [(0.0, low), (0.5, (low + high) / 2.0), (1.0, high)] {
         let y = rect.bottom() - rect.height() * fraction;
         painter.text(
             Pos2::new(rect.right() + 4.0, y),
             Align2::LEFT_CENTER,
-            format!("{value:.2}"),
+            tick_label(value, high - low),
             FontId::proportional(11.0),
             text_color,
         );

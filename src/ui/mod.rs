@@ -2,6 +2,7 @@
 //! [`UiAction`]s the user asked for; the app applies them. No view touches the worker, files or
 //! dialogs, so every view can be driven headless in tests.
 
+pub mod compare;
 pub mod heatmap;
 pub mod lines;
 pub mod mlm;
@@ -30,6 +31,8 @@ pub enum View {
     Projection,
     /// Masked-LM predictions.
     Mlm,
+    /// Two models side by side (once a second model is loaded).
+    Compare,
 }
 
 impl View {
@@ -39,17 +42,18 @@ impl View {
             View::Heatmap => Some(crate::export::FigureView::Heatmap),
             View::Lines => Some(crate::export::FigureView::Lines),
             View::Overview => Some(crate::export::FigureView::Overview),
-            View::Projection | View::Mlm => None,
+            View::Projection | View::Mlm | View::Compare => None,
         }
     }
 
     /// Every view, in tab order.
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Heatmap,
         View::Lines,
         View::Overview,
         View::Projection,
         View::Mlm,
+        View::Compare,
     ];
 
     /// The tab's label.
@@ -60,6 +64,7 @@ impl View {
             View::Overview => "Overview",
             View::Projection => "Projection",
             View::Mlm => "Masked LM",
+            View::Compare => "Compare",
         }
     }
 
@@ -77,6 +82,7 @@ impl View {
             }
             View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
             View::Mlm => "Masked-language-model predictions; click a token to mask it",
+            View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
         }
     }
 }
@@ -150,6 +156,12 @@ pub struct ViewState {
     pub projection_layer: usize,
     /// PNG export scale: 1, 2 or 4.
     pub export_scale: f32,
+    /// Compare tab: the layer of the comparison model paired with `layer`.
+    pub compare_layer: usize,
+    /// Compare tab: pick the comparison layer by relative depth.
+    pub align_by_depth: bool,
+    /// Compare tab: grids of every head instead of one layer pair.
+    pub compare_overviews: bool,
 }
 
 impl Default for ViewState {
@@ -165,6 +177,9 @@ impl Default for ViewState {
             fixed_scale: false,
             projection_layer: 0,
             export_scale: 2.0,
+            compare_layer: 0,
+            align_by_depth: true,
+            compare_overviews: false,
         }
     }
 }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use egui::{ColorImage, TextureHandle, TextureOptions};
 
+use crate::analysis::compare::difference;
 use crate::analysis::{attention_map, HeadChoice};
 use crate::model::Analysis;
-use crate::render::{downsample_max, heatmap_rgba, max_value};
+use crate::render::{difference_rgba, downsample_max, heatmap_rgba, max_value};
 
 /// Largest side of an overview thumbnail, in texels.
 pub const THUMBNAIL_TEXELS: usize = 96;
@@ -19,6 +20,12 @@ enum Key {
         layer: usize,
         head: HeadChoice,
         fixed_scale: bool,
+    },
+    Difference {
+        a_layer: usize,
+        a_head: HeadChoice,
+        b_layer: usize,
+        b_head: HeadChoice,
     },
     Thumbnail {
         layer: usize,
@@ -72,6 +79,43 @@ impl TextureCache {
                         TextureOptions::NEAREST,
                     ),
                     max,
+                )
+            })
+            .clone()
+    }
+
+    /// The difference `A − B` of two models' maps over the same tokens, with the largest
+    /// absolute difference (the value of the strongest colours).
+    pub fn difference(
+        &mut self,
+        ctx: &egui::Context,
+        a: &Analysis,
+        (a_layer, a_head): (usize, HeadChoice),
+        b: &Analysis,
+        (b_layer, b_head): (usize, HeadChoice),
+    ) -> (TextureHandle, f32) {
+        let key = Key::Difference {
+            a_layer,
+            a_head,
+            b_layer,
+            b_head,
+        };
+        self.textures
+            .entry(key)
+            .or_insert_with(|| {
+                let values = difference(
+                    &attention_map(a, a_layer, a_head),
+                    &attention_map(b, b_layer, b_head),
+                );
+                let max_abs = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let size = a.len();
+                let image = ColorImage::from_rgba_unmultiplied(
+                    [size, size],
+                    &difference_rgba(&values, max_abs),
+                );
+                (
+                    ctx.load_texture("difference", image, TextureOptions::NEAREST),
+                    max_abs,
                 )
             })
             .clone()

@@ -1,0 +1,177 @@
+//! One model in the app with its own inference thread, so that in a comparison a slow model
+//! never holds up the other's views.
+
+use std::sync::Arc;
+
+use super::ModelStatus;
+use crate::model::{AnalysisRequest, DeviceChoice, ModelSource};
+use crate::ui::textures::TextureCache;
+use crate::worker::{AnalysisResult, Worker, WorkerRequest, WorkerResponse};
+
+/// What draining a slot's responses brought.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// A model finished loading: the text should run on it.
+    pub loaded: bool,
+    /// A new result arrived.
+    pub new_result: bool,
+}
+
+/// A model, its worker, and its newest result.
+pub struct ModelSlot {
+    worker: Option<Worker>,
+    /// Where the model stands.
+    pub status: ModelStatus,
+    latest_analysis_id: Option<u64>,
+    answered_analysis_id: Option<u64>,
+    /// The newest result (stale ones are dropped).
+    pub result: Option<Arc<AnalysisResult>>,
+    /// The newest analysis error, cleared by the next result.
+    pub error: Option<String>,
+    /// Textures of `result`.
+    pub textures: TextureCache,
+}
+
+impl ModelSlot {
+    /// Starts a worker that wakes the UI through `ctx`.
+    pub fn new(ctx: &egui::Context) -> Self {
+        let waker = ctx.clone();
+        let (worker, status) = match Worker::spawn(move || waker.request_repaint()) {
+            Ok(worker) => (Some(worker), ModelStatus::Idle),
+            Err(err) => (
+                None,
+                ModelStatus::Failed {
+                    name: String::new(),
+                    message: format!("cannot start the inference thread ({err})"),
+                },
+            ),
+        };
+        Self {
+            worker,
+            status,
+            latest_analysis_id: None,
+            answered_analysis_id: None,
+            result: None,
+            error: None,
+            textures: TextureCache::default(),
+        }
+    }
+
+    fn send(&mut self, request: WorkerRequest, name: &str) {
+        let delivered = self
+            .worker
+            .as_ref()
+            .is_some_and(|worker| worker.send(request));
+        if !delivered {
+            self.status = ModelStatus::Failed {
+                name: name.to_owned(),
+                message: "the inference thread stopped; restart bertscope".to_owned(),
+            };
+        }
+    }
+
+    /// Loads `name` (a folder or Hub id) under request `id`.
+    pub fn load(&mut self, id: u64, name: String, device: DeviceChoice) {
+        let source = match ModelSource::parse(&name) {
+            Ok(source) => source,
+            Err(err) => {
+                self.status = ModelStatus::Failed {
+                    name,
+                    message: err.to_string(),
+                };
+                return;
+            }
+        };
+        self.status = ModelStatus::Loading {
+            id,
+            name: name.clone(),
+            progress: None,
+        };
+        self.send(WorkerRequest::Load { id, source, device }, &name);
+    }
+
+    /// Runs the model on a request, if it is ready.
+    pub fn analyze(&mut self, id: u64, request: AnalysisRequest) {
+        if self.is_ready() {
+            self.latest_analysis_id = Some(id);
+            self.send(WorkerRequest::Analyze { id, request }, "");
+        }
+    }
+
+    /// Whether the model is loaded.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.status, ModelStatus::Ready(_))
+    }
+
+    /// Whether the model is loading or an analysis is on its way.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.status, ModelStatus::Loading { .. })
+            || self.latest_analysis_id != self.answered_analysis_id
+    }
+
+    /// The name the user gave for the model being loaded or shown.
+    pub fn name(&self) -> Option<&str> {
+        match &self.status {
+            ModelStatus::Idle => None,
+            ModelStatus::Loading { name, .. } | ModelStatus::Failed { name, .. } => Some(name),
+            ModelStatus::Ready(info) => Some(&info.name),
+        }
+    }
+
+    /// Handles every waiting response, stopping at `deadline`.
+    pub fn drain(&mut self, deadline: std::time::Instant) -> Drained {
+        let mut drained = Drained::default();
+        while std::time::Instant::now() < deadline {
+            let Some(response) = self.worker.as_ref().and_then(Worker::try_recv) else {
+                break;
+            };
+            self.handle(response, &mut drained);
+        }
+        drained
+    }
+
+    fn handle(&mut self, response: WorkerResponse, drained: &mut Drained) {
+        let loading_id = match &self.status {
+            ModelStatus::Loading { id, .. } => Some(*id),
+            _ => None,
+        };
+        match response {
+            WorkerResponse::Downloading { id, progress } => {
+                if let ModelStatus::Loading {
+                    progress: shown, ..
+                } = &mut self.status
+                {
+                    if loading_id == Some(id) {
+                        *shown = Some(progress);
+                    }
+                }
+            }
+            WorkerResponse::Loaded { id, info } if loading_id == Some(id) => {
+                self.status = ModelStatus::Ready(info);
+                // The old result belongs to the old model.
+                self.result = None;
+                drained.loaded = true;
+            }
+            WorkerResponse::LoadFailed { id, message } if loading_id == Some(id) => {
+                let name = self.name().unwrap_or_default().to_owned();
+                self.status = ModelStatus::Failed { name, message };
+                self.result = None;
+            }
+            WorkerResponse::Analyzed { id, result } if Some(id) == self.latest_analysis_id => {
+                self.answered_analysis_id = Some(id);
+                self.error = None;
+                self.textures.reset(id);
+                self.result = Some(result);
+                drained.new_result = true;
+            }
+            WorkerResponse::AnalysisFailed { id, message }
+                if Some(id) == self.latest_analysis_id =>
+            {
+                self.answered_analysis_id = Some(id);
+                self.error = Some(message);
+            }
+            // Answers to requests that were superseded.
+            _ => {}
+        }
+    }
+}

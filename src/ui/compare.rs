@@ -1,0 +1,220 @@
+//! Two models side by side on the same text: a chosen (or depth-aligned) layer pair as heatmaps,
+//! their difference when both tokenize alike, the divergence of every layer, or both overview
+//! grids.
+
+use egui_plot::{Bar, BarChart, Plot};
+
+use super::heatmap::{draw_matrix, ColorScale};
+use super::textures::TextureCache;
+use super::{overview, UiAction, ViewState};
+use crate::analysis::compare::{aligned_layer, same_tokens};
+use crate::analysis::{attention_map, HeadChoice};
+use crate::model::Analysis;
+
+/// One side of the comparison.
+pub struct Side<'a> {
+    /// The model's name.
+    pub name: &'a str,
+    /// Its analysis of the text.
+    pub analysis: &'a Analysis,
+    /// Its textures.
+    pub textures: &'a mut TextureCache,
+}
+
+/// The compare tab. `divergence` is the mean JS divergence per layer of A (computed once per
+/// result pair), present when both models tokenize the text identically.
+pub fn compare_view<'a>(
+    ui: &mut egui::Ui,
+    a: Side<'a>,
+    b: Side<'a>,
+    difference_textures: &mut TextureCache,
+    divergence: Option<&[f32]>,
+    state: &mut ViewState,
+) -> Vec<UiAction> {
+    let mut actions = Vec::new();
+    let (a_layers, b_layers) = (a.analysis.layers(), b.analysis.layers());
+    if state.align_by_depth {
+        state.compare_layer = aligned_layer(state.layer, a_layers, b_layers);
+    }
+    state.compare_layer = state.compare_layer.min(b_layers.saturating_sub(1));
+    ui.horizontal(|ui| {
+        ui.label(format!("A: {}", a.name));
+        egui::ComboBox::from_id_salt("compare-a-layer")
+            .selected_text(format!("layer {}", state.layer))
+            .show_ui(ui, |ui| {
+                for layer in 0..a_layers {
+                    ui.selectable_value(&mut state.layer, layer, format!("layer {layer}"));
+                }
+            })
+            .response
+            .on_hover_text("Layer of model A");
+        ui.separator();
+        ui.label(format!("B: {}", b.name));
+        ui.add_enabled_ui(!state.align_by_depth, |ui| {
+            egui::ComboBox::from_id_salt("compare-b-layer")
+                .selected_text(format!("layer {}", state.compare_layer))
+                .show_ui(ui, |ui| {
+                    for layer in 0..b_layers {
+                        ui.selectable_value(
+                            &mut state.compare_layer,
+                            layer,
+                            format!("layer {layer}"),
+                        );
+                    }
+                })
+                .response
+                .on_hover_text("Layer of model B");
+        });
+        ui.checkbox(&mut state.align_by_depth, "align by depth")
+            .on_hover_text(
+                "Pair layers at the same relative depth: layer 5 of 12 with layer 11 of 24",
+            );
+        ui.separator();
+        ui.checkbox(&mut state.compare_overviews, "all heads")
+            .on_hover_text("Show both models' layers × heads grids instead of one layer pair");
+    });
+    ui.weak(format!(
+        "Both as the mean of the layer's heads · A has {a_layers} layers × {} heads, B has {b_layers} layers × {} heads",
+        a.analysis.heads(),
+        b.analysis.heads()
+    ));
+
+    egui::ScrollArea::vertical()
+        .id_salt("compare")
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            actions.extend(compare_body(
+                ui,
+                a,
+                b,
+                difference_textures,
+                divergence,
+                state,
+            ))
+        });
+    actions
+}
+
+/// Everything below the compare controls, in a scroll area.
+fn compare_body<'a>(
+    ui: &mut egui::Ui,
+    mut a: Side<'a>,
+    mut b: Side<'a>,
+    difference_textures: &mut TextureCache,
+    divergence: Option<&[f32]>,
+    state: &mut ViewState,
+) -> Vec<UiAction> {
+    let mut actions = Vec::new();
+    let identical = same_tokens(a.analysis, b.analysis);
+    if state.compare_overviews {
+        ui.columns(2, |columns| {
+            columns[0].strong(format!("A: {}", a.name));
+            actions.extend(overview::overview_view(
+                &mut columns[0],
+                a.analysis,
+                state,
+                a.textures,
+            ));
+            columns[1].strong(format!("B: {}", b.name));
+            // Opening a head of B in the heatmap would show A's map: B's grid is for looking.
+            overview::overview_view(&mut columns[1], b.analysis, state, b.textures);
+        });
+        return actions;
+    }
+
+    let pair = [
+        (state.layer, HeadChoice::Mean),
+        (state.compare_layer, HeadChoice::Mean),
+    ];
+    let columns = if identical { 3 } else { 2 };
+    let selected = state.selected_token;
+    ui.columns(columns, |columns| {
+        for (index, (side, (layer, head))) in [(&mut a, pair[0]), (&mut b, pair[1])]
+            .into_iter()
+            .enumerate()
+        {
+            let ui = &mut columns[index];
+            ui.strong(format!("{} · layer {layer}", side.name));
+            let (texture, max) = side
+                .textures
+                .full(ui.ctx(), side.analysis, layer, head, false);
+            let values = attention_map(side.analysis, layer, head);
+            let selection = if identical { selected } else { None };
+            if let Some(action) = draw_matrix(
+                ui,
+                side.analysis,
+                &values,
+                &texture,
+                ColorScale::Sequential { max },
+                selection,
+            ) {
+                if identical {
+                    actions.push(action);
+                }
+            }
+        }
+        if identical {
+            let ui = &mut columns[2];
+            ui.strong("A − B");
+            let (texture, max_abs) =
+                difference_textures.difference(ui.ctx(), a.analysis, pair[0], b.analysis, pair[1]);
+            let values = crate::analysis::compare::difference(
+                &attention_map(a.analysis, pair[0].0, pair[0].1),
+                &attention_map(b.analysis, pair[1].0, pair[1].1),
+            );
+            if let Some(action) = draw_matrix(
+                ui,
+                a.analysis,
+                &values,
+                &texture,
+                ColorScale::Diverging { max_abs },
+                selected,
+            ) {
+                actions.push(action);
+            }
+        }
+    });
+
+    ui.separator();
+    match divergence {
+        Some(divergence) if identical => {
+            ui.label("How differently the two models attend, per layer of A (mean Jensen–Shannon divergence of the head-averaged attention rows against B's aligned layer; 0 = identical, 1 = disjoint):");
+            let bars: Vec<Bar> = divergence
+                .iter()
+                .enumerate()
+                .map(|(layer, &value)| {
+                    Bar::new(layer as f64, f64::from(value)).name(format!("layer {layer}"))
+                })
+                .collect();
+            Plot::new("divergence")
+                .height(140.0)
+                .include_y(0.0)
+                .allow_scroll(false)
+                .allow_drag(false)
+                .x_axis_label("layer of A")
+                // Layers are whole numbers.
+                .x_axis_formatter(|mark, _| {
+                    if mark.value.fract() == 0.0 {
+                        format!("{}", mark.value)
+                    } else {
+                        String::new()
+                    }
+                })
+                .show(ui, |plot| {
+                    plot.bar_chart(BarChart::new("JS divergence", bars))
+                });
+        }
+        _ => {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "The two models split this text into different tokens, so their maps are not compared cell by cell.",
+            );
+            ui.columns(2, |columns| {
+                for (column, side) in columns.iter_mut().zip([&a, &b]) {
+                    column.weak(side.analysis.tokens.join(" "));
+                }
+            });
+        }
+    }
+    actions
+}
