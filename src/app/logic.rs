@@ -195,23 +195,26 @@ impl BertscopeApp {
 
     /// Asks where to save the open view (native dialog) and writes it.
     fn export_view(&mut self) {
-        let Some(figure) = self.settings.view.view.figure() else {
-            return;
-        };
+        let figure = self.settings.view.view.figure();
         let Some(result) = &self.primary.result else {
             return;
         };
         let view = &self.settings.view;
+        let extension = if figure.is_some() { "png" } else { "json" };
         let name = format!(
-            "bertscope-{}-layer{}.png",
-            view.view.label().to_lowercase(),
+            "bertscope-{}-layer{}.{extension}",
+            view.view.label().to_lowercase().replace(' ', "-"),
             view.layer
         );
-        let dialog = rfd::FileDialog::new()
+        let mut dialog = rfd::FileDialog::new()
             .set_title("Export")
-            .set_file_name(name)
-            .add_filter("PNG figure", &["png"])
-            .add_filter("SVG figure", &["svg"])
+            .set_file_name(name);
+        if figure.is_some() {
+            dialog = dialog
+                .add_filter("PNG figure", &["png"])
+                .add_filter("SVG figure", &["svg"]);
+        }
+        let dialog = dialog
             .add_filter("All attention maps (JSON)", &["json"])
             .add_filter("This head (CSV)", &["csv"])
             .add_filter("All attention maps (NumPy .npy)", &["npy"]);
@@ -228,13 +231,24 @@ impl BertscopeApp {
         });
     }
 
-    /// Writes the open view (or data) to `path`, as `Export…` does after the dialog.
+    /// Writes the open view's figure (or the data) to `path`, as `Export…` does after the
+    /// dialog. Views without a figure (`figure` is `None`) export data only.
     pub fn export_to(
         &self,
         path: &std::path::Path,
-        figure: crate::export::FigureView,
+        figure: Option<crate::export::FigureView>,
         result: &crate::worker::AnalysisResult,
     ) -> anyhow::Result<()> {
+        use crate::export::ExportFormat;
+        let format = ExportFormat::from_path(path)?;
+        let Some(figure) = figure.or((!matches!(format, ExportFormat::Png | ExportFormat::Svg))
+            .then_some(crate::export::FigureView::Heatmap))
+        else {
+            anyhow::bail!(
+                "{}: this tab has no figure; save .json, .csv or .npy, or export a figure from the heatmap, lines or overview tab",
+                path.display()
+            );
+        };
         let view = &self.settings.view;
         let options = crate::export::ExportOptions {
             view: figure,

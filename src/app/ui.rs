@@ -245,12 +245,12 @@ impl BertscopeApp {
                     .on_hover_text(view.description());
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let has_figure = self.settings.view.view.figure().is_some();
-                export_clicked = ui
-                    .add_enabled(has_figure, egui::Button::new("Export…"))
-                    .on_hover_text("Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head) or .npy")
-                    .on_disabled_hover_text("The heatmap, lines and overview views can be exported")
-                    .clicked();
+                let hover = if self.settings.view.view.figure().is_some() {
+                    "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head) or .npy"
+                } else {
+                    "Save the attention data as JSON, CSV (this layer and head) or .npy (figures come from the heatmap, lines and overview tabs)"
+                };
+                export_clicked = ui.button("Export…").on_hover_text(hover).clicked();
                 let scale = &mut self.settings.view.export_scale;
                 egui::ComboBox::from_id_salt("export-scale")
                     .selected_text(format!("PNG {scale}×"))

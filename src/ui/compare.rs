@@ -37,6 +37,14 @@ pub fn compare_view<'a>(
         state.compare_layer = aligned_layer(state.layer, a_layers, b_layers);
     }
     state.compare_layer = state.compare_layer.min(b_layers.saturating_sub(1));
+    for (slot, heads) in [a.analysis.heads(), b.analysis.heads()]
+        .into_iter()
+        .enumerate()
+    {
+        if matches!(state.compare_heads[slot], HeadChoice::Head(head) if head >= heads) {
+            state.compare_heads[slot] = HeadChoice::Mean;
+        }
+    }
     ui.horizontal(|ui| {
         ui.label(format!("A: {}", a.name));
         egui::ComboBox::from_id_salt("compare-a-layer")
@@ -48,6 +56,13 @@ pub fn compare_view<'a>(
             })
             .response
             .on_hover_text("Layer of model A");
+        head_picker(
+            ui,
+            "compare-a-head",
+            &mut state.compare_heads[0],
+            a.analysis.heads(),
+            "Head of model A",
+        );
         ui.separator();
         ui.label(format!("B: {}", b.name));
         ui.add_enabled_ui(!state.align_by_depth, |ui| {
@@ -65,6 +80,13 @@ pub fn compare_view<'a>(
                 .response
                 .on_hover_text("Layer of model B");
         });
+        head_picker(
+            ui,
+            "compare-b-head",
+            &mut state.compare_heads[1],
+            b.analysis.heads(),
+            "Head of model B",
+        );
         ui.checkbox(&mut state.align_by_depth, "align by depth")
             .on_hover_text(
                 "Pair layers at the same relative depth: layer 5 of 12 with layer 11 of 24",
@@ -74,7 +96,7 @@ pub fn compare_view<'a>(
             .on_hover_text("Show both models' layers × heads grids instead of one layer pair");
     });
     ui.weak(format!(
-        "Both as the mean of the layer's heads · A has {a_layers} layers × {} heads, B has {b_layers} layers × {} heads",
+        "A has {a_layers} layers × {} heads, B has {b_layers} layers × {} heads · the divergence below compares layer means",
         a.analysis.heads(),
         b.analysis.heads()
     ));
@@ -123,8 +145,8 @@ fn compare_body<'a>(
     }
 
     let pair = [
-        (state.layer, HeadChoice::Mean),
-        (state.compare_layer, HeadChoice::Mean),
+        (state.layer, state.compare_heads[0]),
+        (state.compare_layer, state.compare_heads[1]),
     ];
     let columns = if identical { 3 } else { 2 };
     let selected = state.selected_token;
@@ -134,7 +156,7 @@ fn compare_body<'a>(
             .enumerate()
         {
             let ui = &mut columns[index];
-            ui.strong(format!("{} · layer {layer}", side.name));
+            ui.strong(format!("{} · layer {layer} · {head}", side.name));
             let (texture, max) = side
                 .textures
                 .full(ui.ctx(), side.analysis, layer, head, false);
@@ -217,4 +239,26 @@ fn compare_body<'a>(
         }
     }
     actions
+}
+
+/// A head picker (with the mean of the layer) for one side.
+fn head_picker(ui: &mut egui::Ui, id: &str, head: &mut HeadChoice, heads: usize, hover: &str) {
+    let label = |choice: HeadChoice| match choice {
+        HeadChoice::Head(head) => format!("head {head}"),
+        HeadChoice::Mean => "mean of heads".to_owned(),
+    };
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(label(*head))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(head, HeadChoice::Mean, label(HeadChoice::Mean));
+            for index in 0..heads {
+                ui.selectable_value(
+                    head,
+                    HeadChoice::Head(index),
+                    label(HeadChoice::Head(index)),
+                );
+            }
+        })
+        .response
+        .on_hover_text(hover);
 }

@@ -162,6 +162,8 @@ pub struct ViewState {
     pub align_by_depth: bool,
     /// Compare tab: grids of every head instead of one layer pair.
     pub compare_overviews: bool,
+    /// Compare tab: the head (or mean) shown for model A and for model B.
+    pub compare_heads: [HeadChoice; 2],
 }
 
 impl Default for ViewState {
@@ -180,6 +182,7 @@ impl Default for ViewState {
             compare_layer: 0,
             align_by_depth: true,
             compare_overviews: false,
+            compare_heads: [HeadChoice::Mean; 2],
         }
     }
 }
@@ -196,6 +199,9 @@ impl ViewState {
             self.selected_token = None;
         }
         self.hidden_heads.retain(|&head| head < heads);
+        if let HeadChoice::Head(head) = self.compare_heads[0] {
+            self.compare_heads[0] = HeadChoice::Head(head.min(heads.saturating_sub(1)));
+        }
     }
 }
 
