@@ -69,16 +69,29 @@ enum Command {
     Export(ExportArgs),
 }
 
+/// The text to run.
+#[derive(Args)]
+struct InputArgs {
+    /// Sentence A.
+    #[arg(long, short)]
+    text: String,
+    /// Sentence B, making a pair (segment ids 1, NSP when the model has the head).
+    #[arg(long)]
+    text_b: Option<String>,
+}
+
+impl InputArgs {
+    fn request(&self) -> AnalysisRequest {
+        AnalysisRequest::new(self.text.clone()).with_text_b(self.text_b.clone())
+    }
+}
+
 #[derive(Args)]
 struct ExportArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Sentence A.
-    #[arg(long, short)]
-    text: String,
-    /// Sentence B, making a pair.
-    #[arg(long)]
-    text_b: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
     /// Layer, 0-based.
     #[arg(long, default_value_t = 0)]
     layer: usize,
@@ -120,12 +133,8 @@ struct ModelArgs {
 struct DumpArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Sentence A.
-    #[arg(long, short)]
-    text: String,
-    /// Sentence B, making a pair (segment ids 1, NSP when the model has the head).
-    #[arg(long)]
-    text_b: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
     /// Write the JSON here instead of standard output.
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -232,8 +241,7 @@ fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
 
 fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let model = load(&args.model)?;
-    let request = AnalysisRequest::new(args.text).with_text_b(args.text_b);
-    let analysis = model.analyze(&request)?;
+    let analysis = model.analyze(&args.input.request())?;
     if analysis.dropped_tokens > 0 {
         eprintln!(
             "note: the input was cut to the model's {} tokens; {} token(s) were dropped",
@@ -265,8 +273,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     // Fail on a bad path or extension before spending time on the model.
     ExportFormat::from_path(&args.out)?;
     let model = load(&args.model)?;
-    let request = AnalysisRequest::new(args.text.clone()).with_text_b(args.text_b.clone());
-    let analysis = model.analyze(&request)?;
+    let analysis = model.analyze(&args.input.request())?;
     let options = ExportOptions {
         view: args.view,
         layer: args.layer,
@@ -274,12 +281,13 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         scale: args.scale,
         ..ExportOptions::default()
     };
+    let input = &args.input;
     bertscope::export::export(
         &args.out,
         model.name(),
         &analysis,
-        &args.text,
-        args.text_b.as_deref(),
+        &input.text,
+        input.text_b.as_deref(),
         &options,
     )?;
     eprintln!("wrote {}", args.out.display());

@@ -159,15 +159,15 @@ fn heatmap_arrow_keys_step_layers_and_heads() {
 
 // ---- the whole app, with its worker thread, on the tiny checkpoint ----
 
-fn app_harness<'a>(text: &str) -> Harness<'a, BertscopeApp> {
-    let launch = LaunchOptions {
-        model: Some(fixture("tiny-legacy").display().to_string()),
-        text: Some(text.to_owned()),
-        ..LaunchOptions::default()
-    };
+/// The whole app on `launch`, stepped until `settled` holds.
+fn launched_app<'a>(
+    launch: LaunchOptions,
+    size: [f32; 2],
+    settled: impl Fn(&BertscopeApp) -> bool,
+) -> Harness<'a, BertscopeApp> {
     // Random weights predict any token, CJK included, which the test fonts cannot draw.
     let mut harness = Harness::builder()
-        .with_size([1200.0, 800.0])
+        .with_size(size)
         .allow_missing_glyphs()
         .build_eframe(move |cc| {
             BertscopeApp::new(
@@ -177,17 +177,31 @@ fn app_harness<'a>(text: &str) -> Harness<'a, BertscopeApp> {
                 Default::default(),
             )
         });
-    wait_until_idle(&mut harness);
+    wait_until(&mut harness, settled);
     harness
+}
+
+fn app_harness<'a>(text: &str) -> Harness<'a, BertscopeApp> {
+    let launch = LaunchOptions {
+        model: Some(fixture("tiny-legacy").display().to_string()),
+        text: Some(text.to_owned()),
+        ..LaunchOptions::default()
+    };
+    launched_app(launch, [1200.0, 800.0], |app| app.result().is_some())
 }
 
 /// Steps the app until the worker has answered everything asked of it.
 fn wait_until_idle(harness: &mut Harness<'_, BertscopeApp>) {
+    wait_until(harness, |app| app.result().is_some());
+}
+
+/// Steps the app until nothing is pending and `settled` holds.
+fn wait_until(harness: &mut Harness<'_, BertscopeApp>, settled: impl Fn(&BertscopeApp) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         harness.step();
         let app = harness.state();
-        if !app.is_busy() && app.result().is_some() {
+        if !app.is_busy() && settled(app) {
             break;
         }
         assert!(
@@ -284,17 +298,7 @@ fn a_bad_model_folder_keeps_the_window_usable_with_a_message() {
         model: Some("/no/such/model/folder".to_owned()),
         ..LaunchOptions::default()
     };
-    let mut harness = Harness::builder()
-        .with_size([1000.0, 600.0])
-        .build_eframe(move |cc| {
-            BertscopeApp::new(
-                &cc.egui_ctx,
-                Settings::default(),
-                launch,
-                Default::default(),
-            )
-        });
-    harness.run_ok();
+    let harness = launched_app(launch, [1000.0, 600.0], |_| true);
     assert!(
         matches!(harness.state().model_status(), ModelStatus::Failed { message, .. } if message.contains("no such folder"))
     );
@@ -346,29 +350,9 @@ fn compare_harness<'a>(compare: &str) -> Harness<'a, BertscopeApp> {
         view: Some(View::Compare),
         ..LaunchOptions::default()
     };
-    let mut harness = Harness::builder()
-        .with_size([1400.0, 900.0])
-        .allow_missing_glyphs()
-        .build_eframe(move |cc| {
-            BertscopeApp::new(
-                &cc.egui_ctx,
-                Settings::default(),
-                launch,
-                Default::default(),
-            )
-        });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        harness.step();
-        let app = harness.state();
-        if !app.is_busy() && app.comparison().is_some_and(|slot| slot.result.is_some()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the comparison did not settle");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    harness.run_ok();
-    harness
+    launched_app(launch, [1400.0, 900.0], |app| {
+        app.comparison().is_some_and(|slot| slot.result.is_some())
+    })
 }
 
 #[test]

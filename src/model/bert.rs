@@ -321,18 +321,15 @@ impl MlmHead {
     ) -> Result<Option<Self>> {
         let hidden = config.hidden_size;
         let vocab = config.vocab_size;
-        if !store.contains("cls.predictions.transform.dense.weight", false) {
+        let Some(layout) = store.head_layout().mlm else {
             return Ok(None);
-        }
-        let decoder_weight =
-            match store.get_optional("cls.predictions.decoder.weight", false, &[vocab, hidden])? {
-                Some(weight) => weight,
-                None => word_embeddings.clone(),
-            };
-        let decoder_bias = match store.get_optional("cls.predictions.bias", false, &[vocab])? {
-            Some(bias) => bias,
-            None => store.get("cls.predictions.decoder.bias", false, &[vocab])?,
         };
+        let decoder_weight = if layout.decoder_weight_stored {
+            store.get("cls.predictions.decoder.weight", false, &[vocab, hidden])?
+        } else {
+            word_embeddings.clone()
+        };
+        let decoder_bias = store.get(layout.decoder_bias, false, &[vocab])?;
         Ok(Some(Self {
             transform: Dense::load(
                 store,
@@ -374,9 +371,7 @@ impl NspHead {
     /// Loads the pooler and the next-sentence classifier, or `Ok(None)` when either is absent.
     pub fn load(store: &WeightStore, config: &BertConfig) -> Result<Option<Self>> {
         let hidden = config.hidden_size;
-        if !store.contains("pooler.dense.weight", true)
-            || !store.contains("cls.seq_relationship.weight", false)
-        {
+        if !store.head_layout().nsp {
             return Ok(None);
         }
         Ok(Some(Self {

@@ -10,6 +10,24 @@ use candle_core::{DType, Device, Tensor};
 use super::error::{first_line, ModelError, Result};
 use super::source::WeightFiles;
 
+/// Which heads a checkpoint has and how it spells them, decided once for both forward paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// The masked-LM head, when `cls.predictions.transform.*` is present.
+    pub mlm: Option<MlmLayout>,
+    /// Whether the pooler and `cls.seq_relationship` (next-sentence head) are both present.
+    pub nsp: bool,
+}
+
+/// How a checkpoint stores its masked-LM decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlmLayout {
+    /// `cls.predictions.decoder.weight` is stored; when false it is tied to the word embeddings.
+    pub decoder_weight_stored: bool,
+    /// The decoder bias: `cls.predictions.bias` or `cls.predictions.decoder.bias`.
+    pub decoder_bias: &'static str,
+}
+
 /// The tensors of one checkpoint, and where the encoder's names start.
 pub struct WeightStore {
     tensors: MmapedSafetensors,
@@ -83,6 +101,23 @@ impl WeightStore {
             spellings.push(format!("{prefix}{legacy}"));
         }
         spellings
+    }
+
+    /// Which heads the checkpoint has, and how it spells them.
+    pub fn head_layout(&self) -> HeadLayout {
+        let mlm = self
+            .contains("cls.predictions.transform.dense.weight", false)
+            .then(|| MlmLayout {
+                decoder_weight_stored: self.contains("cls.predictions.decoder.weight", false),
+                decoder_bias: if self.contains("cls.predictions.bias", false) {
+                    "cls.predictions.bias"
+                } else {
+                    "cls.predictions.decoder.bias"
+                },
+            });
+        let nsp = self.contains("pooler.dense.weight", true)
+            && self.contains("cls.seq_relationship.weight", false);
+        HeadLayout { mlm, nsp }
     }
 
     /// Whether any spelling of an encoder tensor (or, with `in_encoder` false, a head tensor) exists.

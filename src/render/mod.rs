@@ -27,10 +27,15 @@ pub fn difference_color(value: f32, max_abs: f32) -> [u8; 3] {
 
 /// RGBA pixels of a difference matrix coloured by [`difference_color`].
 pub fn difference_rgba(values: &[f32], max_abs: f32) -> Vec<u8> {
+    rgba(values, |v| difference_color(v, max_abs))
+}
+
+/// Opaque RGBA pixels of values coloured by `color`.
+fn rgba(values: &[f32], color: impl Fn(f32) -> [u8; 3]) -> Vec<u8> {
     values
         .iter()
         .flat_map(|&v| {
-            let [r, g, b] = difference_color(v, max_abs);
+            let [r, g, b] = color(v);
             [r, g, b, 255]
         })
         .collect()
@@ -44,13 +49,7 @@ pub fn head_color(head: usize, heads: usize) -> [u8; 3] {
 
 /// RGBA pixels of a row-major `rows × cols` matrix coloured by [`attention_color`].
 pub fn heatmap_rgba(values: &[f32], max: f32) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| {
-            let [r, g, b] = attention_color(v, max);
-            [r, g, b, 255]
-        })
-        .collect()
+    rgba(values, |v| attention_color(v, max))
 }
 
 /// Shrinks a square `size × size` matrix to at most `target × target` by taking the maximum of

@@ -201,14 +201,10 @@ impl CpuBert {
                 })
             })
             .collect::<Result<_>>()?;
-        let mlm = if store.contains("cls.predictions.transform.dense.weight", false) {
-            let vocab = config.vocab_size;
-            let decoder_bias =
-                match store.get_host_optional("cls.predictions.bias", false, &[vocab])? {
-                    Some(bias) => bias,
-                    None => store.get_host("cls.predictions.decoder.bias", false, &[vocab])?,
-                };
-            Some(MlmHead {
+        let heads = store.head_layout();
+        let vocab = config.vocab_size;
+        let mlm = match heads.mlm {
+            Some(layout) => Some(MlmHead {
                 transform: Dense::load(
                     store,
                     "cls.predictions.transform.dense",
@@ -223,19 +219,20 @@ impl CpuBert {
                     hidden,
                     eps,
                 )?,
-                decoder_weight: store.get_host_optional(
-                    "cls.predictions.decoder.weight",
-                    false,
-                    &[vocab, hidden],
-                )?,
-                decoder_bias,
-            })
-        } else {
-            None
+                decoder_weight: if layout.decoder_weight_stored {
+                    Some(store.get_host(
+                        "cls.predictions.decoder.weight",
+                        false,
+                        &[vocab, hidden],
+                    )?)
+                } else {
+                    None
+                },
+                decoder_bias: store.get_host(layout.decoder_bias, false, &[vocab])?,
+            }),
+            None => None,
         };
-        let nsp = if store.contains("pooler.dense.weight", true)
-            && store.contains("cls.seq_relationship.weight", false)
-        {
+        let nsp = if heads.nsp {
             Some(NspHead {
                 pooler: Dense::load(store, "pooler.dense", true, hidden, hidden)?,
                 classifier: Dense::load(store, "cls.seq_relationship", false, hidden, 2)?,
