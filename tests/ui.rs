@@ -369,6 +369,20 @@ fn comparing_two_models_aligns_layers_and_shows_their_difference() {
         "{divergence:?}"
     );
     harness.get_by_label("A − B");
+    // New text: both models run again and the summary follows their newest results.
+    let before = divergence.to_vec();
+    harness.get_by_label("Sentence A").focus();
+    harness.step();
+    harness
+        .get_by_label("Sentence A")
+        .type_text(" again and again");
+    wait_until(&mut harness, |app| {
+        app.comparison()
+            .and_then(|slot| slot.result.as_ref())
+            .is_some_and(|r| r.request.text_a.ends_with("again"))
+    });
+    let after = harness.state().compare_divergence().unwrap();
+    assert_ne!(after, before.as_slice());
     harness.get_by_label("all heads").click();
     harness.run_ok();
     assert!(harness.state().settings().view.compare_overviews);

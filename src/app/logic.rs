@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::slot::Drained;
 use super::{BertscopeApp, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
@@ -90,21 +91,20 @@ impl BertscopeApp {
                     .clamp_to(analysis.layers(), analysis.heads(), analysis.len());
             }
         }
-        let mut new_comparison = primary.new_result;
-        if let Some(comparison) = &mut self.comparison {
-            let drained = comparison.drain(deadline);
-            new_comparison |= drained.new_result;
-            if drained.loaded {
-                let id = self.next_request_id;
-                self.next_request_id += 1;
-                let request = self.current_request();
-                if let Some(comparison) = &mut self.comparison {
-                    comparison.analyze(id, request);
-                }
+        let comparison = match &mut self.comparison {
+            Some(slot) => slot.drain(deadline),
+            None => Drained::default(),
+        };
+        if comparison.loaded {
+            let id = self.next_id();
+            let request = self.current_request();
+            if let Some(slot) = &mut self.comparison {
+                slot.analyze(id, request);
             }
         }
-        if new_comparison {
-            self.compare_textures.reset(self.next_request_id);
+        if primary.new_result || comparison.new_result {
+            // Difference maps depend on both results, which arrive separately.
+            self.compare_textures.clear();
             let results = (
                 self.primary.result.as_ref(),
                 self.comparison

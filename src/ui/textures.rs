@@ -49,6 +49,11 @@ impl TextureCache {
         }
     }
 
+    /// Forgets every texture.
+    pub fn clear(&mut self) {
+        self.textures.clear();
+    }
+
     /// The full-resolution map of one head (or the mean), and the value its brightest colour
     /// stands for.
     pub fn full(
