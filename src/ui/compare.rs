@@ -4,7 +4,7 @@
 
 use egui_plot::{Bar, BarChart, Plot};
 
-use super::heatmap::{draw_matrix, ColorScale};
+use super::heatmap::{draw_matrix, layer_picker, ColorScale};
 use super::textures::TextureCache;
 use super::{overview, UiAction, ViewState};
 use crate::analysis::compare::{aligned_layer, same_tokens};
@@ -47,15 +47,15 @@ pub fn compare_view<'a>(
     }
     ui.horizontal(|ui| {
         ui.label(format!("A: {}", a.name));
-        egui::ComboBox::from_id_salt("compare-a-layer")
-            .selected_text(format!("layer {}", state.layer))
-            .show_ui(ui, |ui| {
-                for layer in 0..a_layers {
-                    ui.selectable_value(&mut state.layer, layer, format!("layer {layer}"));
-                }
-            })
-            .response
-            .on_hover_text("Layer of model A");
+        let label = |layer: usize| format!("layer {layer}");
+        layer_picker(
+            ui,
+            "compare-a-layer",
+            &mut state.layer,
+            a_layers,
+            label,
+            "Layer of model A",
+        );
         head_picker(
             ui,
             "compare-a-head",
@@ -66,19 +66,14 @@ pub fn compare_view<'a>(
         ui.separator();
         ui.label(format!("B: {}", b.name));
         ui.add_enabled_ui(!state.align_by_depth, |ui| {
-            egui::ComboBox::from_id_salt("compare-b-layer")
-                .selected_text(format!("layer {}", state.compare_layer))
-                .show_ui(ui, |ui| {
-                    for layer in 0..b_layers {
-                        ui.selectable_value(
-                            &mut state.compare_layer,
-                            layer,
-                            format!("layer {layer}"),
-                        );
-                    }
-                })
-                .response
-                .on_hover_text("Layer of model B");
+            layer_picker(
+                ui,
+                "compare-b-layer",
+                &mut state.compare_layer,
+                b_layers,
+                label,
+                "Layer of model B",
+            );
         });
         head_picker(
             ui,

@@ -37,15 +37,14 @@ pub fn layer_head_controls(
         {
             state.layer = state.layer.saturating_sub(1);
         }
-        egui::ComboBox::from_id_salt("layer")
-            .selected_text(format!("{}", state.layer))
-            .show_ui(ui, |ui| {
-                for layer in 0..layers {
-                    ui.selectable_value(&mut state.layer, layer, format!("{layer}"));
-                }
-            })
-            .response
-            .on_hover_text("Transformer layer, 0-based");
+        layer_picker(
+            ui,
+            "layer",
+            &mut state.layer,
+            layers,
+            |layer| format!("{layer}"),
+            "Transformer layer, 0-based",
+        );
         if ui
             .small_button(">")
             .on_hover_text("Next layer (Down arrow)")
@@ -93,6 +92,26 @@ pub fn layer_head_controls(
             state.head = step_head(state.head, heads, true, right);
         }
     }
+}
+
+/// A drop-down of layers `0..layers`, each shown by `label`.
+pub fn layer_picker(
+    ui: &mut egui::Ui,
+    id: &str,
+    layer: &mut usize,
+    layers: usize,
+    label: impl Fn(usize) -> String,
+    hover: &str,
+) {
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(label(*layer))
+        .show_ui(ui, |ui| {
+            for choice in 0..layers {
+                ui.selectable_value(layer, choice, label(choice));
+            }
+        })
+        .response
+        .on_hover_text(hover);
 }
 
 /// The next or previous head, with the mean (when allowed) after the last head.
