@@ -65,12 +65,14 @@ fn dump_writes_the_documented_shape() {
             "attentions",
             "mlm",
             "model",
+            "model_type",
             "nsp",
             "segment_ids",
             "token_ids",
             "tokens"
         ]
     );
+    assert_eq!(json["model_type"], "bert");
     let tokens = json["tokens"].as_array().unwrap().len();
     assert_eq!(json["token_ids"].as_array().unwrap().len(), tokens);
     assert_eq!(json["segment_ids"].as_array().unwrap().len(), tokens);

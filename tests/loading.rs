@@ -96,11 +96,15 @@ fn shape_disagreeing_with_config_is_an_error_naming_the_tensor() {
 #[test]
 fn other_model_types_are_refused_with_the_file_named() {
     let dir = copy_of("tiny-modern");
-    edit_config(dir.path(), |config| config["model_type"] = "roberta".into());
+    edit_config(dir.path(), |config| config["model_type"] = "t5".into());
     let err = load(dir.path()).map(|_| ()).unwrap_err();
     assert!(
-        err.contains("config.json") && err.contains("'roberta' is not supported"),
+        err.contains("config.json") && err.contains("'t5' is not supported"),
         "{err}"
+    );
+    assert!(
+        err.contains("bert, distilbert, roberta, xlm-roberta, gpt2"),
+        "the message lists what is supported: {err}"
     );
 }
 

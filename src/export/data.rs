@@ -57,6 +57,9 @@ mod tests {
         let tokens = vec!["[CLS]".to_owned(), "a,b".to_owned(), "[SEP]".to_owned()];
         let attention: Vec<f32> = (0..18).map(|v| v as f32 / 18.0).collect();
         Analysis {
+            model_type: crate::model::Family::Bert,
+            token_style: crate::model::tokenizer::TokenStyle::WordPiece,
+            causal: false,
             token_ids: vec![1, 2, 3],
             segment_ids: vec![0; 3],
             char_offsets: vec![None, Some((0, 3)), None],
@@ -68,6 +71,10 @@ mod tests {
             keys: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6]).unwrap(),
             mlm: None,
             nsp_is_next: None,
+            next_token: None,
+            classification: None,
+            qa: None,
+            token_classification: None,
             tokens,
         }
     }

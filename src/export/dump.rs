@@ -1,30 +1,48 @@
 //! The JSON document `bertscope dump` writes. Other tooling reads it, so its keys and nesting
-//! are a contract: `model`, `tokens`, `token_ids`, `segment_ids`, `attentions`
-//! `[layer][head][query][key]`, `mlm` (with an MLM head) and `nsp` (for pairs with an NSP head).
+//! are a contract: `model`, `model_type`, `tokens`, `token_ids`, `segment_ids`, `attentions`
+//! `[layer][head][query][key]` (causal models: zeros above the diagonal, as transformers returns
+//! them), and each head's key when the model has the head: `mlm`, `nsp` (pairs), `next_token`,
+//! `classification`, `qa` (pairs: question and context) and `token_classification`.
 
 use serde::Serialize;
 
-use crate::model::{Analysis, F32Array, MlmPrediction};
+use crate::model::{
+    Analysis, Answer, Classification, F32Array, Family, TokenLabel, TokenPrediction,
+};
 
 /// The dump document, borrowing from an analysis.
 #[derive(Serialize)]
 pub struct DumpDocument<'a> {
     /// The model's name as given.
     pub model: &'a str,
-    /// Token strings.
+    /// The model family (`bert`, `distilbert`, `roberta`, `xlm-roberta`, `gpt2`).
+    pub model_type: Family,
+    /// Token strings as the vocabulary spells them.
     pub tokens: &'a [String],
     /// Vocabulary ids.
     pub token_ids: &'a [u32],
-    /// Segment ids.
+    /// Segment ids the model received.
     pub segment_ids: &'a [u32],
     /// Attention probabilities `[layer][head][query][key]`.
     pub attentions: &'a F32Array,
-    /// Top-5 predictions at each `[MASK]`, present when the model has an MLM head.
+    /// Top-5 predictions at each mask token, present when the model has an MLM head.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mlm: Option<&'a [MlmPrediction]>,
+    pub mlm: Option<&'a [TokenPrediction]>,
     /// Next-sentence probability, present for pairs when the model has an NSP head.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nsp: Option<NspResult>,
+    /// Top-5 next tokens after every position, present when the model has a causal LM head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<&'a [TokenPrediction]>,
+    /// Every label's probability (or the regression score), highest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<&'a Classification>,
+    /// The answer span, present for pairs (question, context) with a question-answering head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qa: Option<&'a Answer>,
+    /// The most probable label of every non-special token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_classification: Option<&'a [TokenLabel]>,
 }
 
 /// `{"is_next": p}`.
@@ -39,12 +57,17 @@ impl<'a> DumpDocument<'a> {
     pub fn new(model: &'a str, analysis: &'a Analysis) -> Self {
         Self {
             model,
+            model_type: analysis.model_type,
             tokens: &analysis.tokens,
             token_ids: &analysis.token_ids,
             segment_ids: &analysis.segment_ids,
             attentions: &analysis.attentions,
             mlm: analysis.mlm.as_deref(),
             nsp: analysis.nsp_is_next.map(|is_next| NspResult { is_next }),
+            next_token: analysis.next_token.as_deref(),
+            classification: analysis.classification.as_ref(),
+            qa: analysis.qa.as_ref(),
+            token_classification: analysis.token_classification.as_deref(),
         }
     }
 }

@@ -3,6 +3,10 @@
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
+use super::config::ProblemType;
+use super::family::Family;
+use super::tokenizer::TokenStyle;
+
 /// A dense, row-major array of f32 with any number of dimensions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct F32Array {
@@ -93,7 +97,7 @@ impl Serialize for NestedSlice<'_> {
     }
 }
 
-/// One candidate token of a masked-LM prediction.
+/// One candidate token of a prediction over the vocabulary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TokenProbability {
     /// The vocabulary spelling.
@@ -104,23 +108,100 @@ pub struct TokenProbability {
     pub prob: f32,
 }
 
-/// The masked-LM head's best guesses at one position.
+/// A head's best guesses over the vocabulary at one position: the masked-LM head's at a mask,
+/// or a causal LM's for the token after the position.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct MlmPrediction {
+pub struct TokenPrediction {
     /// Token index in the input.
     pub position: usize,
     /// Candidates, most probable first.
     pub top_k: Vec<TokenProbability>,
 }
 
+/// One label of a classification, with its probability or (regression) its score.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LabelScore {
+    /// The label's name (`id2label`).
+    pub label: String,
+    /// The label's id.
+    pub id: usize,
+    /// Softmax (single-label) or sigmoid (multi-label) probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prob: Option<f32>,
+    /// The raw output of a regression head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+impl LabelScore {
+    /// The probability, or the regression score.
+    pub fn value(&self) -> f32 {
+        self.prob.or(self.score).unwrap_or(0.0)
+    }
+}
+
+/// A sequence classification of the whole input.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Classification {
+    /// How the logits became scores.
+    pub problem_type: ProblemType,
+    /// Every label, highest first.
+    pub labels: Vec<LabelScore>,
+}
+
+/// An extractive answer: the span of the context (sentence B) that the question-answering head
+/// finds most likely, decoded as transformers 4.x's question-answering pipeline did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    /// The answer, sliced from the context.
+    pub answer: String,
+    /// `p_start[start] · p_end[end]`.
+    pub score: f32,
+    /// The first token of the span.
+    pub start: usize,
+    /// The last token of the span (inclusive).
+    pub end: usize,
+    /// The answer's first character in the context.
+    pub char_start: usize,
+    /// One past the answer's last character in the context.
+    pub char_end: usize,
+    /// Every token's start probability (0 outside the first token and the context).
+    #[serde(skip)]
+    pub start_probs: Vec<f32>,
+    /// Every token's end probability (0 outside the first token and the context).
+    #[serde(skip)]
+    pub end_probs: Vec<f32>,
+}
+
+/// The most probable label of one token.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenLabel {
+    /// Token index in the input.
+    pub position: usize,
+    /// The label's name (`id2label`), e.g. `B-PER`.
+    pub label: String,
+    /// Its softmax probability.
+    pub prob: f32,
+    /// The label's id.
+    #[serde(skip)]
+    pub id: usize,
+}
+
 /// Everything one forward pass captured for one input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
+    /// The model family.
+    pub model_type: Family,
+    /// How the tokenizer spells pieces (for showing them).
+    pub token_style: TokenStyle,
+    /// Whether attention is causal: weights above the diagonal are masked, not merely zero.
+    pub causal: bool,
     /// Token strings, special tokens included.
     pub tokens: Vec<String>,
     /// Vocabulary ids.
     pub token_ids: Vec<u32>,
-    /// Segment ids: 0 for sentence A, 1 for sentence B.
+    /// Segment ids the model received: 0 for sentence A, 1 for sentence B (all 0 for families
+    /// without segment embeddings, or that never pass token types).
     pub segment_ids: Vec<u32>,
     /// `[start, end)` character offsets into each token's sentence; `None` for special tokens.
     pub char_offsets: Vec<Option<(usize, usize)>>,
@@ -136,11 +217,20 @@ pub struct Analysis {
     pub queries: F32Array,
     /// Per-head key vectors `[layer, head, token, head_dim]`.
     pub keys: F32Array,
-    /// Masked-LM predictions at each `[MASK]` and each requested position; `None` when the
+    /// Masked-LM predictions at each mask token and each requested position; `None` when the
     /// model has no MLM head.
-    pub mlm: Option<Vec<MlmPrediction>>,
+    pub mlm: Option<Vec<TokenPrediction>>,
     /// Next-sentence probability that B follows A; `None` without a pair or without the head.
     pub nsp_is_next: Option<f32>,
+    /// The next token after every position; `None` without a causal LM head.
+    pub next_token: Option<Vec<TokenPrediction>>,
+    /// The sequence classification; `None` without the head.
+    pub classification: Option<Classification>,
+    /// The answer to the question (sentence A) in the context (sentence B); `None` without the
+    /// head or without a context.
+    pub qa: Option<Answer>,
+    /// The label of every non-special token; `None` without the head.
+    pub token_classification: Option<Vec<TokenLabel>>,
 }
 
 impl Analysis {
@@ -149,7 +239,7 @@ impl Analysis {
         self.tokens.len()
     }
 
-    /// Whether there are no tokens (never true for a real run: `[CLS]` and `[SEP]` are always there).
+    /// Whether there are no tokens (never true for a real run).
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
@@ -167,6 +257,25 @@ impl Analysis {
     /// One head's `[query][key]` attention matrix, row-major.
     pub fn attention(&self, layer: usize, head: usize) -> &[f32] {
         self.attentions.block(&[layer, head])
+    }
+
+    /// Whether a token is one the tokenizer added or one of its special tokens.
+    pub fn is_special(&self, index: usize) -> bool {
+        self.char_offsets.get(index).is_some_and(Option::is_none)
+    }
+
+    /// A token as people read it (`·ing`, `▁the`, `↵`).
+    pub fn display_token(&self, index: usize) -> String {
+        self.tokens
+            .get(index)
+            .map(|token| self.token_style.display(token))
+            .unwrap_or_default()
+    }
+
+    /// Whether the model could not see key `key` from query `query` (causal models, key after
+    /// query): such weights are masked rather than merely zero.
+    pub fn is_masked(&self, query: usize, key: usize) -> bool {
+        self.causal && key > query
     }
 }
 

@@ -11,7 +11,7 @@ pub enum ModelError {
     BadModelArgument(String),
 
     /// A local folder lacks a file every model needs.
-    #[error("{folder}: no {file} in this folder; a model folder needs config.json, weights (model.safetensors) and a tokenizer (tokenizer.json or vocab.txt)")]
+    #[error("{folder}: no {file} in this folder; a model folder needs config.json, weights (model.safetensors) and a tokenizer (tokenizer.json, vocab.txt, or vocab.json with merges.txt)")]
     MissingFile {
         /// The model folder.
         folder: PathBuf,
@@ -61,8 +61,8 @@ pub enum ModelError {
         reason: String,
     },
 
-    /// The config describes a model that is not BERT-architecture.
-    #[error("{path}: model_type '{model_type}' is not supported; bertscope loads BERT-architecture models (model_type \"bert\")")]
+    /// The config describes a family bertscope does not run.
+    #[error("{path}: model_type '{model_type}' is not supported; bertscope runs {}", crate::model::family::Family::supported_list())]
     UnsupportedModelType {
         /// The config file.
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum ModelError {
     },
 
     /// A tensor the encoder needs is not in the checkpoint under any known spelling.
-    #[error("{folder}: the weights have no tensor '{name}' (tried the spellings {tried}); is this a BERT checkpoint?")]
+    #[error("{folder}: the weights have no tensor '{name}' (tried the spellings {tried}); do config.json and the weights belong together?")]
     MissingTensor {
         /// The model folder.
         folder: PathBuf,

@@ -1,11 +1,18 @@
-//! The inference core: find a checkpoint, load it, tokenize, and run BERT while capturing every
-//! attention map. Nothing here knows about the GUI.
+//! The inference core: find a checkpoint, load it through its family's description, tokenize,
+//! and run it on a backend while capturing every attention map. Nothing here knows about the GUI.
+//!
+//! - [`family`]: one description per model family (config keys, tensor names, order of
+//!   operations, heads, tokenizer conventions).
+//! - [`backend`]: the tuned CPU kernels and candle's ops, behind one trait.
+//! - [`LoadedModel::run`] assembles an [`Analysis`] from any backend, in one place.
 
-pub mod bert;
+pub mod backend;
 pub mod capture;
 pub mod config;
-pub mod cpu;
 pub mod error;
+pub mod family;
+pub mod heads;
+pub mod params;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
@@ -13,16 +20,23 @@ pub mod weights;
 use std::str::FromStr;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-pub use capture::{Analysis, F32Array, MlmPrediction, TokenProbability};
-pub use config::BertConfig;
+pub use capture::{
+    Analysis, Answer, Classification, F32Array, LabelScore, TokenLabel, TokenPrediction,
+    TokenProbability,
+};
+pub use config::{ModelConfig, ProblemType, Segments};
 pub use error::{ModelError, Result};
+pub use family::Family;
+pub use params::HeadKind;
 pub use source::{DownloadProgress, ModelSource};
 
-use bert::{BertEncoder, EncoderCapture, MlmHead, NspHead};
-use cpu::CpuBert;
-use tokenizer::{BertTokenizer, EncodedText};
+use backend::candle::CandleBackend;
+use backend::cpu::CpuBackend;
+use backend::{Backend, ForwardInput};
+use params::HeadInput;
+use tokenizer::{EncodedText, ModelTokenizer};
 use weights::WeightStore;
 
 /// Where the model runs.
@@ -82,53 +96,57 @@ impl DeviceChoice {
     }
 }
 
-/// A model ready to run: tokenizer, encoder and whichever heads the checkpoint has.
-pub struct LoadedModel {
-    name: String,
-    config: BertConfig,
-    device: Device,
-    device_choice: DeviceChoice,
-    tokenizer: BertTokenizer,
-    engine: Engine,
-}
-
-/// Which implementation of the forward pass runs.
+/// Which backend runs the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ForwardPath {
-    /// The tuned CPU forward on the CPU, candle's tensor ops on a GPU.
+    /// The tuned CPU backend on the CPU, candle's tensor ops on a GPU.
     #[default]
     Auto,
     /// candle's tensor ops everywhere (the GPU path, selectable on the CPU for comparison).
     Candle,
 }
 
-/// The loaded weights, in the form the chosen forward path needs.
+/// The loaded weights on the chosen backend.
 // One engine per loaded model, never copied around: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Engine {
-    Cpu(CpuBert),
-    Candle {
-        encoder: BertEncoder,
-        mlm: Option<MlmHead>,
-        nsp: Option<NspHead>,
-    },
+    Cpu(CpuBackend),
+    Candle(CandleBackend),
 }
 
-/// What to run: a sentence, an optional second sentence, and extra MLM positions.
+/// What a head predicts and which rows it reads; its weights live in the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeadSummary {
+    kind: HeadKind,
+    input: HeadInput,
+    outputs: usize,
+}
+
+/// A model ready to run: configuration, tokenizer, backend and whichever heads the checkpoint has.
+pub struct LoadedModel {
+    name: String,
+    config: ModelConfig,
+    device_choice: DeviceChoice,
+    tokenizer: ModelTokenizer,
+    engine: Engine,
+    heads: Vec<HeadSummary>,
+}
+
+/// What to run: a text, an optional second text, and extra masked-LM positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnalysisRequest {
-    /// Sentence A.
+    /// Sentence A (the question, for question answering).
     pub text_a: String,
-    /// Sentence B, making a pair.
+    /// Sentence B, making a pair (the context, for question answering).
     pub text_b: Option<String>,
-    /// Token positions to predict besides every `[MASK]`.
+    /// Token positions to predict besides every mask token.
     pub mlm_positions: Vec<usize>,
     /// Predictions per position.
     pub top_k: usize,
 }
 
 impl AnalysisRequest {
-    /// A single sentence with the default five MLM candidates.
+    /// A single sentence with the default five candidates per prediction.
     pub fn new(text_a: impl Into<String>) -> Self {
         Self {
             text_a: text_a.into(),
@@ -144,6 +162,10 @@ impl AnalysisRequest {
     }
 }
 
+/// Rows of the last hidden states a causal LM head reads at once, so that the logits of a
+/// 1024-token input never need a `[1024, vocab]` array.
+const NEXT_TOKEN_ROWS_PER_PASS: usize = 64;
+
 impl LoadedModel {
     /// Finds, downloads if needed (reporting to `progress`), and loads a model on a device.
     pub fn load(
@@ -154,7 +176,7 @@ impl LoadedModel {
         Self::load_with(source, device, ForwardPath::Auto, progress)
     }
 
-    /// Like [`LoadedModel::load`], choosing the forward implementation.
+    /// Like [`LoadedModel::load`], choosing the backend.
     pub fn load_with(
         source: &ModelSource,
         device: DeviceChoice,
@@ -163,32 +185,43 @@ impl LoadedModel {
     ) -> Result<Self> {
         let started = Instant::now();
         let files = source::resolve(source, progress)?;
-        let config = BertConfig::from_file(&files.config)?;
-        let tokenizer = BertTokenizer::load(&files.tokenizer, config.max_position_embeddings)?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let description = config.family.description();
+        let tokenizer = ModelTokenizer::load(
+            &files.tokenizer,
+            &description.tokenizer(),
+            config.family.model_type(),
+            config.max_tokens(),
+        )?;
         let opened = device.open()?;
-        let store = WeightStore::open(&files.weights, &files.folder, &opened)?;
+        let mut store = WeightStore::open(&files.weights, &files.folder)?;
+        let weights = description.load_weights(&mut store, &config)?;
+        let heads = weights
+            .heads
+            .iter()
+            .map(|head| HeadSummary {
+                kind: head.kind,
+                input: head.input,
+                outputs: head.outputs,
+            })
+            .collect();
         let engine = if device == DeviceChoice::Cpu && forward == ForwardPath::Auto {
-            Engine::Cpu(CpuBert::load(&store, &config)?)
+            Engine::Cpu(CpuBackend::new(config.clone(), weights))
         } else {
-            let encoder = BertEncoder::load(&store, &config)?;
-            Engine::Candle {
-                mlm: MlmHead::load(&store, &config, encoder.word_embeddings())?,
-                nsp: NspHead::load(&store, &config)?,
-                encoder,
-            }
+            Engine::Candle(CandleBackend::new(config.clone(), weights, &opened)?)
         };
         let model = Self {
             name: source.display_name(),
             config,
-            device: opened,
             device_choice: device,
             tokenizer,
             engine,
+            heads,
         };
         tracing::info!(
             model = %model.name,
-            mlm = model.has_mlm_head(),
-            nsp = model.has_nsp_head(),
+            family = %model.config.family,
+            heads = ?model.head_kinds().collect::<Vec<_>>(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "model loaded"
         );
@@ -201,8 +234,13 @@ impl LoadedModel {
     }
 
     /// The model's hyper-parameters.
-    pub fn config(&self) -> &BertConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The model family.
+    pub fn family(&self) -> Family {
+        self.config.family
     }
 
     /// The device it runs on.
@@ -211,50 +249,77 @@ impl LoadedModel {
     }
 
     /// The tokenizer.
-    pub fn tokenizer(&self) -> &BertTokenizer {
+    pub fn tokenizer(&self) -> &ModelTokenizer {
         &self.tokenizer
+    }
+
+    /// The heads the checkpoint has, in the order they run.
+    pub fn head_kinds(&self) -> impl Iterator<Item = HeadKind> + '_ {
+        self.heads.iter().map(|head| head.kind)
+    }
+
+    /// Whether the checkpoint has a head of this kind.
+    pub fn has_head(&self, kind: HeadKind) -> bool {
+        self.head_kinds().any(|k| k == kind)
     }
 
     /// Whether the checkpoint has a masked-LM head.
     pub fn has_mlm_head(&self) -> bool {
-        match &self.engine {
-            Engine::Cpu(bert) => bert.has_mlm_head(),
-            Engine::Candle { mlm, .. } => mlm.is_some(),
-        }
+        self.has_head(HeadKind::MaskedLm)
     }
 
     /// Whether the checkpoint has a next-sentence head.
     pub fn has_nsp_head(&self) -> bool {
-        match &self.engine {
-            Engine::Cpu(bert) => bert.has_nsp_head(),
-            Engine::Candle { nsp, .. } => nsp.is_some(),
-        }
+        self.has_head(HeadKind::NextSentence)
+    }
+
+    /// The label names of a classification head (sequence or token), in id order.
+    pub fn labels(&self) -> Vec<String> {
+        self.heads
+            .iter()
+            .find(|head| {
+                matches!(
+                    head.kind,
+                    HeadKind::SequenceClassification | HeadKind::TokenClassification
+                )
+            })
+            .map(|head| (0..head.outputs).map(|id| self.config.label(id)).collect())
+            .unwrap_or_default()
     }
 
     /// Tokenizes and runs the model, capturing attention, vectors and head outputs.
     pub fn analyze(&self, request: &AnalysisRequest) -> Result<Analysis> {
+        if request.text_b.is_some() && !self.config.architecture.takes_pairs {
+            return Err(ModelError::BadInput(format!(
+                "{} reads one text, not a sentence pair; leave out the second sentence (--text-b)",
+                self.config.family
+            )));
+        }
         let encoded = self
             .tokenizer
             .encode(&request.text_a, request.text_b.as_deref())?;
         self.run(encoded, &request.mlm_positions, request.top_k)
     }
 
-    /// Runs the model on tokens that were already encoded; MLM predictions cover every `[MASK]`
-    /// and `mlm_positions`, NSP runs when the input is a pair.
+    /// Runs the model on tokens that were already encoded. Masked-LM predictions cover every
+    /// mask token and `mlm_positions`; the next-sentence and question-answering heads run when
+    /// the input is a pair.
     pub fn run(
         &self,
         encoded: EncodedText,
         mlm_positions: &[usize],
         top_k: usize,
     ) -> Result<Analysis> {
-        if encoded
-            .segment_ids
-            .iter()
-            .any(|&s| s as usize >= self.config.type_vocab_size)
-        {
+        let tokens = encoded.ids.len();
+        let max = self.config.max_tokens();
+        if tokens == 0 {
+            return Err(ModelError::BadInput(
+                "the text is empty; type at least one word".to_owned(),
+            ));
+        }
+        if tokens > max {
             return Err(ModelError::BadInput(format!(
-                "this model has {} segment embedding(s) and cannot take a sentence pair",
-                self.config.type_vocab_size
+                "{tokens} tokens do not fit the model's 1 to {max} positions"
             )));
         }
         if let Some(&id) = encoded
@@ -267,114 +332,170 @@ impl LoadedModel {
                 self.config.vocab_size
             )));
         }
-        let mut positions: Vec<usize> = encoded
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, &id)| Some(id) == self.tokenizer.mask_id())
-            .map(|(position, _)| position)
-            .collect();
-        positions.extend(mlm_positions.iter().filter(|&&p| p < encoded.ids.len()));
-        positions.sort_unstable();
-        positions.dedup();
-        let is_pair = encoded.sentence.contains(&Some(1));
-
-        let (captured, mlm_probs, nsp_is_next) = match &self.engine {
-            Engine::Cpu(bert) => {
-                let capture = bert.forward(&encoded.ids, &encoded.segment_ids)?;
-                let mlm_probs = bert.mlm_probabilities(&capture, &positions);
-                let nsp = if is_pair {
-                    bert.nsp_is_next(&capture)
-                } else {
-                    None
-                };
-                let arrays = [
-                    capture.hidden_states,
-                    capture.attentions,
-                    capture.queries,
-                    capture.keys,
-                ];
-                (arrays, mlm_probs, nsp)
+        let segment_ids = match self.config.architecture.segments {
+            Segments::FromTokenizer => {
+                if encoded
+                    .segment_ids
+                    .iter()
+                    .any(|&s| s as usize >= self.config.type_vocab_size)
+                {
+                    return Err(ModelError::BadInput(format!(
+                        "this model has {} segment embedding(s) and cannot take a sentence pair",
+                        self.config.type_vocab_size
+                    )));
+                }
+                encoded.segment_ids.clone()
             }
-            Engine::Candle { encoder, mlm, nsp } => {
-                let EncoderCapture {
-                    hidden_states,
-                    attentions,
-                    queries,
-                    keys,
-                } = encoder.forward(&encoded.ids, &encoded.segment_ids, &self.device)?;
-                let last_hidden = hidden_states
-                    .last()
-                    .ok_or_else(|| ModelError::Compute("the model has no layers".to_owned()))?;
-                let mlm_probs = match mlm {
-                    Some(head) if !positions.is_empty() => {
-                        let index: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
-                        let rows = last_hidden
-                            .index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
-                        Some(head.probabilities(&rows)?.to_vec2::<f32>()?)
-                    }
-                    Some(_) => Some(Vec::new()),
-                    None => None,
-                };
-                let nsp = match nsp {
-                    Some(head) if is_pair => Some(head.is_next_probability(last_hidden)?),
-                    _ => None,
-                };
-                let arrays = [
-                    stack(&hidden_states)?,
-                    stack(&attentions)?,
-                    stack(&queries)?,
-                    stack(&keys)?,
-                ];
-                (arrays, mlm_probs, nsp)
-            }
+            Segments::Zeros | Segments::Absent => vec![0; tokens],
         };
-        let [hidden_states, attentions, queries, keys] = captured;
-        let mlm = mlm_probs.map(|rows| {
-            positions
-                .iter()
-                .zip(rows)
-                .map(|(&position, row)| MlmPrediction {
-                    position,
-                    top_k: bert::top_k(&row, top_k.max(1))
-                        .into_iter()
-                        .map(|(id, prob)| TokenProbability {
-                            token: self.tokenizer.id_to_token(id).unwrap_or_default(),
-                            id,
-                            prob,
-                        })
-                        .collect(),
-                })
-                .collect()
-        });
+        match &self.engine {
+            Engine::Cpu(backend) => self.assemble(backend, encoded, segment_ids, mlm_positions, top_k),
+            Engine::Candle(backend) => {
+                self.assemble(backend, encoded, segment_ids, mlm_positions, top_k)
+            }
+        }
+    }
+
+    /// Runs a backend and every head, and assembles what they computed.
+    fn assemble<B: Backend>(
+        &self,
+        backend: &B,
+        encoded: EncodedText,
+        segment_ids: Vec<u32>,
+        mlm_positions: &[usize],
+        top_k: usize,
+    ) -> Result<Analysis> {
+        let tokens = encoded.ids.len();
+        let positions = self.config.position_ids(&encoded.ids);
+        let uses_segments = self.config.architecture.segments != Segments::Absent;
+        let (captured, last) = backend.forward(&ForwardInput {
+            ids: &encoded.ids,
+            positions: &positions,
+            segments: uses_segments.then_some(segment_ids.as_slice()),
+        })?;
+        let is_pair = encoded.sentence.contains(&Some(1));
+        let every: Vec<usize> = (0..tokens).collect();
+        let top_k = top_k.max(1);
+
+        let mut mlm = None;
+        let mut nsp_is_next = None;
+        let mut next_token = None;
+        let mut classification = None;
+        let mut qa = None;
+        let mut token_classification = None;
+        for (index, head) in self.heads.iter().enumerate() {
+            let logits = |rows: &[usize]| backend.head_logits(&last, index, rows);
+            match head.kind {
+                HeadKind::MaskedLm => {
+                    let mut rows: Vec<usize> = encoded
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &id)| Some(id) == self.tokenizer.mask_id())
+                        .map(|(position, _)| position)
+                        .collect();
+                    rows.extend(mlm_positions.iter().filter(|&&p| p < tokens));
+                    rows.sort_unstable();
+                    rows.dedup();
+                    let logits = logits(&rows)?;
+                    mlm = Some(self.vocabulary_predictions(&rows, &logits, head.outputs, top_k));
+                }
+                HeadKind::NextSentence if is_pair => {
+                    nsp_is_next = Some(heads::softmax(&logits(&[0])?)[0]);
+                }
+                HeadKind::NextSentence => {}
+                HeadKind::NextToken => {
+                    let mut predictions = Vec::with_capacity(tokens);
+                    for rows in every.chunks(NEXT_TOKEN_ROWS_PER_PASS) {
+                        let logits = logits(rows)?;
+                        predictions.extend(self.vocabulary_predictions(
+                            rows,
+                            &logits,
+                            head.outputs,
+                            top_k,
+                        ));
+                    }
+                    next_token = Some(predictions);
+                }
+                HeadKind::SequenceClassification => {
+                    let row = match head.input {
+                        HeadInput::LastNonPadding { pad: Some(pad) } => encoded
+                            .ids
+                            .iter()
+                            .rposition(|&id| id != pad)
+                            .unwrap_or(0),
+                        HeadInput::LastNonPadding { pad: None } => tokens - 1,
+                        _ => 0,
+                    };
+                    classification = Some(heads::classification(&logits(&[row])?, &self.config));
+                }
+                HeadKind::QuestionAnswering if is_pair => {
+                    let logits = logits(&every)?;
+                    let start: Vec<f32> = logits.iter().step_by(2).copied().collect();
+                    let end: Vec<f32> = logits.iter().skip(1).step_by(2).copied().collect();
+                    qa = heads::answer(&heads::QaInput {
+                        start_logits: &start,
+                        end_logits: &end,
+                        sentence: &encoded.sentence,
+                        char_offsets: &encoded.char_offsets,
+                        context: encoded.text_b.as_deref().unwrap_or_default(),
+                    });
+                }
+                HeadKind::QuestionAnswering => {}
+                HeadKind::TokenClassification => {
+                    token_classification = Some(heads::token_labels(
+                        &logits(&every)?,
+                        head.outputs,
+                        &encoded.special,
+                        &self.config,
+                    ));
+                }
+            }
+        }
         Ok(Analysis {
+            model_type: self.config.family,
+            token_style: self.tokenizer.style(),
+            causal: self.config.architecture.causal,
             tokens: encoded.tokens,
             token_ids: encoded.ids,
-            segment_ids: encoded.segment_ids,
+            segment_ids,
             char_offsets: encoded.char_offsets,
             sentence: encoded.sentence,
             dropped_tokens: encoded.dropped_tokens,
-            attentions,
-            hidden_states,
-            queries,
-            keys,
+            attentions: captured.attentions,
+            hidden_states: captured.hidden_states,
+            queries: captured.queries,
+            keys: captured.keys,
             mlm,
             nsp_is_next,
+            next_token,
+            classification,
+            qa,
+            token_classification,
         })
     }
-}
 
-/// Copies per-layer tensors of equal shape into one host array with a leading layer dimension.
-fn stack(tensors: &[Tensor]) -> Result<F32Array> {
-    let Some(first) = tensors.first() else {
-        return Err(ModelError::Compute("nothing was captured".to_owned()));
-    };
-    let mut shape = vec![tensors.len()];
-    shape.extend_from_slice(first.dims());
-    let mut values = Vec::with_capacity(shape.iter().product());
-    for tensor in tensors {
-        values.extend(tensor.flatten_all()?.to_vec1::<f32>()?);
+    /// The `top_k` most probable tokens of each row of vocabulary logits `[rows, vocab]`.
+    fn vocabulary_predictions(
+        &self,
+        rows: &[usize],
+        logits: &[f32],
+        vocab: usize,
+        top_k: usize,
+    ) -> Vec<TokenPrediction> {
+        rows.iter()
+            .zip(logits.chunks_exact(vocab.max(1)))
+            .map(|(&position, row)| TokenPrediction {
+                position,
+                top_k: heads::top_k_softmax(row, top_k)
+                    .into_iter()
+                    .map(|(id, prob)| TokenProbability {
+                        token: self.tokenizer.id_to_token(id).unwrap_or_default(),
+                        id,
+                        prob,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
-    F32Array::new(shape, values)
-        .ok_or_else(|| ModelError::Compute("captured tensors differ in shape".to_owned()))
 }

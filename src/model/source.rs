@@ -83,18 +83,29 @@ pub enum WeightFiles {
     },
 }
 
-/// How to build the tokenizer.
+/// The vocabulary a tokenizer is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenizerFiles {
+pub enum TokenizerVocab {
     /// A `tokenizer.json` for the `tokenizers` crate.
     Json(PathBuf),
-    /// A WordPiece `vocab.txt`, with `tokenizer_config.json` when there is one.
-    Vocab {
-        /// The vocabulary, one token per line.
+    /// A WordPiece `vocab.txt`.
+    WordPiece(PathBuf),
+    /// Byte-level BPE: `vocab.json` and `merges.txt`.
+    Bpe {
+        /// `vocab.json`.
         vocab: PathBuf,
-        /// Options such as `do_lower_case`.
-        config: Option<PathBuf>,
+        /// `merges.txt`.
+        merges: PathBuf,
     },
+}
+
+/// How to build the tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizerFiles {
+    /// The vocabulary.
+    pub vocab: TokenizerVocab,
+    /// `tokenizer_config.json`, with options such as `do_lower_case`, when there is one.
+    pub config: Option<PathBuf>,
 }
 
 /// The files of one model, all present on disk.
@@ -155,18 +166,21 @@ pub fn resolve_folder(folder: &Path) -> Result<ModelFiles> {
             file: "model.safetensors",
         });
     };
-    let tokenizer = if let Some(json) = file("tokenizer.json") {
-        TokenizerFiles::Json(json)
+    let vocab = if let Some(json) = file("tokenizer.json") {
+        TokenizerVocab::Json(json)
     } else if let Some(vocab) = file("vocab.txt") {
-        TokenizerFiles::Vocab {
-            vocab,
-            config: file("tokenizer_config.json"),
-        }
+        TokenizerVocab::WordPiece(vocab)
+    } else if let (Some(vocab), Some(merges)) = (file("vocab.json"), file("merges.txt")) {
+        TokenizerVocab::Bpe { vocab, merges }
     } else {
         return Err(ModelError::MissingFile {
             folder: folder.to_owned(),
             file: "tokenizer.json",
         });
+    };
+    let tokenizer = TokenizerFiles {
+        vocab,
+        config: file("tokenizer_config.json"),
     };
     Ok(ModelFiles {
         folder: folder.to_owned(),
@@ -301,15 +315,19 @@ fn resolve_hub(id: &str, progress: &mut dyn FnMut(DownloadProgress)) -> Result<M
             Err(_) => return Err(missing("model.safetensors", single_err)),
         },
     };
-    let tokenizer = match fetch("tokenizer.json") {
-        Ok(json) => TokenizerFiles::Json(json),
+    let vocab = match fetch("tokenizer.json") {
+        Ok(json) => TokenizerVocab::Json(json),
         Err(json_err) => match fetch("vocab.txt") {
-            Ok(vocab) => TokenizerFiles::Vocab {
-                vocab,
-                config: fetch("tokenizer_config.json").ok(),
+            Ok(vocab) => TokenizerVocab::WordPiece(vocab),
+            Err(_) => match (fetch("vocab.json"), fetch("merges.txt")) {
+                (Ok(vocab), Ok(merges)) => TokenizerVocab::Bpe { vocab, merges },
+                _ => return Err(missing("tokenizer.json", json_err)),
             },
-            Err(_) => return Err(missing("tokenizer.json", json_err)),
         },
+    };
+    let tokenizer = TokenizerFiles {
+        vocab,
+        config: fetch("tokenizer_config.json").ok(),
     };
     Ok(ModelFiles {
         folder,

@@ -1,45 +1,38 @@
-//! Memory-mapped safetensors weights, looked up under every spelling real BERT checkpoints use:
-//! with or without the `bert.` prefix, `LayerNorm.weight/bias` or the legacy `LayerNorm.gamma/beta`.
+//! Memory-mapped safetensors weights, looked up under every spelling real checkpoints use: with
+//! or without the base model's prefix (`bert.`, `distilbert.`, `roberta.`, `transformer.`), and
+//! `LayerNorm.weight/bias` or the legacy `LayerNorm.gamma/beta`. Tensors come out as host f32 in
+//! the canonical layouts of [`super::params`]; family descriptions say which names to read.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use super::error::{first_line, ModelError, Result};
+use super::params::{Linear, Norm};
 use super::source::WeightFiles;
 
-/// Which heads a checkpoint has and how it spells them, decided once for both forward paths.
+/// Where a tensor name lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLayout {
-    /// The masked-LM head, when `cls.predictions.transform.*` is present.
-    pub mlm: Option<MlmLayout>,
-    /// Whether the pooler and `cls.seq_relationship` (next-sentence head) are both present.
-    pub nsp: bool,
+pub enum Scope {
+    /// Inside the base model, which task checkpoints store under a prefix such as `bert.`.
+    Base,
+    /// At the top level, where task heads (`cls.`, `classifier.`, `lm_head.`) are stored.
+    Top,
 }
 
-/// How a checkpoint stores its masked-LM decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MlmLayout {
-    /// `cls.predictions.decoder.weight` is stored; when false it is tied to the word embeddings.
-    pub decoder_weight_stored: bool,
-    /// The decoder bias: `cls.predictions.bias` or `cls.predictions.decoder.bias`.
-    pub decoder_bias: &'static str,
-}
-
-/// The tensors of one checkpoint, and where the encoder's names start.
+/// The tensors of one checkpoint, and the prefix its base model is stored under.
 pub struct WeightStore {
     tensors: MmapedSafetensors,
     names: HashSet<String>,
     folder: PathBuf,
-    encoder_prefix: &'static str,
-    device: Device,
+    base_prefix: String,
 }
 
 impl WeightStore {
     /// Memory-maps the weight files; `folder` names the model in errors.
-    pub fn open(files: &WeightFiles, folder: &Path, device: &Device) -> Result<Self> {
+    pub fn open(files: &WeightFiles, folder: &Path) -> Result<Self> {
         let paths: Vec<&PathBuf> = match files {
             WeightFiles::Single(path) => vec![path],
             WeightFiles::Sharded { shards, .. } => shards.iter().collect(),
@@ -71,23 +64,33 @@ impl WeightStore {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        let encoder_prefix = if names.contains("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
         Ok(Self {
             tensors,
             names,
             folder: folder.to_owned(),
-            encoder_prefix,
-            device: device.clone(),
+            base_prefix: String::new(),
         })
     }
 
+    /// Stores the base model under `prefix` when the checkpoint has `probe` there (a task
+    /// checkpoint such as `BertForMaskedLM`); otherwise names are read unprefixed.
+    pub fn detect_base_prefix(&mut self, prefix: &str, probe: &str) {
+        if self.names.contains(&format!("{prefix}{probe}")) {
+            prefix.clone_into(&mut self.base_prefix);
+        }
+    }
+
+    /// The model folder, for messages.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
     /// The spellings under which a canonical (modern, unprefixed) name may be stored.
-    fn spellings(&self, canonical: &str, in_encoder: bool) -> Vec<String> {
-        let prefix = if in_encoder { self.encoder_prefix } else { "" };
+    fn spellings(&self, canonical: &str, scope: Scope) -> Vec<String> {
+        let prefix = match scope {
+            Scope::Base => self.base_prefix.as_str(),
+            Scope::Top => "",
+        };
         let mut spellings = vec![format!("{prefix}{canonical}")];
         let legacy = canonical
             .strip_suffix("LayerNorm.weight")
@@ -103,112 +106,138 @@ impl WeightStore {
         spellings
     }
 
-    /// Which heads the checkpoint has, and how it spells them.
-    pub fn head_layout(&self) -> HeadLayout {
-        let mlm = self
-            .contains("cls.predictions.transform.dense.weight", false)
-            .then(|| MlmLayout {
-                decoder_weight_stored: self.contains("cls.predictions.decoder.weight", false),
-                decoder_bias: if self.contains("cls.predictions.bias", false) {
-                    "cls.predictions.bias"
-                } else {
-                    "cls.predictions.decoder.bias"
-                },
-            });
-        let nsp = self.contains("pooler.dense.weight", true)
-            && self.contains("cls.seq_relationship.weight", false);
-        HeadLayout { mlm, nsp }
+    /// Whether any spelling of a tensor exists.
+    pub fn has(&self, canonical: &str, scope: Scope) -> bool {
+        self.stored_name(canonical, scope).is_some()
     }
 
-    /// Whether any spelling of an encoder tensor (or, with `in_encoder` false, a head tensor) exists.
-    pub fn contains(&self, canonical: &str, in_encoder: bool) -> bool {
-        self.spellings(canonical, in_encoder)
-            .iter()
-            .any(|name| self.names.contains(name))
+    /// The shape a tensor is stored with, when present (a classifier's label count is its rows).
+    pub fn shape(&self, canonical: &str, scope: Scope) -> Option<Vec<usize>> {
+        let name = self.stored_name(canonical, scope)?;
+        self.tensors
+            .get(&name)
+            .ok()
+            .map(|view| view.shape().to_vec())
     }
 
-    /// The stored name of a tensor, under whichever spelling the checkpoint uses.
-    fn stored_name(&self, canonical: &str, in_encoder: bool) -> Option<String> {
-        self.spellings(canonical, in_encoder)
+    fn stored_name(&self, canonical: &str, scope: Scope) -> Option<String> {
+        self.spellings(canonical, scope)
             .into_iter()
             .find(|name| self.names.contains(name))
     }
 
-    /// Loads a tensor as f32 on the device, checking its shape; `Ok(None)` when it is absent.
-    pub fn get_optional(
-        &self,
-        canonical: &str,
-        in_encoder: bool,
-        shape: &[usize],
-    ) -> Result<Option<Tensor>> {
-        let Some(name) = self.stored_name(canonical, in_encoder) else {
-            return Ok(None);
-        };
-        let tensor =
-            self.tensors
-                .load(&name, &self.device)
-                .map_err(|err| ModelError::BadWeights {
-                    path: self.folder.clone(),
-                    reason: format!(
-                        "cannot read tensor '{name}' ({})",
-                        first_line(&err.to_string())
-                    ),
-                })?;
-        if tensor.dims() != shape {
-            return Err(ModelError::ShapeMismatch {
-                folder: self.folder.clone(),
-                name,
-                found: tensor.dims().to_vec(),
-                expected: shape.to_vec(),
-            });
-        }
-        Ok(Some(tensor.to_dtype(DType::F32)?))
-    }
-
-    /// Loads a tensor into host memory as row-major f32, checking its shape; `Ok(None)` when it
-    /// is absent. f32 checkpoints are copied straight out of the memory map.
-    pub fn get_host_optional(
-        &self,
-        canonical: &str,
-        in_encoder: bool,
-        shape: &[usize],
-    ) -> Result<Option<Vec<f32>>> {
-        let Some(name) = self.stored_name(canonical, in_encoder) else {
-            return Ok(None);
-        };
-        if let Ok(view) = self.tensors.get(&name) {
-            if view.dtype() == safetensors::Dtype::F32 && view.shape() == shape {
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-                    .collect();
-                return Ok(Some(values));
-            }
-        }
-        // Other dtypes, and the shape-mismatch error, go through candle.
-        self.get_optional(canonical, in_encoder, shape)?
-            .map(|tensor| Ok(tensor.flatten_all()?.to_vec1::<f32>()?))
-            .transpose()
-    }
-
-    /// Like [`WeightStore::get_host_optional`] for a tensor that must exist.
-    pub fn get_host(&self, canonical: &str, in_encoder: bool, shape: &[usize]) -> Result<Vec<f32>> {
-        self.get_host_optional(canonical, in_encoder, shape)?
-            .ok_or_else(|| self.missing(canonical, in_encoder))
-    }
-
-    fn missing(&self, canonical: &str, in_encoder: bool) -> ModelError {
+    fn missing(&self, canonical: &str, scope: Scope) -> ModelError {
         ModelError::MissingTensor {
             folder: self.folder.clone(),
             name: canonical.to_owned(),
-            tried: self.spellings(canonical, in_encoder).join(", "),
+            tried: self.spellings(canonical, scope).join(", "),
         }
     }
 
-    /// Loads a tensor that must exist.
-    pub fn get(&self, canonical: &str, in_encoder: bool, shape: &[usize]) -> Result<Tensor> {
-        self.get_optional(canonical, in_encoder, shape)?
-            .ok_or_else(|| self.missing(canonical, in_encoder))
+    /// A tensor as row-major host f32, checking its shape; `Ok(None)` when it is absent. f32
+    /// checkpoints are copied straight out of the memory map; other dtypes convert through candle.
+    pub fn tensor_optional(
+        &self,
+        canonical: &str,
+        scope: Scope,
+        shape: &[usize],
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(name) = self.stored_name(canonical, scope) else {
+            return Ok(None);
+        };
+        let unreadable = |err: &dyn std::fmt::Display| ModelError::BadWeights {
+            path: self.folder.clone(),
+            reason: format!(
+                "cannot read tensor '{name}' ({})",
+                first_line(&err.to_string())
+            ),
+        };
+        let view = self.tensors.get(&name).map_err(|err| unreadable(&err))?;
+        if view.shape() != shape {
+            return Err(ModelError::ShapeMismatch {
+                folder: self.folder.clone(),
+                name,
+                found: view.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        if view.dtype() == safetensors::Dtype::F32 {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                .collect();
+            return Ok(Some(values));
+        }
+        let tensor = self
+            .tensors
+            .load(&name, &Device::Cpu)
+            .and_then(|tensor| tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .map_err(|err| unreadable(&err))?;
+        Ok(Some(tensor))
+    }
+
+    /// A tensor that must exist.
+    pub fn tensor(&self, canonical: &str, scope: Scope, shape: &[usize]) -> Result<Vec<f32>> {
+        self.tensor_optional(canonical, scope, shape)?
+            .ok_or_else(|| self.missing(canonical, scope))
+    }
+
+    /// A PyTorch `Linear`: `{stem}.weight` `[outputs, inputs]` and `{stem}.bias` `[outputs]`.
+    pub fn linear(
+        &self,
+        stem: &str,
+        scope: Scope,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{stem}.weight"), scope, &[outputs, inputs])?,
+            bias: Some(self.tensor(&format!("{stem}.bias"), scope, &[outputs])?),
+            inputs,
+            outputs,
+        })
+    }
+
+    /// A `Linear` created with `bias=False`.
+    pub fn linear_without_bias(
+        &self,
+        stem: &str,
+        scope: Scope,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{stem}.weight"), scope, &[outputs, inputs])?,
+            bias: None,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// GPT-2's `Conv1D`, whose weight is stored `[inputs, outputs]`: transposed into a `Linear`.
+    pub fn conv1d(&self, stem: &str, scope: Scope, inputs: usize, outputs: usize) -> Result<Linear> {
+        let stored = self.tensor(&format!("{stem}.weight"), scope, &[inputs, outputs])?;
+        let mut weight = vec![0f32; stored.len()];
+        for (input, row) in stored.chunks_exact(outputs).enumerate() {
+            for (output, &value) in row.iter().enumerate() {
+                weight[output * inputs + input] = value;
+            }
+        }
+        Ok(Linear {
+            weight,
+            bias: Some(self.tensor(&format!("{stem}.bias"), scope, &[outputs])?),
+            inputs,
+            outputs,
+        })
+    }
+
+    /// A LayerNorm: `{stem}.weight` and `{stem}.bias` (or `gamma`/`beta`), `[width]` each.
+    pub fn norm(&self, stem: &str, scope: Scope, width: usize, eps: f64) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.tensor(&format!("{stem}.weight"), scope, &[width])?,
+            beta: self.tensor(&format!("{stem}.bias"), scope, &[width])?,
+            eps,
+        })
     }
 }

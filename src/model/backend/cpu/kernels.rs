@@ -6,21 +6,32 @@ use rayon::prelude::{ParallelIterator, ParallelSliceMut};
 
 use crate::model::config::Activation;
 
-/// `W·Xᵀ + b` with `w` `[outputs, inputs]` and `xt` `[inputs, columns]`, both row-major.
+/// `W·Xᵀ + b (+ residual)` with `w` `[outputs, inputs]` and `xt` `[inputs, columns]`, both
+/// row-major; `residual` is `[outputs, columns]`. Bias and residual seed the output, which the
+/// product then accumulates onto, so the residual sum costs no extra pass.
 pub(super) fn dense(
     w: &[f32],
-    bias: &[f32],
+    bias: Option<&[f32]>,
     outputs: usize,
     inputs: usize,
     xt: &[f32],
     columns: usize,
+    residual: Option<&[f32]>,
 ) -> Vec<f32> {
     assert_eq!(w.len(), outputs * inputs);
-    assert_eq!(bias.len(), outputs);
+    assert!(bias.is_none_or(|bias| bias.len() == outputs));
     assert_eq!(xt.len(), inputs * columns);
-    let mut out = Vec::with_capacity(outputs * columns);
-    for &b in bias {
-        out.extend(std::iter::repeat_n(b, columns));
+    let mut out = match residual {
+        Some(residual) => {
+            assert_eq!(residual.len(), outputs * columns);
+            residual.to_vec()
+        }
+        None => vec![0f32; outputs * columns],
+    };
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_exact_mut(columns).zip(bias) {
+            row.iter_mut().for_each(|x| *x += b);
+        }
     }
     let operands = MatMul {
         m: outputs,
@@ -135,6 +146,7 @@ pub(super) fn activate(values: &mut [f32], activation: Activation) {
             Activation::GeluErf => gelu_erf_slice(chunk),
             Activation::GeluTanh => gelu_tanh_slice(chunk),
             Activation::Relu => chunk.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Activation::Tanh => chunk.iter_mut().for_each(|x| *x = x.tanh()),
         });
 }
 
@@ -195,22 +207,37 @@ fn gelu_tanh_slice(values: &mut [f32]) {
 }
 
 /// Softmax of each row, in place.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub(super) fn softmax_rows(values: &mut [f32], width: usize) {
-    const LANES: usize = 16;
     for row in values.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        row.iter_mut().for_each(|x| *x = exp(*x - max));
-        // Lane-wise partial sums vectorise; a single running sum would not.
-        let mut lanes = [0f32; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            lanes.iter_mut().zip(chunk).for_each(|(sum, x)| *sum += x);
-        }
-        let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-        let inverse = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x *= inverse);
+        softmax(row);
     }
+}
+
+/// Softmax of each row of a causal map, in place: row `i` spreads over keys `0..=i` and the
+/// keys after it get exactly 0, as transformers' additive mask of the dtype's minimum gives.
+pub(super) fn softmax_rows_causal(values: &mut [f32], width: usize) {
+    for (query, row) in values.chunks_exact_mut(width).enumerate() {
+        let (seen, unseen) = row.split_at_mut((query + 1).min(width));
+        softmax(seen);
+        unseen.fill(0.0);
+    }
+}
+
+/// Softmax of one row, in place.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn softmax(row: &mut [f32]) {
+    const LANES: usize = 16;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    // Lane-wise partial sums vectorise; a single running sum would not.
+    let mut lanes = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(sum, x)| *sum += x);
+    }
+    let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let inverse = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inverse);
 }
 
 /// LayerNorm of each column of feature-major `xt` (`[features, columns]`), in place, after adding
@@ -276,7 +303,7 @@ mod tests {
             .collect();
         let b = vec![1.0, -1.0, 0.5];
         let xt: Vec<f32> = (0..inputs * columns).map(|v| (v as f32).sin()).collect();
-        let out = dense(&w, &b, outputs, inputs, &xt, columns);
+        let out = dense(&w, Some(&b), outputs, inputs, &xt, columns, None);
         for o in 0..outputs {
             for c in 0..columns {
                 let expected: f32 = b[o]
@@ -286,6 +313,24 @@ mod tests {
                 assert!((out[o * columns + c] - expected).abs() < 1e-5);
             }
         }
+    }
+
+    #[test]
+    fn dense_adds_the_residual_and_goes_without_bias() {
+        let w = vec![1.0, 2.0, 3.0, 4.0];
+        let xt = vec![1.0, 0.0, 0.0, 1.0];
+        let residual = vec![10.0, 20.0, 30.0, 40.0];
+        let out = dense(&w, None, 2, 2, &xt, 2, Some(&residual));
+        assert_eq!(out, vec![11.0, 22.0, 33.0, 44.0]);
+    }
+
+    #[test]
+    fn causal_softmax_sees_only_earlier_keys() {
+        let mut values = vec![5.0; 9];
+        softmax_rows_causal(&mut values, 3);
+        assert_eq!(&values[..3], &[1.0, 0.0, 0.0]);
+        assert!((values[3] - 0.5).abs() < 1e-7 && values[5] == 0.0);
+        assert!((values[6..].iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -1,0 +1,351 @@
+//! The candle backend: the order of operations a description gives, in candle's tensor ops, so
+//! that it runs on GPUs (and on the CPU, where tests compare it with the tuned backend). It keeps
+//! what transformers computes and then throws away: every layer's attention probabilities,
+//! queries, keys and hidden states.
+//!
+//! One sequence without padding runs as 2-D `[tokens, hidden]` tensors: with no padding the
+//! attention mask adds zeros, so leaving it out is exact.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{Backend, Captured, ForwardInput};
+use crate::model::config::{Activation, ModelConfig, NormPlacement};
+use crate::model::error::{ModelError, Result};
+use crate::model::params::{self, HeadOp, ModelWeights};
+use crate::model::F32Array;
+
+/// A dense layer `y = x·W + b` with `W` stored transposed, `[in, out]`, so every matmul reads
+/// both operands row-major.
+struct Dense {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Dense {
+    fn new(linear: params::Linear, device: &Device) -> Result<Self> {
+        let weight = Tensor::from_vec(linear.weight, (linear.outputs, linear.inputs), device)?;
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias: linear
+                .bias
+                .map(|bias| Tensor::from_vec(bias, linear.outputs, device))
+                .transpose()?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let product = x.matmul(&self.weight_t)?;
+        Ok(match &self.bias {
+            Some(bias) => product.broadcast_add(bias)?,
+            None => product,
+        })
+    }
+}
+
+/// LayerNorm over the last dimension.
+struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn new(norm: params::Norm, device: &Device) -> Result<Self> {
+        let width = norm.gamma.len();
+        Ok(Self {
+            gamma: Tensor::from_vec(norm.gamma, width, device)?,
+            beta: Tensor::from_vec(norm.beta, width, device)?,
+            eps: norm.eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(
+            x,
+            &self.gamma,
+            &self.beta,
+            self.eps,
+        )?)
+    }
+}
+
+fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::GeluErf => x.gelu_erf()?,
+        Activation::GeluTanh => x.gelu()?,
+        Activation::Relu => x.relu()?,
+        Activation::Tanh => x.tanh()?,
+    })
+}
+
+struct Layer {
+    query_key_value: Dense,
+    attention_output: Dense,
+    attention_norm: LayerNorm,
+    ffn_in: Dense,
+    ffn_out: Dense,
+    ffn_norm: LayerNorm,
+}
+
+enum Op {
+    Dense(Dense),
+    TiedDecoder(Option<Tensor>),
+    Activation(Activation),
+    Norm(LayerNorm),
+}
+
+/// What one layer hands back besides its output.
+struct LayerCapture {
+    output: Tensor,
+    /// `[heads, tokens, tokens]`.
+    probs: Tensor,
+    /// `[heads, tokens, head_dim]`.
+    queries: Tensor,
+    /// `[heads, tokens, head_dim]`.
+    keys: Tensor,
+}
+
+/// A model as candle tensors on a device.
+pub struct CandleBackend {
+    config: ModelConfig,
+    device: Device,
+    word: Tensor,
+    position: Tensor,
+    segment: Option<Tensor>,
+    embedding_norm: Option<LayerNorm>,
+    layers: Vec<Layer>,
+    final_norm: Option<LayerNorm>,
+    heads: Vec<Vec<Op>>,
+}
+
+impl CandleBackend {
+    /// Uploads the weights to `device`.
+    pub fn new(config: ModelConfig, weights: ModelWeights, device: &Device) -> Result<Self> {
+        let hidden = config.hidden_size;
+        let table = |values: Vec<f32>| {
+            let rows = values.len() / hidden.max(1);
+            Tensor::from_vec(values, (rows, hidden), device)
+        };
+        let embeddings = weights.embeddings;
+        let layers = weights
+            .layers
+            .into_iter()
+            .map(|layer| {
+                Ok(Layer {
+                    query_key_value: Dense::new(layer.qkv, device)?,
+                    attention_output: Dense::new(layer.attention_output, device)?,
+                    attention_norm: LayerNorm::new(layer.attention_norm, device)?,
+                    ffn_in: Dense::new(layer.ffn_in, device)?,
+                    ffn_out: Dense::new(layer.ffn_out, device)?,
+                    ffn_norm: LayerNorm::new(layer.ffn_norm, device)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let heads = weights
+            .heads
+            .into_iter()
+            .map(|head| {
+                head.ops
+                    .into_iter()
+                    .map(|op| {
+                        Ok(match op {
+                            HeadOp::Linear(linear) => Op::Dense(Dense::new(linear, device)?),
+                            HeadOp::TiedDecoder { bias } => Op::TiedDecoder(
+                                bias.map(|bias| {
+                                    let len = bias.len();
+                                    Tensor::from_vec(bias, len, device)
+                                })
+                                .transpose()?,
+                            ),
+                            HeadOp::Activation(activation) => Op::Activation(activation),
+                            HeadOp::Norm(norm) => Op::Norm(LayerNorm::new(norm, device)?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            device: device.clone(),
+            word: table(embeddings.word)?,
+            position: table(embeddings.position)?,
+            segment: embeddings.segment.map(table).transpose()?,
+            embedding_norm: embeddings
+                .norm
+                .map(|norm| LayerNorm::new(norm, device))
+                .transpose()?,
+            layers,
+            final_norm: weights
+                .final_norm
+                .map(|norm| LayerNorm::new(norm, device))
+                .transpose()?,
+            heads,
+            config,
+        })
+    }
+
+    fn layer_forward(&self, index: usize, layer: &Layer, x: &Tensor) -> Result<LayerCapture> {
+        match self.config.architecture.norm {
+            NormPlacement::Post => {
+                let (context, capture) = self.attention(index, layer, x)?;
+                let attended = layer
+                    .attention_norm
+                    .forward(&layer.attention_output.forward(&context)?.add(x)?)?;
+                let inner = activate(&layer.ffn_in.forward(&attended)?, self.config.hidden_act)?;
+                let output = layer
+                    .ffn_norm
+                    .forward(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
+                Ok(LayerCapture { output, ..capture })
+            }
+            NormPlacement::Pre => {
+                let (context, capture) =
+                    self.attention(index, layer, &layer.attention_norm.forward(x)?)?;
+                let attended = layer.attention_output.forward(&context)?.add(x)?;
+                let inner = activate(
+                    &layer.ffn_in.forward(&layer.ffn_norm.forward(&attended)?)?,
+                    self.config.hidden_act,
+                )?;
+                let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
+                Ok(LayerCapture { output, ..capture })
+            }
+        }
+    }
+
+    /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
+    /// and the capture (its `output` still the input, replaced by the caller).
+    fn attention(&self, index: usize, layer: &Layer, x: &Tensor) -> Result<(Tensor, LayerCapture)> {
+        let (tokens, hidden) = x.dims2()?;
+        let heads = self.config.num_attention_heads;
+        let head_dim = self.config.head_dim();
+
+        // [tokens, 3·hidden] → [3, heads, tokens, head_dim]
+        let qkv = layer
+            .query_key_value
+            .forward(x)?
+            .reshape((tokens, 3, heads, head_dim))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?;
+        let queries = qkv.get(0)?;
+        let keys = qkv.get(1)?;
+        let values = qkv.get(2)?;
+
+        let scale = f64::from(self.config.architecture.attention_scales[index]);
+        let mut scores = (queries.matmul(&keys.t()?)? * scale)?;
+        if self.config.architecture.causal {
+            // Keys after the query get -inf, so the softmax gives them exactly 0.
+            let mask: Vec<u8> = (0..tokens)
+                .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
+                .collect();
+            let mask = Tensor::from_vec(mask, (tokens, tokens), &self.device)?
+                .broadcast_as(scores.shape())?;
+            let blocked = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            scores = mask.where_cond(&blocked, &scores)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs
+            .matmul(&values)?
+            .transpose(0, 1)?
+            .reshape((tokens, hidden))?;
+        Ok((
+            context,
+            LayerCapture {
+                output: x.clone(),
+                probs,
+                queries,
+                keys,
+            },
+        ))
+    }
+}
+
+impl Backend for CandleBackend {
+    type Last = Tensor;
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn forward(&self, input: &ForwardInput<'_>) -> Result<(Captured, Tensor)> {
+        let device = &self.device;
+        let ids = Tensor::new(input.ids, device)?;
+        let positions = Tensor::new(input.positions, device)?;
+        // transformers adds word + segment first, then positions; the order matters in f32.
+        let mut summed = self.word.index_select(&ids, 0)?;
+        if let (Some(table), Some(segments)) = (&self.segment, input.segments) {
+            summed = summed.add(&table.index_select(&Tensor::new(segments, device)?, 0)?)?;
+        }
+        summed = summed.add(&self.position.index_select(&positions, 0)?)?;
+        let mut hidden = match &self.embedding_norm {
+            Some(norm) => norm.forward(&summed)?,
+            None => summed,
+        };
+
+        let layers = self.layers.len();
+        let mut hidden_states = Vec::with_capacity(layers + 1);
+        let mut attentions = Vec::with_capacity(layers);
+        let mut queries = Vec::with_capacity(layers);
+        let mut keys = Vec::with_capacity(layers);
+        hidden_states.push(hidden.clone());
+        for (index, layer) in self.layers.iter().enumerate() {
+            let step = self.layer_forward(index, layer, &hidden)?;
+            hidden = step.output;
+            if index + 1 == layers {
+                if let Some(norm) = &self.final_norm {
+                    hidden = norm.forward(&hidden)?;
+                }
+            }
+            hidden_states.push(hidden.clone());
+            attentions.push(step.probs);
+            queries.push(step.queries);
+            keys.push(step.keys);
+        }
+        let captured = Captured {
+            hidden_states: stack(&hidden_states)?,
+            attentions: stack(&attentions)?,
+            queries: stack(&queries)?,
+            keys: stack(&keys)?,
+        };
+        Ok((captured, hidden))
+    }
+
+    fn head_logits(&self, last: &Tensor, head: usize, rows: &[usize]) -> Result<Vec<f32>> {
+        let ops = self
+            .heads
+            .get(head)
+            .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
+        let mut x = last.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
+        for op in ops {
+            x = match op {
+                Op::Dense(dense) => dense.forward(&x)?,
+                Op::TiedDecoder(bias) => {
+                    let logits = x.matmul(&self.word.t()?)?;
+                    match bias {
+                        Some(bias) => logits.broadcast_add(bias)?,
+                        None => logits,
+                    }
+                }
+                Op::Activation(activation) => activate(&x, *activation)?,
+                Op::Norm(norm) => norm.forward(&x)?,
+            };
+        }
+        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+/// Copies per-layer tensors of equal shape into one host array with a leading layer dimension.
+fn stack(tensors: &[Tensor]) -> Result<F32Array> {
+    let Some(first) = tensors.first() else {
+        return Err(ModelError::Compute("nothing was captured".to_owned()));
+    };
+    let mut shape = vec![tensors.len()];
+    shape.extend_from_slice(first.dims());
+    let mut values = Vec::with_capacity(shape.iter().product());
+    for tensor in tensors {
+        values.extend(tensor.flatten_all()?.to_vec1::<f32>()?);
+    }
+    F32Array::new(shape, values)
+        .ok_or_else(|| ModelError::Compute("captured tensors differ in shape".to_owned()))
+}

@@ -1,0 +1,207 @@
+//! DistilBERT, as transformers' `models/distilbert/modeling_distilbert.py` computes it: word +
+//! position embeddings (learned, or the fixed sinusoids of `sinusoidal_pos_embds`) and a
+//! LayerNorm, no segment embeddings, post-LayerNorm layers (`sa_layer_norm`,
+//! `output_layer_norm`), every LayerNorm with eps 1e-12. Heads: `DistilBertForMaskedLM`
+//! (`vocab_transform`, `vocab_layer_norm`, `vocab_projector`),
+//! `DistilBertForSequenceClassification` (`pre_classifier`, ReLU, `classifier` on the first
+//! token), `DistilBertForTokenClassification` and `DistilBertForQuestionAnswering`.
+
+use super::bert::{head, question_answering, token_classifier, vocabulary_decoder};
+use super::{label_rows, Description, Family};
+use crate::model::config::{
+    Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
+};
+use crate::model::error::Result;
+use crate::model::params::{
+    EmbeddingWeights, HeadInput, HeadKind, HeadOp, LayerWeights, Linear, ModelWeights,
+};
+use crate::model::tokenizer::TokenizerConventions;
+use crate::model::weights::{Scope, WeightStore};
+
+/// The DistilBERT family.
+pub(super) struct DistilBert;
+
+/// DistilBERT hard-codes its LayerNorm epsilon.
+const EPS: f64 = 1e-12;
+
+/// transformers' `create_sinusoidal_embeddings`: `sin(pos / 10000^(2⌊j/2⌋/dim))` in even
+/// columns, `cos` in odd ones, computed in f64 and stored as f32.
+pub fn sinusoidal_positions(positions: usize, dim: usize) -> Vec<f32> {
+    let mut table = vec![0f32; positions * dim];
+    for (position, row) in table.chunks_exact_mut(dim).enumerate() {
+        for (j, value) in row.iter_mut().enumerate() {
+            let angle = position as f64 / 10000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+            *value = if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+        }
+    }
+    table
+}
+
+impl Description for DistilBert {
+    fn read_config(&self, config: &ConfigReader) -> Result<ModelConfig> {
+        let hidden_size = config.size(&["dim", "hidden_size"])?;
+        let num_attention_heads = config.size(&["n_heads", "num_attention_heads"])?;
+        let num_hidden_layers = config.size(&["n_layers", "num_hidden_layers"])?;
+        let head_dim = hidden_size / num_attention_heads.max(1);
+        Ok(ModelConfig {
+            family: Family::DistilBert,
+            vocab_size: config.size(&["vocab_size"])?,
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+            intermediate_size: config.size(&["hidden_dim"])?,
+            max_position_embeddings: config
+                .optional_size(&["max_position_embeddings"])?
+                .unwrap_or(512),
+            type_vocab_size: 0,
+            layer_norm_eps: EPS,
+            hidden_act: config.activation(&["activation"], "gelu")?,
+            pad_token_id: config.optional_token_id("pad_token_id"),
+            model_classes: config.model_classes(),
+            labels: config.labels()?,
+            problem_type: config.problem_type()?,
+            architecture: Architecture {
+                norm: NormPlacement::Post,
+                causal: false,
+                embedding_norm: true,
+                final_norm: false,
+                positions: PositionIds::FromZero,
+                sinusoidal_positions: config
+                    .optional_bool("sinusoidal_pos_embds")?
+                    .unwrap_or(false),
+                segments: Segments::Absent,
+                attention_scales: vec![1.0 / (head_dim as f32).sqrt(); num_hidden_layers],
+                takes_pairs: true,
+            },
+        })
+    }
+
+    fn load_weights(&self, store: &mut WeightStore, config: &ModelConfig) -> Result<ModelWeights> {
+        store.detect_base_prefix("distilbert.", "embeddings.word_embeddings.weight");
+        let hidden = config.hidden_size;
+        let positions = config.max_position_embeddings;
+        // With `sinusoidal_pos_embds` checkpoints still store the (fixed) table; transformers
+        // computes it only when it is missing.
+        let position = match store.tensor_optional(
+            "embeddings.position_embeddings.weight",
+            Scope::Base,
+            &[positions, hidden],
+        )? {
+            Some(table) => table,
+            None if config.architecture.sinusoidal_positions => {
+                sinusoidal_positions(positions, hidden)
+            }
+            None => store.tensor(
+                "embeddings.position_embeddings.weight",
+                Scope::Base,
+                &[positions, hidden],
+            )?,
+        };
+        let embeddings = EmbeddingWeights {
+            word: store.tensor(
+                "embeddings.word_embeddings.weight",
+                Scope::Base,
+                &[config.vocab_size, hidden],
+            )?,
+            position,
+            segment: None,
+            norm: Some(store.norm("embeddings.LayerNorm", Scope::Base, hidden, EPS)?),
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                let name = |part: &str| format!("transformer.layer.{index}.{part}");
+                let qkv = ["q_lin", "k_lin", "v_lin"]
+                    .iter()
+                    .map(|part| {
+                        store.linear(&name(&format!("attention.{part}")), Scope::Base, hidden, hidden)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(LayerWeights {
+                    qkv: Linear::stack(qkv),
+                    attention_output: store.linear(
+                        &name("attention.out_lin"),
+                        Scope::Base,
+                        hidden,
+                        hidden,
+                    )?,
+                    attention_norm: store.norm(&name("sa_layer_norm"), Scope::Base, hidden, EPS)?,
+                    ffn_in: store.linear(
+                        &name("ffn.lin1"),
+                        Scope::Base,
+                        hidden,
+                        config.intermediate_size,
+                    )?,
+                    ffn_out: store.linear(
+                        &name("ffn.lin2"),
+                        Scope::Base,
+                        config.intermediate_size,
+                        hidden,
+                    )?,
+                    ffn_norm: store.norm(&name("output_layer_norm"), Scope::Base, hidden, EPS)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+
+        let mut heads = Vec::new();
+        if store.has("vocab_transform.weight", Scope::Top) {
+            heads.push(head(
+                HeadKind::MaskedLm,
+                HeadInput::Requested,
+                vec![
+                    HeadOp::Linear(store.linear("vocab_transform", Scope::Top, hidden, hidden)?),
+                    HeadOp::Activation(config.hidden_act),
+                    HeadOp::Norm(store.norm("vocab_layer_norm", Scope::Top, hidden, EPS)?),
+                    vocabulary_decoder(
+                        store,
+                        config,
+                        "vocab_projector.weight",
+                        &["vocab_projector.bias"],
+                    )?,
+                ],
+                config.vocab_size,
+            ));
+        }
+        if let Some(labels) = label_rows(store, "classifier.weight") {
+            if store.has("pre_classifier.weight", Scope::Top) {
+                heads.push(head(
+                    HeadKind::SequenceClassification,
+                    HeadInput::First,
+                    vec![
+                        HeadOp::Linear(store.linear("pre_classifier", Scope::Top, hidden, hidden)?),
+                        HeadOp::Activation(Activation::Relu),
+                        HeadOp::Linear(store.linear("classifier", Scope::Top, hidden, labels)?),
+                    ],
+                    labels,
+                ));
+            } else {
+                heads.push(token_classifier(store, config, labels)?);
+            }
+        }
+        heads.extend(question_answering(store, config)?);
+        Ok(ModelWeights {
+            embeddings,
+            layers,
+            final_norm: None,
+            heads,
+        })
+    }
+
+    fn tokenizer(&self) -> TokenizerConventions {
+        TokenizerConventions::wordpiece()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoids_follow_transformers() {
+        let table = sinusoidal_positions(3, 4);
+        // Position 0: sin 0 = 0, cos 0 = 1.
+        assert_eq!(&table[..4], &[0.0, 1.0, 0.0, 1.0]);
+        // Position 2, column 2: sin(2 / 10000^(2/4)) = sin(0.02).
+        assert!((table[8 + 2] - 0.02f64.sin() as f32).abs() < 1e-7);
+        assert!((table[8 + 3] - 0.02f64.cos() as f32).abs() < 1e-7);
+    }
+}

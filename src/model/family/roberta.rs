@@ -1,0 +1,116 @@
+//! RoBERTa and XLM-RoBERTa, as transformers' `models/roberta/modeling_roberta.py` computes them:
+//! BERT's encoder under the `roberta.` prefix, with position ids counting from
+//! `pad_token_id + 1` and token types always 0. Pairs are `<s> A </s></s> B </s>`. Heads:
+//! `*ForMaskedLM` (`lm_head`, always the erf GELU), `*ForSequenceClassification`
+//! (`classifier.dense`, tanh, `classifier.out_proj` on `<s>`), `*ForTokenClassification` and
+//! `*ForQuestionAnswering`. XLM-RoBERTa differs only in its SentencePiece tokenizer, which comes
+//! from `tokenizer.json`.
+
+use super::bert::{encoder, encoder_config, head, question_answering, token_classifier, vocabulary_decoder};
+use super::{Description, Family};
+use crate::model::config::{Activation, ConfigReader, ModelConfig, PositionIds, Segments};
+use crate::model::error::Result;
+use crate::model::params::{HeadInput, HeadKind, HeadOp, ModelWeights};
+use crate::model::tokenizer::{Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles};
+use crate::model::weights::{Scope, WeightStore};
+
+/// RoBERTa, or XLM-RoBERTa when `family` says so.
+pub(super) struct Roberta {
+    pub(super) family: Family,
+}
+
+impl Description for Roberta {
+    fn read_config(&self, config: &ConfigReader) -> Result<ModelConfig> {
+        let pad = config.optional_token_id("pad_token_id").unwrap_or(1);
+        let mut read = encoder_config(
+            config,
+            self.family,
+            PositionIds::AfterPadding { pad },
+            Segments::Zeros,
+            2,
+        )?;
+        read.pad_token_id = Some(pad);
+        Ok(read)
+    }
+
+    fn load_weights(&self, store: &mut WeightStore, config: &ModelConfig) -> Result<ModelWeights> {
+        store.detect_base_prefix("roberta.", "embeddings.word_embeddings.weight");
+        let (embeddings, layers) = encoder(store, config)?;
+        let hidden = config.hidden_size;
+        let mut heads = Vec::new();
+        if store.has("lm_head.dense.weight", Scope::Top) {
+            heads.push(head(
+                HeadKind::MaskedLm,
+                HeadInput::Requested,
+                vec![
+                    HeadOp::Linear(store.linear("lm_head.dense", Scope::Top, hidden, hidden)?),
+                    // RobertaLMHead calls `gelu` itself, whatever `hidden_act` says.
+                    HeadOp::Activation(Activation::GeluErf),
+                    HeadOp::Norm(store.norm(
+                        "lm_head.layer_norm",
+                        Scope::Top,
+                        hidden,
+                        config.layer_norm_eps,
+                    )?),
+                    vocabulary_decoder(
+                        store,
+                        config,
+                        "lm_head.decoder.weight",
+                        &["lm_head.bias", "lm_head.decoder.bias"],
+                    )?,
+                ],
+                config.vocab_size,
+            ));
+        }
+        if store.has("classifier.out_proj.weight", Scope::Top) {
+            let labels = super::label_rows(store, "classifier.out_proj.weight").unwrap_or(1);
+            heads.push(head(
+                HeadKind::SequenceClassification,
+                HeadInput::First,
+                vec![
+                    HeadOp::Linear(store.linear("classifier.dense", Scope::Top, hidden, hidden)?),
+                    HeadOp::Activation(Activation::Tanh),
+                    HeadOp::Linear(store.linear(
+                        "classifier.out_proj",
+                        Scope::Top,
+                        hidden,
+                        labels,
+                    )?),
+                ],
+                labels,
+            ));
+        } else if let Some(labels) = super::label_rows(store, "classifier.weight") {
+            heads.push(token_classifier(store, config, labels)?);
+        }
+        heads.extend(question_answering(store, config)?);
+        Ok(ModelWeights {
+            embeddings,
+            layers,
+            final_norm: None,
+            heads,
+        })
+    }
+
+    fn tokenizer(&self) -> TokenizerConventions {
+        TokenizerConventions {
+            style: if self.family == Family::XlmRoberta {
+                TokenStyle::SentencePiece
+            } else {
+                TokenStyle::ByteLevel
+            },
+            specials: SpecialTokens {
+                cls: "<s>",
+                sep: "</s>",
+                pad: "<pad>",
+                unk: "<unk>",
+                mask: Some("<mask>"),
+            },
+            framing: Framing::Roberta,
+            vocab_files: if self.family == Family::XlmRoberta {
+                VocabFiles::None
+            } else {
+                VocabFiles::ByteLevelBpe
+            },
+        }
+    }
+}

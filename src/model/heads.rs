@@ -1,0 +1,253 @@
+//! From a head's logits to what people read: vocabulary top-k, label probabilities, the answer
+//! span of question answering and the label of every token. Pure functions, shared by every
+//! backend and family.
+
+use super::capture::{Answer, Classification, LabelScore, TokenLabel};
+use super::config::{ModelConfig, ProblemType};
+
+/// Softmax of a row of logits, as torch computes it in f32.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|x| x / sum).collect()
+}
+
+/// The logistic function.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The `k` largest entries of a row, largest first (ties keep the lower id, as `torch.topk` does
+/// on CPU in practice).
+pub fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    let k = k.min(order.len());
+    let by_value_desc = |a: &u32, b: &u32| {
+        values[*b as usize]
+            .total_cmp(&values[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < order.len() && k > 0 {
+        order.select_nth_unstable_by(k - 1, by_value_desc);
+    }
+    order.truncate(k);
+    order.sort_by(by_value_desc);
+    order
+        .into_iter()
+        .map(|id| (id, values[id as usize]))
+        .collect()
+}
+
+/// The `k` most probable entries of `softmax(logits)`, most probable first, without
+/// materialising the whole distribution.
+pub fn top_k_softmax(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
+    top_k(logits, k)
+        .into_iter()
+        .map(|(id, logit)| (id, (logit - max).exp() / sum))
+        .collect()
+}
+
+/// The index of the largest value (the first, on ties, as `argmax` does).
+fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (index, &value)| {
+            if value > best.1 {
+                (index, value)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// What a sequence-classification head's logits mean: `problem_type` when the config says, else
+/// regression for a single output and single-label classification otherwise (transformers'
+/// rule).
+pub fn problem_type(config: &ModelConfig, outputs: usize) -> ProblemType {
+    config.problem_type.unwrap_or(if outputs == 1 {
+        ProblemType::Regression
+    } else {
+        ProblemType::SingleLabelClassification
+    })
+}
+
+/// Every label with its probability (softmax, or a sigmoid each for multi-label) or, for
+/// regression, its raw score; highest first.
+pub fn classification(logits: &[f32], config: &ModelConfig) -> Classification {
+    let problem_type = problem_type(config, logits.len());
+    let values = match problem_type {
+        ProblemType::SingleLabelClassification => softmax(logits),
+        ProblemType::MultiLabelClassification => logits.iter().map(|&x| sigmoid(x)).collect(),
+        ProblemType::Regression => logits.to_vec(),
+    };
+    let mut labels: Vec<LabelScore> = values
+        .iter()
+        .enumerate()
+        .map(|(id, &value)| {
+            let regression = problem_type == ProblemType::Regression;
+            LabelScore {
+                label: config.label(id),
+                id,
+                prob: (!regression).then_some(value),
+                score: regression.then_some(value),
+            }
+        })
+        .collect();
+    labels.sort_by(|a, b| b.value().total_cmp(&a.value()).then(a.id.cmp(&b.id)));
+    Classification {
+        problem_type,
+        labels,
+    }
+}
+
+/// The longest answer, in tokens, that transformers 4.x's question-answering pipeline returned
+/// by default (`max_answer_len`).
+pub const MAX_ANSWER_TOKENS: usize = 15;
+
+/// The tokens a question-answering decode sees.
+pub struct QaInput<'a> {
+    /// Per-token start logits.
+    pub start_logits: &'a [f32],
+    /// Per-token end logits.
+    pub end_logits: &'a [f32],
+    /// Which sentence each token comes from; the context is sentence 1 (B).
+    pub sentence: &'a [Option<usize>],
+    /// Each token's character offsets in its sentence.
+    pub char_offsets: &'a [Option<(usize, usize)>],
+    /// The context text.
+    pub context: &'a str,
+}
+
+/// The best answer span, as transformers 4.x's question-answering pipeline computed it with its
+/// defaults: start and end probabilities are softmaxes over the first token and the context
+/// tokens only; the answer is the context span `s ≤ e < s + 15` with the largest
+/// `p_start[s]·p_end[e]` (the first such span in (start, end) order). `None` when the context
+/// has no tokens.
+pub fn answer(input: &QaInput<'_>) -> Option<Answer> {
+    let tokens = input.start_logits.len();
+    let context: Vec<usize> = (0..tokens)
+        .filter(|&index| input.sentence[index] == Some(1))
+        .collect();
+    if context.is_empty() {
+        return None;
+    }
+    let allowed: Vec<usize> = std::iter::once(0)
+        .chain(context.iter().copied().filter(|&index| index != 0))
+        .collect();
+    let spread = |logits: &[f32]| {
+        let chosen: Vec<f32> = allowed.iter().map(|&index| logits[index]).collect();
+        let mut probs = vec![0f32; tokens];
+        for (&index, p) in allowed.iter().zip(softmax(&chosen)) {
+            probs[index] = p;
+        }
+        probs
+    };
+    let start_probs = spread(input.start_logits);
+    let end_probs = spread(input.end_logits);
+    let mut best: Option<(usize, usize, f32)> = None;
+    for &start in &context {
+        for &end in context
+            .iter()
+            .filter(|&&end| end >= start && end < start + MAX_ANSWER_TOKENS)
+        {
+            let score = start_probs[start] * end_probs[end];
+            if best.is_none_or(|(_, _, top)| score > top) {
+                best = Some((start, end, score));
+            }
+        }
+    }
+    let (start, end, score) = best?;
+    let char_start = input.char_offsets[start].map_or(0, |(from, _)| from);
+    let char_end = input.char_offsets[end].map_or(char_start, |(_, to)| to);
+    Some(Answer {
+        answer: input
+            .context
+            .chars()
+            .skip(char_start)
+            .take(char_end.saturating_sub(char_start))
+            .collect(),
+        score,
+        start,
+        end,
+        char_start,
+        char_end,
+        start_probs,
+        end_probs,
+    })
+}
+
+/// The most probable label of every non-special token (`special[i]`), from logits
+/// `[tokens, labels]`.
+pub fn token_labels(logits: &[f32], labels: usize, special: &[bool], config: &ModelConfig) -> Vec<TokenLabel> {
+    logits
+        .chunks_exact(labels.max(1))
+        .enumerate()
+        .filter(|(position, _)| !special[*position])
+        .map(|(position, row)| {
+            let probs = softmax(row);
+            let id = argmax(&probs);
+            TokenLabel {
+                position,
+                label: config.label(id),
+                prob: probs[id],
+                id,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_breaks_ties_by_id() {
+        assert_eq!(
+            top_k(&[0.1, 0.4, 0.4, 0.1], 3),
+            vec![(1, 0.4), (2, 0.4), (0, 0.1)]
+        );
+        assert_eq!(top_k(&[1.0], 5).len(), 1);
+    }
+
+    #[test]
+    fn answers_come_from_the_context_within_fifteen_tokens() {
+        // [CLS] q ? [SEP] c0 c1 c2 [SEP]; the question token has the highest logits but cannot
+        // be part of an answer.
+        let sentence = [None, Some(0), Some(0), None, Some(1), Some(1), Some(1), None];
+        let offsets = [
+            None,
+            Some((0, 1)),
+            Some((1, 2)),
+            None,
+            Some((0, 3)),
+            Some((4, 7)),
+            Some((8, 11)),
+            None,
+        ];
+        let start = [0.0, 9.0, 0.0, 0.0, 1.0, 3.0, 0.0, 5.0];
+        let end = [0.0, 9.0, 0.0, 0.0, 4.0, 1.0, 2.5, 5.0];
+        let answer = answer(&QaInput {
+            start_logits: &start,
+            end_logits: &end,
+            sentence: &sentence,
+            char_offsets: &offsets,
+            context: "one two six",
+        })
+        .unwrap();
+        // c1 starts best; c0 ends best but precedes it, so the span is c1..c2.
+        assert_eq!((answer.start, answer.end), (5, 6));
+        assert_eq!(answer.answer, "two six");
+        assert_eq!((answer.char_start, answer.char_end), (4, 11));
+        let total: f32 = answer.start_probs.iter().sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(answer.start_probs[1], 0.0, "question tokens are left out");
+        assert!(answer.start_probs[0] > 0.0, "the first token is in the softmax");
+        let expected = answer.start_probs[5] * answer.end_probs[6];
+        assert_eq!(answer.score, expected);
+    }
+}

@@ -1,0 +1,172 @@
+//! The weights of a model as every backend receives them: host arrays in one canonical layout,
+//! already found under whatever names the checkpoint uses, so that backends only compute.
+
+use super::config::Activation;
+
+/// A dense layer `y = W·x + b`: `weight` is `[outputs, inputs]` row-major (PyTorch's `Linear`
+/// layout; GPT-2's `Conv1D` weights are transposed into it on load).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    /// `[outputs, inputs]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[outputs]`, when the layer has a bias.
+    pub bias: Option<Vec<f32>>,
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+}
+
+impl Linear {
+    /// Stacks layers that read the same input into one whose outputs follow each other (query,
+    /// key and value in one matrix product). All must agree on inputs and on having a bias.
+    pub fn stack(parts: Vec<Linear>) -> Linear {
+        let inputs = parts.first().map_or(0, |part| part.inputs);
+        let outputs = parts.iter().map(|part| part.outputs).sum();
+        let has_bias = parts.iter().all(|part| part.bias.is_some());
+        let mut weight = Vec::with_capacity(outputs * inputs);
+        let mut bias = Vec::with_capacity(outputs);
+        for part in parts {
+            weight.extend(part.weight);
+            bias.extend(part.bias.unwrap_or_default());
+        }
+        Linear {
+            weight,
+            bias: has_bias.then_some(bias),
+            inputs,
+            outputs,
+        }
+    }
+}
+
+/// LayerNorm parameters over the last dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Norm {
+    /// Scale.
+    pub gamma: Vec<f32>,
+    /// Shift.
+    pub beta: Vec<f32>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+/// Token, position and (for some families) segment embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingWeights {
+    /// `[vocab, hidden]`.
+    pub word: Vec<f32>,
+    /// `[max_positions, hidden]`.
+    pub position: Vec<f32>,
+    /// `[segments, hidden]`, when the family has segment embeddings.
+    pub segment: Option<Vec<f32>>,
+    /// LayerNorm of the sum, when the family has one.
+    pub norm: Option<Norm>,
+}
+
+/// One transformer layer. The two norms are applied where [`super::config::NormPlacement`]
+/// says: after each residual sum, or before each block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    /// Query, key and value stacked: `[3·hidden, hidden]`.
+    pub qkv: Linear,
+    /// The projection of the heads' concatenated context vectors.
+    pub attention_output: Linear,
+    /// The attention block's LayerNorm.
+    pub attention_norm: Norm,
+    /// The feed-forward block's first layer.
+    pub ffn_in: Linear,
+    /// The feed-forward block's second layer.
+    pub ffn_out: Linear,
+    /// The feed-forward block's LayerNorm.
+    pub ffn_norm: Norm,
+}
+
+/// What a prediction head predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadKind {
+    /// The masked-language-model head: a distribution over the vocabulary at a position.
+    MaskedLm,
+    /// BERT's next-sentence head: does sentence B follow sentence A?
+    NextSentence,
+    /// A causal language-model head: the next token after each position.
+    NextToken,
+    /// One set of label scores for the whole input.
+    SequenceClassification,
+    /// Start and end logits of an answer span in the context.
+    QuestionAnswering,
+    /// One set of label scores per token (e.g. named entities).
+    TokenClassification,
+}
+
+impl HeadKind {
+    /// A short name for status bars and tooltips.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaskedLm => "masked LM",
+            Self::NextSentence => "next sentence",
+            Self::NextToken => "next token",
+            Self::SequenceClassification => "classification",
+            Self::QuestionAnswering => "question answering",
+            Self::TokenClassification => "token classification",
+        }
+    }
+}
+
+/// Which rows of the last hidden states a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadInput {
+    /// The positions asked for (every mask token and any requested position).
+    Requested,
+    /// The first token (`[CLS]`, `<s>`).
+    First,
+    /// The rightmost token that is not padding (GPT-2's sequence classification); the last
+    /// token when the model names no padding token.
+    LastNonPadding {
+        /// The padding token's id.
+        pad: Option<u32>,
+    },
+    /// Every token.
+    Every,
+}
+
+/// One step of a head, applied to hidden-state rows in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadOp {
+    /// A dense layer.
+    Linear(Linear),
+    /// A decoder to the vocabulary whose weight is the word-embedding matrix, with its own bias.
+    TiedDecoder {
+        /// `[vocab]`, when the decoder has a bias.
+        bias: Option<Vec<f32>>,
+    },
+    /// An element-wise activation.
+    Activation(Activation),
+    /// A LayerNorm.
+    Norm(Norm),
+}
+
+/// A prediction head: what it predicts, what it reads and how it computes its logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadWeights {
+    /// What the head predicts.
+    pub kind: HeadKind,
+    /// The rows it reads.
+    pub input: HeadInput,
+    /// Its computation, from hidden-state rows to logits.
+    pub ops: Vec<HeadOp>,
+    /// Logits per row.
+    pub outputs: usize,
+}
+
+/// Everything a backend needs to run a model, found once by the family's description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelWeights {
+    /// The embeddings.
+    pub embeddings: EmbeddingWeights,
+    /// The layers, first to last.
+    pub layers: Vec<LayerWeights>,
+    /// The LayerNorm after the last layer, when the family has one.
+    pub final_norm: Option<Norm>,
+    /// The heads the checkpoint has.
+    pub heads: Vec<HeadWeights>,
+}
