@@ -1,6 +1,8 @@
 //! bertscope against Hugging Face transformers: the committed references under tests/fixtures/
-//! were written by tools/make_fixtures.py. Attention must match to 1e-5, hidden states to 1e-4,
-//! tokens exactly, MLM top-5 ids exactly with probabilities to 1e-5, NSP to 1e-5.
+//! were written by tools/make_fixtures.py, one tiny checkpoint per family and head. Both backends
+//! must match: tokens exactly, attention to 1e-5, hidden states to 1e-4, and every head's
+//! probabilities to 1e-5 with identical rankings (MLM and next-token top-5, NSP, label scores,
+//! the question-answering span and its per-token probabilities, per-token labels).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -9,7 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertscope::model::{
-    AnalysisRequest, DeviceChoice, F32Array, ForwardPath, LoadedModel, ModelSource,
+    Analysis, AnalysisRequest, DeviceChoice, F32Array, ForwardPath, HeadKind, LoadedModel,
+    ModelSource, TokenPrediction,
 };
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
@@ -32,15 +35,52 @@ struct Case {
     token_ids: Vec<u32>,
     segment_ids: Vec<u32>,
     dropped_tokens: usize,
-    mlm: Option<Vec<ReferenceMlm>>,
+    mlm: Option<Vec<ReferenceTopK>>,
     nsp_is_next: Option<f32>,
+    next_token: Option<Vec<ReferenceTopK>>,
+    classification: Option<ReferenceClassification>,
+    qa: Option<ReferenceAnswer>,
+    token_classification: Option<Vec<ReferenceTokenLabel>>,
 }
 
 #[derive(Deserialize)]
-struct ReferenceMlm {
+struct ReferenceTopK {
     position: usize,
     ids: Vec<u32>,
     probs: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceClassification {
+    problem_type: String,
+    labels: Vec<ReferenceLabel>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceLabel {
+    label: String,
+    id: usize,
+    prob: Option<f32>,
+    score: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceAnswer {
+    answer: String,
+    score: f32,
+    start: usize,
+    end: usize,
+    char_start: usize,
+    char_end: usize,
+    start_probs: Vec<f32>,
+    end_probs: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceTokenLabel {
+    position: usize,
+    label: String,
+    prob: f32,
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -122,34 +162,21 @@ fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
             "{label}: hidden states differ by {hidden:e}"
         );
 
-        match (&case.mlm, &analysis.mlm) {
-            (None, None) => {}
-            (Some(expected), Some(ours)) => {
-                assert_eq!(ours.len(), expected.len(), "{label}: MLM positions");
-                for (ours, expected) in ours.iter().zip(expected) {
-                    assert_eq!(ours.position, expected.position, "{label}: MLM position");
-                    let ids: Vec<u32> = ours.top_k.iter().map(|c| c.id).collect();
-                    assert_eq!(ids, expected.ids, "{label}: MLM top-5 at {}", ours.position);
-                    for (candidate, prob) in ours.top_k.iter().zip(&expected.probs) {
-                        assert!(
-                            (candidate.prob - prob).abs() <= PROBABILITY_TOLERANCE,
-                            "{label}: MLM prob of {} is {} not {prob}",
-                            candidate.token,
-                            candidate.prob
-                        );
-                        assert_eq!(
-                            model.tokenizer().id_to_token(candidate.id).as_ref(),
-                            Some(&candidate.token)
-                        );
-                    }
-                }
-            }
-            (expected, ours) => panic!(
-                "{label}: MLM present in reference {} / ours {}",
-                expected.is_some(),
-                ours.is_some()
-            ),
-        }
+        check_top_k(
+            &label,
+            "MLM",
+            model,
+            case.mlm.as_deref(),
+            analysis.mlm.as_deref(),
+        );
+        check_top_k(
+            &label,
+            "next token",
+            model,
+            case.next_token.as_deref(),
+            analysis.next_token.as_deref(),
+        );
+        check_heads(&label, case, &analysis);
         match (case.nsp_is_next, analysis.nsp_is_next) {
             (None, None) => {}
             (Some(expected), Some(ours)) => {
@@ -161,6 +188,193 @@ fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
             (expected, ours) => panic!("{label}: NSP reference {expected:?} ours {ours:?}"),
         }
     }
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= PROBABILITY_TOLERANCE
+}
+
+/// Top-5 predictions over the vocabulary: same positions, same ids in the same order, same
+/// probabilities.
+fn check_top_k(
+    label: &str,
+    what: &str,
+    model: &LoadedModel,
+    expected: Option<&[ReferenceTopK]>,
+    ours: Option<&[TokenPrediction]>,
+) {
+    let (expected, ours) = match (expected, ours) {
+        (None, None) => return,
+        (Some(expected), Some(ours)) => (expected, ours),
+        (expected, ours) => panic!(
+            "{label}: {what} present in reference {} / ours {}",
+            expected.is_some(),
+            ours.is_some()
+        ),
+    };
+    assert_eq!(ours.len(), expected.len(), "{label}: {what} positions");
+    for (ours, expected) in ours.iter().zip(expected) {
+        assert_eq!(ours.position, expected.position, "{label}: {what} position");
+        let ids: Vec<u32> = ours.top_k.iter().map(|c| c.id).collect();
+        assert_eq!(
+            ids, expected.ids,
+            "{label}: {what} top-5 at {}",
+            ours.position
+        );
+        for (candidate, prob) in ours.top_k.iter().zip(&expected.probs) {
+            assert!(
+                close(candidate.prob, *prob),
+                "{label}: {what} prob of {} is {} not {prob}",
+                candidate.token,
+                candidate.prob
+            );
+            assert_eq!(
+                model.tokenizer().id_to_token(candidate.id).as_ref(),
+                Some(&candidate.token)
+            );
+        }
+    }
+}
+
+/// Sequence classification, question answering and token classification.
+fn check_heads(label: &str, case: &Case, analysis: &Analysis) {
+    match (&case.classification, &analysis.classification) {
+        (None, None) => {}
+        (Some(expected), Some(ours)) => {
+            assert_eq!(ours.problem_type.name(), expected.problem_type, "{label}");
+            assert_eq!(ours.labels.len(), expected.labels.len(), "{label}: labels");
+            for (ours, expected) in ours.labels.iter().zip(&expected.labels) {
+                assert_eq!(
+                    (&ours.label, ours.id),
+                    (&expected.label, expected.id),
+                    "{label}: label order"
+                );
+                assert_eq!(ours.prob.is_some(), expected.prob.is_some(), "{label}");
+                assert!(
+                    close(ours.value(), expected.prob.or(expected.score).unwrap()),
+                    "{label}: {} is {} not {:?}",
+                    ours.label,
+                    ours.value(),
+                    expected.prob.or(expected.score)
+                );
+            }
+        }
+        (expected, ours) => panic!(
+            "{label}: classification reference {expected:?} ours {ours:?}",
+            expected = expected.is_some(),
+            ours = ours.is_some()
+        ),
+    }
+    match (&case.qa, &analysis.qa) {
+        (None, None) => {}
+        (Some(expected), Some(ours)) => {
+            assert_eq!(
+                (ours.start, ours.end, ours.char_start, ours.char_end),
+                (
+                    expected.start,
+                    expected.end,
+                    expected.char_start,
+                    expected.char_end
+                ),
+                "{label}: answer span"
+            );
+            assert_eq!(ours.answer, expected.answer, "{label}: answer");
+            assert!(close(ours.score, expected.score), "{label}: score");
+            for (ours, expected) in [
+                (&ours.start_probs, &expected.start_probs),
+                (&ours.end_probs, &expected.end_probs),
+            ] {
+                assert_eq!(ours.len(), expected.len());
+                for (a, b) in ours.iter().zip(expected) {
+                    assert!(close(*a, *b), "{label}: span probability {a} vs {b}");
+                }
+            }
+        }
+        (expected, ours) => panic!(
+            "{label}: QA reference {} ours {}",
+            expected.is_some(),
+            ours.is_some()
+        ),
+    }
+    match (&case.token_classification, &analysis.token_classification) {
+        (None, None) => {}
+        (Some(expected), Some(ours)) => {
+            assert_eq!(ours.len(), expected.len(), "{label}: labelled tokens");
+            for (ours, expected) in ours.iter().zip(expected) {
+                assert_eq!(
+                    (ours.position, &ours.label),
+                    (expected.position, &expected.label),
+                    "{label}: token label"
+                );
+                assert!(close(ours.prob, expected.prob), "{label}: token label prob");
+            }
+        }
+        (expected, ours) => panic!(
+            "{label}: token labels reference {} ours {}",
+            expected.is_some(),
+            ours.is_some()
+        ),
+    }
+}
+
+/// Loads a family fixture on both backends, checks which heads were found, and compares.
+fn check_family(name: &str, heads: &[HeadKind]) {
+    let folder = fixture(name);
+    for model in load_both(&folder) {
+        let found: Vec<HeadKind> = model.head_kinds().collect();
+        assert_eq!(found, heads, "{name}: heads found");
+        check_against_reference(&model, &folder);
+    }
+}
+
+#[test]
+fn bert_sequence_classification_matches_transformers() {
+    check_family("bert-sentiment", &[HeadKind::SequenceClassification]);
+}
+
+#[test]
+fn bert_question_answering_matches_the_pipeline_definition() {
+    check_family("bert-qa", &[HeadKind::QuestionAnswering]);
+}
+
+#[test]
+fn bert_token_classification_matches_transformers() {
+    check_family("bert-ner", &[HeadKind::TokenClassification]);
+}
+
+#[test]
+fn distilbert_masked_lm_with_sinusoidal_positions_matches_transformers() {
+    check_family("distilbert-mlm", &[HeadKind::MaskedLm]);
+}
+
+#[test]
+fn distilbert_regression_matches_transformers() {
+    check_family("distilbert-regression", &[HeadKind::SequenceClassification]);
+}
+
+#[test]
+fn roberta_masked_lm_from_vocab_and_merges_matches_transformers() {
+    check_family("roberta-mlm", &[HeadKind::MaskedLm]);
+}
+
+#[test]
+fn roberta_multi_label_classification_matches_transformers() {
+    check_family("roberta-multilabel", &[HeadKind::SequenceClassification]);
+}
+
+#[test]
+fn xlm_roberta_question_answering_matches_the_pipeline_definition() {
+    check_family("xlmr-qa", &[HeadKind::QuestionAnswering]);
+}
+
+#[test]
+fn gpt2_language_model_matches_transformers() {
+    check_family("gpt2-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn gpt2_sequence_classification_matches_transformers() {
+    check_family("gpt2-classifier", &[HeadKind::SequenceClassification]);
 }
 
 #[test]
@@ -191,9 +405,9 @@ fn vocab_only_tokenizer_and_untied_decoder_match_transformers() {
     }
 }
 
-/// The real pretrained checkpoint: `BERTSCOPE_TEST_MODEL`, else `../shared/models/all-MiniLM-L6-v2`.
-#[test]
-fn real_minilm_checkpoint_matches_transformers() {
+/// The real pretrained checkpoint: `BERTSCOPE_TEST_MODEL`, else `../shared/models/all-MiniLM-L6-v2`;
+/// `None` (the test is skipped) only when the variable is unset and the default is absent.
+fn minilm_folder() -> Option<PathBuf> {
     let folder = match std::env::var_os("BERTSCOPE_TEST_MODEL") {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2"),
@@ -208,10 +422,73 @@ fn real_minilm_checkpoint_matches_transformers() {
             "skipped: no MiniLM checkpoint at {} (set BERTSCOPE_TEST_MODEL)",
             folder.display()
         );
-        return;
+        return None;
     }
+    Some(folder)
+}
+
+#[test]
+fn real_minilm_checkpoint_matches_transformers() {
+    let Some(folder) = minilm_folder() else {
+        return;
+    };
     for model in load_both(&folder) {
         assert_eq!(model.config().num_hidden_layers, 6);
         check_against_reference(&model, &fixture("minilm-reference"));
+    }
+}
+
+#[derive(Deserialize)]
+struct LongCase {
+    text: String,
+    token_ids: Vec<u32>,
+    dropped_tokens: usize,
+    heads: Vec<(usize, usize)>,
+    rows: Vec<usize>,
+}
+
+/// The real checkpoint on a full 512-token input; the committed reference keeps three heads and
+/// every 16th query row (and the last hidden state at those rows) to stay small.
+#[test]
+fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
+    let Some(folder) = minilm_folder() else {
+        return;
+    };
+    let reference = fixture("minilm-reference");
+    let case: LongCase = serde_json::from_str(
+        &std::fs::read_to_string(reference.join("long.json")).expect("long.json"),
+    )
+    .expect("long.json parses");
+    let tensors = candle_core::safetensors::load(reference.join("long.safetensors"), &Device::Cpu)
+        .expect("long.safetensors");
+    let attentions = tensors["attentions"].to_vec3::<f32>().unwrap();
+    let hidden_rows = tensors["last_hidden_rows"].to_vec2::<f32>().unwrap();
+    for model in load_both(&folder) {
+        let analysis = model
+            .analyze(&AnalysisRequest::new(case.text.clone()))
+            .unwrap();
+        assert_eq!(analysis.token_ids, case.token_ids);
+        assert_eq!(analysis.dropped_tokens, case.dropped_tokens);
+        assert_eq!(analysis.len(), 512);
+        let mut largest = 0f32;
+        for ((layer, head), expected) in case.heads.iter().zip(&attentions) {
+            let ours = analysis.attention(*layer, *head);
+            for (&row, expected) in case.rows.iter().zip(expected) {
+                for (a, b) in ours[row * 512..(row + 1) * 512].iter().zip(expected) {
+                    largest = largest.max((a - b).abs());
+                }
+            }
+        }
+        assert!(
+            largest <= ATTENTION_TOLERANCE,
+            "attention differs by {largest:e}"
+        );
+        let last = analysis.hidden_states.block(&[analysis.layers()]);
+        let width = analysis.hidden_states.shape()[2];
+        for (&row, expected) in case.rows.iter().zip(&hidden_rows) {
+            for (a, b) in last[row * width..(row + 1) * width].iter().zip(expected) {
+                assert!((a - b).abs() <= HIDDEN_TOLERANCE, "hidden state at {row}");
+            }
+        }
     }
 }

@@ -15,8 +15,27 @@ and for each, plus the real MiniLM checkpoint, the outputs of transformers for a
 - tiny-vocab-only  BertForMaskedLM with its own decoder weight and cls.predictions.decoder.bias,
                    gelu_new, and only vocab.txt + tokenizer_config.json (no tokenizer.json).
 
+Then one tiny checkpoint per family and head (hidden 16, 2 layers, 4 heads, 64 positions):
+
+- bert-sentiment        BertForSequenceClassification, NEGATIVE/POSITIVE (softmax), vocab.txt.
+- bert-qa               BertForQuestionAnswering, vocab.txt.
+- bert-ner              BertForTokenClassification, BIO labels, no pooler, vocab.txt.
+- distilbert-mlm        DistilBertForMaskedLM with sinusoidal_pos_embds and the (fixed) position
+                        table left out of the file, vocab.txt.
+- distilbert-regression DistilBertForSequenceClassification with one output (regression).
+- roberta-mlm           RobertaForMaskedLM, byte-level BPE from vocab.json + merges.txt only.
+- roberta-multilabel    RobertaForSequenceClassification, multi_label_classification (sigmoid),
+                        tokenizer.json.
+- xlmr-qa               XLMRobertaForQuestionAnswering, SentencePiece (Unigram) tokenizer.json.
+- gpt2-lm               GPT2LMHeadModel, lm_head tied to wte (absent), vocab.json + merges.txt.
+- gpt2-classifier       GPT2ForSequenceClassification with pad_token_id, tokenizer.json.
+
 Each folder gets reference.safetensors (attentions [L,H,T,T] and hidden states [L+1,T,D] per case)
-and cases.json (texts, tokens, ids, segment ids, dropped tokens, MLM top-5, NSP).
+and cases.json: texts, tokens, ids, the segment ids the model received, dropped tokens, and each
+head's output: MLM top-5, NSP, next-token top-5 at every position, label scores, the QA answer
+(decoded as transformers 4.x's question-answering pipeline did, written out below because 5.x
+dropped the pipeline) and per-token labels. The MiniLM reference also holds a 512-token case, of
+which only a few heads and rows are stored.
 """
 
 import argparse
@@ -24,16 +43,35 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from tokenizers import AddedToken, ByteLevelBPETokenizer, SentencePieceUnigramTokenizer
 from transformers import (
     BertConfig,
     BertForMaskedLM,
     BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     BertTokenizer,
     BertTokenizerLegacy,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForSequenceClassification,
+    RobertaTokenizer,
+    XLMRobertaConfig,
+    XLMRobertaForQuestionAnswering,
+    XLMRobertaTokenizer,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,22 +152,75 @@ def save_config(config: BertConfig, folder: Path, architecture: str) -> None:
     (folder / "config.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
-def tokenize(tokenizer, text, text_b, max_len):
+def tokenize(tokenizer, text, text_b, max_len, fast=True):
     full = tokenizer(text, text_b, add_special_tokens=True)
+    extra = {"return_offsets_mapping": True, "return_special_tokens_mask": True} if fast else {}
     enc = tokenizer(text, text_b, add_special_tokens=True, return_token_type_ids=True,
-                    truncation="longest_first", max_length=max_len)
+                    truncation="longest_first", max_length=max_len, **extra)
     return enc, len(full["input_ids"]) - len(enc["input_ids"])
 
 
+def top5(probs, label):
+    """The five most probable ids; asserts that their order is clear at f32 precision."""
+    top = probs.topk(6)
+    gap = (top.values[:-1].log() - top.values[1:].log()).min().item()
+    assert gap > 1e-4, f"{label}: top-5 too close to order reliably (log-probability gap {gap})"
+    return {"ids": top.indices[:5].tolist(), "probs": top.values[:5].tolist()}
+
+
+def classification(config, logits):
+    """Every label's softmax/sigmoid probability or regression score, highest first."""
+    count = logits.shape[-1]
+    problem = config.problem_type or ("regression" if count == 1 else "single_label_classification")
+    values = {"single_label_classification": logits.softmax(-1),
+              "multi_label_classification": logits.sigmoid(),
+              "regression": logits}[problem]
+    key = "score" if problem == "regression" else "prob"
+    labels = [{"label": config.id2label[i], "id": i, key: values[i].item()} for i in range(count)]
+    return {"problem_type": problem, "labels": sorted(labels, key=lambda d: (-d[key], d["id"]))}
+
+
+def qa_answer(enc, start_logits, end_logits, context):
+    """transformers 4.x's question-answering pipeline with its defaults (max_answer_len 15,
+    handle_impossible_answer False), which 5.x removed: softmax over the first token and the
+    context tokens (the rest get -10000), the first token zeroed, then the best span s <= e < s + 15."""
+    sequence = enc.sequence_ids()
+    allowed = np.array([i == 0 or s == 1 for i, s in enumerate(sequence)])
+
+    def spread(logits):
+        x = np.where(allowed, logits.numpy().astype(np.float32), np.float32(-10000.0))
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    p_start, p_end = spread(start_logits), spread(end_logits)
+    start_probs, end_probs = p_start.tolist(), p_end.tolist()
+    p_start[0] = p_end[0] = 0.0
+    candidates = np.tril(np.triu(np.outer(p_start, p_end)), 14)
+    s, e = np.unravel_index(np.argmax(candidates), candidates.shape)
+    assert sequence[s] == 1 and sequence[e] == 1
+    offsets = enc["offset_mapping"]
+    a, b = offsets[s][0], offsets[e][1]
+    return {"answer": context[a:b], "score": float(p_start[s] * p_end[e]), "start": int(s),
+            "end": int(e), "char_start": a, "char_end": b,
+            "start_probs": start_probs, "end_probs": end_probs}
+
+
 @torch.no_grad()
-def reference(model, tokenizer, cases, folder: Path, max_len: int, mask_id: int | None):
+def reference(model, tokenizer, cases, folder: Path, max_len: int, mask_id: int | None = None,
+              head: str | None = None, segments: bool = True, fast: bool = True):
+    """Runs every case through the model; `head` names the task output to record: "mlm",
+    "pretraining" (MLM + NSP), "next_token", "classification", "qa" or "token_classification".
+    `segments` passes the tokenizer's token types (BERT); other families get none (zeros)."""
     tensors, records = {}, []
     for name, text, text_b in cases:
-        enc, dropped = tokenize(tokenizer, text, text_b, max_len)
+        label = f"{folder.name}/{name}"
+        enc, dropped = tokenize(tokenizer, text, text_b, max_len, fast)
         ids = torch.tensor([enc["input_ids"]])
-        types = torch.tensor([enc["token_type_ids"]])
-        out = model(input_ids=ids, token_type_ids=types, attention_mask=torch.ones_like(ids),
-                    output_attentions=True, output_hidden_states=True)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        segment_ids = enc["token_type_ids"] if segments else [0] * ids.shape[1]
+        if segments:
+            inputs["token_type_ids"] = torch.tensor([segment_ids])
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
         tensors[f"{name}.attentions"] = torch.cat(out.attentions).contiguous()
         tensors[f"{name}.hidden_states"] = torch.cat(out.hidden_states).contiguous()
         record = {
@@ -138,30 +229,30 @@ def reference(model, tokenizer, cases, folder: Path, max_len: int, mask_id: int 
             "text_b": text_b,
             "tokens": tokenizer.convert_ids_to_tokens(enc["input_ids"]),
             "token_ids": enc["input_ids"],
-            "segment_ids": enc["token_type_ids"],
+            "segment_ids": segment_ids,
             "dropped_tokens": dropped,
         }
-        logits = getattr(out, "prediction_logits", None)
-        if logits is None:
-            logits = getattr(out, "logits", None)
-        if logits is not None:
+        if head in ("mlm", "pretraining"):
+            logits = out.prediction_logits if head == "pretraining" else out.logits
             probs = logits[0].softmax(-1)
-            mlm = []
-            for pos, token_id in enumerate(enc["input_ids"]):
-                if token_id != mask_id:
-                    continue
-                top = probs[pos].topk(6)
-                gaps = (top.values[:-1] - top.values[1:]).min().item()
-                assert gaps > 1e-4, f"{folder.name}/{name}: top-5 too close to order reliably ({gaps})"
-                mlm.append({
-                    "position": pos,
-                    "ids": top.indices[:5].tolist(),
-                    "probs": top.values[:5].tolist(),
-                })
-            record["mlm"] = mlm
-        nsp = getattr(out, "seq_relationship_logits", None)
-        if nsp is not None and text_b is not None:
-            record["nsp_is_next"] = nsp[0].softmax(-1)[0].item()
+            record["mlm"] = [{"position": pos} | top5(probs[pos], f"{label}@{pos}")
+                             for pos, token_id in enumerate(enc["input_ids"]) if token_id == mask_id]
+        if head == "pretraining" and text_b is not None:
+            record["nsp_is_next"] = out.seq_relationship_logits[0].softmax(-1)[0].item()
+        if head == "next_token":
+            probs = out.logits[0].softmax(-1)
+            record["next_token"] = [{"position": pos} | top5(probs[pos], f"{label}@{pos}")
+                                    for pos in range(ids.shape[1])]
+        if head == "classification":
+            record["classification"] = classification(model.config, out.logits[0])
+        if head == "qa" and text_b is not None:
+            record["qa"] = qa_answer(enc, out.start_logits[0], out.end_logits[0], text_b)
+        if head == "token_classification":
+            probs = out.logits[0].softmax(-1)
+            record["token_classification"] = [
+                {"position": pos, "label": model.config.id2label[probs[pos].argmax().item()],
+                 "prob": probs[pos].max().item()}
+                for pos, special in enumerate(enc["special_tokens_mask"]) if not special]
         records.append(record)
     save_file(tensors, folder / "reference.safetensors")
     meta = {"transformers_version": transformers.__version__, "torch_version": torch.__version__, "cases": records}
@@ -228,7 +319,7 @@ def make_tiny(vocab: list[str]) -> None:
     BertTokenizer.from_pretrained(folder).save_pretrained(folder)
     (folder / "vocab.txt").unlink()
     tok = BertTokenizer.from_pretrained(folder)
-    reference(model, tok, TINY_CASES["tiny-legacy"], folder, 64, tok.mask_token_id)
+    reference(model, tok, TINY_CASES["tiny-legacy"], folder, 64, tok.mask_token_id, head="pretraining")
 
     # tiny-vocab-only: BertForMaskedLM with an untied decoder, vocab.txt only.
     torch.manual_seed(3)
@@ -246,7 +337,8 @@ def make_tiny(vocab: list[str]) -> None:
     tokenizer_config(folder)
     # The reference tokens come from transformers' pure-Python BertTokenizer.
     slow = BertTokenizerLegacy(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    reference(model, slow, TINY_CASES["tiny-vocab-only"], folder, 64, slow.mask_token_id)
+    reference(model, slow, TINY_CASES["tiny-vocab-only"], folder, 64, slow.mask_token_id, head="mlm",
+              fast=False)
 
 
 def make_minilm(path: Path) -> None:
@@ -254,6 +346,255 @@ def make_minilm(path: Path) -> None:
     model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
     tok = BertTokenizer.from_pretrained(path)
     reference(model, tok, MINILM_CASES, folder, 512, tok.mask_token_id)
+    make_minilm_long(model, tok, folder)
+
+
+# A full 512-token input; only a few heads and every 16th query row are stored.
+LONG_TEXT = " ".join(["The teacher explained how attention heads relate every word in a sentence to the others."] * 40)
+LONG_HEADS = [(0, 0), (2, 5), (5, 11)]
+
+
+@torch.no_grad()
+def make_minilm_long(model, tok, folder: Path) -> None:
+    enc, dropped = tokenize(tok, LONG_TEXT, None, 512)
+    ids = torch.tensor([enc["input_ids"]])
+    assert ids.shape[1] == 512
+    out = model(input_ids=ids, token_type_ids=torch.tensor([enc["token_type_ids"]]),
+                attention_mask=torch.ones_like(ids), output_attentions=True, output_hidden_states=True)
+    rows = list(range(0, 512, 16)) + [511]
+    save_file({
+        "attentions": torch.stack([out.attentions[layer][0, head, rows] for layer, head in LONG_HEADS]).contiguous(),
+        "last_hidden_rows": out.hidden_states[-1][0, rows].contiguous(),
+    }, folder / "long.safetensors")
+    (folder / "long.json").write_text(json.dumps({
+        "text": LONG_TEXT, "token_ids": enc["input_ids"], "dropped_tokens": dropped,
+        "heads": LONG_HEADS, "rows": rows}) + "\n")
+
+
+# ---- one tiny checkpoint per family and head ----
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Where does the teacher live? She lives near the old school in Paris, next to the station.",
+    "The history of the world is long and old, and the story went on and on.",
+    "What a wonderful, heart-warming film! The plot was thin, but the acting was superb.",
+    "John Smith flew from Paris to New York on Monday with Ana and Zoë.",
+    "Crème brûlée and a naïve café in São Paulo — 東京 is far away 🙂.",
+    "Hello world, how are you today? Fine, thanks.",
+    "Attention heads relate every word in a sentence to every other word.",
+    "The cat sat on the mat because it was tired, and the man went home.",
+    "Is it good? Yes, it is. It is next to the old church.",
+    "Teachers explain how transformer models read a sentence, one token at a time.",
+] * 20
+
+SHAPE = {"num_hidden_layers": 2, "num_attention_heads": 4, "initializer_range": 0.3,
+         "attn_implementation": "eager"}
+BERT_SHAPE = SHAPE | {"hidden_size": 16, "intermediate_size": 32, "max_position_embeddings": 64}
+# RoBERTa numbers positions from pad_token_id + 1, so 64 tokens need 66 rows.
+ROBERTA_SHAPE = BERT_SHAPE | {"max_position_embeddings": 66, "type_vocab_size": 1, "pad_token_id": 1,
+                              "bos_token_id": 0, "eos_token_id": 2}
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+FAMILY_CASES = {
+    "bert-sentiment": [
+        ("positive", "What a wonderful, heart-warming film!", None),
+        ("pair", "The plot was thin.", "But the acting was superb."),
+        ("accents", "Crème brûlée — naïve café, 東京 🙂", None),
+    ],
+    "bert-qa": [
+        ("qa", "Where does the teacher live?", "She lives near the old school in Paris, next to the station."),
+        ("qa-unicode", "Who made the crème brûlée?", "The chef, Zoë, made it — in 東京, last year."),
+        ("qa-truncated", "What is long?", " ".join(["The history of the world is long and old."] * 8)),
+        ("no-context", "Where is the station?", None),
+    ],
+    "bert-ner": [
+        ("names", "John Smith flew from Paris to New York on Monday.", None),
+        ("unicode", "Zoë visited 東京 and São Paulo with Ana.", None),
+    ],
+    "distilbert-mlm": [
+        ("mask", "The [MASK] sat on the [MASK].", None),
+        ("pair", "Is it [MASK]?", "Yes — it is."),
+    ],
+    "distilbert-regression": [
+        ("plain", "The movie was fine, I suppose.", None),
+        ("truncated", " ".join(["and then the story went on"] * 15), None),
+    ],
+    "roberta-mlm": [
+        ("mask", "The <mask> sat on the mat.", None),
+        ("pair", "Where is the <mask>?", "It is next to the old church."),
+        ("unicode", "Crème brûlée — naïve café, 東京 🙂\nnew  line", None),
+    ],
+    "roberta-multilabel": [
+        ("plain", "The teacher explained how attention works.", None),
+        ("pair-mask", "Is this <mask> good?", "Yes, it is."),
+    ],
+    "xlmr-qa": [
+        ("qa", "Where does the teacher live?", "She lives near the old school, next to the station."),
+        ("qa-unicode", "Who made it?", "Zoë made the crème brûlée in Paris."),
+    ],
+    "gpt2-lm": [
+        ("plain", "The quick brown fox jumps over the lazy dog.", None),
+        ("whitespace", "Hello world,\nhow are you?\tFine — thanks 🙂", None),
+        ("truncated", " ".join(["the history of the world is long and old"] * 12), None),
+    ],
+    "gpt2-classifier": [
+        ("plain", "What a wonderful film!", None),
+        ("padded", "Great movie!<|endoftext|><|endoftext|>", None),
+    ],
+}
+
+
+def family_vocab(full_vocab: Path) -> list[str]:
+    """A WordPiece vocabulary smaller than the BERT fixtures': the five special tokens first, then
+    single characters and common words, then one-character continuations."""
+    tokens = full_vocab.read_text(encoding="utf-8").splitlines()
+    specials = [tokens[0]] + tokens[100:104]
+    suffixes = [t for t in tokens if t.startswith("##") and len(t) == 3]
+    return specials + tokens[999:2300] + suffixes
+
+
+def labels(names: list[str]) -> dict:
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def wordpiece_folder(name: str, vocab: list[str]):
+    folder = fresh(name)
+    write_vocab(folder, vocab)
+    tokenizer_config(folder)
+    return folder, BertTokenizer.from_pretrained(folder)
+
+
+def train_bpe(specials: list[str]) -> tuple[Path, dict, list]:
+    """A byte-level BPE tokenizer trained on CORPUS: its files, vocabulary and merges."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=600, min_frequency=2, special_tokens=specials,
+                            show_progress=False)
+    files = FIXTURES / ".bpe"
+    shutil.rmtree(files, ignore_errors=True)
+    files.mkdir()
+    bpe.save_model(str(files))
+    vocab = json.loads((files / "vocab.json").read_text())
+    merges = [tuple(line.split(" ")) for line in (files / "merges.txt").read_text().splitlines()[1:] if line]
+    return files, vocab, merges
+
+
+def train_unigram(specials: list[str]) -> list:
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator(CORPUS, vocab_size=400, special_tokens=specials, unk_token="<unk>",
+                                show_progress=False)
+    pieces = [(piece, score) for piece, score in json.loads(unigram.to_str())["model"]["vocab"]]
+    assert [p for p, _ in pieces[:5]] == specials, pieces[:5]
+    return pieces
+
+
+def without(folder: Path, tensor: str) -> None:
+    """Rewrites model.safetensors without one tensor (one transformers computes when missing)."""
+    path = folder / "model.safetensors"
+    state = load_file(path)
+    state.pop(tensor)
+    save_file(state, path, metadata={"format": "pt"})
+
+
+def make_families(minilm: Path) -> None:
+    vocab = family_vocab(minilm / "vocab.txt")
+
+    torch.manual_seed(11)
+    folder, tok = wordpiece_folder("bert-sentiment", vocab)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(vocab), **BERT_SHAPE,
+                                                     **labels(["NEGATIVE", "POSITIVE"]))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["bert-sentiment"], folder, 64, head="classification")
+
+    torch.manual_seed(12)
+    folder, tok = wordpiece_folder("bert-qa", vocab)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=len(vocab), **BERT_SHAPE)).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["bert-qa"], folder, 64, head="qa")
+
+    torch.manual_seed(13)
+    folder, tok = wordpiece_folder("bert-ner", vocab)
+    model = BertForTokenClassification(BertConfig(vocab_size=len(vocab), **BERT_SHAPE, **labels(NER_LABELS))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["bert-ner"], folder, 64, head="token_classification")
+
+    distil_shape = {"vocab_size": len(vocab), "dim": 16, "n_layers": 2, "n_heads": 4, "hidden_dim": 32,
+                    "max_position_embeddings": 64, "initializer_range": 0.3, "attn_implementation": "eager"}
+    torch.manual_seed(14)
+    folder, tok = wordpiece_folder("distilbert-mlm", vocab)
+    model = DistilBertForMaskedLM(DistilBertConfig(**distil_shape, sinusoidal_pos_embds=True)).eval()
+    model.save_pretrained(folder)
+    without(folder, "distilbert.embeddings.position_embeddings.weight")
+    reference(model, tok, FAMILY_CASES["distilbert-mlm"], folder, 64, tok.mask_token_id, head="mlm",
+              segments=False)
+
+    torch.manual_seed(15)
+    folder, tok = wordpiece_folder("distilbert-regression", vocab)
+    model = DistilBertForSequenceClassification(DistilBertConfig(**distil_shape, **labels(["stars"]))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["distilbert-regression"], folder, 64, head="classification",
+              segments=False)
+
+    files, bpe_vocab, merges = train_bpe(ROBERTA_SPECIALS)
+    torch.manual_seed(16)
+    folder = fresh("roberta-mlm")
+    for name in ["vocab.json", "merges.txt"]:
+        shutil.copy(files / name, folder / name)
+    tok = RobertaTokenizer.from_pretrained(folder)
+    model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(bpe_vocab), **ROBERTA_SHAPE)).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["roberta-mlm"], folder, 62, tok.mask_token_id, head="mlm",
+              segments=False)
+
+    torch.manual_seed(17)
+    folder = fresh("roberta-multilabel")
+    # As the Hub's roberta-base spells it: <mask> swallows the space before it.
+    tok = RobertaTokenizer(vocab=bpe_vocab, merges=merges,
+                           mask_token=AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False,
+                                                 special=True))
+    tok.save_pretrained(folder)
+    model = RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=len(bpe_vocab), **ROBERTA_SHAPE, problem_type="multi_label_classification",
+        **labels(["joy", "anger", "surprise"]))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["roberta-multilabel"], folder, 62, head="classification",
+              segments=False)
+
+    torch.manual_seed(18)
+    folder = fresh("xlmr-qa")
+    pieces = train_unigram(ROBERTA_SPECIALS)
+    tok = XLMRobertaTokenizer(vocab=pieces)
+    tok.save_pretrained(folder)
+    tok = XLMRobertaTokenizer.from_pretrained(folder)
+    model = XLMRobertaForQuestionAnswering(XLMRobertaConfig(vocab_size=len(pieces), **ROBERTA_SHAPE)).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["xlmr-qa"], folder, 62, head="qa", segments=False)
+
+    files, bpe_vocab, merges = train_bpe(["<|endoftext|>"])
+    end_of_text = bpe_vocab["<|endoftext|>"]
+    gpt2_shape = {"vocab_size": len(bpe_vocab), "n_embd": 16, "n_layer": 2, "n_head": 4, "n_positions": 64,
+                  "bos_token_id": end_of_text, "eos_token_id": end_of_text, "initializer_range": 0.3,
+                  "attn_implementation": "eager"}
+    torch.manual_seed(19)
+    folder = fresh("gpt2-lm")
+    for name in ["vocab.json", "merges.txt"]:
+        shutil.copy(files / name, folder / name)
+    tok = GPT2Tokenizer.from_pretrained(folder)
+    model = GPT2LMHeadModel(GPT2Config(**gpt2_shape)).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["gpt2-lm"], folder, 64, head="next_token", segments=False)
+
+    torch.manual_seed(20)
+    folder = fresh("gpt2-classifier")
+    tok = GPT2Tokenizer(vocab=bpe_vocab, merges=merges)
+    tok.save_pretrained(folder)
+    tok = GPT2Tokenizer.from_pretrained(folder)
+    model = GPT2ForSequenceClassification(GPT2Config(**gpt2_shape, pad_token_id=end_of_text,
+                                                     **labels(["negative", "neutral", "positive"]))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, FAMILY_CASES["gpt2-classifier"], folder, 64, head="classification",
+              segments=False)
+    shutil.rmtree(files)
 
 
 def main() -> None:
@@ -263,6 +604,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     make_tiny(small_vocab(args.minilm / "vocab.txt"))
     make_minilm(args.minilm)
+    make_families(args.minilm)
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures written: {total / 1e6:.2f} MB")
 

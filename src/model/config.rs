@@ -227,7 +227,7 @@ impl ModelConfig {
     }
 
     fn validate(&self, reader: &ConfigReader) -> Result<()> {
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(reader.bad(format!(
                 "the hidden size {} is not a multiple of the {} attention heads",
                 self.hidden_size, self.num_attention_heads
@@ -368,7 +368,8 @@ impl ConfigReader {
 
     /// `model_type`, when present.
     pub fn model_type(&self) -> Option<&str> {
-        self.find(&["model_type"]).and_then(|(_, value)| value.as_str())
+        self.find(&["model_type"])
+            .and_then(|(_, value)| value.as_str())
     }
 
     /// `id2label` in id order. Ids must run from 0 without gaps.
@@ -485,9 +486,10 @@ mod tests {
 
     #[test]
     fn roberta_positions_start_after_padding() -> Result<()> {
-        let text = MINI
-            .replace("\"bert\"", "\"roberta\"")
-            .replace("\"max_position_embeddings\":32", "\"max_position_embeddings\":34,\"pad_token_id\":1");
+        let text = MINI.replace("\"bert\"", "\"roberta\"").replace(
+            "\"max_position_embeddings\":32",
+            "\"max_position_embeddings\":34,\"pad_token_id\":1",
+        );
         let config = parse(&text)?;
         assert_eq!(config.max_tokens(), 32);
         assert_eq!(config.position_ids(&[0, 5, 1, 7]), vec![2, 3, 1, 4]);

@@ -62,7 +62,10 @@ pub enum ModelError {
     },
 
     /// The config describes a family bertscope does not run.
-    #[error("{path}: model_type '{model_type}' is not supported; bertscope runs {}", crate::model::family::Family::supported_list())]
+    #[error(
+        "{path}: model_type '{model_type}' is not supported; bertscope runs {}",
+        crate::model::family::Family::supported_list()
+    )]
     UnsupportedModelType {
         /// The config file.
         path: PathBuf,

@@ -183,7 +183,12 @@ pub fn answer(input: &QaInput<'_>) -> Option<Answer> {
 
 /// The most probable label of every non-special token (`special[i]`), from logits
 /// `[tokens, labels]`.
-pub fn token_labels(logits: &[f32], labels: usize, special: &[bool], config: &ModelConfig) -> Vec<TokenLabel> {
+pub fn token_labels(
+    logits: &[f32],
+    labels: usize,
+    special: &[bool],
+    config: &ModelConfig,
+) -> Vec<TokenLabel> {
     logits
         .chunks_exact(labels.max(1))
         .enumerate()
@@ -218,7 +223,16 @@ mod tests {
     fn answers_come_from_the_context_within_fifteen_tokens() {
         // [CLS] q ? [SEP] c0 c1 c2 [SEP]; the question token has the highest logits but cannot
         // be part of an answer.
-        let sentence = [None, Some(0), Some(0), None, Some(1), Some(1), Some(1), None];
+        let sentence = [
+            None,
+            Some(0),
+            Some(0),
+            None,
+            Some(1),
+            Some(1),
+            Some(1),
+            None,
+        ];
         let offsets = [
             None,
             Some((0, 1)),
@@ -246,7 +260,10 @@ mod tests {
         let total: f32 = answer.start_probs.iter().sum();
         assert!((total - 1.0).abs() < 1e-6);
         assert_eq!(answer.start_probs[1], 0.0, "question tokens are left out");
-        assert!(answer.start_probs[0] > 0.0, "the first token is in the softmax");
+        assert!(
+            answer.start_probs[0] > 0.0,
+            "the first token is in the softmax"
+        );
         let expected = answer.start_probs[5] * answer.end_probs[6];
         assert_eq!(answer.score, expected);
     }

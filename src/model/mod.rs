@@ -349,7 +349,9 @@ impl LoadedModel {
             Segments::Zeros | Segments::Absent => vec![0; tokens],
         };
         match &self.engine {
-            Engine::Cpu(backend) => self.assemble(backend, encoded, segment_ids, mlm_positions, top_k),
+            Engine::Cpu(backend) => {
+                self.assemble(backend, encoded, segment_ids, mlm_positions, top_k)
+            }
             Engine::Candle(backend) => {
                 self.assemble(backend, encoded, segment_ids, mlm_positions, top_k)
             }
@@ -419,11 +421,9 @@ impl LoadedModel {
                 }
                 HeadKind::SequenceClassification => {
                     let row = match head.input {
-                        HeadInput::LastNonPadding { pad: Some(pad) } => encoded
-                            .ids
-                            .iter()
-                            .rposition(|&id| id != pad)
-                            .unwrap_or(0),
+                        HeadInput::LastNonPadding { pad: Some(pad) } => {
+                            encoded.ids.iter().rposition(|&id| id != pad).unwrap_or(0)
+                        }
                         HeadInput::LastNonPadding { pad: None } => tokens - 1,
                         _ => 0,
                     };

@@ -81,11 +81,15 @@ impl TokenStyle {
 /// Latin-1 bytes stand for themselves; the other 68 bytes were moved to U+0100 onwards, in order.
 fn byte_of(c: char) -> Option<u8> {
     let code = c as u32;
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if code < 0x100 {
         return printable(code).then_some(code as u8);
     }
-    let shifted = (0u32..=0xFF).filter(|&b| !printable(b)).nth((code - 0x100) as usize)?;
+    let shifted = (0u32..=0xFF)
+        .filter(|&b| !printable(b))
+        .nth((code - 0x100) as usize)?;
     u8::try_from(shifted).ok()
 }
 
@@ -229,8 +233,14 @@ impl ModelTokenizer {
                 let style = style_of(&inner).unwrap_or(conventions.style);
                 (inner, style, path.as_path())
             }
-            TokenizerVocab::WordPiece(vocab) if conventions.vocab_files == VocabFiles::WordPiece => {
-                (from_wordpiece(vocab, &options)?, TokenStyle::WordPiece, vocab.as_path())
+            TokenizerVocab::WordPiece(vocab)
+                if conventions.vocab_files == VocabFiles::WordPiece =>
+            {
+                (
+                    from_wordpiece(vocab, &options)?,
+                    TokenStyle::WordPiece,
+                    vocab.as_path(),
+                )
             }
             TokenizerVocab::Bpe { vocab, merges }
                 if conventions.vocab_files == VocabFiles::ByteLevelBpe =>
@@ -353,10 +363,18 @@ impl ModelTokenizer {
             .zip(&special)
             .map(|(&offsets, &is_special)| (!is_special).then_some(offsets))
             .collect();
+        // The vocabulary's spelling, as transformers' convert_ids_to_tokens gives it: an added
+        // token that strips the space before it (RoBERTa's `<mask>`) is matched with the space.
+        let tokens = encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .map(|(&id, token)| self.inner.id_to_token(id).unwrap_or_else(|| token.clone()))
+            .collect();
         Ok(EncodedText {
             text_a: text_a.to_owned(),
             text_b: text_b.map(str::to_owned),
-            tokens: encoding.get_tokens().to_vec(),
+            tokens,
             ids: encoding.get_ids().to_vec(),
             segment_ids: encoding.get_type_ids().to_vec(),
             char_offsets,

@@ -216,7 +216,13 @@ impl WeightStore {
     }
 
     /// GPT-2's `Conv1D`, whose weight is stored `[inputs, outputs]`: transposed into a `Linear`.
-    pub fn conv1d(&self, stem: &str, scope: Scope, inputs: usize, outputs: usize) -> Result<Linear> {
+    pub fn conv1d(
+        &self,
+        stem: &str,
+        scope: Scope,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Linear> {
         let stored = self.tensor(&format!("{stem}.weight"), scope, &[inputs, outputs])?;
         let mut weight = vec![0f32; stored.len()];
         for (input, row) in stored.chunks_exact(outputs).enumerate() {

@@ -237,7 +237,8 @@ impl CandleBackend {
                 .collect();
             let mask = Tensor::from_vec(mask, (tokens, tokens), &self.device)?
                 .broadcast_as(scores.shape())?;
-            let blocked = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            let blocked =
+                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
             scores = mask.where_cond(&blocked, &scores)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;

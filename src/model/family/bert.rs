@@ -13,10 +13,11 @@ use crate::model::config::{
 };
 use crate::model::error::Result;
 use crate::model::params::{
-    EmbeddingWeights, HeadInput, HeadKind, HeadOp, HeadWeights, LayerWeights, Linear,
-    ModelWeights,
+    EmbeddingWeights, HeadInput, HeadKind, HeadOp, HeadWeights, LayerWeights, Linear, ModelWeights,
 };
-use crate::model::tokenizer::{Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles};
+use crate::model::tokenizer::{
+    Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles,
+};
 use crate::model::weights::{Scope, WeightStore};
 
 /// The BERT family.
@@ -61,9 +62,7 @@ pub(super) fn encoder_config(
         type_vocab_size: config
             .optional_size(&["type_vocab_size"])?
             .unwrap_or(default_type_vocab),
-        layer_norm_eps: config
-            .optional_float(&["layer_norm_eps"])?
-            .unwrap_or(1e-12),
+        layer_norm_eps: config.optional_float(&["layer_norm_eps"])?.unwrap_or(1e-12),
         hidden_act: config.activation(&["hidden_act"], "gelu")?,
         pad_token_id: config.optional_token_id("pad_token_id"),
         model_classes: config.model_classes(),
@@ -182,7 +181,12 @@ pub(super) fn vocabulary_decoder(
 }
 
 /// A head that reads hidden-state rows through `ops` into `outputs` logits each.
-pub(super) fn head(kind: HeadKind, input: HeadInput, ops: Vec<HeadOp>, outputs: usize) -> HeadWeights {
+pub(super) fn head(
+    kind: HeadKind,
+    input: HeadInput,
+    ops: Vec<HeadOp>,
+    outputs: usize,
+) -> HeadWeights {
     HeadWeights {
         kind,
         input,

@@ -113,7 +113,12 @@ impl Description for DistilBert {
                 let qkv = ["q_lin", "k_lin", "v_lin"]
                     .iter()
                     .map(|part| {
-                        store.linear(&name(&format!("attention.{part}")), Scope::Base, hidden, hidden)
+                        store.linear(
+                            &name(&format!("attention.{part}")),
+                            Scope::Base,
+                            hidden,
+                            hidden,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(LayerWeights {
@@ -167,7 +172,12 @@ impl Description for DistilBert {
                     HeadKind::SequenceClassification,
                     HeadInput::First,
                     vec![
-                        HeadOp::Linear(store.linear("pre_classifier", Scope::Top, hidden, hidden)?),
+                        HeadOp::Linear(store.linear(
+                            "pre_classifier",
+                            Scope::Top,
+                            hidden,
+                            hidden,
+                        )?),
                         HeadOp::Activation(Activation::Relu),
                         HeadOp::Linear(store.linear("classifier", Scope::Top, hidden, labels)?),
                     ],

@@ -15,7 +15,9 @@ use crate::model::error::Result;
 use crate::model::params::{
     EmbeddingWeights, HeadInput, HeadKind, HeadOp, LayerWeights, ModelWeights,
 };
-use crate::model::tokenizer::{Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles};
+use crate::model::tokenizer::{
+    Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles,
+};
 use crate::model::weights::{Scope, WeightStore};
 
 /// The GPT-2 family.

@@ -6,12 +6,16 @@
 //! `*ForQuestionAnswering`. XLM-RoBERTa differs only in its SentencePiece tokenizer, which comes
 //! from `tokenizer.json`.
 
-use super::bert::{encoder, encoder_config, head, question_answering, token_classifier, vocabulary_decoder};
+use super::bert::{
+    encoder, encoder_config, head, question_answering, token_classifier, vocabulary_decoder,
+};
 use super::{Description, Family};
 use crate::model::config::{Activation, ConfigReader, ModelConfig, PositionIds, Segments};
 use crate::model::error::Result;
 use crate::model::params::{HeadInput, HeadKind, HeadOp, ModelWeights};
-use crate::model::tokenizer::{Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles};
+use crate::model::tokenizer::{
+    Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles,
+};
 use crate::model::weights::{Scope, WeightStore};
 
 /// RoBERTa, or XLM-RoBERTa when `family` says so.

@@ -13,8 +13,8 @@ mod kernels;
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
 
 use kernels::{
-    activate, dense, layer_norm_columns, softmax_rows, softmax_rows_causal, transpose_into,
-    MatMul, Strided,
+    activate, dense, layer_norm_columns, softmax_rows, softmax_rows_causal, transpose_into, MatMul,
+    Strided,
 };
 
 use super::{Backend, Captured, ForwardInput};
