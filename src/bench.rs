@@ -9,9 +9,10 @@ use crate::model::{LoadedModel, ModelError, Result};
 const FILLER: &str = "The quick brown fox jumps over the lazy dog while teachers explain how \
 attention heads in transformer models relate every word of a sentence to every other word. ";
 
-/// An input of exactly `seq_len` tokens: `[CLS]`, real text, `[SEP]`.
+/// An input of exactly `seq_len` tokens of real text, framed by the model's special tokens
+/// (`[CLS]` … `[SEP]`, `<s>` … `</s>`, none for GPT-2).
 pub fn synthetic_input(model: &LoadedModel, seq_len: usize) -> Result<EncodedText> {
-    let max = model.config().max_position_embeddings;
+    let max = model.config().max_tokens();
     if !(2..=max).contains(&seq_len) {
         return Err(ModelError::BadInput(format!(
             "--seq-len {seq_len} is out of range; this model takes 2 to {max} tokens"

@@ -1,5 +1,5 @@
-//! The `bertscope` command line: `dump` writes everything a run captured as JSON, `bench` times
-//! the forward pass.
+//! The `bertscope` command line: `dump` writes everything a run captured as JSON, `export` writes
+//! figures and data files, `bench` times the forward pass.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,11 +13,14 @@ use bertscope::analysis::HeadChoice;
 use bertscope::bench;
 use bertscope::export::dump::DumpDocument;
 use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
-use bertscope::model::{AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource};
+use bertscope::model::{
+    AnalysisRequest, DeviceChoice, DownloadProgress, HeadKind, LoadedModel, ModelSource,
+};
 #[cfg(feature = "gui")]
 use bertscope::ui::View;
 
-/// See inside BERT: every layer and head, locally. Without a subcommand, opens the app.
+/// See inside BERT, DistilBERT, RoBERTa and GPT-2: every layer and head, locally. Without a
+/// subcommand, opens the app.
 #[derive(Parser)]
 #[command(
     name = "bertscope",
@@ -72,10 +75,11 @@ enum Command {
 /// The text to run.
 #[derive(Args)]
 struct InputArgs {
-    /// Sentence A.
+    /// Sentence A (the question, for question-answering models).
     #[arg(long, short)]
     text: String,
-    /// Sentence B, making a pair (segment ids 1, NSP when the model has the head).
+    /// Sentence B, making a pair: segment ids 1 for BERT, NSP when the model has the head, the
+    /// context for question-answering models. GPT-2 reads one text.
     #[arg(long)]
     text_b: Option<String>,
 }
@@ -239,16 +243,31 @@ fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     Ok(LoadedModel::load(&source, device, &mut report)?)
 }
 
-fn dump(args: DumpArgs) -> anyhow::Result<()> {
-    let model = load(&args.model)?;
-    let analysis = model.analyze(&args.input.request())?;
+/// Notes on stderr about what the output leaves out or shortened.
+fn input_notes(
+    model: &LoadedModel,
+    analysis: &bertscope::model::Analysis,
+    request: &AnalysisRequest,
+) {
     if analysis.dropped_tokens > 0 {
         eprintln!(
             "note: the input was cut to the model's {} tokens; {} token(s) were dropped",
-            model.config().max_position_embeddings,
+            model.config().max_tokens(),
             analysis.dropped_tokens
         );
     }
+    if model.has_head(HeadKind::QuestionAnswering) && request.text_b.is_none() {
+        eprintln!(
+            "note: this is a question-answering model: give the question with --text and the context with --text-b"
+        );
+    }
+}
+
+fn dump(args: DumpArgs) -> anyhow::Result<()> {
+    let model = load(&args.model)?;
+    let request = args.input.request();
+    let analysis = model.analyze(&request)?;
+    input_notes(&model, &analysis, &request);
     let document = DumpDocument::new(&args.model.model, &analysis);
     let write = |writer: &mut dyn Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *writer, &document)?;
@@ -273,7 +292,9 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     // Fail on a bad path or extension before spending time on the model.
     ExportFormat::from_path(&args.out)?;
     let model = load(&args.model)?;
-    let analysis = model.analyze(&args.input.request())?;
+    let request = args.input.request();
+    let analysis = model.analyze(&request)?;
+    input_notes(&model, &analysis, &request);
     let options = ExportOptions {
         view: args.view,
         layer: args.layer,
@@ -302,8 +323,9 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let input = bench::synthetic_input(&model, args.seq_len)?;
     let config = model.config();
     println!(
-        "model {} ({} layers x {} heads, hidden {}), device {}, {} threads",
+        "model {} ({}, {} layers x {} heads, hidden {}), device {}, {} threads",
         model.name(),
+        model.family(),
         config.num_hidden_layers,
         config.num_attention_heads,
         config.hidden_size,

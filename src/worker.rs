@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use crate::analysis::projection::Projection;
 use crate::model::{
-    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, LoadedModel, ModelSource,
+    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, Family, HeadKind, LoadedModel,
+    ModelSource,
 };
 
 /// What the UI asks of the worker.
@@ -41,6 +42,8 @@ pub enum WorkerRequest {
 pub struct ModelInfo {
     /// Hub id or folder name.
     pub name: String,
+    /// The model family.
+    pub family: Family,
     /// Transformer layers.
     pub layers: usize,
     /// Heads per layer.
@@ -51,12 +54,61 @@ pub struct ModelInfo {
     pub max_tokens: usize,
     /// The device it runs on.
     pub device: DeviceChoice,
-    /// Whether masked-LM predictions are available.
-    pub has_mlm: bool,
-    /// Whether next-sentence predictions are available.
-    pub has_nsp: bool,
+    /// The prediction heads the checkpoint has.
+    pub prediction_heads: Vec<HeadKind>,
+    /// Label names of its classification head, by id.
+    pub labels: Vec<String>,
+    /// The mask token (`[MASK]`, `<mask>`), for models with a masked-LM head.
+    pub mask_token: Option<String>,
+    /// Whether the model reads a sentence pair.
+    pub takes_pairs: bool,
     /// Time to find and load the model.
     pub load_ms: f64,
+}
+
+impl ModelInfo {
+    /// Whether the checkpoint has a head of this kind.
+    pub fn has(&self, kind: HeadKind) -> bool {
+        self.prediction_heads.contains(&kind)
+    }
+
+    /// The mask token, when the model has a masked-LM head to fill it in.
+    pub fn mlm_mask(&self) -> Option<&str> {
+        self.mask_token
+            .as_deref()
+            .filter(|_| self.has(HeadKind::MaskedLm))
+    }
+
+    /// The family, shape and heads in a line: `distilbert · 6×12 · classification:
+    /// NEGATIVE/POSITIVE`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            self.family.model_type().to_owned(),
+            format!("{}×{}", self.layers, self.heads),
+        ];
+        if self.prediction_heads.is_empty() {
+            parts.push("encoder only".to_owned());
+        }
+        for kind in &self.prediction_heads {
+            let names: Vec<&str> = match kind {
+                HeadKind::SequenceClassification => {
+                    self.labels.iter().map(String::as_str).collect()
+                }
+                HeadKind::TokenClassification => crate::model::heads::entity_types(&self.labels),
+                _ => Vec::new(),
+            };
+            const SHOWN: usize = 6;
+            let mut part = kind.name().to_owned();
+            if !names.is_empty() {
+                part = format!("{part}: {}", names[..names.len().min(SHOWN)].join("/"));
+                if names.len() > SHOWN {
+                    part.push_str("/…");
+                }
+            }
+            parts.push(part);
+        }
+        parts.join(" · ")
+    }
 }
 
 /// One finished analysis with what the views derive from it.
@@ -200,7 +252,8 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
                     };
                     match LoadedModel::load(&source, device, &mut report) {
                         Ok(loaded) => {
-                            let info = model_info(&loaded, started.elapsed().as_secs_f64() * 1e3);
+                            let info =
+                                ModelInfo::new(&loaded, started.elapsed().as_secs_f64() * 1e3);
                             model = Some(loaded);
                             send(WorkerResponse::Loaded { id, info })
                         }
@@ -225,18 +278,24 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
     }
 }
 
-fn model_info(model: &LoadedModel, load_ms: f64) -> ModelInfo {
-    let config = model.config();
-    ModelInfo {
-        name: model.name().to_owned(),
-        layers: config.num_hidden_layers,
-        heads: config.num_attention_heads,
-        hidden: config.hidden_size,
-        max_tokens: config.max_position_embeddings,
-        device: model.device(),
-        has_mlm: model.has_mlm_head(),
-        has_nsp: model.has_nsp_head(),
-        load_ms,
+impl ModelInfo {
+    /// What the UI shows of a loaded model that took `load_ms` to load.
+    pub fn new(model: &LoadedModel, load_ms: f64) -> Self {
+        let config = model.config();
+        Self {
+            name: model.name().to_owned(),
+            family: model.family(),
+            layers: config.num_hidden_layers,
+            heads: config.num_attention_heads,
+            hidden: config.hidden_size,
+            max_tokens: config.max_tokens(),
+            device: model.device(),
+            prediction_heads: model.head_kinds().collect(),
+            labels: model.labels(),
+            mask_token: model.tokenizer().mask_token().map(str::to_owned),
+            takes_pairs: config.architecture.takes_pairs,
+            load_ms,
+        }
     }
 }
 
@@ -335,7 +394,7 @@ mod tests {
             }
         }
         assert!(
-            matches!(&responses[0], WorkerResponse::Loaded { id: 1, info } if info.layers == 2 && info.has_mlm)
+            matches!(&responses[0], WorkerResponse::Loaded { id: 1, info } if info.layers == 2 && info.has(HeadKind::MaskedLm))
         );
         let WorkerResponse::Analyzed { id: 2, result } = &responses[1] else {
             panic!("expected an analysis, got {:?}", responses[1]);

@@ -14,8 +14,8 @@ use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
-use bertscope::ui::{heatmap, lines, mlm, overview, projection, View, ViewState};
-use bertscope::worker::{self, AnalysisResult, WorkerResponse};
+use bertscope::ui::{heatmap, lines, overview, predictions, projection, View, ViewState};
+use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 
@@ -27,16 +27,30 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A fixed analysis: the MLM + NSP checkpoint on a sentence pair with a [MASK].
 fn fixed_result() -> Arc<AnalysisResult> {
+    fixture_result(
+        "tiny-legacy",
+        "The cat sat on the [MASK].",
+        Some("It was warm there."),
+    )
+    .0
+}
+
+/// A fixture checkpoint's analysis of a text, and what the app knows of the model.
+fn fixture_result(
+    name: &str,
+    text: &str,
+    text_b: Option<&str>,
+) -> (Arc<AnalysisResult>, ModelInfo) {
     let model = LoadedModel::load(
-        &ModelSource::Folder(fixture("tiny-legacy")),
+        &ModelSource::Folder(fixture(name)),
         DeviceChoice::Cpu,
         &mut |_| {},
     )
     .unwrap();
-    let request = AnalysisRequest::new("The cat sat on the [MASK].")
-        .with_text_b(Some("It was warm there.".into()));
+    let request = AnalysisRequest::new(text).with_text_b(text_b.map(str::to_owned));
+    let info = ModelInfo::new(&model, 0.0);
     match worker::analyze(&model, 1, request) {
-        WorkerResponse::Analyzed { result, .. } => result,
+        WorkerResponse::Analyzed { result, .. } => (result, info),
         other => panic!("{other:?}"),
     }
 }
@@ -123,14 +137,90 @@ fn projection_snapshot() {
     harness.snapshot("projection");
 }
 
+/// The Predictions tab of a fixture on a text, as a snapshot.
+fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: &str) {
+    let (result, info) = fixture_result(name, text, text_b);
+    // Random weights predict any token, CJK included, which the test fonts cannot draw.
+    let mut harness = Harness::builder()
+        .with_size([900.0, 640.0])
+        .allow_missing_glyphs()
+        .build_ui_state(
+            |ui, state: &mut ViewHarnessState| {
+                predictions::predictions_view(ui, &result.analysis, &info, &mut state.view);
+            },
+            ViewHarnessState {
+                view: ViewState::default(),
+                textures: TextureCache::default(),
+            },
+        );
+    harness.run();
+    harness.snapshot(snapshot);
+}
+
 #[test]
-fn mlm_snapshot() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, _| {
-        mlm::mlm_view(ui, &result.analysis, true);
+fn masked_lm_and_next_sentence_snapshot() {
+    predictions_snapshot(
+        "tiny-legacy",
+        "The cat sat on the [MASK].",
+        Some("It was warm there."),
+        "predictions_mlm",
+    );
+}
+
+#[test]
+fn question_answering_snapshot() {
+    predictions_snapshot(
+        "bert-qa",
+        "Where does the teacher live?",
+        Some("She lives near the old school in Paris, next to the station."),
+        "predictions_qa",
+    );
+}
+
+#[test]
+fn token_classification_snapshot() {
+    predictions_snapshot(
+        "bert-ner",
+        "John Smith flew from Paris to New York on Monday.",
+        None,
+        "predictions_ner",
+    );
+}
+
+#[test]
+fn multi_label_classification_snapshot() {
+    predictions_snapshot(
+        "roberta-multilabel",
+        "The teacher explained how attention works.",
+        None,
+        "predictions_multilabel",
+    );
+}
+
+#[test]
+fn next_token_snapshot() {
+    predictions_snapshot(
+        "gpt2-lm",
+        "The quick brown fox jumps over the lazy dog.",
+        None,
+        "predictions_next_token",
+    );
+}
+
+#[test]
+fn causal_heatmap_draws_the_masked_triangle_snapshot() {
+    let (result, _) = fixture_result(
+        "gpt2-lm",
+        "The quick brown fox jumps over the lazy dog.",
+        None,
+    );
+    assert!(result.analysis.is_masked(0, 1) && !result.analysis.is_masked(1, 0));
+    let mut harness = view_harness(|ui, state| {
+        state.view.layer = 1;
+        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
     });
     harness.run();
-    harness.snapshot("mlm");
+    harness.snapshot("heatmap_causal");
 }
 
 #[test]
@@ -226,7 +316,7 @@ fn app_loads_runs_and_switches_tabs() {
         View::Lines,
         View::Overview,
         View::Projection,
-        View::Mlm,
+        View::Predictions,
         View::Heatmap,
     ] {
         harness.get_by_label(view.label()).click();
@@ -248,9 +338,9 @@ fn clicking_an_overview_head_opens_it_in_the_heatmap() {
 }
 
 #[test]
-fn clicking_a_token_in_the_mlm_view_masks_it_and_runs_again() {
+fn clicking_a_token_in_the_predictions_view_masks_it_and_runs_again() {
     let mut harness = app_harness("the cat sat on the mat");
-    harness.get_by_label(View::Mlm.label()).click();
+    harness.get_by_label(View::Predictions.label()).click();
     harness.run_ok();
     harness.get_by_label("sat").click();
     harness.step();
@@ -401,4 +491,130 @@ fn comparison_snapshot() {
         egui::pos2(1400.0, 900.0),
     ));
     harness.snapshot("compare");
+}
+
+/// The model summary appears in the model picker and in the status bar.
+fn assert_summary_shown(harness: &Harness<'_, BertscopeApp>, summary: &str) {
+    assert_eq!(
+        harness.get_all_by_label_contains(summary).count(),
+        2,
+        "{summary}"
+    );
+}
+
+/// The whole app on a family fixture, opened on the Predictions tab.
+fn family_app<'a>(name: &str, text: &str, text_b: Option<&str>) -> Harness<'a, BertscopeApp> {
+    let launch = LaunchOptions {
+        model: Some(fixture(name).display().to_string()),
+        text: Some(text.to_owned()),
+        text_b: text_b.map(str::to_owned),
+        view: Some(View::Predictions),
+        ..LaunchOptions::default()
+    };
+    launched_app(launch, [1200.0, 800.0], |app| app.result().is_some())
+}
+
+#[test]
+fn gpt2_predicts_after_the_selected_token_and_reads_one_text() {
+    let mut harness = family_app("gpt2-lm", "The quick brown fox", None);
+    assert_summary_shown(&harness, "gpt2 · 2×4 · next token");
+    harness.get_by_label_contains("After “▁fox” (position 3)");
+    assert!(
+        harness
+            .get_by_label("Sentence B")
+            .accesskit_node()
+            .is_disabled(),
+        "GPT-2 takes no sentence pair"
+    );
+    harness.get_by_label("▁quick").click();
+    harness.run_ok();
+    assert_eq!(harness.state().settings().view.selected_token, Some(1));
+    harness.get_by_label_contains("After “▁quick” (position 1)");
+}
+
+#[test]
+fn roberta_masks_a_clicked_token_with_its_own_mask_token() {
+    let mut harness = family_app("roberta-mlm", "The cat sat on the mat.", None);
+    assert_summary_shown(&harness, "roberta · 2×4 · masked LM");
+    harness.get_by_label("▁sat").click();
+    harness.step();
+    assert_eq!(
+        harness.state().settings().text_a,
+        "The cat <mask> on the mat."
+    );
+    wait_until_idle(&mut harness);
+    let analysis = &harness.state().result().unwrap().analysis;
+    let predictions = analysis.mlm.as_ref().unwrap();
+    assert_eq!(predictions.len(), 1);
+    assert_eq!(analysis.tokens[predictions[0].position], "<mask>");
+}
+
+#[test]
+fn question_answering_asks_for_a_context_then_answers_from_it() {
+    let mut harness = family_app("bert-qa", "Where does the teacher live?", None);
+    harness.get_by_label("Question");
+    harness.get_by_label("Add a context (sentence B)").click();
+    harness.run_ok();
+    assert!(harness.state().settings().use_pair);
+
+    let mut harness = family_app(
+        "bert-qa",
+        "Where does the teacher live?",
+        Some("She lives near the old school in Paris."),
+    );
+    let answer = harness
+        .state()
+        .result()
+        .unwrap()
+        .analysis
+        .qa
+        .clone()
+        .unwrap();
+    harness.get_by_label(&answer.answer);
+    assert!("She lives near the old school in Paris.".contains(&answer.answer));
+    harness.run_ok();
+}
+
+#[test]
+fn token_labels_and_classifier_summary_are_shown() {
+    let harness = family_app("bert-ner", "John Smith flew to Paris.", None);
+    assert_summary_shown(&harness, "token classification: PER/LOC/MISC");
+    let labels = harness
+        .state()
+        .result()
+        .unwrap()
+        .analysis
+        .token_classification
+        .clone()
+        .unwrap();
+    assert_eq!(
+        labels.len(),
+        harness.state().result().unwrap().analysis.len() - 2
+    );
+
+    let harness = family_app("distilbert-regression", "The movie was fine.", None);
+    assert_summary_shown(&harness, "distilbert · 2×4 · classification: stars");
+}
+
+#[test]
+fn comparing_across_families_works_when_tokens_match_and_says_when_not() {
+    let launch = |compare: &str| LaunchOptions {
+        model: Some("tests/fixtures/bert-sentiment".to_owned()),
+        compare: Some(format!("tests/fixtures/{compare}")),
+        text: Some("the cat sat on the mat".to_owned()),
+        view: Some(View::Compare),
+        ..LaunchOptions::default()
+    };
+    let both = |app: &BertscopeApp| app.comparison().is_some_and(|slot| slot.result.is_some());
+    // BERT and DistilBERT with the same WordPiece vocabulary split the text alike.
+    let harness = launched_app(launch("distilbert-regression"), [1400.0, 900.0], both);
+    assert_eq!(
+        harness.state().compare_divergence().map(<[f32]>::len),
+        Some(2)
+    );
+    harness.get_by_label("A − B");
+    // RoBERTa's byte-level BPE does not.
+    let harness = launched_app(launch("roberta-multilabel"), [1400.0, 900.0], both);
+    assert!(harness.state().compare_divergence().is_none());
+    harness.get_by_label_contains("BERT and RoBERTa split this text into different tokens");
 }

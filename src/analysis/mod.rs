@@ -4,6 +4,7 @@ pub mod compare;
 pub mod projection;
 
 use crate::model::Analysis;
+use crate::render::mask_future;
 
 /// Which attention map of a layer to show: one head, or the mean over all heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -39,4 +40,14 @@ pub fn attention_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec
             mean
         }
     }
+}
+
+/// The map as views and figures colour it: [`attention_map`], with the cells a causal model
+/// cannot attend to (keys after the query) marked NaN, which the colour functions draw as masked.
+pub fn shown_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32> {
+    let mut values = attention_map(analysis, layer, head);
+    if analysis.causal {
+        mask_future(&mut values, analysis.len());
+    }
+    values
 }

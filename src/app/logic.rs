@@ -60,8 +60,14 @@ impl BertscopeApp {
     }
 
     fn current_request(&self) -> AnalysisRequest {
+        // A model that reads one text (GPT-2) ignores a sentence B left on from another model.
+        let takes_pairs = match &self.primary.status {
+            ModelStatus::Ready(info) => info.takes_pairs,
+            _ => true,
+        };
+        let pair = self.settings.use_pair && takes_pairs;
         AnalysisRequest::new(self.settings.text_a.clone())
-            .with_text_b(self.settings.use_pair.then(|| self.settings.text_b.clone()))
+            .with_text_b(pair.then(|| self.settings.text_b.clone()))
     }
 
     /// Runs the text on every loaded model.
@@ -166,14 +172,24 @@ impl BertscopeApp {
                     view.view = View::Heatmap;
                 }
                 UiAction::MaskToken(index) => self.mask_token(index),
+                UiAction::UsePair => {
+                    self.settings.use_pair = true;
+                    self.text_changed();
+                }
                 UiAction::Export => self.export_view(),
             }
         }
     }
 
-    /// Replaces a token's characters in the input with `[MASK]` and runs at once.
+    /// Replaces a token's characters in the input with the model's mask token and runs at once.
     fn mask_token(&mut self, index: usize) {
         let Some(result) = &self.primary.result else {
+            return;
+        };
+        let ModelStatus::Ready(info) = &self.primary.status else {
+            return;
+        };
+        let Some(mask) = info.mlm_mask().map(str::to_owned) else {
             return;
         };
         let analysis = &result.analysis;
@@ -188,7 +204,7 @@ impl BertscopeApp {
         } else {
             &mut self.settings.text_b
         };
-        *text = replace_chars(text, *start, *end, "[MASK]");
+        *text = replace_chars(text, *start, *end, &mask);
         self.settings.view.selected_token = None;
         self.request_analysis();
     }

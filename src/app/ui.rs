@@ -4,8 +4,9 @@
 use egui::{Color32, RichText};
 
 use super::{BertscopeApp, ModelStatus};
+use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{compare, heatmap, lines, mlm, overview, projection, View};
+use crate::ui::{compare, heatmap, lines, overview, predictions, projection, View};
 
 impl BertscopeApp {
     /// Draws the whole window.
@@ -41,6 +42,11 @@ impl BertscopeApp {
             }
             ui.separator();
             theme_picker(ui);
+            if let ModelStatus::Ready(info) = &self.primary.status {
+                ui.separator();
+                ui.weak(info.summary())
+                    .on_hover_text("Model family · layers × heads per layer · the prediction heads this checkpoint has");
+            }
         });
         if let Some(note) = &self.picker_note {
             ui.weak(note);
@@ -76,7 +82,7 @@ impl BertscopeApp {
                         ui.weak(format!("loading {name}…"));
                     }
                     ModelStatus::Ready(info) => {
-                        ui.weak(format!("{}: {} layers × {} heads", info.name, info.layers, info.heads));
+                        ui.weak(format!("{}: {}", info.name, info.summary()));
                     }
                     ModelStatus::Failed { message, .. } => {
                         ui.colored_label(ui.visuals().error_fg_color, message);
@@ -88,31 +94,66 @@ impl BertscopeApp {
     }
 
     fn text_inputs(&mut self, ui: &mut egui::Ui) {
+        let info = match &self.primary.status {
+            ModelStatus::Ready(info) => Some(info),
+            _ => None,
+        };
+        let answers = info.is_some_and(|info| info.has(HeadKind::QuestionAnswering));
+        let takes_pairs = info.is_none_or(|info| info.takes_pairs);
+        let hint_a = match info {
+            _ if answers => "The question".to_owned(),
+            Some(info) => match info.mlm_mask() {
+                Some(mask) => {
+                    format!("Type a sentence; use {mask} to ask the model to fill in a word")
+                }
+                None => "Type a sentence".to_owned(),
+            },
+            None => "Type a sentence".to_owned(),
+        };
         let mut changed = false;
         ui.horizontal(|ui| {
-            let label = ui.label("Sentence A");
+            let label = ui.label(if answers { "Question" } else { "Sentence A" });
             changed |= ui
                 .add(
                     egui::TextEdit::singleline(&mut self.settings.text_a)
                         .desired_width(ui.available_width())
-                        .hint_text(
-                            "Type a sentence; use [MASK] to ask the model to fill in a word",
-                        ),
+                        .hint_text(hint_a),
                 )
                 .labelled_by(label.id)
                 .changed();
         });
         ui.horizontal(|ui| {
-            changed |= ui
-                .checkbox(&mut self.settings.use_pair, "Sentence B")
-                .on_hover_text("Add a second sentence (segment B) for next-sentence prediction")
-                .changed();
-            ui.add_enabled_ui(self.settings.use_pair, |ui| {
+            let hover = match info {
+                Some(info) if !info.takes_pairs => format!(
+                    "{} reads one text; it takes no second sentence",
+                    info.family.name()
+                ),
+                _ if answers => {
+                    "The context: the passage the question's answer is taken from".to_owned()
+                }
+                _ => "Add a second sentence (segment B), e.g. for next-sentence prediction"
+                    .to_owned(),
+            };
+            ui.add_enabled_ui(takes_pairs, |ui| {
+                changed |= ui
+                    .checkbox(
+                        &mut self.settings.use_pair,
+                        if answers { "Context" } else { "Sentence B" },
+                    )
+                    .on_hover_text(&hover)
+                    .on_disabled_hover_text(&hover)
+                    .changed();
+            });
+            ui.add_enabled_ui(self.settings.use_pair && takes_pairs, |ui| {
                 changed |= ui
                     .add(
                         egui::TextEdit::singleline(&mut self.settings.text_b)
                             .desired_width(ui.available_width())
-                            .hint_text("Optional second sentence"),
+                            .hint_text(if answers {
+                                "The passage to find the answer in"
+                            } else {
+                                "Optional second sentence"
+                            }),
                     )
                     .changed();
             });
@@ -145,8 +186,14 @@ impl BertscopeApp {
                 ModelStatus::Ready(info) => {
                     ui.label(RichText::new(&info.name).strong());
                     ui.separator();
-                    ui.label(format!("{} layers × {} heads", info.layers, info.heads))
-                        .on_hover_text(format!("hidden size {}", info.hidden));
+                    ui.label(info.summary()).on_hover_text(format!(
+                        "{} · {} layers × {} heads · hidden size {} · up to {} tokens",
+                        info.family.name(),
+                        info.layers,
+                        info.heads,
+                        info.hidden,
+                        info.max_tokens
+                    ));
                     ui.separator();
                     ui.label(info.device.to_string());
                     ui.separator();
@@ -208,12 +255,18 @@ impl BertscopeApp {
         if let Some(error) = &self.primary.error {
             ui.colored_label(ui.visuals().error_fg_color, error);
         }
-        let has_mlm = matches!(&self.primary.status, ModelStatus::Ready(info) if info.has_mlm);
-        // In the masked-LM tab a click masks the token; everywhere else it selects it.
-        let click = if self.settings.view.view == View::Mlm && has_mlm {
-            ChipClick::Mask
-        } else {
-            ChipClick::Select
+        let info = match &self.primary.status {
+            ModelStatus::Ready(info) => Some(info.clone()),
+            _ => None,
+        };
+        let mask = info
+            .as_ref()
+            .and_then(|info| info.mlm_mask().map(str::to_owned));
+        // In the Predictions tab of a masked-LM model a click masks the token; everywhere else
+        // it selects it.
+        let click = match &mask {
+            Some(mask) if self.settings.view.view == View::Predictions => ChipClick::Mask(mask),
+            _ => ChipClick::Select,
         };
         // Long inputs must not push the views off the window.
         let chip_action = egui::ScrollArea::vertical()
@@ -229,12 +282,6 @@ impl BertscopeApp {
                 p * 100.0
             ))
             .on_hover_text(format!("is_next = {p:.6}"));
-        } else if self.settings.use_pair {
-            if let ModelStatus::Ready(info) = &self.primary.status {
-                if !info.has_nsp {
-                    ui.weak("This model has no next-sentence head.");
-                }
-            }
         }
         ui.separator();
         let mut export_clicked = false;
@@ -281,7 +328,10 @@ impl BertscopeApp {
             View::Projection => {
                 projection::projection_view(ui, analysis, &result.projection, state)
             }
-            View::Mlm => mlm::mlm_view(ui, analysis, has_mlm),
+            View::Predictions => match &info {
+                Some(info) => predictions::predictions_view(ui, analysis, info, state),
+                None => Vec::new(),
+            },
             View::Compare => {
                 let a_name = self.primary.name().unwrap_or_default().to_owned();
                 let comparison = self.comparison.as_mut().and_then(|slot| {

@@ -11,7 +11,7 @@ use svg::node::element::{
 };
 use svg::Document;
 
-use crate::analysis::{attention_map, HeadChoice};
+use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{
     attention_color, downsample_max, head_color, heatmap_rgba, max_value, tick_label,
@@ -64,12 +64,38 @@ fn text(x: f32, y: f32, size: f32, family: &str, content: &str) -> TextElement {
         .set("fill", INK)
 }
 
-/// Token labels as figures show them: `##ing` as `·ing`.
-fn label(token: &str) -> String {
-    match token.strip_prefix("##") {
-        Some(rest) => format!("·{rest}"),
-        None => token.to_owned(),
-    }
+/// Token labels as figures show them (`·ing`, `▁the`, `↵`).
+fn labels(analysis: &Analysis) -> Vec<String> {
+    (0..analysis.len())
+        .map(|index| analysis.display_token(index))
+        .collect()
+}
+
+/// About how wide a line of text is drawn, so that figures make room for their longest line:
+/// half the font size per Latin character, the full size for CJK and other wide characters.
+fn text_width(content: &str, size: f32) -> f32 {
+    content
+        .chars()
+        .map(|c| {
+            if u32::from(c) >= 0x1100 {
+                size
+            } else {
+                size * 0.5
+            }
+        })
+        .sum()
+}
+
+/// The width a figure needs for its caption and notes: `drawing`, or wider for long text lines
+/// (each given with its left edge and font size).
+fn figure_width(drawing: f32, caption: &Caption, lines: &[(f32, &str, f32)]) -> f32 {
+    let caption_width = MARGIN
+        + text_width(&caption.title, TITLE_SIZE).max(text_width(&caption.text, SUBTITLE_SIZE))
+        + MARGIN;
+    lines
+        .iter()
+        .map(|(left, line, size)| left + text_width(line, *size) + MARGIN)
+        .fold(drawing.max(caption_width), f32::max)
 }
 
 /// Starts a white document with the caption; returns it and the y where the drawing starts.
@@ -152,12 +178,12 @@ pub fn heatmap(
     caption: &Caption,
 ) -> Document {
     let tokens = analysis.len();
-    let values = attention_map(analysis, layer, head);
+    let values = shown_map(analysis, layer, head);
     let max = if fixed_scale { 1.0 } else { max_value(&values) };
     let cell = (520.0 / tokens as f32).clamp(1.0, 28.0);
     let side = cell * tokens as f32;
     let font = (cell * 0.8).clamp(5.0, 12.0);
-    let labels: Vec<String> = analysis.tokens.iter().map(|t| label(t)).collect();
+    let labels = labels(analysis);
     let every = (7.0 / cell).ceil().max(1.0) as usize;
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
     let label_room = longest * font * 0.62 + 8.0;
@@ -203,24 +229,28 @@ pub fn heatmap(
                 ),
             ));
     }
-    group = group.add(
-        text(
-            left,
-            matrix_top + side + 18.0,
-            11.0,
-            SANS,
-            "rows: queries · columns: keys · each row sums to 1",
-        )
-        .set("fill", FAINT_INK),
-    );
+    let legend = "rows: queries · columns: keys · each row sums to 1";
+    let masked_note = "grey: masked, a causal model sees only earlier tokens";
+    group =
+        group.add(text(left, matrix_top + side + 18.0, 11.0, SANS, legend).set("fill", FAINT_INK));
+    if analysis.causal {
+        group = group.add(
+            text(left, matrix_top + side + 34.0, 11.0, SANS, masked_note).set("fill", FAINT_INK),
+        );
+    }
     group = group.add(color_bar(
         left + side + 16.0,
         matrix_top,
         side.max(80.0),
         max,
     ));
-    let width = left + side + 16.0 + 14.0 + 56.0 + MARGIN;
-    let height = matrix_top + side.max(80.0) + 28.0 + MARGIN;
+    let mut notes = vec![(left, legend, 11.0)];
+    if analysis.causal {
+        notes.push((left, masked_note, 11.0));
+    }
+    let width = figure_width(left + side + 16.0 + 14.0 + 56.0 + MARGIN, caption, &notes);
+    let height =
+        matrix_top + side.max(80.0) + 28.0 + 16.0 * f32::from(u8::from(analysis.causal)) + MARGIN;
     document(width, height, group)
 }
 
@@ -236,7 +266,7 @@ pub fn lines(
     let heads = analysis.heads();
     let row = (640.0 / tokens as f32).clamp(6.0, 22.0);
     let font = (row * 0.7).clamp(5.0, 13.0);
-    let labels: Vec<String> = analysis.tokens.iter().map(|t| label(t)).collect();
+    let labels = labels(analysis);
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
     let column = longest * font * 0.62 + 10.0;
     let span = 360.0;
@@ -276,7 +306,9 @@ pub fn lines(
         let color = hex(head_color(head, heads));
         let map = analysis.attention(layer, head);
         for query in 0..tokens {
-            for key in 0..tokens {
+            // A causal model's lines only run backwards, to earlier tokens.
+            let keys = if analysis.causal { query + 1 } else { tokens };
+            for key in 0..keys {
                 let weight = map[query * tokens + key];
                 if weight < threshold.max(1e-3) {
                     continue;
@@ -300,7 +332,7 @@ pub fn lines(
             .add(text(left_x - 6.0, y, font, MONO, name).set("text-anchor", "end"))
             .add(text(right_x + 6.0, y, font, MONO, name));
     }
-    let width = right_x + column + MARGIN;
+    let width = figure_width(right_x + column + MARGIN, caption, &[]);
     let height = top + row * tokens as f32 + MARGIN;
     document(width, height, group)
 }
@@ -338,8 +370,11 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
             .set("text-anchor", "end"),
         );
         for head in 0..heads {
-            let (values, size) =
-                downsample_max(analysis.attention(layer, head), analysis.len(), 96);
+            let (values, size) = downsample_max(
+                &shown_map(analysis, layer, HeadChoice::Head(head)),
+                analysis.len(),
+                96,
+            );
             let rgba = heatmap_rgba(&values, max_value(&values));
             group = group.add(
                 Image::new()
@@ -353,17 +388,17 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
             );
         }
     }
-    group = group.add(
-        text(
-            MARGIN,
-            grid_top - 22.0,
-            11.0,
-            SANS,
-            "rows: layers · columns: heads · each map coloured from 0 to its own largest weight",
-        )
-        .set("fill", FAINT_INK),
+    let note = if analysis.causal {
+        "rows: layers · columns: heads · each map coloured from 0 to its own largest weight · grey: masked"
+    } else {
+        "rows: layers · columns: heads · each map coloured from 0 to its own largest weight"
+    };
+    group = group.add(text(MARGIN, grid_top - 22.0, 11.0, SANS, note).set("fill", FAINT_INK));
+    let width = figure_width(
+        left + pitch * heads as f32 + MARGIN,
+        caption,
+        &[(MARGIN, note, 11.0)],
     );
-    let width = left + pitch * heads as f32 + MARGIN;
     let height = grid_top + pitch * layers as f32 + MARGIN;
     document(width, height, group)
 }

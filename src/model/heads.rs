@@ -181,6 +181,31 @@ pub fn answer(input: &QaInput<'_>) -> Option<Answer> {
     })
 }
 
+/// The entity type of a BIO label (`B-PER` and `I-PER` → `PER`); `None` for the outside label
+/// `O`. Labels without a BIO prefix are their own type.
+pub fn entity_type(label: &str) -> Option<&str> {
+    if label == "O" {
+        return None;
+    }
+    Some(
+        label
+            .strip_prefix("B-")
+            .or_else(|| label.strip_prefix("I-"))
+            .unwrap_or(label),
+    )
+}
+
+/// The entity types of a label set, each once, in label order.
+pub fn entity_types(labels: &[String]) -> Vec<&str> {
+    let mut types: Vec<&str> = Vec::new();
+    for kind in labels.iter().filter_map(|label| entity_type(label)) {
+        if !types.contains(&kind) {
+            types.push(kind);
+        }
+    }
+    types
+}
+
 /// The most probable label of every non-special token (`special[i]`), from logits
 /// `[tokens, labels]`.
 pub fn token_labels(
@@ -209,6 +234,16 @@ pub fn token_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bio_labels_group_by_entity_type() {
+        assert_eq!(entity_type("B-PER"), Some("PER"));
+        assert_eq!(entity_type("I-PER"), Some("PER"));
+        assert_eq!(entity_type("O"), None);
+        assert_eq!(entity_type("LABEL_3"), Some("LABEL_3"));
+        let labels: Vec<String> = ["O", "B-PER", "I-PER", "B-LOC"].map(String::from).to_vec();
+        assert_eq!(entity_types(&labels), ["PER", "LOC"]);
+    }
 
     #[test]
     fn top_k_orders_and_breaks_ties_by_id() {

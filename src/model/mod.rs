@@ -292,7 +292,7 @@ impl LoadedModel {
         if request.text_b.is_some() && !self.config.architecture.takes_pairs {
             return Err(ModelError::BadInput(format!(
                 "{} reads one text, not a sentence pair; leave out the second sentence (--text-b)",
-                self.config.family
+                self.config.family.name()
             )));
         }
         let encoded = self

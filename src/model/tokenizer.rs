@@ -101,7 +101,7 @@ fn readable_bytes(bytes: &[u8]) -> String {
                 ' ' => out.push(WORD_START),
                 '\n' => out.push(NEWLINE),
                 '\t' => out.push(TAB),
-                '\r' => out.push_str("\\r"),
+                c if c.is_control() => out.push_str(&format!("\\x{:02X}", u32::from(c))),
                 c => out.push(c),
             }
         }
@@ -578,6 +578,8 @@ mod tests {
         // The first two bytes of 🙂 (F0 9F 99 82) alone are not a character.
         assert_eq!(style.display("ðŁ"), "\\xF0\\x9F");
         assert_eq!(style.display("<|endoftext|>"), "<|endoftext|>");
+        // Control bytes have no glyph: Ā is byte 0, ą byte 5, č byte 13 (carriage return).
+        assert_eq!(style.display("Āąč"), "\\x00\\x05\\x0D");
         assert!(style.starts_word("Ġthe") && !style.starts_word("the"));
     }
 

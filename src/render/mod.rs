@@ -1,9 +1,24 @@
 //! Colours and pixel images made from captured data, shared by the app and file exports; no
 //! window needed.
 
+/// The colour of attention a causal model cannot pay (a key after its query): neither viridis
+/// nor red–blue, so "not attended" never reads as a small weight.
+pub const MASKED_COLOR: [u8; 3] = [150, 150, 150];
+
+/// Marks the cells of a `size × size` map above the diagonal as masked (NaN), as a causal model
+/// sees them; the colour functions draw NaN as [`MASKED_COLOR`].
+pub fn mask_future(values: &mut [f32], size: usize) {
+    for (query, row) in values.chunks_exact_mut(size).enumerate() {
+        row.iter_mut().skip(query + 1).for_each(|v| *v = f32::NAN);
+    }
+}
+
 /// The colour of an attention weight: viridis (perceptually uniform, readable in grey and by
-/// colour-blind viewers) over `[0, max]`.
+/// colour-blind viewers) over `[0, max]`; NaN (masked) is [`MASKED_COLOR`].
 pub fn attention_color(value: f32, max: f32) -> [u8; 3] {
+    if value.is_nan() {
+        return MASKED_COLOR;
+    }
     let t = if max > 0.0 {
         (value / max).clamp(0.0, 1.0)
     } else {
@@ -14,8 +29,11 @@ pub fn attention_color(value: f32, max: f32) -> [u8; 3] {
 }
 
 /// The colour of a difference `A − B`: red where A attends more, blue where B does, white where
-/// they agree; symmetric over `[-max_abs, max_abs]`.
+/// they agree; symmetric over `[-max_abs, max_abs]`. NaN (masked) is [`MASKED_COLOR`].
 pub fn difference_color(value: f32, max_abs: f32) -> [u8; 3] {
+    if value.is_nan() {
+        return MASKED_COLOR;
+    }
     let t = if max_abs > 0.0 {
         (0.5 - 0.5 * value / max_abs).clamp(0.0, 1.0)
     } else {
@@ -53,14 +71,16 @@ pub fn heatmap_rgba(values: &[f32], max: f32) -> Vec<u8> {
 }
 
 /// Shrinks a square `size × size` matrix to at most `target × target` by taking the maximum of
-/// each block, so that single strong weights stay visible in thumbnails. Returns the new size.
+/// each block, so that single strong weights stay visible in thumbnails. Masked (NaN) cells are
+/// left out; a block of masked cells only stays masked. Returns the new size.
 pub fn downsample_max(values: &[f32], size: usize, target: usize) -> (Vec<f32>, usize) {
     if size <= target || target == 0 {
         return (values.to_vec(), size);
     }
     let factor = size.div_ceil(target);
     let out = size.div_ceil(factor);
-    let mut pooled = vec![0f32; out * out];
+    // f32::max ignores a NaN operand, so masked cells never win and all-masked blocks stay NaN.
+    let mut pooled = vec![f32::NAN; out * out];
     for row in 0..size {
         for col in 0..size {
             let cell = &mut pooled[(row / factor) * out + col / factor];
@@ -79,7 +99,7 @@ pub fn tick_label(value: f32, range: f32) -> String {
     }
 }
 
-/// The largest value, or 0 for an empty slice.
+/// The largest value, or 0 for an empty slice; masked (NaN) cells are ignored.
 pub fn max_value(values: &[f32]) -> f32 {
     values.iter().copied().fold(0.0, f32::max)
 }
@@ -113,5 +133,24 @@ mod tests {
         assert_eq!(size, 2);
         assert_eq!(pooled, vec![0.9, 0.0, 0.0, 0.0]);
         assert_eq!(downsample_max(&values, 4, 8).1, 4);
+    }
+
+    #[test]
+    fn masked_cells_stay_grey_and_never_count_as_weights() {
+        let mut values = vec![0.5; 16];
+        mask_future(&mut values, 4);
+        assert!(values[1].is_nan() && !values[4].is_nan() && values[15] == 0.5);
+        assert_eq!(attention_color(values[1], 1.0), MASKED_COLOR);
+        assert_eq!(max_value(&values), 0.5);
+        let (pooled, size) = downsample_max(&values, 4, 2);
+        assert_eq!(size, 2);
+        assert!(
+            pooled[1].is_nan(),
+            "the block above the diagonal is all masked"
+        );
+        assert_eq!(
+            pooled[0], 0.5,
+            "a block across the diagonal keeps its weights"
+        );
     }
 }

@@ -222,13 +222,26 @@ fn compare_body<'a>(
                 });
         }
         _ => {
+            let (family_a, family_b) = (a.analysis.model_type, b.analysis.model_type);
+            let why = if family_a == family_b {
+                "The two models split this text into different tokens".to_owned()
+            } else {
+                format!(
+                    "{} and {} split this text into different tokens (their tokenizers differ)",
+                    family_a.name(),
+                    family_b.name()
+                )
+            };
             ui.colored_label(
                 ui.visuals().warn_fg_color,
-                "The two models split this text into different tokens, so their maps are not compared cell by cell.",
+                format!("{why}, so their maps are not compared cell by cell."),
             );
             ui.columns(2, |columns| {
                 for (column, side) in columns.iter_mut().zip([&a, &b]) {
-                    column.weak(side.analysis.tokens.join(" "));
+                    let tokens: Vec<String> = (0..side.analysis.len())
+                        .map(|index| side.analysis.display_token(index))
+                        .collect();
+                    column.weak(tokens.join(" "));
                 }
             });
         }

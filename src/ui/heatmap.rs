@@ -4,11 +4,10 @@
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, TextureHandle, Vec2};
 
 use super::textures::TextureCache;
-use super::tokens::chip_label;
 use super::{UiAction, ViewState};
 use crate::analysis::HeadChoice;
 use crate::model::Analysis;
-use crate::render::{attention_color, difference_color, tick_label};
+use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
 
 /// Largest cell side in points; small inputs should not turn into a wall of colour.
 const MAX_CELL: f32 = 32.0;
@@ -184,7 +183,7 @@ pub fn draw_matrix(
 ) -> Option<UiAction> {
     let tokens = analysis.len();
     let available = ui.available_size();
-    let labels: Vec<String> = analysis.tokens.iter().map(|t| chip_label(t)).collect();
+    let labels: Vec<String> = (0..tokens).map(|i| analysis.display_token(i)).collect();
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
 
     // Labels get room only when cells can carry them.
@@ -196,7 +195,7 @@ pub fn draw_matrix(
     } else {
         0.0
     };
-    let bar_room = COLOR_BAR_WIDTH + 44.0;
+    let bar_room = COLOR_BAR_WIDTH + if analysis.causal { 60.0 } else { 44.0 };
     let cell = ((available.x - label_room - bar_room).min(available.y - label_room)
         / tokens as f32)
         .clamp(MIN_CELL, MAX_CELL);
@@ -205,7 +204,7 @@ pub fn draw_matrix(
     let (response, painter) = ui.allocate_painter(
         Vec2::new(
             label_room + side + bar_room,
-            label_room + side.max(60.0) + 8.0,
+            label_room + side.max(60.0) + if analysis.causal { 44.0 } else { 8.0 },
         ),
         Sense::click(),
     );
@@ -265,15 +264,14 @@ pub fn draw_matrix(
         painter.rect_stroke(row, 0.0, stroke, StrokeKind::Outside);
         painter.rect_stroke(column, 0.0, stroke, StrokeKind::Outside);
     }
-    draw_color_bar(
-        &painter,
-        Rect::from_min_size(
-            Pos2::new(matrix.right() + 12.0, matrix.top()),
-            Vec2::new(COLOR_BAR_WIDTH, side.max(60.0)),
-        ),
-        scale,
-        text_color,
+    let bar = Rect::from_min_size(
+        Pos2::new(matrix.right() + 12.0, matrix.top()),
+        Vec2::new(COLOR_BAR_WIDTH, side.max(60.0)),
     );
+    draw_color_bar(&painter, bar, scale, text_color);
+    if analysis.causal {
+        draw_masked_key(&painter, bar, text_color);
+    }
 
     let hovered_cell = response
         .hover_pos()
@@ -285,11 +283,15 @@ pub fn draw_matrix(
         });
     if let Some((row, col)) = hovered_cell {
         let weight = values[row * tokens + col];
+        let (query, key) = (&labels[row], &labels[col]);
         response.clone().on_hover_ui_at_pointer(|ui| {
-            ui.label(format!(
-                "{} attends to {}",
-                analysis.tokens[row], analysis.tokens[col]
-            ));
+            if analysis.is_masked(row, col) {
+                ui.label(format!("{query} cannot attend to {key}"));
+                ui.weak("masked: a causal model only sees earlier tokens");
+                ui.weak(format!("query {row}, key {col}"));
+                return;
+            }
+            ui.label(format!("{query} attends to {key}"));
             let what = match scale {
                 ColorScale::Sequential { .. } => "weight",
                 ColorScale::Diverging { .. } => "difference A − B",
@@ -304,7 +306,6 @@ pub fn draw_matrix(
     None
 }
 
-/// A vertical viridis bar from 0 (bottom) to `max` (top) with three ticks.
 /// How matrix values map to colours.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ColorScale {
@@ -320,6 +321,24 @@ pub enum ColorScale {
     },
 }
 
+/// Below the colour bar: the grey of masked cells, named, for causal models.
+fn draw_masked_key(painter: &egui::Painter, bar: Rect, text_color: Color32) {
+    let [r, g, b] = MASKED_COLOR;
+    let swatch = Rect::from_min_size(
+        Pos2::new(bar.left(), bar.bottom() + 14.0),
+        Vec2::splat(COLOR_BAR_WIDTH),
+    );
+    painter.rect_filled(swatch, 0.0, Color32::from_rgb(r, g, b));
+    painter.text(
+        Pos2::new(swatch.right() + 4.0, swatch.center().y),
+        Align2::LEFT_CENTER,
+        "masked",
+        FontId::proportional(11.0),
+        text_color,
+    );
+}
+
+/// A vertical bar of the scale's colours from its low (bottom) to its high end, with three ticks.
 fn draw_color_bar(painter: &egui::Painter, rect: Rect, scale: ColorScale, text_color: Color32) {
     const STEPS: usize = 64;
     let step_height = rect.height() / STEPS as f32;

@@ -3,7 +3,7 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Sense, Stroke, Vec2};
 
-use super::tokens::{chip_label, sentence_b_tint};
+use super::tokens::sentence_b_tint;
 use super::{PairFilter, UiAction, ViewState};
 use crate::model::Analysis;
 use crate::render::head_color;
@@ -113,7 +113,9 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                 let [r, g, b] = head_color(head, heads);
                 let map = analysis.attention(layer, head);
                 for query in 0..tokens {
-                    for key in 0..tokens {
+                    // A causal model's lines only run backwards, to earlier tokens.
+                    let keys = if analysis.causal { query + 1 } else { tokens };
+                    for key in 0..keys {
                         let weight = map[query * tokens + key];
                         if weight < state.line_threshold.max(1e-3) {
                             continue;
@@ -160,8 +162,8 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
             }
             let font = FontId::monospace((row * 0.7).clamp(9.0, 13.0));
             let text_color = ui.visuals().text_color();
-            for (index, token) in analysis.tokens.iter().enumerate() {
-                let label = chip_label(token);
+            for index in 0..tokens {
+                let label = analysis.display_token(index);
                 let highlighted = focus == Some(Focus::Query(index))
                     || focus == Some(Focus::Key(index))
                     || state.selected_token == Some(index);

@@ -5,8 +5,8 @@
 pub mod compare;
 pub mod heatmap;
 pub mod lines;
-pub mod mlm;
 pub mod overview;
+pub mod predictions;
 pub mod projection;
 pub mod textures;
 pub mod tokens;
@@ -29,8 +29,10 @@ pub enum View {
     Overview,
     /// Hidden states projected to 2-D.
     Projection,
-    /// Masked-LM predictions.
-    Mlm,
+    /// What the model's heads predict (masked LM, next token, labels, answers, entities).
+    #[serde(alias = "Mlm")]
+    #[value(alias = "mlm")]
+    Predictions,
     /// Two models side by side (once a second model is loaded).
     Compare,
 }
@@ -42,7 +44,7 @@ impl View {
             View::Heatmap => Some(crate::export::FigureView::Heatmap),
             View::Lines => Some(crate::export::FigureView::Lines),
             View::Overview => Some(crate::export::FigureView::Overview),
-            View::Projection | View::Mlm | View::Compare => None,
+            View::Projection | View::Predictions | View::Compare => None,
         }
     }
 
@@ -52,7 +54,7 @@ impl View {
         View::Lines,
         View::Overview,
         View::Projection,
-        View::Mlm,
+        View::Predictions,
         View::Compare,
     ];
 
@@ -63,7 +65,7 @@ impl View {
             View::Lines => "Lines",
             View::Overview => "Overview",
             View::Projection => "Projection",
-            View::Mlm => "Masked LM",
+            View::Predictions => "Predictions",
             View::Compare => "Compare",
         }
     }
@@ -81,7 +83,7 @@ impl View {
                 "Every layer and head at a glance; click one to open it in the heatmap"
             }
             View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
-            View::Mlm => "Masked-language-model predictions; click a token to mask it",
+            View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
             View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
         }
     }
@@ -217,8 +219,10 @@ pub enum UiAction {
         /// Head index.
         head: usize,
     },
-    /// Replace this token of the input with `[MASK]` and run again.
+    /// Replace this token of the input with the model's mask token and run again.
     MaskToken(usize),
+    /// Turn on sentence B (a question-answering model needs a context).
+    UsePair,
     /// Save the open view as a figure, or the attention data (the app asks where).
     Export,
 }

@@ -3,7 +3,6 @@
 
 use egui_plot::{Line, Plot, PlotPoints, Points, Text};
 
-use super::tokens::chip_label;
 use super::{UiAction, ViewState};
 use crate::analysis::projection::Projection;
 use crate::model::Analysis;
@@ -55,7 +54,7 @@ pub fn projection_view(
                 .collect();
             plot.points(Points::new("tokens", PlotPoints::from(all)).radius(4.0));
             for (index, &[x, y]) in points.iter().enumerate() {
-                let mut label = egui::RichText::new(chip_label(&analysis.tokens[index]));
+                let mut label = egui::RichText::new(analysis.display_token(index));
                 if state.selected_token == Some(index) {
                     label = label.color(selection_color).strong();
                 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use egui::{ColorImage, TextureHandle, TextureOptions};
 
 use crate::analysis::compare::difference;
-use crate::analysis::{attention_map, HeadChoice};
+use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{difference_rgba, downsample_max, heatmap_rgba, max_value};
 
@@ -72,7 +72,7 @@ impl TextureCache {
         self.textures
             .entry(key)
             .or_insert_with(|| {
-                let values = attention_map(analysis, layer, head);
+                let values = shown_map(analysis, layer, head);
                 let max = if fixed_scale { 1.0 } else { max_value(&values) };
                 let size = analysis.len();
                 let image =
@@ -109,8 +109,8 @@ impl TextureCache {
             .entry(key)
             .or_insert_with(|| {
                 let values = difference(
-                    &attention_map(a, a_layer, a_head),
-                    &attention_map(b, b_layer, b_head),
+                    &shown_map(a, a_layer, a_head),
+                    &shown_map(b, b_layer, b_head),
                 );
                 let max_abs = values.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let size = a.len();
@@ -139,7 +139,7 @@ impl TextureCache {
             .entry(key)
             .or_insert_with(|| {
                 let (values, size) = downsample_max(
-                    analysis.attention(layer, head),
+                    &shown_map(analysis, layer, HeadChoice::Head(head)),
                     analysis.len(),
                     THUMBNAIL_TEXELS,
                 );

@@ -1,4 +1,5 @@
-//! The tokens of the input as chips: word pieces marked, sentence B tinted, the selection shown.
+//! The tokens of the input as chips: pieces shown readably (`·ing`, `▁the`, `↵`), sentence B
+//! tinted, the selection shown.
 
 use egui::{Color32, RichText};
 
@@ -7,27 +8,11 @@ use crate::model::Analysis;
 
 /// What clicking a chip does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChipClick {
+pub enum ChipClick<'a> {
     /// Select the token in every view.
     Select,
-    /// Replace the token with `[MASK]` and run again.
-    Mask,
-}
-
-/// Text of a chip: `##ing` is shown as `·ing` so that word pieces read as continuations.
-pub fn chip_label(token: &str) -> String {
-    match token.strip_prefix("##") {
-        Some(rest) => format!("·{rest}"),
-        None => token.to_owned(),
-    }
-}
-
-/// Whether a token is one of the tokenizer's special tokens.
-pub fn is_special(analysis: &Analysis, index: usize) -> bool {
-    analysis
-        .char_offsets
-        .get(index)
-        .is_some_and(Option::is_none)
+    /// Replace the token with the model's mask token (given) and run again.
+    Mask(&'a str),
 }
 
 /// Tint of sentence B's tokens, readable on dark and light themes.
@@ -50,8 +35,9 @@ pub fn token_chips(
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing = egui::vec2(3.0, 4.0);
         for (index, token) in analysis.tokens.iter().enumerate() {
-            let special = is_special(analysis, index);
-            let mut text = RichText::new(chip_label(token)).monospace();
+            let special = analysis.is_special(index);
+            let shown = analysis.display_token(index);
+            let mut text = RichText::new(&shown).monospace();
             if special {
                 text = text.weak();
             }
@@ -63,11 +49,11 @@ pub fn token_chips(
                 ChipClick::Select => {
                     format!("token {index}: {token} (id {})", analysis.token_ids[index])
                 }
-                ChipClick::Mask if special => {
-                    format!("{token} is a special token and cannot be masked")
+                ChipClick::Mask(mask) if token == mask => "already masked".to_owned(),
+                ChipClick::Mask(_) if special => {
+                    format!("{shown} is a special token and cannot be masked")
                 }
-                ChipClick::Mask if token == "[MASK]" => "already masked".to_owned(),
-                ChipClick::Mask => format!("replace {token} with [MASK] and run again"),
+                ChipClick::Mask(mask) => format!("replace {shown} with {mask} and run again"),
             };
             let response = ui.add(button).on_hover_text(tooltip);
             if response.clicked() {
@@ -75,25 +61,13 @@ pub fn token_chips(
                     ChipClick::Select => Some(UiAction::SelectToken(
                         (selected != Some(index)).then_some(index),
                     )),
-                    ChipClick::Mask if !special && token != "[MASK]" => {
+                    ChipClick::Mask(mask) if !special && token != mask => {
                         Some(UiAction::MaskToken(index))
                     }
-                    ChipClick::Mask => None,
+                    ChipClick::Mask(_) => None,
                 };
             }
         }
     });
     action
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn word_pieces_are_marked() {
-        assert_eq!(chip_label("##ing"), "·ing");
-        assert_eq!(chip_label("play"), "play");
-        assert_eq!(chip_label("#"), "#");
-    }
 }

@@ -47,7 +47,8 @@ pub(super) fn encoder_config(
     }
     if config.optional_bool("is_decoder")? == Some(true) {
         return Err(config.bad(format!(
-            "is_decoder is true: this {family} checkpoint is a causal decoder, which bertscope does not run; use a {family} encoder checkpoint"
+            "is_decoder is true: this {name} checkpoint is a causal decoder, which bertscope does not run; use a {name} encoder checkpoint",
+            name = family.name()
         )));
     }
     let head_dim = hidden_size / num_attention_heads.max(1);

@@ -52,6 +52,17 @@ impl Family {
         }
     }
 
+    /// The family's name as people write it, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bert => "BERT",
+            Self::DistilBert => "DistilBERT",
+            Self::Roberta => "RoBERTa",
+            Self::XlmRoberta => "XLM-RoBERTa",
+            Self::Gpt2 => "GPT-2",
+        }
+    }
+
     /// Every supported `model_type`, comma-separated, for messages.
     pub fn supported_list() -> String {
         Self::ALL.map(Self::model_type).join(", ")
