@@ -128,11 +128,218 @@ fn dump_leaves_out_heads_the_model_lacks() {
     );
 }
 
+/// `dump` of a fixture as JSON, with stderr.
+fn dump_json(model: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let model = fixture(model);
+    let mut all = vec!["dump", "--model", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = bertscope(&all);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (serde_json::from_slice(&output.stdout).unwrap(), stderr)
+}
+
+fn keys(json: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+const COMMON_KEYS: [&str; 6] = [
+    "attentions",
+    "model",
+    "model_type",
+    "segment_ids",
+    "token_ids",
+    "tokens",
+];
+
+/// The common keys plus `extra`, sorted.
+fn with_keys(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut all: Vec<&str> = COMMON_KEYS.iter().chain(extra).copied().collect();
+    all.sort_unstable();
+    all
+}
+
+#[test]
+fn dump_of_gpt2_has_next_tokens_everywhere_and_a_causal_triangle() {
+    let (json, _) = dump_json("gpt2-lm", &["--text", "Hello world, how are you?"]);
+    assert_eq!(keys(&json), with_keys(&["next_token"]));
+    assert_eq!(json["model_type"], "gpt2");
+    let tokens = json["tokens"].as_array().unwrap().len();
+    assert_eq!(json["tokens"][0], "Hello", "no special tokens are added");
+    let next = json["next_token"].as_array().unwrap();
+    assert_eq!(next.len(), tokens, "a prediction after every position");
+    assert_eq!(next[tokens - 1]["position"], tokens - 1);
+    assert_eq!(next[0]["top_k"].as_array().unwrap().len(), 5);
+    let map = &json["attentions"][1][2];
+    for query in 0..tokens {
+        let row: Vec<f64> = map[query]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!(
+            row[query + 1..].iter().all(|&p| p == 0.0),
+            "zeros above the diagonal"
+        );
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn dump_of_fine_tuned_heads_has_their_keys() {
+    let (json, _) = dump_json("bert-sentiment", &["--text", "What a film!"]);
+    assert_eq!(keys(&json), with_keys(&["classification"]));
+    let classification = &json["classification"];
+    assert_eq!(
+        classification["problem_type"],
+        "single_label_classification"
+    );
+    let labels = classification["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 2);
+    assert!(
+        labels[0]["prob"].as_f64() >= labels[1]["prob"].as_f64(),
+        "highest first"
+    );
+    for label in labels {
+        assert_eq!(keys(label), ["id", "label", "prob"]);
+    }
+
+    let (json, _) = dump_json("distilbert-regression", &["--text", "Fine."]);
+    assert_eq!(json["classification"]["problem_type"], "regression");
+    assert_eq!(
+        keys(&json["classification"]["labels"][0]),
+        ["id", "label", "score"]
+    );
+    assert!(json["segment_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s == 0));
+
+    let context = "She lives near the old school.";
+    let (json, _) = dump_json(
+        "bert-qa",
+        &["--text", "Where does she live?", "--text-b", context],
+    );
+    assert_eq!(keys(&json), with_keys(&["qa"]));
+    let qa = &json["qa"];
+    assert_eq!(
+        keys(qa),
+        ["answer", "char_end", "char_start", "end", "score", "start"]
+    );
+    let (from, to) = (
+        qa["char_start"].as_u64().unwrap() as usize,
+        qa["char_end"].as_u64().unwrap() as usize,
+    );
+    let sliced: String = context.chars().skip(from).take(to - from).collect();
+    assert_eq!(qa["answer"], sliced.as_str());
+    assert!(qa["start"].as_u64() <= qa["end"].as_u64());
+
+    let (json, stderr) = dump_json("bert-qa", &["--text", "Where does she live?"]);
+    assert!(json.get("qa").is_none());
+    assert!(
+        stderr.contains("--text-b"),
+        "a question needs a context: {stderr}"
+    );
+
+    let (json, _) = dump_json("bert-ner", &["--text", "John flew to Paris."]);
+    assert_eq!(keys(&json), with_keys(&["token_classification"]));
+    let labels = json["token_classification"].as_array().unwrap();
+    let tokens = json["tokens"].as_array().unwrap().len();
+    assert_eq!(labels.len(), tokens - 2, "every token but [CLS] and [SEP]");
+    assert_eq!(keys(&labels[0]), ["label", "position", "prob"]);
+    assert_eq!(labels[0]["position"], 1);
+}
+
+#[test]
+fn dump_of_roberta_finds_its_mask_token_and_reports_truncation() {
+    let (json, _) = dump_json("roberta-mlm", &["--text", "The <mask> sat."]);
+    assert_eq!(keys(&json), with_keys(&["mlm"]));
+    assert_eq!(json["model_type"], "roberta");
+    assert_eq!(json["tokens"][0], "<s>");
+    let mask = json["mlm"][0]["position"].as_u64().unwrap() as usize;
+    assert_eq!(json["tokens"][mask], "<mask>");
+
+    let long = "and then the story went on ".repeat(20);
+    let (json, stderr) = dump_json("roberta-mlm", &["--text", &long]);
+    assert_eq!(
+        json["tokens"].as_array().unwrap().len(),
+        64,
+        "66 positions less pad + 1"
+    );
+    assert!(stderr.contains("cut to the model's 64 tokens"), "{stderr}");
+}
+
+#[test]
+fn export_and_bench_work_for_every_family() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "gpt2-lm",
+        "gpt2-classifier",
+        "roberta-multilabel",
+        "xlmr-qa",
+        "distilbert-mlm",
+        "bert-ner",
+    ] {
+        let model = fixture(name);
+        let model = model.to_str().unwrap();
+        let out = dir.path().join(format!("{name}.svg"));
+        let output = bertscope(&[
+            "export",
+            "--model",
+            model,
+            "--text",
+            "Hello world.",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let svg = std::fs::read_to_string(&out).unwrap();
+        if name.starts_with("gpt2") {
+            assert!(
+                svg.contains("masked"),
+                "{name}: the causal mask is explained"
+            );
+            assert!(
+                svg.contains("▁world"),
+                "{name}: byte-level pieces read as text"
+            );
+        }
+        let output = bertscope(&["bench", "--model", model, "--seq-len", "16", "--iters", "2"]);
+        assert!(output.status.success(), "{name}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("median_ms "));
+    }
+}
+
 #[test]
 fn errors_are_one_line_with_a_failing_exit_code() {
     let tiny = fixture("tiny-modern");
     let tiny = tiny.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let gpt2 = fixture("gpt2-lm");
+    let gpt2 = gpt2.to_str().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["dump", "--model", gpt2, "--text", "x", "--text-b", "y"],
+            "GPT-2 reads one text, not a sentence pair",
+        ),
         (
             &["dump", "--model", "/no/such/model", "--text", "x"],
             "no such folder",

@@ -391,6 +391,7 @@ SHAPE = {"num_hidden_layers": 2, "num_attention_heads": 4, "initializer_range": 
          "attn_implementation": "eager"}
 BERT_SHAPE = SHAPE | {"hidden_size": 16, "intermediate_size": 32, "max_position_embeddings": 64}
 # RoBERTa numbers positions from pad_token_id + 1, so 64 tokens need 66 rows.
+ROBERTA_MAX_TOKENS = 64
 ROBERTA_SHAPE = BERT_SHAPE | {"max_position_embeddings": 66, "type_vocab_size": 1, "pad_token_id": 1,
                               "bos_token_id": 0, "eos_token_id": 2}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -424,6 +425,7 @@ FAMILY_CASES = {
         ("mask", "The <mask> sat on the mat.", None),
         ("pair", "Where is the <mask>?", "It is next to the old church."),
         ("unicode", "Crème brûlée — naïve café, 東京 🙂\nnew  line", None),
+        ("truncated", "and then the story went on " * 20, None),
     ],
     "roberta-multilabel": [
         ("plain", "The teacher explained how attention works.", None),
@@ -543,7 +545,7 @@ def make_families(minilm: Path) -> None:
     tok = RobertaTokenizer.from_pretrained(folder)
     model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(bpe_vocab), **ROBERTA_SHAPE)).eval()
     model.save_pretrained(folder)
-    reference(model, tok, FAMILY_CASES["roberta-mlm"], folder, 62, tok.mask_token_id, head="mlm",
+    reference(model, tok, FAMILY_CASES["roberta-mlm"], folder, ROBERTA_MAX_TOKENS, tok.mask_token_id, head="mlm",
               segments=False)
 
     torch.manual_seed(17)
@@ -557,7 +559,7 @@ def make_families(minilm: Path) -> None:
         vocab_size=len(bpe_vocab), **ROBERTA_SHAPE, problem_type="multi_label_classification",
         **labels(["joy", "anger", "surprise"]))).eval()
     model.save_pretrained(folder)
-    reference(model, tok, FAMILY_CASES["roberta-multilabel"], folder, 62, head="classification",
+    reference(model, tok, FAMILY_CASES["roberta-multilabel"], folder, ROBERTA_MAX_TOKENS, head="classification",
               segments=False)
 
     torch.manual_seed(18)
@@ -568,7 +570,7 @@ def make_families(minilm: Path) -> None:
     tok = XLMRobertaTokenizer.from_pretrained(folder)
     model = XLMRobertaForQuestionAnswering(XLMRobertaConfig(vocab_size=len(pieces), **ROBERTA_SHAPE)).eval()
     model.save_pretrained(folder)
-    reference(model, tok, FAMILY_CASES["xlmr-qa"], folder, 62, head="qa", segments=False)
+    reference(model, tok, FAMILY_CASES["xlmr-qa"], folder, ROBERTA_MAX_TOKENS, head="qa", segments=False)
 
     files, bpe_vocab, merges = train_bpe(["<|endoftext|>"])
     end_of_text = bpe_vocab["<|endoftext|>"]
