@@ -1,60 +1,113 @@
 #!/usr/bin/env python3
-"""The speed reference for `bertscope bench`: transformers' eager BertModel with every attention
-map returned, on the same checkpoint, input length and thread count.
+"""The speed reference for `bertscope bench`: transformers' eager model with every attention map
+returned, on the same checkpoint, input length and thread count.
 
     /tmp/ref/bin/python tools/bench_reference.py --write-model /tmp/bert-base-random
+    /tmp/ref/bin/python tools/bench_reference.py --write-model /tmp/gpt2-random --family gpt2
     /tmp/ref/bin/python tools/bench_reference.py --model /tmp/bert-base-random --seq-len 128
     cargo run --release -- bench --model /tmp/bert-base-random --seq-len 128
 
---write-model saves a random-weight bert-base-shaped BertForPreTraining (12 layers, hidden 768,
-12 heads) with the bert-base-uncased tokenizer files copied from --tokenizer-from, so both tools
-time the same shapes. Prints `median_ms <float>` last, like `bertscope bench`.
+--write-model saves a random-weight checkpoint of a family's base shapes (--large: bert-large's):
+bert (BertForPreTraining, 12 layers, hidden 768, 12 heads), distilbert (DistilBertForMaskedLM,
+6 layers), roberta (RobertaForMaskedLM, 12 layers, vocabulary 50265) or gpt2 (GPT2LMHeadModel,
+124M, vocabulary 50257). BERT and DistilBERT get the bert-base-uncased tokenizer files from
+--tokenizer-from; RoBERTa and GPT-2 a small byte-level BPE tokenizer trained here (the ids it
+produces are a subset of the model's vocabulary, so the shapes timed are the real ones).
+
+The timed model computes what `bertscope bench` computes: the encoder with every attention map
+for the encoder families (whose heads need a mask or a pair to run), and GPT-2 with its LM head,
+whose next-token logits `bench` computes at every position. Prints `median_ms <float>` last.
 """
 
 import argparse
+import json
 import shutil
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForPreTraining, BertModel
+import transformers as T
+
+CORPUS = ["The quick brown fox jumps over the lazy dog while teachers explain how attention heads "
+          "in transformer models relate every word of a sentence to every other word."] * 50
 
 
-def write_model(folder: Path, tokenizer_from: Path, large: bool) -> None:
+def byte_level_tokenizer(folder: Path, specials: list[str]) -> None:
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=1000, special_tokens=specials, show_progress=False)
+    bpe.save_model(str(folder))
+
+
+def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) -> None:
     torch.manual_seed(0)
-    config = BertConfig(attn_implementation="eager")
-    if large:
-        config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                            intermediate_size=4096, attn_implementation="eager")
-    BertForPreTraining(config).eval().save_pretrained(folder)
-    for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(tokenizer_from / name, folder / name)
+    folder.mkdir(parents=True, exist_ok=True)
+    eager = {"attn_implementation": "eager"}
+    if family == "bert":
+        config = T.BertConfig(**eager)
+        if large:
+            config = T.BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                  intermediate_size=4096, **eager)
+        T.BertForPreTraining(config).eval().save_pretrained(folder)
+    elif family == "distilbert":
+        T.DistilBertForMaskedLM(T.DistilBertConfig(**eager)).eval().save_pretrained(folder)
+    elif family == "roberta":
+        config = T.RobertaConfig(max_position_embeddings=514, type_vocab_size=1, **eager)
+        T.RobertaForMaskedLM(config).eval().save_pretrained(folder)
+        byte_level_tokenizer(folder, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    elif family == "gpt2":
+        T.GPT2LMHeadModel(T.GPT2Config(**eager)).eval().save_pretrained(folder)
+        byte_level_tokenizer(folder, ["<|endoftext|>"])
+        # GPT-2's real vocabulary ends with <|endoftext|> at 50256; ours starts with it.
+        config = json.loads((folder / "config.json").read_text())
+        config["bos_token_id"] = config["eos_token_id"] = 0
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if family in ("bert", "distilbert"):
+        for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json"]:
+            shutil.copy(tokenizer_from / name, folder / name)
+    (folder / "generation_config.json").unlink(missing_ok=True)
     print(f"wrote {folder}")
 
 
 def bench(folder: Path, seq_len: int, iters: int, threads: int) -> None:
     torch.set_num_threads(threads)
-    model = BertModel.from_pretrained(folder, attn_implementation="eager").eval()
+    model_type = json.loads((folder / "config.json").read_text())["model_type"]
+    classes = {"bert": T.BertModel, "distilbert": T.DistilBertModel, "roberta": T.RobertaModel,
+               "xlm-roberta": T.XLMRobertaModel, "gpt2": T.GPT2LMHeadModel}
+    model = classes[model_type].from_pretrained(folder, attn_implementation="eager").eval()
     ids = torch.randint(1000, 5000, (1, seq_len))
-    ids[0, 0], ids[0, -1] = 101, 102
-    segments = torch.zeros_like(ids)
+    inputs = {"input_ids": ids}
+    if model_type == "bert":
+        ids[0, 0], ids[0, -1] = 101, 102
+        inputs["token_type_ids"] = torch.zeros_like(ids)
+    elif model_type == "distilbert":
+        ids[0, 0], ids[0, -1] = 101, 102
+    elif model_type in ("roberta", "xlm-roberta"):
+        ids[0, 0], ids[0, -1] = 0, 2
     times = []
     with torch.inference_mode():
         for _ in range(iters + 3):
             start = time.perf_counter()
-            model(input_ids=ids, token_type_ids=segments, output_attentions=True)
+            model(**inputs, output_attentions=True)
             times.append((time.perf_counter() - start) * 1e3)
     times = times[3:]
-    print(f"transformers eager, output_attentions=True, {torch.get_num_threads()} threads, seq_len {seq_len}")
+    print(f"transformers {transformers_version()} eager {type(model).__name__}, output_attentions=True, "
+          f"{torch.get_num_threads()} threads, seq_len {seq_len}")
     print("runs_ms [" + ", ".join(f"{t:.1f}" for t in times) + "]")
     print(f"median_ms {statistics.median(times):.3f}")
 
 
+def transformers_version() -> str:
+    return T.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write-model", type=Path, help="folder to write a random bert-base checkpoint to")
-    parser.add_argument("--large", action="store_true", help="write bert-large shapes instead")
+    parser.add_argument("--write-model", type=Path, help="folder to write a random checkpoint to")
+    parser.add_argument("--family", choices=["bert", "distilbert", "roberta", "gpt2"], default="bert")
+    parser.add_argument("--large", action="store_true", help="bert-large shapes instead (bert only)")
     parser.add_argument("--tokenizer-from", type=Path, default=Path("../shared/models/all-MiniLM-L6-v2"))
     parser.add_argument("--model", type=Path, help="checkpoint folder to time")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -62,7 +115,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.write_model:
-        write_model(args.write_model, args.tokenizer_from, args.large)
+        write_model(args.write_model, args.family, args.tokenizer_from, args.large)
     if args.model:
         bench(args.model, args.seq_len, args.iters, args.threads)
 

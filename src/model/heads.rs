@@ -19,33 +19,35 @@ pub fn sigmoid(x: f32) -> f32 {
 }
 
 /// The `k` largest entries of a row, largest first (ties keep the lower id, as `torch.topk` does
-/// on CPU in practice).
+/// on CPU in practice). One pass with a small sorted buffer: `k` is a handful, rows are as long as
+/// a vocabulary.
 pub fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-    let k = k.min(order.len());
-    let by_value_desc = |a: &u32, b: &u32| {
-        values[*b as usize]
-            .total_cmp(&values[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < order.len() && k > 0 {
-        order.select_nth_unstable_by(k - 1, by_value_desc);
+    let k = k.min(values.len());
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
     }
-    order.truncate(k);
-    order.sort_by(by_value_desc);
-    order
-        .into_iter()
-        .map(|id| (id, values[id as usize]))
-        .collect()
+    for (id, &value) in values.iter().enumerate() {
+        let full = best.len() == k;
+        // Strictly greater: on a tie the earlier (lower) id keeps its place.
+        if full && best[k - 1].1.total_cmp(&value).is_ge() {
+            continue;
+        }
+        let at = best.partition_point(|&(_, kept)| kept.total_cmp(&value).is_ge());
+        best.insert(at, (id as u32, value));
+        best.truncate(k);
+    }
+    best
 }
 
 /// The `k` most probable entries of `softmax(logits)`, most probable first, without
 /// materialising the whole distribution.
 pub fn top_k_softmax(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let best = top_k(logits, k.max(1));
+    let max = best.first().map_or(0.0, |&(_, logit)| logit);
     let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
-    top_k(logits, k)
-        .into_iter()
+    best.into_iter()
+        .take(k)
         .map(|(id, logit)| (id, (logit - max).exp() / sum))
         .collect()
 }
@@ -252,6 +254,11 @@ mod tests {
             vec![(1, 0.4), (2, 0.4), (0, 0.1)]
         );
         assert_eq!(top_k(&[1.0], 5).len(), 1);
+        assert_eq!(top_k(&[3.0, 1.0, 2.0, 5.0, 4.0], 2), vec![(3, 5.0), (4, 4.0)]);
+        assert_eq!(top_k(&[1.0, 1.0, 1.0], 2), vec![(0, 1.0), (1, 1.0)]);
+        let probs = top_k_softmax(&[0.0, 2.0_f32.ln(), 0.0], 2);
+        assert_eq!(probs[0].0, 1);
+        assert!((probs[0].1 - 0.5).abs() < 1e-6 && (probs[1].1 - 0.25).abs() < 1e-6);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod tokenizer;
 pub mod weights;
 
 use std::str::FromStr;
+
+use rayon::slice::ParallelSlice;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -162,9 +164,10 @@ impl AnalysisRequest {
     }
 }
 
-/// Rows of the last hidden states a causal LM head reads at once, so that the logits of a
-/// 1024-token input never need a `[1024, vocab]` array.
-const NEXT_TOKEN_ROWS_PER_PASS: usize = 64;
+/// Rows of the last hidden states a causal LM head reads at once: one pass over the vocabulary
+/// matrix serves this many positions, and the logits of a 1024-token input never need a
+/// `[1024, vocab]` array.
+const NEXT_TOKEN_ROWS_PER_PASS: usize = 256;
 
 impl LoadedModel {
     /// Finds, downloads if needed (reporting to `progress`), and loads a model on a device.
@@ -483,8 +486,9 @@ impl LoadedModel {
         vocab: usize,
         top_k: usize,
     ) -> Vec<TokenPrediction> {
-        rows.iter()
-            .zip(logits.chunks_exact(vocab.max(1)))
+        use rayon::prelude::{IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator};
+        rows.par_iter()
+            .zip(logits.par_chunks_exact(vocab.max(1)))
             .map(|(&position, row)| TokenPrediction {
                 position,
                 top_k: heads::top_k_softmax(row, top_k)
