@@ -1,4 +1,5 @@
-//! bertscope: run BERT locally and see inside it.
+//! bertscope: run transformer models (BERT, DistilBERT, RoBERTa, XLM-RoBERTa, GPT-2) locally and
+//! see inside them.
 //!
 //! The library holds everything the app and the command line share. [`model`] finds, loads and
 //! runs checkpoints while capturing every attention map; [`export`] turns captured data into

@@ -78,6 +78,75 @@ fn missing_files_are_named() {
 }
 
 #[test]
+fn a_sentencepiece_model_without_tokenizer_json_says_how_to_convert() {
+    let dir = copy_of("xlmr-qa");
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    std::fs::write(dir.path().join("sentencepiece.bpe.model"), b"protobuf").unwrap();
+    let err = load(dir.path()).map(|_| ()).unwrap_err();
+    assert!(
+        err.contains("sentencepiece.bpe.model") && err.contains("save_pretrained"),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
+fn vocabulary_files_must_suit_the_family() {
+    // A RoBERTa folder with a WordPiece vocabulary instead of its byte-level BPE files.
+    let dir = copy_of("roberta-mlm");
+    std::fs::remove_file(dir.path().join("vocab.json")).unwrap();
+    std::fs::remove_file(dir.path().join("merges.txt")).unwrap();
+    std::fs::copy(
+        fixture("bert-qa").join("vocab.txt"),
+        dir.path().join("vocab.txt"),
+    )
+    .unwrap();
+    let err = load(dir.path()).map(|_| ()).unwrap_err();
+    assert!(
+        err.contains("a roberta model needs tokenizer.json, or vocab.json with merges.txt"),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
+fn gpt2_refuses_pairs_and_empty_text_clearly() {
+    let model = load(&fixture("gpt2-lm")).unwrap();
+    let err = model
+        .analyze(&AnalysisRequest::new("a").with_text_b(Some("b".into())))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("GPT-2 reads one text"), "{err}");
+    let err = model
+        .analyze(&AnalysisRequest::new(""))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the text is empty"), "{err}");
+    // Long texts are cut to n_positions, and the cut is counted.
+    let analysis = model
+        .analyze(&AnalysisRequest::new(
+            "the history of the world ".repeat(40),
+        ))
+        .unwrap();
+    assert_eq!(analysis.len(), 64);
+    assert!(analysis.dropped_tokens > 0);
+    assert!(analysis.causal);
+}
+
+#[test]
+fn roberta_counts_positions_from_after_padding() {
+    let model = load(&fixture("roberta-mlm")).unwrap();
+    assert_eq!(model.config().max_tokens(), 64);
+    // A typed <pad> keeps position `pad` and does not advance the count, as in transformers.
+    assert_eq!(
+        model.config().position_ids(&[0, 9, 1, 9, 2]),
+        [2, 3, 1, 4, 5]
+    );
+}
+
+#[test]
 fn shape_disagreeing_with_config_is_an_error_naming_the_tensor() {
     let dir = copy_of("tiny-modern");
     edit_config(dir.path(), |config| config["intermediate_size"] = 48.into());

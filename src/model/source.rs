@@ -172,6 +172,14 @@ pub fn resolve_folder(folder: &Path) -> Result<ModelFiles> {
         TokenizerVocab::WordPiece(vocab)
     } else if let (Some(vocab), Some(merges)) = (file("vocab.json"), file("merges.txt")) {
         TokenizerVocab::Bpe { vocab, merges }
+    } else if let Some(sentencepiece) = ["sentencepiece.bpe.model", "spiece.model"]
+        .into_iter()
+        .find_map(file)
+    {
+        return Err(ModelError::Tokenizer {
+            path: sentencepiece,
+            reason: "bertscope reads SentencePiece tokenizers from tokenizer.json, which is not here; write it once with transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder)".to_owned(),
+        });
     } else {
         return Err(ModelError::MissingFile {
             folder: folder.to_owned(),
