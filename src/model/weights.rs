@@ -191,12 +191,9 @@ impl WeightStore {
         inputs: usize,
         outputs: usize,
     ) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.tensor(&format!("{stem}.weight"), scope, &[outputs, inputs])?,
-            bias: Some(self.tensor(&format!("{stem}.bias"), scope, &[outputs])?),
-            inputs,
-            outputs,
-        })
+        let mut linear = self.linear_without_bias(stem, scope, inputs, outputs)?;
+        linear.bias = Some(self.tensor(&format!("{stem}.bias"), scope, &[outputs])?);
+        Ok(linear)
     }
 
     /// A `Linear` created with `bias=False`.

@@ -7,14 +7,16 @@
 //! RoBERTa's encoder is BERT's under another prefix, so [`encoder_config`] and [`encoder`] serve
 //! both.
 
-use super::{label_rows, saved_as, Description, Family};
+use super::parts::{
+    encoder_layers, label_rows, masked_lm, question_answering, saved_as, token_classifier,
+    two_layer_head, EncoderLayerNames, MaskedLmNames,
+};
+use super::{Description, Family};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
 use crate::model::error::Result;
-use crate::model::params::{
-    EmbeddingWeights, HeadInput, HeadKind, HeadOp, HeadWeights, LayerWeights, Linear, ModelWeights,
-};
+use crate::model::params::{EmbeddingWeights, HeadKind, LayerWeights, ModelWeights};
 use crate::model::tokenizer::{
     Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles,
 };
@@ -83,6 +85,20 @@ pub(super) fn encoder_config(
     })
 }
 
+/// How BERT and RoBERTa spell an encoder layer.
+const LAYER_NAMES: EncoderLayerNames = EncoderLayerNames {
+    prefix: "encoder.layer",
+    qkv: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ],
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    ffn: ["intermediate.dense", "output.dense"],
+    ffn_norm: "output.LayerNorm",
+};
+
 /// The embeddings and layers BERT and RoBERTa share (`embeddings.*`, `encoder.layer.*`).
 pub(super) fn encoder(
     store: &WeightStore,
@@ -108,123 +124,9 @@ pub(super) fn encoder(
         )?),
         norm: Some(store.norm("embeddings.LayerNorm", Scope::Base, hidden, eps)?),
     };
-    let layers = (0..config.num_hidden_layers)
-        .map(|index| {
-            let name = |part: &str| format!("encoder.layer.{index}.{part}");
-            let qkv = ["query", "key", "value"]
-                .iter()
-                .map(|part| {
-                    store.linear(
-                        &name(&format!("attention.self.{part}")),
-                        Scope::Base,
-                        hidden,
-                        hidden,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(LayerWeights {
-                qkv: Linear::stack(qkv),
-                attention_output: store.linear(
-                    &name("attention.output.dense"),
-                    Scope::Base,
-                    hidden,
-                    hidden,
-                )?,
-                attention_norm: store.norm(
-                    &name("attention.output.LayerNorm"),
-                    Scope::Base,
-                    hidden,
-                    eps,
-                )?,
-                ffn_in: store.linear(
-                    &name("intermediate.dense"),
-                    Scope::Base,
-                    hidden,
-                    config.intermediate_size,
-                )?,
-                ffn_out: store.linear(
-                    &name("output.dense"),
-                    Scope::Base,
-                    config.intermediate_size,
-                    hidden,
-                )?,
-                ffn_norm: store.norm(&name("output.LayerNorm"), Scope::Base, hidden, eps)?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok((embeddings, layers))
-}
-
-/// A decoder to the vocabulary: its own weight when stored, else the word embeddings it is tied
-/// to (transformers writes tied checkpoints without it); the bias under whichever of `biases`
-/// is stored.
-pub(super) fn vocabulary_decoder(
-    store: &WeightStore,
-    config: &ModelConfig,
-    weight: &str,
-    biases: &[&str],
-) -> Result<HeadOp> {
-    let (vocab, hidden) = (config.vocab_size, config.hidden_size);
-    let bias_name = biases
-        .iter()
-        .find(|name| store.has(name, Scope::Top))
-        .unwrap_or(&biases[0]);
-    let bias = store.tensor(bias_name, Scope::Top, &[vocab])?;
-    if !store.has(weight, Scope::Top) {
-        return Ok(HeadOp::TiedDecoder { bias: Some(bias) });
-    }
-    Ok(HeadOp::Linear(Linear {
-        weight: store.tensor(weight, Scope::Top, &[vocab, hidden])?,
-        bias: Some(bias),
-        inputs: hidden,
-        outputs: vocab,
-    }))
-}
-
-/// A head that reads hidden-state rows through `ops` into `outputs` logits each.
-pub(super) fn head(
-    kind: HeadKind,
-    input: HeadInput,
-    ops: Vec<HeadOp>,
-    outputs: usize,
-) -> HeadWeights {
-    HeadWeights {
-        kind,
-        input,
-        ops,
-        outputs,
-    }
-}
-
-/// The `qa_outputs` head every encoder family spells the same way, when present.
-pub(super) fn question_answering(
-    store: &WeightStore,
-    config: &ModelConfig,
-) -> Result<Option<HeadWeights>> {
-    if !store.has("qa_outputs.weight", Scope::Top) {
-        return Ok(None);
-    }
-    let linear = store.linear("qa_outputs", Scope::Top, config.hidden_size, 2)?;
-    Ok(Some(head(
-        HeadKind::QuestionAnswering,
-        HeadInput::Every,
-        vec![HeadOp::Linear(linear)],
-        2,
-    )))
-}
-
-/// A token-classification `classifier` (one linear layer on every token).
-pub(super) fn token_classifier(
-    store: &WeightStore,
-    config: &ModelConfig,
-    labels: usize,
-) -> Result<HeadWeights> {
-    let linear = store.linear("classifier", Scope::Top, config.hidden_size, labels)?;
-    Ok(head(
-        HeadKind::TokenClassification,
-        HeadInput::Every,
-        vec![HeadOp::Linear(linear)],
-        labels,
+    Ok((
+        embeddings,
+        encoder_layers(store, config, &LAYER_NAMES, eps)?,
     ))
 }
 
@@ -242,76 +144,46 @@ impl Description for Bert {
     fn load_weights(&self, store: &mut WeightStore, config: &ModelConfig) -> Result<ModelWeights> {
         store.detect_base_prefix("bert.", "embeddings.word_embeddings.weight");
         let (embeddings, layers) = encoder(store, config)?;
-        let hidden = config.hidden_size;
         let mut heads = Vec::new();
-
         if store.has("cls.predictions.transform.dense.weight", Scope::Top) {
-            heads.push(head(
-                HeadKind::MaskedLm,
-                HeadInput::Requested,
-                vec![
-                    HeadOp::Linear(store.linear(
-                        "cls.predictions.transform.dense",
-                        Scope::Top,
-                        hidden,
-                        hidden,
-                    )?),
-                    HeadOp::Activation(config.hidden_act),
-                    HeadOp::Norm(store.norm(
-                        "cls.predictions.transform.LayerNorm",
-                        Scope::Top,
-                        hidden,
-                        config.layer_norm_eps,
-                    )?),
-                    vocabulary_decoder(
-                        store,
-                        config,
-                        "cls.predictions.decoder.weight",
-                        &["cls.predictions.bias", "cls.predictions.decoder.bias"],
-                    )?,
-                ],
-                config.vocab_size,
-            ));
+            heads.push(masked_lm(
+                store,
+                config,
+                &MaskedLmNames {
+                    transform: "cls.predictions.transform.dense",
+                    norm: "cls.predictions.transform.LayerNorm",
+                    decoder: "cls.predictions.decoder.weight",
+                    biases: &["cls.predictions.bias", "cls.predictions.decoder.bias"],
+                },
+                config.hidden_act,
+                config.layer_norm_eps,
+            )?);
         }
         let has_pooler = store.has("pooler.dense.weight", Scope::Base);
-        let pooler = || -> Result<Vec<HeadOp>> {
-            Ok(vec![
-                HeadOp::Linear(store.linear("pooler.dense", Scope::Base, hidden, hidden)?),
-                HeadOp::Activation(Activation::Tanh),
-            ])
+        let pooled = |kind, classifier: &str, outputs| {
+            two_layer_head(
+                store,
+                config,
+                kind,
+                ("pooler.dense", Scope::Base),
+                Activation::Tanh,
+                classifier,
+                outputs,
+            )
         };
         if has_pooler && store.has("cls.seq_relationship.weight", Scope::Top) {
-            let mut ops = pooler()?;
-            ops.push(HeadOp::Linear(store.linear(
-                "cls.seq_relationship",
-                Scope::Top,
-                hidden,
-                2,
-            )?));
-            heads.push(head(HeadKind::NextSentence, HeadInput::First, ops, 2));
+            heads.push(pooled(HeadKind::NextSentence, "cls.seq_relationship", 2)?);
         }
         if let Some(labels) = label_rows(store, "classifier.weight") {
             // Both task classes call their layer `classifier`; the class name, else the pooler
             // (which BertForTokenClassification leaves out), tells them apart.
             let per_token = saved_as(config, "ForTokenClassification")
                 || (!saved_as(config, "ForSequenceClassification") && !has_pooler);
-            if per_token {
-                heads.push(token_classifier(store, config, labels)?);
+            heads.push(if per_token {
+                token_classifier(store, config, labels)?
             } else {
-                let mut ops = pooler()?;
-                ops.push(HeadOp::Linear(store.linear(
-                    "classifier",
-                    Scope::Top,
-                    hidden,
-                    labels,
-                )?));
-                heads.push(head(
-                    HeadKind::SequenceClassification,
-                    HeadInput::First,
-                    ops,
-                    labels,
-                ));
-            }
+                pooled(HeadKind::SequenceClassification, "classifier", labels)?
+            });
         }
         heads.extend(question_answering(store, config)?);
         Ok(ModelWeights {

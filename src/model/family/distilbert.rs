@@ -6,15 +6,16 @@
 //! `DistilBertForSequenceClassification` (`pre_classifier`, ReLU, `classifier` on the first
 //! token), `DistilBertForTokenClassification` and `DistilBertForQuestionAnswering`.
 
-use super::bert::{head, question_answering, token_classifier, vocabulary_decoder};
-use super::{label_rows, Description, Family};
+use super::parts::{
+    encoder_layers, label_rows, masked_lm, question_answering, token_classifier, two_layer_head,
+    EncoderLayerNames, MaskedLmNames,
+};
+use super::{Description, Family};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
 use crate::model::error::Result;
-use crate::model::params::{
-    EmbeddingWeights, HeadInput, HeadKind, HeadOp, LayerWeights, Linear, ModelWeights,
-};
+use crate::model::params::{EmbeddingWeights, HeadKind, ModelWeights};
 use crate::model::tokenizer::TokenizerConventions;
 use crate::model::weights::{Scope, WeightStore};
 
@@ -23,6 +24,15 @@ pub(super) struct DistilBert;
 
 /// DistilBERT hard-codes its LayerNorm epsilon.
 const EPS: f64 = 1e-12;
+
+const LAYER_NAMES: EncoderLayerNames = EncoderLayerNames {
+    prefix: "transformer.layer",
+    qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+    attention_output: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    ffn: ["ffn.lin1", "ffn.lin2"],
+    ffn_norm: "output_layer_norm",
+};
 
 /// transformers' `create_sinusoidal_embeddings`: `sin(pos / 10000^(2⌊j/2⌋/dim))` in even
 /// columns, `cos` in odd ones, computed in f64 and stored as f32.
@@ -107,85 +117,36 @@ impl Description for DistilBert {
             segment: None,
             norm: Some(store.norm("embeddings.LayerNorm", Scope::Base, hidden, EPS)?),
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|index| {
-                let name = |part: &str| format!("transformer.layer.{index}.{part}");
-                let qkv = ["q_lin", "k_lin", "v_lin"]
-                    .iter()
-                    .map(|part| {
-                        store.linear(
-                            &name(&format!("attention.{part}")),
-                            Scope::Base,
-                            hidden,
-                            hidden,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(LayerWeights {
-                    qkv: Linear::stack(qkv),
-                    attention_output: store.linear(
-                        &name("attention.out_lin"),
-                        Scope::Base,
-                        hidden,
-                        hidden,
-                    )?,
-                    attention_norm: store.norm(&name("sa_layer_norm"), Scope::Base, hidden, EPS)?,
-                    ffn_in: store.linear(
-                        &name("ffn.lin1"),
-                        Scope::Base,
-                        hidden,
-                        config.intermediate_size,
-                    )?,
-                    ffn_out: store.linear(
-                        &name("ffn.lin2"),
-                        Scope::Base,
-                        config.intermediate_size,
-                        hidden,
-                    )?,
-                    ffn_norm: store.norm(&name("output_layer_norm"), Scope::Base, hidden, EPS)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-
+        let layers = encoder_layers(store, config, &LAYER_NAMES, EPS)?;
         let mut heads = Vec::new();
         if store.has("vocab_transform.weight", Scope::Top) {
-            heads.push(head(
-                HeadKind::MaskedLm,
-                HeadInput::Requested,
-                vec![
-                    HeadOp::Linear(store.linear("vocab_transform", Scope::Top, hidden, hidden)?),
-                    HeadOp::Activation(config.hidden_act),
-                    HeadOp::Norm(store.norm("vocab_layer_norm", Scope::Top, hidden, EPS)?),
-                    vocabulary_decoder(
-                        store,
-                        config,
-                        "vocab_projector.weight",
-                        &["vocab_projector.bias"],
-                    )?,
-                ],
-                config.vocab_size,
-            ));
+            heads.push(masked_lm(
+                store,
+                config,
+                &MaskedLmNames {
+                    transform: "vocab_transform",
+                    norm: "vocab_layer_norm",
+                    decoder: "vocab_projector.weight",
+                    biases: &["vocab_projector.bias"],
+                },
+                config.hidden_act,
+                EPS,
+            )?);
         }
         if let Some(labels) = label_rows(store, "classifier.weight") {
-            if store.has("pre_classifier.weight", Scope::Top) {
-                heads.push(head(
+            heads.push(if store.has("pre_classifier.weight", Scope::Top) {
+                two_layer_head(
+                    store,
+                    config,
                     HeadKind::SequenceClassification,
-                    HeadInput::First,
-                    vec![
-                        HeadOp::Linear(store.linear(
-                            "pre_classifier",
-                            Scope::Top,
-                            hidden,
-                            hidden,
-                        )?),
-                        HeadOp::Activation(Activation::Relu),
-                        HeadOp::Linear(store.linear("classifier", Scope::Top, hidden, labels)?),
-                    ],
+                    ("pre_classifier", Scope::Top),
+                    Activation::Relu,
+                    "classifier",
                     labels,
-                ));
+                )?
             } else {
-                heads.push(token_classifier(store, config, labels)?);
-            }
+                token_classifier(store, config, labels)?
+            });
         }
         heads.extend(question_answering(store, config)?);
         Ok(ModelWeights {

@@ -6,8 +6,8 @@
 //! to `wte` when absent), `GPT2ForSequenceClassification`'s `score` (on the last token that is
 //! not padding) and `GPT2ForTokenClassification`'s `classifier`.
 
-use super::bert::{head, token_classifier};
-use super::{label_rows, Description, Family};
+use super::parts::{head, label_rows, token_classifier};
+use super::{Description, Family};
 use crate::model::config::{
     Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };

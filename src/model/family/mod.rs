@@ -8,6 +8,7 @@
 mod bert;
 mod distilbert;
 mod gpt2;
+mod parts;
 mod roberta;
 
 use super::config::{ConfigReader, ModelConfig};
@@ -131,22 +132,4 @@ pub(crate) trait Description: Sync {
 
     /// Special tokens, framing and vocabulary files of the family's tokenizer.
     fn tokenizer(&self) -> TokenizerConventions;
-}
-
-/// Whether the checkpoint was saved from a transformers class whose name ends with `suffix`
-/// (`ForSequenceClassification`, ...).
-fn saved_as(config: &ModelConfig, suffix: &str) -> bool {
-    config
-        .model_classes
-        .iter()
-        .any(|class| class.ends_with(suffix))
-}
-
-/// The rows of a stored classifier matrix (its label count), when present.
-fn label_rows(store: &WeightStore, name: &str) -> Option<usize> {
-    use super::weights::Scope;
-    store
-        .shape(name, Scope::Top)
-        .filter(|shape| shape.len() == 2)
-        .map(|shape| shape[0])
 }

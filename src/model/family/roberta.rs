@@ -6,13 +6,14 @@
 //! `*ForQuestionAnswering`. XLM-RoBERTa differs only in its SentencePiece tokenizer, which comes
 //! from `tokenizer.json`.
 
-use super::bert::{
-    encoder, encoder_config, head, question_answering, token_classifier, vocabulary_decoder,
+use super::bert::{encoder, encoder_config};
+use super::parts::{
+    label_rows, masked_lm, question_answering, token_classifier, two_layer_head, MaskedLmNames,
 };
 use super::{Description, Family};
 use crate::model::config::{Activation, ConfigReader, ModelConfig, PositionIds, Segments};
 use crate::model::error::Result;
-use crate::model::params::{HeadInput, HeadKind, HeadOp, ModelWeights};
+use crate::model::params::{HeadKind, ModelWeights};
 use crate::model::tokenizer::{
     Framing, SpecialTokens, TokenStyle, TokenizerConventions, VocabFiles,
 };
@@ -40,50 +41,33 @@ impl Description for Roberta {
     fn load_weights(&self, store: &mut WeightStore, config: &ModelConfig) -> Result<ModelWeights> {
         store.detect_base_prefix("roberta.", "embeddings.word_embeddings.weight");
         let (embeddings, layers) = encoder(store, config)?;
-        let hidden = config.hidden_size;
         let mut heads = Vec::new();
         if store.has("lm_head.dense.weight", Scope::Top) {
-            heads.push(head(
-                HeadKind::MaskedLm,
-                HeadInput::Requested,
-                vec![
-                    HeadOp::Linear(store.linear("lm_head.dense", Scope::Top, hidden, hidden)?),
-                    // RobertaLMHead calls `gelu` itself, whatever `hidden_act` says.
-                    HeadOp::Activation(Activation::GeluErf),
-                    HeadOp::Norm(store.norm(
-                        "lm_head.layer_norm",
-                        Scope::Top,
-                        hidden,
-                        config.layer_norm_eps,
-                    )?),
-                    vocabulary_decoder(
-                        store,
-                        config,
-                        "lm_head.decoder.weight",
-                        &["lm_head.bias", "lm_head.decoder.bias"],
-                    )?,
-                ],
-                config.vocab_size,
-            ));
+            heads.push(masked_lm(
+                store,
+                config,
+                &MaskedLmNames {
+                    transform: "lm_head.dense",
+                    norm: "lm_head.layer_norm",
+                    decoder: "lm_head.decoder.weight",
+                    biases: &["lm_head.bias", "lm_head.decoder.bias"],
+                },
+                // RobertaLMHead calls `gelu` itself, whatever `hidden_act` says.
+                Activation::GeluErf,
+                config.layer_norm_eps,
+            )?);
         }
-        if store.has("classifier.out_proj.weight", Scope::Top) {
-            let labels = super::label_rows(store, "classifier.out_proj.weight").unwrap_or(1);
-            heads.push(head(
+        if let Some(labels) = label_rows(store, "classifier.out_proj.weight") {
+            heads.push(two_layer_head(
+                store,
+                config,
                 HeadKind::SequenceClassification,
-                HeadInput::First,
-                vec![
-                    HeadOp::Linear(store.linear("classifier.dense", Scope::Top, hidden, hidden)?),
-                    HeadOp::Activation(Activation::Tanh),
-                    HeadOp::Linear(store.linear(
-                        "classifier.out_proj",
-                        Scope::Top,
-                        hidden,
-                        labels,
-                    )?),
-                ],
+                ("classifier.dense", Scope::Top),
+                Activation::Tanh,
+                "classifier.out_proj",
                 labels,
-            ));
-        } else if let Some(labels) = super::label_rows(store, "classifier.weight") {
+            )?);
+        } else if let Some(labels) = label_rows(store, "classifier.weight") {
             heads.push(token_classifier(store, config, labels)?);
         }
         heads.extend(question_answering(store, config)?);
