@@ -103,7 +103,7 @@ fn vocabulary_files_must_suit_the_family() {
     .unwrap();
     let err = load(dir.path()).map(|_| ()).unwrap_err();
     assert!(
-        err.contains("a roberta model needs tokenizer.json, or vocab.json with merges.txt"),
+        err.contains("a RoBERTa model needs tokenizer.json, or vocab.json with merges.txt"),
         "{err}"
     );
     assert_one_line(&err);

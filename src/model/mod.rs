@@ -193,7 +193,7 @@ impl LoadedModel {
         let tokenizer = ModelTokenizer::load(
             &files.tokenizer,
             &description.tokenizer(),
-            config.family.model_type(),
+            config.family.name(),
             config.max_tokens(),
         )?;
         let opened = device.open()?;

@@ -183,10 +183,16 @@ impl CandleBackend {
         })
     }
 
-    fn layer_forward(&self, index: usize, layer: &Layer, x: &Tensor) -> Result<LayerCapture> {
+    fn layer_forward(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        future: Option<&Tensor>,
+    ) -> Result<LayerCapture> {
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let (context, capture) = self.attention(index, layer, x)?;
+                let (context, capture) = self.attention(index, layer, x, future)?;
                 let attended = layer
                     .attention_norm
                     .forward(&layer.attention_output.forward(&context)?.add(x)?)?;
@@ -198,7 +204,7 @@ impl CandleBackend {
             }
             NormPlacement::Pre => {
                 let (context, capture) =
-                    self.attention(index, layer, &layer.attention_norm.forward(x)?)?;
+                    self.attention(index, layer, &layer.attention_norm.forward(x)?, future)?;
                 let attended = layer.attention_output.forward(&context)?.add(x)?;
                 let inner = activate(
                     &layer.ffn_in.forward(&layer.ffn_norm.forward(&attended)?)?,
@@ -211,8 +217,15 @@ impl CandleBackend {
     }
 
     /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
-    /// and the capture (its `output` still the input, replaced by the caller).
-    fn attention(&self, index: usize, layer: &Layer, x: &Tensor) -> Result<(Tensor, LayerCapture)> {
+    /// and the capture (its `output` still the input, replaced by the caller). `future` marks
+    /// the keys after each query (`[tokens, tokens]`, 1 = masked) for causal models.
+    fn attention(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        future: Option<&Tensor>,
+    ) -> Result<(Tensor, LayerCapture)> {
         let (tokens, hidden) = x.dims2()?;
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
@@ -230,16 +243,13 @@ impl CandleBackend {
 
         let scale = f64::from(self.config.architecture.attention_scales[index]);
         let mut scores = (queries.matmul(&keys.t()?)? * scale)?;
-        if self.config.architecture.causal {
+        if let Some(future) = future {
             // Keys after the query get -inf, so the softmax gives them exactly 0.
-            let mask: Vec<u8> = (0..tokens)
-                .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
-                .collect();
-            let mask = Tensor::from_vec(mask, (tokens, tokens), &self.device)?
-                .broadcast_as(scores.shape())?;
             let blocked =
                 Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
-            scores = mask.where_cond(&blocked, &scores)?;
+            scores = future
+                .broadcast_as(scores.shape())?
+                .where_cond(&blocked, &scores)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = probs
@@ -285,9 +295,18 @@ impl Backend for CandleBackend {
         let mut attentions = Vec::with_capacity(layers);
         let mut queries = Vec::with_capacity(layers);
         let mut keys = Vec::with_capacity(layers);
+        let tokens = input.ids.len();
+        let future = if self.config.architecture.causal {
+            let mask: Vec<u8> = (0..tokens)
+                .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
+                .collect();
+            Some(Tensor::from_vec(mask, (tokens, tokens), device)?)
+        } else {
+            None
+        };
         hidden_states.push(hidden.clone());
         for (index, layer) in self.layers.iter().enumerate() {
-            let step = self.layer_forward(index, layer, &hidden)?;
+            let step = self.layer_forward(index, layer, &hidden, future.as_ref())?;
             hidden = step.output;
             if index + 1 == layers {
                 if let Some(norm) = &self.final_norm {
