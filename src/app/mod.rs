@@ -313,5 +313,8 @@ mod tests {
         // A file from an older version, missing fields, still loads.
         let old: Settings = ron::from_str("(model: \"x\")").unwrap();
         assert_eq!(old.text_a, DEFAULT_TEXT);
+        // The Masked LM tab of earlier versions opens as Predictions.
+        let old: Settings = ron::from_str("(view: (view: Mlm))").unwrap();
+        assert_eq!(old.view.view, View::Predictions);
     }
 }
