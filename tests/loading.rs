@@ -91,6 +91,23 @@ fn a_sentencepiece_model_without_tokenizer_json_says_how_to_convert() {
 }
 
 #[test]
+fn tokenizer_config_matters_only_without_tokenizer_json() {
+    // With tokenizer.json the config only names the mask token: a broken one is ignored.
+    let dir = copy_of("tiny-modern");
+    std::fs::write(dir.path().join("tokenizer_config.json"), b"{ not json").unwrap();
+    assert!(load(dir.path()).is_ok());
+    // Built from vocab.txt, its options decide the tokens: a broken one is an error.
+    let dir = copy_of("tiny-vocab-only");
+    std::fs::write(dir.path().join("tokenizer_config.json"), b"{ not json").unwrap();
+    let err = load(dir.path()).map(|_| ()).unwrap_err();
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
 fn vocabulary_files_must_suit_the_family() {
     // A RoBERTa folder with a WordPiece vocabulary instead of its byte-level BPE files.
     let dir = copy_of("roberta-mlm");

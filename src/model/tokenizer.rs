@@ -223,7 +223,8 @@ impl ModelTokenizer {
         family_name: &str,
         max_len: usize,
     ) -> Result<Self> {
-        let options = TokenizerOptions::read(files.config.as_deref(), conventions)?;
+        let has_json = matches!(files.vocab, TokenizerVocab::Json(_));
+        let options = TokenizerOptions::read(files.config.as_deref(), conventions, !has_json)?;
         let (mut inner, style, path) = match &files.vocab {
             TokenizerVocab::Json(path) => {
                 let inner = Tokenizer::from_file(path).map_err(|err| ModelError::Tokenizer {
@@ -415,16 +416,30 @@ struct TokenizerOptions {
 }
 
 impl TokenizerOptions {
-    fn read(path: Option<&Path>, conventions: &TokenizerConventions) -> Result<Self> {
+    /// Reads `tokenizer_config.json`. When `required` is false (a `tokenizer.json` says how to
+    /// tokenize, and this file only names the mask token) a file that cannot be read is ignored.
+    fn read(
+        path: Option<&Path>,
+        conventions: &TokenizerConventions,
+        required: bool,
+    ) -> Result<Self> {
         let json = match path {
             Some(path) => {
                 let bad = |reason: String| ModelError::Tokenizer {
                     path: path.to_owned(),
                     reason,
                 };
-                let text = std::fs::read_to_string(path)
-                    .map_err(|err| bad(format!("cannot read ({err})")))?;
-                serde_json::from_str(&text).map_err(|err| bad(format!("not valid JSON ({err})")))?
+                let parsed = std::fs::read_to_string(path)
+                    .map_err(|err| bad(format!("cannot read ({err})")))
+                    .and_then(|text| {
+                        serde_json::from_str(&text)
+                            .map_err(|err| bad(format!("not valid JSON ({err})")))
+                    });
+                match parsed {
+                    Ok(json) => json,
+                    Err(err) if required => return Err(err),
+                    Err(_) => Value::Null,
+                }
             }
             None => Value::Null,
         };
