@@ -208,18 +208,18 @@ pub fn entity_types(labels: &[String]) -> Vec<&str> {
     types
 }
 
-/// The most probable label of every non-special token (`special[i]`), from logits
-/// `[tokens, labels]`.
+/// The most probable label of every token that is not a special token (special tokens have no
+/// `char_offsets`), from logits `[tokens, labels]`.
 pub fn token_labels(
     logits: &[f32],
     labels: usize,
-    special: &[bool],
+    char_offsets: &[Option<(usize, usize)>],
     config: &ModelConfig,
 ) -> Vec<TokenLabel> {
     logits
         .chunks_exact(labels.max(1))
         .enumerate()
-        .filter(|(position, _)| !special[*position])
+        .filter(|(position, _)| char_offsets[*position].is_some())
         .map(|(position, row)| {
             let probs = softmax(row);
             let id = argmax(&probs);

@@ -449,7 +449,7 @@ impl LoadedModel {
                     token_classification = Some(heads::token_labels(
                         &logits(&every)?,
                         head.outputs,
-                        &encoded.special,
+                        &encoded.char_offsets,
                         &self.config,
                     ));
                 }

@@ -179,8 +179,6 @@ pub struct EncodedText {
     pub char_offsets: Vec<Option<(usize, usize)>>,
     /// Which sentence each token comes from (0 = A, 1 = B); `None` for special tokens.
     pub sentence: Vec<Option<usize>>,
-    /// Whether each token was added by the tokenizer or is one of its special tokens.
-    pub special: Vec<bool>,
     /// Tokens cut off because the input was longer than the model accepts.
     pub dropped_tokens: usize,
 }
@@ -201,7 +199,6 @@ impl EncodedText {
         shorten(&mut self.segment_ids, len);
         shorten(&mut self.char_offsets, len);
         shorten(&mut self.sentence, len);
-        shorten(&mut self.special, len);
         self.dropped_tokens += dropped;
     }
 }
@@ -353,16 +350,11 @@ impl ModelTokenizer {
             dropped_tokens = full_len - encoding.len();
         }
         let sentence: Vec<Option<usize>> = encoding.get_sequence_ids();
-        let special: Vec<bool> = encoding
-            .get_special_tokens_mask()
-            .iter()
-            .map(|&mask| mask != 0)
-            .collect();
         let char_offsets = encoding
             .get_offsets()
             .iter()
-            .zip(&special)
-            .map(|(&offsets, &is_special)| (!is_special).then_some(offsets))
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(&offsets, &special)| (special == 0).then_some(offsets))
             .collect();
         // The vocabulary's spelling, as transformers' convert_ids_to_tokens gives it: an added
         // token that strips the space before it (RoBERTa's `<mask>`) is matched with the space.
@@ -380,7 +372,6 @@ impl ModelTokenizer {
             segment_ids: encoding.get_type_ids().to_vec(),
             char_offsets,
             sentence,
-            special,
             dropped_tokens,
         })
     }
