@@ -229,14 +229,13 @@ pub fn heatmap(
                 ),
             ));
     }
-    let legend = "rows: queries · columns: keys · each row sums to 1";
-    let masked_note = "grey: masked, a causal model sees only earlier tokens";
-    group =
-        group.add(text(left, matrix_top + side + 18.0, 11.0, SANS, legend).set("fill", FAINT_INK));
+    let mut notes = vec!["rows: queries · columns: keys · each row sums to 1"];
     if analysis.causal {
-        group = group.add(
-            text(left, matrix_top + side + 34.0, 11.0, SANS, masked_note).set("fill", FAINT_INK),
-        );
+        notes.push("grey: masked, a causal model sees only earlier tokens");
+    }
+    for (line, note) in notes.iter().enumerate() {
+        let y = matrix_top + side + 18.0 + 16.0 * line as f32;
+        group = group.add(text(left, y, 11.0, SANS, note).set("fill", FAINT_INK));
     }
     group = group.add(color_bar(
         left + side + 16.0,
@@ -244,13 +243,9 @@ pub fn heatmap(
         side.max(80.0),
         max,
     ));
-    let mut notes = vec![(left, legend, 11.0)];
-    if analysis.causal {
-        notes.push((left, masked_note, 11.0));
-    }
-    let width = figure_width(left + side + 16.0 + 14.0 + 56.0 + MARGIN, caption, &notes);
-    let height =
-        matrix_top + side.max(80.0) + 28.0 + 16.0 * f32::from(u8::from(analysis.causal)) + MARGIN;
+    let lines: Vec<(f32, &str, f32)> = notes.iter().map(|note| (left, *note, 11.0)).collect();
+    let width = figure_width(left + side + 16.0 + 14.0 + 56.0 + MARGIN, caption, &lines);
+    let height = matrix_top + side.max(80.0) + 12.0 + 16.0 * notes.len() as f32 + MARGIN;
     document(width, height, group)
 }
 
