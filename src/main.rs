@@ -14,7 +14,8 @@ use bertscope::bench;
 use bertscope::export::dump::DumpDocument;
 use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
 use bertscope::model::{
-    AnalysisRequest, DeviceChoice, DownloadProgress, HeadKind, LoadedModel, ModelSource,
+    AnalysisRequest, DeviceChoice, DownloadProgress, ForwardPath, HeadKind, LoadedModel,
+    ModelSource,
 };
 #[cfg(feature = "gui")]
 use bertscope::ui::View;
@@ -131,6 +132,10 @@ struct ModelArgs {
     /// cpu, cuda or metal (GPU back-ends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Run candle's tensor ops (the GPU path) even on the CPU, where the tuned kernels run by
+    /// default: to compare the two, or to try the GPU path's lazy copies without a GPU.
+    #[arg(long)]
+    candle: bool,
 }
 
 #[derive(Args)]
@@ -240,7 +245,17 @@ fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
             last_percent = Some(percent);
         }
     };
-    Ok(LoadedModel::load(&source, device, &mut report)?)
+    let forward = if args.candle {
+        ForwardPath::Candle
+    } else {
+        ForwardPath::Auto
+    };
+    Ok(LoadedModel::load_with(
+        &source,
+        device,
+        forward,
+        &mut report,
+    )?)
 }
 
 /// Notes on stderr about what the output leaves out or shortened.
@@ -268,7 +283,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let request = args.input.request();
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
-    let document = DumpDocument::new(&args.model.model, &analysis);
+    let document = DumpDocument::new(&args.model.model, &analysis)?;
     let write = |writer: &mut dyn Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *writer, &document)?;
         writer.write_all(b"\n")
@@ -323,13 +338,14 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let input = bench::synthetic_input(&model, args.seq_len)?;
     let config = model.config();
     println!(
-        "model {} ({}, {} layers x {} heads, hidden {}), device {}, {} threads",
+        "model {} ({}, {} layers x {} heads, hidden {}), device {} ({}), {} threads",
         model.name(),
         model.family(),
         config.num_hidden_layers,
         config.num_attention_heads,
         config.hidden_size,
         model.device(),
+        model.backend_name(),
         rayon::current_num_threads()
     );
     println!("load_ms {load_ms:.1}");
@@ -356,6 +372,11 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             analysis.len()
         );
     }
+    println!(
+        "compute_ms {:.3} transfer_ms {:.3}",
+        bench::median(&timings.compute_ms),
+        bench::median(&timings.transfer_ms)
+    );
     println!("median_ms {:.3}", timings.median_ms());
     Ok(())
 }

@@ -302,20 +302,21 @@ impl ModelInfo {
 /// Runs one analysis and derives the projection; used by the worker and by tests.
 pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> WorkerResponse {
     let started = Instant::now();
-    match model.analyze(&request) {
-        Ok(analysis) => {
-            let inference_ms = started.elapsed().as_secs_f64() * 1e3;
-            let projection = Projection::fit(&analysis.hidden_states);
-            WorkerResponse::Analyzed {
-                id,
-                result: Arc::new(AnalysisResult {
-                    request,
-                    analysis,
-                    projection,
-                    inference_ms,
-                }),
-            }
-        }
+    let analyzed = model.analyze(&request).and_then(|analysis| {
+        let inference_ms = started.elapsed().as_secs_f64() * 1e3;
+        let projection = Projection::fit(analysis.hidden_states.to_host()?.as_ref());
+        Ok((analysis, projection, inference_ms))
+    });
+    match analyzed {
+        Ok((analysis, projection, inference_ms)) => WorkerResponse::Analyzed {
+            id,
+            result: Arc::new(AnalysisResult {
+                request,
+                analysis,
+                projection,
+                inference_ms,
+            }),
+        },
         Err(err) => WorkerResponse::AnalysisFailed {
             id,
             message: err.to_string(),

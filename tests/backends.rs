@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bertscope::model::{DeviceChoice, F32Array, ForwardPath, LoadedModel, ModelSource};
+use bertscope::model::{CapturedArray, DeviceChoice, ForwardPath, LoadedModel, ModelSource};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -148,11 +148,16 @@ fn write_bert_base_shaped(folder: &Path) {
     std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
 }
 
-fn max_abs_diff(a: &F32Array, b: &F32Array) -> f32 {
+fn max_abs_diff(a: &CapturedArray, b: &CapturedArray) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.values()
-        .iter()
-        .zip(b.values())
+    let (a, b) = (a.to_host().unwrap(), b.to_host().unwrap());
+    slice_diff(a.values(), b.values())
+}
+
+fn slice_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
@@ -177,7 +182,7 @@ fn backends_agree_on_a_bert_base_shaped_checkpoint_at_8_128_and_512_tokens() {
         let a = tuned.run(input.clone(), &positions, 5).unwrap();
         let b = candle.run(input, &positions, 5).unwrap();
         assert_eq!(a.len(), tokens);
-        let peak = a.attentions.values().iter().copied().fold(0.0, f32::max);
+        let peak = a.attention(0, 0).iter().copied().fold(0.0, f32::max);
         assert!(
             peak > 0.2,
             "attention is peaked enough to catch errors ({peak})"
@@ -195,6 +200,18 @@ fn backends_agree_on_a_bert_base_shaped_checkpoint_at_8_128_and_512_tokens() {
         );
         assert!(max_abs_diff(&a.queries, &b.queries) <= 1e-4);
         assert!(max_abs_diff(&a.keys, &b.keys) <= 1e-4);
+        // candle keeps its captures on its device (here the CPU) and answers views from there;
+        // the tuned backend's are host arrays. Both answer every question a view asks alike.
+        assert!(a.attentions.is_on_host() && !b.attentions.is_on_host());
+        for layer in [0, 11] {
+            assert!(slice_diff(a.attention(layer, 5), b.attention(layer, 5)) <= 1e-5);
+            assert!(slice_diff(&a.attention_mean(layer), &b.attention_mean(layer)) <= 1e-5);
+            let (thumb_a, side_a) = a.attention_thumbnail(layer, 7, 96);
+            let (thumb_b, side_b) = b.attention_thumbnail(layer, 7, 96);
+            assert_eq!(side_a, side_b);
+            assert!(side_a <= 96 && side_a * tokens.div_ceil(96) >= tokens);
+            assert!(slice_diff(&thumb_a, &thumb_b) <= 1e-5);
+        }
         let (mlm_a, mlm_b) = (a.mlm.unwrap(), b.mlm.unwrap());
         assert_eq!(mlm_a.len(), 3);
         for (x, y) in mlm_a.iter().zip(&mlm_b) {

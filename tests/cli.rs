@@ -313,12 +313,13 @@ fn export_and_bench_work_for_every_family() {
         let output = bertscope(&["bench", "--model", model, "--seq-len", "16", "--iters", "2"]);
         assert!(output.status.success(), "{name}");
         let stdout = String::from_utf8(output.stdout).unwrap();
-        assert!(stdout
-            .trim_end()
-            .lines()
-            .last()
-            .unwrap()
-            .starts_with("median_ms "));
+        let lines: Vec<&str> = stdout.trim_end().lines().collect();
+        assert!(lines[lines.len() - 1].starts_with("median_ms "), "{stdout}");
+        assert!(
+            lines[lines.len() - 2].starts_with("compute_ms ")
+                && lines[lines.len() - 2].contains(" transfer_ms "),
+            "{stdout}"
+        );
     }
 }
 

@@ -115,7 +115,7 @@ fn data_exports_hold_every_value() {
     let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     assert_eq!(shape, analysis.attentions.shape());
     let values: Vec<f32> = file.into_vec().unwrap();
-    assert_eq!(values, analysis.attentions.values());
+    assert_eq!(values, analysis.attentions.to_host().unwrap().values());
 
     let csv = dir.path().join("head.csv");
     export(&csv, "tiny", &analysis, TEXT, None, &options).unwrap();

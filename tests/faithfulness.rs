@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertscope::model::{
-    Analysis, AnalysisRequest, DeviceChoice, F32Array, ForwardPath, HeadKind, LoadedModel,
+    Analysis, AnalysisRequest, CapturedArray, DeviceChoice, ForwardPath, HeadKind, LoadedModel,
     ModelSource, TokenPrediction,
 };
 use candle_core::{Device, Tensor};
@@ -102,7 +102,8 @@ fn load_both(folder: &Path) -> [LoadedModel; 2] {
     })
 }
 
-fn max_abs_diff(ours: &F32Array, reference: &Tensor) -> f32 {
+fn max_abs_diff(ours: &CapturedArray, reference: &Tensor) -> f32 {
+    let ours = ours.to_host().expect("captures copy to the host");
     assert_eq!(ours.shape(), reference.dims(), "shape");
     let expected = reference
         .flatten_all()
@@ -484,7 +485,7 @@ fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
             "attention differs by {largest:e}"
         );
         eprintln!("MiniLM at 512 tokens: largest attention difference {largest:.1e}");
-        let last = analysis.hidden_states.block(&[analysis.layers()]);
+        let last = analysis.hidden_states.matrix(&[analysis.layers()]);
         let width = analysis.hidden_states.shape()[2];
         for (&row, expected) in case.rows.iter().zip(&hidden_rows) {
             for (a, b) in last[row * width..(row + 1) * width].iter().zip(expected) {

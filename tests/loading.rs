@@ -334,8 +334,8 @@ fn queries_and_keys_reproduce_attention_on_both_paths() {
         let tokens = analysis.len();
         let head_dim = analysis.queries.shape()[3];
         for (layer, head) in [(0, 0), (1, 3)] {
-            let q = analysis.queries.block(&[layer, head]);
-            let k = analysis.keys.block(&[layer, head]);
+            let q = analysis.queries.matrix(&[layer, head]);
+            let k = analysis.keys.matrix(&[layer, head]);
             let attention = analysis.attention(layer, head);
             for i in 0..tokens {
                 let scores: Vec<f32> = (0..tokens)

@@ -28,17 +28,7 @@ impl std::fmt::Display for HeadChoice {
 pub fn attention_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32> {
     match head {
         HeadChoice::Head(head) => analysis.attention(layer, head).to_vec(),
-        HeadChoice::Mean => {
-            let heads = analysis.heads();
-            let mut mean = vec![0f32; analysis.len() * analysis.len()];
-            for head in 0..heads {
-                mean.iter_mut()
-                    .zip(analysis.attention(layer, head))
-                    .for_each(|(m, &a)| *m += a);
-            }
-            mean.iter_mut().for_each(|m| *m /= heads as f32);
-            mean
-        }
+        HeadChoice::Mean => analysis.attention_mean(layer),
     }
 }
 

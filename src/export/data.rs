@@ -32,51 +32,27 @@ pub fn head_csv(
 
 /// Every attention probability as a little-endian f32 `.npy` array `[layer, head, query, key]`.
 pub fn attention_npy(analysis: &Analysis, out: &mut dyn Write) -> std::io::Result<()> {
-    let shape: Vec<u64> = analysis
+    let attentions = analysis
         .attentions
-        .shape()
-        .iter()
-        .map(|&d| d as u64)
-        .collect();
+        .to_host()
+        .map_err(std::io::Error::other)?;
+    let shape: Vec<u64> = attentions.shape().iter().map(|&d| d as u64).collect();
     use npyz::WriterBuilder as _;
     let mut writer = npyz::WriteOptions::<f32>::new()
         .default_dtype()
         .shape(&shape)
         .writer(out)
         .begin_nd()?;
-    writer.extend(analysis.attentions.values().iter().copied())?;
+    writer.extend(attentions.values().iter().copied())?;
     writer.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::F32Array;
 
     fn tiny() -> Analysis {
-        let tokens = vec!["[CLS]".to_owned(), "a,b".to_owned(), "[SEP]".to_owned()];
-        let attention: Vec<f32> = (0..18).map(|v| v as f32 / 18.0).collect();
-        Analysis {
-            model_type: crate::model::Family::Bert,
-            token_style: crate::model::tokenizer::TokenStyle::WordPiece,
-            causal: false,
-            token_ids: vec![1, 2, 3],
-            segment_ids: vec![0; 3],
-            char_offsets: vec![None, Some((0, 3)), None],
-            sentence: vec![None, Some(0), None],
-            dropped_tokens: 0,
-            attentions: F32Array::new(vec![1, 2, 3, 3], attention).unwrap(),
-            hidden_states: F32Array::new(vec![2, 3, 1], vec![0.0; 6]).unwrap(),
-            queries: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6]).unwrap(),
-            keys: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6]).unwrap(),
-            mlm: None,
-            nsp_is_next: None,
-            next_token: None,
-            classification: None,
-            qa: None,
-            token_classification: None,
-            tokens,
-        }
+        crate::model::capture::tests::tiny_analysis()
     }
 
     #[test]

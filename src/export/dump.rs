@@ -4,10 +4,12 @@
 //! them), and each head's key when the model has the head: `mlm`, `nsp` (pairs), `next_token`,
 //! `classification`, `qa` (pairs: question and context) and `token_classification`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::model::{
-    Analysis, Answer, Classification, F32Array, Family, TokenLabel, TokenPrediction,
+    Analysis, Answer, Classification, F32Array, Family, Result, TokenLabel, TokenPrediction,
 };
 
 /// The dump document, borrowing from an analysis.
@@ -24,7 +26,7 @@ pub struct DumpDocument<'a> {
     /// Segment ids the model received.
     pub segment_ids: &'a [u32],
     /// Attention probabilities `[layer][head][query][key]`.
-    pub attentions: &'a F32Array,
+    pub attentions: Cow<'a, F32Array>,
     /// Top-5 predictions at each mask token, present when the model has an MLM head.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlm: Option<&'a [TokenPrediction]>,
@@ -53,21 +55,22 @@ pub struct NspResult {
 }
 
 impl<'a> DumpDocument<'a> {
-    /// Builds the document for one analysis.
-    pub fn new(model: &'a str, analysis: &'a Analysis) -> Self {
-        Self {
+    /// Builds the document for one analysis, copying the attention maps to the host in one
+    /// transfer when they are still on a GPU.
+    pub fn new(model: &'a str, analysis: &'a Analysis) -> Result<Self> {
+        Ok(Self {
             model,
             model_type: analysis.model_type,
             tokens: &analysis.tokens,
             token_ids: &analysis.token_ids,
             segment_ids: &analysis.segment_ids,
-            attentions: &analysis.attentions,
+            attentions: analysis.attentions.to_host()?,
             mlm: analysis.mlm.as_deref(),
             nsp: analysis.nsp_is_next.map(|is_next| NspResult { is_next }),
             next_token: analysis.next_token.as_deref(),
             classification: analysis.classification.as_ref(),
             qa: analysis.qa.as_ref(),
             token_classification: analysis.token_classification.as_deref(),
-        }
+        })
     }
 }

@@ -13,9 +13,7 @@ use svg::Document;
 
 use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
-use crate::render::{
-    attention_color, downsample_max, head_color, heatmap_rgba, max_value, tick_label,
-};
+use crate::render::{attention_color, head_color, heatmap_rgba, max_value, tick_label};
 
 const MARGIN: f32 = 24.0;
 const TITLE_SIZE: f32 = 18.0;
@@ -365,11 +363,7 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
             .set("text-anchor", "end"),
         );
         for head in 0..heads {
-            let (values, size) = downsample_max(
-                &shown_map(analysis, layer, HeadChoice::Head(head)),
-                analysis.len(),
-                96,
-            );
+            let (values, size) = analysis.attention_thumbnail(layer, head, 96);
             let rgba = heatmap_rgba(&values, max_value(&values));
             group = group.add(
                 Image::new()

@@ -174,10 +174,13 @@ pub fn export(
             let svg = figure().to_string();
             write_atomically(path, |out| out.write_all(svg.as_bytes()))
         }
-        ExportFormat::Json => write_atomically(path, |out| {
-            serde_json::to_writer(&mut *out, &dump::DumpDocument::new(model, analysis))?;
-            out.write_all(b"\n")
-        }),
+        ExportFormat::Json => {
+            let document = dump::DumpDocument::new(model, analysis)?;
+            write_atomically(path, |out| {
+                serde_json::to_writer(&mut *out, &document)?;
+                out.write_all(b"\n")
+            })
+        }
         ExportFormat::Csv => write_atomically(path, |out| {
             data::head_csv(analysis, options.layer, options.head, out)
         }),

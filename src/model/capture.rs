@@ -3,6 +3,7 @@
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
+use super::captured::{pool_factor, CapturedArray};
 use super::config::ProblemType;
 use super::family::Family;
 use super::tokenizer::TokenStyle;
@@ -210,13 +211,13 @@ pub struct Analysis {
     /// Tokens cut because the input exceeded the model's maximum length.
     pub dropped_tokens: usize,
     /// Attention probabilities `[layer, head, query, key]`.
-    pub attentions: F32Array,
+    pub attentions: CapturedArray,
     /// Hidden states `[1 + layer, token, hidden]`: index 0 is the embedding output.
-    pub hidden_states: F32Array,
+    pub hidden_states: CapturedArray,
     /// Per-head query vectors `[layer, head, token, head_dim]`, before scaling.
-    pub queries: F32Array,
+    pub queries: CapturedArray,
     /// Per-head key vectors `[layer, head, token, head_dim]`.
-    pub keys: F32Array,
+    pub keys: CapturedArray,
     /// Masked-LM predictions at each mask token and each requested position; `None` when the
     /// model has no MLM head.
     pub mlm: Option<Vec<TokenPrediction>>,
@@ -254,9 +255,40 @@ impl Analysis {
         self.attentions.shape()[1]
     }
 
-    /// One head's `[query][key]` attention matrix, row-major.
+    /// One head's `[query][key]` attention matrix, row-major (copied from the device the first
+    /// time it is asked for).
     pub fn attention(&self, layer: usize, head: usize) -> &[f32] {
-        self.attentions.block(&[layer, head])
+        self.attentions.matrix(&[layer, head])
+    }
+
+    /// The element-wise mean of a layer's heads, computed where the captures live.
+    pub fn attention_mean(&self, layer: usize) -> Vec<f32> {
+        self.attentions.mean_matrix(&[layer])
+    }
+
+    /// One head's map max-pooled to at most `target × target` for a thumbnail; returns the values
+    /// and their side. For causal models a block wholly after the diagonal is NaN (masked), as
+    /// the full map draws it. On a GPU every head is pooled there at once and copied once.
+    pub fn attention_thumbnail(
+        &self,
+        layer: usize,
+        head: usize,
+        target: usize,
+    ) -> (Vec<f32>, usize) {
+        let (mut values, side) = self.attentions.max_pooled(&[layer, head], target);
+        if self.causal {
+            // Block (row, col) holds only keys after its queries exactly when col > row, for
+            // any pooling factor.
+            for row in 0..side {
+                values[row * side + row + 1..(row + 1) * side].fill(f32::NAN);
+            }
+        }
+        (values, side)
+    }
+
+    /// The factor [`Analysis::attention_thumbnail`] pools by for `target`.
+    pub fn thumbnail_factor(&self, target: usize) -> usize {
+        pool_factor(self.len(), target)
     }
 
     /// Whether a token is one the tokenizer added or one of its special tokens.
@@ -280,8 +312,60 @@ impl Analysis {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Three tokens, one layer of two heads, attention counting up from 0 in steps of 1/18.
+    pub(crate) fn tiny_analysis() -> Analysis {
+        let tokens = vec!["[CLS]".to_owned(), "a,b".to_owned(), "[SEP]".to_owned()];
+        let attention: Vec<f32> = (0..18).map(|v| v as f32 / 18.0).collect();
+        Analysis {
+            model_type: Family::Bert,
+            token_style: TokenStyle::WordPiece,
+            causal: false,
+            token_ids: vec![1, 2, 3],
+            segment_ids: vec![0; 3],
+            char_offsets: vec![None, Some((0, 3)), None],
+            sentence: vec![None, Some(0), None],
+            dropped_tokens: 0,
+            attentions: F32Array::new(vec![1, 2, 3, 3], attention).unwrap().into(),
+            hidden_states: F32Array::new(vec![2, 3, 1], vec![0.0; 6]).unwrap().into(),
+            queries: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6])
+                .unwrap()
+                .into(),
+            keys: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6])
+                .unwrap()
+                .into(),
+            mlm: None,
+            nsp_is_next: None,
+            next_token: None,
+            classification: None,
+            qa: None,
+            token_classification: None,
+            tokens,
+        }
+    }
+
+    #[test]
+    fn causal_thumbnails_mask_blocks_wholly_after_the_diagonal() {
+        let mut analysis = tiny_analysis();
+        assert_eq!(analysis.attention_thumbnail(0, 1, 2).1, 2);
+        analysis.causal = true;
+        let (full, side) = analysis.attention_thumbnail(0, 1, 8);
+        assert_eq!(side, 3);
+        let masked: Vec<bool> = full.iter().map(|v| v.is_nan()).collect();
+        let expected: Vec<bool> = (0..9).map(|i| i % 3 > i / 3).collect();
+        assert_eq!(masked, expected, "factor 1: every key after its query");
+        let (pooled, side) = analysis.attention_thumbnail(0, 1, 2);
+        assert_eq!(side, 2);
+        assert!(pooled[1].is_nan());
+        assert_eq!(
+            pooled[0],
+            13.0 / 18.0,
+            "the diagonal block keeps its weights"
+        );
+        assert_eq!(analysis.attention_mean(0)[0], 4.5 / 18.0);
+    }
 
     #[test]
     fn blocks_and_nesting_follow_the_shape() {

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod capture;
+pub mod captured;
 pub mod config;
 pub mod error;
 pub mod family;
@@ -28,6 +29,7 @@ pub use capture::{
     Analysis, Answer, Classification, F32Array, LabelScore, TokenLabel, TokenPrediction,
     TokenProbability,
 };
+pub use captured::CapturedArray;
 pub use config::{ModelConfig, ProblemType, Segments};
 pub use error::{ModelError, Result};
 pub use family::Family;
@@ -249,6 +251,23 @@ impl LoadedModel {
     /// The device it runs on.
     pub fn device(&self) -> DeviceChoice {
         self.device_choice
+    }
+
+    /// Which backend runs the forward pass, for reports.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Cpu(_) => "tuned CPU kernels",
+            Engine::Candle(_) => "candle",
+        }
+    }
+
+    /// Waits until the device has finished all queued work (GPUs run asynchronously), so that a
+    /// timing of [`LoadedModel::run`] covers its computation; immediate on the CPU.
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Cpu(_) => Ok(()),
+            Engine::Candle(backend) => backend.synchronize(),
+        }
     }
 
     /// The tokenizer.

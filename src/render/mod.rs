@@ -70,26 +70,6 @@ pub fn heatmap_rgba(values: &[f32], max: f32) -> Vec<u8> {
     rgba(values, |v| attention_color(v, max))
 }
 
-/// Shrinks a square `size × size` matrix to at most `target × target` by taking the maximum of
-/// each block, so that single strong weights stay visible in thumbnails. Masked (NaN) cells are
-/// left out; a block of masked cells only stays masked. Returns the new size.
-pub fn downsample_max(values: &[f32], size: usize, target: usize) -> (Vec<f32>, usize) {
-    if size <= target || target == 0 {
-        return (values.to_vec(), size);
-    }
-    let factor = size.div_ceil(target);
-    let out = size.div_ceil(factor);
-    // f32::max ignores a NaN operand, so masked cells never win and all-masked blocks stay NaN.
-    let mut pooled = vec![f32::NAN; out * out];
-    for row in 0..size {
-        for col in 0..size {
-            let cell = &mut pooled[(row / factor) * out + col / factor];
-            *cell = cell.max(values[row * size + col]);
-        }
-    }
-    (pooled, out)
-}
-
 /// A colour-bar tick: two decimals, or scientific notation for the tiny weights of long inputs.
 pub fn tick_label(value: f32, range: f32) -> String {
     if range.abs() >= 0.01 || value == 0.0 {
@@ -126,31 +106,11 @@ mod tests {
     }
 
     #[test]
-    fn downsampling_keeps_peaks() {
-        let mut values = vec![0.0; 16];
-        values[5] = 0.9;
-        let (pooled, size) = downsample_max(&values, 4, 2);
-        assert_eq!(size, 2);
-        assert_eq!(pooled, vec![0.9, 0.0, 0.0, 0.0]);
-        assert_eq!(downsample_max(&values, 4, 8).1, 4);
-    }
-
-    #[test]
     fn masked_cells_stay_grey_and_never_count_as_weights() {
         let mut values = vec![0.5; 16];
         mask_future(&mut values, 4);
         assert!(values[1].is_nan() && !values[4].is_nan() && values[15] == 0.5);
         assert_eq!(attention_color(values[1], 1.0), MASKED_COLOR);
         assert_eq!(max_value(&values), 0.5);
-        let (pooled, size) = downsample_max(&values, 4, 2);
-        assert_eq!(size, 2);
-        assert!(
-            pooled[1].is_nan(),
-            "the block above the diagonal is all masked"
-        );
-        assert_eq!(
-            pooled[0], 0.5,
-            "a block across the diagonal keeps its weights"
-        );
     }
 }

@@ -8,7 +8,7 @@ use egui::{ColorImage, TextureHandle, TextureOptions};
 use crate::analysis::compare::difference;
 use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
-use crate::render::{difference_rgba, downsample_max, heatmap_rgba, max_value};
+use crate::render::{difference_rgba, heatmap_rgba, max_value};
 
 /// Largest side of an overview thumbnail, in texels.
 pub const THUMBNAIL_TEXELS: usize = 96;
@@ -138,11 +138,7 @@ impl TextureCache {
         self.textures
             .entry(key)
             .or_insert_with(|| {
-                let (values, size) = downsample_max(
-                    &shown_map(analysis, layer, HeadChoice::Head(head)),
-                    analysis.len(),
-                    THUMBNAIL_TEXELS,
-                );
+                let (values, size) = analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS);
                 let max = max_value(&values);
                 let image =
                     ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));

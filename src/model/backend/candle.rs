@@ -6,13 +6,13 @@
 //! One sequence without padding runs as 2-D `[tokens, hidden]` tensors: with no padding the
 //! attention mask adds zeros, so leaving it out is exact.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::{Backend, Captured, ForwardInput};
+use crate::model::captured::{CapturedArray, DeviceArray};
 use crate::model::config::{Activation, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{self, HeadOp, ModelWeights};
-use crate::model::F32Array;
 
 /// A dense layer `y = x·W + b` with `W` stored transposed, `[in, out]`, so every matmul reads
 /// both operands row-major.
@@ -181,6 +181,11 @@ impl CandleBackend {
             heads,
             config,
         })
+    }
+
+    /// Waits for the device's queued work.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.device.synchronize()?)
     }
 
     fn layer_forward(
@@ -355,17 +360,64 @@ impl Backend for CandleBackend {
     }
 }
 
-/// Copies per-layer tensors of equal shape into one host array with a leading layer dimension.
-fn stack(tensors: &[Tensor]) -> Result<F32Array> {
-    let Some(first) = tensors.first() else {
+/// Stacks per-layer tensors of equal shape, on their device, into one array with a leading
+/// layer dimension, left there until a view asks for a piece.
+fn stack(tensors: &[Tensor]) -> Result<CapturedArray> {
+    if tensors.is_empty() {
         return Err(ModelError::Compute("nothing was captured".to_owned()));
-    };
-    let mut shape = vec![tensors.len()];
-    shape.extend_from_slice(first.dims());
-    let mut values = Vec::with_capacity(shape.iter().product());
-    for tensor in tensors {
-        values.extend(tensor.flatten_all()?.to_vec1::<f32>()?);
     }
-    F32Array::new(shape, values)
-        .ok_or_else(|| ModelError::Compute("captured tensors differ in shape".to_owned()))
+    let stacked = Tensor::stack(tensors, 0)?.to_dtype(DType::F32)?;
+    Ok(CapturedArray::device(
+        stacked.dims().to_vec(),
+        Box::new(DeviceTensor(stacked)),
+    ))
+}
+
+/// A captured tensor on the device that computed it (the host too, for candle's CPU path).
+struct DeviceTensor(Tensor);
+
+impl DeviceTensor {
+    fn select(&self, leading: &[usize]) -> Result<Tensor> {
+        let mut tensor = self.0.clone();
+        for &index in leading {
+            tensor = tensor.i(index)?;
+        }
+        Ok(tensor)
+    }
+}
+
+impl DeviceArray for DeviceTensor {
+    fn device(&self) -> String {
+        format!("{:?}", self.0.device().location())
+    }
+
+    fn matrix(&self, leading: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.select(leading)?.flatten_all()?.to_vec1()?)
+    }
+
+    fn mean_matrix(&self, leading: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.select(leading)?.mean(0)?.flatten_all()?.to_vec1()?)
+    }
+
+    fn max_pooled(&self, factor: usize) -> Result<Vec<f32>> {
+        let dims = self.0.dims();
+        let [leading @ .., rows, cols] = dims else {
+            return Err(ModelError::Compute("pooling needs a matrix".to_owned()));
+        };
+        let count = leading.iter().product::<usize>();
+        // Zero padding never wins the maximum: every value pooled here is a probability.
+        let padded = self
+            .0
+            .reshape((count, 1, *rows, *cols))?
+            .pad_with_zeros(2, 0, rows.div_ceil(factor) * factor - rows)?
+            .pad_with_zeros(3, 0, cols.div_ceil(factor) * factor - cols)?;
+        Ok(padded
+            .max_pool2d_with_stride(factor, factor)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    fn to_host(&self) -> Result<Vec<f32>> {
+        Ok(self.0.flatten_all()?.to_vec1()?)
+    }
 }

@@ -7,9 +7,9 @@
 pub mod candle;
 pub mod cpu;
 
+use super::captured::CapturedArray;
 use super::config::ModelConfig;
 use super::error::Result;
-use super::F32Array;
 
 #[cfg(doc)]
 use super::{config::Architecture, params::ModelWeights};
@@ -26,18 +26,19 @@ pub struct ForwardInput<'a> {
     pub segments: Option<&'a [u32]>,
 }
 
-/// What a forward pass captures, as host arrays.
+/// What a forward pass captures: host arrays from the CPU backend, arrays left on the device
+/// from candle's (copied piece by piece as views ask).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Captured {
     /// `[1 + layers, tokens, hidden]`: the embedding output, then each layer's output (the last
     /// after the final LayerNorm, for families that have one).
-    pub hidden_states: F32Array,
+    pub hidden_states: CapturedArray,
     /// `[layers, heads, tokens, tokens]`.
-    pub attentions: F32Array,
+    pub attentions: CapturedArray,
     /// `[layers, heads, tokens, head_dim]`, before scaling.
-    pub queries: F32Array,
+    pub queries: CapturedArray,
     /// `[layers, heads, tokens, head_dim]`.
-    pub keys: F32Array,
+    pub keys: CapturedArray,
 }
 
 /// A way of running a model.

@@ -21,7 +21,7 @@ use super::{Backend, Captured, ForwardInput};
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm};
-use crate::model::F32Array;
+use crate::model::{CapturedArray, F32Array};
 
 /// A model on the CPU: its configuration and its weights as found by the description.
 pub struct CpuBackend {
@@ -245,6 +245,7 @@ impl Backend for CpuBackend {
 
         let array = |shape: Vec<usize>, values| {
             F32Array::new(shape, values)
+                .map(CapturedArray::host)
                 .ok_or_else(|| ModelError::Compute("captured array has the wrong size".to_owned()))
         };
         let captured = Captured {
