@@ -7,6 +7,9 @@ returned, on the same checkpoint, input length and thread count.
     /tmp/ref/bin/python tools/bench_reference.py --model /tmp/bert-base-random --seq-len 128
     cargo run --release -- bench --model /tmp/bert-base-random --seq-len 128
 
+With --device cuda the model runs on the GPU and every attention map is copied to the host with
+`.cpu()` after each run, as `bertscope bench --device cuda` copies them.
+
 --write-model saves a random-weight checkpoint of a family's base shapes (--large: bert-large's):
 bert (BertForPreTraining, 12 layers, hidden 768, 12 heads), distilbert (DistilBertForMaskedLM,
 6 layers), roberta (RobertaForMaskedLM, 12 layers, vocabulary 50265) or gpt2 (GPT2LMHeadModel,
@@ -66,17 +69,18 @@ def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) ->
         (folder / "config.json").write_text(json.dumps(config, indent=2))
     if family in ("bert", "distilbert"):
         for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json"]:
-            shutil.copy(tokenizer_from / name, folder / name)
+            if (tokenizer_from / name).exists():
+                shutil.copy(tokenizer_from / name, folder / name)
     (folder / "generation_config.json").unlink(missing_ok=True)
     print(f"wrote {folder}")
 
 
-def bench(folder: Path, seq_len: int, iters: int, threads: int) -> None:
+def bench(folder: Path, seq_len: int, iters: int, threads: int, device: str) -> None:
     torch.set_num_threads(threads)
     model_type = json.loads((folder / "config.json").read_text())["model_type"]
     classes = {"bert": T.BertModel, "distilbert": T.DistilBertModel, "roberta": T.RobertaModel,
                "xlm-roberta": T.XLMRobertaModel, "gpt2": T.GPT2LMHeadModel}
-    model = classes[model_type].from_pretrained(folder, attn_implementation="eager").eval()
+    model = classes[model_type].from_pretrained(folder, attn_implementation="eager").eval().to(device)
     ids = torch.randint(1000, 5000, (1, seq_len))
     inputs = {"input_ids": ids}
     if model_type == "bert":
@@ -86,15 +90,21 @@ def bench(folder: Path, seq_len: int, iters: int, threads: int) -> None:
         ids[0, 0], ids[0, -1] = 101, 102
     elif model_type in ("roberta", "xlm-roberta"):
         ids[0, 0], ids[0, -1] = 0, 2
+    inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     times = []
     with torch.inference_mode():
         for _ in range(iters + 3):
             start = time.perf_counter()
-            model(**inputs, output_attentions=True)
+            outputs = model(**inputs, output_attentions=True)
+            maps = [attention.cpu() for attention in outputs.attentions]
+            if device == "cuda":
+                torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
+            del maps
     times = times[3:]
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"transformers {transformers_version()} eager {type(model).__name__}, output_attentions=True, "
-          f"{torch.get_num_threads()} threads, seq_len {seq_len}")
+          f"{where}, seq_len {seq_len}")
     print("runs_ms [" + ", ".join(f"{t:.1f}" for t in times) + "]")
     print(f"median_ms {statistics.median(times):.3f}")
 
@@ -113,11 +123,12 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     if args.write_model:
         write_model(args.write_model, args.family, args.tokenizer_from, args.large)
     if args.model:
-        bench(args.model, args.seq_len, args.iters, args.threads)
+        bench(args.model, args.seq_len, args.iters, args.threads, args.device)
 
 
 if __name__ == "__main__":
