@@ -160,13 +160,17 @@ fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // n as an integer, read from the low mantissa bits of `shifted`: integer arithmetic that
+    // vectorises, where `n as i32` (saturating, NaN-checked) is scalar code per element.
+    let n_bits = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    p * f32::from_bits(((n_bits + 127) << 23) as u32)
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7 in exact arithmetic,
@@ -206,6 +210,38 @@ fn gelu_tanh_slice(values: &mut [f32]) {
     }
 }
 
+/// A zeroed buffer of `len` floats for a large captured array. Fresh memory is faulted in one
+/// page at a time on first write; asking for transparent huge pages (2 MiB) turns the ~37,000
+/// faults of a 512-token bert-base run's attention maps (151 MB) into ~75.
+pub(super) fn zeroed_capture(len: usize) -> Vec<f32> {
+    let buffer = vec![0f32; len];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(&buffer);
+    buffer
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(buffer: &[f32]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let start = buffer.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(buffer);
+    let (first, last) = (
+        start.next_multiple_of(HUGE_PAGE),
+        end / HUGE_PAGE * HUGE_PAGE,
+    );
+    if last > first {
+        // SAFETY: MADV_HUGEPAGE only advises the kernel how to back whole pages inside this live
+        // allocation; contents and validity of the memory are unchanged, and failure is harmless.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
 /// Softmax of each row, in place.
 pub(super) fn softmax_rows(values: &mut [f32], width: usize) {
     for row in values.chunks_exact_mut(width) {
@@ -213,10 +249,12 @@ pub(super) fn softmax_rows(values: &mut [f32], width: usize) {
     }
 }
 
-/// Softmax of each row of a causal map, in place: row `i` spreads over keys `0..=i` and the
-/// keys after it get exactly 0, as transformers' additive mask of the dtype's minimum gives.
-pub(super) fn softmax_rows_causal(values: &mut [f32], width: usize) {
-    for (query, row) in values.chunks_exact_mut(width).enumerate() {
+/// Softmax of each row of a causal map whose first row is query `first_query`, in place: query
+/// `i` spreads over keys `0..=i` and the keys after it get exactly 0, as transformers' additive
+/// mask of the dtype's minimum gives.
+pub(super) fn softmax_rows_causal(values: &mut [f32], width: usize, first_query: usize) {
+    for (row_index, row) in values.chunks_exact_mut(width).enumerate() {
+        let query = first_query + row_index;
         let (seen, unseen) = row.split_at_mut((query + 1).min(width));
         softmax(seen);
         unseen.fill(0.0);
@@ -227,7 +265,18 @@ pub(super) fn softmax_rows_causal(values: &mut [f32], width: usize) {
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn softmax(row: &mut [f32]) {
     const LANES: usize = 16;
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Lane-wise maxima vectorise; a single running maximum is one long dependency chain.
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        maxima
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(max, &x)| *max = max.max(x));
+    }
+    let max = (maxima.iter().chain(chunks.remainder()))
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     row.iter_mut().for_each(|x| *x = exp(*x - max));
     // Lane-wise partial sums vectorise; a single running sum would not.
     let mut lanes = [0f32; LANES];
@@ -327,10 +376,14 @@ mod tests {
     #[test]
     fn causal_softmax_sees_only_earlier_keys() {
         let mut values = vec![5.0; 9];
-        softmax_rows_causal(&mut values, 3);
+        softmax_rows_causal(&mut values, 3, 0);
         assert_eq!(&values[..3], &[1.0, 0.0, 0.0]);
         assert!((values[3] - 0.5).abs() < 1e-7 && values[5] == 0.0);
         assert!((values[6..].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // A block of rows starting at query 1 masks as rows 1 and 2 of the whole map do.
+        let mut block = vec![5.0; 6];
+        softmax_rows_causal(&mut block, 3, 1);
+        assert_eq!(block, values[3..]);
     }
 
     #[test]
