@@ -163,6 +163,11 @@ struct BenchArgs {
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "FRAMES")]
     overview_frames: Option<usize>,
+    /// Also type this many characters into the app, headless, timing each from keystroke to
+    /// the frame that draws its result (prints keystroke_ms, the median).
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "KEYS")]
+    keystroke: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -330,6 +335,10 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `bench --keystroke` starts from before typing: a sentence of about 16 tokens.
+#[cfg(feature = "gui")]
+const KEYSTROKE_TEXT: &str = "The teacher explained how attention heads relate words";
+
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
     let started = Instant::now();
@@ -371,6 +380,19 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             analysis.heads(),
             analysis.len()
         );
+    }
+    #[cfg(feature = "gui")]
+    if let Some(keys) = args.keystroke {
+        let launch = bertscope::app::LaunchOptions {
+            model: Some(args.model.model.clone()),
+            text: Some(KEYSTROKE_TEXT.to_owned()),
+            device: args.model.device.parse()?,
+            ..Default::default()
+        };
+        let times = bertscope::app::keystroke::measure_keystroke_ms(launch, keys.max(1))?;
+        let runs: Vec<String> = times.iter().map(|ms| format!("{ms:.1}")).collect();
+        println!("keystrokes {} runs_ms [{}]", times.len(), runs.join(", "));
+        println!("keystroke_ms {:.3}", bench::median(&times));
     }
     println!(
         "compute_ms {:.3} transfer_ms {:.3}",

@@ -7,7 +7,6 @@
 
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::analysis::projection::Projection;
@@ -118,8 +117,6 @@ pub struct AnalysisResult {
     pub request: AnalysisRequest,
     /// Everything the forward pass captured.
     pub analysis: Analysis,
-    /// Hidden states projected to 2-D.
-    pub projection: Projection,
     /// Time of the forward pass (with capture), in milliseconds.
     pub inference_ms: f64,
 }
@@ -164,11 +161,12 @@ pub enum WorkerResponse {
     },
 }
 
-/// Handle to the inference thread; dropping it stops the thread.
+/// Handle to the inference thread. Dropping it returns at once: the thread finishes the job in
+/// hand (a download or a long analysis cannot be interrupted), finds its channel closed and
+/// ends, and nobody waits for it.
 pub struct Worker {
-    requests: Option<Sender<WorkerRequest>>,
+    requests: Sender<WorkerRequest>,
     responses: Receiver<WorkerResponse>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
@@ -176,36 +174,25 @@ impl Worker {
     pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
         let (request_tx, request_rx) = mpsc::channel();
         let (response_tx, response_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
+        // Detached: the handle is never joined, so that dropping the worker cannot block the
+        // UI thread.
+        std::thread::Builder::new()
             .name("bertscope-worker".to_owned())
             .spawn(move || run(&request_rx, &response_tx, &wake))?;
         Ok(Self {
-            requests: Some(request_tx),
+            requests: request_tx,
             responses: response_rx,
-            thread: Some(thread),
         })
     }
 
     /// Queues a request. Returns false when the worker has stopped.
     pub fn send(&self, request: WorkerRequest) -> bool {
-        self.requests
-            .as_ref()
-            .is_some_and(|sender| sender.send(request).is_ok())
+        self.requests.send(request).is_ok()
     }
 
     /// The next response, if one is waiting.
     pub fn try_recv(&self) -> Option<WorkerResponse> {
         self.responses.try_recv().ok()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Closing the channel ends the loop once the current job finishes.
-        self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -299,22 +286,17 @@ impl ModelInfo {
     }
 }
 
-/// Runs one analysis and derives the projection; used by the worker and by tests.
+/// Runs one analysis; used by the worker and by tests. The projection of the hidden states is
+/// left to [`project`], run only when a view needs it, so it never delays the attention views.
 pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> WorkerResponse {
     let started = Instant::now();
-    let analyzed = model.analyze(&request).and_then(|analysis| {
-        let inference_ms = started.elapsed().as_secs_f64() * 1e3;
-        let projection = Projection::fit(analysis.hidden_states.to_host()?.as_ref());
-        Ok((analysis, projection, inference_ms))
-    });
-    match analyzed {
-        Ok((analysis, projection, inference_ms)) => WorkerResponse::Analyzed {
+    match model.analyze(&request) {
+        Ok(analysis) => WorkerResponse::Analyzed {
             id,
             result: Arc::new(AnalysisResult {
                 request,
                 analysis,
-                projection,
-                inference_ms,
+                inference_ms: started.elapsed().as_secs_f64() * 1e3,
             }),
         },
         Err(err) => WorkerResponse::AnalysisFailed {
@@ -322,6 +304,17 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
             message: err.to_string(),
         },
     }
+}
+
+/// The 2-D projection of a result's hidden states (a PCA: up to a 1024 × 1024 eigenproblem for
+/// bert-large, so never on the UI thread).
+pub fn project(result: &AnalysisResult) -> Result<Projection, String> {
+    result
+        .analysis
+        .hidden_states
+        .to_host()
+        .map(|hidden| Projection::fit(&hidden))
+        .map_err(|err| err.to_string())
 }
 
 #[cfg(test)]
@@ -400,7 +393,43 @@ mod tests {
         let WorkerResponse::Analyzed { id: 2, result } = &responses[1] else {
             panic!("expected an analysis, got {:?}", responses[1]);
         };
-        assert_eq!(result.projection.layers(), 3);
+        assert_eq!(project(result).unwrap().layers(), 3);
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    }
+
+    /// Closing a comparison or quitting drops a worker on the UI thread, possibly in the middle
+    /// of a download or a long analysis: that must never wait for the job.
+    #[test]
+    fn dropping_a_busy_worker_returns_at_once() {
+        let (busy_tx, busy_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        // The worker's job stays busy (inside its wake call after the load) until released.
+        let worker = Worker::spawn(move || {
+            let _ = busy_tx.send(());
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(30));
+        })
+        .unwrap();
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-legacy");
+        assert!(worker.send(WorkerRequest::Load {
+            id: 1,
+            source: ModelSource::Folder(folder),
+            device: DeviceChoice::Cpu,
+        }));
+        busy_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the worker started its job");
+        let started = Instant::now();
+        drop(worker);
+        let waited = started.elapsed();
+        let _ = release_tx.send(());
+        assert!(
+            waited < std::time::Duration::from_millis(100),
+            "dropping a busy worker blocked for {waited:?}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Everything the app does that is not drawing: worker responses, debounced re-runs, the actions
-//! views return, dropped folders and `--screenshot`.
+//! Everything the app does that is not drawing: worker responses, re-runs as the text changes,
+//! the actions views return, dropped folders and `--screenshot`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +11,6 @@ use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
 use crate::ui::{UiAction, View};
 
-/// Typing pauses this long before the model runs on the new text.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Draining responses stops after this long so a burst never stalls a frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 /// `--screenshot` gives up after this long without a result.
@@ -54,7 +52,8 @@ impl BertscopeApp {
         }
     }
 
-    /// Marks the text as changed: it runs once typing pauses for [`DEBOUNCE`].
+    /// Marks the text as changed: it runs at once when the model is idle, otherwise as soon as
+    /// the analysis in flight comes back (keystrokes in between coalesce into one run).
     pub fn text_changed(&mut self) {
         self.text_changed_at = Some(Instant::now());
     }
@@ -129,15 +128,14 @@ impl BertscopeApp {
             ctx.request_repaint();
         }
 
-        if let Some(changed) = self.text_changed_at {
-            if self.primary.is_ready() {
-                let waited = changed.elapsed();
-                if waited >= DEBOUNCE {
-                    self.request_analysis();
-                } else {
-                    ctx.request_repaint_after(DEBOUNCE - waited);
-                }
-            }
+        if self.settings.view.view == View::Projection {
+            self.primary.update_projection();
+        }
+
+        // No fixed debounce: a fast model follows every keystroke, and a slow one runs the newest
+        // text each time it finishes, so the views update at the model's own pace.
+        if self.text_changed_at.is_some() && self.primary.is_ready() && !self.primary.is_busy() {
+            self.request_analysis();
         }
 
         let dropped = ctx.input(|input| {
@@ -336,7 +334,13 @@ impl BertscopeApp {
         let busy = self.text_changed_at.is_some()
             || self.primary.is_busy()
             || self.comparison.as_ref().is_some_and(ModelSlot::is_busy);
-        let ready = self.primary.result.is_some() && !busy && !waiting_for_comparison;
+        let waiting_for_projection = self.settings.view.view == View::Projection
+            && self.primary.result.is_some()
+            && self.primary.projection().is_none();
+        let ready = self.primary.result.is_some()
+            && !busy
+            && !waiting_for_comparison
+            && !waiting_for_projection;
         if !ready {
             job.frames_with_result = 0;
             return;

@@ -1,6 +1,7 @@
 //! The desktop app: `mod.rs` holds the state and the eframe glue, [`logic`] everything that is
 //! not drawing (worker responses, debouncing, actions), [`ui`] the panels.
 
+pub mod keystroke;
 mod logic;
 mod slot;
 mod ui;
@@ -197,6 +198,27 @@ impl BertscopeApp {
         &self.primary.status
     }
 
+    /// Whether changed text is waiting to run (for the analysis in flight to return).
+    pub fn text_waiting(&self) -> bool {
+        self.text_changed_at.is_some()
+    }
+
+    /// Whether the main model is loading or running an analysis.
+    pub fn analysis_in_flight(&self) -> bool {
+        self.primary.is_busy()
+    }
+
+    /// Replaces sentence A, as typing does.
+    pub fn set_text(&mut self, text: String) {
+        self.settings.text_a = text;
+        self.text_changed();
+    }
+
+    /// The newest analysis error of the main model, if its last run failed.
+    pub fn analysis_error(&self) -> Option<&str> {
+        self.primary.error.as_deref()
+    }
+
     /// The result on screen, if any.
     pub fn result(&self) -> Option<&Arc<AnalysisResult>> {
         self.primary.result.as_ref()
@@ -212,7 +234,7 @@ impl BertscopeApp {
         self.comparison.as_ref()
     }
 
-    /// Whether a model is loading, or an analysis is running or waiting for the debounce.
+    /// Whether a model is loading, or an analysis is running or waiting for one to finish.
     pub fn is_busy(&self) -> bool {
         self.text_changed_at.is_some()
             || self.primary.is_busy()

@@ -325,9 +325,22 @@ impl BertscopeApp {
             View::Overview => {
                 overview::overview_view(ui, analysis, state, &mut self.primary.textures)
             }
-            View::Projection => {
-                projection::projection_view(ui, analysis, &result.projection, state)
-            }
+            View::Projection => match self.primary.projection() {
+                Some(Ok(projection)) => {
+                    projection::projection_view(ui, analysis, &projection, state)
+                }
+                Some(Err(message)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, message);
+                    Vec::new()
+                }
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Projecting the hidden states (PCA)…");
+                    });
+                    Vec::new()
+                }
+            },
             View::Predictions => match &info {
                 Some(info) => predictions::predictions_view(ui, analysis, info, state),
                 None => Vec::new(),
@@ -372,6 +385,11 @@ impl BertscopeApp {
             }
         });
         self.apply(actions);
+        if self.text_waiting() && !self.analysis_in_flight() {
+            // Changed text is sent by the next frame's logic: make sure a next frame comes. (With
+            // an analysis in flight, its answer wakes the UI.)
+            ui.ctx().request_repaint();
+        }
     }
 }
 
