@@ -3,7 +3,7 @@
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use super::captured::{pool_factor, CapturedArray};
+use super::captured::CapturedArray;
 use super::config::ProblemType;
 use super::family::Family;
 use super::tokenizer::TokenStyle;
@@ -284,11 +284,6 @@ impl Analysis {
             }
         }
         (values, side)
-    }
-
-    /// The factor [`Analysis::attention_thumbnail`] pools by for `target`.
-    pub fn thumbnail_factor(&self, target: usize) -> usize {
-        pool_factor(self.len(), target)
     }
 
     /// Whether a token is one the tokenizer added or one of its special tokens.

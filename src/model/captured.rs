@@ -26,7 +26,8 @@ pub trait DeviceArray: Send + Sync {
     fn mean_matrix(&self, leading: &[usize]) -> Result<Vec<f32>>;
 
     /// Every matrix, zero-padded to a multiple of `factor` and max-pooled by `factor × factor`
-    /// blocks, as one array `[..leading, rows / factor, cols / factor]` (sizes rounded up).
+    /// blocks, as one array `[..leading, rows / factor, cols / factor]` (sizes rounded up). Only
+    /// asked of non-negative values (attention probabilities), where the padding never wins.
     fn max_pooled(&self, factor: usize) -> Result<Vec<f32>>;
 
     /// Everything, in one contiguous copy.
