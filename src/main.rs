@@ -109,9 +109,23 @@ struct ExportArgs {
     /// PNG scale: 1, 2 or 4.
     #[arg(long, default_value_t = 2.0)]
     scale: f32,
-    /// Output file; its extension picks the format (.png .svg .json .csv .npy).
+    /// Output file; its extension picks the format (.png .svg .json .csv .npy). With
+    /// --all-heads, a folder.
     #[arg(long, short)]
     out: PathBuf,
+    /// Write a heatmap of every layer and head, and the overview, into the folder --out.
+    #[arg(long)]
+    all_heads: bool,
+    /// The figures' format with --all-heads.
+    #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
+    format: FigureFormat,
+}
+
+/// Figure file formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FigureFormat {
+    Png,
+    Svg,
 }
 
 fn parse_head(text: &str) -> Result<HeadChoice, String> {
@@ -310,7 +324,15 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
 
 fn export(args: ExportArgs) -> anyhow::Result<()> {
     // Fail on a bad path or extension before spending time on the model.
-    ExportFormat::from_path(&args.out)?;
+    if args.all_heads {
+        anyhow::ensure!(
+            !args.out.is_file(),
+            "{}: is a file; --all-heads writes into a folder",
+            args.out.display()
+        );
+    } else {
+        ExportFormat::from_path(&args.out)?;
+    }
     let model = load(&args.model)?;
     let request = args.input.request();
     let analysis = model.analyze(&request)?;
@@ -323,6 +345,27 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         ..ExportOptions::default()
     };
     let input = &args.input;
+    if args.all_heads {
+        let format = match args.format {
+            FigureFormat::Png => ExportFormat::Png,
+            FigureFormat::Svg => ExportFormat::Svg,
+        };
+        let progress = |done: usize, total: usize| {
+            eprint!("\rwriting figures: {done}/{total}");
+        };
+        let written = bertscope::export::export_all_heads(
+            &args.out,
+            format,
+            model.name(),
+            &analysis,
+            (&input.text, input.text_b.as_deref()),
+            &options,
+            &progress,
+        );
+        eprintln!();
+        eprintln!("wrote {} figures into {}", written?, args.out.display());
+        return Ok(());
+    }
     bertscope::export::export(
         &args.out,
         model.name(),

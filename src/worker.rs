@@ -336,6 +336,17 @@ mod tests {
         }
     }
 
+    /// Loads the tiny MLM + NSP fixture checkpoint.
+    fn load_fixture_request(id: u64) -> WorkerRequest {
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-legacy");
+        WorkerRequest::Load {
+            id,
+            source: ModelSource::Folder(folder),
+            device: DeviceChoice::Cpu,
+        }
+    }
+
     fn ids(requests: &[WorkerRequest]) -> Vec<u64> {
         requests
             .iter()
@@ -371,13 +382,7 @@ mod tests {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         })
         .unwrap();
-        let folder =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-legacy");
-        assert!(worker.send(WorkerRequest::Load {
-            id: 1,
-            source: ModelSource::Folder(folder),
-            device: DeviceChoice::Cpu,
-        }));
+        assert!(worker.send(load_fixture_request(1)));
         assert!(worker.send(analyze_request(2)));
         let mut responses = Vec::new();
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
@@ -413,13 +418,7 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_secs(30));
         })
         .unwrap();
-        let folder =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-legacy");
-        assert!(worker.send(WorkerRequest::Load {
-            id: 1,
-            source: ModelSource::Folder(folder),
-            device: DeviceChoice::Cpu,
-        }));
+        assert!(worker.send(load_fixture_request(1)));
         busy_rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("the worker started its job");

@@ -391,3 +391,56 @@ fn bench_ends_with_the_median() {
     let value = last.strip_prefix("median_ms ").unwrap();
     assert!(value.parse::<f64>().unwrap() > 0.0, "{last}");
 }
+
+#[test]
+fn export_all_heads_writes_a_figure_per_head_and_the_overview() {
+    let model = fixture("tiny-legacy");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figures");
+    let out_arg = out.to_str().unwrap();
+    let args = [
+        "export",
+        "--model",
+        model,
+        "--text",
+        "the cat sat on the mat",
+    ];
+    let output = bertscope(
+        &[
+            &args[..],
+            &["--all-heads", "--format", "svg", "--out", out_arg],
+        ]
+        .concat(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("writing figures: 9/9"), "{stderr}");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // tiny-legacy: 2 layers × 4 heads.
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names[0], "layer0-head0.svg");
+    assert_eq!(names[7], "layer1-head3.svg");
+    assert_eq!(names[8], "overview.svg");
+    let svg = std::fs::read_to_string(out.join("layer1-head2.svg")).unwrap();
+    assert!(
+        svg.contains("layer 1 · head 2"),
+        "the figure names its head"
+    );
+
+    // A file where the folder should be is a one-line error.
+    let file = dir.path().join("taken.png");
+    std::fs::write(&file, b"x").unwrap();
+    let output =
+        bertscope(&[&args[..], &["--all-heads", "--out", file.to_str().unwrap()]].concat());
+    assert!(!output.status.success());
+    assert!(stderr_line(&output).contains("is a file"));
+}

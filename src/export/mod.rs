@@ -8,6 +8,8 @@ pub mod figure;
 use std::io::Write;
 use std::path::Path;
 
+use anyhow::Context as _;
+
 use crate::analysis::HeadChoice;
 use crate::model::Analysis;
 
@@ -186,6 +188,69 @@ pub fn export(
         }),
         ExportFormat::Npy => write_atomically(path, |out| data::attention_npy(analysis, out)),
     }
+}
+
+/// Writes one figure per layer and head, `layer{L}-head{H}.{png|svg}` (zero-padded), and the
+/// overview, `overview.{png|svg}`, into `folder` (created when missing), in parallel; each file
+/// is written atomically. `progress(done, total)` is called after every file. Returns how many
+/// files were written.
+pub fn export_all_heads(
+    folder: &Path,
+    format: ExportFormat,
+    model: &str,
+    analysis: &Analysis,
+    (text_a, text_b): (&str, Option<&str>),
+    options: &ExportOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<usize> {
+    use rayon::prelude::{IntoParallelIterator, ParallelIterator};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let extension = match format {
+        ExportFormat::Png => "png",
+        ExportFormat::Svg => "svg",
+        _ => anyhow::bail!("--all-heads writes figures; choose png or svg"),
+    };
+    anyhow::ensure!(
+        !folder.is_file(),
+        "{}: is a file; --all-heads needs a folder to write into",
+        folder.display()
+    );
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
+    let (layers, heads) = (analysis.layers(), analysis.heads());
+    let digits = |count: usize| count.saturating_sub(1).to_string().len();
+    let mut jobs: Vec<(std::path::PathBuf, ExportOptions)> = vec![(
+        folder.join(format!("overview.{extension}")),
+        ExportOptions {
+            view: FigureView::Overview,
+            ..options.clone()
+        },
+    )];
+    for layer in 0..layers {
+        for head in 0..heads {
+            let name = format!(
+                "layer{layer:0lw$}-head{head:0hw$}.{extension}",
+                lw = digits(layers),
+                hw = digits(heads)
+            );
+            let head_options = ExportOptions {
+                view: FigureView::Heatmap,
+                layer,
+                head: HeadChoice::Head(head),
+                ..options.clone()
+            };
+            jobs.push((folder.join(name), head_options));
+        }
+    }
+    let total = jobs.len();
+    let done = AtomicUsize::new(0);
+    jobs.into_par_iter().try_for_each(|(path, options)| {
+        export(&path, model, analysis, text_a, text_b, &options)?;
+        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+        anyhow::Ok(())
+    })?;
+    Ok(total)
 }
 
 /// Writes a file atomically: the content goes to a temporary file beside the target, which is
