@@ -259,6 +259,16 @@ impl eframe::App for BertscopeApp {
     }
 }
 
+/// The app icon (`assets/icon.png`, 256 × 256), built into the binary.
+fn window_icon() -> Arc<egui::IconData> {
+    let icon = eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png"))
+        .unwrap_or_else(|err| {
+            tracing::warn!("the built-in icon does not decode: {err}");
+            egui::IconData::default()
+        });
+    Arc::new(icon)
+}
+
 /// Opens the window and runs until it closes. With `--screenshot`, fails when no PNG was saved.
 pub fn run(launch: LaunchOptions) -> anyhow::Result<()> {
     let screenshot = launch.screenshot.is_some();
@@ -267,6 +277,9 @@ pub fn run(launch: LaunchOptions) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("bertscope")
+            // Matches assets/bertscope.desktop, so launchers group the window under its entry.
+            .with_app_id("bertscope")
+            .with_icon(window_icon())
             .with_inner_size([1400.0, 900.0])
             .with_min_inner_size([720.0, 480.0])
             .with_drag_and_drop(true),
@@ -313,6 +326,21 @@ pub fn run(launch: LaunchOptions) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::analysis::HeadChoice;
+
+    #[test]
+    fn the_window_icon_decodes_and_the_desktop_entry_names_it() {
+        let icon = window_icon();
+        assert_eq!((icon.width, icon.height), (256, 256));
+        assert_eq!(icon.rgba.len(), 256 * 256 * 4);
+        let entry = include_str!("../../assets/bertscope.desktop");
+        for line in [
+            "Exec=bertscope",
+            "Icon=bertscope",
+            "StartupWMClass=bertscope",
+        ] {
+            assert!(entry.lines().any(|l| l == line), "{line}");
+        }
+    }
 
     #[test]
     fn settings_survive_a_restart_and_tolerate_old_files() {
