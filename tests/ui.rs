@@ -626,3 +626,35 @@ fn comparing_across_families_works_when_tokens_match_and_says_when_not() {
     assert!(harness.state().compare_divergence().is_none());
     harness.get_by_label_contains("BERT and RoBERTa split this text into different tokens");
 }
+
+#[test]
+fn keyboard_shortcuts_switch_tabs_focus_the_text_and_list_themselves() {
+    let mut harness = app_harness("the cat sat on the mat");
+    harness.key_press(egui::Key::Num2);
+    harness.run_ok();
+    assert_eq!(harness.state().settings().view.view, View::Lines);
+    harness.key_press(egui::Key::Num3);
+    harness.run_ok();
+    assert_eq!(harness.state().settings().view.view, View::Overview);
+
+    harness.key_press(egui::Key::F1);
+    harness.run_ok();
+    assert!(harness.state().shortcuts_shown());
+    harness.get_by_label("Keyboard shortcuts");
+    harness.get_by_label("export the open view");
+    harness.key_press(egui::Key::Escape);
+    harness.run_ok();
+    assert!(!harness.state().shortcuts_shown());
+
+    // `/` puts the cursor in Sentence A; from then on digits are text, not tabs.
+    harness.key_press(egui::Key::Slash);
+    harness.run_ok();
+    let sentence_a = egui::Id::unique("sentence-a");
+    assert_eq!(
+        harness.ctx.memory(|memory| memory.focused()),
+        Some(sentence_a)
+    );
+    harness.key_press(egui::Key::Num1);
+    harness.run_ok();
+    assert_eq!(harness.state().settings().view.view, View::Overview);
+}

@@ -135,6 +135,8 @@ pub struct BertscopeApp {
     screenshot: Option<ScreenshotJob>,
     /// CPU time of the last frame's drawing, in milliseconds.
     last_frame_ms: f64,
+    /// Whether the keyboard-shortcuts overlay is open.
+    show_shortcuts: bool,
 }
 
 impl BertscopeApp {
@@ -180,6 +182,7 @@ impl BertscopeApp {
                 outcome,
             }),
             last_frame_ms: 0.0,
+            show_shortcuts: false,
         };
         app.load_model(model);
         if let Some(compare) = launch.compare {
@@ -206,6 +209,11 @@ impl BertscopeApp {
     /// Whether the main model is loading or running an analysis.
     pub fn analysis_in_flight(&self) -> bool {
         self.primary.is_busy()
+    }
+
+    /// Whether the keyboard-shortcuts overlay is open.
+    pub fn shortcuts_shown(&self) -> bool {
+        self.show_shortcuts
     }
 
     /// Replaces sentence A, as typing does.

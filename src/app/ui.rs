@@ -8,9 +8,13 @@ use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
 use crate::ui::{compare, heatmap, lines, overview, predictions, projection, View};
 
+/// The Sentence A field, which `/` focuses.
+const SENTENCE_A_ID: &str = "sentence-a";
+
 impl BertscopeApp {
     /// Draws the whole window.
     pub fn draw(&mut self, ui: &mut egui::Ui) {
+        self.keyboard_shortcuts(ui.ctx());
         egui::Panel::top("inputs").show(ui, |ui| {
             ui.add_space(4.0);
             self.model_picker(ui);
@@ -20,6 +24,111 @@ impl BertscopeApp {
         });
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         egui::CentralPanel::default().show(ui, |ui| self.main_area(ui));
+        self.shortcuts_overlay(ui.ctx());
+    }
+
+    /// The keyboard: tab numbers, `/` to type, Ctrl+E export, Ctrl+O open a folder, F1 or `?`
+    /// for the list. Plain keys act only while no text field has the keyboard.
+    fn keyboard_shortcuts(&mut self, ctx: &egui::Context) {
+        use egui::{Key, KeyboardShortcut, Modifiers};
+        let export = KeyboardShortcut::new(Modifiers::COMMAND, Key::E);
+        let open = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+        if ctx.input_mut(|input| input.consume_shortcut(&export)) && self.primary.result.is_some() {
+            self.apply(vec![crate::ui::UiAction::Export]);
+        }
+        if ctx.input_mut(|input| input.consume_shortcut(&open)) {
+            self.pick_folder();
+        }
+        if ctx.input_mut(|input| input.consume_key(Modifiers::NONE, Key::F1)) {
+            self.show_shortcuts = !self.show_shortcuts;
+        }
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        if self.show_shortcuts
+            && ctx.input_mut(|input| input.consume_key(Modifiers::NONE, Key::Escape))
+        {
+            self.show_shortcuts = false;
+        }
+        if ctx.input_mut(|input| {
+            input.consume_key(Modifiers::SHIFT, Key::Questionmark)
+                || input.consume_key(Modifiers::NONE, Key::Questionmark)
+        }) {
+            self.show_shortcuts = !self.show_shortcuts;
+        }
+        if ctx.input_mut(|input| input.consume_key(Modifiers::NONE, Key::Slash)) {
+            ctx.memory_mut(|memory| memory.request_focus(egui::Id::unique(SENTENCE_A_ID)));
+        }
+        let numbers = [
+            Key::Num1,
+            Key::Num2,
+            Key::Num3,
+            Key::Num4,
+            Key::Num5,
+            Key::Num6,
+        ];
+        let tabs = self.visible_tabs();
+        for (key, view) in numbers.into_iter().zip(tabs) {
+            if ctx.input_mut(|input| input.consume_key(Modifiers::NONE, key)) {
+                self.settings.view.view = view;
+            }
+        }
+    }
+
+    /// The tabs shown, in order (Compare only with a second model).
+    fn visible_tabs(&self) -> Vec<View> {
+        let comparing = self.comparison.is_some();
+        View::ALL
+            .into_iter()
+            .filter(|&view| view != View::Compare || comparing)
+            .collect()
+    }
+
+    fn shortcuts_overlay(&mut self, ctx: &egui::Context) {
+        let mut open = self.show_shortcuts;
+        egui::Window::new("Keyboard shortcuts")
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
+            .show(ctx, |ui| {
+                let tabs: Vec<String> = self
+                    .visible_tabs()
+                    .iter()
+                    .enumerate()
+                    .map(|(index, view)| format!("{} {}", index + 1, view.label()))
+                    .collect();
+                let rows = [
+                    (
+                        format!("1 … {}", tabs.len()),
+                        format!("open a tab ({})", tabs.join(", ")),
+                    ),
+                    ("/".to_owned(), "type in Sentence A".to_owned()),
+                    ("Ctrl+E".to_owned(), "export the open view".to_owned()),
+                    ("Ctrl+O".to_owned(), "open a model folder".to_owned()),
+                    (
+                        "← → ↑ ↓".to_owned(),
+                        "heatmap: previous/next head, layer".to_owned(),
+                    ),
+                    ("Tab".to_owned(), "move between controls".to_owned()),
+                    ("F1 or ?".to_owned(), "show or hide this list".to_owned()),
+                    (
+                        "Esc".to_owned(),
+                        "close this list, or leave a text field".to_owned(),
+                    ),
+                ];
+                egui::Grid::new("shortcuts")
+                    .num_columns(2)
+                    .spacing([24.0, 6.0])
+                    .show(ui, |ui| {
+                        for (keys, what) in rows {
+                            ui.monospace(keys);
+                            ui.label(what);
+                            ui.end_row();
+                        }
+                    });
+            });
+        self.show_shortcuts = open && self.show_shortcuts;
     }
 
     fn model_picker(&mut self, ui: &mut egui::Ui) {
@@ -42,6 +151,13 @@ impl BertscopeApp {
             }
             ui.separator();
             theme_picker(ui);
+            if ui
+                .selectable_label(self.show_shortcuts, "Shortcuts")
+                .on_hover_text("The keyboard shortcuts (F1 or ?)")
+                .clicked()
+            {
+                self.show_shortcuts = !self.show_shortcuts;
+            }
             if let ModelStatus::Ready(info) = &self.primary.status {
                 ui.separator();
                 ui.weak(info.summary())
@@ -116,6 +232,7 @@ impl BertscopeApp {
             changed |= ui
                 .add(
                     egui::TextEdit::singleline(&mut self.settings.text_a)
+                        .id(egui::Id::unique(SENTENCE_A_ID))
                         .desired_width(ui.available_width())
                         .hint_text(hint_a),
                 )
@@ -286,10 +403,9 @@ impl BertscopeApp {
         ui.separator();
         let mut export_clicked = false;
         ui.horizontal(|ui| {
-            let comparing = self.comparison.is_some();
-            for view in View::ALL.into_iter().filter(|&view| view != View::Compare || comparing) {
+            for (number, view) in self.visible_tabs().into_iter().enumerate() {
                 ui.selectable_value(&mut self.settings.view.view, view, view.label())
-                    .on_hover_text(view.description());
+                    .on_hover_text(format!("{} (key {})", view.description(), number + 1));
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let hover = if self.settings.view.view.figure().is_some() {
