@@ -46,9 +46,51 @@ impl BertscopeApp {
     /// Drops the comparison model (its thread stops).
     pub fn close_comparison(&mut self) {
         self.comparison = None;
-        self.divergence = None;
+        self.divergence.clear();
         if self.settings.view.view == View::Compare {
             self.settings.view.view = View::Heatmap;
+        }
+    }
+
+    /// The pair of results the divergence compares: both shown results' ids, when the two
+    /// models split the text into the same tokens.
+    pub(super) fn divergence_key(&self) -> Option<(u64, u64)> {
+        let comparison = self.comparison.as_ref()?;
+        let (a, b) = (self.primary.result.as_ref()?, comparison.result.as_ref()?);
+        same_tokens(&a.analysis, &b.analysis)
+            .then_some((self.primary.result_id()?, comparison.result_id()?))
+    }
+
+    /// Starts or collects the per-layer divergence of the two results: it reads every
+    /// attention map of both, so it runs on a thread of its own.
+    fn update_divergence(&mut self, ctx: &egui::Context) {
+        let Some(key) = self.divergence_key() else {
+            return;
+        };
+        let (Some(a), Some(b)) = (
+            self.primary.result.clone(),
+            self.comparison
+                .as_ref()
+                .and_then(|slot| slot.result.clone()),
+        ) else {
+            return;
+        };
+        self.divergence.request(key, ctx, move || {
+            Ok(divergence_by_layer(&a.analysis, &b.analysis))
+        });
+    }
+
+    /// Whether the open tab waits for a value computed in the background (the projection, the
+    /// divergence).
+    pub(super) fn background_pending(&self) -> bool {
+        match self.settings.view.view {
+            View::Projection => {
+                self.primary.result.is_some() && self.primary.projection().is_none()
+            }
+            View::Compare => self
+                .divergence_key()
+                .is_some_and(|key| self.divergence.get(&key).is_none()),
+            _ => false,
         }
     }
 
@@ -110,26 +152,16 @@ impl BertscopeApp {
         if primary.new_result || comparison.new_result {
             // Difference maps depend on both results, which arrive separately.
             self.compare_textures.clear();
-            let results = (
-                self.primary.result.as_ref(),
-                self.comparison
-                    .as_ref()
-                    .and_then(|slot| slot.result.as_ref()),
-            );
-            // Computed once per pair of results, not per frame: it reads every attention map.
-            self.divergence = match results {
-                (Some(a), Some(b)) if same_tokens(&a.analysis, &b.analysis) => {
-                    Some(divergence_by_layer(&a.analysis, &b.analysis))
-                }
-                _ => None,
-            };
         }
         if Instant::now() >= deadline {
             ctx.request_repaint();
         }
 
-        if self.settings.view.view == View::Projection {
-            self.primary.update_projection();
+        // What only one tab shows is computed, off the UI thread, only while it is open.
+        match self.settings.view.view {
+            View::Projection => self.primary.update_projection(),
+            View::Compare => self.update_divergence(ctx),
+            _ => {}
         }
 
         // No fixed debounce: a fast model follows every keystroke, and a slow one runs the newest
@@ -303,6 +335,7 @@ impl BertscopeApp {
     }
 
     fn screenshot_logic(&mut self, ctx: &egui::Context) {
+        let background_pending = self.background_pending();
         let Some(job) = &mut self.screenshot else {
             return;
         };
@@ -334,13 +367,10 @@ impl BertscopeApp {
         let busy = self.text_changed_at.is_some()
             || self.primary.is_busy()
             || self.comparison.as_ref().is_some_and(ModelSlot::is_busy);
-        let waiting_for_projection = self.settings.view.view == View::Projection
-            && self.primary.result.is_some()
-            && self.primary.projection().is_none();
         let ready = self.primary.result.is_some()
             && !busy
             && !waiting_for_comparison
-            && !waiting_for_projection;
+            && !background_pending;
         if !ready {
             job.frames_with_result = 0;
             return;

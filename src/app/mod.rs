@@ -1,11 +1,13 @@
 //! The desktop app: `mod.rs` holds the state and the eframe glue, [`logic`] everything that is
-//! not drawing (worker responses, debouncing, actions), [`ui`] the panels.
+//! not drawing (worker responses, re-runs, actions, background values), [`ui`] the panels.
 
+mod background;
 pub mod keystroke;
 mod logic;
 mod slot;
 mod ui;
 
+use background::Background;
 pub use slot::ModelSlot;
 
 use std::path::PathBuf;
@@ -122,8 +124,9 @@ pub struct BertscopeApp {
     text_changed_at: Option<Instant>,
     /// Difference maps of the Compare tab (they depend on both results).
     compare_textures: TextureCache,
-    /// Mean JS divergence per layer between the two models, when both tokenize alike.
-    divergence: Option<Vec<f32>>,
+    /// Mean JS divergence per layer between the two models' results (by their analysis ids),
+    /// computed off the UI thread while the Compare tab is open, when both tokenize alike.
+    divergence: Background<(u64, u64), Vec<f32>>,
     /// The text of the model picker.
     model_field: String,
     /// The text of the comparison model picker.
@@ -169,7 +172,7 @@ impl BertscopeApp {
             comparison: None,
             text_changed_at: None,
             compare_textures: TextureCache::default(),
-            divergence: None,
+            divergence: Background::default(),
             model_field: model.clone(),
             compare_field: launch.compare.clone().unwrap_or_default(),
             picker_note: None,
@@ -232,9 +235,11 @@ impl BertscopeApp {
         self.primary.result.as_ref()
     }
 
-    /// Mean JS divergence per layer between the two models, when both tokenize the text alike.
+    /// Mean JS divergence per layer between the two models, when both tokenize the text alike
+    /// and it has been computed.
     pub fn compare_divergence(&self) -> Option<&[f32]> {
-        self.divergence.as_deref()
+        let key = self.divergence_key()?;
+        self.divergence.get(&key)?.ok().map(Vec::as_slice)
     }
 
     /// The comparison model, once one was asked for.
@@ -242,11 +247,13 @@ impl BertscopeApp {
         self.comparison.as_ref()
     }
 
-    /// Whether a model is loading, or an analysis is running or waiting for one to finish.
+    /// Whether a model is loading, an analysis is running or waiting for one to finish, or the
+    /// open tab waits for a value computed in the background.
     pub fn is_busy(&self) -> bool {
         self.text_changed_at.is_some()
             || self.primary.is_busy()
             || self.comparison.as_ref().is_some_and(ModelSlot::is_busy)
+            || self.background_pending()
     }
 }
 

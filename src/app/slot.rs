@@ -1,31 +1,14 @@
 //! One model in the app with its own inference thread, so that in a comparison a slow model
 //! never holds up the other's views.
 
-use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
+use super::background::Background;
 use super::ModelStatus;
 use crate::analysis::projection::Projection;
 use crate::model::{AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, Worker, WorkerRequest, WorkerResponse};
-
-/// The projection of the slot's result: computed on a thread of its own when a view first asks,
-/// so that neither the UI nor the next analysis waits for the eigendecomposition.
-enum ProjectionState {
-    /// Nobody asked for the current result's projection.
-    NotAsked,
-    /// Being computed for the result of analysis `id`.
-    Computing {
-        id: u64,
-        receiver: Receiver<Result<Projection, String>>,
-    },
-    /// Ready (or failed) for the result of analysis `id`.
-    Done {
-        id: u64,
-        projection: Result<Arc<Projection>, String>,
-    },
-}
 
 /// What draining a slot's responses brought.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +32,8 @@ pub struct ModelSlot {
     pub error: Option<String>,
     /// Textures of `result`.
     pub textures: TextureCache,
-    projection: ProjectionState,
+    /// The projection of `result` (by analysis id), computed off the UI thread when asked for.
+    projection: Background<u64, Arc<Projection>>,
     /// Wakes the UI when a projection is ready.
     waker: egui::Context,
 }
@@ -76,68 +60,28 @@ impl ModelSlot {
             result: None,
             error: None,
             textures: TextureCache::default(),
-            projection: ProjectionState::NotAsked,
+            projection: Background::default(),
             waker: ctx.clone(),
         }
     }
 
-    /// Starts or polls the projection of the current result (logic, once per frame while the
-    /// Projection tab is open); the first call for a result starts it off the UI thread.
+    /// Starts or collects the projection of the current result (logic, every frame while the
+    /// Projection tab is open): a PCA, computed on a thread of its own.
     pub fn update_projection(&mut self) {
-        let (Some(result), Some(id)) = (self.result.clone(), self.answered_analysis_id) else {
-            return;
-        };
-        let state = std::mem::replace(&mut self.projection, ProjectionState::NotAsked);
-        self.projection = match state {
-            ProjectionState::Done { id: done, .. }
-            | ProjectionState::Computing { id: done, .. }
-                if done != id =>
-            {
-                self.start_projection(id, result)
-            }
-            ProjectionState::NotAsked => self.start_projection(id, result),
-            ProjectionState::Computing { id, receiver } => match receiver.try_recv() {
-                Ok(projection) => ProjectionState::Done {
-                    id,
-                    projection: projection.map(Arc::new),
-                },
-                Err(mpsc::TryRecvError::Empty) => ProjectionState::Computing { id, receiver },
-                Err(mpsc::TryRecvError::Disconnected) => ProjectionState::Done {
-                    id,
-                    projection: Err("the projection thread stopped".to_owned()),
-                },
-            },
-            done @ ProjectionState::Done { .. } => done,
-        };
+        if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
+            self.projection.request(id, &self.waker, move || {
+                worker::project(&result).map(Arc::new)
+            });
+        }
     }
 
     /// The projection of the current result, once computed (or why it failed); `None` while it
     /// is being computed or was not asked for.
     pub fn projection(&self) -> Option<Result<Arc<Projection>, String>> {
-        match &self.projection {
-            ProjectionState::Done { id, projection } if Some(*id) == self.answered_analysis_id => {
-                Some(projection.clone())
-            }
-            _ => None,
-        }
-    }
-
-    fn start_projection(&self, id: u64, result: Arc<AnalysisResult>) -> ProjectionState {
-        let (sender, receiver) = mpsc::channel();
-        let waker = self.waker.clone();
-        let spawned = std::thread::Builder::new()
-            .name("bertscope-projection".to_owned())
-            .spawn(move || {
-                let _ = sender.send(worker::project(&result));
-                waker.request_repaint();
-            });
-        match spawned {
-            Ok(_) => ProjectionState::Computing { id, receiver },
-            Err(err) => ProjectionState::Done {
-                id,
-                projection: Err(format!("cannot start the projection thread ({err})")),
-            },
-        }
+        let id = self.result_id()?;
+        self.projection
+            .get(&id)
+            .map(|value| value.map(Arc::clone).map_err(str::to_owned))
     }
 
     fn send(&mut self, request: WorkerRequest, name: &str) {
@@ -184,6 +128,11 @@ impl ModelSlot {
     /// Whether the model is loaded.
     pub fn is_ready(&self) -> bool {
         matches!(self.status, ModelStatus::Ready(_))
+    }
+
+    /// The id of the analysis whose result is shown.
+    pub fn result_id(&self) -> Option<u64> {
+        self.result.as_ref().and(self.answered_analysis_id)
     }
 
     /// Whether the model is loading or an analysis is on its way.

@@ -430,6 +430,10 @@ impl BertscopeApp {
             });
         });
         ui.separator();
+        // A few floats, copied so that the view state and the slots can be borrowed below.
+        let divergence = (self.settings.view.view == View::Compare)
+            .then(|| self.compare_divergence().map(<[f32]>::to_vec))
+            .flatten();
         let state = &mut self.settings.view;
         let mut actions: Vec<_> = chip_action.into_iter().collect();
         if export_clicked {
@@ -483,7 +487,7 @@ impl BertscopeApp {
                                 textures: &mut slot.textures,
                             },
                             &mut self.compare_textures,
-                            self.divergence.as_deref(),
+                            divergence.as_deref(),
                             state,
                         )
                     }

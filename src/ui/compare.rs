@@ -194,6 +194,12 @@ fn compare_body<'a>(
 
     ui.separator();
     match divergence {
+        None if identical => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Computing how differently the two models attend, layer by layer…");
+            });
+        }
         Some(divergence) if identical => {
             ui.label("How differently the two models attend, per layer of A (mean Jensen–Shannon divergence of the head-averaged attention rows against B's aligned layer; 0 = identical, 1 = disjoint):");
             let bars: Vec<Bar> = divergence
