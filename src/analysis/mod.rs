@@ -32,6 +32,28 @@ pub fn attention_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec
     }
 }
 
+/// One weight of [`attention_map`] (query row, key column), without building the map: what a
+/// hover tooltip reads every frame.
+pub fn attention_weight(
+    analysis: &Analysis,
+    layer: usize,
+    head: HeadChoice,
+    query: usize,
+    key: usize,
+) -> f32 {
+    let index = query * analysis.len() + key;
+    match head {
+        HeadChoice::Head(head) => analysis.attention(layer, head)[index],
+        HeadChoice::Mean => {
+            let heads = analysis.heads();
+            let sum: f32 = (0..heads)
+                .map(|head| analysis.attention(layer, head)[index])
+                .sum();
+            sum / heads as f32
+        }
+    }
+}
+
 /// The map as views and figures colour it: [`attention_map`], with the cells a causal model
 /// cannot attend to (keys after the query) marked NaN, which the colour functions draw as masked.
 pub fn shown_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32> {
@@ -40,4 +62,23 @@ pub fn shown_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32
         mask_future(&mut values, analysis.len());
     }
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_weights_agree_with_the_whole_map() {
+        let analysis = crate::model::capture::tests::tiny_analysis();
+        for head in [HeadChoice::Head(1), HeadChoice::Mean] {
+            let map = attention_map(&analysis, 0, head);
+            for query in 0..3 {
+                for key in 0..3 {
+                    let weight = attention_weight(&analysis, 0, head, query, key);
+                    assert!((weight - map[query * 3 + key]).abs() < 1e-7, "{head}");
+                }
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ use super::heatmap::{draw_matrix, layer_picker, ColorScale};
 use super::textures::TextureCache;
 use super::{overview, UiAction, ViewState};
 use crate::analysis::compare::{aligned_layer, same_tokens};
-use crate::analysis::{attention_map, HeadChoice};
+use crate::analysis::{attention_weight, HeadChoice};
 use crate::model::Analysis;
 
 /// One side of the comparison.
@@ -155,12 +155,12 @@ fn compare_body<'a>(
             let (texture, max) = side
                 .textures
                 .full(ui.ctx(), side.analysis, layer, head, false);
-            let values = attention_map(side.analysis, layer, head);
+            let weight = |query, key| attention_weight(side.analysis, layer, head, query, key);
             let selection = if identical { selected } else { None };
             if let Some(action) = draw_matrix(
                 ui,
                 side.analysis,
-                &values,
+                &weight,
                 &texture,
                 ColorScale::Sequential { max },
                 selection,
@@ -175,14 +175,14 @@ fn compare_body<'a>(
             ui.strong("A − B");
             let (texture, max_abs) =
                 difference_textures.difference(ui.ctx(), a.analysis, pair[0], b.analysis, pair[1]);
-            let values = crate::analysis::compare::difference(
-                &attention_map(a.analysis, pair[0].0, pair[0].1),
-                &attention_map(b.analysis, pair[1].0, pair[1].1),
-            );
+            let weight = |query, key| {
+                attention_weight(a.analysis, pair[0].0, pair[0].1, query, key)
+                    - attention_weight(b.analysis, pair[1].0, pair[1].1, query, key)
+            };
             if let Some(action) = draw_matrix(
                 ui,
                 a.analysis,
-                &values,
+                &weight,
                 &texture,
                 ColorScale::Diverging { max_abs },
                 selected,

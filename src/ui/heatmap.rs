@@ -5,7 +5,7 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Textu
 
 use super::textures::TextureCache;
 use super::{UiAction, ViewState};
-use crate::analysis::HeadChoice;
+use crate::analysis::{attention_weight, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
 
@@ -158,11 +158,12 @@ pub fn heatmap_view(
         state.head,
         state.fixed_scale,
     );
-    let values = crate::analysis::attention_map(analysis, state.layer, state.head);
+    let (layer, head) = (state.layer, state.head);
+    let weight = |query, key| attention_weight(analysis, layer, head, query, key);
     if let Some(action) = draw_matrix(
         ui,
         analysis,
-        &values,
+        &weight,
         &texture,
         ColorScale::Sequential { max },
         state.selected_token,
@@ -176,7 +177,7 @@ pub fn heatmap_view(
 pub fn draw_matrix(
     ui: &mut egui::Ui,
     analysis: &Analysis,
-    values: &[f32],
+    weight: &dyn Fn(usize, usize) -> f32,
     texture: &TextureHandle,
     scale: ColorScale,
     selected: Option<usize>,
@@ -282,7 +283,7 @@ pub fn draw_matrix(
             (row, col)
         });
     if let Some((row, col)) = hovered_cell {
-        let weight = values[row * tokens + col];
+        let weight = weight(row, col);
         let (query, key) = (&labels[row], &labels[col]);
         response.clone().on_hover_ui_at_pointer(|ui| {
             if analysis.is_masked(row, col) {
