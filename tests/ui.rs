@@ -628,6 +628,30 @@ fn comparing_across_families_works_when_tokens_match_and_says_when_not() {
 }
 
 #[test]
+fn exports_run_in_the_background_and_report_the_file_size() {
+    let mut harness = app_harness("the cat sat on the mat");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.npy");
+    harness.state_mut().export_in_background(path.clone(), None);
+    assert!(harness.state().exporting());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while harness.state().exporting() {
+        harness.step();
+        assert!(Instant::now() < deadline, "the export never finished");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // tiny-legacy: 2 layers × 4 heads × tokens² of f32, after a 128-byte .npy header.
+    let tokens = harness.state().result().unwrap().analysis.len() as u64;
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(size, 2 * 4 * tokens * tokens * 4 + 128);
+    let note = harness.state().export_note().unwrap().to_owned();
+    let shown = format!("{:.1} KB", size as f64 / 1e3);
+    assert_eq!(note, format!("Saved {} ({shown})", path.display()));
+    harness.run_ok();
+    harness.get_by_label(&note);
+}
+
+#[test]
 fn keyboard_shortcuts_switch_tabs_focus_the_text_and_list_themselves() {
     let mut harness = app_harness("the cat sat on the mat");
     harness.key_press(egui::Key::Num2);

@@ -1,11 +1,12 @@
 //! Everything the app does that is not drawing: worker responses, re-runs as the text changes,
 //! the actions views return, dropped folders and `--screenshot`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::slot::Drained;
-use super::{BertscopeApp, ModelSlot, ModelStatus};
+use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
@@ -187,6 +188,7 @@ impl BertscopeApp {
             self.load_model(folder.display().to_string());
         }
 
+        self.poll_export(ctx);
         self.screenshot_logic(ctx);
     }
 
@@ -241,10 +243,13 @@ impl BertscopeApp {
 
     /// Asks where to save the open view (native dialog) and writes it.
     fn export_view(&mut self) {
-        let figure = self.settings.view.view.figure();
-        let Some(result) = &self.primary.result else {
+        if self.export_job.is_some() {
             return;
-        };
+        }
+        let figure = self.settings.view.view.figure();
+        if self.primary.result.is_none() {
+            return;
+        }
         let view = &self.settings.view;
         let extension = if figure.is_some() { "png" } else { "json" };
         let name = format!(
@@ -271,20 +276,104 @@ impl BertscopeApp {
             );
             return;
         };
-        self.export_note = Some(match self.export_to(&path, figure, result) {
-            Ok(()) => format!("Saved {}", path.display()),
+        self.export_in_background(path, figure);
+    }
+
+    /// Starts writing the open view's figure (or the data) to `path` on a thread of its own, as
+    /// `Export…` does after its dialog; the tab bar shows its progress and a Cancel button.
+    pub fn export_in_background(
+        &mut self,
+        path: std::path::PathBuf,
+        figure: Option<crate::export::FigureView>,
+    ) {
+        let Some(result) = &self.primary.result else {
+            return;
+        };
+        let work = match self.export_work(&path, figure, &Arc::clone(result)) {
+            Ok(work) => work,
+            Err(err) => {
+                self.export_note = Some(format!("{err:#}"));
+                return;
+            }
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (flag, waker) = (Arc::clone(&cancel), self.waker.clone());
+        let spawned = std::thread::Builder::new()
+            .name("bertscope-export".to_owned())
+            .spawn(move || {
+                let _ = sender.send(work(&flag));
+                waker.request_repaint();
+            });
+        match spawned {
+            Ok(_) => {
+                self.export_note = None;
+                self.export_job = Some(ExportJob {
+                    path,
+                    started: Instant::now(),
+                    cancel,
+                    receiver,
+                });
+            }
+            Err(err) => self.export_note = Some(format!("cannot start the export ({err})")),
+        }
+    }
+
+    /// Collects a finished export's outcome (logic, every frame while one runs).
+    fn poll_export(&mut self, ctx: &egui::Context) {
+        let Some(job) = &self.export_job else {
+            return;
+        };
+        let outcome = match job.receiver.try_recv() {
+            Ok(outcome) => outcome,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                // The elapsed time on screen moves on.
+                ctx.request_repaint_after(Duration::from_millis(100));
+                return;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(anyhow::anyhow!("the export stopped unexpectedly"))
+            }
+        };
+        self.export_note = Some(match outcome {
+            Ok(()) => {
+                let size = std::fs::metadata(&job.path).map_or(0, |meta| meta.len());
+                format!("Saved {} ({})", job.path.display(), file_size(size))
+            }
             Err(err) => format!("{err:#}"),
         });
+        self.export_job = None;
+    }
+
+    /// Stops the running export: nothing is written (a file already there stays as it was).
+    pub fn cancel_export(&mut self) {
+        if let Some(job) = self.export_job.take() {
+            job.cancel.store(true, Ordering::Relaxed);
+            self.export_note = Some(format!("Cancelled; {} was not written", job.path.display()));
+        }
     }
 
     /// Writes the open view's figure (or the data) to `path`, as `Export…` does after the
-    /// dialog. Views without a figure (`figure` is `None`) export data only.
+    /// dialog, on the calling thread. Views without a figure (`figure` is `None`) export data
+    /// only.
     pub fn export_to(
         &self,
         path: &std::path::Path,
         figure: Option<crate::export::FigureView>,
-        result: &crate::worker::AnalysisResult,
+        result: &Arc<crate::worker::AnalysisResult>,
     ) -> anyhow::Result<()> {
+        self.export_work(path, figure, result)?(&AtomicBool::new(false))
+    }
+
+    /// Checks an export of the open view (cheap, on the UI thread) and returns the work that
+    /// renders and writes it, to run anywhere; the work stops when its flag is set.
+    #[allow(clippy::type_complexity)]
+    fn export_work(
+        &self,
+        path: &std::path::Path,
+        figure: Option<crate::export::FigureView>,
+        result: &Arc<crate::worker::AnalysisResult>,
+    ) -> anyhow::Result<Box<dyn FnOnce(&AtomicBool) -> anyhow::Result<()> + Send>> {
         use crate::export::ExportFormat;
         let format = ExportFormat::from_path(path)?;
         let Some(figure) = figure.or((!matches!(format, ExportFormat::Png | ExportFormat::Svg))
@@ -310,14 +399,18 @@ impl BertscopeApp {
             .name()
             .unwrap_or(&self.settings.model)
             .to_owned();
-        crate::export::export(
-            path,
-            &model,
-            &result.analysis,
-            &result.request.text_a,
-            result.request.text_b.as_deref(),
-            &options,
-        )
+        let (path, result) = (path.to_owned(), Arc::clone(result));
+        Ok(Box::new(move |cancel: &AtomicBool| {
+            let request = &result.request;
+            crate::export::export_cancellable(
+                &path,
+                &model,
+                &result.analysis,
+                (&request.text_a, request.text_b.as_deref()),
+                &options,
+                cancel,
+            )
+        }))
     }
 
     /// The open file dialog, run from the UI (it blocks while open, as native dialogs do).
@@ -404,6 +497,16 @@ impl BertscopeApp {
     }
 }
 
+/// A file size for people: `812 B`, `4.2 KB`, `151.0 MB`, `1.2 GB` (powers of 1000).
+pub fn file_size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
+    }
+}
+
 /// Replaces characters `[start, end)` (counted in chars, not bytes) of `text`.
 pub fn replace_chars(text: &str, start: usize, end: usize, replacement: &str) -> String {
     let before: String = text.chars().take(start).collect();
@@ -432,6 +535,14 @@ fn save_png(path: &std::path::Path, image: &egui::ColorImage) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_sizes_read_as_people_write_them() {
+        assert_eq!(file_size(812), "812 B");
+        assert_eq!(file_size(4_200), "4.2 KB");
+        assert_eq!(file_size(151_000_000), "151.0 MB");
+        assert_eq!(file_size(1_234_000_000), "1.2 GB");
+    }
 
     #[test]
     fn masking_counts_characters_not_bytes() {

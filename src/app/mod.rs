@@ -111,6 +111,15 @@ struct ScreenshotJob {
     outcome: ScreenshotOutcome,
 }
 
+/// An export running on a thread of its own, so that rendering and writing a large figure or
+/// data file never stalls the window.
+struct ExportJob {
+    path: PathBuf,
+    started: Instant,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    receiver: std::sync::mpsc::Receiver<anyhow::Result<()>>,
+}
+
 /// The app.
 pub struct BertscopeApp {
     settings: Settings,
@@ -135,6 +144,10 @@ pub struct BertscopeApp {
     picker_note: Option<String>,
     /// What the last export did.
     export_note: Option<String>,
+    /// The export being written, on a thread of its own.
+    export_job: Option<ExportJob>,
+    /// Wakes the UI from other threads.
+    waker: egui::Context,
     screenshot: Option<ScreenshotJob>,
     /// CPU time of the last frame's drawing, in milliseconds.
     last_frame_ms: f64,
@@ -177,6 +190,8 @@ impl BertscopeApp {
             compare_field: launch.compare.clone().unwrap_or_default(),
             picker_note: None,
             export_note: None,
+            export_job: None,
+            waker: ctx.clone(),
             screenshot: launch.screenshot.map(|path| ScreenshotJob {
                 path,
                 started: Instant::now(),
@@ -212,6 +227,16 @@ impl BertscopeApp {
     /// Whether the main model is loading or running an analysis.
     pub fn analysis_in_flight(&self) -> bool {
         self.primary.is_busy()
+    }
+
+    /// Whether an export is being written.
+    pub fn exporting(&self) -> bool {
+        self.export_job.is_some()
+    }
+
+    /// What the last export did (saved where, failed why, cancelled).
+    pub fn export_note(&self) -> Option<&str> {
+        self.export_note.as_deref()
     }
 
     /// Whether the keyboard-shortcuts overlay is open.

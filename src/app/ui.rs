@@ -402,6 +402,7 @@ impl BertscopeApp {
         }
         ui.separator();
         let mut export_clicked = false;
+        let mut cancel_export = false;
         ui.horizontal(|ui| {
             for (number, view) in self.visible_tabs().into_iter().enumerate() {
                 ui.selectable_value(&mut self.settings.view.view, view, view.label())
@@ -413,7 +414,22 @@ impl BertscopeApp {
                 } else {
                     "Save the attention data as JSON, CSV (this layer and head) or .npy (figures come from the heatmap, lines and overview tabs)"
                 };
-                export_clicked = ui.button("Export…").on_hover_text(hover).clicked();
+                let exporting = self.export_job.as_ref().map(|job| {
+                    let name = job.path.file_name().unwrap_or_default().to_string_lossy();
+                    (name.into_owned(), job.started.elapsed().as_secs_f32())
+                });
+                export_clicked = ui
+                    .add_enabled(exporting.is_none(), egui::Button::new("Export…"))
+                    .on_hover_text(hover)
+                    .on_disabled_hover_text("An export is being written")
+                    .clicked();
+                if let Some((name, seconds)) = exporting {
+                    if ui.button("Cancel").on_hover_text("Stop the export; nothing is written").clicked() {
+                        cancel_export = true;
+                    }
+                    ui.label(format!("Exporting {name} · {seconds:.1} s"));
+                    ui.spinner();
+                }
                 let scale = &mut self.settings.view.export_scale;
                 egui::ComboBox::from_id_salt("export-scale")
                     .selected_text(format!("PNG {scale}×"))
@@ -430,6 +446,9 @@ impl BertscopeApp {
             });
         });
         ui.separator();
+        if cancel_export {
+            self.cancel_export();
+        }
         // A few floats, copied so that the view state and the slots can be borrowed below.
         let divergence = (self.settings.view.view == View::Compare)
             .then(|| self.compare_divergence().map(<[f32]>::to_vec))

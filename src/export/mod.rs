@@ -7,6 +7,7 @@ pub mod figure;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 
@@ -133,6 +134,28 @@ pub fn export(
     text_b: Option<&str>,
     options: &ExportOptions,
 ) -> anyhow::Result<()> {
+    let never = AtomicBool::new(false);
+    export_cancellable(path, model, analysis, (text_a, text_b), options, &never)
+}
+
+/// [`export`], abandoned when `cancel` is set: the file is then left as it was (a half-written
+/// temporary file is removed) and the error says it was cancelled.
+pub fn export_cancellable(
+    path: &Path,
+    model: &str,
+    analysis: &Analysis,
+    (text_a, text_b): (&str, Option<&str>),
+    options: &ExportOptions,
+    cancel: &AtomicBool,
+) -> anyhow::Result<()> {
+    let write_atomically =
+        |path: &Path, write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>| {
+            write_atomically(path, |out| {
+                let mut guarded = CancellableWriter { out, cancel };
+                write(&mut guarded)?;
+                guarded.check()
+            })
+        };
     let format = ExportFormat::from_path(path)?;
     check_layer_head(analysis, options.layer, options.head)?;
     anyhow::ensure!(
@@ -170,23 +193,52 @@ pub fn export(
     match format {
         ExportFormat::Png => {
             let png = figure::to_png(&figure(), options.scale)?;
-            write_atomically(path, |out| out.write_all(&png))
+            write_atomically(path, &mut |out| out.write_all(&png))
         }
         ExportFormat::Svg => {
             let svg = figure().to_string();
-            write_atomically(path, |out| out.write_all(svg.as_bytes()))
+            write_atomically(path, &mut |out| out.write_all(svg.as_bytes()))
         }
         ExportFormat::Json => {
             let document = dump::DumpDocument::new(model, analysis)?;
-            write_atomically(path, |out| {
+            write_atomically(path, &mut |out| {
                 serde_json::to_writer(&mut *out, &document)?;
                 out.write_all(b"\n")
             })
         }
-        ExportFormat::Csv => write_atomically(path, |out| {
+        ExportFormat::Csv => write_atomically(path, &mut |out| {
             data::head_csv(analysis, options.layer, options.head, out)
         }),
-        ExportFormat::Npy => write_atomically(path, |out| data::attention_npy(analysis, out)),
+        ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(analysis, out)),
+    }
+}
+
+/// A writer that fails once `cancel` is set, so that a cancelled export stops writing and its
+/// temporary file is removed.
+struct CancellableWriter<'a> {
+    out: &'a mut dyn Write,
+    cancel: &'a AtomicBool,
+}
+
+impl CancellableWriter<'_> {
+    fn check(&self) -> std::io::Result<()> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(std::io::Error::other("cancelled"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Write for CancellableWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.check()?;
+        self.out.flush()
     }
 }
 
@@ -303,6 +355,26 @@ pub fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_export_leaves_the_old_file() {
+        let analysis = crate::model::capture::tests::tiny_analysis();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("head.csv");
+        std::fs::write(&target, "old").unwrap();
+        let export = |cancel: &AtomicBool| {
+            let options = ExportOptions::default();
+            export_cancellable(&target, "tiny", &analysis, ("a,b", None), &options, cancel)
+        };
+        let err = export(&AtomicBool::new(true)).unwrap_err().to_string();
+        assert!(err.contains("cancelled"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        export(&AtomicBool::new(false)).unwrap();
+        assert!(std::fs::read_to_string(&target)
+            .unwrap()
+            .starts_with("query"));
+    }
 
     #[test]
     fn failed_writes_leave_nothing_behind() {
