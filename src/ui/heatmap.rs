@@ -17,6 +17,14 @@ const MIN_CELL: f32 = 0.25;
 /// Cells at least this big get a label on every row and column.
 const LABEL_EVERY_CELL: f32 = 9.0;
 const COLOR_BAR_WIDTH: f32 = 16.0;
+/// Between the matrix and its colour bar.
+const BAR_GAP: f32 = 12.0;
+/// Between the colour bar and its labels.
+const BAR_LABEL_GAP: f32 = 4.0;
+/// The colour bar's labels.
+const BAR_FONT_SIZE: f32 = 11.0;
+/// The key under the colour bar of causal models.
+const MASKED_LABEL: &str = "masked";
 
 /// Layer picker, and the head picker (with the mean) when `with_heads`; arrow keys step them
 /// when no text field has focus.
@@ -196,20 +204,39 @@ pub fn draw_matrix(
     } else {
         0.0
     };
-    let bar_room = COLOR_BAR_WIDTH + if analysis.causal { 60.0 } else { 44.0 };
+    // Room for the colour bar: its gap, the bar, and its widest label (the "masked" key too),
+    // measured, so that no label is ever cut at the window's edge.
+    let label_width = |text: String| {
+        ui.painter()
+            .layout_no_wrap(text, FontId::proportional(BAR_FONT_SIZE), Color32::WHITE)
+            .size()
+            .x
+    };
+    let widest_tick = color_bar_ticks(scale)
+        .into_iter()
+        .map(|(_, text)| label_width(text))
+        .fold(0.0, f32::max);
+    let widest = if analysis.causal {
+        widest_tick.max(label_width(MASKED_LABEL.to_owned()))
+    } else {
+        widest_tick
+    };
+    let bar_room = BAR_GAP + COLOR_BAR_WIDTH + BAR_LABEL_GAP + widest + 4.0;
     let cell = ((available.x - label_room - bar_room).min(available.y - label_room)
         / tokens as f32)
         .clamp(MIN_CELL, MAX_CELL);
     let side = cell * tokens as f32;
-    // The colour bar's end labels reach half a line past the matrix.
+    // The colour bar's end labels reach half a line past the matrix: above it, the column
+    // labels' room covers that, or when there are none this much.
+    let top_room = label_room.max(BAR_FONT_SIZE);
     let (response, painter) = ui.allocate_painter(
         Vec2::new(
             label_room + side + bar_room,
-            label_room + side.max(60.0) + if analysis.causal { 44.0 } else { 8.0 },
+            top_room + side.max(60.0) + if analysis.causal { 44.0 } else { 8.0 },
         ),
         Sense::click(),
     );
-    let origin = response.rect.min + Vec2::new(label_room, label_room);
+    let origin = response.rect.min + Vec2::new(label_room, top_room);
     let matrix = Rect::from_min_size(origin, Vec2::splat(side));
 
     painter.image(
@@ -266,7 +293,7 @@ pub fn draw_matrix(
         painter.rect_stroke(column, 0.0, stroke, StrokeKind::Outside);
     }
     let bar = Rect::from_min_size(
-        Pos2::new(matrix.right() + 12.0, matrix.top()),
+        Pos2::new(matrix.right() + BAR_GAP, matrix.top()),
         Vec2::new(COLOR_BAR_WIDTH, side.max(60.0)),
     );
     draw_color_bar(&painter, bar, scale, text_color);
@@ -322,6 +349,16 @@ pub enum ColorScale {
     },
 }
 
+impl ColorScale {
+    /// The values of the lowest and the highest colour.
+    fn range(self) -> (f32, f32) {
+        match self {
+            ColorScale::Sequential { max } => (0.0, max),
+            ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
+        }
+    }
+}
+
 /// Below the colour bar: the grey of masked cells, named, for causal models.
 fn draw_masked_key(painter: &egui::Painter, bar: Rect, text_color: Color32) {
     let [r, g, b] = MASKED_COLOR;
@@ -331,10 +368,10 @@ fn draw_masked_key(painter: &egui::Painter, bar: Rect, text_color: Color32) {
     );
     painter.rect_filled(swatch, 0.0, Color32::from_rgb(r, g, b));
     painter.text(
-        Pos2::new(swatch.right() + 4.0, swatch.center().y),
+        Pos2::new(swatch.right() + BAR_LABEL_GAP, swatch.center().y),
         Align2::LEFT_CENTER,
-        "masked",
-        FontId::proportional(11.0),
+        MASKED_LABEL,
+        FontId::proportional(BAR_FONT_SIZE),
         text_color,
     );
 }
@@ -343,10 +380,6 @@ fn draw_masked_key(painter: &egui::Painter, bar: Rect, text_color: Color32) {
 fn draw_color_bar(painter: &egui::Painter, rect: Rect, scale: ColorScale, text_color: Color32) {
     const STEPS: usize = 64;
     let step_height = rect.height() / STEPS as f32;
-    let (low, high) = match scale {
-        ColorScale::Sequential { max } => (0.0, max),
-        ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
-    };
     for step in 0..STEPS {
         let t = step as f32 / (STEPS - 1) as f32;
         let [r, g, b] = match scale {
@@ -363,16 +396,23 @@ fn draw_color_bar(painter: &egui::Painter, rect: Rect, scale: ColorScale, text_c
             Color32::from_rgb(r, g, b),
         );
     }
-    for (fraction, value) in [(0.0, low), (0.5, (low + high) / 2.0), (1.0, high)] {
+    for (fraction, label) in color_bar_ticks(scale) {
         let y = rect.bottom() - rect.height() * fraction;
         painter.text(
-            Pos2::new(rect.right() + 4.0, y),
+            Pos2::new(rect.right() + BAR_LABEL_GAP, y),
             Align2::LEFT_CENTER,
-            tick_label(value, high - low),
-            FontId::proportional(11.0),
+            label,
+            FontId::proportional(BAR_FONT_SIZE),
             text_color,
         );
     }
+}
+
+/// The colour bar's ticks: bottom, middle and top, as a fraction of its height and a label.
+fn color_bar_ticks(scale: ColorScale) -> [(f32, String); 3] {
+    let (low, high) = scale.range();
+    [(0.0, low), (0.5, (low + high) / 2.0), (1.0, high)]
+        .map(|(fraction, value)| (fraction, tick_label(value, high - low)))
 }
 
 #[cfg(test)]
