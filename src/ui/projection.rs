@@ -1,11 +1,41 @@
 //! Token hidden states in 2-D (PCA over all layers), with a layer slider and the selected
 //! token's trajectory from the embeddings to the last layer.
 
-use egui_plot::{Line, Plot, PlotPoints, Points, Text};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Text};
 
 use super::{UiAction, ViewState};
 use crate::analysis::projection::Projection;
 use crate::model::Analysis;
+
+/// Point colours: sentence A, sentence B, special tokens (Okabe–Ito blue and orange, grey).
+const GROUP_COLORS: [egui::Color32; 3] = [
+    egui::Color32::from_rgb(86, 180, 233),
+    egui::Color32::from_rgb(230, 159, 0),
+    egui::Color32::from_rgb(140, 140, 140),
+];
+/// How near (in points) the pointer must be to a token for its label to show regardless.
+const HOVER_RADIUS: f32 = 10.0;
+/// A label's estimated size per character and height, in points (plot text is ~12 pt).
+const LABEL_CHAR_WIDTH: f32 = 7.0;
+const LABEL_HEIGHT: f32 = 14.0;
+
+/// Where a token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    SentenceA,
+    SentenceB,
+    Special,
+}
+
+impl Group {
+    fn of(analysis: &Analysis, index: usize) -> Self {
+        match analysis.sentence.get(index).copied().flatten() {
+            _ if analysis.is_special(index) => Self::Special,
+            Some(1) => Self::SentenceB,
+            _ => Self::SentenceA,
+        }
+    }
+}
 
 /// The projection tab.
 pub fn projection_view(
@@ -29,6 +59,7 @@ pub fn projection_view(
     let points = projection.layer(layer);
     let selection_color = ui.visuals().selection.stroke.color;
     let response = Plot::new("projection")
+        .legend(Legend::default())
         .data_aspect(1.0)
         .show_axes([false, false])
         .label_formatter(|_| None)
@@ -48,23 +79,73 @@ pub fn projection_view(
                     .width(2.0),
                 );
             }
-            let all: Vec<[f64; 2]> = points
-                .iter()
-                .map(|&[x, y]| [f64::from(x), f64::from(y)])
-                .collect();
-            plot.points(Points::new("tokens", PlotPoints::from(all)).radius(4.0));
-            for (index, &[x, y]) in points.iter().enumerate() {
-                let mut label = egui::RichText::new(analysis.display_token(index));
-                if state.selected_token == Some(index) {
+            // Points coloured by where the token comes from: sentence A, sentence B, or added
+            // by the tokenizer.
+            let groups = [
+                (Group::SentenceA, "sentence A", GROUP_COLORS[0]),
+                (Group::SentenceB, "sentence B", GROUP_COLORS[1]),
+                (Group::Special, "special tokens", GROUP_COLORS[2]),
+            ];
+            for (group, name, color) in groups {
+                let members: Vec<[f64; 2]> = points
+                    .iter()
+                    .enumerate()
+                    .filter(|&(index, _)| Group::of(analysis, index) == group)
+                    .map(|(_, &[x, y])| [f64::from(x), f64::from(y)])
+                    .collect();
+                if !members.is_empty() {
+                    plot.points(
+                        Points::new(name, PlotPoints::from(members))
+                            .radius(4.0)
+                            .color(color),
+                    );
+                }
+            }
+            // Labels where they fit: the selected and the hovered token first (always), then in
+            // token order, each only if it overlaps none already placed.
+            let hovered = plot.pointer_coordinate().and_then(|pointer| {
+                let pointer = plot.screen_from_plot(pointer);
+                points
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &[x, y])| {
+                        let at = plot.screen_from_plot([f64::from(x), f64::from(y)].into());
+                        (index, at.distance(pointer))
+                    })
+                    .filter(|&(_, distance)| distance <= HOVER_RADIUS)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(index, _)| index)
+            });
+            let mut order: Vec<usize> = (0..points.len()).collect();
+            order.sort_by_key(|&index| {
+                (
+                    Some(index) != state.selected_token && Some(index) != hovered,
+                    index,
+                )
+            });
+            let mut placed: Vec<egui::Rect> = Vec::new();
+            for index in order {
+                let [x, y] = points[index];
+                let at = [f64::from(x), f64::from(y)].into();
+                let text = analysis.display_token(index);
+                let anchor = plot.screen_from_plot(at);
+                let size = egui::vec2(
+                    text.chars().count() as f32 * LABEL_CHAR_WIDTH + 2.0,
+                    LABEL_HEIGHT,
+                );
+                let rect = egui::Rect::from_min_size(anchor - egui::vec2(0.0, size.y), size);
+                let always = Some(index) == state.selected_token || Some(index) == hovered;
+                if !always && placed.iter().any(|other| other.intersects(rect)) {
+                    continue;
+                }
+                placed.push(rect);
+                let mut label = egui::RichText::new(text);
+                if always {
                     label = label.color(selection_color).strong();
                 }
                 plot.text(
-                    Text::new(
-                        format!("token {index}"),
-                        [f64::from(x), f64::from(y)].into(),
-                        label,
-                    )
-                    .anchor(egui::Align2::LEFT_BOTTOM),
+                    // Unnamed: labels stay out of the legend.
+                    Text::new("", at, label).anchor(egui::Align2::LEFT_BOTTOM),
                 );
             }
         });
