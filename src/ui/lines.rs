@@ -61,6 +61,17 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
     ui.horizontal(|ui| {
         ui.add(egui::Slider::new(&mut state.line_threshold, 0.0..=0.5).text("hide weights below"))
             .on_hover_text("Lines for weights under this are not drawn");
+        ui.separator();
+        let top_k = ui.add(
+            egui::DragValue::new(&mut state.line_top_k)
+                .range(0..=analysis.len())
+                .custom_formatter(|k, _| if k == 0.0 { "all".to_owned() } else { format!("{k}") })
+                .prefix("top "),
+        );
+        let label = ui.label("keys per token");
+        top_k.labelled_by(label.id).on_hover_text(
+            "Draw only each token's strongest lines per head (0 or all: every line above the threshold); clearer at hundreds of tokens",
+        );
         let is_pair = analysis.sentence.contains(&Some(1));
         if is_pair {
             ui.separator();
@@ -115,8 +126,9 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                 for query in 0..tokens {
                     // A causal model's lines only run backwards, to earlier tokens.
                     let keys = if analysis.causal { query + 1 } else { tokens };
-                    for key in 0..keys {
-                        let weight = map[query * tokens + key];
+                    let row = &map[query * tokens..][..keys];
+                    for key in keys_to_draw(row, state.line_top_k) {
+                        let weight = row[key];
                         if weight < state.line_threshold.max(1e-3) {
                             continue;
                         }
@@ -211,4 +223,29 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
             }
         });
     actions
+}
+
+/// The keys whose lines a query row may draw: every key, or only its `top_k` strongest
+/// (0 = every key).
+fn keys_to_draw(row: &[f32], top_k: usize) -> Vec<usize> {
+    match top_k {
+        0 => (0..row.len()).collect(),
+        k => crate::model::heads::top_k(row, k)
+            .into_iter()
+            .map(|(key, _)| key as usize)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_each_rows_strongest_keys() {
+        let row = [0.1, 0.5, 0.05, 0.35];
+        assert_eq!(keys_to_draw(&row, 0), vec![0, 1, 2, 3]);
+        assert_eq!(keys_to_draw(&row, 2), vec![1, 3]);
+        assert_eq!(keys_to_draw(&row, 9).len(), 4);
+    }
 }

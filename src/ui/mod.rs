@@ -152,6 +152,8 @@ pub struct ViewState {
     pub pair_filter: PairFilter,
     /// Lines fainter than this weight are not drawn.
     pub line_threshold: f32,
+    /// Lines view: only each query's strongest this many keys per head (0 = all).
+    pub line_top_k: usize,
     /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
     pub fixed_scale: bool,
     /// Layer shown by the projection view (0 = embeddings).
@@ -178,6 +180,7 @@ impl Default for ViewState {
             hidden_heads: Vec::new(),
             pair_filter: PairFilter::All,
             line_threshold: 0.1,
+            line_top_k: 0,
             fixed_scale: false,
             projection_layer: 0,
             export_scale: 2.0,
