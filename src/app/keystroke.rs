@@ -5,8 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egui::{Pos2, Rect, Vec2};
-
 use super::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 
 /// How long to wait for a model to load or for one result before giving up.
@@ -24,11 +22,7 @@ pub fn measure_keystroke_ms(launch: LaunchOptions, keystrokes: usize) -> anyhow:
         Arc::new(Mutex::new(None)),
     );
     let frame = |app: &mut BertscopeApp| {
-        let input = egui::RawInput {
-            screen_rect: Some(Rect::from_min_size(Pos2::ZERO, Vec2::new(1400.0, 900.0))),
-            ..Default::default()
-        };
-        let output = ctx.run_ui(input, |ui| {
+        let output = ctx.run_ui(crate::ui::headless_input(), |ui| {
             app.update_logic(ui.ctx());
             app.draw(ui);
         });

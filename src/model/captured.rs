@@ -64,7 +64,7 @@ impl CapturedArray {
 
     /// An array of `shape` (at least two dimensions) still on a device.
     pub fn device(shape: Vec<usize>, array: Box<dyn DeviceArray>) -> Self {
-        let matrices = shape[..shape.len().saturating_sub(2)].iter().product();
+        let matrices = leading_dims(&shape).iter().product();
         Self {
             shape,
             place: Arc::new(Place::Device {
@@ -97,7 +97,7 @@ impl CapturedArray {
     /// Index of the matrix selected by `leading` among all matrices; panics when out of range,
     /// like slice indexing.
     fn matrix_index(&self, leading: &[usize]) -> usize {
-        let dims = &self.shape[..self.shape.len().saturating_sub(2)];
+        let dims = leading_dims(&self.shape);
         assert_eq!(
             leading.len(),
             dims.len(),
@@ -174,7 +174,7 @@ impl CapturedArray {
                             Arc::clone(values)
                         }
                         _ => {
-                            let matrices = self.place_matrix_count();
+                            let matrices = leading_dims(&self.shape).iter().product::<usize>();
                             let values = array
                                 .max_pooled(factor)
                                 .and_then(|values| checked_len(values, matrices * per_matrix))
@@ -189,12 +189,6 @@ impl CapturedArray {
                 (all[start..start + per_matrix].to_vec(), out)
             }
         }
-    }
-
-    fn place_matrix_count(&self) -> usize {
-        self.shape[..self.shape.len().saturating_sub(2)]
-            .iter()
-            .product()
     }
 
     /// Every value on the host: borrowed when it is there already, otherwise copied from the
@@ -245,6 +239,11 @@ impl PartialEq for CapturedArray {
                 _ => false,
             }
     }
+}
+
+/// The dimensions before the matrices (the last two): `[layer, head]` of attention.
+fn leading_dims(shape: &[usize]) -> &[usize] {
+    &shape[..shape.len().saturating_sub(2)]
 }
 
 fn checked_len(values: Vec<f32>, expected: usize) -> Result<Vec<f32>> {

@@ -127,10 +127,10 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                     // A causal model's lines only run backwards, to earlier tokens.
                     let keys = if analysis.causal { query + 1 } else { tokens };
                     let row = &map[query * tokens..][..keys];
-                    for key in keys_to_draw(row, state.line_top_k) {
+                    for_each_key_to_draw(row, state.line_top_k, |key| {
                         let weight = row[key];
                         if weight < state.line_threshold.max(1e-3) {
-                            continue;
+                            return;
                         }
                         let shown = match focus {
                             Some(Focus::Query(q)) => q == query,
@@ -142,7 +142,7 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                                 .pair_filter
                                 .allows(analysis.sentence[query], analysis.sentence[key])
                         {
-                            continue;
+                            return;
                         }
                         drawn += 1;
                         let alpha = (weight.sqrt() * 230.0) as u8;
@@ -156,7 +156,7 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
                                 Color32::from_rgba_unmultiplied(r, g, b, alpha),
                             ),
                         );
-                    }
+                    });
                 }
             }
 
@@ -225,15 +225,16 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
     actions
 }
 
-/// The keys whose lines a query row may draw: every key, or only its `top_k` strongest
-/// (0 = every key).
-fn keys_to_draw(row: &[f32], top_k: usize) -> Vec<usize> {
+/// Calls `draw` with each key whose line a query row may draw: every key, or only its `top_k`
+/// strongest (0 = every key). Every key costs no allocation: this runs per row, per head, per
+/// frame.
+fn for_each_key_to_draw(row: &[f32], top_k: usize, draw: impl FnMut(usize)) {
     match top_k {
-        0 => (0..row.len()).collect(),
+        0 => (0..row.len()).for_each(draw),
         k => crate::model::heads::top_k(row, k)
             .into_iter()
             .map(|(key, _)| key as usize)
-            .collect(),
+            .for_each(draw),
     }
 }
 
@@ -244,8 +245,13 @@ mod tests {
     #[test]
     fn top_k_keeps_each_rows_strongest_keys() {
         let row = [0.1, 0.5, 0.05, 0.35];
-        assert_eq!(keys_to_draw(&row, 0), vec![0, 1, 2, 3]);
-        assert_eq!(keys_to_draw(&row, 2), vec![1, 3]);
-        assert_eq!(keys_to_draw(&row, 9).len(), 4);
+        let keys = |top_k| {
+            let mut keys = Vec::new();
+            for_each_key_to_draw(&row, top_k, |key| keys.push(key));
+            keys
+        };
+        assert_eq!(keys(0), vec![0, 1, 2, 3]);
+        assert_eq!(keys(2), vec![1, 3]);
+        assert_eq!(keys(9).len(), 4);
     }
 }

@@ -229,3 +229,15 @@ pub enum UiAction {
     /// Save the open view as a figure, or the attention data (the app asks where).
     Export,
 }
+
+/// The input of one headless frame of a 1400 × 900 window (the app's default size), for the
+/// frame timings `bench` prints.
+pub fn headless_input() -> egui::RawInput {
+    egui::RawInput {
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::Vec2::new(1400.0, 900.0),
+        )),
+        ..Default::default()
+    }
+}

@@ -111,12 +111,8 @@ pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> f64 {
     let ctx = egui::Context::default();
     let state = ViewState::default();
     let mut textures = TextureCache::default();
-    let input = || egui::RawInput {
-        screen_rect: Some(Rect::from_min_size(Pos2::ZERO, Vec2::new(1400.0, 900.0))),
-        ..Default::default()
-    };
     let frame = |textures: &mut TextureCache| {
-        let output = ctx.run_ui(input(), |ui| {
+        let output = ctx.run_ui(super::headless_input(), |ui| {
             egui::CentralPanel::default().show(ui, |ui| {
                 overview_view(ui, analysis, &state, textures);
             });
