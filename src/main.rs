@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use bertscope::analysis::HeadChoice;
 use bertscope::bench;
+use bertscope::export::data::Precision;
 use bertscope::export::dump::DumpDocument;
 use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
 use bertscope::model::{
@@ -69,7 +70,7 @@ enum Command {
     Dump(DumpArgs),
     /// Time the full forward pass with every attention map captured.
     Bench(BenchArgs),
-    /// Write a figure (.png, .svg) or data (.json, .csv, .npy) without opening a window.
+    /// Write a figure (.png, .svg) or data (.json, .csv, .npy, .npz) without opening a window.
     Export(ExportArgs),
 }
 
@@ -97,7 +98,7 @@ struct ExportArgs {
     model: ModelArgs,
     #[command(flatten)]
     input: InputArgs,
-    /// Layer, 0-based.
+    /// Layer, 0-based (with --view projection, 0 is the embeddings).
     #[arg(long, default_value_t = 0)]
     layer: usize,
     /// Head, 0-based, or "mean" for the mean of the layer's heads.
@@ -106,16 +107,33 @@ struct ExportArgs {
     /// The picture for .png and .svg.
     #[arg(long, value_enum, default_value_t = FigureView::Heatmap)]
     view: FigureView,
+    /// The selected token (0-based): its next-token guesses in --view predictions, its path
+    /// through the layers in --view projection. Default: the last token, and no path.
+    #[arg(long)]
+    token: Option<usize>,
+    /// The second model (folder or Hub id) for --view compare, run on the same device.
+    #[arg(long, value_name = "M2")]
+    compare: Option<String>,
+    /// The second model's layer with --view compare; default: the layer at --layer's relative
+    /// depth.
+    #[arg(long, requires = "compare")]
+    compare_layer: Option<usize>,
+    /// The second model's head with --view compare, or "mean".
+    #[arg(long, default_value = "mean", value_parser = parse_head, requires = "compare")]
+    compare_head: HeadChoice,
     /// PNG scale: 1, 2 or 4.
     #[arg(long, default_value_t = 2.0)]
     scale: f32,
-    /// Output file; its extension picks the format (.png .svg .json .csv .npy). With
+    /// Output file; its extension picks the format (.png .svg .json .csv .npy .npz). With
     /// --all-heads, a folder.
     #[arg(long, short)]
     out: PathBuf,
     /// Write a heatmap of every layer and head, and the overview, into the folder --out.
     #[arg(long)]
     all_heads: bool,
+    /// The number type of the attention maps in a .npz (f16: half the size).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// The figures' format with --all-heads.
     #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
     format: FigureFormat,
@@ -138,7 +156,7 @@ fn parse_head(text: &str) -> Result<HeadChoice, String> {
 }
 
 /// Which model, and where it runs.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ModelArgs {
     /// A local model folder (Hugging Face layout) or a Hub id such as bert-base-uncased.
     #[arg(long, short)]
@@ -333,15 +351,34 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         ExportFormat::from_path(&args.out)?;
     }
+    anyhow::ensure!(
+        args.compare.is_some() || args.view != FigureView::Compare,
+        "--view compare needs a second model: --compare M2"
+    );
     let model = load(&args.model)?;
     let request = args.input.request();
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
+    let comparison = match &args.compare {
+        Some(other) => {
+            let other = load(&ModelArgs {
+                model: other.clone(),
+                ..args.model.clone()
+            })?;
+            let analysis = other.analyze(&request)?;
+            Some((other, analysis))
+        }
+        None => None,
+    };
     let options = ExportOptions {
         view: args.view,
         layer: args.layer,
         head: args.head,
         scale: args.scale,
+        precision: args.precision,
+        selected_token: args.token,
+        compare_layer: args.compare_layer,
+        compare_head: args.compare_head,
         ..ExportOptions::default()
     };
     let input = &args.input;
@@ -366,13 +403,15 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         eprintln!("wrote {} figures into {}", written?, args.out.display());
         return Ok(());
     }
-    bertscope::export::export(
+    bertscope::export::export_cancellable(
         &args.out,
-        model.name(),
-        &analysis,
-        &input.text,
-        input.text_b.as_deref(),
+        (model.name(), &analysis),
+        comparison
+            .as_ref()
+            .map(|(other, analysis)| (other.name(), analysis)),
+        (&input.text, input.text_b.as_deref()),
         &options,
+        &std::sync::atomic::AtomicBool::new(false),
     )?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
@@ -416,12 +455,20 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     #[cfg(feature = "gui")]
     if let Some(frames) = args.overview_frames {
         let analysis = model.run(input.clone(), &[], 5)?;
-        let frame_ms = bertscope::ui::overview::measure_frame_ms(&analysis, frames);
+        let times = bertscope::ui::overview::measure_frame_ms(&analysis, frames);
         println!(
-            "overview_frame_ms {frame_ms:.3} ({} layers x {} heads, {} tokens, 1400x900)",
+            "overview_frame_ms {:.3} filling {} frames, slowest {:.1} ms ({} layers x {} heads, {} tokens, 1400x900, thumbnails at most {} MB)",
+            times.frame_ms,
+            times.filling_frames,
+            times.slowest_filling_ms,
             analysis.layers(),
             analysis.heads(),
-            analysis.len()
+            analysis.len(),
+            analysis.layers()
+                * analysis.heads()
+                * bertscope::ui::textures::THUMBNAIL_TEXELS.min(analysis.len()).pow(2)
+                * 4
+                / 1_000_000
         );
     }
     #[cfg(feature = "gui")]

@@ -329,7 +329,7 @@ fn errors_are_one_line_with_a_failing_exit_code() {
     let tiny = tiny.to_str().unwrap();
     let gpt2 = fixture("gpt2-lm");
     let gpt2 = gpt2.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["dump", "--model", gpt2, "--text", "x", "--text-b", "y"],
             "GPT-2 reads one text, not a sentence pair",
@@ -363,6 +363,32 @@ fn errors_are_one_line_with_a_failing_exit_code() {
             "out of range",
         ),
         (&["dump", "--text", "x"], "--model"),
+        (
+            &[
+                "export", "--model", tiny, "--text", "x", "--view", "compare", "--out", "c.png",
+            ],
+            "needs a second model",
+        ),
+        (
+            &[
+                "export",
+                "--model",
+                tiny,
+                "--text",
+                "x",
+                "--token",
+                "99",
+                "--view",
+                "predictions",
+                "--out",
+                "p.png",
+            ],
+            "token 99 is out of range",
+        ),
+        (
+            &["export", "--model", tiny, "--text", "x", "--out", "x.npq"],
+            ".npz",
+        ),
     ];
     for (args, expected) in cases {
         let output = bertscope(args);
@@ -443,4 +469,81 @@ fn export_all_heads_writes_a_figure_per_head_and_the_overview() {
         bertscope(&[&args[..], &["--all-heads", "--out", file.to_str().unwrap()]].concat());
     assert!(!output.status.success());
     assert!(stderr_line(&output).contains("is a file"));
+}
+
+#[test]
+fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
+    let legacy = fixture("tiny-legacy");
+    let legacy = legacy.to_str().unwrap();
+    let roberta = fixture("roberta-mlm");
+    let roberta = roberta.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let text = [
+        "--text",
+        "The cat sat on the [MASK].",
+        "--text-b",
+        "It was warm.",
+    ];
+    let runs: [(Vec<&str>, String, &str); 4] = [
+        (
+            vec!["--view", "projection", "--layer", "2", "--token", "3"],
+            out("projection.svg"),
+            "hidden states, layer 2",
+        ),
+        (
+            vec!["--view", "predictions"],
+            out("predictions.svg"),
+            "masked LM at token",
+        ),
+        (
+            vec!["--view", "compare", "--compare", legacy, "--head", "1"],
+            out("same.svg"),
+            "divergence per layer",
+        ),
+        (
+            vec![
+                "--view",
+                "compare",
+                "--compare",
+                roberta,
+                "--compare-layer",
+                "0",
+            ],
+            out("different.svg"),
+            "tokenize this text differently",
+        ),
+    ];
+    for (extra, path, expected) in &runs {
+        let mut args = vec!["export", "--model", legacy];
+        args.extend(text);
+        args.extend(extra.iter().copied());
+        args.extend(["--out", path.as_str()]);
+        let output = bertscope(&args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.contains(expected), "{args:?}");
+    }
+
+    let mut sizes = Vec::new();
+    for precision in ["f32", "f16"] {
+        let path = out(&format!("maps-{precision}.npz"));
+        let mut args = vec!["export", "--model", legacy];
+        args.extend(text);
+        args.extend(["--precision", precision, "--out", path.as_str()]);
+        let output = bertscope(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"PK"), "a zip archive");
+        sizes.push(bytes.len());
+    }
+    assert!(sizes[1] < sizes[0], "f16 is smaller: {sizes:?}");
 }

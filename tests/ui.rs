@@ -418,15 +418,25 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("figure.svg");
     let app = harness.state();
-    app.export_to(&path, View::Heatmap.figure(), app.result().unwrap())
+    app.export_to(&path, Some(View::Heatmap.figure()), app.result().unwrap())
         .unwrap();
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(
         svg.contains("layer 1 · head 2"),
         "the figure shows what the heatmap shows"
     );
-    // A tab without a figure still exports data, and says why it cannot draw.
-    assert_eq!(View::Projection.figure(), None);
+    // Every tab draws a figure: the projection's names its layer.
+    let projection = dir.path().join("projection.svg");
+    app.export_to(
+        &projection,
+        Some(View::Projection.figure()),
+        app.result().unwrap(),
+    )
+    .unwrap();
+    let svg = std::fs::read_to_string(&projection).unwrap();
+    assert!(svg.contains("hidden states, layer 0"), "{svg:.300}");
+    assert!(svg.contains("<circle"), "a point per token");
+    // Data files come from any tab; a figure needs to know which picture.
     let csv = dir.path().join("head.csv");
     app.export_to(&csv, None, app.result().unwrap()).unwrap();
     assert!(std::fs::read_to_string(&csv)
@@ -681,4 +691,57 @@ fn keyboard_shortcuts_switch_tabs_focus_the_text_and_list_themselves() {
     harness.key_press(egui::Key::Num1);
     harness.run_ok();
     assert_eq!(harness.state().settings().view.view, View::Overview);
+}
+
+#[test]
+fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
+    let result = fixed_result();
+    let mut harness = view_harness(|ui, state| {
+        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+    });
+    harness.run_steps(8);
+    let matrix = harness.get_by_label_contains("Attention matrix").rect();
+    let inside = egui::pos2(
+        (matrix.left() + matrix.right()) / 2.0,
+        (matrix.top() + matrix.bottom()) / 2.0,
+    );
+    harness.hover_at(inside);
+    harness.run_steps(8);
+    harness.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(0.0, 200.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+        modifiers: egui::Modifiers::NONE,
+    });
+    harness.run_steps(8);
+    let zoomed = harness.state().view.heatmap_zoom;
+    assert!(zoomed.zoom > 1.5, "the wheel zooms in: {zoomed:?}");
+    assert!(zoomed.left > 0.0 && zoomed.top > 0.0, "{zoomed:?}");
+
+    // Dragging right and down shows what lies left and up.
+    harness.drag_at(inside);
+    harness.run_steps(8);
+    for step in 1..=4 {
+        harness.hover_at(inside + egui::vec2(10.0, 10.0) * step as f32);
+        harness.run_steps(8);
+    }
+    harness.drop_at(inside + egui::vec2(40.0, 40.0));
+    harness.run_steps(8);
+    let panned = harness.state().view.heatmap_zoom;
+    assert_eq!(panned.zoom, zoomed.zoom);
+    assert!(
+        panned.left < zoomed.left && panned.top < zoomed.top,
+        "{zoomed:?} → {panned:?}"
+    );
+
+    harness.key_press(egui::Key::Num0);
+    harness.run_steps(8);
+    assert!(harness.state().view.heatmap_zoom.is_fit());
+    harness.key_press(egui::Key::Equals);
+    harness.run_steps(8);
+    assert!(harness.state().view.heatmap_zoom.zoom > 1.0);
+    harness.get_by_label("Fit").click();
+    harness.run_steps(8);
+    assert!(harness.state().view.heatmap_zoom.is_fit());
 }

@@ -91,6 +91,7 @@ impl BertscopeApp {
             View::Compare => self
                 .divergence_key()
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
+            View::Overview => self.primary.textures.thumbnails_pending(),
             _ => false,
         }
     }
@@ -251,23 +252,22 @@ impl BertscopeApp {
             return;
         }
         let view = &self.settings.view;
-        let extension = if figure.is_some() { "png" } else { "json" };
         let name = format!(
-            "bertscope-{}-layer{}.{extension}",
+            "bertscope-{}-layer{}.png",
             view.view.label().to_lowercase().replace(' ', "-"),
             view.layer
         );
-        let mut dialog = rfd::FileDialog::new()
+        let dialog = rfd::FileDialog::new()
             .set_title("Export")
-            .set_file_name(name);
-        if figure.is_some() {
-            dialog = dialog
-                .add_filter("PNG figure", &["png"])
-                .add_filter("SVG figure", &["svg"]);
-        }
-        let dialog = dialog
+            .set_file_name(name)
+            .add_filter("PNG figure", &["png"])
+            .add_filter("SVG figure", &["svg"])
             .add_filter("All attention maps (JSON)", &["json"])
             .add_filter("This head (CSV)", &["csv"])
+            .add_filter(
+                "All attention maps and tokens (compressed NumPy .npz)",
+                &["npz"],
+            )
             .add_filter("All attention maps (NumPy .npy)", &["npy"]);
         let Some(path) = dialog.save_file() else {
             self.export_note = Some(
@@ -276,7 +276,7 @@ impl BertscopeApp {
             );
             return;
         };
-        self.export_in_background(path, figure);
+        self.export_in_background(path, Some(figure));
     }
 
     /// Starts writing the open view's figure (or the data) to `path` on a thread of its own, as
@@ -374,25 +374,52 @@ impl BertscopeApp {
         figure: Option<crate::export::FigureView>,
         result: &Arc<crate::worker::AnalysisResult>,
     ) -> anyhow::Result<Box<dyn FnOnce(&AtomicBool) -> anyhow::Result<()> + Send>> {
-        use crate::export::ExportFormat;
+        use crate::export::{ExportFormat, FigureView};
         let format = ExportFormat::from_path(path)?;
-        let Some(figure) = figure.or((!matches!(format, ExportFormat::Png | ExportFormat::Svg))
-            .then_some(crate::export::FigureView::Heatmap))
-        else {
-            anyhow::bail!(
-                "{}: this tab has no figure; save .json, .csv or .npy, or export a figure from the heatmap, lines or overview tab",
-                path.display()
-            );
+        // Data files are the same from every tab; `figure` says which picture a figure shows.
+        let figure = match format {
+            ExportFormat::Png | ExportFormat::Svg => figure
+                .ok_or_else(|| anyhow::anyhow!("{}: this tab has no figure", path.display()))?,
+            _ => FigureView::Heatmap,
         };
         let view = &self.settings.view;
+        let comparison = match figure {
+            FigureView::Compare => {
+                let slot = self
+                    .comparison
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("load a second model to compare first"))?;
+                let result = slot.result.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("the second model has not analysed the text yet")
+                })?;
+                Some((
+                    slot.name().unwrap_or("model B").to_owned(),
+                    Arc::clone(result),
+                ))
+            }
+            _ => None,
+        };
+        let (layer, head) = match figure {
+            FigureView::Projection => (view.projection_layer, view.head),
+            FigureView::Compare => (view.layer, view.compare_heads[0]),
+            _ => (view.layer, view.head),
+        };
         let options = crate::export::ExportOptions {
             view: figure,
-            layer: view.layer,
-            head: view.head,
+            layer,
+            head,
             scale: view.export_scale,
             hidden_heads: view.hidden_heads.clone(),
             line_threshold: view.line_threshold,
             fixed_scale: view.fixed_scale,
+            precision: if view.export_f16 {
+                crate::export::data::Precision::F16
+            } else {
+                crate::export::data::Precision::F32
+            },
+            selected_token: view.selected_token,
+            compare_layer: (!view.align_by_depth).then_some(view.compare_layer),
+            compare_head: view.compare_heads[1],
         };
         let model = self
             .primary
@@ -404,8 +431,10 @@ impl BertscopeApp {
             let request = &result.request;
             crate::export::export_cancellable(
                 &path,
-                &model,
-                &result.analysis,
+                (&model, &result.analysis),
+                comparison
+                    .as_ref()
+                    .map(|(name, other)| (name.as_str(), &other.analysis)),
                 (&request.text_a, request.text_b.as_deref()),
                 &options,
                 cancel,

@@ -409,11 +409,7 @@ impl BertscopeApp {
                     .on_hover_text(format!("{} (key {})", view.description(), number + 1));
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let hover = if self.settings.view.view.figure().is_some() {
-                    "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head) or .npy"
-                } else {
-                    "Save the attention data as JSON, CSV (this layer and head) or .npy (figures come from the heatmap, lines and overview tabs)"
-                };
+                let hover = "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head), .npy or compressed .npz (Ctrl+E)";
                 let exporting = self.export_job.as_ref().map(|job| {
                     let name = job.path.file_name().unwrap_or_default().to_string_lossy();
                     (name.into_owned(), job.started.elapsed().as_secs_f32())
@@ -440,6 +436,8 @@ impl BertscopeApp {
                     })
                     .response
                     .on_hover_text("Pixel scale of exported PNG figures");
+                ui.checkbox(&mut self.settings.view.export_f16, "f16 .npz")
+                    .on_hover_text("Write .npz attention maps as 16-bit floats: half the size, about 3 significant digits");
                 if let Some(note) = &self.export_note {
                     ui.weak(note);
                 }

@@ -1,4 +1,5 @@
-//! Raw data for notebooks and spreadsheets: one head as CSV, every head as a NumPy `.npy`.
+//! Raw data for notebooks and spreadsheets: one head as CSV, every head as a NumPy `.npy`, or
+//! every head and the tokens as a compressed `.npz` (f32, or f16 at half the size).
 
 use std::io::Write;
 
@@ -47,6 +48,117 @@ pub fn attention_npy(analysis: &Analysis, out: &mut dyn Write) -> std::io::Resul
     writer.finish()
 }
 
+/// The number type of the attention maps in an `.npz`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+pub enum Precision {
+    /// 32-bit floats: the probabilities exactly as computed.
+    #[default]
+    F32,
+    /// 16-bit floats: half the size, about 3 significant digits.
+    F16,
+}
+
+/// A compressed NumPy archive (`numpy.load` reads it): `attentions` `[layer, head, query, key]`
+/// in `precision`, `tokens` (unicode strings), `token_ids` and `segment_ids`.
+pub fn attention_npz(
+    analysis: &Analysis,
+    precision: Precision,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    use npyz::WriterBuilder as _;
+    let attentions = analysis
+        .attentions
+        .to_host()
+        .map_err(std::io::Error::other)?;
+    let shape: Vec<u64> = attentions.shape().iter().map(|&d| d as u64).collect();
+    let bytes_per_value = match precision {
+        Precision::F32 => 4,
+        Precision::F16 => 2,
+    };
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        // Level 1: the maps are noisy floats that deflate barely shrinks at any level, while
+        // the zeros of causal and padded maps shrink at all of them; higher levels only cost.
+        .compression_level(Some(1))
+        .large_file(attentions.values().len() * bytes_per_value >= u32::MAX as usize);
+    let mut archive = zip::ZipWriter::new_stream(out);
+    let zip_error = |err: zip::result::ZipError| std::io::Error::other(err.to_string());
+
+    archive
+        .start_file("attentions.npy", options)
+        .map_err(zip_error)?;
+    let values = attentions.values().iter().copied();
+    match precision {
+        Precision::F32 => {
+            let mut writer = npyz::WriteOptions::<f32>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut archive)
+                .begin_nd()?;
+            writer.extend(values)?;
+            writer.finish()?;
+        }
+        Precision::F16 => {
+            let mut writer = npyz::WriteOptions::<half::f16>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut archive)
+                .begin_nd()?;
+            writer.extend(values.map(half::f16::from_f32))?;
+            writer.finish()?;
+        }
+    }
+
+    let small = options.large_file(false);
+    archive.start_file("tokens.npy", small).map_err(zip_error)?;
+    // NumPy's fixed-width unicode: as many code points as the longest token.
+    let width = analysis
+        .tokens
+        .iter()
+        .map(|token| token.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let dtype = npyz::DType::Plain(
+        format!("<U{width}")
+            .parse::<npyz::TypeStr>()
+            .map_err(std::io::Error::other)?,
+    );
+    let mut writer = npyz::WriteOptions::<String>::new()
+        .dtype(dtype)
+        .shape(&[analysis.len() as u64])
+        .writer(&mut archive)
+        .begin_nd()?;
+    writer.extend(analysis.tokens.iter().cloned())?;
+    writer.finish()?;
+
+    for (name, ids) in [
+        ("token_ids.npy", &analysis.token_ids),
+        ("segment_ids.npy", &analysis.segment_ids),
+    ] {
+        archive.start_file(name, small).map_err(zip_error)?;
+        let mut writer = npyz::WriteOptions::<u32>::new()
+            .default_dtype()
+            .shape(&[ids.len() as u64])
+            .writer(&mut archive)
+            .begin_nd()?;
+        writer.extend(ids.iter().copied())?;
+        writer.finish()?;
+    }
+    archive.finish().map_err(zip_error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +186,61 @@ mod tests {
         assert_eq!(npy.shape(), &[1, 2, 3, 3]);
         let values: Vec<f32> = npy.into_vec().unwrap();
         assert_eq!(values[17], 17.0 / 18.0);
+    }
+
+    #[test]
+    fn npz_holds_every_map_and_the_tokens_in_either_precision() {
+        use std::io::Read as _;
+        let analysis = tiny();
+        for precision in [Precision::F32, Precision::F16] {
+            let mut out = Vec::new();
+            attention_npz(&analysis, precision, &mut out).unwrap();
+            let mut archive = zip::ZipArchive::new(std::io::Cursor::new(out)).unwrap();
+            let mut names: Vec<String> = archive
+                .file_names()
+                .map(|name| name.unwrap().into_owned())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(
+                names,
+                [
+                    "attentions.npy",
+                    "segment_ids.npy",
+                    "token_ids.npy",
+                    "tokens.npy"
+                ]
+            );
+            let mut bytes = Vec::new();
+            archive
+                .by_name("attentions.npy")
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+            assert_eq!(npy.shape(), &[1, 2, 3, 3]);
+            let values: Vec<f32> = match precision {
+                Precision::F32 => npy.into_vec().unwrap(),
+                Precision::F16 => npy
+                    .into_vec::<half::f16>()
+                    .unwrap()
+                    .into_iter()
+                    .map(f32::from)
+                    .collect(),
+            };
+            let tolerance = match precision {
+                Precision::F32 => 0.0,
+                Precision::F16 => 1e-3,
+            };
+            assert!((values[17] - 17.0 / 18.0).abs() <= tolerance, "{values:?}");
+
+            let mut bytes = Vec::new();
+            archive
+                .by_name("tokens.npy")
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            let tokens: Vec<String> = npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap();
+            assert_eq!(tokens, analysis.tokens);
+        }
     }
 }

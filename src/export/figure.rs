@@ -7,13 +7,17 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use svg::node::element::{
-    Group, Image, Line, LinearGradient, Rectangle, Stop, Text as TextElement,
+    Circle, Group, Image, Line, LinearGradient, Polyline, Rectangle, Stop, Text as TextElement,
 };
 use svg::Document;
 
+use crate::analysis::compare::{difference, divergence_by_layer, same_tokens};
+use crate::analysis::projection::Projection;
 use crate::analysis::{shown_map, HeadChoice};
-use crate::model::Analysis;
-use crate::render::{attention_color, head_color, heatmap_rgba, max_value, tick_label};
+use crate::model::{Analysis, TokenPrediction};
+use crate::render::{
+    attention_color, difference_rgba, head_color, heatmap_rgba, max_value, tick_label, TokenGroup,
+};
 
 const MARGIN: f32 = 24.0;
 const TITLE_SIZE: f32 = 18.0;
@@ -22,6 +26,8 @@ const SANS: &str = "Ubuntu, 'DejaVu Sans', sans-serif";
 const MONO: &str = "Hack, 'DejaVu Sans Mono', monospace";
 const INK: &str = "#202020";
 const FAINT_INK: &str = "#606060";
+/// The selected token's label and path.
+const SELECTED_INK: &str = "#c0392b";
 
 /// What a figure says above the drawing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +396,488 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
     );
     let height = grid_top + pitch * layers as f32 + MARGIN;
     document(width, height, group)
+}
+
+/// Token hidden states of one layer in the PCA plane of every layer, coloured by sentence A, B
+/// and special tokens, labelled where labels do not overlap (the selected token always, with its
+/// path through the layers).
+pub fn projection(
+    analysis: &Analysis,
+    projection: &Projection,
+    layer: usize,
+    selected: Option<usize>,
+    caption: &Caption,
+) -> Document {
+    const PLOT_WIDTH: f32 = 640.0;
+    const PLOT_HEIGHT: f32 = 440.0;
+    const LABEL_SIZE: f32 = 11.0;
+    let layer = layer.min(projection.layers().saturating_sub(1));
+    let points = projection.layer(layer);
+    let path = selected
+        .filter(|&token| token < points.len())
+        .map(|token| projection.trajectory(token))
+        .unwrap_or_default();
+    // One scale on both axes, as in the app: distances mean the same across and up.
+    let (mut low, mut high) = ([f32::INFINITY; 2], [f32::NEG_INFINITY; 2]);
+    for point in points.iter().chain(&path) {
+        for axis in 0..2 {
+            low[axis] = low[axis].min(point[axis]);
+            high[axis] = high[axis].max(point[axis]);
+        }
+    }
+    let span = |axis: usize| (high[axis] - low[axis]).max(1e-6);
+    let scale = (PLOT_WIDTH / span(0)).min(PLOT_HEIGHT / span(1));
+
+    let (mut group, top) = captioned(caption);
+    let legend_top = top;
+    let plot_top = legend_top + 24.0;
+    let (left, room) = (MARGIN + 8.0, 8.0);
+    let at = |[x, y]: [f32; 2]| {
+        (
+            left + room + (x - low[0]) * scale,
+            // Up is up, as in the app's plot.
+            plot_top + room + (high[1] - y) * scale,
+        )
+    };
+    let plot_width = span(0) * scale + 2.0 * room;
+    let plot_height = span(1) * scale + 2.0 * room;
+    group = group.add(
+        Rectangle::new()
+            .set("x", left)
+            .set("y", plot_top)
+            .set("width", plot_width)
+            .set("height", plot_height)
+            .set("fill", "none")
+            .set("stroke", "#d0d0d0"),
+    );
+
+    let mut legend_x = MARGIN;
+    for token_group in TokenGroup::ALL {
+        if !(0..points.len()).any(|index| TokenGroup::of(analysis, index) == token_group) {
+            continue;
+        }
+        group = group
+            .add(
+                Circle::new()
+                    .set("cx", legend_x + 5.0)
+                    .set("cy", legend_top + 6.0)
+                    .set("r", 5)
+                    .set("fill", hex(token_group.color())),
+            )
+            .add(text(
+                legend_x + 14.0,
+                legend_top + 10.0,
+                11.0,
+                SANS,
+                token_group.name(),
+            ));
+        legend_x += 14.0 + text_width(token_group.name(), 11.0) + 18.0;
+    }
+
+    if path.len() > 1 {
+        let points: Vec<String> = path
+            .iter()
+            .map(|&point| {
+                let (x, y) = at(point);
+                format!("{x:.2},{y:.2}")
+            })
+            .collect();
+        group = group.add(
+            Polyline::new()
+                .set("points", points.join(" "))
+                .set("fill", "none")
+                .set("stroke", SELECTED_INK)
+                .set("stroke-width", 1.5),
+        );
+    }
+    for (index, &point) in points.iter().enumerate() {
+        let (x, y) = at(point);
+        group = group.add(
+            Circle::new()
+                .set("cx", x)
+                .set("cy", y)
+                .set("r", 4)
+                .set("fill", hex(TokenGroup::of(analysis, index).color())),
+        );
+    }
+    // Labels in token order, the selected one first; each only where it overlaps none placed.
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&index| (Some(index) != selected, index));
+    let mut placed: Vec<[f32; 4]> = Vec::new();
+    for index in order {
+        let (x, y) = at(points[index]);
+        let label = analysis.display_token(index);
+        let bounds = [
+            x + 5.0,
+            y - 4.0 - LABEL_SIZE,
+            x + 5.0 + text_width(&label, LABEL_SIZE),
+            y - 4.0,
+        ];
+        let overlaps = |other: &[f32; 4]| {
+            bounds[0] < other[2]
+                && other[0] < bounds[2]
+                && bounds[1] < other[3]
+                && other[1] < bounds[3]
+        };
+        let is_selected = Some(index) == selected;
+        if !is_selected && placed.iter().any(overlaps) {
+            continue;
+        }
+        placed.push(bounds);
+        let mut label_text = text(bounds[0], bounds[3], LABEL_SIZE, MONO, &label);
+        if is_selected {
+            label_text = label_text
+                .set("fill", SELECTED_INK)
+                .set("font-weight", "bold");
+        }
+        group = group.add(label_text);
+    }
+    let note = format!(
+        "layer {layer} of {} (0: embeddings) · PCA over all layers · axes explain {:.0}% and {:.0}% of the variance",
+        projection.layers() - 1,
+        projection.explained_variance[0] * 100.0,
+        projection.explained_variance[1] * 100.0
+    );
+    let note_y = plot_top + plot_height + 18.0;
+    group = group.add(text(left, note_y, 11.0, SANS, &note).set("fill", FAINT_INK));
+    let width = figure_width(left + plot_width + MARGIN, caption, &[(left, &note, 11.0)]);
+    document(width, note_y + MARGIN, group)
+}
+
+/// One group of bars in the predictions figure: a title and (label, bar length 0–1, value text).
+struct BarPanel {
+    title: String,
+    rows: Vec<(String, f32, String)>,
+}
+
+/// What the model's heads predict for the input, as labelled bars: masked-LM candidates at each
+/// mask, the next token after `selected` (or the last token), next sentence, the sequence's
+/// labels, the answer, each token's label. Fails when the model has no prediction head.
+pub fn predictions(
+    analysis: &Analysis,
+    selected: Option<usize>,
+    caption: &Caption,
+) -> anyhow::Result<Document> {
+    let style = analysis.token_style;
+    let probability = |p: f32| format!("{p:.3}");
+    let candidates = |prediction: &TokenPrediction| {
+        prediction
+            .top_k
+            .iter()
+            .map(|candidate| {
+                (
+                    style.display(&candidate.token),
+                    candidate.prob,
+                    probability(candidate.prob),
+                )
+            })
+            .collect()
+    };
+    let mut panels = Vec::new();
+    for prediction in analysis.mlm.iter().flatten() {
+        panels.push(BarPanel {
+            title: format!(
+                "masked LM at token {} ({})",
+                prediction.position,
+                analysis.display_token(prediction.position)
+            ),
+            rows: candidates(prediction),
+        });
+    }
+    if let Some(next) = &analysis.next_token {
+        let position = selected
+            .filter(|&token| token < analysis.len())
+            .unwrap_or(analysis.len().saturating_sub(1));
+        if let Some(prediction) = next.iter().find(|p| p.position == position) {
+            panels.push(BarPanel {
+                title: format!(
+                    "next token after token {position} ({})",
+                    analysis.display_token(position)
+                ),
+                rows: candidates(prediction),
+            });
+        }
+    }
+    if let Some(is_next) = analysis.nsp_is_next {
+        panels.push(BarPanel {
+            title: "next sentence: does B follow A?".to_owned(),
+            rows: vec![
+                ("is next".to_owned(), is_next, probability(is_next)),
+                (
+                    "not next".to_owned(),
+                    1.0 - is_next,
+                    probability(1.0 - is_next),
+                ),
+            ],
+        });
+    }
+    if let Some(classification) = &analysis.classification {
+        let largest = classification
+            .labels
+            .iter()
+            .filter_map(|label| label.score)
+            .fold(0f32, |m, s| m.max(s.abs()))
+            .max(f32::MIN_POSITIVE);
+        panels.push(BarPanel {
+            title: format!(
+                "sequence classification ({:?})",
+                classification.problem_type
+            ),
+            rows: classification
+                .labels
+                .iter()
+                .map(|label| match (label.prob, label.score) {
+                    (Some(prob), _) => (label.label.clone(), prob, probability(prob)),
+                    (None, Some(score)) => (
+                        label.label.clone(),
+                        score.abs() / largest,
+                        format!("{score:.3}"),
+                    ),
+                    (None, None) => (label.label.clone(), 0.0, String::new()),
+                })
+                .collect(),
+        });
+    }
+    if let Some(answer) = &analysis.qa {
+        panels.push(BarPanel {
+            title: format!("answer (tokens {} to {})", answer.start, answer.end),
+            rows: vec![(
+                answer.answer.clone(),
+                answer.score,
+                probability(answer.score),
+            )],
+        });
+    }
+    if let Some(labels) = &analysis.token_classification {
+        panels.push(BarPanel {
+            title: "token labels".to_owned(),
+            rows: labels
+                .iter()
+                .map(|label| {
+                    (
+                        format!(
+                            "{} → {}",
+                            analysis.display_token(label.position),
+                            label.label
+                        ),
+                        label.prob,
+                        probability(label.prob),
+                    )
+                })
+                .collect(),
+        });
+    }
+    anyhow::ensure!(
+        !panels.is_empty(),
+        "this model has no prediction head (masked LM, next token, classifier, answers or token labels), so there is nothing to draw"
+    );
+
+    const BAR_LENGTH: f32 = 280.0;
+    const ROW: f32 = 18.0;
+    let label_width = panels
+        .iter()
+        .flat_map(|panel| &panel.rows)
+        .map(|(label, _, _)| text_width(label, 12.0))
+        .fold(0f32, f32::max)
+        .min(320.0);
+    let (mut group, mut y) = captioned(caption);
+    let bars_left = MARGIN + label_width + 10.0;
+    let mut lines: Vec<(f32, String, f32)> = Vec::new();
+    for panel in &panels {
+        group =
+            group.add(text(MARGIN, y + 12.0, 13.0, SANS, &panel.title).set("font-weight", "bold"));
+        lines.push((MARGIN, panel.title.clone(), 13.0));
+        y += 22.0;
+        for (label, length, value) in &panel.rows {
+            group = group
+                .add(text(bars_left - 10.0, y + 12.0, 12.0, MONO, label).set("text-anchor", "end"))
+                .add(
+                    Rectangle::new()
+                        .set("x", bars_left)
+                        .set("y", y + 2.0)
+                        .set("width", (length.clamp(0.0, 1.0) * BAR_LENGTH).max(0.5))
+                        .set("height", ROW - 5.0)
+                        .set("fill", hex(attention_color(0.65, 1.0))),
+                )
+                .add(
+                    text(
+                        bars_left + length.clamp(0.0, 1.0) * BAR_LENGTH + 6.0,
+                        y + 12.0,
+                        11.0,
+                        SANS,
+                        value,
+                    )
+                    .set("fill", FAINT_INK),
+                );
+            y += ROW;
+        }
+        y += 14.0;
+    }
+    let lines: Vec<(f32, &str, f32)> = lines
+        .iter()
+        .map(|(left, line, size)| (*left, line.as_str(), *size))
+        .collect();
+    let width = figure_width(bars_left + BAR_LENGTH + 60.0 + MARGIN, caption, &lines);
+    Ok(document(width, y + MARGIN, group))
+}
+
+/// One side of a comparison figure.
+pub struct CompareSide<'a> {
+    /// The model's name.
+    pub name: &'a str,
+    /// Its analysis of the text.
+    pub analysis: &'a Analysis,
+    /// The layer shown.
+    pub layer: usize,
+    /// The head (or mean) shown.
+    pub head: HeadChoice,
+}
+
+/// Two models' maps side by side and, when both tokenize the text alike, their difference
+/// `A − B` and the divergence of every layer of A from B's layer at the same relative depth.
+pub fn compare(a: &CompareSide<'_>, b: &CompareSide<'_>, caption: &Caption) -> Document {
+    const SIDE: f32 = 300.0;
+    const GAP: f32 = 70.0;
+    let identical = same_tokens(a.analysis, b.analysis);
+    let (mut group, top) = captioned(caption);
+    let map_top = top + 22.0;
+    let label_room = |analysis: &Analysis| {
+        labels(analysis)
+            .iter()
+            .map(|label| text_width(label, 9.0))
+            .fold(0f32, f32::max)
+            .min(90.0)
+            + 6.0
+    };
+    let mut left = MARGIN;
+    let mut maps: Vec<(String, Vec<u8>, usize, &Analysis, String)> = Vec::new();
+    for side in [a, b] {
+        let values = shown_map(side.analysis, side.layer, side.head);
+        let max = max_value(&values);
+        maps.push((
+            format!("{} · layer {} · {}", side.name, side.layer, side.head),
+            heatmap_rgba(&values, max),
+            side.analysis.len(),
+            side.analysis,
+            format!("0 to {}", tick_label(max, max)),
+        ));
+    }
+    if identical {
+        let values = difference(
+            &shown_map(a.analysis, a.layer, a.head),
+            &shown_map(b.analysis, b.layer, b.head),
+        );
+        let max_abs = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        maps.push((
+            "A − B".to_owned(),
+            difference_rgba(&values, max_abs),
+            a.analysis.len(),
+            a.analysis,
+            format!(
+                "red: A attends more · blue: B attends more · ±{}",
+                tick_label(max_abs, max_abs)
+            ),
+        ));
+    }
+    let mut notes: Vec<(f32, String)> = Vec::new();
+    for (title, rgba, tokens, analysis, note) in &maps {
+        let room = label_room(analysis);
+        let matrix_left = left + room;
+        group = group
+            .add(text(left, map_top - 8.0, 12.0, SANS, title).set("font-weight", "bold"))
+            .add(
+                Image::new()
+                    .set("x", matrix_left)
+                    .set("y", map_top)
+                    .set("width", SIDE)
+                    .set("height", SIDE)
+                    .set("preserveAspectRatio", "none")
+                    .set("style", "image-rendering:pixelated")
+                    .set("href", png_data_uri(rgba, *tokens)),
+            );
+        let cell = SIDE / *tokens as f32;
+        let every = (10.0 / cell).ceil().max(1.0) as usize;
+        for (index, label) in labels(analysis).iter().enumerate().step_by(every) {
+            group = group.add(
+                text(
+                    matrix_left - 3.0,
+                    map_top + (index as f32 + 0.5) * cell + 3.0,
+                    9.0,
+                    MONO,
+                    label,
+                )
+                .set("text-anchor", "end"),
+            );
+        }
+        notes.push((matrix_left, note.clone()));
+        group = group
+            .add(text(matrix_left, map_top + SIDE + 16.0, 10.0, SANS, note).set("fill", FAINT_INK));
+        left = matrix_left + SIDE.max(text_width(note, 10.0)) + GAP;
+    }
+    let mut bottom = map_top + SIDE + 30.0;
+    if identical {
+        let divergence = divergence_by_layer(a.analysis, b.analysis);
+        let chart_top = bottom + 24.0;
+        const CHART_HEIGHT: f32 = 120.0;
+        // Identical attention gives all zeros: keep a readable scale rather than one of 1e-38.
+        let largest = divergence.iter().copied().fold(0f32, f32::max);
+        let largest = if largest > 1e-6 { largest } else { 1.0 };
+        let bar = (560.0 / divergence.len().max(1) as f32).clamp(6.0, 40.0);
+        group = group.add(
+            text(
+                MARGIN,
+                chart_top - 8.0,
+                12.0,
+                SANS,
+                "divergence per layer: Jensen–Shannon of A's layer mean from B's at the same depth",
+            )
+            .set("font-weight", "bold"),
+        );
+        for (layer, &value) in divergence.iter().enumerate() {
+            let height = value / largest * CHART_HEIGHT;
+            let x = MARGIN + 30.0 + layer as f32 * bar;
+            group = group
+                .add(
+                    Rectangle::new()
+                        .set("x", x)
+                        .set("y", chart_top + CHART_HEIGHT - height)
+                        .set("width", bar * 0.8)
+                        .set("height", height.max(0.5))
+                        .set("fill", hex(attention_color(0.4, 1.0))),
+                )
+                .add(
+                    text(
+                        x + bar * 0.4,
+                        chart_top + CHART_HEIGHT + 12.0,
+                        9.0,
+                        SANS,
+                        &layer.to_string(),
+                    )
+                    .set("text-anchor", "middle"),
+                );
+        }
+        group = group
+            .add(text(
+                MARGIN,
+                chart_top + 8.0,
+                9.0,
+                SANS,
+                &tick_label(largest, largest),
+            ))
+            .add(text(MARGIN, chart_top + CHART_HEIGHT, 9.0, SANS, "0"));
+        bottom = chart_top + CHART_HEIGHT + 20.0;
+    } else {
+        let note = "the two models tokenize this text differently: no difference map or divergence";
+        bottom += 14.0;
+        group = group.add(text(MARGIN, bottom, 11.0, SANS, note).set("fill", FAINT_INK));
+        bottom += 10.0;
+    }
+    let lines: Vec<(f32, &str, f32)> = notes
+        .iter()
+        .map(|(x, note)| (*x, note.as_str(), 10.0))
+        .collect();
+    let width = figure_width(left - GAP + MARGIN, caption, &lines);
+    document(width, bottom + MARGIN, group)
 }
 
 fn png_data_uri(rgba: &[u8], size: usize) -> String {

@@ -1,5 +1,5 @@
 //! Files made from captured data, written so that a failure never leaves a partial file behind:
-//! figures (PNG, SVG), raw data (JSON, CSV, `.npy`) and the `dump` document.
+//! figures (PNG, SVG), raw data (JSON, CSV, `.npy`, `.npz`) and the `dump` document.
 
 pub mod data;
 pub mod dump;
@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 
-use crate::analysis::HeadChoice;
+use crate::analysis::{compare, HeadChoice};
 use crate::model::Analysis;
 
 /// Which picture a figure export draws.
@@ -34,6 +34,12 @@ pub enum FigureView {
     Lines,
     /// Every layer × head.
     Overview,
+    /// Token hidden states of one layer (`layer`; 0 = embeddings) in 2-D.
+    Projection,
+    /// What the model's heads predict.
+    Predictions,
+    /// Two models side by side (needs a second model).
+    Compare,
 }
 
 /// What to export, beyond the analysis itself.
@@ -53,6 +59,14 @@ pub struct ExportOptions {
     pub line_threshold: f32,
     /// Heatmap colours over 0–1 instead of 0–max.
     pub fixed_scale: bool,
+    /// The number type of `.npz` attention maps.
+    pub precision: data::Precision,
+    /// Predictions figure: the token whose next token is shown (default: the last).
+    pub selected_token: Option<usize>,
+    /// Compare figure: the second model's layer (`None`: the layer at `layer`'s relative depth).
+    pub compare_layer: Option<usize>,
+    /// Compare figure: the second model's head (or mean).
+    pub compare_head: HeadChoice,
 }
 
 impl Default for ExportOptions {
@@ -65,6 +79,10 @@ impl Default for ExportOptions {
             hidden_heads: Vec::new(),
             line_threshold: 0.1,
             fixed_scale: false,
+            precision: data::Precision::F32,
+            selected_token: None,
+            compare_layer: None,
+            compare_head: HeadChoice::Mean,
         }
     }
 }
@@ -82,6 +100,8 @@ pub enum ExportFormat {
     Csv,
     /// Every attention map as a NumPy array.
     Npy,
+    /// Every attention map and the tokens as a compressed NumPy archive.
+    Npz,
 }
 
 impl ExportFormat {
@@ -98,8 +118,9 @@ impl ExportFormat {
             "json" => Self::Json,
             "csv" => Self::Csv,
             "npy" => Self::Npy,
+            "npz" => Self::Npz,
             _ => anyhow::bail!(
-                "{}: unknown file type; use .png or .svg for a figure, .json, .csv or .npy for data",
+                "{}: unknown file type; use .png or .svg for a figure, .json, .csv, .npy or .npz for data",
                 path.display()
             ),
         })
@@ -135,15 +156,23 @@ pub fn export(
     options: &ExportOptions,
 ) -> anyhow::Result<()> {
     let never = AtomicBool::new(false);
-    export_cancellable(path, model, analysis, (text_a, text_b), options, &never)
+    export_cancellable(
+        path,
+        (model, analysis),
+        None,
+        (text_a, text_b),
+        options,
+        &never,
+    )
 }
 
 /// [`export`], abandoned when `cancel` is set: the file is then left as it was (a half-written
-/// temporary file is removed) and the error says it was cancelled.
+/// temporary file is removed) and the error says it was cancelled. `comparison` (the second
+/// model's name and analysis) is what the Compare figure sets beside `(model, analysis)`.
 pub fn export_cancellable(
     path: &Path,
-    model: &str,
-    analysis: &Analysis,
+    (model, analysis): (&str, &Analysis),
+    comparison: Option<(&str, &Analysis)>,
     (text_a, text_b): (&str, Option<&str>),
     options: &ExportOptions,
     cancel: &AtomicBool,
@@ -157,7 +186,44 @@ pub fn export_cancellable(
             })
         };
     let format = ExportFormat::from_path(path)?;
-    check_layer_head(analysis, options.layer, options.head)?;
+    let is_figure = matches!(format, ExportFormat::Png | ExportFormat::Svg);
+    if is_figure && options.view == FigureView::Projection {
+        // Layer 0 is the embeddings, so the last layer's number is the layer count.
+        anyhow::ensure!(
+            options.layer <= analysis.layers(),
+            "layer {} is out of range; the projection has layers 0 (embeddings) to {}",
+            options.layer,
+            analysis.layers()
+        );
+    } else {
+        check_layer_head(analysis, options.layer, options.head)?;
+    }
+    if let Some(token) = options.selected_token {
+        anyhow::ensure!(
+            token < analysis.len(),
+            "token {token} is out of range; the input has {} tokens (0 to {})",
+            analysis.len(),
+            analysis.len().saturating_sub(1)
+        );
+    }
+    let comparison = if is_figure && options.view == FigureView::Compare {
+        let Some((name, other)) = comparison else {
+            anyhow::bail!("the compare figure needs a second model (--compare)");
+        };
+        let layer = options.compare_layer.unwrap_or_else(|| {
+            compare::aligned_layer(options.layer, analysis.layers(), other.layers())
+        });
+        check_layer_head(other, layer, options.compare_head)
+            .with_context(|| format!("the second model, {name}"))?;
+        Some(figure::CompareSide {
+            name,
+            analysis: other,
+            layer,
+            head: options.compare_head,
+        })
+    } else {
+        None
+    };
     anyhow::ensure!(
         [1.0, 2.0, 4.0].contains(&options.scale) || format != ExportFormat::Png,
         "scale {} is not offered; use 1, 2 or 4",
@@ -170,9 +236,16 @@ pub fn export_cancellable(
             FigureView::Overview => {
                 format!("{} layers × {} heads", analysis.layers(), analysis.heads())
             }
+            FigureView::Projection => format!("hidden states, layer {}", options.layer),
+            FigureView::Predictions => "predictions".to_owned(),
+            FigureView::Compare => "compared".to_owned(),
         };
-        let caption = figure::Caption::new(model, &what, text_a, text_b);
-        match options.view {
+        let title = match &comparison {
+            Some(other) => format!("{model} vs {}", other.name),
+            None => model.to_owned(),
+        };
+        let caption = figure::Caption::new(&title, &what, text_a, text_b);
+        anyhow::Ok(match options.view {
             FigureView::Heatmap => figure::heatmap(
                 analysis,
                 options.layer,
@@ -188,15 +261,42 @@ pub fn export_cancellable(
                 &caption,
             ),
             FigureView::Overview => figure::overview(analysis, &caption),
-        }
+            FigureView::Projection => {
+                let hidden = analysis.hidden_states.to_host()?;
+                let projection = crate::analysis::projection::Projection::fit(&hidden);
+                figure::projection(
+                    analysis,
+                    &projection,
+                    options.layer,
+                    options.selected_token,
+                    &caption,
+                )
+            }
+            FigureView::Predictions => {
+                figure::predictions(analysis, options.selected_token, &caption)?
+            }
+            FigureView::Compare => {
+                let this = figure::CompareSide {
+                    name: model,
+                    analysis,
+                    layer: options.layer,
+                    head: options.head,
+                };
+                // Checked above: a compare figure always has its second model.
+                let other = comparison
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("no second model"))?;
+                figure::compare(&this, other, &caption)
+            }
+        })
     };
     match format {
         ExportFormat::Png => {
-            let png = figure::to_png(&figure(), options.scale)?;
+            let png = figure::to_png(&figure()?, options.scale)?;
             write_atomically(path, &mut |out| out.write_all(&png))
         }
         ExportFormat::Svg => {
-            let svg = figure().to_string();
+            let svg = figure()?.to_string();
             write_atomically(path, &mut |out| out.write_all(svg.as_bytes()))
         }
         ExportFormat::Json => {
@@ -210,6 +310,9 @@ pub fn export_cancellable(
             data::head_csv(analysis, options.layer, options.head, out)
         }),
         ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(analysis, out)),
+        ExportFormat::Npz => write_atomically(path, &mut |out| {
+            data::attention_npz(analysis, options.precision, out)
+        }),
     }
 }
 
@@ -364,7 +467,14 @@ mod tests {
         std::fs::write(&target, "old").unwrap();
         let export = |cancel: &AtomicBool| {
             let options = ExportOptions::default();
-            export_cancellable(&target, "tiny", &analysis, ("a,b", None), &options, cancel)
+            export_cancellable(
+                &target,
+                ("tiny", &analysis),
+                None,
+                ("a,b", None),
+                &options,
+                cancel,
+            )
         };
         let err = export(&AtomicBool::new(true)).unwrap_err().to_string();
         assert!(err.contains("cancelled"), "{err}");

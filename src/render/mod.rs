@@ -79,6 +79,49 @@ pub fn tick_label(value: f32, range: f32) -> String {
     }
 }
 
+/// Where a token comes from, for colouring points and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenGroup {
+    /// A piece of sentence A (or the only text).
+    SentenceA,
+    /// A piece of sentence B.
+    SentenceB,
+    /// Added by the tokenizer: `[CLS]`, `[SEP]`, `<s>`, …
+    Special,
+}
+
+impl TokenGroup {
+    /// Every group, in legend order.
+    pub const ALL: [TokenGroup; 3] = [Self::SentenceA, Self::SentenceB, Self::Special];
+
+    /// The group of token `index`.
+    pub fn of(analysis: &crate::model::Analysis, index: usize) -> Self {
+        match analysis.sentence.get(index).copied().flatten() {
+            _ if analysis.is_special(index) => Self::Special,
+            Some(1) => Self::SentenceB,
+            _ => Self::SentenceA,
+        }
+    }
+
+    /// The legend's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SentenceA => "sentence A",
+            Self::SentenceB => "sentence B",
+            Self::Special => "special tokens",
+        }
+    }
+
+    /// Okabe–Ito blue and orange (told apart by colour-blind viewers), and grey.
+    pub fn color(self) -> [u8; 3] {
+        match self {
+            Self::SentenceA => [86, 180, 233],
+            Self::SentenceB => [230, 159, 0],
+            Self::Special => [140, 140, 140],
+        }
+    }
+}
+
 /// The largest value, or 0 for an empty slice; masked (NaN) cells are ignored.
 pub fn max_value(values: &[f32]) -> f32 {
     values.iter().copied().fold(0.0, f32::max)

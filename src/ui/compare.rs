@@ -4,7 +4,7 @@
 
 use egui_plot::{Bar, BarChart, Plot};
 
-use super::heatmap::{draw_matrix, layer_picker, ColorScale};
+use super::heatmap::{draw_matrix, layer_picker, zoom_controls, zoom_keys, ColorScale};
 use super::textures::TextureCache;
 use super::{overview, UiAction, ViewState};
 use crate::analysis::compare::{aligned_layer, same_tokens};
@@ -89,7 +89,14 @@ pub fn compare_view<'a>(
         ui.separator();
         ui.checkbox(&mut state.compare_overviews, "all heads")
             .on_hover_text("Show both models' layers × heads grids instead of one layer pair");
+        if !state.compare_overviews {
+            ui.separator();
+            zoom_controls(ui, &mut state.compare_zoom);
+        }
     });
+    if !state.compare_overviews {
+        zoom_keys(ui, &mut state.compare_zoom);
+    }
     ui.weak(format!(
         "A has {a_layers} layers × {} heads, B has {b_layers} layers × {} heads · the divergence below compares layer means",
         a.analysis.heads(),
@@ -164,6 +171,7 @@ fn compare_body<'a>(
                 &texture,
                 ColorScale::Sequential { max },
                 selection,
+                &mut state.compare_zoom,
             ) {
                 if identical {
                     actions.push(action);
@@ -186,6 +194,7 @@ fn compare_body<'a>(
                 &texture,
                 ColorScale::Diverging { max_abs },
                 selected,
+                &mut state.compare_zoom,
             ) {
                 actions.push(action);
             }

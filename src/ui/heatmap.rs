@@ -2,6 +2,7 @@
 //! token labels, a colour bar and an exact-value tooltip.
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, TextureHandle, Vec2};
+use serde::{Deserialize, Serialize};
 
 use super::textures::TextureCache;
 use super::{UiAction, ViewState};
@@ -9,13 +10,6 @@ use crate::analysis::{attention_weight, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
 
-/// Largest cell side in points; small inputs should not turn into a wall of colour.
-const MAX_CELL: f32 = 32.0;
-/// Smallest cell side in points: below a point the texture is sampled down by the GPU, so 512
-/// tokens still fit a narrow column.
-const MIN_CELL: f32 = 0.25;
-/// Cells at least this big get a label on every row and column.
-const LABEL_EVERY_CELL: f32 = 9.0;
 const COLOR_BAR_WIDTH: f32 = 16.0;
 /// Between the matrix and its colour bar.
 const BAR_GAP: f32 = 12.0;
@@ -158,7 +152,10 @@ pub fn heatmap_view(
             "Layer {} · {} · rows attend to columns",
             state.layer, state.head
         ));
+        ui.separator();
+        zoom_controls(ui, &mut state.heatmap_zoom);
     });
+    zoom_keys(ui, &mut state.heatmap_zoom);
     let (texture, max) = textures.full(
         ui.ctx(),
         analysis,
@@ -175,13 +172,233 @@ pub fn heatmap_view(
         &texture,
         ColorScale::Sequential { max },
         state.selected_token,
+        &mut state.heatmap_zoom,
     ) {
         actions.push(action);
     }
     actions
 }
 
-/// Draws the labelled matrix with its colour bar; returns a selection when a cell is clicked.
+/// `+` and `-` zoom at the centre, `0` fits, while no text field has the keyboard.
+pub fn zoom_keys(ui: &egui::Ui, zoom: &mut MatrixZoom) {
+    use egui::{Key, Modifiers};
+    if ui.ctx().egui_wants_keyboard_input() {
+        return;
+    }
+    let (zoom_in, zoom_out, fit) = ui.input_mut(|input| {
+        (
+            input.consume_key(Modifiers::NONE, Key::Plus)
+                || input.consume_key(Modifiers::SHIFT, Key::Plus)
+                || input.consume_key(Modifiers::NONE, Key::Equals),
+            input.consume_key(Modifiers::NONE, Key::Minus),
+            input.consume_key(Modifiers::NONE, Key::Num0),
+        )
+    });
+    if zoom_in {
+        zoom.zoom_at(ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
+    }
+    if zoom_out {
+        zoom.zoom_at(1.0 / ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
+    }
+    if fit {
+        *zoom = MatrixZoom::default();
+    }
+}
+
+/// How far a matrix view is zoomed in, and which part of the matrix it shows: fractions of the
+/// whole, so that one zoom can be shared by matrices of different lengths (Compare).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MatrixZoom {
+    /// 1 shows the whole matrix; 2 shows a quarter of it at twice the size.
+    pub zoom: f32,
+    /// The first column shown, as a fraction of the columns (0 to `1 − 1/zoom`).
+    pub left: f32,
+    /// The first row shown, as a fraction of the rows (0 to `1 − 1/zoom`).
+    pub top: f32,
+}
+
+impl Default for MatrixZoom {
+    fn default() -> Self {
+        Self {
+            zoom: 1.0,
+            left: 0.0,
+            top: 0.0,
+        }
+    }
+}
+
+impl MatrixZoom {
+    /// Whether the whole matrix is shown.
+    pub fn is_fit(&self) -> bool {
+        self.zoom <= 1.0
+    }
+
+    /// The fraction of the matrix's side that is shown.
+    pub fn shown(&self) -> f32 {
+        1.0 / self.zoom
+    }
+
+    /// Zooms by `factor` (up to `max_zoom`) so that the point at `anchor` (fractions of the
+    /// shown part: 0,0 its top left, 1,1 its bottom right) stays under the pointer.
+    pub fn zoom_at(&mut self, factor: f32, anchor: Vec2, max_zoom: f32) {
+        let before = self.shown();
+        let fixed = Vec2::new(self.left, self.top) + anchor * before;
+        self.zoom = (self.zoom * factor).clamp(1.0, max_zoom.max(1.0));
+        let after = self.shown();
+        self.left = fixed.x - anchor.x * after;
+        self.top = fixed.y - anchor.y * after;
+        self.clamp();
+    }
+
+    /// Moves the shown part by `delta`, in fractions of the whole matrix.
+    pub fn pan(&mut self, delta: Vec2) {
+        self.left += delta.x;
+        self.top += delta.y;
+        self.clamp();
+    }
+
+    /// Keeps the shown part inside the matrix.
+    fn clamp(&mut self) {
+        let room = (1.0 - self.shown()).max(0.0);
+        self.left = self.left.clamp(0.0, room);
+        self.top = self.top.clamp(0.0, room);
+    }
+}
+
+/// Zoom buttons for a matrix: out, in, and fit, with the current zoom.
+pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
+    ui.horizontal(|ui| {
+        if ui
+            .small_button("−")
+            .on_hover_text("Zoom out (- key, or the mouse wheel over the map)")
+            .clicked()
+        {
+            zoom.zoom_at(1.0 / ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
+        }
+        if ui
+            .small_button("+")
+            .on_hover_text("Zoom in (+ key, or the mouse wheel over the map)")
+            .clicked()
+        {
+            zoom.zoom_at(ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
+        }
+        if ui
+            .add_enabled(!zoom.is_fit(), egui::Button::new("Fit").small())
+            .on_hover_text("Show the whole matrix (0 key, or double-click the map)")
+            .clicked()
+        {
+            *zoom = MatrixZoom::default();
+        }
+        ui.weak(format!("{:.0}%", zoom.zoom * 100.0))
+            .on_hover_text("Wheel over the map zooms at the pointer; drag to pan");
+    });
+}
+
+/// How much one button press or key zooms.
+const ZOOM_STEP: f32 = 1.5;
+
+/// Where a matrix of `tokens` rows lies on screen, zoomed: which tokens are in view and how big
+/// their cells and labels are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixGeometry {
+    /// The screen square the shown part fills.
+    pub viewport: Rect,
+    /// Rows (and columns) of the matrix.
+    pub tokens: usize,
+    /// A cell's side in points.
+    pub cell: f32,
+    /// The first shown row and column, in tokens (fractional while panning).
+    pub first: Vec2,
+    /// Token labels' font size.
+    pub font_size: f32,
+    /// Every this many rows (and columns) carries a label: 1 once labels fit.
+    pub label_every: usize,
+}
+
+impl MatrixGeometry {
+    /// The geometry of `zoom` applied to a matrix of `tokens` drawn in `viewport`.
+    pub fn new(viewport: Rect, tokens: usize, zoom: &MatrixZoom) -> Self {
+        let cell = viewport.width() / tokens as f32 * zoom.zoom;
+        let font_size = (cell * 0.8).clamp(MIN_LABEL_FONT, MAX_LABEL_FONT);
+        let label_every = ((font_size + 2.0) / cell).ceil().max(1.0) as usize;
+        Self {
+            viewport,
+            tokens,
+            cell,
+            first: Vec2::new(zoom.left, zoom.top) * tokens as f32,
+            font_size,
+            label_every,
+        }
+    }
+
+    /// The largest zoom worth having: cells of [`MAX_ZOOMED_CELL`] points.
+    pub fn max_zoom(viewport: Rect, tokens: usize) -> f32 {
+        (MAX_ZOOMED_CELL * tokens as f32 / viewport.width()).max(1.0)
+    }
+
+    /// Rows (or columns) at least partly in view, along one axis (0 = columns, 1 = rows).
+    pub fn visible(&self, axis: usize) -> std::ops::Range<usize> {
+        let first = self.first[axis];
+        let shown = self.viewport.width() / self.cell;
+        let start = first.floor().max(0.0) as usize;
+        let end = ((first + shown).ceil() as usize).min(self.tokens);
+        start..end
+    }
+
+    /// The screen x of column `column`'s left edge.
+    fn cell_x(&self, column: usize) -> f32 {
+        self.viewport.left() + (column as f32 - self.first.x) * self.cell
+    }
+
+    /// The screen y of row `row`'s top edge.
+    fn cell_y(&self, row: usize) -> f32 {
+        self.viewport.top() + (row as f32 - self.first.y) * self.cell
+    }
+
+    /// The whole row `row`, clipped to the viewport.
+    fn row_rect(&self, row: usize) -> Rect {
+        let top = self.cell_y(row);
+        Rect::from_x_y_ranges(self.viewport.x_range(), top..=top + self.cell)
+            .intersect(self.viewport)
+    }
+
+    /// The whole column `column`, clipped to the viewport.
+    fn column_rect(&self, column: usize) -> Rect {
+        let left = self.cell_x(column);
+        Rect::from_x_y_ranges(left..=left + self.cell, self.viewport.y_range())
+            .intersect(self.viewport)
+    }
+
+    /// The (row, column) under a screen position, if it is in view.
+    pub fn cell_at(&self, pos: Pos2) -> Option<(usize, usize)> {
+        if !self.viewport.contains(pos) {
+            return None;
+        }
+        let row = self.first.y + (pos.y - self.viewport.top()) / self.cell;
+        let column = self.first.x + (pos.x - self.viewport.left()) / self.cell;
+        let last = self.tokens.checked_sub(1)?;
+        Some(((row as usize).min(last), (column as usize).min(last)))
+    }
+
+    /// The texture coordinates of the shown part.
+    fn uv(&self) -> Rect {
+        let shown = self.viewport.width() / self.cell / self.tokens as f32;
+        let min = (self.first / self.tokens as f32).to_pos2();
+        Rect::from_min_size(min, Vec2::splat(shown))
+    }
+}
+
+/// The largest cell when the whole matrix is shown: a few tokens should not become a wall of
+/// colour.
+const MAX_FIT_CELL: f32 = 64.0;
+/// Zooming stops at cells this big.
+const MAX_ZOOMED_CELL: f32 = 48.0;
+const MIN_LABEL_FONT: f32 = 8.0;
+const MAX_LABEL_FONT: f32 = 12.0;
+
+/// Draws the labelled matrix with its colour bar, filling the room it has; the mouse wheel
+/// zooms at the pointer, dragging pans, double-click fits. Returns a selection when a cell is
+/// clicked.
 pub fn draw_matrix(
     ui: &mut egui::Ui,
     analysis: &Analysis,
@@ -189,21 +406,18 @@ pub fn draw_matrix(
     texture: &TextureHandle,
     scale: ColorScale,
     selected: Option<usize>,
+    zoom: &mut MatrixZoom,
 ) -> Option<UiAction> {
     let tokens = analysis.len();
+    if tokens == 0 {
+        return None;
+    }
     let available = ui.available_size();
     let labels: Vec<String> = (0..tokens).map(|i| analysis.display_token(i)).collect();
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
 
-    // Labels get room only when cells can carry them.
-    let guess_cell =
-        ((available.x.min(available.y) - 120.0) / tokens as f32).clamp(MIN_CELL, MAX_CELL);
-    let font_size = (guess_cell * 0.8).clamp(8.0, 13.0);
-    let label_room = if guess_cell >= 4.0 {
-        (longest * font_size * 0.62 + 8.0).min(110.0)
-    } else {
-        0.0
-    };
+    // Labels always have room: zooming in makes them appear on any input length.
+    let label_room = (longest * MAX_LABEL_FONT * 0.62 + 8.0).min(110.0);
     // Room for the colour bar: its gap, the bar, and its widest label (the "masked" key too),
     // measured, so that no label is ever cut at the window's edge.
     let label_width = |text: String| {
@@ -222,94 +436,108 @@ pub fn draw_matrix(
         widest_tick
     };
     let bar_room = BAR_GAP + COLOR_BAR_WIDTH + BAR_LABEL_GAP + widest + 4.0;
-    let cell = ((available.x - label_room - bar_room).min(available.y - label_room)
-        / tokens as f32)
-        .clamp(MIN_CELL, MAX_CELL);
-    let side = cell * tokens as f32;
-    // The colour bar's end labels reach half a line past the matrix: above it, the column
-    // labels' room covers that, or when there are none this much.
-    let top_room = label_room.max(BAR_FONT_SIZE);
+    let bottom_room = if analysis.causal { 44.0 } else { 8.0 };
+    let side = (available.x - label_room - bar_room)
+        .min(available.y - label_room - bottom_room)
+        .min(MAX_FIT_CELL * tokens as f32)
+        .max(60.0);
     let (response, painter) = ui.allocate_painter(
         Vec2::new(
             label_room + side + bar_room,
-            top_room + side.max(60.0) + if analysis.causal { 44.0 } else { 8.0 },
+            label_room + side + bottom_room,
         ),
-        Sense::click(),
+        Sense::click_and_drag(),
     );
-    let origin = response.rect.min + Vec2::new(label_room, top_room);
-    let matrix = Rect::from_min_size(origin, Vec2::splat(side));
-
-    painter.image(
-        texture.id(),
-        matrix,
-        Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
-        Color32::WHITE,
+    let viewport = Rect::from_min_size(
+        response.rect.min + Vec2::splat(label_room),
+        Vec2::splat(side),
     );
+    response.widget_info(|| {
+        egui::WidgetInfo::labeled(
+            egui::Role::Image,
+            true,
+            format!("Attention matrix, {tokens} × {tokens} tokens"),
+        )
+    });
 
-    let text_color = ui.visuals().text_color();
-    let font = FontId::monospace(font_size);
-    if label_room > 0.0 {
-        let every = (LABEL_EVERY_CELL / cell).ceil().max(1.0) as usize;
-        for (index, label) in labels
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % every == 0 || Some(*i) == selected)
-        {
-            let center = cell * (index as f32 + 0.5);
-            let color = if Some(index) == selected {
-                ui.visuals().selection.stroke.color
-            } else {
-                text_color
-            };
-            painter.text(
-                Pos2::new(matrix.left() - 4.0, matrix.top() + center),
-                Align2::RIGHT_CENTER,
-                label,
-                font.clone(),
-                color,
-            );
-            let galley = painter.layout_no_wrap(label.clone(), font.clone(), color);
-            let anchor = Pos2::new(
-                matrix.left() + center - galley.size().y / 2.0,
-                matrix.top() - 4.0,
-            );
-            painter.add(
-                egui::epaint::TextShape::new(anchor, galley, color)
-                    .with_angle(-std::f32::consts::FRAC_PI_2),
-            );
+    // Input first, so that this frame already draws the new zoom.
+    let max_zoom = MatrixGeometry::max_zoom(viewport, tokens);
+    let pointer = response.hover_pos().filter(|pos| viewport.contains(*pos));
+    if let Some(pos) = pointer {
+        let (scroll, pinch) = ui.input(|input| (input.smooth_scroll_delta(), input.zoom_delta()));
+        let factor = pinch * (scroll.y * WHEEL_ZOOM_PER_POINT).exp();
+        if factor != 1.0 {
+            let anchor = (pos - viewport.min) / side;
+            zoom.zoom_at(factor, anchor, max_zoom);
+            ui.input_mut(|input| input.smooth_scroll_delta = Vec2::ZERO);
         }
     }
-    if let Some(token) = selected.filter(|&t| t < tokens) {
-        let stroke = Stroke::new(1.5, ui.visuals().selection.stroke.color);
-        let row = Rect::from_min_size(
-            Pos2::new(matrix.left(), matrix.top() + cell * token as f32),
-            Vec2::new(side, cell),
-        );
-        let column = Rect::from_min_size(
-            Pos2::new(matrix.left() + cell * token as f32, matrix.top()),
-            Vec2::new(cell, side),
-        );
-        painter.rect_stroke(row, 0.0, stroke, StrokeKind::Outside);
-        painter.rect_stroke(column, 0.0, stroke, StrokeKind::Outside);
+    if response.dragged() && !zoom.is_fit() {
+        zoom.pan(-response.drag_delta() / (side * zoom.zoom));
     }
+    if response.double_clicked() {
+        *zoom = MatrixZoom::default();
+    }
+    if !zoom.is_fit() && pointer.is_some() {
+        ui.ctx().set_cursor_icon(if response.dragged() {
+            egui::CursorIcon::Grabbing
+        } else {
+            egui::CursorIcon::Grab
+        });
+    }
+    let geometry = MatrixGeometry::new(viewport, tokens, zoom);
+    let hovered = response.hover_pos().and_then(|pos| geometry.cell_at(pos));
+
+    painter.image(texture.id(), viewport, geometry.uv(), Color32::WHITE);
+
+    let text_color = ui.visuals().text_color();
+    let highlight = ui.visuals().selection.stroke.color;
+    if let Some(token) = selected.filter(|&t| t < tokens) {
+        let stroke = Stroke::new(1.5, highlight);
+        painter.rect_stroke(geometry.row_rect(token), 0.0, stroke, StrokeKind::Outside);
+        painter.rect_stroke(
+            geometry.column_rect(token),
+            0.0,
+            stroke,
+            StrokeKind::Outside,
+        );
+    }
+    if let Some((row, column)) = hovered {
+        // A crosshair: the hovered row and column, outlined in a colour that shows on every
+        // part of the scale.
+        let stroke = Stroke::new(1.0, text_color.gamma_multiply(0.8));
+        painter.rect_stroke(geometry.row_rect(row), 0.0, stroke, StrokeKind::Inside);
+        painter.rect_stroke(
+            geometry.column_rect(column),
+            0.0,
+            stroke,
+            StrokeKind::Inside,
+        );
+    }
+    draw_token_labels(
+        &painter,
+        &geometry,
+        &labels,
+        label_room,
+        selected.filter(|&t| t < tokens),
+        hovered,
+        &LabelColors {
+            plain: text_color,
+            hovered: ui.visuals().strong_text_color(),
+            selected: highlight,
+        },
+    );
+
     let bar = Rect::from_min_size(
-        Pos2::new(matrix.right() + BAR_GAP, matrix.top()),
-        Vec2::new(COLOR_BAR_WIDTH, side.max(60.0)),
+        Pos2::new(viewport.right() + BAR_GAP, viewport.top()),
+        Vec2::new(COLOR_BAR_WIDTH, side),
     );
     draw_color_bar(&painter, bar, scale, text_color);
     if analysis.causal {
         draw_masked_key(&painter, bar, text_color);
     }
 
-    let hovered_cell = response
-        .hover_pos()
-        .filter(|pos| matrix.contains(*pos))
-        .map(|pos| {
-            let row = (((pos.y - matrix.top()) / cell) as usize).min(tokens - 1);
-            let col = (((pos.x - matrix.left()) / cell) as usize).min(tokens - 1);
-            (row, col)
-        });
-    if let Some((row, col)) = hovered_cell {
+    if let Some((row, col)) = hovered {
         let weight = weight(row, col);
         let (query, key) = (&labels[row], &labels[col]);
         response.clone().on_hover_ui_at_pointer(|ui| {
@@ -332,6 +560,85 @@ pub fn draw_matrix(
         }
     }
     None
+}
+
+/// Zoom per point of mouse-wheel scroll: a wheel notch (about 50 points) zooms by about 1.3×.
+const WHEEL_ZOOM_PER_POINT: f32 = 0.005;
+
+/// Colours of token labels: plain, hovered (the crosshair's) and selected.
+struct LabelColors {
+    plain: Color32,
+    hovered: Color32,
+    selected: Color32,
+}
+
+/// Row labels left of the matrix and column labels above it, for every `label_every`-th token
+/// in view, plus the selected and hovered ones (highlighted), clipped to their strips.
+fn draw_token_labels(
+    painter: &egui::Painter,
+    geometry: &MatrixGeometry,
+    labels: &[String],
+    label_room: f32,
+    selected: Option<usize>,
+    hovered: Option<(usize, usize)>,
+    colors: &LabelColors,
+) {
+    let viewport = geometry.viewport;
+    let font = FontId::monospace(geometry.font_size);
+    let row_strip = Rect::from_min_max(
+        Pos2::new(viewport.left() - label_room, viewport.top()),
+        Pos2::new(viewport.left(), viewport.bottom()),
+    );
+    let column_strip = Rect::from_min_max(
+        Pos2::new(viewport.left(), viewport.top() - label_room),
+        Pos2::new(viewport.right(), viewport.top()),
+    );
+    // Half a line of slack, so that the first and last label in view are not cut in half.
+    let rows = painter.with_clip_rect(row_strip.expand2(Vec2::new(0.0, geometry.font_size)));
+    let columns = painter.with_clip_rect(column_strip.expand2(Vec2::new(geometry.font_size, 0.0)));
+
+    // (index, colour) of every label to draw along one axis; the hovered and selected ones are
+    // drawn last, over any neighbour.
+    let to_draw = |axis: usize, hovered: Option<usize>| {
+        let every = geometry.label_every;
+        let mut drawn: Vec<(usize, Color32)> = geometry
+            .visible(axis)
+            .filter(|&index| {
+                index % every == 0 && Some(index) != selected && Some(index) != hovered
+            })
+            .map(|index| (index, colors.plain))
+            .collect();
+        drawn.extend(
+            hovered
+                .filter(|&h| Some(h) != selected)
+                .map(|h| (h, colors.hovered)),
+        );
+        drawn.extend(selected.map(|s| (s, colors.selected)));
+        drawn
+    };
+    for (index, color) in to_draw(1, hovered.map(|(row, _)| row)) {
+        let y = geometry.cell_y(index) + geometry.cell / 2.0;
+        if viewport.y_range().contains(y) {
+            rows.text(
+                Pos2::new(viewport.left() - 4.0, y),
+                Align2::RIGHT_CENTER,
+                &labels[index],
+                font.clone(),
+                color,
+            );
+        }
+    }
+    for (index, color) in to_draw(0, hovered.map(|(_, column)| column)) {
+        let x = geometry.cell_x(index) + geometry.cell / 2.0;
+        if viewport.x_range().contains(x) {
+            let galley = columns.layout_no_wrap(labels[index].clone(), font.clone(), color);
+            let anchor = Pos2::new(x - galley.size().y / 2.0, viewport.top() - 4.0);
+            columns.add(
+                egui::epaint::TextShape::new(anchor, galley, color)
+                    .with_angle(-std::f32::consts::FRAC_PI_2),
+            );
+        }
+    }
 }
 
 /// How matrix values map to colours.
@@ -437,5 +744,45 @@ mod tests {
             step_head(HeadChoice::Head(11), 12, false, true),
             HeadChoice::Head(0)
         );
+    }
+
+    #[test]
+    fn zooming_keeps_the_point_under_the_pointer_and_stays_inside() {
+        let mut zoom = MatrixZoom::default();
+        let anchor = Vec2::new(0.25, 0.75);
+        zoom.zoom_at(4.0, anchor, 100.0);
+        assert_eq!(zoom.zoom, 4.0);
+        // The point a quarter across and three quarters down is still under the pointer.
+        assert!((zoom.left + anchor.x * zoom.shown() - 0.25).abs() < 1e-6);
+        assert!((zoom.top + anchor.y * zoom.shown() - 0.75).abs() < 1e-6);
+        zoom.pan(Vec2::new(5.0, -5.0));
+        assert_eq!((zoom.left, zoom.top), (0.75, 0.0));
+        zoom.zoom_at(0.01, anchor, 100.0);
+        assert_eq!(zoom, MatrixZoom::default());
+        zoom.zoom_at(1000.0, anchor, 8.0);
+        assert_eq!(zoom.zoom, 8.0);
+    }
+
+    #[test]
+    fn labels_thin_out_when_cells_are_small_and_all_show_once_zoomed() {
+        let viewport = Rect::from_min_size(Pos2::new(100.0, 50.0), Vec2::splat(700.0));
+        let fit = MatrixGeometry::new(viewport, 1024, &MatrixZoom::default());
+        assert!(fit.label_every > 10, "{fit:?}");
+        assert_eq!(fit.visible(0), 0..1024);
+
+        let mut zoom = MatrixZoom::default();
+        zoom.zoom_at(
+            MatrixGeometry::max_zoom(viewport, 1024),
+            Vec2::splat(0.5),
+            f32::INFINITY,
+        );
+        let zoomed = MatrixGeometry::new(viewport, 1024, &zoom);
+        assert_eq!(zoomed.label_every, 1);
+        assert_eq!(zoomed.cell, MAX_ZOOMED_CELL);
+        let rows = zoomed.visible(1);
+        assert!(rows.len() <= 16 && rows.contains(&512), "{rows:?}");
+        // The centre of the viewport is still the centre of the matrix.
+        assert_eq!(zoomed.cell_at(viewport.center()), Some((512, 512)));
+        assert_eq!(zoomed.cell_at(Pos2::ZERO), None);
     }
 }

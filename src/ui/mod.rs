@@ -38,13 +38,16 @@ pub enum View {
 }
 
 impl View {
-    /// The figure an export of this view draws, for views that have one.
-    pub fn figure(self) -> Option<crate::export::FigureView> {
+    /// The figure an export of this view draws.
+    pub fn figure(self) -> crate::export::FigureView {
+        use crate::export::FigureView;
         match self {
-            View::Heatmap => Some(crate::export::FigureView::Heatmap),
-            View::Lines => Some(crate::export::FigureView::Lines),
-            View::Overview => Some(crate::export::FigureView::Overview),
-            View::Projection | View::Predictions | View::Compare => None,
+            View::Heatmap => FigureView::Heatmap,
+            View::Lines => FigureView::Lines,
+            View::Overview => FigureView::Overview,
+            View::Projection => FigureView::Projection,
+            View::Predictions => FigureView::Predictions,
+            View::Compare => FigureView::Compare,
         }
     }
 
@@ -156,10 +159,15 @@ pub struct ViewState {
     pub line_top_k: usize,
     /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
     pub fixed_scale: bool,
+    /// The heatmap's zoom and pan (not remembered between runs).
+    #[serde(skip)]
+    pub heatmap_zoom: heatmap::MatrixZoom,
     /// Layer shown by the projection view (0 = embeddings).
     pub projection_layer: usize,
     /// PNG export scale: 1, 2 or 4.
     pub export_scale: f32,
+    /// `.npz` exports in half precision.
+    pub export_f16: bool,
     /// Compare tab: the layer of the comparison model paired with `layer`.
     pub compare_layer: usize,
     /// Compare tab: pick the comparison layer by relative depth.
@@ -168,6 +176,9 @@ pub struct ViewState {
     pub compare_overviews: bool,
     /// Compare tab: the head (or mean) shown for model A and for model B.
     pub compare_heads: [HeadChoice; 2],
+    /// Compare tab: one zoom and pan for its matrices, so that they stay aligned.
+    #[serde(skip)]
+    pub compare_zoom: heatmap::MatrixZoom,
 }
 
 impl Default for ViewState {
@@ -182,12 +193,15 @@ impl Default for ViewState {
             line_threshold: 0.1,
             line_top_k: 0,
             fixed_scale: false,
+            heatmap_zoom: heatmap::MatrixZoom::default(),
             projection_layer: 0,
             export_scale: 2.0,
+            export_f16: false,
             compare_layer: 0,
             align_by_depth: true,
             compare_overviews: false,
             compare_heads: [HeadChoice::Mean; 2],
+            compare_zoom: heatmap::MatrixZoom::default(),
         }
     }
 }

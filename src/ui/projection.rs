@@ -6,36 +6,13 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Text};
 use super::{UiAction, ViewState};
 use crate::analysis::projection::Projection;
 use crate::model::Analysis;
+use crate::render::TokenGroup;
 
-/// Point colours: sentence A, sentence B, special tokens (Okabe–Ito blue and orange, grey).
-const GROUP_COLORS: [egui::Color32; 3] = [
-    egui::Color32::from_rgb(86, 180, 233),
-    egui::Color32::from_rgb(230, 159, 0),
-    egui::Color32::from_rgb(140, 140, 140),
-];
 /// How near (in points) the pointer must be to a token for its label to show regardless.
 const HOVER_RADIUS: f32 = 10.0;
 /// A label's estimated size per character and height, in points (plot text is ~12 pt).
 const LABEL_CHAR_WIDTH: f32 = 7.0;
 const LABEL_HEIGHT: f32 = 14.0;
-
-/// Where a token comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Group {
-    SentenceA,
-    SentenceB,
-    Special,
-}
-
-impl Group {
-    fn of(analysis: &Analysis, index: usize) -> Self {
-        match analysis.sentence.get(index).copied().flatten() {
-            _ if analysis.is_special(index) => Self::Special,
-            Some(1) => Self::SentenceB,
-            _ => Self::SentenceA,
-        }
-    }
-}
 
 /// The projection tab.
 pub fn projection_view(
@@ -81,23 +58,19 @@ pub fn projection_view(
             }
             // Points coloured by where the token comes from: sentence A, sentence B, or added
             // by the tokenizer.
-            let groups = [
-                (Group::SentenceA, "sentence A", GROUP_COLORS[0]),
-                (Group::SentenceB, "sentence B", GROUP_COLORS[1]),
-                (Group::Special, "special tokens", GROUP_COLORS[2]),
-            ];
-            for (group, name, color) in groups {
+            for group in TokenGroup::ALL {
+                let [r, g, b] = group.color();
                 let members: Vec<[f64; 2]> = points
                     .iter()
                     .enumerate()
-                    .filter(|&(index, _)| Group::of(analysis, index) == group)
+                    .filter(|&(index, _)| TokenGroup::of(analysis, index) == group)
                     .map(|(_, &[x, y])| [f64::from(x), f64::from(y)])
                     .collect();
                 if !members.is_empty() {
                     plot.points(
-                        Points::new(name, PlotPoints::from(members))
+                        Points::new(group.name(), PlotPoints::from(members))
                             .radius(4.0)
-                            .color(color),
+                            .color(egui::Color32::from_rgb(r, g, b)),
                     );
                 }
             }

@@ -33,11 +33,20 @@ enum Key {
     },
 }
 
+/// UI-thread time one frame may spend making thumbnails; the rest wait for the next frames, so
+/// that a 384-head overview fills in over a few frames instead of freezing the window.
+const THUMBNAIL_BUDGET: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// Textures of the current analysis; [`TextureCache::reset`] when a new one arrives.
 #[derive(Default)]
 pub struct TextureCache {
     generation: u64,
     textures: HashMap<Key, (TextureHandle, f32)>,
+    /// The pass whose thumbnail time `spent` counts.
+    pass: u64,
+    spent: std::time::Duration,
+    /// Whether a thumbnail was put off in the latest pass.
+    deferred: bool,
 }
 
 impl TextureCache {
@@ -126,16 +135,37 @@ impl TextureCache {
             .clone()
     }
 
-    /// A small map of one head for the overview, max-pooled down to [`THUMBNAIL_TEXELS`].
+    /// Whether a thumbnail was put off in the latest frame, to be made in a later one.
+    pub fn thumbnails_pending(&self) -> bool {
+        self.deferred
+    }
+
+    /// A small map of one head for the overview, max-pooled down to [`THUMBNAIL_TEXELS`];
+    /// `None` when this frame has spent its thumbnail time (ask again next frame).
     pub fn thumbnail(
         &mut self,
         ctx: &egui::Context,
         analysis: &Analysis,
         layer: usize,
         head: usize,
-    ) -> TextureHandle {
+    ) -> Option<TextureHandle> {
         let key = Key::Thumbnail { layer, head };
-        self.textures
+        let pass = ctx.cumulative_pass_nr();
+        if pass != self.pass {
+            self.pass = pass;
+            self.spent = std::time::Duration::ZERO;
+            self.deferred = false;
+        }
+        if let Some((texture, _)) = self.textures.get(&key) {
+            return Some(texture.clone());
+        }
+        if self.spent >= THUMBNAIL_BUDGET {
+            self.deferred = true;
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let texture = self
+            .textures
             .entry(key)
             .or_insert_with(|| {
                 let (values, size) = analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS);
@@ -152,6 +182,8 @@ impl TextureCache {
                 )
             })
             .0
-            .clone()
+            .clone();
+        self.spent += started.elapsed();
+        Some(texture)
     }
 }
