@@ -709,7 +709,7 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
     harness.run_steps(8);
     harness.event(egui::Event::MouseWheel {
         unit: egui::MouseWheelUnit::Point,
-        delta: egui::vec2(0.0, 200.0),
+        delta: egui::vec2(0.0, 400.0),
         phase: egui::TouchPhase::Move,
         source: egui::MouseWheelSource::Wheel,
         modifiers: egui::Modifiers::NONE,
@@ -744,4 +744,45 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
     harness.get_by_label("Fit").click();
     harness.run_steps(8);
     assert!(harness.state().view.heatmap_zoom.is_fit());
+}
+
+#[test]
+fn every_control_on_every_tab_has_an_accessible_label() {
+    use egui::accesskit::Role;
+    let mut harness = compare_harness("tiny-vocab-only");
+    let mut unlabelled = Vec::new();
+    for view in View::ALL {
+        // The tab, not the Compare button beside the second model's field.
+        harness
+            .get(egui_kittest::kittest::by().predicate(|node| {
+                node.label().as_deref() == Some(view.label()) && node.toggled().is_some()
+            }))
+            .click();
+        harness.run_ok();
+        assert_eq!(harness.state().settings().view.view, view);
+        let controls = harness.query_all(egui_kittest::kittest::by().predicate(|node| {
+            matches!(
+                node.role(),
+                Role::Button
+                    | Role::CheckBox
+                    | Role::ComboBox
+                    | Role::TextInput
+                    | Role::MultilineTextInput
+                    | Role::Slider
+                    | Role::SpinButton
+                    | Role::RadioButton
+            )
+        }));
+        for control in controls {
+            let node = control.accesskit_node();
+            let label = node.label().unwrap_or_default();
+            // A lone symbol ("<", "+") says nothing to a screen reader.
+            if !label.chars().any(char::is_alphanumeric) {
+                unlabelled.push(format!("{}: {:?} {label:?}", view.label(), node.role()));
+            }
+        }
+    }
+    unlabelled.sort();
+    unlabelled.dedup();
+    assert!(unlabelled.is_empty(), "{unlabelled:#?}");
 }

@@ -251,18 +251,19 @@ impl BertscopeApp {
                 _ => "Add a second sentence (segment B), e.g. for next-sentence prediction"
                     .to_owned(),
             };
-            ui.add_enabled_ui(takes_pairs, |ui| {
-                changed |= ui
-                    .checkbox(
-                        &mut self.settings.use_pair,
-                        if answers { "Context" } else { "Sentence B" },
-                    )
-                    .on_hover_text(&hover)
-                    .on_disabled_hover_text(&hover)
-                    .changed();
-            });
+            let pair_label = if answers { "Context" } else { "Sentence B" };
+            let pair_checkbox = ui
+                .add_enabled_ui(takes_pairs, |ui| {
+                    let checkbox = ui
+                        .checkbox(&mut self.settings.use_pair, pair_label)
+                        .on_hover_text(&hover)
+                        .on_disabled_hover_text(&hover);
+                    changed |= checkbox.changed();
+                    checkbox.id
+                })
+                .inner;
             ui.add_enabled_ui(self.settings.use_pair && takes_pairs, |ui| {
-                changed |= ui
+                let response = ui
                     .add(
                         egui::TextEdit::singleline(&mut self.settings.text_b)
                             .desired_width(ui.available_width())
@@ -272,7 +273,8 @@ impl BertscopeApp {
                                 "Optional second sentence"
                             }),
                     )
-                    .changed();
+                    .labelled_by(pair_checkbox);
+                changed |= response.changed();
             });
         });
         if changed {

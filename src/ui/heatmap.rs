@@ -5,7 +5,7 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Textu
 use serde::{Deserialize, Serialize};
 
 use super::textures::TextureCache;
-use super::{UiAction, ViewState};
+use super::{symbol_button, UiAction, ViewState};
 use crate::analysis::{attention_weight, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
@@ -31,11 +31,7 @@ pub fn layer_head_controls(
 ) {
     ui.horizontal(|ui| {
         ui.label("Layer");
-        if ui
-            .small_button("<")
-            .on_hover_text("Previous layer (Up arrow)")
-            .clicked()
-        {
+        if symbol_button(ui, "<", "Previous layer", "Previous layer (Up arrow)").clicked() {
             state.layer = state.layer.saturating_sub(1);
         }
         layer_picker(
@@ -46,11 +42,7 @@ pub fn layer_head_controls(
             |layer| format!("{layer}"),
             "Transformer layer, 0-based",
         );
-        if ui
-            .small_button(">")
-            .on_hover_text("Next layer (Down arrow)")
-            .clicked()
-        {
+        if symbol_button(ui, ">", "Next layer", "Next layer (Down arrow)").clicked() {
             state.layer = (state.layer + 1).min(layers.saturating_sub(1));
         }
         if !with_heads {
@@ -268,17 +260,23 @@ impl MatrixZoom {
 /// Zoom buttons for a matrix: out, in, and fit, with the current zoom.
 pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
     ui.horizontal(|ui| {
-        if ui
-            .small_button("−")
-            .on_hover_text("Zoom out (- key, or the mouse wheel over the map)")
-            .clicked()
+        if symbol_button(
+            ui,
+            "−",
+            "Zoom out",
+            "Zoom out (- key, or the mouse wheel over the map)",
+        )
+        .clicked()
         {
             zoom.zoom_at(1.0 / ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
         }
-        if ui
-            .small_button("+")
-            .on_hover_text("Zoom in (+ key, or the mouse wheel over the map)")
-            .clicked()
+        if symbol_button(
+            ui,
+            "+",
+            "Zoom in",
+            "Zoom in (+ key, or the mouse wheel over the map)",
+        )
+        .clicked()
         {
             zoom.zoom_at(ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
         }
@@ -562,8 +560,8 @@ pub fn draw_matrix(
     None
 }
 
-/// Zoom per point of mouse-wheel scroll: a wheel notch (about 50 points) zooms by about 1.3×.
-const WHEEL_ZOOM_PER_POINT: f32 = 0.005;
+/// Zoom per point of mouse-wheel scroll: a wheel notch (about 50 points) zooms by about 1.1×.
+const WHEEL_ZOOM_PER_POINT: f32 = 0.002;
 
 /// Colours of token labels: plain, hovered (the crosshair's) and selected.
 struct LabelColors {

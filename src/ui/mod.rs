@@ -244,6 +244,15 @@ pub enum UiAction {
     Export,
 }
 
+/// A small button showing a symbol ("<", "+"), named for screen readers by `name`, with a
+/// tooltip.
+pub fn symbol_button(ui: &mut egui::Ui, symbol: &str, name: &str, hover: &str) -> egui::Response {
+    let response = ui.small_button(symbol).on_hover_text(hover);
+    let enabled = ui.is_enabled();
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
+    response
+}
+
 /// The input of one headless frame of a 1400 × 900 window (the app's default size), for the
 /// frame timings `bench` prints.
 pub fn headless_input() -> egui::RawInput {
