@@ -138,6 +138,31 @@ fn projection_snapshot() {
     harness.snapshot("projection");
 }
 
+#[test]
+fn clicking_among_crowded_projection_points_selects_the_nearest_token() {
+    let result = fixed_result();
+    let fitted = worker::project(&result).unwrap();
+    let mut harness = view_harness(|ui, state| {
+        state.view.projection_layer = 2;
+        let actions = projection::projection_view(ui, &result.analysis, &fitted, &mut state.view);
+        for action in actions {
+            if let bertscope::ui::UiAction::SelectToken(token) = action {
+                state.view.selected_token = token;
+            }
+        }
+    });
+    harness.run();
+    assert_eq!(harness.state().view.selected_token, None);
+    // The plot's middle, where the points crowd: the click picks one token.
+    harness.get_by_label_contains("projection").click();
+    harness.run();
+    let selected = harness.state().view.selected_token;
+    assert!(
+        selected.is_some_and(|token| token < result.analysis.len()),
+        "{selected:?}"
+    );
+}
+
 /// The Predictions tab of a fixture on a text, as a snapshot.
 fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: &str) {
     let (result, info) = fixture_result(name, text, text_b);

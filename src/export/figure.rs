@@ -16,7 +16,8 @@ use crate::analysis::projection::Projection;
 use crate::analysis::{shown_map, HeadChoice};
 use crate::model::{Analysis, TokenPrediction};
 use crate::render::{
-    attention_color, difference_rgba, head_color, heatmap_rgba, max_value, tick_label, TokenGroup,
+    attention_color, difference_rgba, head_color, heatmap_rgba, max_value, place_labels,
+    tick_label, TokenGroup,
 };
 
 const MARGIN: f32 = 24.0;
@@ -500,32 +501,29 @@ pub fn projection(
                 .set("fill", hex(TokenGroup::of(analysis, index).color())),
         );
     }
-    // Labels in token order, the selected one first; each only where it overlaps none placed.
-    let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_by_key(|&index| (Some(index) != selected, index));
-    let mut placed: Vec<[f32; 4]> = Vec::new();
-    for index in order {
-        let (x, y) = at(points[index]);
-        let label = analysis.display_token(index);
-        let bounds = [
-            x + 5.0,
-            y - 4.0 - LABEL_SIZE,
-            x + 5.0 + text_width(&label, LABEL_SIZE),
-            y - 4.0,
-        ];
-        let overlaps = |other: &[f32; 4]| {
-            bounds[0] < other[2]
-                && other[0] < bounds[2]
-                && bounds[1] < other[3]
-                && other[1] < bounds[3]
-        };
-        let is_selected = Some(index) == selected;
-        if !is_selected && placed.iter().any(overlaps) {
-            continue;
-        }
-        placed.push(bounds);
-        let mut label_text = text(bounds[0], bounds[3], LABEL_SIZE, MONO, &label);
-        if is_selected {
+    // Labels where they overlap no other, the selected one always.
+    let texts: Vec<String> = (0..points.len())
+        .map(|index| analysis.display_token(index))
+        .collect();
+    let boxes: Vec<[f32; 4]> = points
+        .iter()
+        .zip(&texts)
+        .map(|(&point, label)| {
+            let (x, y) = at(point);
+            [
+                x + 5.0,
+                y - 4.0 - LABEL_SIZE,
+                x + 5.0 + text_width(label, LABEL_SIZE),
+                y - 4.0,
+            ]
+        })
+        .collect();
+    let always: Vec<usize> = selected.into_iter().collect();
+    let shown = place_labels(&boxes, &always);
+    for (index, label) in texts.iter().enumerate().filter(|&(i, _)| shown[i]) {
+        let bounds = boxes[index];
+        let mut label_text = text(bounds[0], bounds[3], LABEL_SIZE, MONO, label);
+        if Some(index) == selected {
             label_text = label_text
                 .set("fill", SELECTED_INK)
                 .set("font-weight", "bold");

@@ -79,6 +79,27 @@ pub fn tick_label(value: f32, range: f32) -> String {
     }
 }
 
+/// Which labels to draw so that none overlaps another: `boxes` are their `[left, top, right,
+/// bottom]` extents, `always` the ones drawn whatever they cover (the selected and hovered
+/// token). Those come first, then the rest in order, each only if it overlaps none placed.
+pub fn place_labels(boxes: &[[f32; 4]], always: &[usize]) -> Vec<bool> {
+    let overlaps =
+        |a: &[f32; 4], b: &[f32; 4]| a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+    let mut shown = vec![false; boxes.len()];
+    let mut placed: Vec<[f32; 4]> = Vec::new();
+    for &index in always.iter().filter(|&&index| index < boxes.len()) {
+        shown[index] = true;
+        placed.push(boxes[index]);
+    }
+    for (index, bounds) in boxes.iter().enumerate() {
+        if !shown[index] && !placed.iter().any(|other| overlaps(bounds, other)) {
+            shown[index] = true;
+            placed.push(*bounds);
+        }
+    }
+    shown
+}
+
 /// Where a token comes from, for colouring points and labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenGroup {
@@ -155,5 +176,19 @@ mod tests {
         assert!(values[1].is_nan() && !values[4].is_nan() && values[15] == 0.5);
         assert_eq!(attention_color(values[1], 1.0), MASKED_COLOR);
         assert_eq!(max_value(&values), 0.5);
+    }
+
+    #[test]
+    fn labels_never_overlap_but_the_selected_one_always_shows() {
+        // Three labels on one spot and one apart.
+        let boxes = [
+            [0.0, 0.0, 10.0, 5.0],
+            [2.0, 1.0, 12.0, 6.0],
+            [4.0, 2.0, 14.0, 7.0],
+            [20.0, 0.0, 30.0, 5.0],
+        ];
+        assert_eq!(place_labels(&boxes, &[]), [true, false, false, true]);
+        assert_eq!(place_labels(&boxes, &[2]), [false, false, true, true]);
+        assert_eq!(place_labels(&boxes, &[1, 2]), [false, true, true, true]);
     }
 }

@@ -6,7 +6,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Text};
 use super::{UiAction, ViewState};
 use crate::analysis::projection::Projection;
 use crate::model::Analysis;
-use crate::render::TokenGroup;
+use crate::render::{place_labels, TokenGroup};
 
 /// How near (in points) the pointer must be to a token for its label to show regardless.
 const HOVER_RADIUS: f32 = 10.0;
@@ -89,39 +89,45 @@ pub fn projection_view(
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(index, _)| index)
             });
-            let mut order: Vec<usize> = (0..points.len()).collect();
-            order.sort_by_key(|&index| {
-                (
-                    Some(index) != state.selected_token && Some(index) != hovered,
-                    index,
-                )
-            });
-            let mut placed: Vec<egui::Rect> = Vec::new();
-            for index in order {
+            let texts: Vec<String> = (0..points.len())
+                .map(|index| analysis.display_token(index))
+                .collect();
+            let boxes: Vec<[f32; 4]> = points
+                .iter()
+                .zip(&texts)
+                .map(|(&[x, y], text)| {
+                    let anchor = plot.screen_from_plot([f64::from(x), f64::from(y)].into());
+                    let width = text.chars().count() as f32 * LABEL_CHAR_WIDTH + 2.0;
+                    [
+                        anchor.x,
+                        anchor.y - LABEL_HEIGHT,
+                        anchor.x + width,
+                        anchor.y,
+                    ]
+                })
+                .collect();
+            let always: Vec<usize> = state.selected_token.into_iter().chain(hovered).collect();
+            let shown = place_labels(&boxes, &always);
+            for (index, text) in texts.into_iter().enumerate().filter(|&(i, _)| shown[i]) {
                 let [x, y] = points[index];
-                let at = [f64::from(x), f64::from(y)].into();
-                let text = analysis.display_token(index);
-                let anchor = plot.screen_from_plot(at);
-                let size = egui::vec2(
-                    text.chars().count() as f32 * LABEL_CHAR_WIDTH + 2.0,
-                    LABEL_HEIGHT,
-                );
-                let rect = egui::Rect::from_min_size(anchor - egui::vec2(0.0, size.y), size);
-                let always = Some(index) == state.selected_token || Some(index) == hovered;
-                if !always && placed.iter().any(|other| other.intersects(rect)) {
-                    continue;
-                }
-                placed.push(rect);
                 let mut label = egui::RichText::new(text);
-                if always {
+                if always.contains(&index) {
                     label = label.color(selection_color).strong();
                 }
                 plot.text(
                     // Unnamed: labels stay out of the legend.
-                    Text::new("", at, label).anchor(egui::Align2::LEFT_BOTTOM),
+                    Text::new("", [f64::from(x), f64::from(y)].into(), label)
+                        .anchor(egui::Align2::LEFT_BOTTOM),
                 );
             }
         });
+    response.response.widget_info(|| {
+        egui::WidgetInfo::labeled(
+            egui::Role::Image,
+            true,
+            format!("Token projection, layer {layer}: click a point to select its token"),
+        )
+    });
     if response.response.clicked() {
         if let Some(pointer) = response.response.interact_pointer_pos() {
             let target = response.transform.value_from_position(pointer);
