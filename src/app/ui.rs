@@ -110,6 +110,10 @@ impl BertscopeApp {
                         "← → ↑ ↓".to_owned(),
                         "heatmap: previous/next head, layer".to_owned(),
                     ),
+                    (
+                        "+ − 0".to_owned(),
+                        "heatmap, compare: zoom in, out, fit (or the wheel; drag pans)".to_owned(),
+                    ),
                     ("Tab".to_owned(), "move between controls".to_owned()),
                     ("F1 or ?".to_owned(), "show or hide this list".to_owned()),
                     (

@@ -523,6 +523,7 @@ pub fn draw_matrix(
             plain: text_color,
             hovered: ui.visuals().strong_text_color(),
             selected: highlight,
+            background: ui.visuals().panel_fill,
         },
     );
 
@@ -568,6 +569,8 @@ struct LabelColors {
     plain: Color32,
     hovered: Color32,
     selected: Color32,
+    /// Behind the hovered and selected labels, hiding the neighbours they overlap.
+    background: Color32,
 }
 
 /// Row labels left of the matrix and column labels above it, for every `label_every`-th token
@@ -617,13 +620,13 @@ fn draw_token_labels(
     for (index, color) in to_draw(1, hovered.map(|(row, _)| row)) {
         let y = geometry.cell_y(index) + geometry.cell / 2.0;
         if viewport.y_range().contains(y) {
-            rows.text(
-                Pos2::new(viewport.left() - 4.0, y),
-                Align2::RIGHT_CENTER,
-                &labels[index],
-                font.clone(),
-                color,
-            );
+            let galley = rows.layout_no_wrap(labels[index].clone(), font.clone(), color);
+            let rect = Align2::RIGHT_CENTER
+                .anchor_size(Pos2::new(viewport.left() - 4.0, y), galley.size());
+            if color != colors.plain {
+                rows.rect_filled(rect.expand(1.0), 2.0, colors.background);
+            }
+            rows.galley(rect.min, galley, color);
         }
     }
     for (index, color) in to_draw(0, hovered.map(|(_, column)| column)) {
@@ -631,6 +634,14 @@ fn draw_token_labels(
         if viewport.x_range().contains(x) {
             let galley = columns.layout_no_wrap(labels[index].clone(), font.clone(), color);
             let anchor = Pos2::new(x - galley.size().y / 2.0, viewport.top() - 4.0);
+            if color != colors.plain {
+                // The rotated galley's extent: its width runs up from the anchor.
+                let rect = Rect::from_min_max(
+                    Pos2::new(anchor.x, anchor.y - galley.size().x),
+                    Pos2::new(anchor.x + galley.size().y, anchor.y),
+                );
+                columns.rect_filled(rect.expand(1.0), 2.0, colors.background);
+            }
             columns.add(
                 egui::epaint::TextShape::new(anchor, galley, color)
                     .with_angle(-std::f32::consts::FRAC_PI_2),
