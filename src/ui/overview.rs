@@ -131,6 +131,10 @@ pub struct OverviewTimes {
 /// Times the overview: the frames that make the thumbnails in view, then `frames` more.
 pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> OverviewTimes {
     let ctx = egui::Context::default();
+    // A window that is already open has its fonts: a first empty frame loads them, untimed.
+    let _ = ctx.run_ui(super::headless_input(), |ui| {
+        egui::CentralPanel::default().show(ui, |ui| ui.label("0123456789 layers heads"));
+    });
     let state = ViewState::default();
     let mut textures = TextureCache::default();
     let frame = |textures: &mut TextureCache| {

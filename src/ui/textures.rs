@@ -35,7 +35,7 @@ enum Key {
 
 /// UI-thread time one frame may spend making thumbnails; the rest wait for the next frames, so
 /// that a 384-head overview fills in over a few frames instead of freezing the window.
-const THUMBNAIL_BUDGET: std::time::Duration = std::time::Duration::from_millis(4);
+const THUMBNAIL_BUDGET: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// Textures of the current analysis; [`TextureCache::reset`] when a new one arrives.
 #[derive(Default)]
