@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use bertscope::analysis::HeadChoice;
 use bertscope::bench;
 use bertscope::export::data::Precision;
-use bertscope::export::dump::DumpDocument;
+use bertscope::export::dump::{DumpDocument, Extra};
 use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
 use bertscope::model::{
     AnalysisRequest, DeviceChoice, DownloadProgress, ForwardPath, HeadKind, LoadedModel,
@@ -179,6 +179,10 @@ struct DumpArgs {
     /// Write the JSON here instead of standard output.
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Analyses to add, comma-separated: rollout (attention rollout after every layer),
+    /// head-stats (Clark et al.'s statistics of every head).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    with: Vec<Extra>,
 }
 
 #[derive(Args)]
@@ -320,7 +324,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let request = args.input.request();
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
-    let document = DumpDocument::new(&args.model.model, &analysis)?;
+    let document = DumpDocument::new(&args.model.model, &analysis)?.with(&analysis, &args.with);
     let write = |writer: &mut dyn Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *writer, &document)?;
         writer.write_all(b"\n")

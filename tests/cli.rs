@@ -547,3 +547,72 @@ fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
     }
     assert!(sizes[1] < sizes[0], "f16 is smaller: {sizes:?}");
 }
+
+/// `dump --with rollout,head-stats` against numpy's rollout and head statistics over
+/// transformers' attention (`tools/make_analysis_reference.py`).
+#[test]
+fn rollout_and_head_statistics_match_an_independent_reference() {
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
+        let folder = fixture(name);
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("analyses.json")).unwrap())
+                .unwrap();
+        let mut args = vec![
+            "dump",
+            "--model",
+            folder.to_str().unwrap(),
+            "--text",
+            reference["text"].as_str().unwrap(),
+            "--with",
+            "rollout,head-stats",
+        ];
+        if let Some(text_b) = reference["text_b"].as_str() {
+            args.extend(["--text-b", text_b]);
+        }
+        let output = bertscope(&args);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let dump: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(dump["tokens"], reference["tokens"], "{name}");
+
+        let flat = |value: &serde_json::Value| -> Vec<f64> {
+            let mut out = Vec::new();
+            let mut stack = vec![value];
+            while let Some(value) = stack.pop() {
+                match value {
+                    serde_json::Value::Array(items) => stack.extend(items.iter().rev()),
+                    other => out.push(other.as_f64().unwrap()),
+                }
+            }
+            out
+        };
+        let (ours, theirs) = (flat(&dump["rollout"]), flat(&reference["rollout"]));
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-5, "{name}: rollout differs by {worst}");
+
+        let (ours, theirs) = (&dump["head_stats"], &reference["head_stats"]);
+        let layers = theirs.as_array().unwrap();
+        assert_eq!(ours.as_array().unwrap().len(), layers.len(), "{name}");
+        for (layer, heads) in layers.iter().enumerate() {
+            for (head, expected) in heads.as_array().unwrap().iter().enumerate() {
+                let got = &ours[layer][head];
+                for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
+                    let (a, b) = (got[key].as_f64().unwrap(), expected[key].as_f64().unwrap());
+                    assert!(
+                        (a - b).abs() <= 1e-5,
+                        "{name} layer {layer} head {head} {key}: {a} vs {b}"
+                    );
+                }
+                assert_eq!(got["label"], expected["label"], "{name} {layer}:{head}");
+            }
+        }
+    }
+}

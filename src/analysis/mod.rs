@@ -2,6 +2,8 @@
 
 pub mod compare;
 pub mod projection;
+pub mod rollout;
+pub mod stats;
 
 use crate::model::Analysis;
 use crate::render::mask_future;

@@ -2,11 +2,16 @@
 //! are a contract: `model`, `model_type`, `tokens`, `token_ids`, `segment_ids`, `attentions`
 //! `[layer][head][query][key]` (causal models: zeros above the diagonal, as transformers returns
 //! them), and each head's key when the model has the head: `mlm`, `nsp` (pairs), `next_token`,
-//! `classification`, `qa` (pairs: question and context) and `token_classification`.
+//! `classification`, `qa` (pairs: question and context) and `token_classification`; and the
+//! analyses asked for with `--with`: `rollout` `[layer][query][key]` and `head_stats`
+//! `[layer][head]{cls, sep, punct, self, prev, next, entropy, label}`.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
+
+use crate::analysis::rollout::rollout;
+use crate::analysis::stats::{head_stats, HeadStats};
 
 use crate::model::{
     Analysis, Answer, Classification, F32Array, Family, Result, TokenLabel, TokenPrediction,
@@ -45,6 +50,21 @@ pub struct DumpDocument<'a> {
     /// The most probable label of every non-special token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_classification: Option<&'a [TokenLabel]>,
+    /// Attention rollout after every layer, `[layer][query][key]`, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<F32Array>,
+    /// Head statistics `[layer][head]`, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_stats: Option<Vec<Vec<HeadStats>>>,
+}
+
+/// An analysis `dump --with` adds to the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Extra {
+    /// `"rollout"`: attention rollout after every layer.
+    Rollout,
+    /// `"head_stats"`: Clark et al.'s statistics of every head.
+    HeadStats,
 }
 
 /// `{"is_next": p}`.
@@ -71,6 +91,21 @@ impl<'a> DumpDocument<'a> {
             classification: analysis.classification.as_ref(),
             qa: analysis.qa.as_ref(),
             token_classification: analysis.token_classification.as_deref(),
+            rollout: None,
+            head_stats: None,
         })
+    }
+
+    /// Adds the analyses in `extras`, computed from the analysis.
+    pub fn with(mut self, analysis: &Analysis, extras: &[Extra]) -> Self {
+        if extras.contains(&Extra::Rollout) {
+            let tokens = analysis.len();
+            let values = rollout(analysis).concat();
+            self.rollout = F32Array::new(vec![analysis.layers(), tokens, tokens], values);
+        }
+        if extras.contains(&Extra::HeadStats) {
+            self.head_stats = Some(head_stats(analysis));
+        }
+        self
     }
 }

@@ -63,6 +63,19 @@ impl TokenStyle {
         }
     }
 
+    /// A piece's own characters, without the marks of where it sits in a word: WordPiece's
+    /// `##`, the leading space of byte-level pieces (decoded), SentencePiece's `▁`.
+    pub fn bare(self, token: &str) -> String {
+        match self {
+            Self::WordPiece => token.strip_prefix("##").unwrap_or(token).to_owned(),
+            Self::ByteLevel => match token.chars().map(byte_of).collect::<Option<Vec<u8>>>() {
+                Some(bytes) => String::from_utf8_lossy(&bytes).trim_start().to_owned(),
+                None => token.to_owned(),
+            },
+            Self::SentencePiece => token.trim_start_matches(WORD_START).to_owned(),
+        }
+    }
+
     /// Whether a piece begins a word (as opposed to continuing the previous piece).
     pub fn starts_word(self, token: &str) -> bool {
         match self {
