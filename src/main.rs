@@ -72,6 +72,21 @@ enum Command {
     Bench(BenchArgs),
     /// Write a figure (.png, .svg) or data (.json, .csv, .npy, .npz) without opening a window.
     Export(ExportArgs),
+    /// Head statistics (Clark et al. 2019) over a corpus: one text per line, a tab splits a pair.
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A UTF-8 text file: one text per line (a tab splits sentence A from B); blank lines are
+    /// skipped.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Write here (.json or .csv) instead of JSON on standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
 }
 
 /// The text to run.
@@ -242,6 +257,7 @@ fn main() -> ExitCode {
         Some(Command::Dump(args)) => dump(args),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Export(args)) => export(args),
+        Some(Command::Stats(args)) => corpus_stats(args),
         None => open_app(cli.app),
     };
     match outcome {
@@ -336,6 +352,102 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
             let mut writer = std::io::BufWriter::new(stdout.lock());
             match write(&mut writer).and_then(|()| writer.flush()) {
                 // A reader that stopped early (`| head`) is not an error.
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+                result => result.context("cannot write to standard output")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
+    use bertscope::analysis::stats::CorpusStats;
+    let csv = match &args.out {
+        Some(path) => match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => true,
+            Some(e) if e.eq_ignore_ascii_case("json") => false,
+            _ => anyhow::bail!("{}: use a .json or .csv file", path.display()),
+        },
+        None => false,
+    };
+    let text = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("{}: cannot read the corpus", args.corpus.display()))?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .collect();
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "{}: no text in the corpus",
+        args.corpus.display()
+    );
+    let model = load(&args.model)?;
+    let mut stats = CorpusStats::default();
+    let started = Instant::now();
+    let mut statistics = std::time::Duration::ZERO;
+    for (done, (number, line)) in lines.iter().enumerate() {
+        let request = match line.split_once('\t') {
+            Some((a, b)) => AnalysisRequest::new(a).with_text_b(Some(b.to_owned())),
+            None => AnalysisRequest::new(*line),
+        };
+        let analysis = model
+            .analyze(&request)
+            .with_context(|| format!("{} line {}", args.corpus.display(), number + 1))?;
+        let adding = Instant::now();
+        stats.add(&analysis);
+        statistics += adding.elapsed();
+        eprint!("\rhead statistics: {}/{} lines", done + 1, lines.len());
+    }
+    eprintln!(
+        " ({} tokens, {:.1} s, of which statistics {:.2} s)",
+        stats.tokens,
+        started.elapsed().as_secs_f64(),
+        statistics.as_secs_f64()
+    );
+    let heads = stats.heads();
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        if csv {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record([
+                "layer", "head", "cls", "sep", "punct", "self", "prev", "next", "entropy", "label",
+            ])?;
+            for (layer, row) in heads.iter().enumerate() {
+                for (head, s) in row.iter().enumerate() {
+                    writer.write_record([
+                        layer.to_string(),
+                        head.to_string(),
+                        s.cls.to_string(),
+                        s.sep.to_string(),
+                        s.punct.to_string(),
+                        s.self_.to_string(),
+                        s.prev.to_string(),
+                        s.next.to_string(),
+                        s.entropy.to_string(),
+                        s.label.name().to_owned(),
+                    ])?;
+                }
+            }
+            writer.flush()
+        } else {
+            let document = serde_json::json!({
+                "lines": stats.lines,
+                "tokens": stats.tokens,
+                "heads": heads,
+            });
+            serde_json::to_writer(&mut *out, &document)?;
+            out.write_all(b"\n")
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            write_atomically(path, write)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = std::io::BufWriter::new(stdout.lock());
+            match write(&mut writer).and_then(|()| writer.flush()) {
                 Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
                 result => result.context("cannot write to standard output")?,
             }

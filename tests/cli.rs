@@ -329,7 +329,7 @@ fn errors_are_one_line_with_a_failing_exit_code() {
     let tiny = tiny.to_str().unwrap();
     let gpt2 = fixture("gpt2-lm");
     let gpt2 = gpt2.to_str().unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["dump", "--model", gpt2, "--text", "x", "--text-b", "y"],
             "GPT-2 reads one text, not a sentence pair",
@@ -388,6 +388,10 @@ fn errors_are_one_line_with_a_failing_exit_code() {
         (
             &["export", "--model", tiny, "--text", "x", "--out", "x.npq"],
             ".npz",
+        ),
+        (
+            &["stats", "--model", tiny, "--corpus", "/no/such/corpus.txt"],
+            "cannot read the corpus",
         ),
     ];
     for (args, expected) in cases {
@@ -615,4 +619,85 @@ fn rollout_and_head_statistics_match_an_independent_reference() {
             }
         }
     }
+}
+
+#[test]
+fn corpus_statistics_weigh_every_query_row_alike() {
+    let legacy = fixture("tiny-legacy");
+    let legacy = legacy.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let lines = [
+        ("The cat sat on the mat.", None),
+        ("It was warm", Some("and dry, too.")),
+    ];
+    std::fs::write(
+        &corpus,
+        "The cat sat on the mat.\n\nIt was warm\tand dry, too.\n",
+    )
+    .unwrap();
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy,
+        "--corpus",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2/2 lines"));
+    let corpus_stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(corpus_stats["lines"], 2);
+
+    // The same from each line's own statistics, weighted by its rows.
+    let per_line: Vec<(serde_json::Value, f64)> = lines
+        .iter()
+        .map(|(a, b)| {
+            let mut args = vec!["--text", *a, "--with", "head-stats"];
+            if let Some(b) = b {
+                args.extend(["--text-b", *b]);
+            }
+            let (dump, _) = dump_json("tiny-legacy", &args);
+            let tokens = dump["tokens"].as_array().unwrap().len() as f64;
+            (dump["head_stats"].clone(), tokens)
+        })
+        .collect();
+    let total: f64 = per_line.iter().map(|(_, t)| t).sum();
+    assert_eq!(corpus_stats["tokens"].as_f64().unwrap(), total);
+    let heads = &corpus_stats["heads"];
+    for layer in 0..2 {
+        for head in 0..4 {
+            for (key, shifted) in [("cls", false), ("entropy", false), ("prev", true)] {
+                let weight = |t: f64| if shifted { t - 1.0 } else { t };
+                let expected: f64 = per_line
+                    .iter()
+                    .map(|(stats, t)| stats[layer][head][key].as_f64().unwrap() * weight(*t))
+                    .sum::<f64>()
+                    / per_line.iter().map(|(_, t)| weight(*t)).sum::<f64>();
+                let got = heads[layer][head][key].as_f64().unwrap();
+                assert!(
+                    (got - expected).abs() < 1e-5,
+                    "{layer}:{head} {key}: {got} vs {expected}"
+                );
+            }
+        }
+    }
+
+    let csv = dir.path().join("heads.csv");
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("layer,head,cls,sep,punct,self,prev,next,entropy,label\n"));
+    assert_eq!(text.lines().count(), 1 + 2 * 4);
 }

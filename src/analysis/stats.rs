@@ -45,6 +45,17 @@ pub enum HeadLabel {
 }
 
 impl HeadLabel {
+    /// The label as JSON and CSV spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Previous => "previous",
+            Self::Next => "next",
+            Self::Special => "special",
+            Self::Broad => "broad",
+            Self::Mixed => "mixed",
+        }
+    }
+
     fn of(prev: f64, next: f64, cls: f64, sep: f64, entropy: f64) -> Self {
         if prev > 0.5 {
             Self::Previous
@@ -84,57 +95,102 @@ pub fn is_punctuation_token(analysis: &Analysis, index: usize) -> bool {
     !bare.is_empty() && bare.chars().all(is_punctuation)
 }
 
+/// Running sums of one head's statistics over query rows, of one map or of a whole corpus.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeadSums {
+    cls: f64,
+    sep: f64,
+    punct: f64,
+    self_: f64,
+    entropy: f64,
+    rows: f64,
+    prev: f64,
+    /// Rows with a previous token (and, alike, rows with a next one).
+    shifted_rows: f64,
+    next: f64,
+}
+
+impl HeadSums {
+    /// Adds every query row of a `tokens × tokens` map, given which keys are separators and
+    /// which are punctuation.
+    pub fn add_map(&mut self, map: &[f32], separators: &[bool], punctuation: &[bool]) {
+        let tokens = separators.len();
+        let indices = |marks: &[bool]| -> Vec<usize> {
+            marks
+                .iter()
+                .enumerate()
+                .filter_map(|(index, &marked)| marked.then_some(index))
+                .collect()
+        };
+        let (separators, punctuation) = (indices(separators), indices(punctuation));
+        for (query, row) in map.chunks_exact(tokens).enumerate() {
+            self.cls += f64::from(row[0]);
+            self.self_ += f64::from(row[query]);
+            if query >= 1 {
+                self.prev += f64::from(row[query - 1]);
+            }
+            if query + 1 < tokens {
+                self.next += f64::from(row[query + 1]);
+            }
+            // Separators and punctuation are a few keys: sum them by index.
+            self.sep += separators
+                .iter()
+                .map(|&key| f64::from(row[key]))
+                .sum::<f64>();
+            self.punct += punctuation
+                .iter()
+                .map(|&key| f64::from(row[key]))
+                .sum::<f64>();
+            // The logarithm and a row's sum in f32 (the weights are f32), rows summed in f64:
+            // in f64 it would cost as much as a small model's forward over a corpus.
+            let row_entropy: f32 = row.iter().filter(|&&w| w > 0.0).map(|&w| -w * w.ln()).sum();
+            let row_entropy = f64::from(row_entropy);
+            self.entropy += row_entropy;
+        }
+        self.rows += tokens as f64;
+        self.shifted_rows += tokens.saturating_sub(1) as f64;
+    }
+
+    /// The means over every row added, and the label they give.
+    pub fn finish(&self) -> HeadStats {
+        let rows = self.rows.max(1.0);
+        let shifted = self.shifted_rows.max(1.0);
+        let (cls, sep, entropy) = (self.cls / rows, self.sep / rows, self.entropy / rows);
+        let (prev, next) = (self.prev / shifted, self.next / shifted);
+        HeadStats {
+            cls: cls as f32,
+            sep: sep as f32,
+            punct: (self.punct / rows) as f32,
+            self_: (self.self_ / rows) as f32,
+            prev: prev as f32,
+            next: next as f32,
+            entropy: entropy as f32,
+            label: HeadLabel::of(prev, next, cls, sep, entropy),
+        }
+    }
+}
+
 /// The statistics of one `tokens × tokens` attention map, given which keys are separators and
 /// which are punctuation.
 pub fn map_stats(map: &[f32], separators: &[bool], punctuation: &[bool]) -> HeadStats {
-    let tokens = separators.len();
-    let (mut cls, mut sep, mut punct, mut self_, mut entropy) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    let (mut prev, mut next) = (0f64, 0f64);
-    for (query, row) in map.chunks_exact(tokens).enumerate() {
-        cls += f64::from(row[0]);
-        self_ += f64::from(row[query]);
-        if query >= 1 {
-            prev += f64::from(row[query - 1]);
-        }
-        if query + 1 < tokens {
-            next += f64::from(row[query + 1]);
-        }
-        for (key, &weight) in row.iter().enumerate() {
-            let weight = f64::from(weight);
-            if separators[key] {
-                sep += weight;
-            }
-            if punctuation[key] {
-                punct += weight;
-            }
-            if weight > 0.0 {
-                entropy -= weight * weight.ln();
-            }
-        }
-    }
-    let rows = tokens as f64;
-    let shifted = tokens.saturating_sub(1).max(1) as f64;
-    let (cls, sep, entropy) = (cls / rows, sep / rows, entropy / rows);
-    let (prev, next) = (prev / shifted, next / shifted);
-    HeadStats {
-        cls: cls as f32,
-        sep: sep as f32,
-        punct: (punct / rows) as f32,
-        self_: (self_ / rows) as f32,
-        prev: prev as f32,
-        next: next as f32,
-        entropy: entropy as f32,
-        label: HeadLabel::of(prev, next, cls, sep, entropy),
-    }
+    let mut sums = HeadSums::default();
+    sums.add_map(map, separators, punctuation);
+    sums.finish()
+}
+
+/// Which keys of an analysis are separators, and which punctuation.
+fn key_kinds(analysis: &Analysis) -> (Vec<bool>, Vec<bool>) {
+    let tokens = analysis.len();
+    let separators = (0..tokens).map(|i| is_separator(analysis, i)).collect();
+    let punctuation = (0..tokens)
+        .map(|i| is_punctuation_token(analysis, i))
+        .collect();
+    (separators, punctuation)
 }
 
 /// Every head's statistics, `[layer][head]`.
 pub fn head_stats(analysis: &Analysis) -> Vec<Vec<HeadStats>> {
-    let tokens = analysis.len();
-    let separators: Vec<bool> = (0..tokens).map(|i| is_separator(analysis, i)).collect();
-    let punctuation: Vec<bool> = (0..tokens)
-        .map(|i| is_punctuation_token(analysis, i))
-        .collect();
+    let (separators, punctuation) = key_kinds(analysis);
     (0..analysis.layers())
         .map(|layer| {
             (0..analysis.heads())
@@ -142,6 +198,49 @@ pub fn head_stats(analysis: &Analysis) -> Vec<Vec<HeadStats>> {
                 .collect()
         })
         .collect()
+}
+
+/// Head statistics over a corpus: every statistic averaged over all query rows of all texts.
+#[derive(Debug, Clone, Default)]
+pub struct CorpusStats {
+    /// Texts added.
+    pub lines: usize,
+    /// Tokens (query rows) added.
+    pub tokens: usize,
+    sums: Vec<Vec<HeadSums>>,
+}
+
+impl CorpusStats {
+    /// Adds one text's analysis; every analysis must come from the same model.
+    pub fn add(&mut self, analysis: &Analysis) {
+        let (separators, punctuation) = key_kinds(analysis);
+        if self.sums.is_empty() {
+            self.sums = vec![vec![HeadSums::default(); analysis.heads()]; analysis.layers()];
+        }
+        use rayon::prelude::*;
+        self.sums
+            .par_iter_mut()
+            .enumerate()
+            .flat_map(|(layer, heads)| {
+                heads
+                    .par_iter_mut()
+                    .enumerate()
+                    .map(move |(head, sums)| (layer, head, sums))
+            })
+            .for_each(|(layer, head, sums)| {
+                sums.add_map(analysis.attention(layer, head), &separators, &punctuation);
+            });
+        self.lines += 1;
+        self.tokens += analysis.len();
+    }
+
+    /// The statistics so far, `[layer][head]`.
+    pub fn heads(&self) -> Vec<Vec<HeadStats>> {
+        self.sums
+            .iter()
+            .map(|heads| heads.iter().map(HeadSums::finish).collect())
+            .collect()
+    }
 }
 
 #[cfg(test)]
