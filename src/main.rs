@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use bertscope::analysis::stats::Statistic;
 use bertscope::analysis::HeadChoice;
 use bertscope::bench;
 use bertscope::export::data::Precision;
@@ -133,6 +134,9 @@ struct ExportArgs {
     /// depth.
     #[arg(long, requires = "compare")]
     compare_layer: Option<usize>,
+    /// The statistic that colours --view heads.
+    #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
+    statistic: Statistic,
     /// The second model's head with --view compare, or "mean".
     #[arg(long, default_value = "mean", value_parser = parse_head, requires = "compare")]
     compare_head: HeadChoice,
@@ -495,6 +499,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         selected_token: args.token,
         compare_layer: args.compare_layer,
         compare_head: args.compare_head,
+        statistic: args.statistic,
         ..ExportOptions::default()
     };
     let input = &args.input;

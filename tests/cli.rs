@@ -489,7 +489,12 @@ fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
         "--text-b",
         "It was warm.",
     ];
-    let runs: [(Vec<&str>, String, &str); 4] = [
+    let runs: [(Vec<&str>, String, &str); 5] = [
+        (
+            vec!["--view", "heads", "--statistic", "prev"],
+            out("heads.svg"),
+            "head statistics · prev",
+        ),
         (
             vec!["--view", "projection", "--layer", "2", "--token", "3"],
             out("projection.svg"),

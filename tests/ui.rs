@@ -14,7 +14,7 @@ use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
-use bertscope::ui::{heatmap, lines, overview, predictions, projection, View, ViewState};
+use bertscope::ui::{heads, heatmap, lines, overview, predictions, projection, View, ViewState};
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
@@ -160,6 +160,37 @@ fn clicking_among_crowded_projection_points_selects_the_nearest_token() {
     assert!(
         selected.is_some_and(|token| token < result.analysis.len()),
         "{selected:?}"
+    );
+}
+
+#[test]
+fn heads_snapshot_and_a_click_opens_the_head() {
+    let result = fixed_result();
+    let stats = bertscope::analysis::stats::head_stats(&result.analysis);
+    let mut harness = view_harness(|ui, state| {
+        let actions = heads::heads_view(ui, &stats, &mut state.view);
+        for action in actions {
+            if let bertscope::ui::UiAction::OpenInHeatmap { layer, head } = action {
+                state.view.layer = layer;
+                state.view.head = HeadChoice::Head(head);
+                state.view.view = View::Heatmap;
+            }
+        }
+    });
+    harness.run();
+    harness.snapshot("heads");
+    harness.get_by_label("sep").click();
+    harness.run();
+    assert_eq!(
+        harness.state().view.head_statistic,
+        bertscope::analysis::stats::Statistic::Sep
+    );
+    harness.get_by_label_contains("layer 1, head 3:").click();
+    harness.run();
+    let view = &harness.state().view;
+    assert_eq!(
+        (view.view, view.layer, view.head),
+        (View::Heatmap, 1, HeadChoice::Head(3))
     );
 }
 

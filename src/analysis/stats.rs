@@ -28,6 +28,83 @@ pub struct HeadStats {
     pub label: HeadLabel,
 }
 
+/// One of the statistics, to colour or sort heads by.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Statistic {
+    /// Weight on the first token.
+    Cls,
+    /// Weight on separators.
+    Sep,
+    /// Weight on punctuation.
+    Punct,
+    /// Weight on the token itself.
+    #[serde(rename = "self")]
+    #[value(name = "self")]
+    SelfToken,
+    /// Weight on the previous token.
+    Prev,
+    /// Weight on the next token.
+    Next,
+    /// Entropy of the rows, in nats.
+    #[default]
+    Entropy,
+}
+
+impl Statistic {
+    /// Every statistic, in the table's order.
+    pub const ALL: [Statistic; 7] = [
+        Self::Cls,
+        Self::Sep,
+        Self::Punct,
+        Self::SelfToken,
+        Self::Prev,
+        Self::Next,
+        Self::Entropy,
+    ];
+
+    /// The short name, as JSON keys and column headers spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cls => "cls",
+            Self::Sep => "sep",
+            Self::Punct => "punct",
+            Self::SelfToken => "self",
+            Self::Prev => "prev",
+            Self::Next => "next",
+            Self::Entropy => "entropy",
+        }
+    }
+
+    /// What it measures, for tooltips and figure notes.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Cls => "mean weight on the first token ([CLS], <s>)",
+            Self::Sep => "mean summed weight on separators ([SEP], </s>)",
+            Self::Punct => "mean summed weight on punctuation tokens",
+            Self::SelfToken => "mean weight of each token on itself",
+            Self::Prev => "mean weight on the previous token",
+            Self::Next => "mean weight on the next token",
+            Self::Entropy => "mean entropy of the attention rows, in nats (high: broad)",
+        }
+    }
+
+    /// This statistic of a head.
+    pub fn of(self, stats: &HeadStats) -> f32 {
+        match self {
+            Self::Cls => stats.cls,
+            Self::Sep => stats.sep,
+            Self::Punct => stats.punct,
+            Self::SelfToken => stats.self_,
+            Self::Prev => stats.prev,
+            Self::Next => stats.next,
+            Self::Entropy => stats.entropy,
+        }
+    }
+}
+
 /// What a head mostly does, by Clark et al.'s thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +122,17 @@ pub enum HeadLabel {
 }
 
 impl HeadLabel {
+    /// A one-letter mark for grids: P, N, S, B, and nothing for mixed heads.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Self::Previous => "P",
+            Self::Next => "N",
+            Self::Special => "S",
+            Self::Broad => "B",
+            Self::Mixed => "",
+        }
+    }
+
     /// The label as JSON and CSV spell it.
     pub fn name(self) -> &'static str {
         match self {

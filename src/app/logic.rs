@@ -92,6 +92,7 @@ impl BertscopeApp {
                 .divergence_key()
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
             View::Overview => self.primary.textures.thumbnails_pending(),
+            View::Heads => self.primary.result.is_some() && self.primary.head_stats().is_none(),
             _ => false,
         }
     }
@@ -162,6 +163,7 @@ impl BertscopeApp {
         // What only one tab shows is computed, off the UI thread, only while it is open.
         match self.settings.view.view {
             View::Projection => self.primary.update_projection(),
+            View::Heads => self.primary.update_head_stats(),
             View::Compare => self.update_divergence(ctx),
             _ => {}
         }
@@ -420,6 +422,7 @@ impl BertscopeApp {
             selected_token: view.selected_token,
             compare_layer: (!view.align_by_depth).then_some(view.compare_layer),
             compare_head: view.compare_heads[1],
+            statistic: view.head_statistic,
         };
         let model = self
             .primary

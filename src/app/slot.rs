@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::background::Background;
 use super::ModelStatus;
 use crate::analysis::projection::Projection;
+use crate::analysis::stats::{head_stats, HeadStats};
 use crate::model::{AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, Worker, WorkerRequest, WorkerResponse};
@@ -34,6 +35,8 @@ pub struct ModelSlot {
     pub textures: TextureCache,
     /// The projection of `result` (by analysis id), computed off the UI thread when asked for.
     projection: Background<u64, Arc<Projection>>,
+    /// Every head's statistics of `result` (by analysis id), computed off the UI thread.
+    head_stats: Background<u64, Arc<Vec<Vec<HeadStats>>>>,
     /// Wakes the UI when a projection is ready.
     waker: egui::Context,
 }
@@ -61,6 +64,7 @@ impl ModelSlot {
             error: None,
             textures: TextureCache::default(),
             projection: Background::default(),
+            head_stats: Background::default(),
             waker: ctx.clone(),
         }
     }
@@ -82,6 +86,26 @@ impl ModelSlot {
         self.projection
             .get(&id)
             .map(|value| value.map(Arc::clone).map_err(str::to_owned))
+    }
+
+    /// Starts or collects the head statistics of the current result (logic, every frame while
+    /// the Heads tab is open).
+    pub fn update_head_stats(&mut self) {
+        if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
+            self.head_stats.request(id, &self.waker, move || {
+                Ok(Arc::new(head_stats(&result.analysis)))
+            });
+        }
+    }
+
+    /// The head statistics of the current result, once computed; `None` while they are being
+    /// computed or were not asked for.
+    pub fn head_stats(&self) -> Option<Arc<Vec<Vec<HeadStats>>>> {
+        let id = self.result_id()?;
+        self.head_stats
+            .get(&id)
+            .and_then(|value| value.ok())
+            .map(Arc::clone)
     }
 
     fn send(&mut self, request: WorkerRequest, name: &str) {

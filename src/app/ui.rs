@@ -6,7 +6,7 @@ use egui::{Color32, RichText};
 use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{compare, heatmap, lines, overview, predictions, projection, View};
+use crate::ui::{compare, heads, heatmap, lines, overview, predictions, projection, View};
 
 /// The Sentence A field, which `/` focuses.
 const SENTENCE_A_ID: &str = "sentence-a";
@@ -66,6 +66,7 @@ impl BertscopeApp {
             Key::Num4,
             Key::Num5,
             Key::Num6,
+            Key::Num7,
         ];
         let tabs = self.visible_tabs();
         for (key, view) in numbers.into_iter().zip(tabs) {
@@ -480,6 +481,16 @@ impl BertscopeApp {
                     ui.horizontal(|ui| {
                         ui.spinner();
                         ui.label("Projecting the hidden states (PCA)…");
+                    });
+                    Vec::new()
+                }
+            },
+            View::Heads => match self.primary.head_stats() {
+                Some(stats) => heads::heads_view(ui, &stats, state),
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Computing every head's statistics…");
                     });
                     Vec::new()
                 }

@@ -34,6 +34,8 @@ pub enum FigureView {
     Lines,
     /// Every layer × head.
     Overview,
+    /// Every head's statistics (Clark et al.), coloured by `statistic`.
+    Heads,
     /// Token hidden states of one layer (`layer`; 0 = embeddings) in 2-D.
     Projection,
     /// What the model's heads predict.
@@ -67,6 +69,8 @@ pub struct ExportOptions {
     pub compare_layer: Option<usize>,
     /// Compare figure: the second model's head (or mean).
     pub compare_head: HeadChoice,
+    /// Heads figure: the statistic that colours the grid.
+    pub statistic: crate::analysis::stats::Statistic,
 }
 
 impl Default for ExportOptions {
@@ -83,6 +87,7 @@ impl Default for ExportOptions {
             selected_token: None,
             compare_layer: None,
             compare_head: HeadChoice::Mean,
+            statistic: crate::analysis::stats::Statistic::default(),
         }
     }
 }
@@ -236,6 +241,7 @@ pub fn export_cancellable(
             FigureView::Overview => {
                 format!("{} layers × {} heads", analysis.layers(), analysis.heads())
             }
+            FigureView::Heads => format!("head statistics · {}", options.statistic.name()),
             FigureView::Projection => format!("hidden states, layer {}", options.layer),
             FigureView::Predictions => "predictions".to_owned(),
             FigureView::Compare => "compared".to_owned(),
@@ -261,6 +267,11 @@ pub fn export_cancellable(
                 &caption,
             ),
             FigureView::Overview => figure::overview(analysis, &caption),
+            FigureView::Heads => figure::heads(
+                &crate::analysis::stats::head_stats(analysis),
+                options.statistic,
+                &caption,
+            ),
             FigureView::Projection => {
                 let hidden = analysis.hidden_states.to_host()?;
                 let projection = crate::analysis::projection::Projection::fit(&hidden);

@@ -3,6 +3,7 @@
 //! dialogs, so every view can be driven headless in tests.
 
 pub mod compare;
+pub mod heads;
 pub mod heatmap;
 pub mod lines;
 pub mod overview;
@@ -27,6 +28,8 @@ pub enum View {
     Lines,
     /// Every layer × head as thumbnails.
     Overview,
+    /// Head statistics (Clark et al. 2019): a coloured grid and a sortable table.
+    Heads,
     /// Hidden states projected to 2-D.
     Projection,
     /// What the model's heads predict (masked LM, next token, labels, answers, entities).
@@ -45,6 +48,7 @@ impl View {
             View::Heatmap => FigureView::Heatmap,
             View::Lines => FigureView::Lines,
             View::Overview => FigureView::Overview,
+            View::Heads => FigureView::Heads,
             View::Projection => FigureView::Projection,
             View::Predictions => FigureView::Predictions,
             View::Compare => FigureView::Compare,
@@ -52,10 +56,11 @@ impl View {
     }
 
     /// Every view, in tab order.
-    pub const ALL: [View; 6] = [
+    pub const ALL: [View; 7] = [
         View::Heatmap,
         View::Lines,
         View::Overview,
+        View::Heads,
         View::Projection,
         View::Predictions,
         View::Compare,
@@ -67,6 +72,7 @@ impl View {
             View::Heatmap => "Heatmap",
             View::Lines => "Lines",
             View::Overview => "Overview",
+            View::Heads => "Heads",
             View::Projection => "Projection",
             View::Predictions => "Predictions",
             View::Compare => "Compare",
@@ -85,6 +91,7 @@ impl View {
             View::Overview => {
                 "Every layer and head at a glance; click one to open it in the heatmap"
             }
+            View::Heads => "What each head attends to, by Clark et al.'s statistics: first token, separators, punctuation, itself, neighbours, entropy",
             View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
             View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
             View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
@@ -162,6 +169,8 @@ pub struct ViewState {
     /// The heatmap's zoom and pan (not remembered between runs).
     #[serde(skip)]
     pub heatmap_zoom: heatmap::MatrixZoom,
+    /// The statistic the Heads tab colours and sorts by.
+    pub head_statistic: crate::analysis::stats::Statistic,
     /// Layer shown by the projection view (0 = embeddings).
     pub projection_layer: usize,
     /// PNG export scale: 1, 2 or 4.
@@ -194,6 +203,7 @@ impl Default for ViewState {
             line_top_k: 0,
             fixed_scale: false,
             heatmap_zoom: heatmap::MatrixZoom::default(),
+            head_statistic: crate::analysis::stats::Statistic::default(),
             projection_layer: 0,
             export_scale: 2.0,
             export_f16: false,
