@@ -134,6 +134,9 @@ struct ExportArgs {
     /// depth.
     #[arg(long, requires = "compare")]
     compare_layer: Option<usize>,
+    /// With --view heatmap: attention rollout through the layers up to --layer instead of a head.
+    #[arg(long)]
+    rollout: bool,
     /// The statistic that colours --view heads.
     #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
     statistic: Statistic,
@@ -500,6 +503,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         compare_layer: args.compare_layer,
         compare_head: args.compare_head,
         statistic: args.statistic,
+        rollout: args.rollout,
         ..ExportOptions::default()
     };
     let input = &args.input;

@@ -489,7 +489,12 @@ fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
         "--text-b",
         "It was warm.",
     ];
-    let runs: [(Vec<&str>, String, &str); 5] = [
+    let runs: [(Vec<&str>, String, &str); 6] = [
+        (
+            vec!["--view", "heatmap", "--rollout", "--layer", "1"],
+            out("rollout.svg"),
+            "attention rollout through layer 1",
+        ),
         (
             vec!["--view", "heads", "--statistic", "prev"],
             out("heads.svg"),

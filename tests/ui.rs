@@ -79,7 +79,13 @@ fn heatmap_snapshot() {
         state.view.layer = 1;
         state.view.head = HeadChoice::Head(2);
         state.view.selected_token = Some(2);
-        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+        heatmap::heatmap_view(
+            ui,
+            &result.analysis,
+            None,
+            &mut state.view,
+            &mut state.textures,
+        );
     });
     harness.run();
     harness.snapshot("heatmap");
@@ -94,7 +100,13 @@ fn heatmap_mean_snapshot_light_theme() {
         .build_ui_state(
             |ui, state: &mut ViewHarnessState| {
                 state.view.head = HeadChoice::Mean;
-                heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+                heatmap::heatmap_view(
+                    ui,
+                    &result.analysis,
+                    None,
+                    &mut state.view,
+                    &mut state.textures,
+                );
             },
             ViewHarnessState {
                 view: ViewState::default(),
@@ -194,6 +206,38 @@ fn heads_snapshot_and_a_click_opens_the_head() {
     );
 }
 
+#[test]
+fn heatmap_switches_to_rollout_which_has_no_head_picker() {
+    let result = fixed_result();
+    let rolled = bertscope::analysis::rollout::rollout(&result.analysis);
+    let mut harness = view_harness(|ui, state| {
+        state.view.layer = 1;
+        heatmap::heatmap_view(
+            ui,
+            &result.analysis,
+            Some(&rolled),
+            &mut state.view,
+            &mut state.textures,
+        );
+    });
+    harness.run();
+    assert!(harness.query_by_label("Head").is_some());
+    harness.get_by_label("rollout").click();
+    harness.run();
+    assert_eq!(
+        harness.state().view.attention_kind,
+        bertscope::ui::AttentionKind::Rollout
+    );
+    assert!(
+        harness.query_by_label("Head").is_none(),
+        "rollout mixes every head"
+    );
+    assert!(harness
+        .query_by_label_contains("Rollout through layers 0–1")
+        .is_some());
+    harness.snapshot("heatmap_rollout");
+}
+
 /// The Predictions tab of a fixture on a text, as a snapshot.
 fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: &str) {
     let (result, info) = fixture_result(name, text, text_b);
@@ -274,7 +318,13 @@ fn causal_heatmap_draws_the_masked_triangle_snapshot() {
     assert!(result.analysis.is_masked(0, 1) && !result.analysis.is_masked(1, 0));
     let mut harness = view_harness(|ui, state| {
         state.view.layer = 1;
-        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+        heatmap::heatmap_view(
+            ui,
+            &result.analysis,
+            None,
+            &mut state.view,
+            &mut state.textures,
+        );
     });
     harness.run();
     harness.snapshot("heatmap_causal");
@@ -284,7 +334,13 @@ fn causal_heatmap_draws_the_masked_triangle_snapshot() {
 fn heatmap_arrow_keys_step_layers_and_heads() {
     let result = fixed_result();
     let mut harness = view_harness(|ui, state| {
-        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+        heatmap::heatmap_view(
+            ui,
+            &result.analysis,
+            None,
+            &mut state.view,
+            &mut state.textures,
+        );
     });
     harness.run();
     harness.key_press(egui::Key::ArrowDown);
@@ -753,7 +809,13 @@ fn keyboard_shortcuts_switch_tabs_focus_the_text_and_list_themselves() {
 fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
     let result = fixed_result();
     let mut harness = view_harness(|ui, state| {
-        heatmap::heatmap_view(ui, &result.analysis, &mut state.view, &mut state.textures);
+        heatmap::heatmap_view(
+            ui,
+            &result.analysis,
+            None,
+            &mut state.view,
+            &mut state.textures,
+        );
     });
     harness.run_steps(8);
     let matrix = harness.get_by_label_contains("Attention matrix").rect();

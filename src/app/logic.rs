@@ -10,7 +10,7 @@ use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
-use crate::ui::{UiAction, View};
+use crate::ui::{AttentionKind, UiAction, View};
 
 /// Draining responses stops after this long so a burst never stalls a frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
@@ -93,6 +93,9 @@ impl BertscopeApp {
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
             View::Overview => self.primary.textures.thumbnails_pending(),
             View::Heads => self.primary.result.is_some() && self.primary.head_stats().is_none(),
+            View::Heatmap if self.settings.view.attention_kind == AttentionKind::Rollout => {
+                self.primary.result.is_some() && self.primary.rollout().is_none()
+            }
             _ => false,
         }
     }
@@ -164,6 +167,9 @@ impl BertscopeApp {
         match self.settings.view.view {
             View::Projection => self.primary.update_projection(),
             View::Heads => self.primary.update_head_stats(),
+            View::Heatmap if self.settings.view.attention_kind == AttentionKind::Rollout => {
+                self.primary.update_rollout();
+            }
             View::Compare => self.update_divergence(ctx),
             _ => {}
         }
@@ -423,6 +429,7 @@ impl BertscopeApp {
             compare_layer: (!view.align_by_depth).then_some(view.compare_layer),
             compare_head: view.compare_heads[1],
             statistic: view.head_statistic,
+            rollout: view.attention_kind == AttentionKind::Rollout,
         };
         let model = self
             .primary

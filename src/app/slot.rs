@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::background::Background;
 use super::ModelStatus;
 use crate::analysis::projection::Projection;
+use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
 use crate::model::{AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
@@ -35,6 +36,8 @@ pub struct ModelSlot {
     pub textures: TextureCache,
     /// The projection of `result` (by analysis id), computed off the UI thread when asked for.
     projection: Background<u64, Arc<Projection>>,
+    /// Attention rollout of `result` (by analysis id), computed off the UI thread.
+    rollout: Background<u64, Arc<Vec<Vec<f32>>>>,
     /// Every head's statistics of `result` (by analysis id), computed off the UI thread.
     head_stats: Background<u64, Arc<Vec<Vec<HeadStats>>>>,
     /// Wakes the UI when a projection is ready.
@@ -65,6 +68,7 @@ impl ModelSlot {
             textures: TextureCache::default(),
             projection: Background::default(),
             head_stats: Background::default(),
+            rollout: Background::default(),
             waker: ctx.clone(),
         }
     }
@@ -86,6 +90,25 @@ impl ModelSlot {
         self.projection
             .get(&id)
             .map(|value| value.map(Arc::clone).map_err(str::to_owned))
+    }
+
+    /// Starts or collects the attention rollout of the current result (logic, every frame while
+    /// the heatmap shows rollout).
+    pub fn update_rollout(&mut self) {
+        if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
+            self.rollout.request(id, &self.waker, move || {
+                Ok(Arc::new(rollout(&result.analysis)))
+            });
+        }
+    }
+
+    /// The attention rollout of the current result, once computed.
+    pub fn rollout(&self) -> Option<Arc<Vec<Vec<f32>>>> {
+        let id = self.result_id()?;
+        self.rollout
+            .get(&id)
+            .and_then(|value| value.ok())
+            .map(Arc::clone)
     }
 
     /// Starts or collects the head statistics of the current result (logic, every frame while

@@ -464,7 +464,16 @@ impl BertscopeApp {
             actions.push(crate::ui::UiAction::Export);
         }
         actions.extend(match state.view {
-            View::Heatmap => heatmap::heatmap_view(ui, analysis, state, &mut self.primary.textures),
+            View::Heatmap => {
+                let rollout = self.primary.rollout();
+                heatmap::heatmap_view(
+                    ui,
+                    analysis,
+                    rollout.as_deref().map(Vec::as_slice),
+                    state,
+                    &mut self.primary.textures,
+                )
+            }
             View::Lines => lines::lines_view(ui, analysis, state),
             View::Overview => {
                 overview::overview_view(ui, analysis, state, &mut self.primary.textures)

@@ -183,8 +183,31 @@ pub fn heatmap(
     fixed_scale: bool,
     caption: &Caption,
 ) -> Document {
+    matrix(
+        analysis,
+        shown_map(analysis, layer, head),
+        fixed_scale,
+        caption,
+    )
+}
+
+/// Attention rollout through the layers up to `layer` as a heatmap.
+pub fn rollout_heatmap(
+    analysis: &Analysis,
+    layer: usize,
+    fixed_scale: bool,
+    caption: &Caption,
+) -> Document {
+    let values = crate::analysis::rollout::rollout(analysis)
+        .into_iter()
+        .nth(layer)
+        .unwrap_or_default();
+    matrix(analysis, values, fixed_scale, caption)
+}
+
+/// A labelled `tokens × tokens` matrix of weights with its colour bar.
+fn matrix(analysis: &Analysis, values: Vec<f32>, fixed_scale: bool, caption: &Caption) -> Document {
     let tokens = analysis.len();
-    let values = shown_map(analysis, layer, head);
     let max = if fixed_scale { 1.0 } else { max_value(&values) };
     let cell = (520.0 / tokens as f32).clamp(1.0, 28.0);
     let side = cell * tokens as f32;

@@ -71,6 +71,8 @@ pub struct ExportOptions {
     pub compare_head: HeadChoice,
     /// Heads figure: the statistic that colours the grid.
     pub statistic: crate::analysis::stats::Statistic,
+    /// Heatmap figure: attention rollout through the layers up to `layer` instead of one head.
+    pub rollout: bool,
 }
 
 impl Default for ExportOptions {
@@ -88,6 +90,7 @@ impl Default for ExportOptions {
             compare_layer: None,
             compare_head: HeadChoice::Mean,
             statistic: crate::analysis::stats::Statistic::default(),
+            rollout: false,
         }
     }
 }
@@ -236,6 +239,9 @@ pub fn export_cancellable(
     );
     let figure = || {
         let what = match options.view {
+            FigureView::Heatmap if options.rollout => {
+                format!("attention rollout through layer {}", options.layer)
+            }
             FigureView::Heatmap => format!("layer {} · {}", options.layer, options.head),
             FigureView::Lines => format!("layer {} · attention lines", options.layer),
             FigureView::Overview => {
@@ -252,6 +258,9 @@ pub fn export_cancellable(
         };
         let caption = figure::Caption::new(&title, &what, text_a, text_b);
         anyhow::Ok(match options.view {
+            FigureView::Heatmap if options.rollout => {
+                figure::rollout_heatmap(analysis, options.layer, options.fixed_scale, &caption)
+            }
             FigureView::Heatmap => figure::heatmap(
                 analysis,
                 options.layer,

@@ -5,7 +5,7 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Textu
 use serde::{Deserialize, Serialize};
 
 use super::textures::TextureCache;
-use super::{symbol_button, UiAction, ViewState};
+use super::{symbol_button, AttentionKind, UiAction, ViewState};
 use crate::analysis::{attention_weight, HeadChoice};
 use crate::model::Analysis;
 use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
@@ -126,48 +126,80 @@ fn step_head(head: HeadChoice, heads: usize, allow_mean: bool, forward: bool) ->
     }
 }
 
-/// The heatmap tab.
+/// The heatmap tab. `rollout` is the attention rollout after every layer, once computed (the
+/// app computes it off the UI thread when the rollout kind is chosen).
 pub fn heatmap_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
+    rollout: Option<&[Vec<f32>]>,
     state: &mut ViewState,
     textures: &mut TextureCache,
 ) -> Vec<UiAction> {
     let mut actions = Vec::new();
-    layer_head_controls(ui, state, analysis.layers(), analysis.heads(), true);
+    let is_rollout = state.attention_kind == AttentionKind::Rollout;
+    layer_head_controls(ui, state, analysis.layers(), analysis.heads(), !is_rollout);
     ui.horizontal(|ui| {
+        ui.label("Show");
+        ui.selectable_value(&mut state.attention_kind, AttentionKind::Raw, "attention")
+            .on_hover_text("Each head's attention probabilities, as the model computed them");
+        ui.selectable_value(&mut state.attention_kind, AttentionKind::Rollout, "rollout")
+            .on_hover_text(
+                "Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input token through every layer up to this one, residual connections included",
+            );
+        ui.separator();
         ui.checkbox(&mut state.fixed_scale, "Fixed 0–1 scale")
             .on_hover_text(
                 "Colour 0 to 1 for every head, instead of 0 to this head's largest weight",
             );
-        ui.weak(format!(
-            "Layer {} · {} · rows attend to columns",
-            state.layer, state.head
-        ));
+        ui.weak(if is_rollout {
+            format!("Rollout through layers 0–{} · rows draw on columns", state.layer)
+        } else {
+            format!(
+                "Layer {} · {} · rows attend to columns",
+                state.layer, state.head
+            )
+        });
         ui.separator();
         zoom_controls(ui, &mut state.heatmap_zoom);
     });
     zoom_keys(ui, &mut state.heatmap_zoom);
-    let (texture, max) = textures.full(
-        ui.ctx(),
-        analysis,
-        state.layer,
-        state.head,
-        state.fixed_scale,
-    );
-    let (layer, head) = (state.layer, state.head);
-    let weight = |query, key| attention_weight(analysis, layer, head, query, key);
-    if let Some(action) = draw_matrix(
-        ui,
-        analysis,
-        &weight,
-        &texture,
-        ColorScale::Sequential { max },
-        state.selected_token,
-        &mut state.heatmap_zoom,
-    ) {
-        actions.push(action);
-    }
+    let tokens = analysis.len();
+    let layer = state.layer;
+    let action = if is_rollout {
+        let Some(values) = rollout.and_then(|layers| layers.get(layer)) else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Rolling attention out through the layers…");
+            });
+            return actions;
+        };
+        let (texture, max) = textures.rollout(ui.ctx(), values, tokens, layer, state.fixed_scale);
+        let weight = |query: usize, key: usize| values[query * tokens + key];
+        draw_matrix(
+            ui,
+            analysis,
+            &weight,
+            &texture,
+            ColorScale::Sequential { max },
+            state.selected_token,
+            &mut state.heatmap_zoom,
+        )
+    } else {
+        let (texture, max) =
+            textures.full(ui.ctx(), analysis, layer, state.head, state.fixed_scale);
+        let head = state.head;
+        let weight = |query, key| attention_weight(analysis, layer, head, query, key);
+        draw_matrix(
+            ui,
+            analysis,
+            &weight,
+            &texture,
+            ColorScale::Sequential { max },
+            state.selected_token,
+            &mut state.heatmap_zoom,
+        )
+    };
+    actions.extend(action);
     actions
 }
 

@@ -99,6 +99,18 @@ impl View {
     }
 }
 
+/// What the heatmap shows: the captured attention of a head, or attention rollout through the
+/// layers up to the chosen one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum AttentionKind {
+    /// Each head's attention probabilities, as the model computed them.
+    #[default]
+    Raw,
+    /// Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input
+    /// token through all layers so far, residual connections included.
+    Rollout,
+}
+
 /// Which sentence pairs the lines view shows, for inputs with two sentences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum PairFilter {
@@ -164,6 +176,8 @@ pub struct ViewState {
     pub line_threshold: f32,
     /// Lines view: only each query's strongest this many keys per head (0 = all).
     pub line_top_k: usize,
+    /// Raw attention or rollout, in the heatmap.
+    pub attention_kind: AttentionKind,
     /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
     pub fixed_scale: bool,
     /// The heatmap's zoom and pan (not remembered between runs).
@@ -201,6 +215,7 @@ impl Default for ViewState {
             pair_filter: PairFilter::All,
             line_threshold: 0.1,
             line_top_k: 0,
+            attention_kind: AttentionKind::Raw,
             fixed_scale: false,
             heatmap_zoom: heatmap::MatrixZoom::default(),
             head_statistic: crate::analysis::stats::Statistic::default(),

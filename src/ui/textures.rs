@@ -31,6 +31,10 @@ enum Key {
         layer: usize,
         head: usize,
     },
+    Rollout {
+        layer: usize,
+        fixed_scale: bool,
+    },
 }
 
 /// UI-thread time one frame may spend making thumbnails; the rest wait for the next frames, so
@@ -92,6 +96,32 @@ impl TextureCache {
                         image,
                         TextureOptions::NEAREST,
                     ),
+                    max,
+                )
+            })
+            .clone()
+    }
+
+    /// Attention rollout after `layer` (`values`, `tokens × tokens`), and the value its
+    /// brightest colour stands for.
+    pub fn rollout(
+        &mut self,
+        ctx: &egui::Context,
+        values: &[f32],
+        tokens: usize,
+        layer: usize,
+        fixed_scale: bool,
+    ) -> (TextureHandle, f32) {
+        self.textures
+            .entry(Key::Rollout { layer, fixed_scale })
+            .or_insert_with(|| {
+                let max = if fixed_scale { 1.0 } else { max_value(values) };
+                let image = ColorImage::from_rgba_unmultiplied(
+                    [tokens, tokens],
+                    &heatmap_rgba(values, max),
+                );
+                (
+                    ctx.load_texture(format!("rollout-{layer}"), image, TextureOptions::NEAREST),
                     max,
                 )
             })
