@@ -217,6 +217,10 @@ struct BenchArgs {
     /// Timed runs, after two untimed warm-up runs.
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Also time the analyses computed from the captured attention: rollout and head statistics
+    /// (prints analyses_ms, the median of --iters runs of both).
+    #[arg(long)]
+    analyses: bool,
     /// Also time this many frames of the app's overview (every layer × head), headless.
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "FRAMES")]
@@ -577,6 +581,22 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         args.iters,
         runs.join(", ")
     );
+    if args.analyses {
+        let analysis = model.run(input.clone(), &[], 5)?;
+        let mut times: Vec<f64> = (0..args.iters)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(bertscope::analysis::rollout::rollout(&analysis));
+                std::hint::black_box(bertscope::analysis::stats::head_stats(&analysis));
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "analyses_ms {:.3} (rollout and head statistics)",
+            times[times.len() / 2]
+        );
+    }
     #[cfg(feature = "gui")]
     if let Some(frames) = args.overview_frames {
         let analysis = model.run(input.clone(), &[], 5)?;
