@@ -508,6 +508,10 @@ pub fn draw_matrix(
     if response.double_clicked() {
         *zoom = MatrixZoom::default();
     }
+    // Buttons and keys zoom without knowing the viewport: hold them to its largest zoom here.
+    if zoom.zoom > max_zoom {
+        zoom.zoom_at(max_zoom / zoom.zoom, Vec2::splat(0.5), max_zoom);
+    }
     if !zoom.is_fit() && pointer.is_some() {
         ui.ctx().set_cursor_icon(if response.dragged() {
             egui::CursorIcon::Grabbing
