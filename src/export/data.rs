@@ -68,6 +68,32 @@ pub enum Precision {
     F16,
 }
 
+/// Whether deflate shrinks the maps enough to be worth it, judged on their first few values:
+/// the noisy floats of an encoder's maps barely shrink (deflated, they would outgrow the `.npy`),
+/// the zeros of a causal model's maps halve them.
+fn deflate_pays(values: &[f32], precision: Precision) -> bool {
+    const SAMPLE_VALUES: usize = 1 << 20;
+    let sample = &values[..values.len().min(SAMPLE_VALUES)];
+    let bytes: Vec<u8> = match precision {
+        Precision::F32 => sample.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Precision::F16 => sample
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+    };
+    let mut probe = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1));
+    let compressed = probe
+        .start_file("probe", options)
+        .and_then(|()| probe.write_all(&bytes).map_err(Into::into))
+        .and_then(|()| probe.finish())
+        .map(|cursor| cursor.into_inner().len());
+    // Anything but a clear gain (5 %) is not worth the time: store the maps as they are.
+    compressed.is_ok_and(|size| (size as f64) < 0.95 * bytes.len() as f64)
+}
+
 /// A compressed NumPy archive (`numpy.load` reads it): `attentions` `[layer, head, query, key]`
 /// in `precision`, `tokens` (unicode strings), `token_ids` and `segment_ids`.
 pub fn attention_npz(
@@ -85,12 +111,15 @@ pub fn attention_npz(
         Precision::F32 => 4,
         Precision::F16 => 2,
     };
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        // Level 1: the maps are noisy floats that deflate barely shrinks at any level, while
-        // the zeros of causal and padded maps shrink at all of them; higher levels only cost.
-        .compression_level(Some(1))
-        .large_file(attentions.values().len() * bytes_per_value >= u32::MAX as usize);
+    let options = if deflate_pays(attentions.values(), precision) {
+        // Level 1: the zeros of causal maps shrink at any level; noisy floats at none.
+        zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
+    } else {
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored)
+    }
+    .large_file(attentions.values().len() * bytes_per_value >= u32::MAX as usize);
     let mut archive = zip::ZipWriter::new_stream(out);
     let zip_error = |err: zip::result::ZipError| std::io::Error::other(err.to_string());
 
