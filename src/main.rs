@@ -402,9 +402,17 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
             Some((a, b)) => AnalysisRequest::new(a).with_text_b(Some(b.to_owned())),
             None => AnalysisRequest::new(*line),
         };
-        let analysis = model
-            .analyze(&request)
-            .with_context(|| format!("{} line {}", args.corpus.display(), number + 1))?;
+        let analysis = model.analyze(&request).map_err(|err| {
+            // The error goes on a line of its own, not after the progress.
+            if done > 0 {
+                eprintln!();
+            }
+            anyhow::Error::from(err).context(format!(
+                "{} line {}",
+                args.corpus.display(),
+                number + 1
+            ))
+        })?;
         let adding = Instant::now();
         stats.add(&analysis);
         statistics += adding.elapsed();

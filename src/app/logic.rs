@@ -272,10 +272,7 @@ impl BertscopeApp {
             .add_filter("SVG figure", &["svg"])
             .add_filter("All attention maps (JSON)", &["json"])
             .add_filter("This head (CSV)", &["csv"])
-            .add_filter(
-                "All attention maps and tokens (compressed NumPy .npz)",
-                &["npz"],
-            )
+            .add_filter("All attention maps and tokens (NumPy .npz)", &["npz"])
             .add_filter("All attention maps (NumPy .npy)", &["npy"]);
         let Some(path) = dialog.save_file() else {
             self.export_note = Some(

@@ -40,7 +40,7 @@ pub struct ModelSlot {
     rollout: Background<u64, Arc<Vec<Vec<f32>>>>,
     /// Every head's statistics of `result` (by analysis id), computed off the UI thread.
     head_stats: Background<u64, Arc<Vec<Vec<HeadStats>>>>,
-    /// Wakes the UI when a projection is ready.
+    /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
 }
 
