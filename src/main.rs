@@ -352,23 +352,29 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
     let document = DumpDocument::new(&args.model.model, &analysis)?.with(&analysis, &args.with);
-    let write = |writer: &mut dyn Write| -> std::io::Result<()> {
+    write_output(args.out.as_deref(), |writer| {
         serde_json::to_writer(&mut *writer, &document)?;
         writer.write_all(b"\n")
-    };
-    match &args.out {
-        Some(path) => write_atomically(path, write)?,
+    })
+}
+
+/// Writes a command's output atomically into `out`, or to standard output without one.
+fn write_output(
+    out: Option<&std::path::Path>,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    match out {
+        Some(path) => write_atomically(path, write),
         None => {
             let stdout = std::io::stdout();
             let mut writer = std::io::BufWriter::new(stdout.lock());
             match write(&mut writer).and_then(|()| writer.flush()) {
                 // A reader that stopped early (`| head`) is not an error.
-                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-                result => result.context("cannot write to standard output")?,
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                result => result.context("cannot write to standard output"),
             }
         }
     }
-    Ok(())
 }
 
 fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
@@ -458,19 +464,9 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
             out.write_all(b"\n")
         }
     };
-    match &args.out {
-        Some(path) => {
-            write_atomically(path, write)?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut writer = std::io::BufWriter::new(stdout.lock());
-            match write(&mut writer).and_then(|()| writer.flush()) {
-                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-                result => result.context("cannot write to standard output")?,
-            }
-        }
+    write_output(args.out.as_deref(), write)?;
+    if let Some(path) = &args.out {
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

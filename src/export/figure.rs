@@ -361,38 +361,50 @@ pub fn lines(
     document(width, height, group)
 }
 
+/// The head numbers above a layers × heads grid and the layer numbers left of it; cells of side
+/// `cell` every `pitch` from (`left`, `grid_top`).
+fn grid_labels(
+    left: f32,
+    grid_top: f32,
+    pitch: f32,
+    cell: f32,
+    layers: usize,
+    heads: usize,
+) -> Group {
+    let columns = (0..heads).map(|head| {
+        text(
+            left + pitch * head as f32 + cell / 2.0,
+            grid_top - 6.0,
+            11.0,
+            SANS,
+            &head.to_string(),
+        )
+        .set("text-anchor", "middle")
+    });
+    let rows = (0..layers).map(|layer| {
+        text(
+            left - 8.0,
+            grid_top + pitch * layer as f32 + cell / 2.0 + 4.0,
+            11.0,
+            SANS,
+            &layer.to_string(),
+        )
+        .set("text-anchor", "end")
+    });
+    columns.chain(rows).fold(Group::new(), Group::add)
+}
+
 /// Every layer × head as a grid of small maps (raster thumbnails inside the SVG).
 pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
     let (layers, heads) = (analysis.layers(), analysis.heads());
     let thumb = (960.0 / heads as f32 - 4.0).clamp(24.0, 72.0);
     let pitch = thumb + 4.0;
-    let (mut group, top) = captioned(caption);
+    let (group, top) = captioned(caption);
     let left = MARGIN + 28.0;
     let grid_top = top + 18.0;
-    for head in 0..heads {
-        group = group.add(
-            text(
-                left + pitch * head as f32 + thumb / 2.0,
-                grid_top - 6.0,
-                11.0,
-                SANS,
-                &head.to_string(),
-            )
-            .set("text-anchor", "middle"),
-        );
-    }
+    let mut group = group.add(grid_labels(left, grid_top, pitch, thumb, layers, heads));
     for layer in 0..layers {
         let y = grid_top + pitch * layer as f32;
-        group = group.add(
-            text(
-                left - 8.0,
-                y + thumb / 2.0 + 4.0,
-                11.0,
-                SANS,
-                &layer.to_string(),
-            )
-            .set("text-anchor", "end"),
-        );
         for head in 0..heads {
             let (values, size) = analysis.attention_thumbnail(layer, head, 96);
             let rgba = heatmap_rgba(&values, max_value(&values));
@@ -914,33 +926,12 @@ pub fn heads(stats: &[Vec<HeadStats>], statistic: Statistic, caption: &Caption) 
         .map(|s| statistic.of(s))
         .fold(0f32, f32::max)
         .max(f32::MIN_POSITIVE);
-    let (mut group, top) = captioned(caption);
+    let (group, top) = captioned(caption);
     let left = MARGIN + 28.0;
     let grid_top = top + 18.0;
-    for head in 0..heads {
-        group = group.add(
-            text(
-                left + pitch * head as f32 + cell / 2.0,
-                grid_top - 6.0,
-                11.0,
-                SANS,
-                &head.to_string(),
-            )
-            .set("text-anchor", "middle"),
-        );
-    }
+    let mut group = group.add(grid_labels(left, grid_top, pitch, cell, stats.len(), heads));
     for (layer, row) in stats.iter().enumerate() {
         let y = grid_top + pitch * layer as f32;
-        group = group.add(
-            text(
-                left - 8.0,
-                y + cell / 2.0 + 4.0,
-                11.0,
-                SANS,
-                &layer.to_string(),
-            )
-            .set("text-anchor", "end"),
-        );
         for (head, head_stats) in row.iter().enumerate() {
             let value = statistic.of(head_stats);
             let x = left + pitch * head as f32;

@@ -165,7 +165,9 @@ pub fn heatmap_view(
     zoom_keys(ui, &mut state.heatmap_zoom);
     let tokens = analysis.len();
     let layer = state.layer;
-    let action = if is_rollout {
+    // The map, the value of its brightest colour, and each cell's weight for the tooltip.
+    let head = state.head;
+    let (texture, max, weight): (_, _, Box<dyn Fn(usize, usize) -> f32 + '_>) = if is_rollout {
         let Some(values) = rollout.and_then(|layers| layers.get(layer)) else {
             ui.horizontal(|ui| {
                 ui.spinner();
@@ -174,31 +176,25 @@ pub fn heatmap_view(
             return actions;
         };
         let (texture, max) = textures.rollout(ui.ctx(), values, tokens, layer, state.fixed_scale);
-        let weight = |query: usize, key: usize| values[query * tokens + key];
-        draw_matrix(
-            ui,
-            analysis,
-            &weight,
-            &texture,
-            ColorScale::Sequential { max },
-            state.selected_token,
-            &mut state.heatmap_zoom,
+        (
+            texture,
+            max,
+            Box::new(move |query, key| values[query * tokens + key]),
         )
     } else {
-        let (texture, max) =
-            textures.full(ui.ctx(), analysis, layer, state.head, state.fixed_scale);
-        let head = state.head;
-        let weight = |query, key| attention_weight(analysis, layer, head, query, key);
-        draw_matrix(
-            ui,
-            analysis,
-            &weight,
-            &texture,
-            ColorScale::Sequential { max },
-            state.selected_token,
-            &mut state.heatmap_zoom,
-        )
+        let (texture, max) = textures.full(ui.ctx(), analysis, layer, head, state.fixed_scale);
+        let weight = move |query, key| attention_weight(analysis, layer, head, query, key);
+        (texture, max, Box::new(weight))
     };
+    let action = draw_matrix(
+        ui,
+        analysis,
+        &*weight,
+        &texture,
+        ColorScale::Sequential { max },
+        state.selected_token,
+        &mut state.heatmap_zoom,
+    );
     actions.extend(action);
     actions
 }
