@@ -13,7 +13,7 @@ use bertscope::analysis::stats::Statistic;
 use bertscope::analysis::HeadChoice;
 use bertscope::bench;
 use bertscope::export::data::Precision;
-use bertscope::export::dump::{DumpDocument, Extra};
+use bertscope::export::dump::{DumpDocument, Extra, Extras};
 use bertscope::export::{write_atomically, ExportFormat, ExportOptions, FigureView};
 use bertscope::model::{
     AnalysisRequest, DeviceChoice, DownloadProgress, ForwardPath, HeadKind, LoadedModel,
@@ -135,8 +135,14 @@ struct ExportArgs {
     #[arg(long, requires = "compare")]
     compare_layer: Option<usize>,
     /// With --view heatmap: attention rollout through the layers up to --layer instead of a head.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "norms")]
     rollout: bool,
+    /// With --view heatmap: norm-based attention ‖α·f(x)‖ (Kobayashi et al. 2020) of the head.
+    #[arg(long)]
+    norms: bool,
+    /// Heads to ablate, LAYER:HEAD comma-separated (0-based), as in dump.
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
+    ablate: Vec<(usize, usize)>,
     /// The statistic that colours --view heads.
     #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
     statistic: Statistic,
@@ -201,10 +207,40 @@ struct DumpArgs {
     /// Write the JSON here instead of standard output.
     #[arg(long, short)]
     out: Option<PathBuf>,
-    /// Analyses to add, comma-separated: rollout (attention rollout after every layer),
-    /// head-stats (Clark et al.'s statistics of every head).
+    /// Analyses to add, comma-separated: rollout (attention rollout after every layer), flow
+    /// (attention flow into --flow-to), norms (norm-based attention), logit-lens (the
+    /// prediction head after every layer, at each mask or GPT-2's last token), embeddings (the
+    /// sizes of the input embeddings' parts), head-stats (Clark et al.'s statistics of every
+    /// head).
     #[arg(long, value_enum, value_delimiter = ',')]
     with: Vec<Extra>,
+    /// The output token (0-based) that --with flow measures the flow into.
+    #[arg(long, default_value_t = 0)]
+    flow_to: usize,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How the model runs, for dump and export.
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Heads to ablate, LAYER:HEAD comma-separated (0-based): their attention probabilities are
+    /// multiplied by zero, as transformers 4.x's head_mask did, and every output reflects it.
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
+    ablate: Vec<(usize, usize)>,
+    /// Merge subword pieces into words: word-level attention (to a word: summed over its pieces;
+    /// from a word: their mean), rollout and norms.
+    #[arg(long)]
+    words: bool,
+}
+
+fn parse_layer_head(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("'{text}' is not LAYER:HEAD, e.g. 3:7 (both 0-based)");
+    let (layer, head) = text.split_once(':').ok_or_else(bad)?;
+    Ok((
+        layer.trim().parse().map_err(|_| bad())?,
+        head.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 #[derive(Args)]
@@ -348,10 +384,25 @@ fn input_notes(
 
 fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let model = load(&args.model)?;
-    let request = args.input.request();
+    let extras = Extras {
+        with: args.with.clone(),
+        flow_to: args.flow_to,
+        words: args.run.words,
+    };
+    let mut request = args.input.request();
+    request.ablated_heads = args.run.ablate.clone();
+    request.value_norms = extras.needs_value_norms();
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
-    let document = DumpDocument::new(&args.model.model, &analysis)?.with(&analysis, &args.with);
+    if extras.with.contains(&Extra::LogitLens)
+        && model
+            .lens_positions(&analysis)
+            .is_some_and(|p| p.is_empty())
+    {
+        eprintln!("note: the logit lens reads the mask tokens, and the text has none");
+    }
+    let document =
+        DumpDocument::new(&args.model.model, &analysis)?.with(&model, &analysis, &extras)?;
     write_output(args.out.as_deref(), |writer| {
         serde_json::to_writer(&mut *writer, &document)?;
         writer.write_all(b"\n")
@@ -487,7 +538,9 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         "--view compare needs a second model: --compare M2"
     );
     let model = load(&args.model)?;
-    let request = args.input.request();
+    let mut request = args.input.request();
+    request.ablated_heads = args.ablate.clone();
+    request.value_norms = args.norms;
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
     let comparison = match &args.compare {
@@ -512,6 +565,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         compare_head: args.compare_head,
         statistic: args.statistic,
         rollout: args.rollout,
+        norms: args.norms,
         ..ExportOptions::default()
     };
     let input = &args.input;

@@ -562,55 +562,153 @@ fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
     assert!(sizes[1] < sizes[0], "f16 is smaller: {sizes:?}");
 }
 
-/// `dump --with rollout,head-stats` against numpy's rollout and head statistics over
-/// transformers' attention (`tools/make_analysis_reference.py`).
-#[test]
-fn rollout_and_head_statistics_match_an_independent_reference() {
-    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
-        let folder = fixture(name);
-        let reference: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(folder.join("analyses.json")).unwrap())
-                .unwrap();
-        let mut args = vec![
-            "dump",
-            "--model",
-            folder.to_str().unwrap(),
-            "--text",
-            reference["text"].as_str().unwrap(),
-            "--with",
-            "rollout,head-stats",
-        ];
-        if let Some(text_b) = reference["text_b"].as_str() {
-            args.extend(["--text-b", text_b]);
-        }
-        let output = bertscope(&args);
-        assert!(
-            output.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let dump: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(dump["tokens"], reference["tokens"], "{name}");
+/// The reference of `tools/make_analysis_reference.py` for one fixture, and a dump of the same
+/// text with `extra` arguments.
+fn dump_against_reference(name: &str, extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let folder = fixture(name);
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("analyses.json")).unwrap())
+            .unwrap();
+    let mut args = vec![
+        "dump",
+        "--model",
+        folder.to_str().unwrap(),
+        "--text",
+        reference["text"].as_str().unwrap(),
+    ];
+    if let Some(text_b) = reference["text_b"].as_str() {
+        args.extend(["--text-b", text_b]);
+    }
+    args.extend(extra);
+    let output = bertscope(&args);
+    assert!(
+        output.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dump: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(dump["tokens"], reference["tokens"], "{name}");
+    (dump, reference)
+}
 
-        let flat = |value: &serde_json::Value| -> Vec<f64> {
-            let mut out = Vec::new();
-            let mut stack = vec![value];
-            while let Some(value) = stack.pop() {
-                match value {
-                    serde_json::Value::Array(items) => stack.extend(items.iter().rev()),
-                    other => out.push(other.as_f64().unwrap()),
+/// Every number of a nested JSON array, in order.
+fn flat(value: &serde_json::Value) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Array(items) => stack.extend(items.iter().rev()),
+            other => out.push(other.as_f64().unwrap()),
+        }
+    }
+    out
+}
+
+/// Asserts two nested arrays agree to 1e-5 (relative above 1).
+fn assert_close(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) {
+    let (ours, theirs) = (flat(ours), flat(theirs));
+    assert_eq!(ours.len(), theirs.len(), "{what}: sizes differ");
+    assert!(!ours.is_empty(), "{what}: nothing to compare");
+    for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+            "{what}[{index}]: {a} vs {b}"
+        );
+    }
+}
+
+/// Top-k lists agree: the same ids in the same order, probabilities to 1e-5.
+fn assert_same_guesses(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) {
+    let ids = |value: &serde_json::Value| -> Vec<u64> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|guess| guess["id"].as_u64().unwrap())
+            .collect()
+    };
+    let probs = |value: &serde_json::Value| -> serde_json::Value {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|guess| guess["prob"].clone())
+            .collect()
+    };
+    assert_eq!(ids(ours), ids(theirs), "{what}");
+    assert_close(&probs(ours), &probs(theirs), what);
+}
+
+/// `dump --with ...` against numpy's rollout, networkx's max-flow, norm-based attention, the
+/// logit lens and the embedding breakdown over transformers' weights and outputs, and Clark
+/// et al.'s head statistics (`tools/make_analysis_reference.py`).
+#[test]
+fn analyses_match_an_independent_reference() {
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
+        let (dump, reference) = dump_against_reference(
+            name,
+            &[
+                "--with",
+                "rollout,flow,norms,logit-lens,embeddings,head-stats",
+                "--flow-to",
+                "2",
+            ],
+        );
+        assert_close(&dump["rollout"], &reference["rollout"], name);
+        assert_eq!(dump["flow"]["to"], reference["flow_to"]);
+        assert_close(&dump["flow"]["values"], &reference["flow"], name);
+        assert_close(
+            &dump["attention_norms"],
+            &reference["attention_norms"],
+            name,
+        );
+
+        let lens = reference["logit_lens"].as_array().unwrap();
+        assert!(!lens.is_empty(), "{name}: a mask or a last token");
+        assert_eq!(dump["logit_lens"].as_array().unwrap().len(), lens.len());
+        for (ours, theirs) in dump["logit_lens"].as_array().unwrap().iter().zip(lens) {
+            assert_eq!(ours["position"], theirs["position"], "{name}");
+            let layers = theirs["layers"].as_array().unwrap();
+            assert_eq!(ours["layers"].as_array().unwrap().len(), layers.len());
+            for (layer, expected) in layers.iter().enumerate() {
+                assert_eq!(ours["layers"][layer]["layer"], expected["layer"]);
+                assert_same_guesses(
+                    &ours["layers"][layer]["top_k"],
+                    &expected["top_k"],
+                    &format!("{name} lens layer {layer}"),
+                );
+            }
+            // The last layer of the lens is the model's own prediction.
+            let own = dump["mlm"]
+                .as_array()
+                .or(dump["next_token"].as_array())
+                .unwrap()
+                .iter()
+                .find(|prediction| prediction["position"] == ours["position"])
+                .unwrap();
+            assert_same_guesses(
+                &ours["layers"][layers.len() - 1]["top_k"],
+                &own["top_k"],
+                &format!("{name}: the lens's last layer is the model's prediction"),
+            );
+        }
+
+        let embeddings = reference["embeddings"].as_array().unwrap();
+        for (ours, theirs) in dump["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(embeddings)
+        {
+            for key in ["word", "position_emb", "segment", "sum", "after_norm"] {
+                if theirs[key].is_null() {
+                    assert!(ours[key].is_null(), "{name} {key}");
+                } else {
+                    let value = serde_json::json!([ours[key], theirs[key]]);
+                    assert_close(&value[0], &value[1], &format!("{name} embeddings {key}"));
                 }
             }
-            out
-        };
-        let (ours, theirs) = (flat(&dump["rollout"]), flat(&reference["rollout"]));
-        assert_eq!(ours.len(), theirs.len(), "{name}");
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(worst <= 1e-5, "{name}: rollout differs by {worst}");
+        }
 
         let (ours, theirs) = (&dump["head_stats"], &reference["head_stats"]);
         let layers = theirs.as_array().unwrap();
@@ -628,6 +726,53 @@ fn rollout_and_head_statistics_match_an_independent_reference() {
                 assert_eq!(got["label"], expected["label"], "{name} {layer}:{head}");
             }
         }
+    }
+}
+
+/// `dump --ablate` against transformers with 4.x's head_mask patched into its eager attention:
+/// the ablated heads' maps are zero, and every other map and the predictions follow.
+#[test]
+fn ablated_heads_match_transformers_head_mask() {
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
+        let (dump, reference) = dump_against_reference(name, &["--ablate", "0:1,1:3"]);
+        assert_eq!(reference["ablate"], serde_json::json!([[0, 1], [1, 3]]));
+        assert_close(&dump["attentions"], &reference["ablated_attentions"], name);
+        assert!(flat(&dump["attentions"][0][1]).iter().all(|&v| v == 0.0));
+        let own = dump["mlm"]
+            .as_array()
+            .or(dump["next_token"].as_array())
+            .unwrap();
+        for expected in reference["ablated_predictions"].as_array().unwrap() {
+            let ours = own
+                .iter()
+                .find(|prediction| prediction["position"] == expected["position"])
+                .unwrap();
+            assert_same_guesses(&ours["top_k"], &expected["top_k"], name);
+        }
+    }
+    let output = bertscope(&[
+        "dump",
+        "--model",
+        fixture("tiny-legacy").to_str().unwrap(),
+        "--text",
+        "hi",
+        "--ablate",
+        "2:0",
+    ]);
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("no head 2:0"), "{message}");
+}
+
+/// `dump --words` merges pieces into words as the reference does: to a word summed, from a
+/// word averaged, for attention and rollout.
+#[test]
+fn word_level_maps_match_the_reference() {
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
+        let (dump, reference) = dump_against_reference(name, &["--words", "--with", "rollout"]);
+        assert_eq!(dump["words"], reference["words"], "{name}");
+        assert_close(&dump["attentions"], &reference["word_attentions"], name);
+        assert_close(&dump["rollout"], &reference["word_rollout"], name);
     }
 }
 

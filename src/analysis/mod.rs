@@ -1,9 +1,12 @@
 //! Pure functions over captured data: projections and summaries the views draw.
 
 pub mod compare;
+pub mod flow;
+pub mod norms;
 pub mod projection;
 pub mod rollout;
 pub mod stats;
+pub mod words;
 
 use crate::model::Analysis;
 use crate::render::mask_future;

@@ -113,8 +113,12 @@ impl BertscopeApp {
             _ => true,
         };
         let pair = self.settings.use_pair && takes_pairs;
-        AnalysisRequest::new(self.settings.text_a.clone())
-            .with_text_b(pair.then(|| self.settings.text_b.clone()))
+        let mut request = AnalysisRequest::new(self.settings.text_a.clone())
+            .with_text_b(pair.then(|| self.settings.text_b.clone()));
+        // Norm-based attention is a switch in the heatmap: computed with every run (a few per
+        // cent of the forward) so that switching is instant.
+        request.value_norms = true;
+        request
     }
 
     /// Runs the text on every loaded model.
@@ -427,6 +431,7 @@ impl BertscopeApp {
             compare_head: view.compare_heads[1],
             statistic: view.head_statistic,
             rollout: view.attention_kind == AttentionKind::Rollout,
+            norms: view.attention_kind == AttentionKind::Norms,
         };
         let model = self
             .primary

@@ -3,18 +3,26 @@
 //! `[layer][head][query][key]` (causal models: zeros above the diagonal, as transformers returns
 //! them), and each head's key when the model has the head: `mlm`, `nsp` (pairs), `next_token`,
 //! `classification`, `qa` (pairs: question and context) and `token_classification`; and the
-//! analyses asked for with `--with`: `rollout` `[layer][query][key]` and `head_stats`
-//! `[layer][head]{cls, sep, punct, self, prev, next, entropy, label}`.
+//! analyses asked for with `--with`: `rollout` `[layer][query][key]`, `flow` `{to, values}`,
+//! `attention_norms` `[layer][head][query][key]`, `logit_lens`
+//! `[{position, layers: [{layer, top_k}]}]`, `embeddings` `[{position, word, position_emb,
+//! segment, sum, after_norm}]` and `head_stats` `[layer][head]{cls, sep, punct, self, prev,
+//! next, entropy, label}`. With `--words`, `words` lists the words and `attentions`, `rollout`
+//! and `attention_norms` are word-level.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::analysis::flow::flow_into;
+use crate::analysis::norms::attention_norms;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
+use crate::analysis::words::{word_maps, words};
 
 use crate::model::{
-    Analysis, Answer, Classification, F32Array, Family, Result, TokenLabel, TokenPrediction,
+    Analysis, Answer, Classification, F32Array, Family, LensPosition, LoadedModel, ModelError,
+    Result, TokenEmbedding, TokenLabel, TokenPrediction,
 };
 
 /// The dump document, borrowing from an analysis.
@@ -53,9 +61,51 @@ pub struct DumpDocument<'a> {
     /// Attention rollout after every layer, `[layer][query][key]`, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<F32Array>,
+    /// Attention flow from every input token into one output token, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// Norm-based attention `[layer][head][query][key]`, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_norms: Option<F32Array>,
+    /// The logit lens at each mask (or the last position of a causal LM), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_lens: Option<Vec<LensPosition>>,
+    /// The sizes of each token's input embedding and its parts, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<Vec<TokenEmbedding>>,
     /// Head statistics `[layer][head]`, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_stats: Option<Vec<Vec<HeadStats>>>,
+    /// The words, when the maps are word-level (`--words`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<String>>,
+}
+
+/// `{"to": i, "values": [key]}`: max-flow from every input token into output token `to`.
+#[derive(Serialize)]
+pub struct Flow {
+    /// The output token.
+    pub to: usize,
+    /// Per input token.
+    pub values: Vec<f32>,
+}
+
+/// What `dump --with` and its companions ask for.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// The analyses to add.
+    pub with: Vec<Extra>,
+    /// The output token that attention flow goes into.
+    pub flow_to: usize,
+    /// Word-level maps.
+    pub words: bool,
+}
+
+impl Extras {
+    /// Whether the run must compute value norms.
+    pub fn needs_value_norms(&self) -> bool {
+        self.with.contains(&Extra::Norms)
+    }
 }
 
 /// An analysis `dump --with` adds to the document.
@@ -63,6 +113,14 @@ pub struct DumpDocument<'a> {
 pub enum Extra {
     /// `"rollout"`: attention rollout after every layer.
     Rollout,
+    /// `"flow"`: attention flow into the token `--flow-to`.
+    Flow,
+    /// `"attention_norms"`: norm-based attention of every head.
+    Norms,
+    /// `"logit_lens"`: the prediction head applied after every layer.
+    LogitLens,
+    /// `"embeddings"`: the sizes of the input embeddings' parts.
+    Embeddings,
     /// `"head_stats"`: Clark et al.'s statistics of every head.
     HeadStats,
 }
@@ -92,20 +150,63 @@ impl<'a> DumpDocument<'a> {
             qa: analysis.qa.as_ref(),
             token_classification: analysis.token_classification.as_deref(),
             rollout: None,
+            flow: None,
+            attention_norms: None,
+            logit_lens: None,
+            embeddings: None,
             head_stats: None,
+            words: None,
         })
     }
 
-    /// Adds the analyses in `extras`, computed from the analysis.
-    pub fn with(mut self, analysis: &Analysis, extras: &[Extra]) -> Self {
-        if extras.contains(&Extra::Rollout) {
-            let tokens = analysis.len();
+    /// Adds the analyses `extras` asks for, computed from the analysis (and, for the lens and
+    /// the embeddings, the model's weights); with `extras.words`, makes the maps word-level.
+    pub fn with(
+        mut self,
+        model: &LoadedModel,
+        analysis: &Analysis,
+        extras: &Extras,
+    ) -> Result<Self> {
+        let asked = |extra| extras.with.contains(&extra);
+        let tokens = analysis.len();
+        if asked(Extra::Rollout) {
             let values = rollout(analysis).concat();
             self.rollout = F32Array::new(vec![analysis.layers(), tokens, tokens], values);
         }
-        if extras.contains(&Extra::HeadStats) {
+        if asked(Extra::Flow) {
+            if extras.flow_to >= tokens {
+                return Err(ModelError::BadInput(format!(
+                    "--flow-to {} is beyond the input's {tokens} tokens (0 to {})",
+                    extras.flow_to,
+                    tokens - 1
+                )));
+            }
+            self.flow = Some(Flow {
+                to: extras.flow_to,
+                values: flow_into(analysis, extras.flow_to),
+            });
+        }
+        if asked(Extra::Norms) {
+            self.attention_norms = Some(attention_norms(analysis).ok_or_else(|| {
+                ModelError::Compute("the run computed no value norms".to_owned())
+            })?);
+        }
+        if asked(Extra::LogitLens) {
+            self.logit_lens = Some(model.logit_lens(analysis, 5)?);
+        }
+        if asked(Extra::Embeddings) {
+            self.embeddings = Some(model.embedding_breakdown(analysis)?.tokens);
+        }
+        if asked(Extra::HeadStats) {
             self.head_stats = Some(head_stats(analysis));
         }
-        self
+        if extras.words {
+            let words = words(analysis);
+            self.attentions = std::borrow::Cow::Owned(word_maps(&self.attentions, &words));
+            self.rollout = self.rollout.map(|maps| word_maps(&maps, &words));
+            self.attention_norms = self.attention_norms.map(|maps| word_maps(&maps, &words));
+            self.words = Some(words.words);
+        }
+        Ok(self)
     }
 }

@@ -205,6 +205,22 @@ pub fn rollout_heatmap(
     matrix(analysis, values, fixed_scale, caption)
 }
 
+/// Norm-based attention of one head (or the mean of a layer's) as a heatmap; an error when the
+/// run computed no value norms.
+pub fn norms_heatmap(
+    analysis: &Analysis,
+    layer: usize,
+    head: HeadChoice,
+    caption: &Caption,
+) -> anyhow::Result<Document> {
+    let mut values = crate::analysis::norms::norm_map(analysis, layer, head)
+        .ok_or_else(|| anyhow::anyhow!("this run computed no value norms"))?;
+    if analysis.causal {
+        crate::render::mask_future(&mut values, analysis.len());
+    }
+    Ok(matrix(analysis, values, false, caption))
+}
+
 /// A labelled `tokens × tokens` matrix of weights with its colour bar.
 fn matrix(analysis: &Analysis, values: Vec<f32>, fixed_scale: bool, caption: &Caption) -> Document {
     let tokens = analysis.len();

@@ -73,6 +73,8 @@ pub struct ExportOptions {
     pub statistic: crate::analysis::stats::Statistic,
     /// Heatmap figure: attention rollout through the layers up to `layer` instead of one head.
     pub rollout: bool,
+    /// Heatmap figure: norm-based attention of the head instead of its weights.
+    pub norms: bool,
 }
 
 impl Default for ExportOptions {
@@ -91,6 +93,7 @@ impl Default for ExportOptions {
             compare_head: HeadChoice::Mean,
             statistic: crate::analysis::stats::Statistic::default(),
             rollout: false,
+            norms: false,
         }
     }
 }
@@ -242,6 +245,10 @@ pub fn export_cancellable(
             FigureView::Heatmap if options.rollout => {
                 format!("attention rollout through layer {}", options.layer)
             }
+            FigureView::Heatmap if options.norms => format!(
+                "layer {} · {} · norm-based attention ‖α·f(x)‖",
+                options.layer, options.head
+            ),
             FigureView::Heatmap => format!("layer {} · {}", options.layer, options.head),
             FigureView::Lines => format!("layer {} · attention lines", options.layer),
             FigureView::Overview => {
@@ -260,6 +267,9 @@ pub fn export_cancellable(
         anyhow::Ok(match options.view {
             FigureView::Heatmap if options.rollout => {
                 figure::rollout_heatmap(analysis, options.layer, options.fixed_scale, &caption)
+            }
+            FigureView::Heatmap if options.norms => {
+                figure::norms_heatmap(analysis, options.layer, options.head, &caption)?
             }
             FigureView::Heatmap => figure::heatmap(
                 analysis,

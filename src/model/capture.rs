@@ -218,6 +218,11 @@ pub struct Analysis {
     pub queries: CapturedArray,
     /// Per-head key vectors `[layer, head, token, head_dim]`.
     pub keys: CapturedArray,
+    /// ‖f_h(x_j)‖ `[layer, head, token]`, the size of what head h adds per unit of attention on
+    /// token j (see [`crate::model::backend::Captured::value_norms`]); `None` unless asked for.
+    pub value_norms: Option<CapturedArray>,
+    /// Heads `(layer, head)` that ran ablated, sorted: their attention is zero.
+    pub ablated_heads: Vec<(usize, usize)>,
     /// Masked-LM predictions at each mask token and each requested position; `None` when the
     /// model has no MLM head.
     pub mlm: Option<Vec<TokenPrediction>>,
@@ -331,6 +336,8 @@ pub(crate) mod tests {
             keys: F32Array::new(vec![1, 2, 3, 1], vec![0.0; 6])
                 .unwrap()
                 .into(),
+            value_norms: None,
+            ablated_heads: Vec::new(),
             mlm: None,
             nsp_is_next: None,
             next_token: None,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod family;
 pub mod heads;
 pub mod params;
+pub mod probes;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
@@ -34,6 +35,7 @@ pub use config::{ModelConfig, ProblemType, Segments};
 pub use error::{ModelError, Result};
 pub use family::Family;
 pub use params::HeadKind;
+pub use probes::{EmbeddingBreakdown, LensLayer, LensPosition, TokenEmbedding};
 pub use source::{DownloadProgress, ModelSource};
 
 use backend::candle::CandleBackend;
@@ -147,6 +149,10 @@ pub struct AnalysisRequest {
     pub mlm_positions: Vec<usize>,
     /// Predictions per position.
     pub top_k: usize,
+    /// Heads `(layer, head)` to ablate, 0-based.
+    pub ablated_heads: Vec<(usize, usize)>,
+    /// Whether to compute the value norms that norm-based attention needs.
+    pub value_norms: bool,
 }
 
 impl AnalysisRequest {
@@ -164,6 +170,29 @@ impl AnalysisRequest {
         self.text_b = text_b;
         self
     }
+
+    /// What to run besides the forward pass.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            mlm_positions: self.mlm_positions.clone(),
+            top_k: self.top_k,
+            ablated_heads: self.ablated_heads.clone(),
+            value_norms: self.value_norms,
+        }
+    }
+}
+
+/// What a run computes besides the forward pass, and how it alters it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Token positions to predict besides every mask token.
+    pub mlm_positions: Vec<usize>,
+    /// Predictions per position.
+    pub top_k: usize,
+    /// Heads `(layer, head)` to ablate, 0-based.
+    pub ablated_heads: Vec<(usize, usize)>,
+    /// Whether to compute the value norms of norm-based attention.
+    pub value_norms: bool,
 }
 
 /// Rows of the last hidden states a causal LM head reads at once: one pass over the vocabulary
@@ -320,7 +349,7 @@ impl LoadedModel {
         let encoded = self
             .tokenizer
             .encode(&request.text_a, request.text_b.as_deref())?;
-        self.run(encoded, &request.mlm_positions, request.top_k)
+        self.run_with(encoded, &request.options())
     }
 
     /// Runs the model on tokens that were already encoded. Masked-LM predictions cover every
@@ -332,6 +361,31 @@ impl LoadedModel {
         mlm_positions: &[usize],
         top_k: usize,
     ) -> Result<Analysis> {
+        let options = RunOptions {
+            mlm_positions: mlm_positions.to_vec(),
+            top_k,
+            ..RunOptions::default()
+        };
+        self.run_with(encoded, &options)
+    }
+
+    /// Like [`LoadedModel::run`], with heads ablated and value norms as `options` asks.
+    pub fn run_with(&self, encoded: EncodedText, options: &RunOptions) -> Result<Analysis> {
+        let (layers, heads) = (
+            self.config.num_hidden_layers,
+            self.config.num_attention_heads,
+        );
+        if let Some(&(layer, head)) = options
+            .ablated_heads
+            .iter()
+            .find(|&&(layer, head)| layer >= layers || head >= heads)
+        {
+            return Err(ModelError::BadInput(format!(
+                "there is no head {layer}:{head} to ablate; this model has layers 0 to {} with heads 0 to {}",
+                layers - 1,
+                heads - 1
+            )));
+        }
         let tokens = encoded.ids.len();
         let max = self.config.max_tokens();
         if tokens == 0 {
@@ -371,12 +425,8 @@ impl LoadedModel {
             Segments::Zeros | Segments::Absent => vec![0; tokens],
         };
         match &self.engine {
-            Engine::Cpu(backend) => {
-                self.assemble(backend, encoded, segment_ids, mlm_positions, top_k)
-            }
-            Engine::Candle(backend) => {
-                self.assemble(backend, encoded, segment_ids, mlm_positions, top_k)
-            }
+            Engine::Cpu(backend) => self.assemble(backend, encoded, segment_ids, options),
+            Engine::Candle(backend) => self.assemble(backend, encoded, segment_ids, options),
         }
     }
 
@@ -386,17 +436,24 @@ impl LoadedModel {
         backend: &B,
         encoded: EncodedText,
         segment_ids: Vec<u32>,
-        mlm_positions: &[usize],
-        top_k: usize,
+        options: &RunOptions,
     ) -> Result<Analysis> {
         let tokens = encoded.ids.len();
         let positions = self.config.position_ids(&encoded.ids);
         let uses_segments = self.config.architecture.segments != Segments::Absent;
+        let mut ablated_heads = options.ablated_heads.clone();
+        ablated_heads.sort_unstable();
+        ablated_heads.dedup();
         let (captured, last) = backend.forward(&ForwardInput {
-            ids: &encoded.ids,
-            positions: &positions,
-            segments: uses_segments.then_some(segment_ids.as_slice()),
+            ablated: &ablated_heads,
+            value_norms: options.value_norms,
+            ..ForwardInput::new(
+                &encoded.ids,
+                &positions,
+                uses_segments.then_some(segment_ids.as_slice()),
+            )
         })?;
+        let (mlm_positions, top_k) = (&options.mlm_positions, options.top_k);
         let is_pair = encoded.sentence.contains(&Some(1));
         let every: Vec<usize> = (0..tokens).collect();
         let top_k = top_k.max(1);
@@ -488,6 +545,8 @@ impl LoadedModel {
             hidden_states: captured.hidden_states,
             queries: captured.queries,
             keys: captured.keys,
+            value_norms: captured.value_norms,
+            ablated_heads,
             mlm,
             nsp_is_next,
             next_token,

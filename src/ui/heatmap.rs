@@ -137,6 +137,7 @@ pub fn heatmap_view(
 ) -> Vec<UiAction> {
     let mut actions = Vec::new();
     let is_rollout = state.attention_kind == AttentionKind::Rollout;
+    let is_norms = state.attention_kind == AttentionKind::Norms;
     layer_head_controls(ui, state, analysis.layers(), analysis.heads(), !is_rollout);
     ui.horizontal(|ui| {
         ui.label("Show");
@@ -146,13 +147,25 @@ pub fn heatmap_view(
             .on_hover_text(
                 "Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input token through every layer up to this one, residual connections included",
             );
-        ui.separator();
-        ui.checkbox(&mut state.fixed_scale, "Fixed 0–1 scale")
+        ui.selectable_value(&mut state.attention_kind, AttentionKind::Norms, "norms")
             .on_hover_text(
-                "Colour 0 to 1 for every head, instead of 0 to this head's largest weight",
+                "Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector the head moves from that key, ‖α·f(x)‖; a heavy weight on a small vector counts for little",
             );
+        ui.separator();
+        ui.add_enabled_ui(!is_norms, |ui| {
+            ui.checkbox(&mut state.fixed_scale, "Fixed 0–1 scale")
+                .on_hover_text(
+                    "Colour 0 to 1 for every head, instead of 0 to this head's largest weight",
+                )
+                .on_disabled_hover_text("Norms are not probabilities: they colour 0 to their largest value");
+        });
         ui.weak(if is_rollout {
             format!("Rollout through layers 0–{} · rows draw on columns", state.layer)
+        } else if is_norms {
+            format!(
+                "Layer {} · {} · ‖α·f(x)‖ of columns moved into rows",
+                state.layer, state.head
+            )
         } else {
             format!(
                 "Layer {} · {} · rows attend to columns",
@@ -181,6 +194,15 @@ pub fn heatmap_view(
             max,
             Box::new(move |query, key| values[query * tokens + key]),
         )
+    } else if is_norms {
+        let Some((texture, max)) = textures.norms(ui.ctx(), analysis, layer, head) else {
+            ui.label("This run computed no value norms; change the text to run it again.");
+            return actions;
+        };
+        let weight = move |query, key| {
+            crate::analysis::norms::norm_weight(analysis, layer, head, query, key).unwrap_or(0.0)
+        };
+        (texture, max, Box::new(weight))
     } else {
         let (texture, max) = textures.full(ui.ctx(), analysis, layer, head, state.fixed_scale);
         let weight = move |query, key| attention_weight(analysis, layer, head, query, key);

@@ -109,6 +109,9 @@ pub enum AttentionKind {
     /// Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input
     /// token through all layers so far, residual connections included.
     Rollout,
+    /// Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector
+    /// the head moves from that key, ‖α·f(x)‖.
+    Norms,
 }
 
 /// Which sentence pairs the lines view shows, for inputs with two sentences.

@@ -35,6 +35,10 @@ enum Key {
         layer: usize,
         fixed_scale: bool,
     },
+    Norms {
+        layer: usize,
+        head: HeadChoice,
+    },
 }
 
 /// UI-thread time one frame may spend making thumbnails; the rest wait for the next frames, so
@@ -100,6 +104,35 @@ impl TextureCache {
                 )
             })
             .clone()
+    }
+
+    /// The norm-based map of one head (or the mean), causal cells masked, and the value its
+    /// brightest colour stands for; `None` when the run computed no value norms.
+    pub fn norms(
+        &mut self,
+        ctx: &egui::Context,
+        analysis: &Analysis,
+        layer: usize,
+        head: HeadChoice,
+    ) -> Option<(TextureHandle, f32)> {
+        let key = Key::Norms { layer, head };
+        if !self.textures.contains_key(&key) {
+            let mut values = crate::analysis::norms::norm_map(analysis, layer, head)?;
+            if analysis.causal {
+                crate::render::mask_future(&mut values, analysis.len());
+            }
+            let max = max_value(&values);
+            let size = analysis.len();
+            let image =
+                ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
+            let texture = ctx.load_texture(
+                format!("norms-{layer}-{head:?}"),
+                image,
+                TextureOptions::NEAREST,
+            );
+            self.textures.insert(key, (texture, max));
+        }
+        self.textures.get(&key).cloned()
     }
 
     /// Attention rollout after `layer` (`values`, `tokens × tokens`), and the value its

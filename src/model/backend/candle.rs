@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
-use super::{Backend, Captured, ForwardInput};
+use super::{Backend, Captured, EmbeddingRows, ForwardInput};
 use crate::model::captured::{CapturedArray, DeviceArray};
 use crate::model::config::{Activation, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
@@ -103,6 +103,8 @@ struct LayerCapture {
     queries: Tensor,
     /// `[heads, tokens, head_dim]`.
     keys: Tensor,
+    /// `[heads, tokens]`, when asked for.
+    value_norms: Option<Tensor>,
 }
 
 /// A model as candle tensors on a device.
@@ -194,10 +196,11 @@ impl CandleBackend {
         layer: &Layer,
         x: &Tensor,
         future: Option<&Tensor>,
+        input: &ForwardInput<'_>,
     ) -> Result<LayerCapture> {
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let (context, capture) = self.attention(index, layer, x, future)?;
+                let (context, capture) = self.attention(index, layer, x, future, input)?;
                 let attended = layer
                     .attention_norm
                     .forward(&layer.attention_output.forward(&context)?.add(x)?)?;
@@ -208,8 +211,13 @@ impl CandleBackend {
                 Ok(LayerCapture { output, ..capture })
             }
             NormPlacement::Pre => {
-                let (context, capture) =
-                    self.attention(index, layer, &layer.attention_norm.forward(x)?, future)?;
+                let (context, capture) = self.attention(
+                    index,
+                    layer,
+                    &layer.attention_norm.forward(x)?,
+                    future,
+                    input,
+                )?;
                 let attended = layer.attention_output.forward(&context)?.add(x)?;
                 let inner = activate(
                     &layer.ffn_in.forward(&layer.ffn_norm.forward(&attended)?)?,
@@ -223,13 +231,15 @@ impl CandleBackend {
 
     /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
     /// and the capture (its `output` still the input, replaced by the caller). `future` marks
-    /// the keys after each query (`[tokens, tokens]`, 1 = masked) for causal models.
+    /// the keys after each query (`[tokens, tokens]`, 1 = masked) for causal models; `input`
+    /// says which heads are ablated and whether to compute the value norms.
     fn attention(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
         future: Option<&Tensor>,
+        input: &ForwardInput<'_>,
     ) -> Result<(Tensor, LayerCapture)> {
         let (tokens, hidden) = x.dims2()?;
         let heads = self.config.num_attention_heads;
@@ -256,7 +266,25 @@ impl CandleBackend {
                 .broadcast_as(scores.shape())?
                 .where_cond(&blocked, &scores)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if (0..heads).any(|head| input.is_ablated(index, head)) {
+            let kept: Vec<f32> = (0..heads)
+                .map(|head| f32::from(u8::from(!input.is_ablated(index, head))))
+                .collect();
+            let kept =
+                Tensor::from_vec(kept, (heads, 1, 1), &self.device)?.to_dtype(probs.dtype())?;
+            probs = probs.broadcast_mul(&kept)?;
+        }
+        let value_norms = if input.value_norms {
+            // f_h = v_h · W_O[head's inputs, :]: [heads, tokens, hidden].
+            let w = layer
+                .attention_output
+                .weight_t
+                .reshape((heads, head_dim, hidden))?;
+            Some(values.matmul(&w)?.sqr()?.sum(2)?.sqrt()?)
+        } else {
+            None
+        };
         let context = probs
             .matmul(&values)?
             .transpose(0, 1)?
@@ -268,6 +296,7 @@ impl CandleBackend {
                 probs,
                 queries,
                 keys,
+                value_norms,
             },
         ))
     }
@@ -300,6 +329,7 @@ impl Backend for CandleBackend {
         let mut attentions = Vec::with_capacity(layers);
         let mut queries = Vec::with_capacity(layers);
         let mut keys = Vec::with_capacity(layers);
+        let mut value_norms = Vec::with_capacity(layers);
         let tokens = input.ids.len();
         let future = if self.config.architecture.causal {
             let mask: Vec<u8> = (0..tokens)
@@ -311,7 +341,7 @@ impl Backend for CandleBackend {
         };
         hidden_states.push(hidden.clone());
         for (index, layer) in self.layers.iter().enumerate() {
-            let step = self.layer_forward(index, layer, &hidden, future.as_ref())?;
+            let step = self.layer_forward(index, layer, &hidden, future.as_ref(), input)?;
             hidden = step.output;
             if index + 1 == layers {
                 if let Some(norm) = &self.final_norm {
@@ -322,26 +352,70 @@ impl Backend for CandleBackend {
             attentions.push(step.probs);
             queries.push(step.queries);
             keys.push(step.keys);
+            value_norms.extend(step.value_norms);
         }
         let captured = Captured {
             hidden_states: stack(&hidden_states)?,
             attentions: stack(&attentions)?,
             queries: stack(&queries)?,
             keys: stack(&keys)?,
+            value_norms: if input.value_norms {
+                Some(stack(&value_norms)?)
+            } else {
+                None
+            },
         };
         Ok((captured, hidden))
     }
 
     fn head_logits(&self, last: &Tensor, head: usize, rows: &[usize]) -> Result<Vec<f32>> {
+        if rows.is_empty() {
+            return self.run_head(None, head);
+        }
+        let index: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
+        let x = last.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
+        self.run_head(Some(x), head)
+    }
+
+    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>> {
+        let hidden = self.config.hidden_size;
+        if rows.is_empty() {
+            return self.run_head(None, head);
+        }
+        let mut x = Tensor::from_slice(rows, (rows.len() / hidden.max(1), hidden), &self.device)?;
+        if let (true, Some(norm)) = (final_norm, &self.final_norm) {
+            x = norm.forward(&x)?;
+        }
+        self.run_head(Some(x), head)
+    }
+
+    fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows> {
+        let gather = |table: &Tensor, ids: &[u32]| -> Result<Vec<f32>> {
+            let rows = table.index_select(&Tensor::new(ids, &self.device)?, 0)?;
+            Ok(rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        Ok(EmbeddingRows {
+            word: gather(&self.word, input.ids)?,
+            position: gather(&self.position, input.positions)?,
+            segment: match (&self.segment, input.segments) {
+                (Some(table), Some(segments)) => Some(gather(table, segments)?),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl CandleBackend {
+    /// Runs head number `head` on rows `[count, hidden]` (`None`: no rows); returns the logits
+    /// row-major.
+    fn run_head(&self, x: Option<Tensor>, head: usize) -> Result<Vec<f32>> {
         let ops = self
             .heads
             .get(head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
-        if rows.is_empty() {
+        let Some(mut x) = x else {
             return Ok(Vec::new());
-        }
-        let index: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
-        let mut x = last.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
+        };
         for op in ops {
             x = match op {
                 Op::Dense(dense) => dense.forward(&x)?,

@@ -24,6 +24,41 @@ pub struct ForwardInput<'a> {
     pub positions: &'a [u32],
     /// Rows of the segment table, for families that have one.
     pub segments: Option<&'a [u32]>,
+    /// Heads `(layer, head)` whose attention probabilities are multiplied by zero, as
+    /// transformers 4.x's `head_mask` did: their context vectors are zero and their captured
+    /// maps too.
+    pub ablated: &'a [(usize, usize)],
+    /// Whether to compute [`Captured::value_norms`].
+    pub value_norms: bool,
+}
+
+impl<'a> ForwardInput<'a> {
+    /// A plain run: nothing ablated, no value norms.
+    pub fn new(ids: &'a [u32], positions: &'a [u32], segments: Option<&'a [u32]>) -> Self {
+        Self {
+            ids,
+            positions,
+            segments,
+            ablated: &[],
+            value_norms: false,
+        }
+    }
+
+    /// Whether head `head` of layer `layer` is ablated.
+    pub fn is_ablated(&self, layer: usize, head: usize) -> bool {
+        self.ablated.contains(&(layer, head))
+    }
+}
+
+/// The embedding-table rows one input reads, host arrays `[tokens, hidden]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingRows {
+    /// Word (token) embeddings.
+    pub word: Vec<f32>,
+    /// Position embeddings.
+    pub position: Vec<f32>,
+    /// Segment embeddings, for families that have them.
+    pub segment: Option<Vec<f32>>,
 }
 
 /// What a forward pass captures: host arrays from the CPU backend, arrays left on the device
@@ -39,6 +74,11 @@ pub struct Captured {
     pub queries: CapturedArray,
     /// `[layers, heads, tokens, head_dim]`.
     pub keys: CapturedArray,
+    /// `[layers, heads, tokens]`: ‖f_h(x_j)‖₂ with f_h(x) = (x·W_V^h + b_V^h)·W_O^h, the vector
+    /// head h adds to the residual stream per unit of attention on token j (Kobayashi et al.
+    /// 2020; x is what the attention reads: the layer input, or its LayerNorm in pre-LN
+    /// families). Computed when [`ForwardInput::value_norms`] asks.
+    pub value_norms: Option<CapturedArray>,
 }
 
 /// A way of running a model.
@@ -56,4 +96,12 @@ pub trait Backend {
     /// Runs head number `head` (an index into the weights' heads) on rows `rows` of the last
     /// hidden states; returns the logits row-major, `[rows, outputs]`.
     fn head_logits(&self, last: &Self::Last, head: usize, rows: &[usize]) -> Result<Vec<f32>>;
+
+    /// Runs head number `head` on host hidden-state rows `[count, hidden]` (a logit lens reads
+    /// earlier layers' states this way), through the final LayerNorm first when
+    /// `final_norm` is set and the family has one; returns the logits `[count, outputs]`.
+    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>>;
+
+    /// The embedding-table rows the input reads.
+    fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows>;
 }

@@ -17,7 +17,7 @@ use kernels::{
     zeroed_capture, MatMul, Strided,
 };
 
-use super::{Backend, Captured, ForwardInput};
+use super::{Backend, Captured, EmbeddingRows, ForwardInput};
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm};
@@ -147,6 +147,10 @@ impl CpuBackend {
                         rhs: Strided::row_major(k, tokens),
                     }
                     .run(block, tokens, scale, false, false);
+                    if capture.ablated[head] {
+                        block.fill(0.0);
+                        continue;
+                    }
                     if causal {
                         softmax_rows_causal(block, tokens, first);
                     } else {
@@ -165,6 +169,32 @@ impl CpuBackend {
                 transpose_into(q, head_dim, tokens, query_out);
                 transpose_into(k, head_dim, tokens, key_out);
             });
+        if let Some(norms) = capture.value_norms {
+            let output = &layer.attention_output;
+            norms
+                .par_chunks_mut(tokens)
+                .enumerate()
+                .for_each(|(head, norms)| {
+                    let v = &qkv[(2 * hidden + head * head_dim) * tokens..][..head_block];
+                    // f_hᵀ = W_O[:, head's columns] · vᵀ: [hidden, tokens].
+                    let mut f = vec![0f32; hidden * tokens];
+                    MatMul {
+                        m: output.outputs,
+                        n: tokens,
+                        k: head_dim,
+                        lhs: Strided::row_major(&output.weight[head * head_dim..], output.inputs),
+                        rhs: Strided::row_major(v, tokens),
+                    }
+                    .run(&mut f, tokens, 1.0, false, false);
+                    norms.fill(0.0);
+                    for row in f.chunks_exact(tokens) {
+                        for (norm, &x) in norms.iter_mut().zip(row) {
+                            *norm += x * x;
+                        }
+                    }
+                    norms.iter_mut().for_each(|norm| *norm = norm.sqrt());
+                });
+        }
         context_t
     }
 }
@@ -173,11 +203,13 @@ impl CpuBackend {
 /// are 128 KiB, which stay in a core's L2 cache beside that head's keys and values.
 const QUERY_BLOCK: usize = 64;
 
-/// One layer's slices of the captured arrays.
+/// One layer's slices of the captured arrays, and which of its heads are ablated.
 struct LayerCapture<'a> {
     attention: &'a mut [f32],
     queries: &'a mut [f32],
     keys: &'a mut [f32],
+    value_norms: Option<&'a mut [f32]>,
+    ablated: Vec<bool>,
 }
 
 impl Backend for CpuBackend {
@@ -200,6 +232,9 @@ impl Backend for CpuBackend {
         let mut attentions = zeroed_capture(layers * heads * tokens * tokens);
         let mut queries = zeroed_capture(layers * heads * tokens * head_dim);
         let mut keys = zeroed_capture(layers * heads * tokens * head_dim);
+        let mut value_norms = input
+            .value_norms
+            .then(|| vec![0f32; layers * heads * tokens]);
 
         // Embeddings, feature-major: column t is word (+ segment) + position, summed in
         // transformers' order.
@@ -239,6 +274,12 @@ impl Backend for CpuBackend {
                         [..per_layer_attention],
                     queries: &mut queries[index * per_layer_vectors..][..per_layer_vectors],
                     keys: &mut keys[index * per_layer_vectors..][..per_layer_vectors],
+                    value_norms: value_norms
+                        .as_mut()
+                        .map(|norms| &mut norms[index * heads * tokens..][..heads * tokens]),
+                    ablated: (0..heads)
+                        .map(|head| input.is_ablated(index, head))
+                        .collect(),
                 },
             );
             if index + 1 == layers {
@@ -264,6 +305,9 @@ impl Backend for CpuBackend {
             attentions: array(vec![layers, heads, tokens, tokens], attentions)?,
             queries: array(vec![layers, heads, tokens, head_dim], queries)?,
             keys: array(vec![layers, heads, tokens, head_dim], keys)?,
+            value_norms: value_norms
+                .map(|norms| array(vec![layers, heads, tokens], norms))
+                .transpose()?,
         };
         Ok((
             captured,
@@ -275,21 +319,58 @@ impl Backend for CpuBackend {
     }
 
     fn head_logits(&self, last: &CpuLast, head: usize, rows: &[usize]) -> Result<Vec<f32>> {
+        // The chosen tokens' columns, feature-major [hidden, rows].
+        let xt: Vec<f32> = last
+            .columns_t
+            .chunks_exact(last.tokens)
+            .flat_map(|row| rows.iter().map(move |&r| row[r]))
+            .collect();
+        self.head_logits_t(xt, rows.len(), head)
+    }
+
+    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>> {
+        let hidden = self.config.hidden_size;
+        let count = rows.len() / hidden.max(1);
+        let mut xt = vec![0f32; rows.len()];
+        transpose_into(rows, count, hidden, &mut xt);
+        if let (true, Some(norm)) = (final_norm, &self.weights.final_norm) {
+            norm.forward_t(&mut xt, None, count);
+        }
+        self.head_logits_t(xt, count, head)
+    }
+
+    fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows> {
+        let hidden = self.config.hidden_size;
+        let embeddings = &self.weights.embeddings;
+        let gather = |table: &[f32], ids: &[u32]| -> Vec<f32> {
+            ids.iter()
+                .flat_map(|&id| &table[id as usize * hidden..][..hidden])
+                .copied()
+                .collect()
+        };
+        Ok(EmbeddingRows {
+            word: gather(&embeddings.word, input.ids),
+            position: gather(&embeddings.position, input.positions),
+            segment: match (&embeddings.segment, input.segments) {
+                (Some(table), Some(segments)) => Some(gather(table, segments)),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl CpuBackend {
+    /// Runs head number `head` on feature-major columns `xt` (`[hidden, count]`); returns the
+    /// logits row-major, `[count, outputs]`.
+    fn head_logits_t(&self, mut xt: Vec<f32>, count: usize, head: usize) -> Result<Vec<f32>> {
         let head = self
             .weights
             .heads
             .get(head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
-        let count = rows.len();
         if count == 0 {
             return Ok(Vec::new());
         }
-        // The chosen tokens' columns, feature-major [hidden, rows].
-        let mut xt: Vec<f32> = last
-            .columns_t
-            .chunks_exact(last.tokens)
-            .flat_map(|row| rows.iter().map(move |&r| row[r]))
-            .collect();
         for op in &head.ops {
             match op {
                 HeadOp::Linear(linear) => xt = linear.forward_t(&xt, count, None),

@@ -1,0 +1,94 @@
+//! Norm-based attention (Kobayashi et al. 2020): ‖α_ij · f_h(x_j)‖₂, the size of what head h
+//! actually moves from token j into token i, rather than the weight alone. Since α_ij is a
+//! scalar this is α_ij · ‖f_h(x_j)‖₂, from the captured value norms.
+
+use crate::analysis::HeadChoice;
+use crate::model::{Analysis, F32Array};
+
+/// One head's norm-based map `[query][key]`, or the mean of a layer's heads' maps; `None` when
+/// the run did not compute value norms.
+pub fn norm_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Option<Vec<f32>> {
+    let norms = analysis.value_norms.as_ref()?;
+    let tokens = analysis.len();
+    let one = |head: usize| -> Vec<f32> {
+        let sizes = norms.matrix(&[layer, head]);
+        analysis
+            .attention(layer, head)
+            .chunks_exact(tokens)
+            .flat_map(|row| row.iter().zip(sizes).map(|(&weight, &size)| weight * size))
+            .collect()
+    };
+    Some(match head {
+        HeadChoice::Head(head) => one(head),
+        HeadChoice::Mean => {
+            let heads = analysis.heads();
+            let mut mean = vec![0f32; tokens * tokens];
+            for head in 0..heads {
+                for (sum, value) in mean.iter_mut().zip(one(head)) {
+                    *sum += value;
+                }
+            }
+            mean.iter_mut().for_each(|value| *value /= heads as f32);
+            mean
+        }
+    })
+}
+
+/// One weight of [`norm_map`] (query row, key column), without building the map: what a hover
+/// tooltip reads every frame; `None` without value norms.
+pub fn norm_weight(
+    analysis: &Analysis,
+    layer: usize,
+    head: HeadChoice,
+    query: usize,
+    key: usize,
+) -> Option<f32> {
+    let norms = analysis.value_norms.as_ref()?;
+    let tokens = analysis.len();
+    let one = |head: usize| {
+        analysis.attention(layer, head)[query * tokens + key] * norms.matrix(&[layer, head])[key]
+    };
+    Some(match head {
+        HeadChoice::Head(head) => one(head),
+        HeadChoice::Mean => (0..analysis.heads()).map(one).sum::<f32>() / analysis.heads() as f32,
+    })
+}
+
+/// Every head's norm-based map, `[layer, head, query, key]`; `None` without value norms.
+pub fn attention_norms(analysis: &Analysis) -> Option<F32Array> {
+    let tokens = analysis.len();
+    let mut values = Vec::with_capacity(analysis.layers() * analysis.heads() * tokens * tokens);
+    for layer in 0..analysis.layers() {
+        for head in 0..analysis.heads() {
+            values.extend(norm_map(analysis, layer, HeadChoice::Head(head))?);
+        }
+    }
+    F32Array::new(
+        vec![analysis.layers(), analysis.heads(), tokens, tokens],
+        values,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norms_scale_each_key_column_by_its_value_size() {
+        let mut analysis = crate::model::capture::tests::tiny_analysis();
+        assert!(norm_map(&analysis, 0, HeadChoice::Head(0)).is_none());
+        analysis.value_norms = Some(
+            F32Array::new(vec![1, 2, 3], vec![1.0, 2.0, 0.0, 3.0, 3.0, 3.0])
+                .unwrap()
+                .into(),
+        );
+        let map = norm_map(&analysis, 0, HeadChoice::Head(0)).unwrap();
+        let attention = analysis.attention(0, 0);
+        assert_eq!(map[4], attention[4] * 2.0);
+        assert_eq!(map[5], 0.0);
+        let mean = norm_map(&analysis, 0, HeadChoice::Mean).unwrap();
+        let other = analysis.attention(0, 1)[1] * 3.0;
+        assert!((mean[1] - (attention[1] * 2.0 + other) / 2.0).abs() < 1e-6);
+        assert_eq!(attention_norms(&analysis).unwrap().shape(), &[1, 2, 3, 3]);
+    }
+}

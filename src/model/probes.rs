@@ -1,0 +1,226 @@
+//! Readings of a run that need the model's weights besides what the forward captured: the
+//! logit lens (the model's own prediction head applied to every layer's hidden states) and the
+//! breakdown of the input embeddings. Each backend computes its part; this assembles them.
+
+use serde::Serialize;
+
+use super::backend::{Backend, EmbeddingRows, ForwardInput};
+use super::capture::{Analysis, TokenProbability};
+use super::config::Segments;
+use super::error::{ModelError, Result};
+use super::params::HeadKind;
+use super::{Engine, LoadedModel};
+
+/// The lens's guesses after one layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LensLayer {
+    /// 0 = after the embeddings, l = after layer l (1-based).
+    pub layer: usize,
+    /// Most probable first.
+    pub top_k: Vec<TokenProbability>,
+}
+
+/// The lens at one position: a prediction after the embeddings and after every layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LensPosition {
+    /// Token index in the input.
+    pub position: usize,
+    /// One entry per hidden state, the embeddings first; the last is the model's own prediction.
+    pub layers: Vec<LensLayer>,
+}
+
+/// The sizes of one token's input embedding and its parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenEmbedding {
+    /// Token index in the input.
+    pub position: usize,
+    /// ‖word embedding‖₂.
+    pub word: f32,
+    /// ‖position embedding‖₂.
+    pub position_emb: f32,
+    /// ‖segment embedding‖₂, for families that add one.
+    pub segment: Option<f32>,
+    /// ‖word + segment + position‖₂.
+    pub sum: f32,
+    /// ‖LayerNorm(sum)‖₂, for families that normalise the sum.
+    pub after_norm: Option<f32>,
+}
+
+/// The input embeddings of one run, taken apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingBreakdown {
+    /// Per token.
+    pub tokens: Vec<TokenEmbedding>,
+    /// Cosine similarity of the tokens' position embeddings, `[token][token]` row-major.
+    pub position_similarity: Vec<f32>,
+}
+
+impl LoadedModel {
+    /// The positions a logit lens reads: every masked-LM prediction's position (each mask token
+    /// and any requested position), or the last token for a causal LM. `None` when the model
+    /// has neither head.
+    pub fn lens_positions(&self, analysis: &Analysis) -> Option<Vec<usize>> {
+        if self.has_mlm_head() {
+            Some(
+                analysis
+                    .mlm
+                    .iter()
+                    .flatten()
+                    .map(|prediction| prediction.position)
+                    .collect(),
+            )
+        } else if self.has_head(HeadKind::NextToken) {
+            Some(vec![analysis.len().saturating_sub(1)])
+        } else {
+            None
+        }
+    }
+
+    /// The logit lens: the model's masked-LM head (or causal LM head, through the final
+    /// LayerNorm) applied to the hidden state after the embeddings and after every layer, at
+    /// each of [`LoadedModel::lens_positions`], `top_k` guesses each. The last hidden state is
+    /// the one the model's own head reads, so the last entry is the model's prediction.
+    pub fn logit_lens(&self, analysis: &Analysis, top_k: usize) -> Result<Vec<LensPosition>> {
+        let (head, kind) = self
+            .heads
+            .iter()
+            .enumerate()
+            .find(|(_, head)| matches!(head.kind, HeadKind::MaskedLm | HeadKind::NextToken))
+            .map(|(index, head)| (index, head.kind))
+            .ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "the logit lens needs a masked-LM or next-token head, and {} has neither",
+                    self.name
+                ))
+            })?;
+        let positions = self.lens_positions(analysis).unwrap_or_default();
+        let hidden = self.config.hidden_size;
+        let states = analysis.hidden_states.shape()[0];
+        let vocab = self.config.vocab_size;
+        let mut lens: Vec<LensPosition> = positions
+            .iter()
+            .map(|&position| LensPosition {
+                position,
+                layers: Vec::with_capacity(states),
+            })
+            .collect();
+        if positions.is_empty() {
+            return Ok(lens);
+        }
+        for layer in 0..states {
+            let state = analysis.hidden_states.matrix(&[layer]);
+            let rows: Vec<f32> = positions
+                .iter()
+                .flat_map(|&position| &state[position * hidden..][..hidden])
+                .copied()
+                .collect();
+            // The last state already went through the final LayerNorm, where there is one.
+            let final_norm = kind == HeadKind::NextToken && layer + 1 < states;
+            let logits = match &self.engine {
+                Engine::Cpu(backend) => backend.head_logits_of_rows(&rows, head, final_norm)?,
+                Engine::Candle(backend) => backend.head_logits_of_rows(&rows, head, final_norm)?,
+            };
+            let predictions = self.vocabulary_predictions(&positions, &logits, vocab, top_k);
+            for (entry, prediction) in lens.iter_mut().zip(predictions) {
+                entry.layers.push(LensLayer {
+                    layer,
+                    top_k: prediction.top_k,
+                });
+            }
+        }
+        Ok(lens)
+    }
+
+    /// The norms of each token's word, position and segment embeddings, of their sum and of
+    /// the normalised sum (the embedding output the layers read), and the cosine similarity of
+    /// the position embeddings.
+    pub fn embedding_breakdown(&self, analysis: &Analysis) -> Result<EmbeddingBreakdown> {
+        let positions = self.config.position_ids(&analysis.token_ids);
+        let uses_segments = self.config.architecture.segments != Segments::Absent;
+        let input = ForwardInput::new(
+            &analysis.token_ids,
+            &positions,
+            uses_segments.then_some(analysis.segment_ids.as_slice()),
+        );
+        let rows: EmbeddingRows = match &self.engine {
+            Engine::Cpu(backend) => backend.embedding_rows(&input)?,
+            Engine::Candle(backend) => backend.embedding_rows(&input)?,
+        };
+        let hidden = self.config.hidden_size;
+        let norm = |values: &[f32]| values.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let normalised = self
+            .config
+            .architecture
+            .embedding_norm
+            .then(|| analysis.hidden_states.matrix(&[0]));
+        let tokens = (0..analysis.len())
+            .map(|t| {
+                let row = |values: &[f32]| values[t * hidden..][..hidden].to_vec();
+                let word = row(&rows.word);
+                let position = row(&rows.position);
+                let segment = rows.segment.as_deref().map(row);
+                // transformers' order: (word + segment) + position.
+                let sum: Vec<f32> = (0..hidden)
+                    .map(|f| word[f] + segment.as_ref().map_or(0.0, |s| s[f]) + position[f])
+                    .collect();
+                TokenEmbedding {
+                    position: t,
+                    word: norm(&word),
+                    position_emb: norm(&position),
+                    segment: segment.as_deref().map(norm),
+                    sum: norm(&sum),
+                    after_norm: normalised.map(|state| norm(&state[t * hidden..][..hidden])),
+                }
+            })
+            .collect();
+        Ok(EmbeddingBreakdown {
+            tokens,
+            position_similarity: cosine_similarities(&rows.position, hidden),
+        })
+    }
+}
+
+/// The cosine similarity of every pair of rows of `[rows, width]`, row-major `[rows][rows]`.
+fn cosine_similarities(values: &[f32], width: usize) -> Vec<f32> {
+    let rows: Vec<&[f32]> = values.chunks_exact(width.max(1)).collect();
+    let norms: Vec<f64> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows.len() * rows.len());
+    for (a, norm_a) in rows.iter().zip(&norms) {
+        for (b, norm_b) in rows.iter().zip(&norms) {
+            let dot: f64 = a
+                .iter()
+                .zip(*b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            let denominator = norm_a * norm_b;
+            out.push(if denominator > 0.0 {
+                (dot / denominator) as f32
+            } else {
+                0.0
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_similarity_is_one_on_the_diagonal_and_signed() {
+        let similarity = cosine_similarities(&[1.0, 0.0, 0.0, 2.0, -3.0, 0.0], 2);
+        assert_eq!(similarity.len(), 9);
+        assert!((similarity[0] - 1.0).abs() < 1e-6 && (similarity[4] - 1.0).abs() < 1e-6);
+        assert!(similarity[1].abs() < 1e-6);
+        assert!((similarity[2] + 1.0).abs() < 1e-6, "opposite rows");
+    }
+}
