@@ -253,8 +253,9 @@ struct BenchArgs {
     /// Timed runs, after two untimed warm-up runs.
     #[arg(long, default_value_t = 10)]
     iters: usize,
-    /// Also time the analyses computed from the captured attention: rollout and head statistics
-    /// (prints analyses_ms, the median of --iters runs of both).
+    /// Also time the analyses: the value norms inside the forward (value_norms_ms), rollout,
+    /// head statistics, norm maps and the logit lens after it (analyses_ms), their share of
+    /// the forward, and attention flow into one token (flow_ms); medians of --iters runs.
     #[arg(long)]
     analyses: bool,
     /// Also time this many frames of the app's overview (every layer × head), headless.
@@ -604,6 +605,83 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bench --analyses`: the value norms' cost inside the forward (runs with and without them,
+/// alternated), the analyses computed after it, and attention flow into one token.
+fn bench_analyses(
+    model: &LoadedModel,
+    input: &bertscope::model::tokenizer::EncodedText,
+    iters: usize,
+) -> anyhow::Result<()> {
+    use bertscope::analysis;
+    let ms = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
+    let options = bertscope::model::RunOptions {
+        mlm_positions: vec![input.ids.len() / 2],
+        top_k: 5,
+        value_norms: true,
+        ..Default::default()
+    };
+    let (mut plain, mut with_norms) = (Vec::new(), Vec::new());
+    for _ in 0..iters {
+        let started = Instant::now();
+        std::hint::black_box(model.run(input.clone(), &options.mlm_positions, 5)?);
+        plain.push(ms(started));
+        let started = Instant::now();
+        std::hint::black_box(model.run_with(input.clone(), &options)?);
+        with_norms.push(ms(started));
+    }
+    let analysis = model.run_with(input.clone(), &options)?;
+    let lens = model.lens_positions(&analysis).is_some();
+    // Per iteration: rollout, head statistics, norm maps, lens.
+    let mut parts: [Vec<f64>; 4] = Default::default();
+    for _ in 0..iters {
+        let started = Instant::now();
+        std::hint::black_box(analysis::rollout::rollout(&analysis));
+        parts[0].push(ms(started));
+        let started = Instant::now();
+        std::hint::black_box(analysis::stats::head_stats(&analysis));
+        parts[1].push(ms(started));
+        let started = Instant::now();
+        std::hint::black_box(analysis::norms::attention_norms(&analysis));
+        parts[2].push(ms(started));
+        let started = Instant::now();
+        if lens {
+            std::hint::black_box(model.logit_lens(&analysis, 5)?);
+        }
+        parts[3].push(ms(started));
+    }
+    let [rollout, stats, norm_maps, lens_ms] = parts.map(|times| bench::median(&times));
+    let after = rollout + stats + norm_maps + lens_ms;
+    let flow: Vec<f64> = (0..iters.min(3))
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(analysis::flow::flow_into(&analysis, 0));
+            ms(started)
+        })
+        .collect();
+    let (plain, with_norms) = (bench::median(&plain), bench::median(&with_norms));
+    let norms = (with_norms - plain).max(0.0);
+    println!(
+        "value_norms_ms {norms:.3} (forward {with_norms:.1} ms with them, {plain:.1} ms without, alternated)"
+    );
+    println!(
+        "analyses_ms {after:.3} (rollout {rollout:.1}, head statistics {stats:.1}, norm maps {norm_maps:.1}, {})",
+        if lens {
+            format!("logit lens at one position {lens_ms:.1}")
+        } else {
+            "no LM head, no lens".to_owned()
+        }
+    );
+    println!(
+        "analyses_share {:.1}% of the forward",
+        (norms + after) / plain * 100.0
+    );
+    println!(
+        "flow_ms {:.3} (into token 0 from every token)",
+        bench::median(&flow)
+    );
+    Ok(())
+}
+
 /// What `bench --keystroke` starts from before typing: a sentence of about 16 tokens.
 #[cfg(feature = "gui")]
 const KEYSTROKE_TEXT: &str = "The teacher explained how attention heads relate words";
@@ -640,20 +718,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         runs.join(", ")
     );
     if args.analyses {
-        let analysis = model.run(input.clone(), &[], 5)?;
-        let mut times: Vec<f64> = (0..args.iters)
-            .map(|_| {
-                let started = Instant::now();
-                std::hint::black_box(bertscope::analysis::rollout::rollout(&analysis));
-                std::hint::black_box(bertscope::analysis::stats::head_stats(&analysis));
-                started.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        println!(
-            "analyses_ms {:.3} (rollout and head statistics)",
-            times[times.len() / 2]
-        );
+        bench_analyses(&model, &input, args.iters)?;
     }
     #[cfg(feature = "gui")]
     if let Some(frames) = args.overview_frames {

@@ -494,3 +494,53 @@ fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
         }
     }
 }
+
+/// The analyses that need a backend's own computation (value norms, ablation, the logit lens,
+/// the embedding rows) agree between the tuned CPU path and candle's; `tests/cli.rs` checks the
+/// tuned path against transformers.
+#[test]
+fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
+    for (name, text) in [
+        ("tiny-legacy", "The cat sat on the [MASK], didn't it?"),
+        ("roberta-mlm", "The cat sat on the <mask>, didn't it?"),
+        ("gpt2-lm", "The cat sat on the mat, didn't it?"),
+    ] {
+        let [tuned, candle] = load_both(&fixture(name));
+        let mut request = AnalysisRequest::new(text);
+        request.value_norms = true;
+        request.ablated_heads = vec![(1, 2), (0, 0)];
+        let [a, b] = [&tuned, &candle].map(|model| model.analyze(&request).unwrap());
+        assert_eq!(a.ablated_heads, [(0, 0), (1, 2)]);
+        assert!(a.attention(0, 0).iter().all(|&w| w == 0.0), "{name}");
+        assert!(b.attention(1, 2).iter().all(|&w| w == 0.0), "{name}");
+        let (norms_a, norms_b) = (
+            a.value_norms.as_ref().unwrap(),
+            b.value_norms.as_ref().unwrap(),
+        );
+        let (norms_a, norms_b) = (norms_a.to_host().unwrap(), norms_b.to_host().unwrap());
+        assert_eq!(norms_a.shape(), &[2, 4, a.len()]);
+        for (x, y) in norms_a.values().iter().zip(norms_b.values()) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                "{name}: {x} vs {y}"
+            );
+        }
+        let [lens_a, lens_b] = [(&tuned, &a), (&candle, &b)]
+            .map(|(model, analysis)| model.logit_lens(analysis, 5).unwrap());
+        assert_eq!(lens_a.len(), 1, "{name}: one mask, or the last token");
+        for (x, y) in lens_a[0].layers.iter().zip(&lens_b[0].layers) {
+            let ids = |layer: &bertscope::model::LensLayer| -> Vec<u32> {
+                layer.top_k.iter().map(|guess| guess.id).collect()
+            };
+            assert_eq!(ids(x), ids(y), "{name}: lens layer {}", x.layer);
+        }
+        let [parts_a, parts_b] = [(&tuned, &a), (&candle, &b)]
+            .map(|(model, analysis)| model.embedding_breakdown(analysis).unwrap());
+        assert_eq!(parts_a.tokens.len(), a.len());
+        for (x, y) in parts_a.tokens.iter().zip(&parts_b.tokens) {
+            assert!((x.sum - y.sum).abs() <= 1e-5 && (x.word - y.word).abs() <= 1e-5);
+        }
+        let similarity = &parts_a.position_similarity;
+        assert!((similarity[0] - 1.0).abs() < 1e-5);
+    }
+}

@@ -56,16 +56,16 @@ pub fn norm_weight(
 
 /// Every head's norm-based map, `[layer, head, query, key]`; `None` without value norms.
 pub fn attention_norms(analysis: &Analysis) -> Option<F32Array> {
+    use rayon::prelude::{IntoParallelIterator, ParallelIterator};
     let tokens = analysis.len();
-    let mut values = Vec::with_capacity(analysis.layers() * analysis.heads() * tokens * tokens);
-    for layer in 0..analysis.layers() {
-        for head in 0..analysis.heads() {
-            values.extend(norm_map(analysis, layer, HeadChoice::Head(head))?);
-        }
-    }
+    let heads = analysis.heads();
+    let maps: Option<Vec<Vec<f32>>> = (0..analysis.layers() * heads)
+        .into_par_iter()
+        .map(|index| norm_map(analysis, index / heads, HeadChoice::Head(index % heads)))
+        .collect();
     F32Array::new(
-        vec![analysis.layers(), analysis.heads(), tokens, tokens],
-        values,
+        vec![analysis.layers(), heads, tokens, tokens],
+        maps?.concat(),
     )
 }
 

@@ -278,13 +278,18 @@ fn key_kinds(analysis: &Analysis) -> (Vec<bool>, Vec<bool>) {
 
 /// Every head's statistics, `[layer][head]`.
 pub fn head_stats(analysis: &Analysis) -> Vec<Vec<HeadStats>> {
+    use rayon::prelude::{IntoParallelIterator, ParallelIterator};
     let (separators, punctuation) = key_kinds(analysis);
-    (0..analysis.layers())
-        .map(|layer| {
-            (0..analysis.heads())
-                .map(|head| map_stats(analysis.attention(layer, head), &separators, &punctuation))
-                .collect()
+    let heads = analysis.heads();
+    let flat: Vec<HeadStats> = (0..analysis.layers() * heads)
+        .into_par_iter()
+        .map(|index| {
+            let map = analysis.attention(index / heads, index % heads);
+            map_stats(map, &separators, &punctuation)
         })
+        .collect();
+    flat.chunks(heads.max(1))
+        .map(<[HeadStats]>::to_vec)
         .collect()
 }
 

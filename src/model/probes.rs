@@ -107,26 +107,31 @@ impl LoadedModel {
         if positions.is_empty() {
             return Ok(lens);
         }
+        // Every layer's rows at once, layer-major, so that the head's vocabulary matrix (the
+        // bulk of the work) is read once rather than once per layer.
+        let mut rows = Vec::with_capacity(states * positions.len() * hidden);
+        let mut final_norm = Vec::with_capacity(states * positions.len());
         for layer in 0..states {
             let state = analysis.hidden_states.matrix(&[layer]);
-            let rows: Vec<f32> = positions
-                .iter()
-                .flat_map(|&position| &state[position * hidden..][..hidden])
-                .copied()
-                .collect();
-            // The last state already went through the final LayerNorm, where there is one.
-            let final_norm = kind == HeadKind::NextToken && layer + 1 < states;
-            let logits = match &self.engine {
-                Engine::Cpu(backend) => backend.head_logits_of_rows(&rows, head, final_norm)?,
-                Engine::Candle(backend) => backend.head_logits_of_rows(&rows, head, final_norm)?,
-            };
-            let predictions = self.vocabulary_predictions(&positions, &logits, vocab, top_k);
-            for (entry, prediction) in lens.iter_mut().zip(predictions) {
-                entry.layers.push(LensLayer {
-                    layer,
-                    top_k: prediction.top_k,
-                });
+            for &position in &positions {
+                rows.extend_from_slice(&state[position * hidden..][..hidden]);
+                // The last state already went through the final LayerNorm, where there is one.
+                final_norm.push(kind == HeadKind::NextToken && layer + 1 < states);
             }
+        }
+        let logits = match &self.engine {
+            Engine::Cpu(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
+            Engine::Candle(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
+        };
+        let row_positions: Vec<usize> = (0..states)
+            .flat_map(|_| positions.iter().copied())
+            .collect();
+        let predictions = self.vocabulary_predictions(&row_positions, &logits, vocab, top_k);
+        for (row, prediction) in predictions.into_iter().enumerate() {
+            lens[row % positions.len()].layers.push(LensLayer {
+                layer: row / positions.len(),
+                top_k: prediction.top_k,
+            });
         }
         Ok(lens)
     }

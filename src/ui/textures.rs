@@ -115,24 +115,26 @@ impl TextureCache {
         layer: usize,
         head: HeadChoice,
     ) -> Option<(TextureHandle, f32)> {
-        let key = Key::Norms { layer, head };
-        if !self.textures.contains_key(&key) {
-            let mut values = crate::analysis::norms::norm_map(analysis, layer, head)?;
-            if analysis.causal {
-                crate::render::mask_future(&mut values, analysis.len());
+        let entry = match self.textures.entry(Key::Norms { layer, head }) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let mut values = crate::analysis::norms::norm_map(analysis, layer, head)?;
+                if analysis.causal {
+                    crate::render::mask_future(&mut values, analysis.len());
+                }
+                let max = max_value(&values);
+                let size = analysis.len();
+                let image =
+                    ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
+                let texture = ctx.load_texture(
+                    format!("norms-{layer}-{head:?}"),
+                    image,
+                    TextureOptions::NEAREST,
+                );
+                entry.insert((texture, max))
             }
-            let max = max_value(&values);
-            let size = analysis.len();
-            let image =
-                ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
-            let texture = ctx.load_texture(
-                format!("norms-{layer}-{head:?}"),
-                image,
-                TextureOptions::NEAREST,
-            );
-            self.textures.insert(key, (texture, max));
-        }
-        self.textures.get(&key).cloned()
+        };
+        Some(entry.clone())
     }
 
     /// Attention rollout after `layer` (`values`, `tokens × tokens`), and the value its

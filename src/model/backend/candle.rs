@@ -377,14 +377,25 @@ impl Backend for CandleBackend {
         self.run_head(Some(x), head)
     }
 
-    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>> {
+    fn head_logits_of_rows(
+        &self,
+        rows: &[f32],
+        head: usize,
+        final_norm: &[bool],
+    ) -> Result<Vec<f32>> {
         let hidden = self.config.hidden_size;
         if rows.is_empty() {
             return self.run_head(None, head);
         }
-        let mut x = Tensor::from_slice(rows, (rows.len() / hidden.max(1), hidden), &self.device)?;
-        if let (true, Some(norm)) = (final_norm, &self.final_norm) {
-            x = norm.forward(&x)?;
+        let count = rows.len() / hidden.max(1);
+        let mut x = Tensor::from_slice(rows, (count, hidden), &self.device)?;
+        if let Some(norm) = &self.final_norm {
+            let flags: Vec<u8> = (0..count)
+                .map(|row| u8::from(final_norm.get(row).copied().unwrap_or(false)))
+                .collect();
+            let flags =
+                Tensor::from_vec(flags, (count, 1), &self.device)?.broadcast_as((count, hidden))?;
+            x = flags.where_cond(&norm.forward(&x)?, &x)?;
         }
         self.run_head(Some(x), head)
     }

@@ -98,9 +98,15 @@ pub trait Backend {
     fn head_logits(&self, last: &Self::Last, head: usize, rows: &[usize]) -> Result<Vec<f32>>;
 
     /// Runs head number `head` on host hidden-state rows `[count, hidden]` (a logit lens reads
-    /// earlier layers' states this way), through the final LayerNorm first when
-    /// `final_norm` is set and the family has one; returns the logits `[count, outputs]`.
-    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>>;
+    /// earlier layers' states this way), each row first through the final LayerNorm where
+    /// `final_norm[row]` is set and the family has one; returns the logits `[count, outputs]`.
+    /// One call for every row: the head's vocabulary matrix is read once.
+    fn head_logits_of_rows(
+        &self,
+        rows: &[f32],
+        head: usize,
+        final_norm: &[bool],
+    ) -> Result<Vec<f32>>;
 
     /// The embedding-table rows the input reads.
     fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows>;

@@ -10,7 +10,7 @@
 
 mod kernels;
 
-use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 use kernels::{
     activate, dense, layer_norm_columns, softmax_rows, softmax_rows_causal, transpose_into,
@@ -27,6 +27,9 @@ use crate::model::{CapturedArray, F32Array};
 pub struct CpuBackend {
     config: ModelConfig,
     weights: ModelWeights,
+    /// Per layer, each head's G_h = W_O^hᵀ·W_O^h (`[heads, head_dim, head_dim]`), made the
+    /// first time value norms are asked for: ‖v·W_O^h‖² = vᵀ·G_h·v.
+    output_grams: Vec<std::sync::OnceLock<Vec<f32>>>,
 }
 
 /// The last hidden states, feature-major `[hidden, tokens]`.
@@ -60,7 +63,40 @@ impl Norm {
 impl CpuBackend {
     /// A backend for a model; the weights move in without copies.
     pub fn new(config: ModelConfig, weights: ModelWeights) -> Self {
-        Self { config, weights }
+        let output_grams = weights.layers.iter().map(|_| Default::default()).collect();
+        Self {
+            config,
+            weights,
+            output_grams,
+        }
+    }
+
+    /// Each head's G_h = W_O^hᵀ·W_O^h for one layer, `[heads, head_dim, head_dim]`, summed in
+    /// f64 so that the quadratic form loses nothing to the hidden-size sum.
+    fn output_gram(&self, layer: &LayerWeights) -> Vec<f32> {
+        let head_dim = self.config.head_dim();
+        let heads = self.config.num_attention_heads;
+        let output = &layer.attention_output;
+        let mut grams = vec![0f32; heads * head_dim * head_dim];
+        grams
+            .par_chunks_mut(head_dim * head_dim)
+            .enumerate()
+            .for_each(|(head, gram)| {
+                let mut sums = vec![0f64; head_dim * head_dim];
+                for row in output.weight.chunks_exact(output.inputs) {
+                    let part = &row[head * head_dim..][..head_dim];
+                    for (a, &x) in part.iter().enumerate() {
+                        let x = f64::from(x);
+                        for (sum, &y) in sums[a * head_dim..][..head_dim].iter_mut().zip(part) {
+                            *sum += x * f64::from(y);
+                        }
+                    }
+                }
+                for (out, sum) in gram.iter_mut().zip(sums) {
+                    *out = sum as f32;
+                }
+            });
+        grams
     }
 
     /// One layer on feature-major input; fills the layer's captured probabilities, queries and
@@ -170,29 +206,33 @@ impl CpuBackend {
                 transpose_into(k, head_dim, tokens, key_out);
             });
         if let Some(norms) = capture.value_norms {
-            let output = &layer.attention_output;
+            let grams = self.output_grams[index].get_or_init(|| self.output_gram(layer));
             norms
                 .par_chunks_mut(tokens)
+                .zip(grams.par_chunks(head_dim * head_dim))
                 .enumerate()
-                .for_each(|(head, norms)| {
+                .for_each(|(head, (norms, gram))| {
                     let v = &qkv[(2 * hidden + head * head_dim) * tokens..][..head_block];
-                    // f_hᵀ = W_O[:, head's columns] · vᵀ: [hidden, tokens].
-                    let mut f = vec![0f32; hidden * tokens];
+                    // ‖W_O^h·v‖² = vᵀ·G_h·v: [head_dim, tokens] through a head_dim² matrix
+                    // instead of a [hidden, tokens] product.
+                    let mut gv = vec![0f32; head_block];
                     MatMul {
-                        m: output.outputs,
+                        m: head_dim,
                         n: tokens,
                         k: head_dim,
-                        lhs: Strided::row_major(&output.weight[head * head_dim..], output.inputs),
+                        lhs: Strided::row_major(gram, head_dim),
                         rhs: Strided::row_major(v, tokens),
                     }
-                    .run(&mut f, tokens, 1.0, false, false);
+                    .run(&mut gv, tokens, 1.0, false, false);
                     norms.fill(0.0);
-                    for row in f.chunks_exact(tokens) {
-                        for (norm, &x) in norms.iter_mut().zip(row) {
-                            *norm += x * x;
+                    for (v_row, gv_row) in v.chunks_exact(tokens).zip(gv.chunks_exact(tokens)) {
+                        for ((norm, &a), &b) in norms.iter_mut().zip(v_row).zip(gv_row) {
+                            *norm += a * b;
                         }
                     }
-                    norms.iter_mut().for_each(|norm| *norm = norm.sqrt());
+                    norms
+                        .iter_mut()
+                        .for_each(|norm| *norm = norm.max(0.0).sqrt());
                 });
         }
         context_t
@@ -328,14 +368,27 @@ impl Backend for CpuBackend {
         self.head_logits_t(xt, rows.len(), head)
     }
 
-    fn head_logits_of_rows(&self, rows: &[f32], head: usize, final_norm: bool) -> Result<Vec<f32>> {
+    fn head_logits_of_rows(
+        &self,
+        rows: &[f32],
+        head: usize,
+        final_norm: &[bool],
+    ) -> Result<Vec<f32>> {
         let hidden = self.config.hidden_size;
         let count = rows.len() / hidden.max(1);
-        let mut xt = vec![0f32; rows.len()];
-        transpose_into(rows, count, hidden, &mut xt);
-        if let (true, Some(norm)) = (final_norm, &self.weights.final_norm) {
-            norm.forward_t(&mut xt, None, count);
+        let mut rows = rows.to_vec();
+        if let Some(norm) = &self.weights.final_norm {
+            for (row, _) in rows
+                .chunks_exact_mut(hidden)
+                .zip(final_norm)
+                .filter(|(_, &normed)| normed)
+            {
+                // One row is also one feature-major column.
+                norm.forward_t(row, None, 1);
+            }
         }
+        let mut xt = vec![0f32; rows.len()];
+        transpose_into(&rows, count, hidden, &mut xt);
         self.head_logits_t(xt, count, head)
     }
 
