@@ -555,8 +555,14 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let lens = if args.view == FigureView::Lens {
+        Some(model.logit_lens(&analysis, 5)?)
+    } else {
+        None
+    };
     let options = ExportOptions {
         view: args.view,
+        lens,
         layer: args.layer,
         head: args.head,
         scale: args.scale,

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use crate::analysis::projection::Projection;
 use crate::model::{
-    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, Family, HeadKind, LoadedModel,
-    ModelSource,
+    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, Family, HeadKind, LensPosition,
+    LoadedModel, ModelSource,
 };
 
 /// What the UI asks of the worker.
@@ -119,6 +119,8 @@ pub struct AnalysisResult {
     pub analysis: Analysis,
     /// Time of the forward pass (with capture), in milliseconds.
     pub inference_ms: f64,
+    /// The logit lens at each mask (or a causal LM's last token); `None` without an LM head.
+    pub lens: Option<Vec<LensPosition>>,
 }
 
 /// What the worker reports back.
@@ -291,14 +293,25 @@ impl ModelInfo {
 pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> WorkerResponse {
     let started = Instant::now();
     match model.analyze(&request) {
-        Ok(analysis) => WorkerResponse::Analyzed {
-            id,
-            result: Arc::new(AnalysisResult {
-                request,
-                analysis,
-                inference_ms: started.elapsed().as_secs_f64() * 1e3,
-            }),
-        },
+        Ok(analysis) => {
+            let inference_ms = started.elapsed().as_secs_f64() * 1e3;
+            // A few milliseconds (one pass over the vocabulary matrix), and only with an LM head.
+            let lens = model.lens_positions(&analysis).and_then(|_| {
+                model
+                    .logit_lens(&analysis, 5)
+                    .map_err(|err| tracing::warn!(%err, "logit lens failed"))
+                    .ok()
+            });
+            WorkerResponse::Analyzed {
+                id,
+                result: Arc::new(AnalysisResult {
+                    request,
+                    analysis,
+                    inference_ms,
+                    lens,
+                }),
+            }
+        }
         Err(err) => WorkerResponse::AnalysisFailed {
             id,
             message: err.to_string(),

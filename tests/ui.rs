@@ -14,7 +14,9 @@ use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
-use bertscope::ui::{heads, heatmap, lines, overview, predictions, projection, View, ViewState};
+use bertscope::ui::{
+    heads, heatmap, lens, lines, overview, predictions, projection, View, ViewState,
+};
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
@@ -256,6 +258,48 @@ fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: 
         );
     harness.run();
     harness.snapshot(snapshot);
+}
+
+/// The Lens tab of a fixture's text at its first lens position; the last row must be the
+/// model's own prediction.
+fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
+    let (result, _) = fixture_result(name, text, None);
+    let lens = result.lens.clone().unwrap();
+    let own = result
+        .analysis
+        .mlm
+        .iter()
+        .chain(&result.analysis.next_token)
+        .flatten()
+        .find(|prediction| prediction.position == lens[0].position)
+        .unwrap();
+    let last = lens[0].layers.last().unwrap();
+    assert_eq!(last.top_k[0].id, own.top_k[0].id, "{name}");
+    let mut harness = Harness::builder()
+        .with_size([900.0, 320.0])
+        .allow_missing_glyphs()
+        .build_ui_state(
+            |ui, state: &mut ViewHarnessState| {
+                lens::lens_view(ui, &result.analysis, Some(&lens), &mut state.view);
+            },
+            ViewHarnessState {
+                view: ViewState::default(),
+                textures: TextureCache::default(),
+            },
+        );
+    harness.run();
+    harness.get_by_label_contains("layer 2 (output)");
+    harness.snapshot(snapshot);
+}
+
+#[test]
+fn lens_at_a_mask_snapshot() {
+    lens_snapshot("tiny-legacy", "The cat sat on the [MASK].", "lens_mlm");
+}
+
+#[test]
+fn lens_at_gpt2s_last_token_snapshot() {
+    lens_snapshot("gpt2-lm", "The cat sat on the mat", "lens_gpt2");
 }
 
 #[test]

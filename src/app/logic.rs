@@ -432,6 +432,7 @@ impl BertscopeApp {
             statistic: view.head_statistic,
             rollout: view.attention_kind == AttentionKind::Rollout,
             norms: view.attention_kind == AttentionKind::Norms,
+            lens: result.lens.clone(),
         };
         let model = self
             .primary

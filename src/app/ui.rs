@@ -6,7 +6,7 @@ use egui::{Color32, RichText};
 use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{compare, heads, heatmap, lines, overview, predictions, projection, View};
+use crate::ui::{compare, heads, heatmap, lens, lines, overview, predictions, projection, View};
 
 /// The Sentence A field, which `/` focuses.
 const SENTENCE_A_ID: &str = "sentence-a";
@@ -67,6 +67,7 @@ impl BertscopeApp {
             Key::Num5,
             Key::Num6,
             Key::Num7,
+            Key::Num8,
         ];
         let tabs = self.visible_tabs();
         for (key, view) in numbers.into_iter().zip(tabs) {
@@ -508,6 +509,14 @@ impl BertscopeApp {
                 Some(info) => predictions::predictions_view(ui, analysis, info, state),
                 None => Vec::new(),
             },
+            View::Lens => {
+                let lens = self
+                    .primary
+                    .result
+                    .as_ref()
+                    .and_then(|result| result.lens.clone());
+                lens::lens_view(ui, analysis, lens.as_deref(), state)
+            }
             View::Compare => {
                 let a_name = self.primary.name().unwrap_or_default().to_owned();
                 let comparison = self.comparison.as_mut().and_then(|slot| {

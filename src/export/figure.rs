@@ -15,7 +15,7 @@ use crate::analysis::compare::{difference, divergence_by_layer, same_tokens};
 use crate::analysis::projection::Projection;
 use crate::analysis::stats::{HeadStats, Statistic};
 use crate::analysis::{shown_map, HeadChoice};
-use crate::model::{Analysis, TokenPrediction};
+use crate::model::{Analysis, LensPosition, TokenPrediction};
 use crate::render::{
     attention_color, difference_rgba, head_color, heatmap_rgba, max_value, place_labels,
     tick_label, TokenGroup,
@@ -721,7 +721,41 @@ pub fn predictions(
         !panels.is_empty(),
         "this model has no prediction head (masked LM, next token, classifier, answers or token labels), so there is nothing to draw"
     );
+    Ok(bar_panels(&panels, caption))
+}
 
+/// The logit lens at one position as bars: the top-k after the embeddings and after every
+/// layer, the last being the model's own prediction.
+pub fn lens(analysis: &Analysis, lens: &LensPosition, caption: &Caption) -> Document {
+    let style = analysis.token_style;
+    let last = lens.layers.len().saturating_sub(1);
+    let panels: Vec<BarPanel> = lens
+        .layers
+        .iter()
+        .map(|layer| BarPanel {
+            title: match layer.layer {
+                0 => "after the embeddings".to_owned(),
+                l if l == last => format!("after layer {l} (the model's prediction)"),
+                l => format!("after layer {l}"),
+            },
+            rows: layer
+                .top_k
+                .iter()
+                .map(|guess| {
+                    (
+                        style.display(&guess.token),
+                        guess.prob,
+                        format!("{:.3}", guess.prob),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    bar_panels(&panels, caption)
+}
+
+/// Panels of labelled bars under the caption.
+fn bar_panels(panels: &[BarPanel], caption: &Caption) -> Document {
     const BAR_LENGTH: f32 = 280.0;
     const ROW: f32 = 18.0;
     let label_width = panels
@@ -733,7 +767,7 @@ pub fn predictions(
     let (mut group, mut y) = captioned(caption);
     let bars_left = MARGIN + label_width + 10.0;
     let mut lines: Vec<(f32, String, f32)> = Vec::new();
-    for panel in &panels {
+    for panel in panels {
         group =
             group.add(text(MARGIN, y + 12.0, 13.0, SANS, &panel.title).set("font-weight", "bold"));
         lines.push((MARGIN, panel.title.clone(), 13.0));
@@ -768,7 +802,7 @@ pub fn predictions(
         .map(|(left, line, size)| (*left, line.as_str(), *size))
         .collect();
     let width = figure_width(bars_left + BAR_LENGTH + 60.0 + MARGIN, caption, &lines);
-    Ok(document(width, y + MARGIN, group))
+    document(width, y + MARGIN, group)
 }
 
 /// One side of a comparison figure.

@@ -40,6 +40,9 @@ pub enum FigureView {
     Projection,
     /// What the model's heads predict.
     Predictions,
+    /// The logit lens at the selected position (`--token`; default: the first mask, or a causal
+    /// LM's last token).
+    Lens,
     /// Two models side by side (needs a second model).
     Compare,
 }
@@ -75,6 +78,8 @@ pub struct ExportOptions {
     pub rollout: bool,
     /// Heatmap figure: norm-based attention of the head instead of its weights.
     pub norms: bool,
+    /// Lens figure: the logit lens of the run, at every position it read.
+    pub lens: Option<Vec<crate::model::LensPosition>>,
 }
 
 impl Default for ExportOptions {
@@ -94,6 +99,7 @@ impl Default for ExportOptions {
             statistic: crate::analysis::stats::Statistic::default(),
             rollout: false,
             norms: false,
+            lens: None,
         }
     }
 }
@@ -257,6 +263,7 @@ pub fn export_cancellable(
             FigureView::Heads => format!("head statistics · {}", options.statistic.name()),
             FigureView::Projection => format!("hidden states, layer {}", options.layer),
             FigureView::Predictions => "predictions".to_owned(),
+            FigureView::Lens => "logit lens".to_owned(),
             FigureView::Compare => "compared".to_owned(),
         };
         let title = match &comparison {
@@ -304,6 +311,29 @@ pub fn export_cancellable(
             }
             FigureView::Predictions => {
                 figure::predictions(analysis, options.selected_token, &caption)?
+            }
+            FigureView::Lens => {
+                let lens = options.lens.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("the logit lens needs a masked-LM or next-token head")
+                })?;
+                let at = crate::model::probes::lens_at(lens, options.selected_token).ok_or_else(
+                    || {
+                        anyhow::anyhow!(
+                            "the logit lens reads the mask tokens, and the text has none; type one"
+                        )
+                    },
+                )?;
+                let caption = figure::Caption::new(
+                    &title,
+                    &format!(
+                        "logit lens at token {} ({})",
+                        at.position,
+                        analysis.display_token(at.position)
+                    ),
+                    text_a,
+                    text_b,
+                );
+                figure::lens(analysis, at, &caption)
             }
             FigureView::Compare => {
                 let this = figure::CompareSide {

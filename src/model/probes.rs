@@ -185,6 +185,14 @@ impl LoadedModel {
     }
 }
 
+/// The lens entry at `position` when the lens read it, else the first (the first mask, or a
+/// causal LM's last token); `None` when the lens read no position.
+pub fn lens_at(lens: &[LensPosition], position: Option<usize>) -> Option<&LensPosition> {
+    position
+        .and_then(|position| lens.iter().find(|entry| entry.position == position))
+        .or_else(|| lens.first())
+}
+
 /// The cosine similarity of every pair of rows of `[rows, width]`, row-major `[rows][rows]`.
 fn cosine_similarities(values: &[f32], width: usize) -> Vec<f32> {
     let rows: Vec<&[f32]> = values.chunks_exact(width.max(1)).collect();

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod heads;
 pub mod heatmap;
+pub mod lens;
 pub mod lines;
 pub mod overview;
 pub mod predictions;
@@ -36,6 +37,8 @@ pub enum View {
     #[serde(alias = "Mlm")]
     #[value(alias = "mlm")]
     Predictions,
+    /// The logit lens: the prediction head read after every layer.
+    Lens,
     /// Two models side by side (once a second model is loaded).
     Compare,
 }
@@ -51,18 +54,20 @@ impl View {
             View::Heads => FigureView::Heads,
             View::Projection => FigureView::Projection,
             View::Predictions => FigureView::Predictions,
+            View::Lens => FigureView::Lens,
             View::Compare => FigureView::Compare,
         }
     }
 
     /// Every view, in tab order.
-    pub const ALL: [View; 7] = [
+    pub const ALL: [View; 8] = [
         View::Heatmap,
         View::Lines,
         View::Overview,
         View::Heads,
         View::Projection,
         View::Predictions,
+        View::Lens,
         View::Compare,
     ];
 
@@ -75,6 +80,7 @@ impl View {
             View::Heads => "Heads",
             View::Projection => "Projection",
             View::Predictions => "Predictions",
+            View::Lens => "Lens",
             View::Compare => "Compare",
         }
     }
@@ -94,6 +100,7 @@ impl View {
             View::Heads => "What each head attends to, by Clark et al.'s statistics: first token, separators, punctuation, itself, neighbours, entropy",
             View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
             View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
+            View::Lens => "The logit lens: the model's own prediction head read after every layer, at a mask or at GPT-2's last token",
             View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
         }
     }
