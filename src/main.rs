@@ -63,6 +63,10 @@ struct AppArgs {
     /// A second model (folder or Hub id) to compare with, side by side.
     #[arg(long, value_name = "M2")]
     compare: Option<String>,
+    /// Heads to switch off from the start, LAYER:HEAD comma-separated (0-based); the Overview
+    /// tab switches them too.
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
+    ablate: Vec<(usize, usize)>,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +332,7 @@ fn open_app(args: AppArgs) -> anyhow::Result<()> {
         view: args.view,
         screenshot: args.screenshot,
         compare: args.compare,
+        ablate: args.ablate,
     })
 }
 

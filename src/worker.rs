@@ -121,6 +121,8 @@ pub struct AnalysisResult {
     pub inference_ms: f64,
     /// The logit lens at each mask (or a causal LM's last token); `None` without an LM head.
     pub lens: Option<Vec<LensPosition>>,
+    /// With heads ablated, the same input run intact, so that views can show before → after.
+    pub intact: Option<Box<Analysis>>,
 }
 
 /// What the worker reports back.
@@ -302,6 +304,21 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
                     .map_err(|err| tracing::warn!(%err, "logit lens failed"))
                     .ok()
             });
+            let intact = if request.ablated_heads.is_empty() {
+                None
+            } else {
+                let mut intact = request.clone();
+                intact.ablated_heads.clear();
+                match model.analyze(&intact) {
+                    Ok(analysis) => Some(Box::new(analysis)),
+                    Err(err) => {
+                        return WorkerResponse::AnalysisFailed {
+                            id,
+                            message: err.to_string(),
+                        }
+                    }
+                }
+            };
             WorkerResponse::Analyzed {
                 id,
                 result: Arc::new(AnalysisResult {
@@ -309,6 +326,7 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
                     analysis,
                     inference_ms,
                     lens,
+                    intact,
                 }),
             }
         }

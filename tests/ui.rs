@@ -133,7 +133,13 @@ fn lines_snapshot() {
 fn overview_snapshot() {
     let result = fixed_result();
     let mut harness = view_harness(|ui, state| {
-        overview::overview_view(ui, &result.analysis, &state.view, &mut state.textures);
+        overview::overview_view(
+            ui,
+            &result.analysis,
+            &state.view,
+            overview::Ablation::default(),
+            &mut state.textures,
+        );
     });
     harness.run();
     harness.snapshot("overview");
@@ -249,7 +255,7 @@ fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: 
         .allow_missing_glyphs()
         .build_ui_state(
             |ui, state: &mut ViewHarnessState| {
-                predictions::predictions_view(ui, &result.analysis, &info, &mut state.view);
+                predictions::predictions_view(ui, &result.analysis, None, &info, &mut state.view);
             },
             ViewHarnessState {
                 view: ViewState::default(),
@@ -558,6 +564,57 @@ fn a_bad_model_folder_keeps_the_window_usable_with_a_message() {
     );
     harness.get_by_label("Open folder…");
     harness.get_by_label_contains("no such folder");
+}
+
+#[test]
+fn ablating_heads_in_the_overview_reruns_and_shows_before_and_after() {
+    let mut harness = app_harness("the cat sat on the [MASK].");
+    harness.get_by_label("Overview").click();
+    harness.run_ok();
+    harness.get_by_label("✂ Ablate heads").click();
+    harness.run_ok();
+    harness.get_by_label("layer 0, head 1").click();
+    harness.run_ok();
+    harness.get_by_label("layer 1, head 3").click();
+    wait_until(&mut harness, |app| {
+        app.result()
+            .is_some_and(|result| result.analysis.ablated_heads.len() == 2)
+    });
+    let result = harness.state().result().unwrap().clone();
+    assert_eq!(result.analysis.ablated_heads, [(0, 1), (1, 3)]);
+    assert!(result.analysis.attention(0, 1).iter().all(|&w| w == 0.0));
+    let intact = result.intact.as_deref().unwrap();
+    assert!(intact.ablated_heads.is_empty());
+    assert!(intact.attention(0, 1).iter().any(|&w| w > 0.0));
+    assert_eq!(
+        harness.state().settings().view.view,
+        View::Overview,
+        "in ablation mode a click switches, not opens"
+    );
+    harness.get_by_label("layer 0, head 1 (switched off)");
+    harness.get_by_label_contains("Switched off (layer:head): 0:1, 1:3");
+
+    harness.get_by_label("Predictions").click();
+    harness.run_ok();
+    harness.get_by_label("Ablation: before → after");
+    harness.get_by_label_contains("mask at token");
+
+    // Switching one back on runs again with the other.
+    harness.get_by_label("Overview").click();
+    harness.run_ok();
+    harness
+        .get_by_label("layer 0, head 1 (switched off)")
+        .click();
+    wait_until(&mut harness, |app| {
+        app.result()
+            .is_some_and(|result| result.analysis.ablated_heads == [(1, 3)])
+    });
+    harness.get_by_label("Restore all").click();
+    wait_until(&mut harness, |app| {
+        app.result().is_some_and(|result| {
+            result.analysis.ablated_heads.is_empty() && result.intact.is_none()
+        })
+    });
 }
 
 #[test]

@@ -29,6 +29,8 @@ impl BertscopeApp {
         let name = name.trim().to_owned();
         self.picker_note = None;
         self.model_field = name.clone();
+        // Head numbers mean nothing in another model.
+        self.settings.view.ablated_heads.clear();
         let id = self.next_id();
         self.primary.load(id, name, self.device);
     }
@@ -126,7 +128,10 @@ impl BertscopeApp {
         self.text_changed_at = None;
         let request = self.current_request();
         let id = self.next_id();
-        self.primary.analyze(id, request.clone());
+        // Ablation is of the primary model's heads; the comparison runs intact.
+        let mut ablated = request.clone();
+        ablated.ablated_heads = self.settings.view.ablated_heads.clone();
+        self.primary.analyze(id, ablated);
         if let Some(comparison) = &mut self.comparison {
             comparison.analyze(id, request);
         }
@@ -222,6 +227,20 @@ impl BertscopeApp {
                     self.text_changed();
                 }
                 UiAction::Export => self.export_view(),
+                UiAction::ToggleAblation { layer, head } => {
+                    let heads = &mut self.settings.view.ablated_heads;
+                    match heads.iter().position(|&pair| pair == (layer, head)) {
+                        Some(index) => {
+                            heads.remove(index);
+                        }
+                        None => heads.push((layer, head)),
+                    }
+                    self.request_analysis();
+                }
+                UiAction::ClearAblation => {
+                    self.settings.view.ablated_heads.clear();
+                    self.request_analysis();
+                }
             }
         }
     }

@@ -43,6 +43,8 @@ pub struct LaunchOptions {
     pub screenshot: Option<PathBuf>,
     /// A second model to compare with (folder or Hub id).
     pub compare: Option<String>,
+    /// Heads `(layer, head)` of the model to switch off from the start.
+    pub ablate: Vec<(usize, usize)>,
 }
 
 /// Settings remembered between runs (eframe storage).
@@ -203,6 +205,7 @@ impl BertscopeApp {
             show_shortcuts: false,
         };
         app.load_model(model);
+        app.settings.view.ablated_heads = launch.ablate;
         if let Some(compare) = launch.compare {
             app.load_comparison(ctx, compare);
         }

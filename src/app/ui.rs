@@ -477,7 +477,19 @@ impl BertscopeApp {
             }
             View::Lines => lines::lines_view(ui, analysis, state),
             View::Overview => {
-                overview::overview_view(ui, analysis, state, &mut self.primary.textures)
+                let mut actions = overview::ablation_bar(ui, state);
+                let ablation = overview::Ablation {
+                    heads: &state.ablated_heads,
+                    clicks_toggle: state.ablation_mode,
+                };
+                actions.extend(overview::overview_view(
+                    ui,
+                    analysis,
+                    state,
+                    ablation,
+                    &mut self.primary.textures,
+                ));
+                actions
             }
             View::Projection => match self.primary.projection() {
                 Some(Ok(projection)) => {
@@ -506,17 +518,16 @@ impl BertscopeApp {
                 }
             },
             View::Predictions => match &info {
-                Some(info) => predictions::predictions_view(ui, analysis, info, state),
+                Some(info) => predictions::predictions_view(
+                    ui,
+                    analysis,
+                    result.intact.as_deref(),
+                    info,
+                    state,
+                ),
                 None => Vec::new(),
             },
-            View::Lens => {
-                let lens = self
-                    .primary
-                    .result
-                    .as_ref()
-                    .and_then(|result| result.lens.clone());
-                lens::lens_view(ui, analysis, lens.as_deref(), state)
-            }
+            View::Lens => lens::lens_view(ui, analysis, result.lens.as_deref(), state),
             View::Compare => {
                 let a_name = self.primary.name().unwrap_or_default().to_owned();
                 let comparison = self.comparison.as_mut().and_then(|slot| {

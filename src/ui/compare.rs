@@ -133,15 +133,26 @@ fn compare_body<'a>(
     if state.compare_overviews {
         ui.columns(2, |columns| {
             columns[0].strong(format!("A: {}", a.name));
+            let ablation = overview::Ablation {
+                heads: &state.ablated_heads,
+                clicks_toggle: false,
+            };
             actions.extend(overview::overview_view(
                 &mut columns[0],
                 a.analysis,
                 state,
+                ablation,
                 a.textures,
             ));
             columns[1].strong(format!("B: {}", b.name));
             // Opening a head of B in the heatmap would show A's map: B's grid is for looking.
-            overview::overview_view(&mut columns[1], b.analysis, state, b.textures);
+            overview::overview_view(
+                &mut columns[1],
+                b.analysis,
+                state,
+                overview::Ablation::default(),
+                b.textures,
+            );
         });
         return actions;
     }

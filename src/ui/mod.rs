@@ -212,6 +212,13 @@ pub struct ViewState {
     /// Compare tab: one zoom and pan for its matrices, so that they stay aligned.
     #[serde(skip)]
     pub compare_zoom: heatmap::MatrixZoom,
+    /// Overview: clicks switch heads off instead of opening them.
+    #[serde(skip)]
+    pub ablation_mode: bool,
+    /// Heads `(layer, head)` switched off, in the order they were clicked (not remembered: they
+    /// belong to one model).
+    #[serde(skip)]
+    pub ablated_heads: Vec<(usize, usize)>,
 }
 
 impl Default for ViewState {
@@ -235,6 +242,8 @@ impl Default for ViewState {
             compare_layer: 0,
             align_by_depth: true,
             compare_overviews: false,
+            ablation_mode: false,
+            ablated_heads: Vec::new(),
             compare_heads: [HeadChoice::Mean; 2],
             compare_zoom: heatmap::MatrixZoom::default(),
         }
@@ -277,6 +286,15 @@ pub enum UiAction {
     UsePair,
     /// Save the open view as a figure, or the attention data (the app asks where).
     Export,
+    /// Switch a head off (or back on) and run the text again.
+    ToggleAblation {
+        /// Layer index.
+        layer: usize,
+        /// Head index.
+        head: usize,
+    },
+    /// Switch every head back on.
+    ClearAblation,
 }
 
 /// A small button showing a symbol ("<", "+"), named for screen readers by `name`, with a

@@ -10,15 +10,65 @@ use crate::model::Analysis;
 const LABEL_ROOM: f32 = 28.0;
 const GAP: f32 = 3.0;
 
-/// The overview tab.
+/// Which heads of the grid's model are switched off, and whether clicking a head switches it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ablation<'a> {
+    /// Heads `(layer, head)` switched off: marked with a cross.
+    pub heads: &'a [(usize, usize)],
+    /// Clicks switch heads off and on instead of opening them in the heatmap.
+    pub clicks_toggle: bool,
+}
+
+/// The Overview tab's ablation controls: the mode switch, what is switched off, and a way
+/// back. Returns what the app must do.
+pub fn ablation_bar(ui: &mut egui::Ui, state: &mut ViewState) -> Vec<UiAction> {
+    let mut actions = Vec::new();
+    ui.horizontal(|ui| {
+        ui.toggle_value(&mut state.ablation_mode, "✂ Ablate heads")
+            .on_hover_text("While on, clicking a head switches it off (its attention is multiplied by zero, as transformers 4.x's head_mask did) or back on; the model runs again and Predictions shows before → after");
+        if state.ablated_heads.is_empty() {
+            if state.ablation_mode {
+                ui.weak("Click heads to switch them off");
+            }
+        } else {
+            let list: Vec<String> = state
+                .ablated_heads
+                .iter()
+                .map(|(layer, head)| format!("{layer}:{head}"))
+                .collect();
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Switched off (layer:head): {}", list.join(", ")),
+            );
+            if ui
+                .button("Restore all")
+                .on_hover_text("Switch every head back on and run again")
+                .clicked()
+            {
+                actions.push(UiAction::ClearAblation);
+            }
+        }
+    });
+    actions
+}
+
+/// The overview tab: every head of `analysis`, with `ablation`'s heads crossed out.
 pub fn overview_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
     state: &ViewState,
+    ablation: Ablation<'_>,
     textures: &mut TextureCache,
 ) -> Vec<UiAction> {
     let (layers, heads) = (analysis.layers(), analysis.heads());
-    ui.weak(format!("{layers} layers × {heads} heads · rows are layers, columns are heads · click a head to open it"));
+    let click = if ablation.clicks_toggle {
+        "click a head to switch it off or on"
+    } else {
+        "click a head to open it"
+    };
+    ui.weak(format!(
+        "{layers} layers × {heads} heads · rows are layers, columns are heads · {click}"
+    ));
     let mut actions = Vec::new();
     egui::ScrollArea::both()
         .auto_shrink([false, false])
@@ -71,6 +121,14 @@ pub fn overview_view(
                             ui.ctx().request_repaint();
                         }
                     }
+                    if ablation.heads.contains(&(layer, head)) {
+                        let red = ui.visuals().error_fg_color;
+                        painter.rect_filled(rect, 0.0, Color32::from_black_alpha(150));
+                        let stroke = Stroke::new(2.0, red);
+                        painter.line_segment([rect.left_top(), rect.right_bottom()], stroke);
+                        painter.line_segment([rect.right_top(), rect.left_bottom()], stroke);
+                        painter.rect_stroke(rect, 0.0, stroke, StrokeKind::Inside);
+                    }
                     if state.layer == layer && state.head == HeadChoice::Head(head) {
                         painter.rect_stroke(
                             rect,
@@ -93,7 +151,12 @@ pub fn overview_view(
                         ui.scope_id().with(("overview", layer, head)),
                         Sense::click(),
                     );
-                    let label = format!("layer {layer}, head {head}");
+                    let off = ablation.heads.contains(&(layer, head));
+                    let label = if off {
+                        format!("layer {layer}, head {head} (switched off)")
+                    } else {
+                        format!("layer {layer}, head {head}")
+                    };
                     cell.widget_info(|| {
                         egui::WidgetInfo::labeled(egui::Role::Button, true, &label)
                     });
@@ -105,10 +168,18 @@ pub fn overview_view(
                             StrokeKind::Outside,
                         );
                     }
-                    let cell = cell
-                        .on_hover_text_at_pointer(format!("{label}: click to open in the heatmap"));
+                    let hint = match (ablation.clicks_toggle, off) {
+                        (true, true) => "click to switch it back on",
+                        (true, false) => "click to switch it off",
+                        (false, _) => "click to open in the heatmap",
+                    };
+                    let cell = cell.on_hover_text_at_pointer(format!("{label}: {hint}"));
                     if cell.clicked() {
-                        actions.push(UiAction::OpenInHeatmap { layer, head });
+                        actions.push(if ablation.clicks_toggle {
+                            UiAction::ToggleAblation { layer, head }
+                        } else {
+                            UiAction::OpenInHeatmap { layer, head }
+                        });
                     }
                 }
             }
@@ -140,7 +211,7 @@ pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> OverviewTimes {
     let frame = |textures: &mut TextureCache| {
         let output = ctx.run_ui(super::headless_input(), |ui| {
             egui::CentralPanel::default().show(ui, |ui| {
-                overview_view(ui, analysis, &state, textures);
+                overview_view(ui, analysis, &state, Ablation::default(), textures);
             });
         });
         ctx.tessellate(output.shapes, output.pixels_per_point).len()

@@ -14,10 +14,12 @@ use crate::worker::ModelInfo;
 const BAR_WIDTH: f32 = 240.0;
 const LABEL_WIDTH: f32 = 160.0;
 
-/// The Predictions tab.
+/// The Predictions tab. `intact` is the same input without ablation, when heads were switched
+/// off: the tab then opens with what changed.
 pub fn predictions_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
+    intact: Option<&Analysis>,
     info: &ModelInfo,
     state: &mut ViewState,
 ) -> Vec<UiAction> {
@@ -35,6 +37,10 @@ pub fn predictions_view(
         .id_salt("predictions")
         .auto_shrink([false, false])
         .show(ui, |ui| {
+            if let Some(intact) = intact {
+                ablation_section(ui, intact, analysis, state, &mut actions);
+                ui.separator();
+            }
             for kind in &info.prediction_heads {
                 ui.add_space(6.0);
                 ui.heading(section_title(*kind));
@@ -66,6 +72,124 @@ pub fn predictions_view(
             }
         });
     actions
+}
+
+/// Before → after: each head's top answer with every head on, and with the ablated heads off.
+fn ablation_section(
+    ui: &mut egui::Ui,
+    before: &Analysis,
+    after: &Analysis,
+    state: &ViewState,
+    actions: &mut Vec<UiAction>,
+) {
+    let off: Vec<String> = after
+        .ablated_heads
+        .iter()
+        .map(|(layer, head)| format!("{layer}:{head}"))
+        .collect();
+    ui.add_space(6.0);
+    ui.horizontal(|ui| {
+        ui.heading("Ablation: before → after");
+        if ui
+            .button("Restore all")
+            .on_hover_text("Switch every head back on and run again")
+            .clicked()
+        {
+            actions.push(UiAction::ClearAblation);
+        }
+    });
+    ui.weak(format!(
+        "With heads {} (layer:head) switched off: their attention is multiplied by zero. Switch heads in the Overview tab.",
+        off.join(", ")
+    ));
+    let style = before.token_style;
+    let top = |prediction: Option<&TokenPrediction>| -> (String, Option<u32>) {
+        prediction
+            .and_then(|p| p.top_k.first())
+            .map(|c| {
+                let text = format!("{} {:.1}%", style.display(&c.token), c.prob * 100.0);
+                (text, Some(c.id))
+            })
+            .unwrap_or_default()
+    };
+    // (what, with every head, with heads off, whether the answer changed)
+    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+    let mut guesses = |what: String, a: Option<&TokenPrediction>, b: Option<&TokenPrediction>| {
+        let ((was, was_id), (now, now_id)) = (top(a), top(b));
+        rows.push((what, was, now, was_id != now_id));
+    };
+    for (a, b) in before.mlm.iter().flatten().zip(after.mlm.iter().flatten()) {
+        guesses(format!("mask at token {}", a.position), Some(a), Some(b));
+    }
+    if let (Some(a), Some(b)) = (&before.next_token, &after.next_token) {
+        let position = state
+            .selected_token
+            .filter(|&t| t < before.len())
+            .unwrap_or(before.len().saturating_sub(1));
+        let find = |all: &[TokenPrediction]| all.iter().find(|p| p.position == position).cloned();
+        guesses(
+            format!("next token after {position}"),
+            find(a).as_ref(),
+            find(b).as_ref(),
+        );
+    }
+    if let (Some(a), Some(b)) = (before.nsp_is_next, after.nsp_is_next) {
+        rows.push((
+            "B follows A".to_owned(),
+            format!("{:.1}%", a * 100.0),
+            format!("{:.1}%", b * 100.0),
+            (a > 0.5) != (b > 0.5),
+        ));
+    }
+    if let (Some(a), Some(b)) = (&before.classification, &after.classification) {
+        let first = |c: &Classification| {
+            c.labels
+                .first()
+                .map(|l| (format!("{} {:.3}", l.label, l.value()), l.id))
+                .unwrap_or_default()
+        };
+        let ((was, was_id), (now, now_id)) = (first(a), first(b));
+        rows.push(("label".to_owned(), was, now, was_id != now_id));
+    }
+    if let (Some(a), Some(b)) = (&before.qa, &after.qa) {
+        let changed = (a.start, a.end) != (b.start, b.end);
+        rows.push((
+            "answer".to_owned(),
+            a.answer.clone(),
+            b.answer.clone(),
+            changed,
+        ));
+    }
+    if let (Some(a), Some(b)) = (&before.token_classification, &after.token_classification) {
+        let changed = a.iter().zip(b).filter(|(x, y)| x.id != y.id).count();
+        rows.push((
+            "token labels".to_owned(),
+            format!("{} tokens", a.len()),
+            format!("{changed} changed"),
+            changed > 0,
+        ));
+    }
+    egui::Grid::new("ablation")
+        .striped(true)
+        .spacing([16.0, 4.0])
+        .show(ui, |ui| {
+            ui.strong("");
+            ui.strong("every head on");
+            ui.strong("heads off");
+            ui.end_row();
+            for (what, was, now, changed) in rows {
+                ui.label(what);
+                ui.label(RichText::new(was).monospace());
+                let now = RichText::new(now).monospace();
+                if changed {
+                    ui.label(now.color(ui.visuals().warn_fg_color).strong())
+                        .on_hover_text("The top answer changed");
+                } else {
+                    ui.label(now);
+                }
+                ui.end_row();
+            }
+        });
 }
 
 fn section_title(kind: HeadKind) -> &'static str {
