@@ -565,9 +565,15 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let embeddings = if args.view == FigureView::Embeddings {
+        Some(model.embedding_breakdown(&analysis)?.tokens)
+    } else {
+        None
+    };
     let options = ExportOptions {
         view: args.view,
         lens,
+        embeddings,
         layer: args.layer,
         head: args.head,
         scale: args.scale,

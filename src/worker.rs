@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use crate::analysis::projection::Projection;
 use crate::model::{
-    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, Family, HeadKind, LensPosition,
-    LoadedModel, ModelSource,
+    Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, EmbeddingBreakdown, Family,
+    HeadKind, LensPosition, LoadedModel, ModelSource,
 };
 
 /// What the UI asks of the worker.
@@ -123,6 +123,8 @@ pub struct AnalysisResult {
     pub lens: Option<Vec<LensPosition>>,
     /// With heads ablated, the same input run intact, so that views can show before → after.
     pub intact: Option<Box<Analysis>>,
+    /// The input embeddings taken apart.
+    pub embeddings: Option<EmbeddingBreakdown>,
 }
 
 /// What the worker reports back.
@@ -304,6 +306,10 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
                     .map_err(|err| tracing::warn!(%err, "logit lens failed"))
                     .ok()
             });
+            let embeddings = model
+                .embedding_breakdown(&analysis)
+                .map_err(|err| tracing::warn!(%err, "embedding breakdown failed"))
+                .ok();
             let intact = if request.ablated_heads.is_empty() {
                 None
             } else {
@@ -327,6 +333,7 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
                     inference_ms,
                     lens,
                     intact,
+                    embeddings,
                 }),
             }
         }

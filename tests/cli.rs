@@ -764,6 +764,54 @@ fn ablated_heads_match_transformers_head_mask() {
     assert!(message.contains("no head 2:0"), "{message}");
 }
 
+/// `export --view lens` and `--view embeddings` draw figures from the CLI; `--norms` a
+/// norm-based heatmap.
+#[test]
+fn lens_embeddings_and_norms_figures_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-legacy");
+    for (view, extra, expected) in [
+        ("lens", None, "after layer 2 (the model's prediction)"),
+        ("embeddings", None, "‖position embedding‖"),
+        ("heatmap", Some("--norms"), "norm-based attention"),
+    ] {
+        let out = dir.path().join(format!("{view}.svg"));
+        let mut args = vec![
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            "The cat sat on the [MASK].",
+            "--view",
+            view,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let output = bertscope(&args);
+        assert!(
+            output.status.success(),
+            "{view}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(svg.contains(expected), "{view}: {svg:.400}");
+    }
+    let output = bertscope(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "no mask here",
+        "--view",
+        "lens",
+        "--out",
+        dir.path().join("none.svg").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("has none"));
+}
+
 /// `dump --words` merges pieces into words as the reference does: to a word summed, from a
 /// word averaged, for attention and rollout.
 #[test]

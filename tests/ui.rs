@@ -15,7 +15,7 @@ use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
 use bertscope::ui::{
-    heads, heatmap, lens, lines, overview, predictions, projection, View, ViewState,
+    embeddings, heads, heatmap, lens, lines, overview, predictions, projection, View, ViewState,
 };
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -296,6 +296,32 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
     harness.run();
     harness.get_by_label_contains("layer 2 (output)");
     harness.snapshot(snapshot);
+}
+
+/// The Embeddings tab: every token's sizes, and the position similarity with 1 on its diagonal.
+#[test]
+fn embeddings_snapshot() {
+    let result = fixed_result();
+    let breakdown = result.embeddings.as_ref().unwrap();
+    let tokens = result.analysis.len();
+    assert_eq!(breakdown.tokens.len(), tokens);
+    for index in 0..tokens {
+        let diagonal = breakdown.position_similarity[index * tokens + index];
+        assert!((diagonal - 1.0).abs() < 1e-5);
+    }
+    let mut harness = view_harness(|ui, state| {
+        embeddings::embeddings_view(
+            ui,
+            &result.analysis,
+            Some(breakdown),
+            &mut state.view,
+            &mut state.textures,
+        );
+    });
+    harness.run();
+    harness.get_by_label_contains("Similarity matrix");
+    harness.get_by_label("after norm");
+    harness.snapshot("embeddings");
 }
 
 #[test]

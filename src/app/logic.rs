@@ -452,6 +452,10 @@ impl BertscopeApp {
             rollout: view.attention_kind == AttentionKind::Rollout,
             norms: view.attention_kind == AttentionKind::Norms,
             lens: result.lens.clone(),
+            embeddings: result
+                .embeddings
+                .as_ref()
+                .map(|breakdown| breakdown.tokens.clone()),
         };
         let model = self
             .primary

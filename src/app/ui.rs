@@ -6,7 +6,9 @@ use egui::{Color32, RichText};
 use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{compare, heads, heatmap, lens, lines, overview, predictions, projection, View};
+use crate::ui::{
+    compare, embeddings, heads, heatmap, lens, lines, overview, predictions, projection, View,
+};
 
 /// The Sentence A field, which `/` focuses.
 const SENTENCE_A_ID: &str = "sentence-a";
@@ -68,6 +70,7 @@ impl BertscopeApp {
             Key::Num6,
             Key::Num7,
             Key::Num8,
+            Key::Num9,
         ];
         let tabs = self.visible_tabs();
         for (key, view) in numbers.into_iter().zip(tabs) {
@@ -528,6 +531,13 @@ impl BertscopeApp {
                 None => Vec::new(),
             },
             View::Lens => lens::lens_view(ui, analysis, result.lens.as_deref(), state),
+            View::Embeddings => embeddings::embeddings_view(
+                ui,
+                analysis,
+                result.embeddings.as_ref(),
+                state,
+                &mut self.primary.textures,
+            ),
             View::Compare => {
                 let a_name = self.primary.name().unwrap_or_default().to_owned();
                 let comparison = self.comparison.as_mut().and_then(|slot| {

@@ -15,7 +15,7 @@ use crate::analysis::compare::{difference, divergence_by_layer, same_tokens};
 use crate::analysis::projection::Projection;
 use crate::analysis::stats::{HeadStats, Statistic};
 use crate::analysis::{shown_map, HeadChoice};
-use crate::model::{Analysis, LensPosition, TokenPrediction};
+use crate::model::{Analysis, LensPosition, TokenEmbedding, TokenPrediction};
 use crate::render::{
     attention_color, difference_rgba, head_color, heatmap_rgba, max_value, place_labels,
     tick_label, TokenGroup,
@@ -749,6 +749,59 @@ pub fn lens(analysis: &Analysis, lens: &LensPosition, caption: &Caption) -> Docu
                     )
                 })
                 .collect(),
+        })
+        .collect();
+    bar_panels(&panels, caption)
+}
+
+/// The sizes of each token's input embedding and its parts, a panel of bars per part.
+pub fn embeddings(analysis: &Analysis, parts: &[TokenEmbedding], caption: &Caption) -> Document {
+    let columns: [(&str, Vec<Option<f32>>); 5] = [
+        (
+            "‖word embedding‖",
+            parts.iter().map(|t| Some(t.word)).collect(),
+        ),
+        (
+            "‖position embedding‖",
+            parts.iter().map(|t| Some(t.position_emb)).collect(),
+        ),
+        (
+            "‖segment embedding‖",
+            parts.iter().map(|t| t.segment).collect(),
+        ),
+        (
+            "‖word + segment + position‖",
+            parts.iter().map(|t| Some(t.sum)).collect(),
+        ),
+        (
+            "‖LayerNorm(sum)‖",
+            parts.iter().map(|t| t.after_norm).collect(),
+        ),
+    ];
+    let panels: Vec<BarPanel> = columns
+        .into_iter()
+        .filter(|(_, values)| values.iter().any(Option::is_some))
+        .map(|(title, values)| {
+            let max = values
+                .iter()
+                .flatten()
+                .copied()
+                .fold(f32::MIN_POSITIVE, f32::max);
+            BarPanel {
+                title: title.to_owned(),
+                rows: parts
+                    .iter()
+                    .zip(values)
+                    .map(|(part, value)| {
+                        let value = value.unwrap_or(0.0);
+                        (
+                            analysis.display_token(part.position),
+                            value / max,
+                            format!("{value:.3}"),
+                        )
+                    })
+                    .collect(),
+            }
         })
         .collect();
     bar_panels(&panels, caption)

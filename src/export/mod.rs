@@ -43,6 +43,8 @@ pub enum FigureView {
     /// The logit lens at the selected position (`--token`; default: the first mask, or a causal
     /// LM's last token).
     Lens,
+    /// The sizes of each token's input embedding and its parts.
+    Embeddings,
     /// Two models side by side (needs a second model).
     Compare,
 }
@@ -80,6 +82,8 @@ pub struct ExportOptions {
     pub norms: bool,
     /// Lens figure: the logit lens of the run, at every position it read.
     pub lens: Option<Vec<crate::model::LensPosition>>,
+    /// Embeddings figure: the run's embedding breakdown.
+    pub embeddings: Option<Vec<crate::model::TokenEmbedding>>,
 }
 
 impl Default for ExportOptions {
@@ -100,6 +104,7 @@ impl Default for ExportOptions {
             rollout: false,
             norms: false,
             lens: None,
+            embeddings: None,
         }
     }
 }
@@ -264,6 +269,7 @@ pub fn export_cancellable(
             FigureView::Projection => format!("hidden states, layer {}", options.layer),
             FigureView::Predictions => "predictions".to_owned(),
             FigureView::Lens => "logit lens".to_owned(),
+            FigureView::Embeddings => "input embeddings (L2 norms)".to_owned(),
             FigureView::Compare => "compared".to_owned(),
         };
         let title = match &comparison {
@@ -334,6 +340,13 @@ pub fn export_cancellable(
                     text_b,
                 );
                 figure::lens(analysis, at, &caption)
+            }
+            FigureView::Embeddings => {
+                let parts = options
+                    .embeddings
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("the embeddings were not taken apart"))?;
+                figure::embeddings(analysis, parts, &caption)
             }
             FigureView::Compare => {
                 let this = figure::CompareSide {

@@ -193,35 +193,27 @@ pub fn lens_at(lens: &[LensPosition], position: Option<usize>) -> Option<&LensPo
         .or_else(|| lens.first())
 }
 
-/// The cosine similarity of every pair of rows of `[rows, width]`, row-major `[rows][rows]`.
+/// The cosine similarity of every pair of rows of `[rows, width]`, row-major `[rows][rows]`:
+/// rows normalised in f64, then one f32 matrix product (a 512-token input is 0.2 GFLOP).
 fn cosine_similarities(values: &[f32], width: usize) -> Vec<f32> {
-    let rows: Vec<&[f32]> = values.chunks_exact(width.max(1)).collect();
-    let norms: Vec<f64> = rows
-        .iter()
-        .map(|row| {
-            row.iter()
+    let rows = values.len() / width.max(1);
+    let unit: Vec<f32> = values
+        .chunks_exact(width.max(1))
+        .flat_map(|row| {
+            let norm = row
+                .iter()
                 .map(|&v| f64::from(v).powi(2))
                 .sum::<f64>()
-                .sqrt()
+                .sqrt();
+            let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            row.iter().map(move |&v| (f64::from(v) * scale) as f32)
         })
         .collect();
-    let mut out = Vec::with_capacity(rows.len() * rows.len());
-    for (a, norm_a) in rows.iter().zip(&norms) {
-        for (b, norm_b) in rows.iter().zip(&norms) {
-            let dot: f64 = a
-                .iter()
-                .zip(*b)
-                .map(|(&x, &y)| f64::from(x) * f64::from(y))
-                .sum();
-            let denominator = norm_a * norm_b;
-            out.push(if denominator > 0.0 {
-                (dot / denominator) as f32
-            } else {
-                0.0
-            });
-        }
-    }
-    out
+    // Row-major [rows, width] read as nalgebra's column-major [width, rows]: columns are rows.
+    let columns = nalgebra::DMatrix::from_column_slice(width, rows, &unit);
+    let gram = columns.transpose() * &columns;
+    // Symmetric, so column-major storage is also row-major.
+    gram.as_slice().iter().map(|v| v.clamp(-1.0, 1.0)).collect()
 }
 
 #[cfg(test)]

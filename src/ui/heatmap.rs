@@ -478,13 +478,14 @@ pub fn draw_matrix(
         .into_iter()
         .map(|(_, text)| label_width(text))
         .fold(0.0, f32::max);
-    let widest = if analysis.causal {
+    let masks = analysis.causal && scale != ColorScale::Similarity;
+    let widest = if masks {
         widest_tick.max(label_width(MASKED_LABEL.to_owned()))
     } else {
         widest_tick
     };
     let bar_room = BAR_GAP + COLOR_BAR_WIDTH + BAR_LABEL_GAP + widest + 4.0;
-    let bottom_room = if analysis.causal { 44.0 } else { 8.0 };
+    let bottom_room = if masks { 44.0 } else { 8.0 };
     let side = (available.x - label_room - bar_room)
         .min(available.y - label_room - bottom_room)
         .min(MAX_FIT_CELL * tokens as f32)
@@ -504,7 +505,11 @@ pub fn draw_matrix(
         egui::WidgetInfo::labeled(
             egui::Role::Image,
             true,
-            format!("Attention matrix, {tokens} × {tokens} tokens"),
+            if scale == ColorScale::Similarity {
+                format!("Similarity matrix, {tokens} × {tokens} tokens")
+            } else {
+                format!("Attention matrix, {tokens} × {tokens} tokens")
+            },
         )
     });
 
@@ -586,7 +591,7 @@ pub fn draw_matrix(
         Vec2::new(COLOR_BAR_WIDTH, side),
     );
     draw_color_bar(&painter, bar, scale, text_color);
-    if analysis.causal {
+    if masks {
         draw_masked_key(&painter, bar, text_color);
     }
 
@@ -594,6 +599,12 @@ pub fn draw_matrix(
         let weight = weight(row, col);
         let (query, key) = (&labels[row], &labels[col]);
         response.clone().on_hover_ui_at_pointer(|ui| {
+            if scale == ColorScale::Similarity {
+                ui.label(format!("{query} and {key}"));
+                ui.monospace(format!("cosine similarity {weight:.6}"));
+                ui.weak(format!("tokens {row} and {col}"));
+                return;
+            }
             if analysis.is_masked(row, col) {
                 ui.label(format!("{query} cannot attend to {key}"));
                 ui.weak("masked: a causal model only sees earlier tokens");
@@ -604,6 +615,7 @@ pub fn draw_matrix(
             let what = match scale {
                 ColorScale::Sequential { .. } => "weight",
                 ColorScale::Diverging { .. } => "difference A − B",
+                ColorScale::Similarity => "cosine similarity",
             };
             ui.monospace(format!("{what} {weight:.6}"));
             ui.weak(format!("query {row}, key {col}"));
@@ -717,6 +729,9 @@ pub enum ColorScale {
         /// The value of the strongest colours.
         max_abs: f32,
     },
+    /// Red–white–blue from −1 to 1: the cosine similarity of two tokens' vectors, not
+    /// attention (no causal mask applies).
+    Similarity,
 }
 
 impl ColorScale {
@@ -725,6 +740,7 @@ impl ColorScale {
         match self {
             ColorScale::Sequential { max } => (0.0, max),
             ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
+            ColorScale::Similarity => (-1.0, 1.0),
         }
     }
 }
@@ -754,7 +770,9 @@ fn draw_color_bar(painter: &egui::Painter, rect: Rect, scale: ColorScale, text_c
         let t = step as f32 / (STEPS - 1) as f32;
         let [r, g, b] = match scale {
             ColorScale::Sequential { .. } => attention_color(t, 1.0),
-            ColorScale::Diverging { .. } => difference_color(2.0 * t - 1.0, 1.0),
+            ColorScale::Diverging { .. } | ColorScale::Similarity => {
+                difference_color(2.0 * t - 1.0, 1.0)
+            }
         };
         let top = rect.bottom() - step_height * (step + 1) as f32;
         painter.rect_filled(

@@ -3,6 +3,7 @@
 //! dialogs, so every view can be driven headless in tests.
 
 pub mod compare;
+pub mod embeddings;
 pub mod heads;
 pub mod heatmap;
 pub mod lens;
@@ -39,6 +40,8 @@ pub enum View {
     Predictions,
     /// The logit lens: the prediction head read after every layer.
     Lens,
+    /// The input embeddings taken apart: word, position, segment, their sum, the LayerNorm.
+    Embeddings,
     /// Two models side by side (once a second model is loaded).
     Compare,
 }
@@ -55,12 +58,13 @@ impl View {
             View::Projection => FigureView::Projection,
             View::Predictions => FigureView::Predictions,
             View::Lens => FigureView::Lens,
+            View::Embeddings => FigureView::Embeddings,
             View::Compare => FigureView::Compare,
         }
     }
 
     /// Every view, in tab order.
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 9] = [
         View::Heatmap,
         View::Lines,
         View::Overview,
@@ -68,6 +72,7 @@ impl View {
         View::Projection,
         View::Predictions,
         View::Lens,
+        View::Embeddings,
         View::Compare,
     ];
 
@@ -81,6 +86,7 @@ impl View {
             View::Projection => "Projection",
             View::Predictions => "Predictions",
             View::Lens => "Lens",
+            View::Embeddings => "Embeddings",
             View::Compare => "Compare",
         }
     }
@@ -101,6 +107,7 @@ impl View {
             View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
             View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
             View::Lens => "The logit lens: the model's own prediction head read after every layer, at a mask or at GPT-2's last token",
+            View::Embeddings => "What goes into the first layer: the size of each token's word, position and segment embeddings, their sum and its LayerNorm, and how alike the positions are",
             View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
         }
     }
@@ -212,6 +219,9 @@ pub struct ViewState {
     /// Compare tab: one zoom and pan for its matrices, so that they stay aligned.
     #[serde(skip)]
     pub compare_zoom: heatmap::MatrixZoom,
+    /// Embeddings tab: the position-similarity matrix's zoom and pan.
+    #[serde(skip)]
+    pub embeddings_zoom: heatmap::MatrixZoom,
     /// Overview: clicks switch heads off instead of opening them.
     #[serde(skip)]
     pub ablation_mode: bool,
@@ -242,6 +252,7 @@ impl Default for ViewState {
             compare_layer: 0,
             align_by_depth: true,
             compare_overviews: false,
+            embeddings_zoom: heatmap::MatrixZoom::default(),
             ablation_mode: false,
             ablated_heads: Vec::new(),
             compare_heads: [HeadChoice::Mean; 2],

@@ -39,6 +39,7 @@ enum Key {
         layer: usize,
         head: HeadChoice,
     },
+    PositionSimilarity,
 }
 
 /// UI-thread time one frame may spend making thumbnails; the rest wait for the next frames, so
@@ -135,6 +136,29 @@ impl TextureCache {
             }
         };
         Some(entry.clone())
+    }
+
+    /// The cosine similarity of the tokens' position embeddings (`values`, `tokens × tokens`,
+    /// −1 to 1).
+    pub fn position_similarity(
+        &mut self,
+        ctx: &egui::Context,
+        values: &[f32],
+        tokens: usize,
+    ) -> TextureHandle {
+        self.textures
+            .entry(Key::PositionSimilarity)
+            .or_insert_with(|| {
+                let image = ColorImage::from_rgba_unmultiplied(
+                    [tokens, tokens],
+                    &difference_rgba(values, 1.0),
+                );
+                let texture =
+                    ctx.load_texture("position-similarity", image, TextureOptions::NEAREST);
+                (texture, 1.0)
+            })
+            .0
+            .clone()
     }
 
     /// Attention rollout after `layer` (`values`, `tokens × tokens`), and the value its
