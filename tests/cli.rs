@@ -774,6 +774,7 @@ fn lens_embeddings_and_norms_figures_export() {
         ("lens", None, "after layer 2 (the model's prediction)"),
         ("embeddings", None, "‖position embedding‖"),
         ("heatmap", Some("--norms"), "norm-based attention"),
+        ("query-key", Some("--token=3"), "q·k/√d"),
     ] {
         let out = dir.path().join(format!("{view}.svg"));
         let mut args = vec![

@@ -544,3 +544,27 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
         assert!((similarity[0] - 1.0).abs() < 1e-5);
     }
 }
+
+/// The neuron view's softmax of q·k/√d, from the captured queries and keys, is the captured
+/// attention row, on both paths (causal masking included).
+#[test]
+fn query_key_softmax_is_the_captured_attention() {
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm", "distilbert-mlm"] {
+        for model in load_both(&fixture(name)) {
+            let analysis = model
+                .analyze(&AnalysisRequest::new("The cat sat on the mat, didn't it?"))
+                .unwrap();
+            let tokens = analysis.len();
+            for (layer, head, query) in [(0, 0, 0), (1, 3, tokens / 2), (1, 1, tokens - 1)] {
+                let view = bertscope::analysis::query_key::query_key(&analysis, layer, head, query);
+                let row = &analysis.attention(layer, head)[query * tokens..][..tokens];
+                for (ours, captured) in view.softmax.iter().zip(row) {
+                    assert!(
+                        (ours - captured).abs() <= 1e-5,
+                        "{name} {layer}:{head} row {query}: {ours} vs {captured}"
+                    );
+                }
+            }
+        }
+    }
+}

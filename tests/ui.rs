@@ -15,7 +15,8 @@ use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::textures::TextureCache;
 use bertscope::ui::{
-    embeddings, heads, heatmap, lens, lines, overview, predictions, projection, View, ViewState,
+    embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key, View,
+    ViewState,
 };
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -322,6 +323,27 @@ fn embeddings_snapshot() {
     harness.get_by_label_contains("Similarity matrix");
     harness.get_by_label("after norm");
     harness.snapshot("embeddings");
+}
+
+/// The Query·Key tab for the fixed analysis's [MASK] in layer 1, head 2.
+#[test]
+fn query_key_snapshot() {
+    let result = fixed_result();
+    let mask = result
+        .analysis
+        .tokens
+        .iter()
+        .position(|token| token == "[MASK]")
+        .unwrap();
+    let mut harness = view_harness(|ui, state| {
+        state.view.layer = 1;
+        state.view.head = HeadChoice::Head(2);
+        state.view.selected_token = Some(mask);
+        query_key::query_key_view(ui, &result.analysis, &mut state.view);
+    });
+    harness.run();
+    harness.get_by_label("Query and key vectors of layer 1, head 2");
+    harness.snapshot("query_key");
 }
 
 #[test]

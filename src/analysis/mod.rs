@@ -4,6 +4,7 @@ pub mod compare;
 pub mod flow;
 pub mod norms;
 pub mod projection;
+pub mod query_key;
 pub mod rollout;
 pub mod stats;
 pub mod words;

@@ -7,7 +7,8 @@ use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
 use crate::ui::{
-    compare, embeddings, heads, heatmap, lens, lines, overview, predictions, projection, View,
+    compare, embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key,
+    View,
 };
 
 /// The Sentence A field, which `/` focuses.
@@ -531,6 +532,7 @@ impl BertscopeApp {
                 None => Vec::new(),
             },
             View::Lens => lens::lens_view(ui, analysis, result.lens.as_deref(), state),
+            View::QueryKey => query_key::query_key_view(ui, analysis, state),
             View::Embeddings => embeddings::embeddings_view(
                 ui,
                 analysis,

@@ -45,6 +45,10 @@ pub enum FigureView {
     Lens,
     /// The sizes of each token's input embedding and its parts.
     Embeddings,
+    /// The query and key vectors behind one attention row (`--token`, default 0), of `--layer`
+    /// and `--head`.
+    #[value(name = "query-key")]
+    QueryKey,
     /// Two models side by side (needs a second model).
     Compare,
 }
@@ -270,6 +274,12 @@ pub fn export_cancellable(
             FigureView::Predictions => "predictions".to_owned(),
             FigureView::Lens => "logit lens".to_owned(),
             FigureView::Embeddings => "input embeddings (L2 norms)".to_owned(),
+            FigureView::QueryKey => format!(
+                "layer {} · {} · query·key of token {}",
+                options.layer,
+                options.head,
+                options.selected_token.unwrap_or(0)
+            ),
             FigureView::Compare => "compared".to_owned(),
         };
         let title = match &comparison {
@@ -340,6 +350,22 @@ pub fn export_cancellable(
                     text_b,
                 );
                 figure::lens(analysis, at, &caption)
+            }
+            FigureView::QueryKey => {
+                let head = match options.head {
+                    HeadChoice::Head(head) => head,
+                    HeadChoice::Mean => {
+                        anyhow::bail!("the query·key figure shows one head, not the mean")
+                    }
+                };
+                let token = options.selected_token.unwrap_or(0);
+                anyhow::ensure!(
+                    token < analysis.len()
+                        && options.layer < analysis.layers()
+                        && head < analysis.heads(),
+                    "--token, --layer or --head is out of range for this input and model"
+                );
+                figure::query_key(analysis, options.layer, head, token, &caption)
             }
             FigureView::Embeddings => {
                 let parts = options

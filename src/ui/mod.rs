@@ -11,6 +11,7 @@ pub mod lines;
 pub mod overview;
 pub mod predictions;
 pub mod projection;
+pub mod query_key;
 pub mod textures;
 pub mod tokens;
 
@@ -42,6 +43,9 @@ pub enum View {
     Lens,
     /// The input embeddings taken apart: word, position, segment, their sum, the LayerNorm.
     Embeddings,
+    /// BertViz's neuron view: query and key vectors behind one row of attention.
+    #[value(name = "query-key")]
+    QueryKey,
     /// Two models side by side (once a second model is loaded).
     Compare,
 }
@@ -59,12 +63,13 @@ impl View {
             View::Predictions => FigureView::Predictions,
             View::Lens => FigureView::Lens,
             View::Embeddings => FigureView::Embeddings,
+            View::QueryKey => FigureView::QueryKey,
             View::Compare => FigureView::Compare,
         }
     }
 
     /// Every view, in tab order.
-    pub const ALL: [View; 9] = [
+    pub const ALL: [View; 10] = [
         View::Heatmap,
         View::Lines,
         View::Overview,
@@ -73,6 +78,7 @@ impl View {
         View::Predictions,
         View::Lens,
         View::Embeddings,
+        View::QueryKey,
         View::Compare,
     ];
 
@@ -87,6 +93,7 @@ impl View {
             View::Predictions => "Predictions",
             View::Lens => "Lens",
             View::Embeddings => "Embeddings",
+            View::QueryKey => "Query·Key",
             View::Compare => "Compare",
         }
     }
@@ -108,6 +115,7 @@ impl View {
             View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
             View::Lens => "The logit lens: the model's own prediction head read after every layer, at a mask or at GPT-2's last token",
             View::Embeddings => "What goes into the first layer: the size of each token's word, position and segment embeddings, their sum and its LayerNorm, and how alike the positions are",
+            View::QueryKey => "Where one attention row comes from: the query vector, each key, their products, q·k/√d and the softmax (BertViz's neuron view)",
             View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
         }
     }
