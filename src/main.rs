@@ -225,7 +225,7 @@ struct DumpArgs {
     run: RunArgs,
 }
 
-/// How the model runs, for dump and export.
+/// How `dump` runs the model (ablation) and shapes its maps (words).
 #[derive(Args, Clone)]
 struct RunArgs {
     /// Heads to ablate, LAYER:HEAD comma-separated (0-based): their attention probabilities are
