@@ -124,7 +124,7 @@ fn heatmap_mean_snapshot_light_theme() {
 fn lines_snapshot() {
     let result = fixed_result();
     let mut harness = view_harness(|ui, state| {
-        lines::lines_view(ui, &result.analysis, &mut state.view);
+        lines::lines_view(ui, &result.analysis, None, &mut state.view);
     });
     harness.run();
     harness.snapshot("lines");
@@ -212,6 +212,31 @@ fn heads_snapshot_and_a_click_opens_the_head() {
     assert_eq!(
         (view.view, view.layer, view.head),
         (View::Heatmap, 1, HeadChoice::Head(3))
+    );
+}
+
+/// The lines share the heatmap's Show switch: in the app, rollout is computed off the UI thread
+/// and drawn as one set of lines; norms draw each head's ‖α·f(x)‖.
+#[test]
+fn lines_switch_between_attention_rollout_and_norms() {
+    let mut harness = app_harness("the cat sat on the mat");
+    harness.get_by_label("Lines").click();
+    harness.run_ok();
+    harness.get_by_label("rollout").click();
+    wait_until(&mut harness, |app| {
+        app.settings().view.attention_kind == bertscope::ui::AttentionKind::Rollout
+    });
+    harness.run_ok();
+    harness.get_by_label_contains("Rollout through layers 0–0");
+    assert!(harness
+        .query_by_label_contains("Rolling attention out")
+        .is_none());
+    harness.get_by_label("norms").click();
+    harness.run_ok();
+    harness.get_by_label_contains("norm-based attention ‖α·f(x)‖");
+    assert!(
+        harness.query_by_label_contains("no weight here").is_none(),
+        "lines are drawn"
     );
 }
 

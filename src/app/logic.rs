@@ -95,7 +95,9 @@ impl BertscopeApp {
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
             View::Overview => self.primary.textures.thumbnails_pending(),
             View::Heads => self.primary.result.is_some() && self.primary.head_stats().is_none(),
-            View::Heatmap if self.settings.view.attention_kind == AttentionKind::Rollout => {
+            View::Heatmap | View::Lines
+                if self.settings.view.attention_kind == AttentionKind::Rollout =>
+            {
                 self.primary.result.is_some() && self.primary.rollout().is_none()
             }
             _ => false,
@@ -176,7 +178,9 @@ impl BertscopeApp {
         match self.settings.view.view {
             View::Projection => self.primary.update_projection(),
             View::Heads => self.primary.update_head_stats(),
-            View::Heatmap if self.settings.view.attention_kind == AttentionKind::Rollout => {
+            View::Heatmap | View::Lines
+                if self.settings.view.attention_kind == AttentionKind::Rollout =>
+            {
                 self.primary.update_rollout();
             }
             View::Compare => self.update_divergence(ctx),

@@ -479,7 +479,10 @@ impl BertscopeApp {
                     &mut self.primary.textures,
                 )
             }
-            View::Lines => lines::lines_view(ui, analysis, state),
+            View::Lines => {
+                let rollout = self.primary.rollout();
+                lines::lines_view(ui, analysis, rollout.as_deref().map(Vec::as_slice), state)
+            }
             View::Overview => {
                 let mut actions = overview::ablation_bar(ui, state);
                 let ablation = overview::Ablation {

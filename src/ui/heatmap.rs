@@ -140,27 +140,22 @@ pub fn heatmap_view(
     let is_norms = state.attention_kind == AttentionKind::Norms;
     layer_head_controls(ui, state, analysis.layers(), analysis.heads(), !is_rollout);
     ui.horizontal(|ui| {
-        ui.label("Show");
-        ui.selectable_value(&mut state.attention_kind, AttentionKind::Raw, "attention")
-            .on_hover_text("Each head's attention probabilities, as the model computed them");
-        ui.selectable_value(&mut state.attention_kind, AttentionKind::Rollout, "rollout")
-            .on_hover_text(
-                "Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input token through every layer up to this one, residual connections included",
-            );
-        ui.selectable_value(&mut state.attention_kind, AttentionKind::Norms, "norms")
-            .on_hover_text(
-                "Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector the head moves from that key, ‖α·f(x)‖; a heavy weight on a small vector counts for little",
-            );
+        attention_kind_switch(ui, &mut state.attention_kind);
         ui.separator();
         ui.add_enabled_ui(!is_norms, |ui| {
             ui.checkbox(&mut state.fixed_scale, "Fixed 0–1 scale")
                 .on_hover_text(
                     "Colour 0 to 1 for every head, instead of 0 to this head's largest weight",
                 )
-                .on_disabled_hover_text("Norms are not probabilities: they colour 0 to their largest value");
+                .on_disabled_hover_text(
+                    "Norms are not probabilities: they colour 0 to their largest value",
+                );
         });
         ui.weak(if is_rollout {
-            format!("Rollout through layers 0–{} · rows draw on columns", state.layer)
+            format!(
+                "Rollout through layers 0–{} · rows draw on columns",
+                state.layer
+            )
         } else if is_norms {
             format!(
                 "Layer {} · {} · ‖α·f(x)‖ of columns moved into rows",
@@ -219,6 +214,22 @@ pub fn heatmap_view(
     );
     actions.extend(action);
     actions
+}
+
+/// The *Show* switch between raw attention, rollout and norm-based attention, shared by the
+/// heatmap and the lines.
+pub fn attention_kind_switch(ui: &mut egui::Ui, kind: &mut AttentionKind) {
+    ui.label("Show");
+    ui.selectable_value(kind, AttentionKind::Raw, "attention")
+        .on_hover_text("Each head's attention probabilities, as the model computed them");
+    ui.selectable_value(kind, AttentionKind::Rollout, "rollout")
+        .on_hover_text(
+            "Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input token through every layer up to this one, residual connections included",
+        );
+    ui.selectable_value(kind, AttentionKind::Norms, "norms")
+        .on_hover_text(
+            "Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector the head moves from that key, ‖α·f(x)‖; a heavy weight on a small vector counts for little",
+        );
 }
 
 /// `+` and `-` zoom at the centre, `0` fits, while no text field has the keyboard.

@@ -3,8 +3,11 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Sense, Stroke, Vec2};
 
+use super::heatmap::attention_kind_switch;
 use super::tokens::sentence_b_tint;
-use super::{PairFilter, UiAction, ViewState};
+use super::{AttentionKind, PairFilter, UiAction, ViewState};
+use crate::analysis::norms::norm_map;
+use crate::analysis::HeadChoice;
 use crate::model::Analysis;
 use crate::render::head_color;
 
@@ -19,44 +22,87 @@ enum Focus {
     Key(usize),
 }
 
-/// The lines tab.
-pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState) -> Vec<UiAction> {
+/// The maps the lines draw for one layer, each with the head whose colour it takes, weights
+/// scaled to 0–1: every shown head's attention; every shown head's norm-based attention over
+/// the layer's largest norm; or the rollout through the layer, in one colour. `None` while the
+/// rollout is still being computed.
+fn layer_maps<'a>(
+    analysis: &'a Analysis,
+    rollout: Option<&'a [Vec<f32>]>,
+    state: &ViewState,
+) -> Option<Vec<(usize, std::borrow::Cow<'a, [f32]>)>> {
+    let layer = state.layer;
+    let shown = (0..analysis.heads()).filter(|head| !state.hidden_heads.contains(head));
+    Some(match state.attention_kind {
+        AttentionKind::Raw => shown
+            .map(|head| (head, analysis.attention(layer, head).into()))
+            .collect(),
+        AttentionKind::Norms => {
+            let maps: Vec<(usize, Vec<f32>)> = shown
+                .filter_map(|head| Some((head, norm_map(analysis, layer, HeadChoice::Head(head))?)))
+                .collect();
+            let largest = maps
+                .iter()
+                .flat_map(|(_, map)| map.iter().copied())
+                .fold(f32::MIN_POSITIVE, f32::max);
+            maps.into_iter()
+                .map(|(head, map)| (head, map.iter().map(|v| v / largest).collect()))
+                .collect()
+        }
+        AttentionKind::Rollout => vec![(0, rollout?.get(layer)?.as_slice().into())],
+    })
+}
+
+/// The lines tab. `rollout` is the attention rollout after every layer, once computed (the
+/// app computes it off the UI thread when the rollout kind is chosen).
+pub fn lines_view(
+    ui: &mut egui::Ui,
+    analysis: &Analysis,
+    rollout: Option<&[Vec<f32>]>,
+    state: &mut ViewState,
+) -> Vec<UiAction> {
     let mut actions = Vec::new();
     let heads = analysis.heads();
     super::heatmap::layer_head_controls(ui, state, analysis.layers(), heads, false);
-    ui.horizontal_wrapped(|ui| {
-        ui.label("Heads");
-        for head in 0..heads {
-            let [r, g, b] = head_color(head, heads);
-            let shown = !state.hidden_heads.contains(&head);
-            let text = egui::RichText::new(format!("{head}")).color(if shown {
-                Color32::BLACK
-            } else {
-                ui.visuals().weak_text_color()
-            });
-            let button = egui::Button::new(text).fill(if shown {
-                Color32::from_rgb(r, g, b)
-            } else {
-                Color32::TRANSPARENT
-            });
-            if ui
-                .add(button)
-                .on_hover_text(format!("show or hide head {head}"))
-                .clicked()
-            {
-                if shown {
-                    state.hidden_heads.push(head);
+    ui.horizontal(|ui| {
+        attention_kind_switch(ui, &mut state.attention_kind);
+    });
+    let is_rollout = state.attention_kind == AttentionKind::Rollout;
+    ui.add_enabled_ui(!is_rollout, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Heads");
+            for head in 0..heads {
+                let [r, g, b] = head_color(head, heads);
+                let shown = !state.hidden_heads.contains(&head);
+                let text = egui::RichText::new(format!("{head}")).color(if shown {
+                    Color32::BLACK
                 } else {
-                    state.hidden_heads.retain(|&h| h != head);
+                    ui.visuals().weak_text_color()
+                });
+                let button = egui::Button::new(text).fill(if shown {
+                    Color32::from_rgb(r, g, b)
+                } else {
+                    Color32::TRANSPARENT
+                });
+                if ui
+                    .add(button)
+                    .on_hover_text(format!("show or hide head {head}"))
+                    .clicked()
+                {
+                    if shown {
+                        state.hidden_heads.push(head);
+                    } else {
+                        state.hidden_heads.retain(|&h| h != head);
+                    }
                 }
             }
-        }
-        if ui.small_button("all").clicked() {
-            state.hidden_heads.clear();
-        }
-        if ui.small_button("none").clicked() {
-            state.hidden_heads = (0..heads).collect();
-        }
+            if ui.small_button("all").clicked() {
+                state.hidden_heads.clear();
+            }
+            if ui.small_button("none").clicked() {
+                state.hidden_heads = (0..heads).collect();
+            }
+        })
     });
     ui.horizontal(|ui| {
         ui.add(egui::Slider::new(&mut state.line_threshold, 0.0..=0.5).text("hide weights below"))
@@ -83,10 +129,27 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
             state.pair_filter = PairFilter::All;
         }
     });
-    ui.weak(format!(
-        "Layer {}: hover a token to see only its lines; click to select it",
-        state.layer
-    ));
+    ui.weak(match state.attention_kind {
+        AttentionKind::Raw => format!(
+            "Layer {}: hover a token to see only its lines; click to select it",
+            state.layer
+        ),
+        AttentionKind::Norms => format!(
+            "Layer {}: norm-based attention ‖α·f(x)‖ over the layer's largest; hover a token to see only its lines",
+            state.layer
+        ),
+        AttentionKind::Rollout => format!(
+            "Rollout through layers 0–{}: how much each token draws on each input token; hover a token to see only its lines",
+            state.layer
+        ),
+    });
+    let Some(maps) = layer_maps(analysis, rollout, state) else {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Rolling attention out through the layers…");
+        });
+        return actions;
+    };
 
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
@@ -118,11 +181,13 @@ pub fn lines_view(ui: &mut egui::Ui, analysis: &Analysis, state: &mut ViewState)
             });
             let focus = focus.or(state.selected_token.map(Focus::Query));
 
-            let layer = state.layer;
             let mut drawn = 0usize;
-            for head in (0..analysis.heads()).filter(|h| !state.hidden_heads.contains(h)) {
-                let [r, g, b] = head_color(head, heads);
-                let map = analysis.attention(layer, head);
+            for (head, map) in &maps {
+                let [r, g, b] = if is_rollout {
+                    head_color(0, 1)
+                } else {
+                    head_color(*head, heads)
+                };
                 for query in 0..tokens {
                     // A causal model's lines only run backwards, to earlier tokens.
                     let keys = if analysis.causal { query + 1 } else { tokens };
