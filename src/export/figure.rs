@@ -885,14 +885,12 @@ pub fn query_key(
         let probability = view.softmax[key];
         group = group
             .add(text(score_left, y + 12.0, 11.0, MONO, &score))
-            .add(
-                Rectangle::new()
-                    .set("x", bar_left)
-                    .set("y", y + 3.0)
-                    .set("width", (probability.clamp(0.0, 1.0) * BAR).max(0.5))
-                    .set("height", ROW - 6.0)
-                    .set("fill", hex(attention_color(0.65, 1.0))),
-            )
+            .add(value_bar(
+                bar_left,
+                y + 3.0,
+                probability.clamp(0.0, 1.0) * BAR,
+                ROW - 6.0,
+            ))
             .add(
                 text(
                     bar_left + BAR + 6.0,
@@ -907,6 +905,17 @@ pub fn query_key(
     }
     let width = figure_width(bar_left + BAR + 50.0 + MARGIN, caption, &[]);
     document(width, y + MARGIN, group)
+}
+
+/// A bar of a value, `width` long (at least a hairline, so that zero still shows where the bar
+/// starts), in the figures' bar colour.
+fn value_bar(left: f32, top: f32, width: f32, height: f32) -> Rectangle {
+    Rectangle::new()
+        .set("x", left)
+        .set("y", top)
+        .set("width", width.max(0.5))
+        .set("height", height)
+        .set("fill", hex(attention_color(0.65, 1.0)))
 }
 
 /// Panels of labelled bars under the caption.
@@ -930,14 +939,12 @@ fn bar_panels(panels: &[BarPanel], caption: &Caption) -> Document {
         for (label, length, value) in &panel.rows {
             group = group
                 .add(text(bars_left - 10.0, y + 12.0, 12.0, MONO, label).set("text-anchor", "end"))
-                .add(
-                    Rectangle::new()
-                        .set("x", bars_left)
-                        .set("y", y + 2.0)
-                        .set("width", (length.clamp(0.0, 1.0) * BAR_LENGTH).max(0.5))
-                        .set("height", ROW - 5.0)
-                        .set("fill", hex(attention_color(0.65, 1.0))),
-                )
+                .add(value_bar(
+                    bars_left,
+                    y + 2.0,
+                    length.clamp(0.0, 1.0) * BAR_LENGTH,
+                    ROW - 5.0,
+                ))
                 .add(
                     text(
                         bars_left + length.clamp(0.0, 1.0) * BAR_LENGTH + 6.0,
