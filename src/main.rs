@@ -67,6 +67,9 @@ struct AppArgs {
     /// tab switches them too.
     #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
     ablate: Vec<(usize, usize)>,
+    /// Open with words instead of subword pieces (the W key switches).
+    #[arg(long)]
+    words: bool,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +150,10 @@ struct ExportArgs {
     /// Heads to ablate, LAYER:HEAD comma-separated (0-based), as in dump.
     #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
     ablate: Vec<(usize, usize)>,
+    /// Words instead of subword pieces (heatmap, lines, overview, heads, projection and the data
+    /// files): attention to a word summed over its pieces, from a word the mean, as dump --words.
+    #[arg(long)]
+    words: bool,
     /// The statistic that colours --view heads.
     #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
     statistic: Statistic,
@@ -333,6 +340,7 @@ fn open_app(args: AppArgs) -> anyhow::Result<()> {
         screenshot: args.screenshot,
         compare: args.compare,
         ablate: args.ablate,
+        words: args.words,
     })
 }
 
@@ -584,6 +592,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         statistic: args.statistic,
         rollout: args.rollout,
         norms: args.norms,
+        words: args.words,
         ..ExportOptions::default()
     };
     let input = &args.input;
@@ -595,11 +604,20 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         let progress = |done: usize, total: usize| {
             eprint!("\rwriting figures: {done}/{total}");
         };
+        let word_level = if args.words {
+            let words = bertscope::analysis::words::words(&analysis);
+            Some(
+                bertscope::analysis::words::word_analysis(&analysis, &words)
+                    .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))?,
+            )
+        } else {
+            None
+        };
         let written = bertscope::export::export_all_heads(
             &args.out,
             format,
             model.name(),
-            &analysis,
+            word_level.as_ref().unwrap_or(&analysis),
             (&input.text, input.text_b.as_deref()),
             &options,
             &progress,

@@ -346,9 +346,8 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
 
 /// The 2-D projection of a result's hidden states (a PCA: up to a 1024 × 1024 eigenproblem for
 /// bert-large, so never on the UI thread).
-pub fn project(result: &AnalysisResult) -> Result<Projection, String> {
-    result
-        .analysis
+pub fn project(analysis: &Analysis) -> Result<Projection, String> {
+    analysis
         .hidden_states
         .to_host()
         .map(|hidden| Projection::fit(&hidden))
@@ -436,7 +435,7 @@ mod tests {
         let WorkerResponse::Analyzed { id: 2, result } = &responses[1] else {
             panic!("expected an analysis, got {:?}", responses[1]);
         };
-        assert_eq!(project(result).unwrap().layers(), 3);
+        assert_eq!(project(&result.analysis).unwrap().layers(), 3);
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     }
 

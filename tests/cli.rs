@@ -822,6 +822,46 @@ fn word_level_maps_match_the_reference() {
         assert_eq!(dump["words"], reference["words"], "{name}");
         assert_close(&dump["attentions"], &reference["word_attentions"], name);
         assert_close(&dump["rollout"], &reference["word_rollout"], name);
+
+        // `export --words` writes the same maps, with the words as its tokens; a figure of
+        // pieces refuses words in one line.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = fixture(name);
+        let export = |view: &str, out: &Path, extra: &[&str]| {
+            let mut args = vec![
+                "export",
+                "--model",
+                folder.to_str().unwrap(),
+                "--text",
+                reference["text"].as_str().unwrap(),
+                "--words",
+                "--view",
+                view,
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            if let Some(text_b) = reference["text_b"].as_str() {
+                args.extend(["--text-b", text_b]);
+            }
+            args.extend(extra);
+            bertscope(&args)
+        };
+        let json = dir.path().join("words.json");
+        let output = export("heatmap", &json, &[]);
+        assert!(output.status.success(), "{}", stderr_line(&output));
+        let exported: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(exported["tokens"], reference["words"], "{name}");
+        assert_close(&exported["attentions"], &reference["word_attentions"], name);
+        let svg = dir.path().join("rollout.svg");
+        let output = export("heatmap", &svg, &["--rollout", "--layer", "1"]);
+        assert!(output.status.success(), "{}", stderr_line(&output));
+        let figure = std::fs::read_to_string(&svg).unwrap();
+        let last_word = reference["words"].as_array().unwrap()[2].as_str().unwrap();
+        assert!(figure.contains(last_word), "{name}: {last_word}");
+        let output = export("lens", &svg, &[]);
+        assert!(!output.status.success());
+        assert!(stderr_line(&output).contains("shows pieces, not words"));
     }
 }
 

@@ -8,9 +8,14 @@ use crate::model::{Analysis, F32Array};
 /// One head's norm-based map `[query][key]`, or the mean of a layer's heads' maps; `None` when
 /// the run did not compute value norms.
 pub fn norm_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Option<Vec<f32>> {
-    let norms = analysis.value_norms.as_ref()?;
     let tokens = analysis.len();
     let one = |head: usize| -> Vec<f32> {
+        if let Some(maps) = &analysis.attention_norms {
+            return maps.matrix(&[layer, head]).to_vec();
+        }
+        let Some(norms) = &analysis.value_norms else {
+            return Vec::new();
+        };
         let sizes = norms.matrix(&[layer, head]);
         analysis
             .attention(layer, head)
@@ -18,6 +23,9 @@ pub fn norm_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Option<V
             .flat_map(|row| row.iter().zip(sizes).map(|(&weight, &size)| weight * size))
             .collect()
     };
+    if analysis.value_norms.is_none() && analysis.attention_norms.is_none() {
+        return None;
+    }
     Some(match head {
         HeadChoice::Head(head) => one(head),
         HeadChoice::Mean => {
@@ -43,10 +51,14 @@ pub fn norm_weight(
     query: usize,
     key: usize,
 ) -> Option<f32> {
-    let norms = analysis.value_norms.as_ref()?;
     let tokens = analysis.len();
-    let one = |head: usize| {
-        analysis.attention(layer, head)[query * tokens + key] * norms.matrix(&[layer, head])[key]
+    let one: Box<dyn Fn(usize) -> f32> = match (&analysis.attention_norms, &analysis.value_norms) {
+        (Some(maps), _) => Box::new(move |head| maps.matrix(&[layer, head])[query * tokens + key]),
+        (None, Some(norms)) => Box::new(move |head| {
+            analysis.attention(layer, head)[query * tokens + key]
+                * norms.matrix(&[layer, head])[key]
+        }),
+        (None, None) => return None,
     };
     Some(match head {
         HeadChoice::Head(head) => one(head),

@@ -6,7 +6,8 @@
 
 use std::ops::Range;
 
-use crate::model::{Analysis, F32Array};
+use crate::analysis::HeadChoice;
+use crate::model::{Analysis, CapturedArray, F32Array};
 
 /// The words of an input: their text and the pieces each spans.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -63,6 +64,102 @@ pub fn words(analysis: &Analysis) -> Words {
         })
         .collect();
     Words { words, spans }
+}
+
+/// The input read as words: an [`Analysis`] whose "tokens" are `words`, so that every view of
+/// attention (heatmap, lines, overview, projection, comparison) and every figure shows words
+/// without knowing it. Attention and norm-based maps merge as [`word_map`] does; hidden states,
+/// queries and keys are each word's mean over its pieces (a summary for the projection, not
+/// what any head computed: the query·key view stays with pieces). Predictions stay those of
+/// the pieces. `None` when the run kept its captures on a device that failed to copy them.
+pub fn word_analysis(analysis: &Analysis, words: &Words) -> Option<Analysis> {
+    let attentions = word_maps(&*analysis.attentions.to_host().ok()?, words);
+    let attention_norms = word_norm_maps(analysis, words).map(CapturedArray::from);
+    let first = |values: &[u32]| -> Vec<u32> {
+        words.spans.iter().map(|span| values[span.start]).collect()
+    };
+    Some(Analysis {
+        tokens: words.words.clone(),
+        token_ids: first(&analysis.token_ids),
+        segment_ids: first(&analysis.segment_ids),
+        char_offsets: words
+            .spans
+            .iter()
+            .map(|span| {
+                let start = analysis.char_offsets[span.start]?.0;
+                let end = analysis.char_offsets[span.end - 1]?.1;
+                Some((start, end))
+            })
+            .collect(),
+        sentence: words
+            .spans
+            .iter()
+            .map(|span| analysis.sentence[span.start])
+            .collect(),
+        attentions: attentions.into(),
+        hidden_states: piece_means(&*analysis.hidden_states.to_host().ok()?, words).into(),
+        queries: piece_means(&*analysis.queries.to_host().ok()?, words).into(),
+        keys: piece_means(&*analysis.keys.to_host().ok()?, words).into(),
+        value_norms: None,
+        attention_norms,
+        ..analysis.clone()
+    })
+}
+
+/// Attention rollout after every layer over words: the token-level rollout merged as
+/// [`word_map`] merges attention (the rollout of word-merged attention would be another
+/// quantity, and not the one `dump --words --with rollout` reports).
+pub fn word_rollout(analysis: &Analysis, words: &Words) -> Vec<Vec<f32>> {
+    crate::analysis::rollout::rollout(analysis)
+        .iter()
+        .map(|layer| word_map(layer, analysis.len(), words))
+        .collect()
+}
+
+/// Every head's norm-based map as a word map, `[layer, head, word, word]`, merging one token map
+/// at a time (all of them at once would be 400 MB for bert-large at 512 tokens); `None`
+/// without value norms.
+fn word_norm_maps(analysis: &Analysis, words: &Words) -> Option<F32Array> {
+    use rayon::prelude::{IntoParallelIterator, ParallelIterator};
+    let (layers, heads, tokens) = (analysis.layers(), analysis.heads(), analysis.len());
+    let maps: Option<Vec<Vec<f32>>> = (0..layers * heads)
+        .into_par_iter()
+        .map(|index| {
+            let head = HeadChoice::Head(index % heads);
+            let map = crate::analysis::norms::norm_map(analysis, index / heads, head)?;
+            Some(word_map(&map, tokens, words))
+        })
+        .collect();
+    F32Array::new(
+        vec![layers, heads, words.len(), words.len()],
+        maps?.concat(),
+    )
+}
+
+/// An array `[.., token, dim]` as `[.., word, dim]`: each word's mean over its pieces.
+fn piece_means(array: &F32Array, words: &Words) -> F32Array {
+    let shape = array.shape();
+    let (tokens, dim) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let values: Vec<f32> = array
+        .values()
+        .chunks_exact((tokens * dim).max(1))
+        .flat_map(|block| {
+            words.spans.iter().flat_map(move |span| {
+                let mut mean = vec![0f32; dim];
+                for piece in span.clone() {
+                    for (sum, value) in mean.iter_mut().zip(&block[piece * dim..][..dim]) {
+                        *sum += value;
+                    }
+                }
+                mean.iter_mut()
+                    .for_each(|value| *value /= span.len() as f32);
+                mean
+            })
+        })
+        .collect();
+    let mut word_shape = shape.to_vec();
+    word_shape[shape.len() - 2] = words.len();
+    F32Array::new(word_shape, values).expect("one mean per word and dimension")
 }
 
 /// A `[query][key]` map over tokens as a map over words: the mean over each word's query
@@ -134,5 +231,40 @@ mod tests {
         for row in merged.chunks(3) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_word_analysis_is_the_merged_maps_over_words() {
+        let mut analysis = tiny_analysis();
+        analysis.tokens = ["[CLS]", "play", "##ing"].map(String::from).to_vec();
+        analysis.char_offsets = vec![None, Some((0, 4)), Some((4, 7))];
+        analysis.sentence = vec![None, Some(0), Some(0)];
+        analysis.value_norms = Some(
+            F32Array::new(vec![1, 2, 3], vec![1.0, 2.0, 0.5, 3.0, 1.0, 2.0])
+                .unwrap()
+                .into(),
+        );
+        analysis.hidden_states = F32Array::new(vec![2, 3, 1], vec![1.0, 2.0, 4.0, 0.0, 6.0, 8.0])
+            .unwrap()
+            .into();
+        let words = words(&analysis);
+        let merged = word_analysis(&analysis, &words).unwrap();
+        assert_eq!(merged.tokens, ["[CLS]", "playing"]);
+        assert_eq!(merged.char_offsets, [None, Some((0, 7))]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged.attention(0, 1),
+            word_map(analysis.attention(0, 1), 3, &words)
+        );
+        let norms = crate::analysis::norms::norm_map(&analysis, 0, HeadChoice::Head(1)).unwrap();
+        let word_norms = crate::analysis::norms::norm_map(&merged, 0, HeadChoice::Head(1)).unwrap();
+        assert_eq!(word_norms, word_map(&norms, 3, &words));
+        let weight = crate::analysis::norms::norm_weight(&merged, 0, HeadChoice::Mean, 1, 0);
+        let mean = crate::analysis::norms::norm_map(&merged, 0, HeadChoice::Mean).unwrap();
+        assert!((weight.unwrap() - mean[2]).abs() < 1e-6);
+        assert_eq!(
+            merged.hidden_states.to_host().unwrap().values(),
+            [1.0, 3.0, 0.0, 7.0]
+        );
     }
 }

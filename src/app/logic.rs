@@ -87,21 +87,56 @@ impl BertscopeApp {
     /// divergence).
     pub(super) fn background_pending(&self) -> bool {
         match self.settings.view.view {
+            _ if self.words_shown() && self.primary.word_level().is_none() => {
+                self.primary.result.is_some()
+            }
             View::Projection => {
-                self.primary.result.is_some() && self.primary.projection().is_none()
+                self.primary.result.is_some()
+                    && self.primary.projection(self.words_shown()).is_none()
             }
             View::Compare => self
                 .divergence_key()
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
             View::Overview => self.primary.textures.thumbnails_pending(),
-            View::Heads => self.primary.result.is_some() && self.primary.head_stats().is_none(),
+            View::Heads => {
+                self.primary.result.is_some()
+                    && self.primary.head_stats(self.words_shown()).is_none()
+            }
             View::Heatmap | View::Lines
                 if self.settings.view.attention_kind == AttentionKind::Rollout =>
             {
-                self.primary.result.is_some() && self.primary.rollout().is_none()
+                self.primary.result.is_some() && self.primary.rollout(self.words_shown()).is_none()
             }
             _ => false,
         }
+    }
+
+    /// Whether the open view shows words instead of pieces.
+    pub(super) fn words_shown(&self) -> bool {
+        self.settings.view.words && self.settings.view.view.reads_words()
+    }
+
+    /// A selection is a piece or a word, as the views showed it: when the open view switches
+    /// between them (the words switch, or a tab of pieces), the selection moves to the word of
+    /// its piece, or to the first piece of its word.
+    fn keep_selection_in(&mut self, words: bool) {
+        if words == self.selection_in_words {
+            return;
+        }
+        let Some(result) = &self.primary.result else {
+            self.selection_in_words = words;
+            return;
+        };
+        let spans = crate::analysis::words::words(&result.analysis);
+        let view = &mut self.settings.view;
+        view.selected_token = view.selected_token.and_then(|index| {
+            if words {
+                spans.word_of(index)
+            } else {
+                spans.spans.get(index).map(|span| span.start)
+            }
+        });
+        self.selection_in_words = words;
     }
 
     /// Marks the text as changed: it runs at once when the model is idle, otherwise as soon as
@@ -176,13 +211,18 @@ impl BertscopeApp {
         }
 
         // What only one tab shows is computed, off the UI thread, only while it is open.
+        let words = self.words_shown();
+        if words {
+            self.primary.update_word_level();
+        }
+        self.keep_selection_in(words);
         match self.settings.view.view {
-            View::Projection => self.primary.update_projection(),
-            View::Heads => self.primary.update_head_stats(),
+            View::Projection => self.primary.update_projection(words),
+            View::Heads => self.primary.update_head_stats(words),
             View::Heatmap | View::Lines
                 if self.settings.view.attention_kind == AttentionKind::Rollout =>
             {
-                self.primary.update_rollout();
+                self.primary.update_rollout(words);
             }
             View::Compare => self.update_divergence(ctx),
             _ => {}
@@ -456,6 +496,7 @@ impl BertscopeApp {
             statistic: view.head_statistic,
             rollout: view.attention_kind == AttentionKind::Rollout,
             norms: view.attention_kind == AttentionKind::Norms,
+            words: view.words && view.view.reads_words(),
             lens: result.lens.clone(),
             embeddings: result
                 .embeddings

@@ -45,6 +45,8 @@ pub struct LaunchOptions {
     pub compare: Option<String>,
     /// Heads `(layer, head)` of the model to switch off from the start.
     pub ablate: Vec<(usize, usize)>,
+    /// Open with words instead of subword pieces (otherwise as remembered).
+    pub words: bool,
 }
 
 /// Settings remembered between runs (eframe storage).
@@ -155,6 +157,8 @@ pub struct BertscopeApp {
     last_frame_ms: f64,
     /// Whether the keyboard-shortcuts overlay is open.
     show_shortcuts: bool,
+    /// Whether the selected token is a word (as the open view shows words) or a piece.
+    selection_in_words: bool,
 }
 
 impl BertscopeApp {
@@ -175,6 +179,7 @@ impl BertscopeApp {
         if let Some(view) = launch.view {
             settings.view.view = view;
         }
+        settings.view.words |= launch.words;
         let model = launch
             .model
             .or_else(|| Some(settings.model.clone()).filter(|model| !model.trim().is_empty()))
@@ -203,6 +208,7 @@ impl BertscopeApp {
             }),
             last_frame_ms: 0.0,
             show_shortcuts: false,
+            selection_in_words: false,
         };
         app.load_model(model);
         app.settings.view.ablated_heads = launch.ablate;

@@ -8,7 +8,8 @@ use super::ModelStatus;
 use crate::analysis::projection::Projection;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
-use crate::model::{AnalysisRequest, DeviceChoice, ModelSource};
+use crate::analysis::words;
+use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, Worker, WorkerRequest, WorkerResponse};
 
@@ -34,12 +35,19 @@ pub struct ModelSlot {
     pub error: Option<String>,
     /// Textures of `result`.
     pub textures: TextureCache,
-    /// The projection of `result` (by analysis id), computed off the UI thread when asked for.
-    projection: Background<u64, Arc<Projection>>,
-    /// Attention rollout of `result` (by analysis id), computed off the UI thread.
-    rollout: Background<u64, Arc<Vec<Vec<f32>>>>,
-    /// Every head's statistics of `result` (by analysis id), computed off the UI thread.
-    head_stats: Background<u64, Arc<Vec<Vec<HeadStats>>>>,
+    /// The projection of `result` (by analysis id, and whether of words), computed off the UI
+    /// thread when asked for.
+    projection: Background<(u64, bool), Arc<Projection>>,
+    /// Attention rollout of `result` (by analysis id, and whether of words), computed off the
+    /// UI thread.
+    rollout: Background<(u64, bool), Arc<Vec<Vec<f32>>>>,
+    /// Every head's statistics of `result` (by analysis id, and whether of words), computed off
+    /// the UI thread.
+    head_stats: Background<(u64, bool), Arc<Vec<Vec<HeadStats>>>>,
+    /// `result` read as words (by analysis id), computed off the UI thread while words are on.
+    word_level: Background<u64, Arc<Analysis>>,
+    /// Textures of the word-level analysis.
+    pub word_textures: TextureCache,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
 }
@@ -69,66 +77,126 @@ impl ModelSlot {
             projection: Background::default(),
             head_stats: Background::default(),
             rollout: Background::default(),
+            word_level: Background::default(),
+            word_textures: TextureCache::default(),
             waker: ctx.clone(),
         }
     }
 
-    /// Starts or collects the projection of the current result (logic, every frame while the
-    /// Projection tab is open): a PCA, computed on a thread of its own.
-    pub fn update_projection(&mut self) {
+    /// Starts or collects the current result read as words (logic, every frame while words
+    /// are on in a view that reads them).
+    pub fn update_word_level(&mut self) {
         if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
-            self.projection.request(id, &self.waker, move || {
-                worker::project(&result).map(Arc::new)
+            self.word_level.request(id, &self.waker, move || {
+                let words = words::words(&result.analysis);
+                words::word_analysis(&result.analysis, &words)
+                    .map(Arc::new)
+                    .ok_or_else(|| "the captured maps could not be copied".to_owned())
             });
         }
     }
 
-    /// The projection of the current result, once computed (or why it failed); `None` while it
-    /// is being computed or was not asked for.
-    pub fn projection(&self) -> Option<Result<Arc<Projection>, String>> {
+    /// The current result read as words, once computed (or why it could not be); `None` while
+    /// it is being computed or was not asked for.
+    pub fn word_level(&self) -> Option<Result<Arc<Analysis>, String>> {
         let id = self.result_id()?;
-        self.projection
+        self.word_level
             .get(&id)
             .map(|value| value.map(Arc::clone).map_err(str::to_owned))
     }
 
-    /// Starts or collects the attention rollout of the current result (logic, every frame while
-    /// the heatmap shows rollout).
-    pub fn update_rollout(&mut self) {
+    /// The textures of what the views show: the result's, or its words'.
+    pub fn textures_of(&mut self, words: bool) -> &mut TextureCache {
+        if words {
+            if let Some(id) = self.result_id() {
+                self.word_textures.reset(id);
+            }
+            &mut self.word_textures
+        } else {
+            &mut self.textures
+        }
+    }
+
+    /// Starts or collects the projection of the current result, of pieces or of words (logic,
+    /// every frame while the Projection tab is open): a PCA, computed on a thread of its own.
+    pub fn update_projection(&mut self, words: bool) {
+        let Some(id) = self.result_id() else {
+            return;
+        };
+        let Some(analysis) = self.analysis_of(words) else {
+            return;
+        };
+        self.projection.request((id, words), &self.waker, move || {
+            worker::project(&analysis).map(Arc::new)
+        });
+    }
+
+    /// The projection of the current result, once computed (or why it failed); `None` while it
+    /// is being computed or was not asked for.
+    pub fn projection(&self, words: bool) -> Option<Result<Arc<Projection>, String>> {
+        let id = self.result_id()?;
+        self.projection
+            .get(&(id, words))
+            .map(|value| value.map(Arc::clone).map_err(str::to_owned))
+    }
+
+    /// Starts or collects the attention rollout of the current result, over pieces or words
+    /// (logic, every frame while a view shows rollout).
+    pub fn update_rollout(&mut self, words: bool) {
         if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
-            self.rollout.request(id, &self.waker, move || {
-                Ok(Arc::new(rollout(&result.analysis)))
+            self.rollout.request((id, words), &self.waker, move || {
+                let analysis = &result.analysis;
+                Ok(Arc::new(if words {
+                    words::word_rollout(analysis, &words::words(analysis))
+                } else {
+                    rollout(analysis)
+                }))
             });
         }
     }
 
     /// The attention rollout of the current result, once computed.
-    pub fn rollout(&self) -> Option<Arc<Vec<Vec<f32>>>> {
+    pub fn rollout(&self, words: bool) -> Option<Arc<Vec<Vec<f32>>>> {
         let id = self.result_id()?;
         self.rollout
-            .get(&id)
+            .get(&(id, words))
             .and_then(|value| value.ok())
             .map(Arc::clone)
     }
 
-    /// Starts or collects the head statistics of the current result (logic, every frame while
-    /// the Heads tab is open).
-    pub fn update_head_stats(&mut self) {
-        if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
-            self.head_stats.request(id, &self.waker, move || {
-                Ok(Arc::new(head_stats(&result.analysis)))
-            });
-        }
+    /// Starts or collects the head statistics of the current result, over pieces or words
+    /// (logic, every frame while the Heads tab is open).
+    pub fn update_head_stats(&mut self, words: bool) {
+        let Some(id) = self.result_id() else {
+            return;
+        };
+        let Some(analysis) = self.analysis_of(words) else {
+            return;
+        };
+        self.head_stats.request((id, words), &self.waker, move || {
+            Ok(Arc::new(head_stats(&analysis)))
+        });
     }
 
     /// The head statistics of the current result, once computed; `None` while they are being
     /// computed or were not asked for.
-    pub fn head_stats(&self) -> Option<Arc<Vec<Vec<HeadStats>>>> {
+    pub fn head_stats(&self, words: bool) -> Option<Arc<Vec<Vec<HeadStats>>>> {
         let id = self.result_id()?;
         self.head_stats
-            .get(&id)
+            .get(&(id, words))
             .and_then(|value| value.ok())
             .map(Arc::clone)
+    }
+
+    /// The analysis of pieces, or of words once it is ready.
+    fn analysis_of(&self, words: bool) -> Option<Arc<Analysis>> {
+        if words {
+            self.word_level()?.ok()
+        } else {
+            self.result
+                .as_ref()
+                .map(|result| Arc::new(result.analysis.clone()))
+        }
     }
 
     fn send(&mut self, request: WorkerRequest, name: &str) {

@@ -73,6 +73,9 @@ impl BertscopeApp {
             Key::Num8,
             Key::Num9,
         ];
+        if ctx.input_mut(|input| input.consume_key(Modifiers::NONE, Key::W)) {
+            self.settings.view.words = !self.settings.view.words;
+        }
         let tabs = self.visible_tabs();
         for (key, view) in numbers.into_iter().zip(tabs) {
             if ctx.input_mut(|input| input.consume_key(Modifiers::NONE, key)) {
@@ -110,6 +113,11 @@ impl BertscopeApp {
                         format!("open a tab ({})", tabs.join(", ")),
                     ),
                     ("/".to_owned(), "type in Sentence A".to_owned()),
+                    (
+                        "W".to_owned(),
+                        "words instead of subword pieces (heatmap, lines, overview, heads, projection)"
+                            .to_owned(),
+                    ),
                     ("Ctrl+E".to_owned(), "export the open view".to_owned()),
                     ("Ctrl+O".to_owned(), "open a model folder".to_owned()),
                     (
@@ -339,6 +347,10 @@ impl BertscopeApp {
                 ui.separator();
                 let analysis = &result.analysis;
                 ui.label(format!("{} tokens", analysis.len()));
+                if let Some(Ok(words)) = self.primary.word_level().filter(|_| self.words_shown()) {
+                    ui.label(format!("· {} words", words.len()))
+                        .on_hover_text("The views show words: subword pieces merged");
+                }
                 if analysis.dropped_tokens > 0 {
                     ui.colored_label(
                         Color32::from_rgb(230, 150, 30),
@@ -380,7 +392,18 @@ impl BertscopeApp {
             });
             return;
         };
-        let analysis = &result.analysis;
+        // Views that read words get the input as words, once merged (off the UI thread).
+        let words = self.words_shown();
+        let word_level = match self.primary.word_level() {
+            Some(Ok(word_level)) if words => Some(word_level),
+            Some(Err(message)) if words => {
+                ui.colored_label(ui.visuals().error_fg_color, message);
+                None
+            }
+            _ => None,
+        };
+        let pieces = &result.analysis;
+        let analysis: &crate::model::Analysis = word_level.as_deref().unwrap_or(pieces);
         if let Some(error) = &self.primary.error {
             ui.colored_label(ui.visuals().error_fg_color, error);
         }
@@ -420,6 +443,11 @@ impl BertscopeApp {
                 ui.selectable_value(&mut self.settings.view.view, view, view.label())
                     .on_hover_text(format!("{} (key {})", view.description(), number + 1));
             }
+            ui.separator();
+            let reads_words = self.settings.view.view.reads_words();
+            ui.add_enabled(reads_words, egui::Checkbox::new(&mut self.settings.view.words, "Words"))
+                .on_hover_text("Merge subword pieces into words (Clark et al. 2019): attention to a word is the sum over its pieces, from a word the mean, so rows still sum to 1 (W)")
+                .on_disabled_hover_text("This tab shows subword pieces: predictions, the lens, embeddings and query·key belong to pieces, and two models split words differently");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let hover = "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head), .npy or compressed .npz (Ctrl+E)";
                 let exporting = self.export_job.as_ref().map(|job| {
@@ -468,19 +496,27 @@ impl BertscopeApp {
         if export_clicked {
             actions.push(crate::ui::UiAction::Export);
         }
+        if words && word_level.is_none() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Merging pieces into words…");
+            });
+            self.apply(actions);
+            return;
+        }
         actions.extend(match state.view {
             View::Heatmap => {
-                let rollout = self.primary.rollout();
+                let rollout = self.primary.rollout(words);
                 heatmap::heatmap_view(
                     ui,
                     analysis,
                     rollout.as_deref().map(Vec::as_slice),
                     state,
-                    &mut self.primary.textures,
+                    self.primary.textures_of(words),
                 )
             }
             View::Lines => {
-                let rollout = self.primary.rollout();
+                let rollout = self.primary.rollout(words);
                 lines::lines_view(ui, analysis, rollout.as_deref().map(Vec::as_slice), state)
             }
             View::Overview => {
@@ -494,11 +530,11 @@ impl BertscopeApp {
                     analysis,
                     state,
                     ablation,
-                    &mut self.primary.textures,
+                    self.primary.textures_of(words),
                 ));
                 actions
             }
-            View::Projection => match self.primary.projection() {
+            View::Projection => match self.primary.projection(words) {
                 Some(Ok(projection)) => {
                     projection::projection_view(ui, analysis, &projection, state)
                 }
@@ -514,7 +550,7 @@ impl BertscopeApp {
                     Vec::new()
                 }
             },
-            View::Heads => match self.primary.head_stats() {
+            View::Heads => match self.primary.head_stats(words) {
                 Some(stats) => heads::heads_view(ui, &stats, state),
                 None => {
                     ui.horizontal(|ui| {

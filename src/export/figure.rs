@@ -191,18 +191,14 @@ pub fn heatmap(
     )
 }
 
-/// Attention rollout through the layers up to `layer` as a heatmap.
+/// Attention rollout (through the layers up to some layer, `[query][key]`) as a heatmap.
 pub fn rollout_heatmap(
     analysis: &Analysis,
-    layer: usize,
+    rollout: Vec<f32>,
     fixed_scale: bool,
     caption: &Caption,
 ) -> Document {
-    let values = crate::analysis::rollout::rollout(analysis)
-        .into_iter()
-        .nth(layer)
-        .unwrap_or_default();
-    matrix(analysis, values, fixed_scale, caption)
+    matrix(analysis, rollout, fixed_scale, caption)
 }
 
 /// Norm-based attention of one head (or the mean of a layer's) as a heatmap; an error when the

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 
-use crate::analysis::{compare, HeadChoice};
+use crate::analysis::{compare, words, HeadChoice};
 use crate::model::Analysis;
 
 /// Which picture a figure export draws.
@@ -88,6 +88,9 @@ pub struct ExportOptions {
     pub lens: Option<Vec<crate::model::LensPosition>>,
     /// Embeddings figure: the run's embedding breakdown.
     pub embeddings: Option<Vec<crate::model::TokenEmbedding>>,
+    /// Words instead of subword pieces (Clark et al.: attention to a word summed over its
+    /// pieces, from a word the mean), in the figures and data of attention.
+    pub words: bool,
 }
 
 impl Default for ExportOptions {
@@ -109,7 +112,28 @@ impl Default for ExportOptions {
             norms: false,
             lens: None,
             embeddings: None,
+            words: false,
         }
+    }
+}
+
+impl FigureView {
+    /// The name `--view` takes.
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether the figure can show words instead of pieces: the figures of attention and of
+    /// hidden states of one model. Predictions, the lens, embeddings and query·key belong to
+    /// pieces, and two models split a text into different words.
+    pub fn reads_words(self) -> bool {
+        matches!(
+            self,
+            Self::Heatmap | Self::Lines | Self::Overview | Self::Heads | Self::Projection
+        )
     }
 }
 
@@ -213,6 +237,23 @@ pub fn export_cancellable(
         };
     let format = ExportFormat::from_path(path)?;
     let is_figure = matches!(format, ExportFormat::Png | ExportFormat::Svg);
+    let words = options.words.then(|| words::words(analysis));
+    if words.is_some() && is_figure {
+        anyhow::ensure!(
+            options.view.reads_words(),
+            "the {} figure shows pieces, not words; --words applies to heatmap, lines, overview, heads and projection",
+            options.view.name()
+        );
+    }
+    let word_analysis = words
+        .as_ref()
+        .map(|words| {
+            words::word_analysis(analysis, words)
+                .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))
+        })
+        .transpose()?;
+    let pieces = analysis;
+    let analysis = word_analysis.as_ref().unwrap_or(analysis);
     if is_figure && options.view == FigureView::Projection {
         // Layer 0 is the embeddings, so the last layer's number is the layer count.
         anyhow::ensure!(
@@ -289,7 +330,12 @@ pub fn export_cancellable(
         let caption = figure::Caption::new(&title, &what, text_a, text_b);
         anyhow::Ok(match options.view {
             FigureView::Heatmap if options.rollout => {
-                figure::rollout_heatmap(analysis, options.layer, options.fixed_scale, &caption)
+                let layers = match &words {
+                    Some(words) => words::word_rollout(pieces, words),
+                    None => crate::analysis::rollout::rollout(pieces),
+                };
+                let values = layers.into_iter().nth(options.layer).unwrap_or_default();
+                figure::rollout_heatmap(analysis, values, options.fixed_scale, &caption)
             }
             FigureView::Heatmap if options.norms => {
                 figure::norms_heatmap(analysis, options.layer, options.head, &caption)?

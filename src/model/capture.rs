@@ -221,6 +221,10 @@ pub struct Analysis {
     /// ‖f_h(x_j)‖ `[layer, head, token]`, the size of what head h adds per unit of attention on
     /// token j (see [`crate::model::backend::Captured::value_norms`]); `None` unless asked for.
     pub value_norms: Option<CapturedArray>,
+    /// Norm-based attention maps `[layer, head, query, key]` computed ahead, for analyses whose
+    /// maps are not α·‖f(x)‖ of any captured values (word-level ones); when present they take
+    /// the place of `value_norms`. `None` for a model's own run.
+    pub attention_norms: Option<CapturedArray>,
     /// Heads `(layer, head)` that ran ablated, sorted: their attention is zero.
     pub ablated_heads: Vec<(usize, usize)>,
     /// Masked-LM predictions at each mask token and each requested position; `None` when the
@@ -337,6 +341,7 @@ pub(crate) mod tests {
                 .unwrap()
                 .into(),
             value_norms: None,
+            attention_norms: None,
             ablated_heads: Vec::new(),
             mlm: None,
             nsp_is_next: None,

@@ -546,6 +546,7 @@ impl LoadedModel {
             queries: captured.queries,
             keys: captured.keys,
             value_norms: captured.value_norms,
+            attention_norms: None,
             ablated_heads,
             mlm,
             nsp_is_next,

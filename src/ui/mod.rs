@@ -68,6 +68,12 @@ impl View {
         }
     }
 
+    /// Whether the view can show words instead of subword pieces (see
+    /// [`crate::export::FigureView::reads_words`]).
+    pub fn reads_words(self) -> bool {
+        self.figure().reads_words()
+    }
+
     /// Every view, in tab order.
     pub const ALL: [View; 10] = [
         View::Heatmap,
@@ -203,6 +209,8 @@ pub struct ViewState {
     pub line_top_k: usize,
     /// Raw attention or rollout, in the heatmap.
     pub attention_kind: AttentionKind,
+    /// Words instead of subword pieces, in the views that read them.
+    pub words: bool,
     /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
     pub fixed_scale: bool,
     /// The heatmap's zoom and pan (not remembered between runs).
@@ -251,6 +259,7 @@ impl Default for ViewState {
             line_threshold: 0.1,
             line_top_k: 0,
             attention_kind: AttentionKind::Raw,
+            words: false,
             fixed_scale: false,
             heatmap_zoom: heatmap::MatrixZoom::default(),
             head_statistic: crate::analysis::stats::Statistic::default(),
