@@ -149,7 +149,7 @@ fn overview_snapshot() {
 #[test]
 fn projection_snapshot() {
     let result = fixed_result();
-    let fitted = worker::project(&result).unwrap();
+    let fitted = worker::project(&result.analysis).unwrap();
     let mut harness = view_harness(|ui, state| {
         state.view.projection_layer = 2;
         state.view.selected_token = Some(2);
@@ -162,7 +162,7 @@ fn projection_snapshot() {
 #[test]
 fn clicking_among_crowded_projection_points_selects_the_nearest_token() {
     let result = fixed_result();
-    let fitted = worker::project(&result).unwrap();
+    let fitted = worker::project(&result.analysis).unwrap();
     let mut harness = view_harness(|ui, state| {
         state.view.projection_layer = 2;
         let actions = projection::projection_view(ui, &result.analysis, &fitted, &mut state.view);
@@ -1077,4 +1077,42 @@ fn every_control_on_every_tab_has_an_accessible_label() {
     unlabelled.sort();
     unlabelled.dedup();
     assert!(unlabelled.is_empty(), "{unlabelled:#?}");
+}
+
+#[test]
+fn words_switch_merges_pieces_and_shift_click_selects_several() {
+    // The tiny vocabulary splits "cat" into c ##a ##t.
+    let mut harness = app_harness("the cat sat");
+    let pieces = harness.state().result().unwrap().analysis.len();
+    harness.get_by_label("Words").click();
+    wait_until(&mut harness, |app| app.settings().view.words);
+    // The chips are words now, and the status bar counts them.
+    harness.get_by_label("cat").click();
+    harness.run_ok();
+    harness
+        .get_by_label("the")
+        .click_modifiers(egui::Modifiers::SHIFT);
+    harness.run_ok();
+    let view = &harness.state().settings().view;
+    assert_eq!(view.selection(), vec![1, 2], "the and cat, as words");
+    assert_eq!(view.selected_token, Some(1), "the last added is the focus");
+    harness.get_by_label_contains("Selected: the + cat");
+    harness.get_by_label_contains("words");
+    assert!(
+        harness
+            .query_by_label_contains(&format!("{pieces} tokens"))
+            .is_some(),
+        "the pieces are still counted"
+    );
+    // Back to pieces: the selection moves to each word's first piece.
+    harness.get_by_label("Words").click();
+    harness.run_ok();
+    harness.run_ok();
+    let view = &harness.state().settings().view;
+    assert!(!view.words);
+    assert_eq!(view.selection(), vec![1, 2], "the, and c of c ##a ##t");
+    // A plain click selects one token alone.
+    harness.get_by_label("the").click();
+    harness.run_ok();
+    assert_eq!(harness.state().settings().view.selection(), vec![1]);
 }

@@ -129,13 +129,20 @@ impl BertscopeApp {
         };
         let spans = crate::analysis::words::words(&result.analysis);
         let view = &mut self.settings.view;
-        view.selected_token = view.selected_token.and_then(|index| {
+        let moved = |index: usize| {
             if words {
                 spans.word_of(index)
             } else {
                 spans.spans.get(index).map(|span| span.start)
             }
-        });
+        };
+        view.selected_token = view.selected_token.and_then(moved);
+        view.also_selected = view
+            .also_selected
+            .iter()
+            .filter_map(|&i| moved(i))
+            .collect();
+        view.also_selected.dedup();
         self.selection_in_words = words;
     }
 
@@ -259,7 +266,10 @@ impl BertscopeApp {
     pub fn apply(&mut self, actions: Vec<UiAction>) {
         for action in actions {
             match action {
-                UiAction::SelectToken(token) => self.settings.view.selected_token = token,
+                UiAction::SelectToken(token) => self.settings.view.select(token),
+                UiAction::ToggleInSelection(token) => {
+                    self.settings.view.toggle_in_selection(token);
+                }
                 UiAction::OpenInHeatmap { layer, head } => {
                     let view = &mut self.settings.view;
                     view.layer = layer;
@@ -314,7 +324,7 @@ impl BertscopeApp {
             &mut self.settings.text_b
         };
         *text = replace_chars(text, *start, *end, &mask);
-        self.settings.view.selected_token = None;
+        self.settings.view.select(None);
         self.request_analysis();
     }
 

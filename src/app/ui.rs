@@ -425,7 +425,7 @@ impl BertscopeApp {
             .id_salt("token-chips")
             .max_height(96.0)
             .show(ui, |ui| {
-                token_chips(ui, analysis, self.settings.view.selected_token, click)
+                token_chips(ui, analysis, &self.settings.view.selection(), click)
             })
             .inner;
         if let Some(p) = analysis.nsp_is_next {

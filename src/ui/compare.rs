@@ -162,7 +162,7 @@ fn compare_body<'a>(
         (state.compare_layer, state.compare_heads[1]),
     ];
     let columns = if identical { 3 } else { 2 };
-    let selected = state.selected_token;
+    let selected = state.selection();
     ui.columns(columns, |columns| {
         for (index, (side, (layer, head))) in [(&mut a, pair[0]), (&mut b, pair[1])]
             .into_iter()
@@ -174,7 +174,7 @@ fn compare_body<'a>(
                 .textures
                 .full(ui.ctx(), side.analysis, layer, head, false);
             let weight = |query, key| attention_weight(side.analysis, layer, head, query, key);
-            let selection = if identical { selected } else { None };
+            let selection: &[usize] = if identical { &selected } else { &[] };
             if let Some(action) = draw_matrix(
                 ui,
                 side.analysis,
@@ -204,7 +204,7 @@ fn compare_body<'a>(
                 &weight,
                 &texture,
                 ColorScale::Diverging { max_abs },
-                selected,
+                &selected,
                 &mut state.compare_zoom,
             ) {
                 actions.push(action);

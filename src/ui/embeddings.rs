@@ -92,7 +92,7 @@ pub fn embeddings_view(
             &weight,
             &texture,
             ColorScale::Similarity,
-            state.selected_token,
+            &state.selection(),
             &mut state.embeddings_zoom,
         ));
     });

@@ -203,17 +203,61 @@ pub fn heatmap_view(
         let weight = move |query, key| attention_weight(analysis, layer, head, query, key);
         (texture, max, Box::new(weight))
     };
+    let selection = state.selection();
+    selection_summary(ui, analysis, &*weight, &selection);
     let action = draw_matrix(
         ui,
         analysis,
         &*weight,
         &texture,
         ColorScale::Sequential { max },
-        state.selected_token,
+        &selection,
         &mut state.heatmap_zoom,
     );
     actions.extend(action);
     actions
+}
+
+/// How many tokens the selection summary names on each side.
+const SUMMARY_TOKENS: usize = 4;
+
+/// One line on the selected tokens of a map: the keys the selection draws on most, and the
+/// queries that draw most on the selection, each weight summed over the selected tokens.
+fn selection_summary(
+    ui: &mut egui::Ui,
+    analysis: &Analysis,
+    weight: &dyn Fn(usize, usize) -> f32,
+    selection: &[usize],
+) {
+    if selection.is_empty() {
+        return;
+    }
+    let tokens = analysis.len();
+    let strongest = |sums: Vec<f32>| -> String {
+        crate::model::heads::top_k(&sums, SUMMARY_TOKENS)
+            .into_iter()
+            .map(|(index, sum)| format!("{} {sum:.2}", analysis.display_token(index as usize)))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    let from: Vec<f32> = (0..tokens)
+        .map(|key| selection.iter().map(|&query| weight(query, key)).sum())
+        .collect();
+    let to: Vec<f32> = (0..tokens)
+        .map(|query| selection.iter().map(|&key| weight(query, key)).sum())
+        .collect();
+    let names: Vec<String> = selection
+        .iter()
+        .map(|&token| analysis.display_token(token))
+        .collect();
+    ui.horizontal_wrapped(|ui| {
+        ui.strong(format!("Selected: {}", names.join(" + ")))
+            .on_hover_text("Shift- or ctrl-click tokens (chips, rows) to select several; click one to select it alone");
+        ui.label(format!("draws most on {}", strongest(from)))
+            .on_hover_text("Keys by their weight summed over the selected query rows");
+        ui.label(format!("· drawn on most by {}", strongest(to)))
+            .on_hover_text("Query rows by their weight summed over the selected key columns");
+    });
 }
 
 /// The *Show* switch between raw attention, rollout and norm-based attention, shared by the
@@ -464,7 +508,7 @@ pub fn draw_matrix(
     weight: &dyn Fn(usize, usize) -> f32,
     texture: &TextureHandle,
     scale: ColorScale,
-    selected: Option<usize>,
+    selected: &[usize],
     zoom: &mut MatrixZoom,
 ) -> Option<UiAction> {
     let tokens = analysis.len();
@@ -560,7 +604,7 @@ pub fn draw_matrix(
 
     let text_color = ui.visuals().text_color();
     let highlight = ui.visuals().selection.stroke.color;
-    if let Some(token) = selected.filter(|&t| t < tokens) {
+    for &token in selected.iter().filter(|&&t| t < tokens) {
         let stroke = Stroke::new(1.5, highlight);
         painter.rect_stroke(geometry.row_rect(token), 0.0, stroke, StrokeKind::Outside);
         painter.rect_stroke(
@@ -587,7 +631,7 @@ pub fn draw_matrix(
         &geometry,
         &labels,
         label_room,
-        selected.filter(|&t| t < tokens),
+        selected,
         hovered,
         &LabelColors {
             plain: text_color,
@@ -632,7 +676,7 @@ pub fn draw_matrix(
             ui.weak(format!("query {row}, key {col}"));
         });
         if response.clicked() {
-            return Some(UiAction::SelectToken(Some(row)));
+            return Some(super::token_click(ui, row, selected));
         }
     }
     None
@@ -657,7 +701,7 @@ fn draw_token_labels(
     geometry: &MatrixGeometry,
     labels: &[String],
     label_room: f32,
-    selected: Option<usize>,
+    selected: &[usize],
     hovered: Option<(usize, usize)>,
     colors: &LabelColors,
 ) {
@@ -682,16 +726,21 @@ fn draw_token_labels(
         let mut drawn: Vec<(usize, Color32)> = geometry
             .visible(axis)
             .filter(|&index| {
-                index % every == 0 && Some(index) != selected && Some(index) != hovered
+                index % every == 0 && !selected.contains(&index) && Some(index) != hovered
             })
             .map(|index| (index, colors.plain))
             .collect();
         drawn.extend(
             hovered
-                .filter(|&h| Some(h) != selected)
+                .filter(|h| !selected.contains(h))
                 .map(|h| (h, colors.hovered)),
         );
-        drawn.extend(selected.map(|s| (s, colors.selected)));
+        drawn.extend(
+            selected
+                .iter()
+                .filter(|&&s| s < labels.len())
+                .map(|&s| (s, colors.selected)),
+        );
         drawn
     };
     for (index, color) in to_draw(1, hovered.map(|(row, _)| row)) {

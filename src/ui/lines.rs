@@ -1,7 +1,7 @@
 //! Token-to-token attention lines (BertViz's head view): queries on the left, keys on the right,
 //! one colour per head, line opacity following the weight.
 
-use egui::{Align2, Color32, FontId, Pos2, Sense, Stroke, Vec2};
+use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2};
 
 use super::heatmap::attention_kind_switch;
 use super::tokens::sentence_b_tint;
@@ -131,7 +131,7 @@ pub fn lines_view(
     });
     ui.weak(match state.attention_kind {
         AttentionKind::Raw => format!(
-            "Layer {}: hover a token to see only its lines; click to select it",
+            "Layer {}: hover a token to see only its lines; click to select it, shift-click to select several (bars: their summed weight on each key)",
             state.layer
         ),
         AttentionKind::Norms => format!(
@@ -179,7 +179,12 @@ pub fn lines_view(
                     None
                 }
             });
-            let focus = focus.or(state.selected_token.map(Focus::Query));
+            // Without a token under the pointer, the selection's lines show.
+            let selection = state.selection();
+            let hovering = focus.is_some();
+            // Per key, the weight from the selected queries, summed over them and averaged over
+            // the drawn maps: the bars beside the keys.
+            let mut from_selection = vec![0f32; tokens];
 
             let mut drawn = 0usize;
             for (head, map) in &maps {
@@ -192,6 +197,11 @@ pub fn lines_view(
                     // A causal model's lines only run backwards, to earlier tokens.
                     let keys = if analysis.causal { query + 1 } else { tokens };
                     let row = &map[query * tokens..][..keys];
+                    if selection.contains(&query) {
+                        for (sum, &weight) in from_selection.iter_mut().zip(row) {
+                            *sum += weight / maps.len() as f32;
+                        }
+                    }
                     for_each_key_to_draw(row, state.line_top_k, |key| {
                         let weight = row[key];
                         if weight < state.line_threshold.max(1e-3) {
@@ -200,7 +210,7 @@ pub fn lines_view(
                         let shown = match focus {
                             Some(Focus::Query(q)) => q == query,
                             Some(Focus::Key(k)) => k == key,
-                            None => true,
+                            None => selection.is_empty() || selection.contains(&query),
                         };
                         if !shown
                             || !state
@@ -243,7 +253,7 @@ pub fn lines_view(
                 let label = analysis.display_token(index);
                 let highlighted = focus == Some(Focus::Query(index))
                     || focus == Some(Focus::Key(index))
-                    || state.selected_token == Some(index);
+                    || selection.contains(&index);
                 let color = if highlighted {
                     ui.visuals().selection.stroke.color
                 } else {
@@ -260,6 +270,22 @@ pub fn lines_view(
                         font.clone(),
                         color,
                     );
+                    let is_key_side = align == Align2::LEFT_CENTER;
+                    if is_key_side && !selection.is_empty() && !hovering {
+                        let largest = from_selection
+                            .iter()
+                            .copied()
+                            .fold(f32::MIN_POSITIVE, f32::max);
+                        let bar = Rect::from_min_size(
+                            Pos2::new(rect.right() + 4.0, y_of(index) - 3.0),
+                            Vec2::new(40.0 * from_selection[index] / largest, 6.0),
+                        );
+                        painter.rect_filled(
+                            bar,
+                            1.0,
+                            ui.visuals().selection.stroke.color.gamma_multiply(0.7),
+                        );
+                    }
                     if analysis.sentence[index] == Some(1) {
                         painter.rect_filled(
                             rect.expand(1.0),
@@ -279,9 +305,7 @@ pub fn lines_view(
             if response.clicked() {
                 match focus {
                     Some(Focus::Query(index) | Focus::Key(index)) => {
-                        actions.push(UiAction::SelectToken(
-                            (state.selected_token != Some(index)).then_some(index),
-                        ));
+                        actions.push(super::token_click(ui, index, &selection));
                     }
                     None => actions.push(UiAction::SelectToken(None)),
                 }

@@ -196,9 +196,14 @@ pub struct ViewState {
     pub layer: usize,
     /// Head (or mean) shown by the heatmap view.
     pub head: HeadChoice,
-    /// The token selected in any view.
+    /// The token selected in any view: the focus of a selection, the one views of a single
+    /// token (query·key, the lens, the projection's path) show.
     #[serde(skip)]
     pub selected_token: Option<usize>,
+    /// The rest of a selection of several tokens (shift- or ctrl-click), in the order they were
+    /// added; never holds `selected_token`.
+    #[serde(skip)]
+    pub also_selected: Vec<usize>,
     /// Heads hidden in the lines view.
     pub hidden_heads: Vec<usize>,
     /// Sentence-pair filter of the lines view.
@@ -254,6 +259,7 @@ impl Default for ViewState {
             layer: 0,
             head: HeadChoice::Head(0),
             selected_token: None,
+            also_selected: Vec::new(),
             hidden_heads: Vec::new(),
             pair_filter: PairFilter::All,
             line_threshold: 0.1,
@@ -279,6 +285,37 @@ impl Default for ViewState {
 }
 
 impl ViewState {
+    /// Every selected token, in input order.
+    pub fn selection(&self) -> Vec<usize> {
+        let mut selection: Vec<usize> = self
+            .also_selected
+            .iter()
+            .copied()
+            .chain(self.selected_token)
+            .collect();
+        selection.sort_unstable();
+        selection.dedup();
+        selection
+    }
+
+    /// Selects `token` alone, or nothing.
+    pub fn select(&mut self, token: Option<usize>) {
+        self.selected_token = token;
+        self.also_selected.clear();
+    }
+
+    /// Adds `token` to the selection as its focus, or takes it out if it was in.
+    pub fn toggle_in_selection(&mut self, token: usize) {
+        if self.selected_token == Some(token) {
+            self.selected_token = self.also_selected.pop();
+        } else if let Some(index) = self.also_selected.iter().position(|&t| t == token) {
+            self.also_selected.remove(index);
+        } else {
+            self.also_selected.extend(self.selected_token);
+            self.selected_token = Some(token);
+        }
+    }
+
     /// Keeps layer, head and token indices inside a model's shape and an input's length.
     pub fn clamp_to(&mut self, layers: usize, heads: usize, tokens: usize) {
         self.layer = self.layer.min(layers.saturating_sub(1));
@@ -288,6 +325,10 @@ impl ViewState {
         }
         if self.selected_token.is_some_and(|token| token >= tokens) {
             self.selected_token = None;
+        }
+        self.also_selected.retain(|&token| token < tokens);
+        if self.selected_token.is_none() {
+            self.selected_token = self.also_selected.pop();
         }
         self.hidden_heads.retain(|&head| head < heads);
         if let HeadChoice::Head(head) = self.compare_heads[0] {
@@ -301,6 +342,8 @@ impl ViewState {
 pub enum UiAction {
     /// Select a token everywhere (or clear the selection).
     SelectToken(Option<usize>),
+    /// Add a token to the selection, or take it out (shift- or ctrl-click).
+    ToggleInSelection(usize),
     /// Show this layer and head in the heatmap view.
     OpenInHeatmap {
         /// Layer index.
@@ -323,6 +366,20 @@ pub enum UiAction {
     },
     /// Switch every head back on.
     ClearAblation,
+}
+
+/// What a click on token `index` asks for: with shift or ctrl (⌘) held, adding it to the
+/// selection or taking it out; otherwise selecting it alone, or clearing the selection when it
+/// was all that was selected.
+pub fn token_click(ui: &egui::Ui, index: usize, selection: &[usize]) -> UiAction {
+    let modifiers = ui.input(|input| input.modifiers);
+    if modifiers.shift || modifiers.command {
+        UiAction::ToggleInSelection(index)
+    } else if selection == [index] {
+        UiAction::SelectToken(None)
+    } else {
+        UiAction::SelectToken(Some(index))
+    }
 }
 
 /// A small button showing a symbol ("<", "+"), named for screen readers by `name`, with a

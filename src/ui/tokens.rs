@@ -28,7 +28,7 @@ pub fn sentence_b_tint(ui: &egui::Ui) -> Color32 {
 pub fn token_chips(
     ui: &mut egui::Ui,
     analysis: &Analysis,
-    selected: Option<usize>,
+    selected: &[usize],
     click: ChipClick,
 ) -> Option<UiAction> {
     let mut action = None;
@@ -41,13 +41,16 @@ pub fn token_chips(
             if special {
                 text = text.weak();
             }
-            let mut button = egui::Button::selectable(selected == Some(index), text);
+            let mut button = egui::Button::selectable(selected.contains(&index), text);
             if analysis.sentence.get(index) == Some(&Some(1)) {
                 button = button.fill(sentence_b_tint(ui));
             }
             let tooltip = match click {
                 ChipClick::Select => {
-                    format!("token {index}: {token} (id {})", analysis.token_ids[index])
+                    format!(
+                        "token {index}: {token} (id {}) · shift- or ctrl-click to select several",
+                        analysis.token_ids[index]
+                    )
                 }
                 ChipClick::Mask(mask) if token == mask => "already masked".to_owned(),
                 ChipClick::Mask(_) if special => {
@@ -58,9 +61,7 @@ pub fn token_chips(
             let response = ui.add(button).on_hover_text(tooltip);
             if response.clicked() {
                 action = match click {
-                    ChipClick::Select => Some(UiAction::SelectToken(
-                        (selected != Some(index)).then_some(index),
-                    )),
+                    ChipClick::Select => Some(super::token_click(ui, index, selected)),
                     ChipClick::Mask(mask) if !special && token != mask => {
                         Some(UiAction::MaskToken(index))
                     }
