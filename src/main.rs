@@ -70,6 +70,10 @@ struct AppArgs {
     /// Open with words instead of subword pieces (the W key switches).
     #[arg(long)]
     words: bool,
+    /// What the heatmap, lines and overview show: raw attention, rollout, norms or flow.
+    #[cfg(feature = "gui")]
+    #[arg(long, value_enum, value_name = "KIND")]
+    show: Option<bertscope::ui::AttentionKind>,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +151,10 @@ struct ExportArgs {
     /// With --view heatmap: norm-based attention ‖α·f(x)‖ (Kobayashi et al. 2020) of the head.
     #[arg(long)]
     norms: bool,
+    /// With --view heatmap: attention flow (Abnar & Zuidema 2020) into these tokens (0-based,
+    /// comma-separated) through the layers up to --layer, instead of a head.
+    #[arg(long, value_delimiter = ',', value_name = "I", conflicts_with_all = ["rollout", "norms"])]
+    flow_to: Vec<usize>,
     /// Heads to ablate, LAYER:HEAD comma-separated (0-based), as in dump.
     #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
     ablate: Vec<(usize, usize)>,
@@ -341,6 +349,7 @@ fn open_app(args: AppArgs) -> anyhow::Result<()> {
         compare: args.compare,
         ablate: args.ablate,
         words: args.words,
+        show: args.show,
     })
 }
 
@@ -592,6 +601,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         statistic: args.statistic,
         rollout: args.rollout,
         norms: args.norms,
+        flow_into: args.flow_to.clone(),
         words: args.words,
         ..ExportOptions::default()
     };

@@ -238,6 +238,30 @@ fn lines_switch_between_attention_rollout_and_norms() {
         harness.query_by_label_contains("no weight here").is_none(),
         "lines are drawn"
     );
+    // Flow into the first token, then into a selection of two, computed off the UI thread.
+    harness.get_by_label("flow").click();
+    wait_until(&mut harness, |app| {
+        app.settings().view.attention_kind == bertscope::ui::AttentionKind::Flow
+    });
+    harness.get_by_label_contains("Flow through layers 0–0");
+    assert!(
+        harness.query_by_label_contains("no weight here").is_none(),
+        "flow lines are drawn"
+    );
+    harness.get_by_label("sat").click();
+    harness.run_ok();
+    harness
+        .get_by_label("[SEP]")
+        .click_modifiers(egui::Modifiers::COMMAND);
+    wait_until(&mut harness, |app| {
+        app.settings().view.selection().len() == 2
+    });
+    harness.get_by_label("Heatmap").click();
+    wait_until(&mut harness, |_| true);
+    harness.get_by_label_contains("Selected: sat + [SEP]");
+    assert!(harness
+        .query_by_label_contains("Finding the maximum flow")
+        .is_none());
 }
 
 #[test]
@@ -249,7 +273,7 @@ fn heatmap_switches_to_rollout_which_has_no_head_picker() {
         heatmap::heatmap_view(
             ui,
             &result.analysis,
-            Some(&rolled),
+            Some(&rolled[1]),
             &mut state.view,
             &mut state.textures,
         );

@@ -18,9 +18,19 @@ const EPSILON: f64 = 1e-12;
 /// The maximum flow from every input token into output token `to` at the last layer, indexed by
 /// input token. `to` must be a token index.
 pub fn flow_into(analysis: &Analysis, to: usize) -> Vec<f32> {
+    flow_through(analysis, to, analysis.layers())
+}
+
+/// The maximum flow from every input token into token `to` after the first `layers` layers
+/// (the graph cut off there), indexed by input token.
+pub fn flow_through(analysis: &Analysis, to: usize, layers: usize) -> Vec<f32> {
     let tokens = analysis.len();
     assert!(to < tokens, "token {to} is out of range");
-    let capacities: Vec<Vec<f64>> = (0..analysis.layers())
+    assert!(
+        layers <= analysis.layers(),
+        "{layers} layers are more than the model has"
+    );
+    let capacities: Vec<Vec<f64>> = (0..layers)
         .map(|layer| {
             let mut with_residual: Vec<f64> = analysis
                 .attention_mean(layer)
@@ -180,6 +190,7 @@ mod tests {
         let mean = analysis.attention_mean(0);
         for to in 0..3 {
             let flow = flow_into(&analysis, to);
+            assert_eq!(flow, flow_through(&analysis, to, 1), "all layers");
             for (from, value) in flow.iter().enumerate() {
                 let identity = if from == to { 0.5 } else { 0.0 };
                 let expected = 0.5 * mean[to * 3 + from] + identity;

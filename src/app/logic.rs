@@ -231,6 +231,13 @@ impl BertscopeApp {
             {
                 self.primary.update_rollout(words);
             }
+            View::Heatmap | View::Lines
+                if self.settings.view.attention_kind == AttentionKind::Flow =>
+            {
+                let view = &self.settings.view;
+                self.primary
+                    .update_flow(words, view.layer, view.flow_targets());
+            }
             View::Compare => self.update_divergence(ctx),
             _ => {}
         }
@@ -506,6 +513,11 @@ impl BertscopeApp {
             statistic: view.head_statistic,
             rollout: view.attention_kind == AttentionKind::Rollout,
             norms: view.attention_kind == AttentionKind::Norms,
+            flow_into: if view.attention_kind == AttentionKind::Flow {
+                view.flow_targets()
+            } else {
+                Vec::new()
+            },
             words: view.words && view.view.reads_words(),
             lens: result.lens.clone(),
             embeddings: result

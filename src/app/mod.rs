@@ -47,6 +47,8 @@ pub struct LaunchOptions {
     pub ablate: Vec<(usize, usize)>,
     /// Open with words instead of subword pieces (otherwise as remembered).
     pub words: bool,
+    /// What the heatmap, lines and overview show (otherwise as remembered).
+    pub show: Option<crate::ui::AttentionKind>,
 }
 
 /// Settings remembered between runs (eframe storage).
@@ -180,6 +182,9 @@ impl BertscopeApp {
             settings.view.view = view;
         }
         settings.view.words |= launch.words;
+        if let Some(kind) = launch.show {
+            settings.view.attention_kind = kind;
+        }
         let model = launch
             .model
             .or_else(|| Some(settings.model.clone()).filter(|model| !model.trim().is_empty()))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::background::Background;
 use super::ModelStatus;
+use crate::analysis::flow::flow_through;
 use crate::analysis::projection::Projection;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
@@ -12,6 +13,9 @@ use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, Worker, WorkerRequest, WorkerResponse};
+
+/// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
+type FlowKey = (u64, bool, usize, Vec<usize>);
 
 /// What draining a slot's responses brought.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,11 @@ pub struct ModelSlot {
     /// Every head's statistics of `result` (by analysis id, and whether of words), computed off
     /// the UI thread.
     head_stats: Background<(u64, bool), Arc<Vec<Vec<HeadStats>>>>,
+    /// Attention flow into some tokens after some layer (by analysis id, words, layer and the
+    /// tokens), `[query][key]` with NaN in the rows of other tokens, computed off the UI thread.
+    flow: Background<FlowKey, Arc<Vec<f32>>>,
+    /// The flow key whose textures were made, to forget them when the key changes.
+    flow_drawn: Option<FlowKey>,
     /// `result` read as words (by analysis id), computed off the UI thread while words are on.
     word_level: Background<u64, Arc<Analysis>>,
     /// Textures of the word-level analysis.
@@ -78,6 +87,8 @@ impl ModelSlot {
             head_stats: Background::default(),
             rollout: Background::default(),
             word_level: Background::default(),
+            flow: Background::default(),
+            flow_drawn: None,
             word_textures: TextureCache::default(),
             waker: ctx.clone(),
         }
@@ -184,6 +195,42 @@ impl ModelSlot {
         let id = self.result_id()?;
         self.head_stats
             .get(&(id, words))
+            .and_then(|value| value.ok())
+            .map(Arc::clone)
+    }
+
+    /// Starts or collects the attention flow into `targets` through layers `0..=layer`, over
+    /// pieces or words (logic, every frame while a view shows flow).
+    pub fn update_flow(&mut self, words: bool, layer: usize, targets: Vec<usize>) {
+        let Some(id) = self.result_id() else {
+            return;
+        };
+        let Some(analysis) = self.analysis_of(words) else {
+            return;
+        };
+        let key = (id, words, layer, targets.clone());
+        if self.flow_drawn.as_ref() != Some(&key) {
+            self.textures.forget_flow();
+            self.word_textures.forget_flow();
+            self.flow_drawn = Some(key.clone());
+        }
+        self.flow.request(key, &self.waker, move || {
+            let tokens = analysis.len();
+            let through = (layer + 1).min(analysis.layers());
+            let mut values = vec![f32::NAN; tokens * tokens];
+            for &to in targets.iter().filter(|&&to| to < tokens) {
+                values[to * tokens..][..tokens]
+                    .copy_from_slice(&flow_through(&analysis, to, through));
+            }
+            Ok(Arc::new(values))
+        });
+    }
+
+    /// The attention flow of [`ModelSlot::update_flow`], once computed.
+    pub fn flow(&self, words: bool, layer: usize, targets: Vec<usize>) -> Option<Arc<Vec<f32>>> {
+        let id = self.result_id()?;
+        self.flow
+            .get(&(id, words, layer, targets))
             .and_then(|value| value.ok())
             .map(Arc::clone)
     }

@@ -8,7 +8,7 @@ use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
 use crate::ui::{
     compare, embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key,
-    View,
+    AttentionKind, View,
 };
 
 /// The Sentence A field, which `/` focuses.
@@ -504,21 +504,32 @@ impl BertscopeApp {
             self.apply(actions);
             return;
         }
+        // The one map of a kind that combines heads (rollout, flow), once computed.
+        let (rollout, flow) = match state.attention_kind {
+            AttentionKind::Rollout => (self.primary.rollout(words), None),
+            AttentionKind::Flow => (
+                None,
+                self.primary.flow(words, state.layer, state.flow_targets()),
+            ),
+            _ => (None, None),
+        };
+        let combined = match state.attention_kind {
+            AttentionKind::Rollout => rollout
+                .as_deref()
+                .and_then(|layers| layers.get(state.layer))
+                .map(Vec::as_slice),
+            AttentionKind::Flow => flow.as_deref().map(Vec::as_slice),
+            _ => None,
+        };
         actions.extend(match state.view {
-            View::Heatmap => {
-                let rollout = self.primary.rollout(words);
-                heatmap::heatmap_view(
-                    ui,
-                    analysis,
-                    rollout.as_deref().map(Vec::as_slice),
-                    state,
-                    self.primary.textures_of(words),
-                )
-            }
-            View::Lines => {
-                let rollout = self.primary.rollout(words);
-                lines::lines_view(ui, analysis, rollout.as_deref().map(Vec::as_slice), state)
-            }
+            View::Heatmap => heatmap::heatmap_view(
+                ui,
+                analysis,
+                combined,
+                state,
+                self.primary.textures_of(words),
+            ),
+            View::Lines => lines::lines_view(ui, analysis, combined, state),
             View::Overview => {
                 let mut actions = overview::ablation_bar(ui, state);
                 let ablation = overview::Ablation {

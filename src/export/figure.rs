@@ -191,8 +191,9 @@ pub fn heatmap(
     )
 }
 
-/// Attention rollout (through the layers up to some layer, `[query][key]`) as a heatmap.
-pub fn rollout_heatmap(
+/// A map that combines a layer's heads (rollout or flow through the layers up to some layer,
+/// `[query][key]`, NaN where not computed) as a heatmap.
+pub fn combined_heatmap(
     analysis: &Analysis,
     rollout: Vec<f32>,
     fixed_scale: bool,

@@ -84,6 +84,9 @@ pub struct ExportOptions {
     pub rollout: bool,
     /// Heatmap figure: norm-based attention of the head instead of its weights.
     pub norms: bool,
+    /// Heatmap figure: attention flow into these tokens through the layers up to `layer`
+    /// instead of one head (rows of other tokens are left empty).
+    pub flow_into: Vec<usize>,
     /// Lens figure: the logit lens of the run, at every position it read.
     pub lens: Option<Vec<crate::model::LensPosition>>,
     /// Embeddings figure: the run's embedding breakdown.
@@ -110,6 +113,7 @@ impl Default for ExportOptions {
             statistic: crate::analysis::stats::Statistic::default(),
             rollout: false,
             norms: false,
+            flow_into: Vec::new(),
             lens: None,
             embeddings: None,
             words: false,
@@ -265,6 +269,15 @@ pub fn export_cancellable(
     } else {
         check_layer_head(analysis, options.layer, options.head)?;
     }
+    for &token in &options.flow_into {
+        anyhow::ensure!(
+            token < analysis.len(),
+            "--flow-to {token} is out of range; the input has {} {} (0 to {})",
+            analysis.len(),
+            if words.is_some() { "words" } else { "tokens" },
+            analysis.len().saturating_sub(1)
+        );
+    }
     if let Some(token) = options.selected_token {
         anyhow::ensure!(
             token < analysis.len(),
@@ -301,6 +314,18 @@ pub fn export_cancellable(
             FigureView::Heatmap if options.rollout => {
                 format!("attention rollout through layer {}", options.layer)
             }
+            FigureView::Heatmap if !options.flow_into.is_empty() => {
+                let into: Vec<String> = options
+                    .flow_into
+                    .iter()
+                    .map(|&token| analysis.display_token(token))
+                    .collect();
+                format!(
+                    "attention flow through layer {} into {}",
+                    options.layer,
+                    into.join(", ")
+                )
+            }
             FigureView::Heatmap if options.norms => format!(
                 "layer {} · {} · norm-based attention ‖α·f(x)‖",
                 options.layer, options.head
@@ -335,7 +360,16 @@ pub fn export_cancellable(
                     None => crate::analysis::rollout::rollout(pieces),
                 };
                 let values = layers.into_iter().nth(options.layer).unwrap_or_default();
-                figure::rollout_heatmap(analysis, values, options.fixed_scale, &caption)
+                figure::combined_heatmap(analysis, values, options.fixed_scale, &caption)
+            }
+            FigureView::Heatmap if !options.flow_into.is_empty() => {
+                let tokens = analysis.len();
+                let mut values = vec![f32::NAN; tokens * tokens];
+                for &to in &options.flow_into {
+                    let flow = crate::analysis::flow::flow_through(analysis, to, options.layer + 1);
+                    values[to * tokens..][..tokens].copy_from_slice(&flow);
+                }
+                figure::combined_heatmap(analysis, values, options.fixed_scale, &caption)
             }
             FigureView::Heatmap if options.norms => {
                 figure::norms_heatmap(analysis, options.layer, options.head, &caption)?

@@ -126,21 +126,23 @@ fn step_head(head: HeadChoice, heads: usize, allow_mean: bool, forward: bool) ->
     }
 }
 
-/// The heatmap tab. `rollout` is the attention rollout after every layer, once computed (the
-/// app computes it off the UI thread when the rollout kind is chosen).
+/// The heatmap tab. `combined` is the map of a kind that combines heads (rollout through the
+/// layer, or flow into the selected tokens: see [`AttentionKind::is_combined`]), once the app
+/// has computed it off the UI thread.
 pub fn heatmap_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
-    rollout: Option<&[Vec<f32>]>,
+    combined: Option<&[f32]>,
     state: &mut ViewState,
     textures: &mut TextureCache,
 ) -> Vec<UiAction> {
     let mut actions = Vec::new();
-    let is_rollout = state.attention_kind == AttentionKind::Rollout;
-    let is_norms = state.attention_kind == AttentionKind::Norms;
-    layer_head_controls(ui, state, analysis.layers(), analysis.heads(), !is_rollout);
+    let kind = state.attention_kind;
+    let is_combined = kind.is_combined();
+    let is_norms = kind == AttentionKind::Norms;
+    layer_head_controls(ui, state, analysis.layers(), analysis.heads(), !is_combined);
     ui.horizontal(|ui| {
-        attention_kind_switch(ui, &mut state.attention_kind);
+        attention_kind_switch(ui, &mut state.attention_kind, true);
         ui.separator();
         ui.add_enabled_ui(!is_norms, |ui| {
             ui.checkbox(&mut state.fixed_scale, "Fixed 0–1 scale")
@@ -151,9 +153,14 @@ pub fn heatmap_view(
                     "Norms are not probabilities: they colour 0 to their largest value",
                 );
         });
-        ui.weak(if is_rollout {
+        ui.weak(if kind == AttentionKind::Rollout {
             format!(
                 "Rollout through layers 0–{} · rows draw on columns",
+                state.layer
+            )
+        } else if kind == AttentionKind::Flow {
+            format!(
+                "Flow through layers 0–{} into the selected rows (else the first) from each column · shift-click rows to add them",
                 state.layer
             )
         } else if is_norms {
@@ -175,15 +182,20 @@ pub fn heatmap_view(
     let layer = state.layer;
     // The map, the value of its brightest colour, and each cell's weight for the tooltip.
     let head = state.head;
-    let (texture, max, weight): (_, _, Box<dyn Fn(usize, usize) -> f32 + '_>) = if is_rollout {
-        let Some(values) = rollout.and_then(|layers| layers.get(layer)) else {
+    let (texture, max, weight): (_, _, Box<dyn Fn(usize, usize) -> f32 + '_>) = if is_combined {
+        let Some(values) = combined else {
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label("Rolling attention out through the layers…");
+                ui.label(if kind == AttentionKind::Flow {
+                    "Finding the maximum flow into the selected tokens…"
+                } else {
+                    "Rolling attention out through the layers…"
+                });
             });
             return actions;
         };
-        let (texture, max) = textures.rollout(ui.ctx(), values, tokens, layer, state.fixed_scale);
+        let (texture, max) =
+            textures.combined(ui.ctx(), values, tokens, (kind, layer), state.fixed_scale);
         (
             texture,
             max,
@@ -262,7 +274,7 @@ fn selection_summary(
 
 /// The *Show* switch between raw attention, rollout and norm-based attention, shared by the
 /// heatmap and the lines.
-pub fn attention_kind_switch(ui: &mut egui::Ui, kind: &mut AttentionKind) {
+pub fn attention_kind_switch(ui: &mut egui::Ui, kind: &mut AttentionKind, with_flow: bool) {
     ui.label("Show");
     ui.selectable_value(kind, AttentionKind::Raw, "attention")
         .on_hover_text("Each head's attention probabilities, as the model computed them");
@@ -274,6 +286,12 @@ pub fn attention_kind_switch(ui: &mut egui::Ui, kind: &mut AttentionKind) {
         .on_hover_text(
             "Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector the head moves from that key, ‖α·f(x)‖; a heavy weight on a small vector counts for little",
         );
+    if with_flow {
+        ui.selectable_value(kind, AttentionKind::Flow, "flow")
+            .on_hover_text(
+                "Attention flow (Abnar & Zuidema 2020): the maximum flow from each input token into the selected tokens through the rollout graph up to this layer (without a selection, into the first token)",
+            );
+    }
 }
 
 /// `+` and `-` zoom at the centre, `0` fits, while no text field has the keyboard.
@@ -664,6 +682,11 @@ pub fn draw_matrix(
                 ui.label(format!("{query} cannot attend to {key}"));
                 ui.weak("masked: a causal model only sees earlier tokens");
                 ui.weak(format!("query {row}, key {col}"));
+                return;
+            }
+            if weight.is_nan() {
+                ui.label(format!("No flow into {query} computed"));
+                ui.weak("shift-click its row to add it to the selection");
                 return;
             }
             ui.label(format!("{query} attends to {key}"));

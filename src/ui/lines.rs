@@ -28,7 +28,7 @@ enum Focus {
 /// rollout is still being computed.
 fn layer_maps<'a>(
     analysis: &'a Analysis,
-    rollout: Option<&'a [Vec<f32>]>,
+    combined: Option<&'a [f32]>,
     state: &ViewState,
 ) -> Option<Vec<(usize, std::borrow::Cow<'a, [f32]>)>> {
     let layer = state.layer;
@@ -49,25 +49,25 @@ fn layer_maps<'a>(
                 .map(|(head, map)| (head, map.iter().map(|v| v / largest).collect()))
                 .collect()
         }
-        AttentionKind::Rollout => vec![(0, rollout?.get(layer)?.as_slice().into())],
+        AttentionKind::Rollout | AttentionKind::Flow => vec![(0, combined?.into())],
     })
 }
 
-/// The lines tab. `rollout` is the attention rollout after every layer, once computed (the
-/// app computes it off the UI thread when the rollout kind is chosen).
+/// The lines tab. `combined` is the map of a kind that combines heads (rollout or flow, see
+/// [`AttentionKind::is_combined`]), once the app has computed it off the UI thread.
 pub fn lines_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
-    rollout: Option<&[Vec<f32>]>,
+    combined: Option<&[f32]>,
     state: &mut ViewState,
 ) -> Vec<UiAction> {
     let mut actions = Vec::new();
     let heads = analysis.heads();
     super::heatmap::layer_head_controls(ui, state, analysis.layers(), heads, false);
     ui.horizontal(|ui| {
-        attention_kind_switch(ui, &mut state.attention_kind);
+        attention_kind_switch(ui, &mut state.attention_kind, true);
     });
-    let is_rollout = state.attention_kind == AttentionKind::Rollout;
+    let is_rollout = state.attention_kind.is_combined();
     ui.add_enabled_ui(!is_rollout, |ui| {
         ui.horizontal_wrapped(|ui| {
             ui.label("Heads");
@@ -142,11 +142,19 @@ pub fn lines_view(
             "Rollout through layers 0–{}: how much each token draws on each input token; hover a token to see only its lines",
             state.layer
         ),
+        AttentionKind::Flow => format!(
+            "Flow through layers 0–{} into the selected tokens (else the first) from each input token; shift-click to add tokens",
+            state.layer
+        ),
     });
-    let Some(maps) = layer_maps(analysis, rollout, state) else {
+    let Some(maps) = layer_maps(analysis, combined, state) else {
         ui.horizontal(|ui| {
             ui.spinner();
-            ui.label("Rolling attention out through the layers…");
+            ui.label(if state.attention_kind == AttentionKind::Flow {
+                "Finding the maximum flow into the selected tokens…"
+            } else {
+                "Rolling attention out through the layers…"
+            });
         });
         return actions;
     };
@@ -197,6 +205,10 @@ pub fn lines_view(
                     // A causal model's lines only run backwards, to earlier tokens.
                     let keys = if analysis.causal { query + 1 } else { tokens };
                     let row = &map[query * tokens..][..keys];
+                    if row.first().is_some_and(|weight| weight.is_nan()) {
+                        // A flow row not computed (not a selected token).
+                        continue;
+                    }
                     if selection.contains(&query) {
                         for (sum, &weight) in from_selection.iter_mut().zip(row) {
                             *sum += weight / maps.len() as f32;

@@ -127,12 +127,15 @@ impl View {
     }
 }
 
-/// What the heatmap shows: the captured attention of a head, or attention rollout through the
-/// layers up to the chosen one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// What the heatmap, the lines and the overview show: the captured attention of a head, or
+/// what the analyses make of it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 pub enum AttentionKind {
     /// Each head's attention probabilities, as the model computed them.
     #[default]
+    #[value(name = "attention", alias = "raw")]
     Raw,
     /// Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input
     /// token through all layers so far, residual connections included.
@@ -140,6 +143,17 @@ pub enum AttentionKind {
     /// Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector
     /// the head moves from that key, ‖α·f(x)‖.
     Norms,
+    /// Attention flow (Abnar & Zuidema 2020) into the selected tokens: the maximum flow from
+    /// each input token through the rollout graph up to the layer.
+    Flow,
+}
+
+impl AttentionKind {
+    /// Whether the kind combines a layer's heads (and the layers below) into one map, which
+    /// the app computes off the UI thread: rollout and flow.
+    pub fn is_combined(self) -> bool {
+        matches!(self, Self::Rollout | Self::Flow)
+    }
 }
 
 /// Which sentence pairs the lines view shows, for inputs with two sentences.
@@ -296,6 +310,16 @@ impl ViewState {
         selection.sort_unstable();
         selection.dedup();
         selection
+    }
+
+    /// The tokens attention flow is shown into: the selection, else the first token.
+    pub fn flow_targets(&self) -> Vec<usize> {
+        let selection = self.selection();
+        if selection.is_empty() {
+            vec![0]
+        } else {
+            selection
+        }
     }
 
     /// Selects `token` alone, or nothing.

@@ -31,7 +31,8 @@ enum Key {
         layer: usize,
         head: usize,
     },
-    Rollout {
+    Combined {
+        kind: crate::ui::AttentionKind,
         layer: usize,
         fixed_scale: bool,
     },
@@ -65,6 +66,19 @@ impl TextureCache {
             self.generation = generation;
             self.textures.clear();
         }
+    }
+
+    /// Forgets the flow maps, drawn for a selection that changed.
+    pub fn forget_flow(&mut self) {
+        self.textures.retain(|key, _| {
+            !matches!(
+                key,
+                Key::Combined {
+                    kind: crate::ui::AttentionKind::Flow,
+                    ..
+                }
+            )
+        });
     }
 
     /// Forgets every texture.
@@ -161,18 +175,23 @@ impl TextureCache {
             .clone()
     }
 
-    /// Attention rollout after `layer` (`values`, `tokens × tokens`), and the value its
-    /// brightest colour stands for.
-    pub fn rollout(
+    /// A map that combines a layer's heads (rollout or flow after `layer`: `values`,
+    /// `tokens × tokens`, NaN where not computed), and the value its brightest colour stands
+    /// for. A flow map changes with the selection: [`TextureCache::forget_flow`] then.
+    pub fn combined(
         &mut self,
         ctx: &egui::Context,
         values: &[f32],
         tokens: usize,
-        layer: usize,
+        (kind, layer): (crate::ui::AttentionKind, usize),
         fixed_scale: bool,
     ) -> (TextureHandle, f32) {
         self.textures
-            .entry(Key::Rollout { layer, fixed_scale })
+            .entry(Key::Combined {
+                kind,
+                layer,
+                fixed_scale,
+            })
             .or_insert_with(|| {
                 let max = if fixed_scale { 1.0 } else { max_value(values) };
                 let image = ColorImage::from_rgba_unmultiplied(
@@ -180,7 +199,7 @@ impl TextureCache {
                     &heatmap_rgba(values, max),
                 );
                 (
-                    ctx.load_texture(format!("rollout-{layer}"), image, TextureOptions::NEAREST),
+                    ctx.load_texture(format!("{kind:?}-{layer}"), image, TextureOptions::NEAREST),
                     max,
                 )
             })
