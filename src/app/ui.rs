@@ -531,6 +531,7 @@ impl BertscopeApp {
             ),
             View::Lines => lines::lines_view(ui, analysis, combined, state),
             View::Overview => {
+                overview::kind_switch(ui, state);
                 let mut actions = overview::ablation_bar(ui, state);
                 let ablation = overview::Ablation {
                     heads: &state.ablated_heads,

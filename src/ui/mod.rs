@@ -426,3 +426,50 @@ pub fn headless_input() -> egui::RawInput {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// `View::ALL` is what the tab bar, the shortcuts and the accessibility test iterate; clap's
+    /// derived list of variants is complete by construction, so a view added to the enum and
+    /// left out of `ALL` fails here.
+    #[test]
+    fn every_view_is_registered_once_and_has_its_own_figure() {
+        for view in View::value_variants() {
+            let registered = View::ALL.iter().filter(|&&v| v == *view).count();
+            assert_eq!(registered, 1, "{view:?} is in View::ALL {registered} times");
+            assert!(!view.label().is_empty() && !view.description().is_empty());
+        }
+        assert_eq!(View::ALL.len(), View::value_variants().len());
+        let mut figures: Vec<_> = View::ALL.iter().map(|view| view.figure()).collect();
+        figures.dedup();
+        assert_eq!(figures.len(), View::ALL.len(), "one figure per view");
+        for figure in crate::export::FigureView::value_variants() {
+            assert!(figures.contains(figure), "{figure:?} belongs to no tab");
+        }
+    }
+
+    #[test]
+    fn a_selection_of_several_tokens_keeps_its_focus() {
+        let mut state = ViewState::default();
+        state.select(Some(3));
+        state.toggle_in_selection(1);
+        state.toggle_in_selection(5);
+        assert_eq!(state.selection(), vec![1, 3, 5]);
+        assert_eq!(state.selected_token, Some(5), "the last added is the focus");
+        state.toggle_in_selection(5);
+        assert_eq!(state.selection(), vec![1, 3]);
+        assert_eq!(state.selected_token, Some(1));
+        state.clamp_to(1, 1, 2);
+        assert_eq!(state.selection(), vec![1]);
+        assert_eq!(state.flow_targets(), vec![1]);
+        state.select(None);
+        assert_eq!(
+            state.flow_targets(),
+            vec![0],
+            "no selection: into the first token"
+        );
+    }
+}

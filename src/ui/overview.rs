@@ -52,7 +52,21 @@ pub fn ablation_bar(ui: &mut egui::Ui, state: &mut ViewState) -> Vec<UiAction> {
     actions
 }
 
-/// The overview tab: every head of `analysis`, with `ablation`'s heads crossed out.
+/// The overview's *Show* switch: each head's attention or its norm-based attention (rollout and
+/// flow combine every head, so they have no grid of heads: they open the heatmap).
+pub fn kind_switch(ui: &mut egui::Ui, state: &mut ViewState) {
+    ui.horizontal(|ui| {
+        let before = state.attention_kind;
+        super::heatmap::attention_kind_switch(ui, &mut state.attention_kind, true);
+        if state.attention_kind.is_combined() && state.attention_kind != before {
+            // One map per layer, not per head: shown where a layer is picked.
+            state.view = super::View::Heatmap;
+        }
+    });
+}
+
+/// The overview tab: every head of `analysis` (its attention, or its norm-based attention), with
+/// `ablation`'s heads crossed out.
 pub fn overview_view(
     ui: &mut egui::Ui,
     analysis: &Analysis,
@@ -61,13 +75,19 @@ pub fn overview_view(
     textures: &mut TextureCache,
 ) -> Vec<UiAction> {
     let (layers, heads) = (analysis.layers(), analysis.heads());
+    let norms = state.attention_kind == super::AttentionKind::Norms;
     let click = if ablation.clicks_toggle {
         "click a head to switch it off or on"
     } else {
         "click a head to open it"
     };
     ui.weak(format!(
-        "{layers} layers × {heads} heads · rows are layers, columns are heads · {click}"
+        "{layers} layers × {heads} heads{} · rows are layers, columns are heads · {click}",
+        match state.attention_kind {
+            super::AttentionKind::Norms => " · norm-based attention ‖α·f(x)‖, each to its own largest",
+            super::AttentionKind::Raw => "",
+            _ => " · attention (rollout and flow combine every head: the heatmap and lines show them)",
+        }
     ));
     let mut actions = Vec::new();
     egui::ScrollArea::both()
@@ -112,7 +132,7 @@ pub fn overview_view(
                     if !ui.is_rect_visible(rect) {
                         continue;
                     }
-                    match textures.thumbnail(ui.ctx(), analysis, layer, head) {
+                    match textures.thumbnail(ui.ctx(), analysis, (layer, head), norms) {
                         Some(texture) => {
                             painter.image(texture.id(), rect, uv, Color32::WHITE);
                         }

@@ -30,6 +30,7 @@ enum Key {
     Thumbnail {
         layer: usize,
         head: usize,
+        norms: bool,
     },
     Combined {
         kind: crate::ui::AttentionKind,
@@ -248,16 +249,17 @@ impl TextureCache {
         self.deferred
     }
 
-    /// A small map of one head for the overview, max-pooled down to [`THUMBNAIL_TEXELS`];
+    /// A small map of one head for the overview (its attention, or its norm-based attention
+    /// when `norms` and the run has value norms), max-pooled down to [`THUMBNAIL_TEXELS`];
     /// `None` when this frame has spent its thumbnail time (ask again next frame).
     pub fn thumbnail(
         &mut self,
         ctx: &egui::Context,
         analysis: &Analysis,
-        layer: usize,
-        head: usize,
+        (layer, head): (usize, usize),
+        norms: bool,
     ) -> Option<TextureHandle> {
-        let key = Key::Thumbnail { layer, head };
+        let key = Key::Thumbnail { layer, head, norms };
         let pass = ctx.cumulative_pass_nr();
         if pass != self.pass {
             self.pass = pass;
@@ -276,7 +278,22 @@ impl TextureCache {
             .textures
             .entry(key)
             .or_insert_with(|| {
-                let (values, size) = analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS);
+                let norm_map = norms
+                    .then(|| {
+                        crate::analysis::norms::norm_map(analysis, layer, HeadChoice::Head(head))
+                    })
+                    .flatten();
+                let (values, size) = match norm_map {
+                    Some(mut values) => {
+                        let tokens = analysis.len();
+                        if analysis.causal {
+                            crate::render::mask_future(&mut values, tokens);
+                        }
+                        let factor = crate::model::captured::pool_factor(tokens, THUMBNAIL_TEXELS);
+                        crate::model::captured::max_pool(&values, tokens, tokens, factor)
+                    }
+                    None => analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS),
+                };
                 let max = max_value(&values);
                 let image =
                     ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
