@@ -134,6 +134,9 @@ impl ModelSlot {
         let Some(id) = self.result_id() else {
             return;
         };
+        if self.projection.get(&(id, words)).is_some() {
+            return;
+        }
         let Some(analysis) = self.analysis_of(words) else {
             return;
         };
@@ -181,6 +184,9 @@ impl ModelSlot {
         let Some(id) = self.result_id() else {
             return;
         };
+        if self.head_stats.get(&(id, words)).is_some() {
+            return;
+        }
         let Some(analysis) = self.analysis_of(words) else {
             return;
         };
@@ -205,15 +211,18 @@ impl ModelSlot {
         let Some(id) = self.result_id() else {
             return;
         };
-        let Some(analysis) = self.analysis_of(words) else {
-            return;
-        };
         let key = (id, words, layer, targets.clone());
         if self.flow_drawn.as_ref() != Some(&key) {
             self.textures.forget_flow();
             self.word_textures.forget_flow();
             self.flow_drawn = Some(key.clone());
         }
+        if self.flow.get(&key).is_some() {
+            return;
+        }
+        let Some(analysis) = self.analysis_of(words) else {
+            return;
+        };
         self.flow.request(key, &self.waker, move || {
             let tokens = analysis.len();
             let through = (layer + 1).min(analysis.layers());
