@@ -107,6 +107,16 @@ impl BertscopeApp {
             {
                 self.primary.result.is_some() && self.primary.rollout(self.words_shown()).is_none()
             }
+            View::Heatmap | View::Lines
+                if self.settings.view.attention_kind == AttentionKind::Flow =>
+            {
+                let view = &self.settings.view;
+                self.primary.result.is_some()
+                    && self
+                        .primary
+                        .flow(self.words_shown(), view.layer, view.flow_targets())
+                        .is_none()
+            }
             _ => false,
         }
     }

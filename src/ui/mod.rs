@@ -226,7 +226,7 @@ pub struct ViewState {
     pub line_threshold: f32,
     /// Lines view: only each query's strongest this many keys per head (0 = all).
     pub line_top_k: usize,
-    /// Raw attention or rollout, in the heatmap.
+    /// What the heatmap, lines and overview show: attention, rollout, norms or flow.
     pub attention_kind: AttentionKind,
     /// Words instead of subword pieces, in the views that read them.
     pub words: bool,
