@@ -74,6 +74,10 @@ struct AppArgs {
     #[cfg(feature = "gui")]
     #[arg(long, value_enum, value_name = "KIND")]
     show: Option<bertscope::ui::AttentionKind>,
+    /// Open the Heads tab on head statistics over this corpus file (one text per line, a tab
+    /// splits a pair), run once the model is loaded.
+    #[arg(long, value_name = "FILE")]
+    corpus: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +103,9 @@ struct StatsArgs {
     /// Write here (.json or .csv) instead of JSON on standard output.
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Statistics of words (merged subword pieces), as the app's Words switch shows them.
+    #[arg(long)]
+    words: bool,
 }
 
 /// The text to run.
@@ -148,7 +155,8 @@ struct ExportArgs {
     /// With --view heatmap: attention rollout through the layers up to --layer instead of a head.
     #[arg(long, conflicts_with = "norms")]
     rollout: bool,
-    /// With --view heatmap: norm-based attention ‖α·f(x)‖ (Kobayashi et al. 2020) of the head.
+    /// With --view heatmap: norm-based attention ‖α·f(x)‖ (Kobayashi et al. 2020) of the head;
+    /// with --view overview: of every head.
     #[arg(long)]
     norms: bool,
     /// With --view heatmap: attention flow (Abnar & Zuidema 2020) into these tokens (0-based,
@@ -350,6 +358,7 @@ fn open_app(args: AppArgs) -> anyhow::Result<()> {
         ablate: args.ablate,
         words: args.words,
         show: args.show,
+        corpus: args.corpus,
     })
 }
 
@@ -463,11 +472,7 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
     };
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("{}: cannot read the corpus", args.corpus.display()))?;
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .collect();
+    let lines = bertscope::analysis::stats::corpus_requests(&text);
     anyhow::ensure!(
         !lines.is_empty(),
         "{}: no text in the corpus",
@@ -477,24 +482,23 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
     let mut stats = CorpusStats::default();
     let started = Instant::now();
     let mut statistics = std::time::Duration::ZERO;
-    for (done, (number, line)) in lines.iter().enumerate() {
-        let request = match line.split_once('\t') {
-            Some((a, b)) => AnalysisRequest::new(a).with_text_b(Some(b.to_owned())),
-            None => AnalysisRequest::new(*line),
-        };
-        let analysis = model.analyze(&request).map_err(|err| {
+    for (done, (number, request)) in lines.iter().enumerate() {
+        let analysis = model.analyze(request).map_err(|err| {
             // The error goes on a line of its own, not after the progress.
             if done > 0 {
                 eprintln!();
             }
-            anyhow::Error::from(err).context(format!(
-                "{} line {}",
-                args.corpus.display(),
-                number + 1
-            ))
+            anyhow::Error::from(err).context(format!("{} line {number}", args.corpus.display()))
         })?;
         let adding = Instant::now();
-        stats.add(&analysis);
+        if args.words {
+            let words = bertscope::analysis::words::words(&analysis);
+            let merged = bertscope::analysis::words::word_analysis(&analysis, &words)
+                .context("the captured maps could not be copied")?;
+            stats.add(&merged);
+        } else {
+            stats.add(&analysis);
+        }
         statistics += adding.elapsed();
         eprint!("\rhead statistics: {}/{} lines", done + 1, lines.len());
     }
@@ -504,40 +508,8 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         statistics.as_secs_f64()
     );
-    let heads = stats.heads();
-    let write = |out: &mut dyn Write| -> std::io::Result<()> {
-        if csv {
-            let mut writer = csv::Writer::from_writer(out);
-            writer.write_record([
-                "layer", "head", "cls", "sep", "punct", "self", "prev", "next", "entropy", "label",
-            ])?;
-            for (layer, row) in heads.iter().enumerate() {
-                for (head, s) in row.iter().enumerate() {
-                    writer.write_record([
-                        layer.to_string(),
-                        head.to_string(),
-                        s.cls.to_string(),
-                        s.sep.to_string(),
-                        s.punct.to_string(),
-                        s.self_.to_string(),
-                        s.prev.to_string(),
-                        s.next.to_string(),
-                        s.entropy.to_string(),
-                        s.label.name().to_owned(),
-                    ])?;
-                }
-            }
-            writer.flush()
-        } else {
-            let document = serde_json::json!({
-                "lines": stats.lines,
-                "tokens": stats.tokens,
-                "heads": heads,
-            });
-            serde_json::to_writer(&mut *out, &document)?;
-            out.write_all(b"\n")
-        }
-    };
+    let report = stats.report();
+    let write = |out: &mut dyn Write| bertscope::export::data::corpus_report(&report, csv, out);
     write_output(args.out.as_deref(), write)?;
     if let Some(path) = &args.out {
         eprintln!("wrote {}", path.display());

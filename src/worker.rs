@@ -5,11 +5,13 @@
 //! are waiting the worker runs only the newest model load and the newest analysis: typing faster
 //! than the model runs never builds a queue.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::projection::Projection;
+use crate::analysis::stats::{corpus_requests, CorpusReport, CorpusStats};
 use crate::model::{
     Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, EmbeddingBreakdown, Family,
     HeadKind, LensPosition, LoadedModel, ModelSource,
@@ -33,6 +35,22 @@ pub enum WorkerRequest {
         id: u64,
         /// The input.
         request: AnalysisRequest,
+    },
+    /// Compute head statistics over a corpus file (one text per line, a tab splits a pair)
+    /// with the current model. Runs a line at a time between other requests, so that the
+    /// text's own analyses never wait for it; loading a model ends it.
+    RunCorpus {
+        /// Request id; responses carry it back.
+        id: u64,
+        /// The corpus file.
+        path: PathBuf,
+        /// Over words (merged pieces) rather than pieces.
+        words: bool,
+    },
+    /// Stop the corpus run with this id.
+    CancelCorpus {
+        /// The run's request id.
+        id: u64,
     },
 }
 
@@ -165,6 +183,171 @@ pub enum WorkerResponse {
         /// One line for the user.
         message: String,
     },
+    /// A corpus run's statistics so far (a few times a second), or in all.
+    Corpus {
+        /// The corpus request.
+        id: u64,
+        /// Where the run stands.
+        progress: CorpusProgress,
+    },
+    /// A corpus run stopped on an error.
+    CorpusFailed {
+        /// The corpus request.
+        id: u64,
+        /// One line for the user.
+        message: String,
+    },
+}
+
+/// Where a corpus run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusProgress {
+    /// Lines of text in the corpus.
+    pub total: usize,
+    /// The statistics of the lines done (`report.lines` of `total`).
+    pub report: Arc<CorpusReport>,
+    /// Seconds since the run started.
+    pub seconds: f64,
+}
+
+impl CorpusProgress {
+    /// Whether every line is done.
+    pub fn finished(&self) -> bool {
+        self.report.lines == self.total
+    }
+}
+
+/// A corpus run of head statistics (the Heads tab), as the app holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CorpusRun {
+    /// Running; `progress` is `None` until the first report.
+    Running {
+        /// The run's request id.
+        id: u64,
+        /// The corpus file.
+        path: PathBuf,
+        /// Whether over words rather than pieces.
+        words: bool,
+        /// The statistics so far.
+        progress: Option<CorpusProgress>,
+    },
+    /// Every line done.
+    Finished {
+        /// The corpus file.
+        path: PathBuf,
+        /// Whether over words rather than pieces.
+        words: bool,
+        /// The statistics of every line.
+        progress: CorpusProgress,
+    },
+    /// Stopped on an error.
+    Failed {
+        /// One line for the user.
+        message: String,
+    },
+}
+
+impl CorpusRun {
+    /// The statistics so far or in all, if any arrived.
+    pub fn progress(&self) -> Option<&CorpusProgress> {
+        match self {
+            Self::Running { progress, .. } => progress.as_ref(),
+            Self::Finished { progress, .. } => Some(progress),
+            Self::Failed { .. } => None,
+        }
+    }
+
+    /// The corpus file of a run that is going or done, and whether it is over words.
+    pub fn source(&self) -> Option<(&std::path::Path, bool)> {
+        match self {
+            Self::Running { path, words, .. } | Self::Finished { path, words, .. } => {
+                Some((path, *words))
+            }
+            Self::Failed { .. } => None,
+        }
+    }
+}
+
+/// How often a corpus run reports its statistics so far.
+const CORPUS_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A corpus run in the worker: the lines, the running sums, and where it is.
+struct CorpusJob {
+    id: u64,
+    path: PathBuf,
+    words: bool,
+    lines: Vec<(usize, AnalysisRequest)>,
+    stats: CorpusStats,
+    started: Instant,
+    reported: Instant,
+}
+
+impl CorpusJob {
+    /// Reads the corpus file; the error is a line for the user.
+    fn start(id: u64, path: PathBuf, words: bool) -> Result<Self, String> {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| format!("{}: cannot read the corpus ({err})", path.display()))?;
+        let lines = corpus_requests(&text);
+        if lines.is_empty() {
+            return Err(format!("{}: no text in the corpus", path.display()));
+        }
+        let now = Instant::now();
+        Ok(Self {
+            id,
+            path,
+            words,
+            lines,
+            stats: CorpusStats::default(),
+            started: now,
+            reported: now,
+        })
+    }
+
+    /// Runs the next line; returns what to report, if anything, and whether the run is over.
+    fn step(&mut self, model: &LoadedModel) -> (Option<WorkerResponse>, bool) {
+        let (number, request) = &self.lines[self.stats.lines];
+        let added = model
+            .analyze(request)
+            .map_err(|err| err.to_string())
+            .and_then(|analysis| {
+                if self.words {
+                    let words = crate::analysis::words::words(&analysis);
+                    let merged = crate::analysis::words::word_analysis(&analysis, &words)
+                        .ok_or("the captured maps could not be copied")?;
+                    self.stats.add(&merged);
+                } else {
+                    self.stats.add(&analysis);
+                }
+                Ok(())
+            });
+        if let Err(err) = added {
+            let message = format!("{} line {number}: {err}", self.path.display());
+            return (
+                Some(WorkerResponse::CorpusFailed {
+                    id: self.id,
+                    message,
+                }),
+                true,
+            );
+        }
+        let finished = self.stats.lines == self.lines.len();
+        if !finished && self.reported.elapsed() < CORPUS_REPORT_EVERY {
+            return (None, false);
+        }
+        self.reported = Instant::now();
+        let progress = CorpusProgress {
+            total: self.lines.len(),
+            report: Arc::new(self.stats.report()),
+            seconds: self.started.elapsed().as_secs_f64(),
+        };
+        (
+            Some(WorkerResponse::Corpus {
+                id: self.id,
+                progress,
+            }),
+            finished,
+        )
+    }
 }
 
 /// Handle to the inference thread. Dropping it returns at once: the thread finishes the job in
@@ -202,7 +385,8 @@ impl Worker {
     }
 }
 
-/// Keeps only the requests worth running: the newest load, and the newest analysis sent after it.
+/// Keeps only the requests worth running: the newest load, the newest analysis sent after it,
+/// and every corpus request (each is cheap to take in, and their order matters).
 pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
     let last_load = pending
         .iter()
@@ -214,7 +398,14 @@ pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
     pending
         .into_iter()
         .enumerate()
-        .filter(|(index, _)| Some(*index) == last_load || Some(*index) == last_analyze)
+        .filter(|(index, request)| {
+            Some(*index) == last_load
+                || Some(*index) == last_analyze
+                || matches!(
+                    request,
+                    WorkerRequest::RunCorpus { .. } | WorkerRequest::CancelCorpus { .. }
+                )
+        })
         .map(|(_, request)| request)
         .collect()
 }
@@ -226,7 +417,35 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
         delivered
     };
     let mut model: Option<LoadedModel> = None;
-    while let Ok(first) = requests.recv() {
+    let mut corpus: Option<CorpusJob> = None;
+    loop {
+        // Waiting requests come first; a corpus run goes on a line at a time when there are none.
+        let first = if corpus.is_some() {
+            match requests.try_recv() {
+                Ok(request) => Some(request),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match requests.recv() {
+                Ok(request) => Some(request),
+                Err(_) => return,
+            }
+        };
+        let Some(first) = first else {
+            if let (Some(job), Some(loaded)) = (corpus.as_mut(), model.as_ref()) {
+                let (response, over) = job.step(loaded);
+                if over {
+                    corpus = None;
+                }
+                if response.is_some_and(|response| !send(response)) {
+                    return;
+                }
+            } else {
+                corpus = None;
+            }
+            continue;
+        };
         let mut pending = vec![first];
         loop {
             match requests.try_recv() {
@@ -239,6 +458,8 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
             let delivered = match request {
                 WorkerRequest::Load { id, source, device } => {
                     model = None;
+                    // Statistics of the old model mean nothing for the new one.
+                    corpus = None;
                     let started = Instant::now();
                     let mut report = |progress: DownloadProgress| {
                         send(WorkerResponse::Downloading { id, progress });
@@ -263,6 +484,26 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
                     }),
                     Some(model) => send(analyze(model, id, request)),
                 },
+                WorkerRequest::RunCorpus { id, path, words } => {
+                    corpus = None;
+                    let started = match &model {
+                        None => Err("no model is loaded".to_owned()),
+                        Some(_) => CorpusJob::start(id, path, words),
+                    };
+                    match started {
+                        Ok(job) => {
+                            corpus = Some(job);
+                            true
+                        }
+                        Err(message) => send(WorkerResponse::CorpusFailed { id, message }),
+                    }
+                }
+                WorkerRequest::CancelCorpus { id } => {
+                    if corpus.as_ref().is_some_and(|job| job.id == id) {
+                        corpus = None;
+                    }
+                    true
+                }
             };
             if !delivered {
                 return;
@@ -388,7 +629,10 @@ mod tests {
         requests
             .iter()
             .map(|request| match request {
-                WorkerRequest::Load { id, .. } | WorkerRequest::Analyze { id, .. } => *id,
+                WorkerRequest::Load { id, .. }
+                | WorkerRequest::Analyze { id, .. }
+                | WorkerRequest::RunCorpus { id, .. }
+                | WorkerRequest::CancelCorpus { id } => *id,
             })
             .collect()
     }
@@ -409,6 +653,22 @@ mod tests {
             "analyses for the old model are stale"
         );
         assert_eq!(ids(&coalesce(vec![analyze_request(7)])), vec![7]);
+        let corpus = WorkerRequest::RunCorpus {
+            id: 5,
+            path: PathBuf::from("corpus.txt"),
+            words: false,
+        };
+        let pending = vec![
+            corpus,
+            analyze_request(6),
+            analyze_request(7),
+            WorkerRequest::CancelCorpus { id: 5 },
+        ];
+        assert_eq!(
+            ids(&coalesce(pending)),
+            vec![5, 7, 5],
+            "corpus requests are kept, in order"
+        );
     }
 
     #[test]

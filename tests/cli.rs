@@ -774,6 +774,7 @@ fn lens_embeddings_and_norms_figures_export() {
         ("lens", None, "after layer 2 (the model's prediction)"),
         ("embeddings", None, "‖position embedding‖"),
         ("heatmap", Some("--norms"), "norm-based attention"),
+        ("overview", Some("--norms"), "largest ‖α·f(x)‖"),
         ("query-key", Some("--token=3"), "q·k/√d"),
     ] {
         let out = dir.path().join(format!("{view}.svg"));
@@ -926,6 +927,47 @@ fn corpus_statistics_weigh_every_query_row_alike() {
                     (got - expected).abs() < 1e-5,
                     "{layer}:{head} {key}: {got} vs {expected}"
                 );
+            }
+        }
+    }
+
+    // Over words: one line's corpus statistics are that line's word-level statistics.
+    let one = dir.path().join("one.txt");
+    std::fs::write(&one, "The cat sat on the mat.\n").unwrap();
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy,
+        "--corpus",
+        one.to_str().unwrap(),
+        "--words",
+    ]);
+    assert!(output.status.success());
+    let over_words: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (dump, _) = dump_json(
+        "tiny-legacy",
+        &[
+            "--text",
+            "The cat sat on the mat.",
+            "--words",
+            "--with",
+            "head-stats",
+        ],
+    );
+    let words = dump["words"].as_array().unwrap().len();
+    assert!(
+        words < dump["tokens"].as_array().unwrap().len(),
+        "c ##a ##t is one word"
+    );
+    assert_eq!(over_words["tokens"].as_u64().unwrap() as usize, words);
+    for layer in 0..2 {
+        for head in 0..4 {
+            for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
+                let (got, expected) = (
+                    over_words["heads"][layer][head][key].as_f64().unwrap(),
+                    dump["head_stats"][layer][head][key].as_f64().unwrap(),
+                );
+                assert!((got - expected).abs() < 1e-6, "{layer}:{head} {key}");
             }
         }
     }

@@ -189,7 +189,7 @@ fn heads_snapshot_and_a_click_opens_the_head() {
     let result = fixed_result();
     let stats = bertscope::analysis::stats::head_stats(&result.analysis);
     let mut harness = view_harness(|ui, state| {
-        let actions = heads::heads_view(ui, &stats, &mut state.view);
+        let actions = heads::heads_view(ui, Some(&stats), None, &mut state.view);
         for action in actions {
             if let bertscope::ui::UiAction::OpenInHeatmap { layer, head } = action {
                 state.view.layer = layer;
@@ -213,6 +213,40 @@ fn heads_snapshot_and_a_click_opens_the_head() {
         (view.view, view.layer, view.head),
         (View::Heatmap, 1, HeadChoice::Head(3))
     );
+}
+
+/// The Heads tab over a finished corpus run: the file, its counts, Save, and the corpus's grid.
+#[test]
+fn heads_of_a_corpus_snapshot() {
+    use bertscope::analysis::stats::{corpus_requests, CorpusStats};
+    let model = LoadedModel::load(
+        &ModelSource::Folder(fixture("tiny-legacy")),
+        DeviceChoice::Cpu,
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut stats = CorpusStats::default();
+    for (_, request) in corpus_requests("The cat sat on the mat.\nIt was warm\tand dry, too.\n") {
+        stats.add(&model.analyze(&request).unwrap());
+    }
+    let run = worker::CorpusRun::Finished {
+        path: PathBuf::from("/data/corpus.txt"),
+        words: false,
+        progress: worker::CorpusProgress {
+            total: 2,
+            report: Arc::new(stats.report()),
+            seconds: 0.25,
+        },
+    };
+    let mut harness = view_harness(|ui, state| {
+        state.view.head_source = heads::HeadSource::Corpus;
+        state.view.corpus_path = "/data/corpus.txt".to_owned();
+        heads::heads_view(ui, None, Some(&run), &mut state.view);
+    });
+    harness.run();
+    harness.snapshot("heads_corpus");
+    harness.get_by_label_contains("corpus.txt: 2 lines");
+    harness.get_by_label("Save…");
 }
 
 /// The lines share the heatmap's Show switch: in the app, rollout is computed off the UI thread
@@ -564,6 +598,26 @@ fn wait_until(harness: &mut Harness<'_, BertscopeApp>, settled: impl Fn(&Bertsco
     harness.run_ok();
 }
 
+/// Steps the app until `reached` holds, busy or not.
+fn step_until(harness: &mut Harness<'_, BertscopeApp>, reached: impl Fn(&BertscopeApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reached(harness.state()) {
+        assert!(Instant::now() < deadline, "the app did not get there");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Replaces the text of the field labelled `label`, as a person would: select all, type.
+fn replace_field_text(harness: &mut Harness<'_, BertscopeApp>, label: &str, text: &str) {
+    harness.get_by_label(label).focus();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness.step();
+    harness.get_by_label(label).type_text(text);
+    harness.step();
+}
+
 #[test]
 fn app_loads_runs_and_switches_tabs() {
     let mut harness = app_harness("the cat sat on the mat");
@@ -647,6 +701,111 @@ fn typing_runs_at_once_and_the_newest_text_wins() {
         harness.state().result().unwrap().request.text_a,
         "first a b c"
     );
+}
+
+/// A corpus runs in the Heads tab on the worker, between the text's analyses: its statistics
+/// equal the CLI's sums, a run can be cancelled, a bad path is a line, and `--corpus` runs one
+/// at launch.
+#[test]
+fn a_corpus_runs_in_the_heads_tab_with_progress_and_cancel() {
+    use bertscope::analysis::stats::{corpus_requests, CorpusStats};
+    use bertscope::worker::CorpusRun;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let text = "The cat sat on the mat.\n\nIt was warm\tand dry, too.\n";
+    std::fs::write(&corpus, text).unwrap();
+    let finished =
+        |app: &BertscopeApp| matches!(app.corpus_run(), Some(CorpusRun::Finished { .. }));
+
+    let mut harness = app_harness("the cat sat");
+    harness.get_by_label("Heads").click();
+    harness.run_ok();
+    harness.get_by_label("a corpus").click();
+    harness.run_ok();
+    replace_field_text(&mut harness, "Corpus file", corpus.to_str().unwrap());
+    harness.get_by_label("Run").click();
+    wait_until(&mut harness, finished);
+    let Some(CorpusRun::Finished {
+        progress, words, ..
+    }) = harness.state().corpus_run()
+    else {
+        unreachable!()
+    };
+    assert!(!words);
+    let model = LoadedModel::load(
+        &ModelSource::Folder(fixture("tiny-legacy")),
+        DeviceChoice::Cpu,
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut expected = CorpusStats::default();
+    for (_, request) in corpus_requests(text) {
+        expected.add(&model.analyze(&request).unwrap());
+    }
+    assert_eq!(*progress.report, expected.report());
+    harness.get_by_label_contains("corpus.txt: 2 lines");
+
+    // A long corpus: the text still runs while it goes, and Cancel stops it.
+    let long = dir.path().join("long.txt");
+    std::fs::write(
+        &long,
+        "The cat sat on the mat, and it was warm.\n".repeat(20_000),
+    )
+    .unwrap();
+    replace_field_text(&mut harness, "Corpus file", long.to_str().unwrap());
+    harness.get_by_label("Run").click();
+    step_until(&mut harness, |app| {
+        matches!(
+            app.corpus_run(),
+            Some(CorpusRun::Running {
+                progress: Some(_),
+                ..
+            })
+        )
+    });
+    harness.get_by_label("Sentence A").focus();
+    harness.step();
+    harness.get_by_label("Sentence A").type_text(" down");
+    step_until(&mut harness, |app| {
+        !app.text_waiting()
+            && app
+                .result()
+                .is_some_and(|result| result.request.text_a.ends_with("down"))
+    });
+    assert!(
+        matches!(
+            harness.state().corpus_run(),
+            Some(CorpusRun::Running { .. })
+        ),
+        "the text ran before the corpus was done"
+    );
+    harness.get_by_label("Cancel").click();
+    harness.run_ok();
+    assert_eq!(harness.state().corpus_run(), None);
+    std::thread::sleep(Duration::from_millis(300));
+    harness.run_ok();
+    assert_eq!(
+        harness.state().corpus_run(),
+        None,
+        "a cancelled run stays gone"
+    );
+
+    // A path that is not there.
+    replace_field_text(&mut harness, "Corpus file", "/no/such/corpus.txt");
+    harness.get_by_label("Run").click();
+    wait_until(&mut harness, |app| {
+        matches!(app.corpus_run(), Some(CorpusRun::Failed { .. }))
+    });
+    harness.get_by_label_contains("cannot read the corpus");
+
+    // `bertscope --corpus FILE` opens the tab and runs it once the model is loaded.
+    let launch = LaunchOptions {
+        model: Some(fixture("tiny-legacy").display().to_string()),
+        corpus: Some(corpus),
+        ..LaunchOptions::default()
+    };
+    let harness = launched_app(launch, [1200.0, 800.0], finished);
+    assert_eq!(harness.state().settings().view.view, View::Heads);
 }
 
 #[test]

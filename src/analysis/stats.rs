@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::model::Analysis;
+use crate::model::{Analysis, AnalysisRequest};
 
 /// One head's statistics, each a mean over query rows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -336,6 +336,44 @@ impl CorpusStats {
     }
 }
 
+/// The inputs of a corpus file's text: one per non-blank line, with its 1-based line number; a
+/// tab splits a line into sentence A and sentence B.
+pub fn corpus_requests(text: &str) -> Vec<(usize, AnalysisRequest)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let request = match line.split_once('\t') {
+                Some((a, b)) => AnalysisRequest::new(a).with_text_b(Some(b.to_owned())),
+                None => AnalysisRequest::new(line),
+            };
+            (index + 1, request)
+        })
+        .collect()
+}
+
+/// What a corpus run found, so far or in all: what `bertscope stats` writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorpusReport {
+    /// Texts added.
+    pub lines: usize,
+    /// Tokens (query rows) added.
+    pub tokens: usize,
+    /// Every head's statistics over them, `[layer][head]`.
+    pub heads: Vec<Vec<HeadStats>>,
+}
+
+impl CorpusStats {
+    /// The report of the texts added so far.
+    pub fn report(&self) -> CorpusReport {
+        CorpusReport {
+            lines: self.lines,
+            tokens: self.tokens,
+            heads: self.heads(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +394,23 @@ mod tests {
         let entropy = (row_entropy(&[0.9, 0.1]) + row_entropy(&[0.8, 0.2])) / 3.0;
         assert!((f64::from(stats.entropy) - entropy).abs() < 1e-6);
         assert_eq!(stats.label, HeadLabel::Previous);
+    }
+
+    #[test]
+    fn corpus_lines_skip_blanks_and_split_pairs_at_a_tab() {
+        let requests = corpus_requests("The cat sat.\n\n  \nIs it?\tYes it is.\r\nlast");
+        let lines: Vec<(usize, &str, Option<&str>)> = requests
+            .iter()
+            .map(|(line, r)| (*line, r.text_a.as_str(), r.text_b.as_deref()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (1, "The cat sat.", None),
+                (4, "Is it?", Some("Yes it is.")),
+                (5, "last", None)
+            ]
+        );
     }
 
     #[test]

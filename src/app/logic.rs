@@ -10,12 +10,29 @@ use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
+use crate::ui::heads::HeadSource;
 use crate::ui::{AttentionKind, UiAction, View};
+use crate::worker::CorpusRun;
 
 /// Draining responses stops after this long so a burst never stalls a frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 /// `--screenshot` gives up after this long without a result.
 const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Writes a corpus run's statistics to `path`, JSON or CSV by its extension, atomically.
+pub fn save_corpus_report(
+    path: &std::path::Path,
+    report: &crate::analysis::stats::CorpusReport,
+) -> anyhow::Result<()> {
+    let csv = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("csv") => true,
+        Some(e) if e.eq_ignore_ascii_case("json") => false,
+        _ => anyhow::bail!("{}: use a .json or .csv file", path.display()),
+    };
+    crate::export::write_atomically(path, |out| {
+        crate::export::data::corpus_report(report, csv, out)
+    })
+}
 
 impl BertscopeApp {
     fn next_id(&mut self) -> u64 {
@@ -98,6 +115,10 @@ impl BertscopeApp {
                 .divergence_key()
                 .is_some_and(|key| self.divergence.get(&key).is_none()),
             View::Overview => self.primary.textures.thumbnails_pending(),
+            View::Heads if self.settings.view.head_source == HeadSource::Corpus => {
+                self.launch_corpus.is_some()
+                    || matches!(self.primary.corpus, Some(CorpusRun::Running { .. }))
+            }
             View::Heads => {
                 self.primary.result.is_some()
                     && self.primary.head_stats(self.words_shown()).is_none()
@@ -199,6 +220,10 @@ impl BertscopeApp {
         if primary.loaded {
             self.settings.model = self.primary.name().unwrap_or_default().to_owned();
             self.request_analysis();
+            if let Some(path) = self.launch_corpus.take() {
+                self.settings.view.corpus_path = path.display().to_string();
+                self.run_corpus();
+            }
         }
         if primary.new_result {
             if let Some(result) = &self.primary.result {
@@ -313,8 +338,70 @@ impl BertscopeApp {
                     self.settings.view.ablated_heads.clear();
                     self.request_analysis();
                 }
+                UiAction::PickCorpus => self.pick_corpus(),
+                UiAction::RunCorpus => self.run_corpus(),
+                UiAction::CancelCorpus => self.primary.cancel_corpus(),
+                UiAction::SaveCorpus => self.save_corpus(),
             }
         }
+    }
+
+    /// Runs head statistics over the corpus file of the Heads tab, over words when the tab
+    /// shows words.
+    pub fn run_corpus(&mut self) {
+        let path = std::path::PathBuf::from(self.settings.view.corpus_path.trim());
+        let id = self.next_id();
+        self.settings.view.head_source = crate::ui::heads::HeadSource::Corpus;
+        self.primary.run_corpus(id, path, self.settings.view.words);
+    }
+
+    /// Asks for a corpus file (native dialog) and runs it.
+    fn pick_corpus(&mut self) {
+        let dialog = rfd::FileDialog::new()
+            .set_title("Choose a corpus: one text per line")
+            .add_filter("Text", &["txt", "tsv", "text"])
+            .add_filter("All files", &["*"]);
+        match dialog.pick_file() {
+            Some(path) => {
+                self.settings.view.corpus_path = path.display().to_string();
+                self.run_corpus();
+            }
+            None => {
+                self.export_note = Some(
+                    "No file chosen. If no dialog appeared, type the corpus file's path."
+                        .to_owned(),
+                );
+            }
+        }
+    }
+
+    /// Asks where to save the corpus run's statistics (JSON or CSV, by the extension) and
+    /// writes them: a few kilobytes, so on the spot.
+    fn save_corpus(&mut self) {
+        let Some(crate::worker::CorpusRun::Finished { path, progress, .. }) = &self.primary.corpus
+        else {
+            return;
+        };
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "corpus".into(), |stem| stem.to_string_lossy());
+        let report = Arc::clone(&progress.report);
+        let dialog = rfd::FileDialog::new()
+            .set_title("Save the corpus statistics")
+            .set_file_name(format!("{stem}-head-stats.json"))
+            .add_filter("JSON", &["json"])
+            .add_filter("CSV", &["csv"]);
+        let Some(target) = dialog.save_file() else {
+            self.export_note = Some(
+                "Not saved. If no dialog appeared, use `bertscope stats --corpus … --out …`."
+                    .to_owned(),
+            );
+            return;
+        };
+        self.export_note = Some(match save_corpus_report(&target, &report) {
+            Ok(()) => format!("Saved {}", target.display()),
+            Err(err) => format!("{err:#}"),
+        });
     }
 
     /// Replaces a token's characters in the input with the model's mask token and runs at once.

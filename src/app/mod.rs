@@ -49,6 +49,9 @@ pub struct LaunchOptions {
     pub words: bool,
     /// What the heatmap, lines and overview show (otherwise as remembered).
     pub show: Option<crate::ui::AttentionKind>,
+    /// A corpus file to run head statistics over once the model is loaded (opens the Heads
+    /// tab on it).
+    pub corpus: Option<PathBuf>,
 }
 
 /// Settings remembered between runs (eframe storage).
@@ -161,6 +164,8 @@ pub struct BertscopeApp {
     show_shortcuts: bool,
     /// Whether the selected token is a word (as the open view shows words) or a piece.
     selection_in_words: bool,
+    /// `--corpus`, run once the model is loaded.
+    launch_corpus: Option<PathBuf>,
 }
 
 impl BertscopeApp {
@@ -214,7 +219,12 @@ impl BertscopeApp {
             last_frame_ms: 0.0,
             show_shortcuts: false,
             selection_in_words: false,
+            launch_corpus: launch.corpus.clone(),
         };
+        if launch.corpus.is_some() {
+            app.settings.view.view = View::Heads;
+            app.settings.view.head_source = crate::ui::heads::HeadSource::Corpus;
+        }
         app.load_model(model);
         app.settings.view.ablated_heads = launch.ablate;
         if let Some(compare) = launch.compare {
@@ -236,6 +246,11 @@ impl BertscopeApp {
     /// Whether changed text is waiting to run (for the analysis in flight to return).
     pub fn text_waiting(&self) -> bool {
         self.text_changed_at.is_some()
+    }
+
+    /// The Heads tab's corpus run, if one was started.
+    pub fn corpus_run(&self) -> Option<&crate::worker::CorpusRun> {
+        self.primary.corpus.as_ref()
     }
 
     /// Whether the main model is loading or running an analysis.

@@ -12,7 +12,7 @@ use crate::analysis::stats::{head_stats, HeadStats};
 use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::textures::TextureCache;
-use crate::worker::{self, AnalysisResult, Worker, WorkerRequest, WorkerResponse};
+use crate::worker::{self, AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
 /// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
 type FlowKey = (u64, bool, usize, Vec<usize>);
@@ -57,6 +57,8 @@ pub struct ModelSlot {
     word_level: Background<u64, Arc<Analysis>>,
     /// Textures of the word-level analysis.
     pub word_textures: TextureCache,
+    /// Head statistics over a corpus file (of this model), if one was run.
+    pub corpus: Option<CorpusRun>,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
 }
@@ -90,6 +92,7 @@ impl ModelSlot {
             flow: Background::default(),
             flow_drawn: None,
             word_textures: TextureCache::default(),
+            corpus: None,
             waker: ctx.clone(),
         }
     }
@@ -296,6 +299,33 @@ impl ModelSlot {
         }
     }
 
+    /// Starts head statistics over the corpus file at `path` (over words or pieces) under
+    /// request `id`, replacing any run before it.
+    pub fn run_corpus(&mut self, id: u64, path: std::path::PathBuf, words: bool) {
+        if !self.is_ready() {
+            self.corpus = Some(CorpusRun::Failed {
+                message: "no model is loaded yet".to_owned(),
+            });
+            return;
+        }
+        self.cancel_corpus();
+        self.corpus = Some(CorpusRun::Running {
+            id,
+            path: path.clone(),
+            words,
+            progress: None,
+        });
+        self.send(WorkerRequest::RunCorpus { id, path, words }, "");
+    }
+
+    /// Stops the running corpus run; its statistics so far are dropped.
+    pub fn cancel_corpus(&mut self) {
+        if let Some(CorpusRun::Running { id, .. }) = self.corpus {
+            self.corpus = None;
+            self.send(WorkerRequest::CancelCorpus { id }, "");
+        }
+    }
+
     /// Whether the model is loaded.
     pub fn is_ready(&self) -> bool {
         matches!(self.status, ModelStatus::Ready(_))
@@ -351,8 +381,9 @@ impl ModelSlot {
             }
             WorkerResponse::Loaded { id, info } if loading_id == Some(id) => {
                 self.status = ModelStatus::Ready(info);
-                // The old result belongs to the old model.
+                // The old result and corpus statistics belong to the old model.
                 self.result = None;
+                self.corpus = None;
                 drained.loaded = true;
             }
             WorkerResponse::LoadFailed { id, message } if loading_id == Some(id) => {
@@ -372,6 +403,34 @@ impl ModelSlot {
             {
                 self.answered_analysis_id = Some(id);
                 self.error = Some(message);
+            }
+            WorkerResponse::Corpus { id, progress } => {
+                if let Some(CorpusRun::Running {
+                    id: running,
+                    path,
+                    words,
+                    progress: shown,
+                }) = &mut self.corpus
+                {
+                    if *running == id {
+                        if progress.finished() {
+                            let (path, words) = (std::mem::take(path), *words);
+                            self.corpus = Some(CorpusRun::Finished {
+                                path,
+                                words,
+                                progress,
+                            });
+                        } else {
+                            *shown = Some(progress);
+                        }
+                    }
+                }
+            }
+            WorkerResponse::CorpusFailed { id, message } => {
+                if matches!(self.corpus, Some(CorpusRun::Running { id: running, .. }) if running == id)
+                {
+                    self.corpus = Some(CorpusRun::Failed { message });
+                }
             }
             // Answers to requests that were superseded.
             _ => {}

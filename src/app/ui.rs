@@ -562,16 +562,15 @@ impl BertscopeApp {
                     Vec::new()
                 }
             },
-            View::Heads => match self.primary.head_stats(words) {
-                Some(stats) => heads::heads_view(ui, &stats, state),
-                None => {
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        ui.label("Computing every head's statistics…");
-                    });
-                    Vec::new()
-                }
-            },
+            View::Heads => {
+                let text_stats = self.primary.head_stats(words);
+                heads::heads_view(
+                    ui,
+                    text_stats.as_deref().map(Vec::as_slice),
+                    self.primary.corpus.as_ref(),
+                    state,
+                )
+            }
             View::Predictions => match &info {
                 Some(info) => predictions::predictions_view(
                     ui,

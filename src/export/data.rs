@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::analysis::stats::CorpusReport;
 use crate::analysis::{attention_map, HeadChoice};
 use crate::model::Analysis;
 
@@ -186,6 +187,36 @@ pub fn attention_npz(
     }
     archive.finish().map_err(zip_error)?;
     Ok(())
+}
+
+/// A corpus run's head statistics as `bertscope stats` writes them: JSON
+/// `{"lines", "tokens", "heads": [layer][head]{cls, sep, …, label}}`, or CSV with a row per head.
+pub fn corpus_report(report: &CorpusReport, csv: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if !csv {
+        serde_json::to_writer(&mut *out, report)?;
+        return out.write_all(b"\n");
+    }
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record([
+        "layer", "head", "cls", "sep", "punct", "self", "prev", "next", "entropy", "label",
+    ])?;
+    for (layer, row) in report.heads.iter().enumerate() {
+        for (head, s) in row.iter().enumerate() {
+            writer.write_record([
+                layer.to_string(),
+                head.to_string(),
+                s.cls.to_string(),
+                s.sep.to_string(),
+                s.punct.to_string(),
+                s.self_.to_string(),
+                s.prev.to_string(),
+                s.next.to_string(),
+                s.entropy.to_string(),
+                s.label.name().to_owned(),
+            ])?;
+        }
+    }
+    writer.flush()
 }
 
 #[cfg(test)]

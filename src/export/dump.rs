@@ -7,8 +7,8 @@
 //! `attention_norms` `[layer][head][query][key]`, `logit_lens`
 //! `[{position, layers: [{layer, top_k}]}]`, `embeddings` `[{position, word, position_emb,
 //! segment, sum, after_norm}]` and `head_stats` `[layer][head]{cls, sep, punct, self, prev,
-//! next, entropy, label}`. With `--words`, `words` lists the words and `attentions`, `rollout`
-//! and `attention_norms` are word-level.
+//! next, entropy, label}`. With `--words`, `words` lists the words and `attentions`,
+//! `head_stats`, `rollout` and `attention_norms` are word-level.
 
 use std::borrow::Cow;
 
@@ -18,7 +18,7 @@ use crate::analysis::flow::flow_into;
 use crate::analysis::norms::attention_norms;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
-use crate::analysis::words::{word_maps, words};
+use crate::analysis::words::{word_analysis, word_maps, words};
 
 use crate::model::{
     Analysis, Answer, Classification, F32Array, Family, LensPosition, LoadedModel, ModelError,
@@ -197,15 +197,22 @@ impl<'a> DumpDocument<'a> {
         if asked(Extra::Embeddings) {
             self.embeddings = Some(model.embedding_breakdown(analysis)?.tokens);
         }
-        if asked(Extra::HeadStats) {
-            self.head_stats = Some(head_stats(analysis));
-        }
         if extras.words {
             let words = words(analysis);
+            if asked(Extra::HeadStats) {
+                // Of the words' own maps, as the app's Heads tab shows them with words on: the
+                // first word, the separators and punctuation are then words.
+                let merged = word_analysis(analysis, &words).ok_or_else(|| {
+                    ModelError::Compute("the captured maps could not be copied".to_owned())
+                })?;
+                self.head_stats = Some(head_stats(&merged));
+            }
             self.attentions = std::borrow::Cow::Owned(word_maps(&self.attentions, &words));
             self.rollout = self.rollout.map(|maps| word_maps(&maps, &words));
             self.attention_norms = self.attention_norms.map(|maps| word_maps(&maps, &words));
             self.words = Some(words.words);
+        } else if asked(Extra::HeadStats) {
+            self.head_stats = Some(head_stats(analysis));
         }
         Ok(self)
     }

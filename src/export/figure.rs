@@ -407,8 +407,9 @@ fn grid_labels(
     columns.chain(rows).fold(Group::new(), Group::add)
 }
 
-/// Every layer × head as a grid of small maps (raster thumbnails inside the SVG).
-pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
+/// Every layer × head as a grid of small maps (raster thumbnails inside the SVG): attention, or
+/// norm-based attention when `norms` (an error when the run computed no value norms).
+pub fn overview(analysis: &Analysis, norms: bool, caption: &Caption) -> anyhow::Result<Document> {
     let (layers, heads) = (analysis.layers(), analysis.heads());
     let thumb = (960.0 / heads as f32 - 4.0).clamp(24.0, 72.0);
     let pitch = thumb + 4.0;
@@ -419,7 +420,8 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
     for layer in 0..layers {
         let y = grid_top + pitch * layer as f32;
         for head in 0..heads {
-            let (values, size) = analysis.attention_thumbnail(layer, head, 96);
+            let (values, size) = crate::render::head_thumbnail(analysis, layer, head, norms, 96)
+                .ok_or_else(|| anyhow::anyhow!("this run computed no value norms"))?;
             let rgba = heatmap_rgba(&values, max_value(&values));
             group = group.add(
                 Image::new()
@@ -433,11 +435,15 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
             );
         }
     }
-    let note = if analysis.causal {
-        "rows: layers · columns: heads · each map coloured from 0 to its own largest weight · grey: masked"
+    let what = if norms { "‖α·f(x)‖" } else { "weight" };
+    let masked = if analysis.causal {
+        " · grey: masked"
     } else {
-        "rows: layers · columns: heads · each map coloured from 0 to its own largest weight"
+        ""
     };
+    let note = &format!(
+        "rows: layers · columns: heads · each map coloured from 0 to its own largest {what}{masked}"
+    );
     group = group.add(text(MARGIN, grid_top - 22.0, 11.0, SANS, note).set("fill", FAINT_INK));
     let width = figure_width(
         left + pitch * heads as f32 + MARGIN,
@@ -445,7 +451,7 @@ pub fn overview(analysis: &Analysis, caption: &Caption) -> Document {
         &[(MARGIN, note, 11.0)],
     );
     let height = grid_top + pitch * layers as f32 + MARGIN;
-    document(width, height, group)
+    Ok(document(width, height, group))
 }
 
 /// Token hidden states of one layer in the PCA plane of every layer, coloured by sentence A, B

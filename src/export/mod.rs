@@ -332,6 +332,11 @@ pub fn export_cancellable(
             ),
             FigureView::Heatmap => format!("layer {} · {}", options.layer, options.head),
             FigureView::Lines => format!("layer {} · attention lines", options.layer),
+            FigureView::Overview if options.norms => format!(
+                "{} layers × {} heads · norm-based attention ‖α·f(x)‖",
+                analysis.layers(),
+                analysis.heads()
+            ),
             FigureView::Overview => {
                 format!("{} layers × {} heads", analysis.layers(), analysis.heads())
             }
@@ -388,7 +393,7 @@ pub fn export_cancellable(
                 options.line_threshold,
                 &caption,
             ),
-            FigureView::Overview => figure::overview(analysis, &caption),
+            FigureView::Overview => figure::overview(analysis, options.norms, &caption)?,
             FigureView::Heads => figure::heads(
                 &crate::analysis::stats::head_stats(analysis),
                 options.statistic,

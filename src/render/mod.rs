@@ -13,6 +13,34 @@ pub fn mask_future(values: &mut [f32], size: usize) {
     }
 }
 
+/// One head's small map for an overview grid, max-pooled down to about `target` cells a side:
+/// its norm-based attention when `norms` (`None` when the run computed no value norms), else
+/// its attention weights; a causal model's future keys are NaN.
+pub fn head_thumbnail(
+    analysis: &crate::model::Analysis,
+    layer: usize,
+    head: usize,
+    norms: bool,
+    target: usize,
+) -> Option<(Vec<f32>, usize)> {
+    use crate::model::captured::{max_pool, pool_factor};
+    if !norms {
+        return Some(analysis.attention_thumbnail(layer, head, target));
+    }
+    let mut values =
+        crate::analysis::norms::norm_map(analysis, layer, crate::analysis::HeadChoice::Head(head))?;
+    let tokens = analysis.len();
+    if analysis.causal {
+        mask_future(&mut values, tokens);
+    }
+    Some(max_pool(
+        &values,
+        tokens,
+        tokens,
+        pool_factor(tokens, target),
+    ))
+}
+
 /// The colour of an attention weight: viridis (perceptually uniform, readable in grey and by
 /// colour-blind viewers) over `[0, max]`; NaN (masked) is [`MASKED_COLOR`].
 pub fn attention_color(value: f32, max: f32) -> [u8; 3] {

@@ -237,6 +237,10 @@ pub struct ViewState {
     pub heatmap_zoom: heatmap::MatrixZoom,
     /// The statistic the Heads tab colours and sorts by.
     pub head_statistic: crate::analysis::stats::Statistic,
+    /// Whose statistics the Heads tab shows: the text's or a corpus's.
+    pub head_source: heads::HeadSource,
+    /// The Heads tab's corpus file, as typed or chosen.
+    pub corpus_path: String,
     /// Layer shown by the projection view (0 = embeddings).
     pub projection_layer: usize,
     /// PNG export scale: 1, 2 or 4.
@@ -283,6 +287,8 @@ impl Default for ViewState {
             fixed_scale: false,
             heatmap_zoom: heatmap::MatrixZoom::default(),
             head_statistic: crate::analysis::stats::Statistic::default(),
+            head_source: heads::HeadSource::default(),
+            corpus_path: String::new(),
             projection_layer: 0,
             export_scale: 2.0,
             export_f16: false,
@@ -390,6 +396,14 @@ pub enum UiAction {
     },
     /// Switch every head back on.
     ClearAblation,
+    /// Ask for a corpus file (a dialog), then run it.
+    PickCorpus,
+    /// Run head statistics over the corpus file in the view state.
+    RunCorpus,
+    /// Stop the corpus run.
+    CancelCorpus,
+    /// Save the corpus run's statistics (the app asks where).
+    SaveCorpus,
 }
 
 /// What a click on token `index` asks for: with shift or ctrl (⌘) held, adding it to the

@@ -278,22 +278,12 @@ impl TextureCache {
             .textures
             .entry(key)
             .or_insert_with(|| {
-                let norm_map = norms
-                    .then(|| {
-                        crate::analysis::norms::norm_map(analysis, layer, HeadChoice::Head(head))
-                    })
-                    .flatten();
-                let (values, size) = match norm_map {
-                    Some(mut values) => {
-                        let tokens = analysis.len();
-                        if analysis.causal {
-                            crate::render::mask_future(&mut values, tokens);
-                        }
-                        let factor = crate::model::captured::pool_factor(tokens, THUMBNAIL_TEXELS);
-                        crate::model::captured::max_pool(&values, tokens, tokens, factor)
-                    }
-                    None => analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS),
-                };
+                // Without value norms the switch falls back to the attention weights.
+                let (values, size) =
+                    crate::render::head_thumbnail(analysis, layer, head, norms, THUMBNAIL_TEXELS)
+                        .unwrap_or_else(|| {
+                            analysis.attention_thumbnail(layer, head, THUMBNAIL_TEXELS)
+                        });
                 let max = max_value(&values);
                 let image =
                     ColorImage::from_rgba_unmultiplied([size, size], &heatmap_rgba(&values, max));
