@@ -424,6 +424,7 @@ fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let mut request = args.input.request();
     request.ablated_heads = args.run.ablate.clone();
     request.value_norms = extras.needs_value_norms();
+    request.lens = extras.with.contains(&Extra::LogitLens);
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
     if extras.with.contains(&Extra::LogitLens)
@@ -536,6 +537,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut request = args.input.request();
     request.ablated_heads = args.ablate.clone();
     request.value_norms = args.norms;
+    request.lens = args.view == FigureView::Lens;
     let analysis = model.analyze(&request)?;
     input_notes(&model, &analysis, &request);
     let comparison = match &args.compare {
@@ -622,8 +624,9 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bench --analyses`: the value norms' cost inside the forward (runs with and without them,
-/// alternated), the analyses computed after it, and attention flow into one token.
+/// `bench --analyses`: what the analyses add to the forward. The value norms and the logit
+/// lens are computed inside it (runs with and without them, alternated); rollout, head
+/// statistics and norm maps after it; and attention flow into one token.
 fn bench_analyses(
     model: &LoadedModel,
     input: &bertscope::model::tokenizer::EncodedText,
@@ -631,24 +634,33 @@ fn bench_analyses(
 ) -> anyhow::Result<()> {
     use bertscope::analysis;
     let ms = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
-    let options = bertscope::model::RunOptions {
+    let plain_options = bertscope::model::RunOptions {
         mlm_positions: vec![input.ids.len() / 2],
         top_k: 5,
-        value_norms: true,
         ..Default::default()
     };
-    let (mut plain, mut with_norms) = (Vec::new(), Vec::new());
+    let options = bertscope::model::RunOptions {
+        value_norms: true,
+        lens: true,
+        ..plain_options.clone()
+    };
+    let (mut plain, mut with_extras) = (Vec::new(), Vec::new());
     for _ in 0..iters {
         let started = Instant::now();
-        std::hint::black_box(model.run(input.clone(), &options.mlm_positions, 5)?);
+        std::hint::black_box(model.run_with(input.clone(), &plain_options)?);
         plain.push(ms(started));
         let started = Instant::now();
         std::hint::black_box(model.run_with(input.clone(), &options)?);
-        with_norms.push(ms(started));
+        with_extras.push(ms(started));
     }
     let analysis = model.run_with(input.clone(), &options)?;
     let lens = model.lens_positions(&analysis).is_some();
-    // Per iteration: rollout, head statistics, norm maps, lens.
+    // Per iteration: rollout, head statistics, norm maps, and the lens alone (apart from the
+    // predictions, as for a model whose head does not compute it with them).
+    let apart = bertscope::model::Analysis {
+        logit_lens: None,
+        ..analysis.clone()
+    };
     let mut parts: [Vec<f64>; 4] = Default::default();
     for _ in 0..iters {
         let started = Instant::now();
@@ -662,12 +674,12 @@ fn bench_analyses(
         parts[2].push(ms(started));
         let started = Instant::now();
         if lens {
-            std::hint::black_box(model.logit_lens(&analysis, 5)?);
+            std::hint::black_box(model.logit_lens(&apart, 5)?);
         }
         parts[3].push(ms(started));
     }
-    let [rollout, stats, norm_maps, lens_ms] = parts.map(|times| bench::median(&times));
-    let after = rollout + stats + norm_maps + lens_ms;
+    let [rollout, stats, norm_maps, lens_apart] = parts.map(|times| bench::median(&times));
+    let after = rollout + stats + norm_maps;
     let flow: Vec<f64> = (0..iters.min(3))
         .map(|_| {
             let started = Instant::now();
@@ -675,22 +687,25 @@ fn bench_analyses(
             ms(started)
         })
         .collect();
-    let (plain, with_norms) = (bench::median(&plain), bench::median(&with_norms));
-    let norms = (with_norms - plain).max(0.0);
+    let (plain, with_extras) = (bench::median(&plain), bench::median(&with_extras));
+    let inside = (with_extras - plain).max(0.0);
     println!(
-        "value_norms_ms {norms:.3} (forward {with_norms:.1} ms with them, {plain:.1} ms without, alternated)"
-    );
-    println!(
-        "analyses_ms {after:.3} (rollout {rollout:.1}, head statistics {stats:.1}, norm maps {norm_maps:.1}, {})",
-        if lens {
-            format!("logit lens at one position {lens_ms:.1}")
+        "in_forward_ms {inside:.3} (value norms{}: forward {with_extras:.1} ms with them, {plain:.1} ms without, alternated)",
+        if analysis.logit_lens.is_some() {
+            " and the logit lens at one position"
         } else {
-            "no LM head, no lens".to_owned()
+            ""
         }
     );
     println!(
+        "analyses_ms {after:.3} (rollout {rollout:.1}, head statistics {stats:.1}, norm maps {norm_maps:.1})"
+    );
+    if lens {
+        println!("lens_apart_ms {lens_apart:.3} (the lens computed after the forward instead)");
+    }
+    println!(
         "analyses_share {:.1}% of the forward",
-        (norms + after) / plain * 100.0
+        (inside + after) / plain * 100.0
     );
     println!(
         "flow_ms {:.3} (into token 0 from every token)",

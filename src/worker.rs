@@ -540,7 +540,8 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
     match model.analyze(&request) {
         Ok(analysis) => {
             let inference_ms = started.elapsed().as_secs_f64() * 1e3;
-            // A few milliseconds (one pass over the vocabulary matrix), and only with an LM head.
+            // Already computed with a masked-LM head's predictions when the request asked;
+            // otherwise one pass over the vocabulary matrix, and only with an LM head.
             let lens = model.lens_positions(&analysis).and_then(|_| {
                 model
                     .logit_lens(&analysis, 5)

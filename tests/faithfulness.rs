@@ -534,6 +534,41 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
             };
             assert_eq!(ids(x), ids(y), "{name}: lens layer {}", x.layer);
         }
+        // Computed with the predictions (one pass over the vocabulary matrix), the lens and
+        // the predictions are those computed apart.
+        request.lens = true;
+        for (model, apart, lens_apart) in [(&tuned, &a, &lens_a), (&candle, &b, &lens_b)] {
+            let fused = model.analyze(&request).unwrap();
+            let close = |x: &[bertscope::model::TokenProbability],
+                         y: &[bertscope::model::TokenProbability]| {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|(x, y)| x.id == y.id && (x.prob - y.prob).abs() <= 1e-5)
+            };
+            match (&fused.mlm, &apart.mlm) {
+                (Some(fused_mlm), Some(apart_mlm)) => {
+                    let lens = fused.logit_lens.as_ref().expect("a masked LM's lens");
+                    assert_eq!(lens.len(), lens_apart.len(), "{name}");
+                    for (x, y) in lens.iter().zip(lens_apart) {
+                        for (x, y) in x.layers.iter().zip(&y.layers) {
+                            assert!(close(&x.top_k, &y.top_k), "{name}: layer {}", x.layer);
+                        }
+                    }
+                    for (x, y) in fused_mlm.iter().zip(apart_mlm) {
+                        assert!(close(&x.top_k, &y.top_k), "{name}: the predictions");
+                    }
+                    assert_eq!(
+                        model.logit_lens(&fused, 3).unwrap()[0].layers[0]
+                            .top_k
+                            .len(),
+                        3
+                    );
+                }
+                // A causal LM computes its lens apart.
+                _ => assert!(fused.logit_lens.is_none(), "{name}"),
+            }
+        }
         let [parts_a, parts_b] = [(&tuned, &a), (&candle, &b)]
             .map(|(model, analysis)| model.embedding_breakdown(analysis).unwrap());
         assert_eq!(parts_a.tokens.len(), a.len());

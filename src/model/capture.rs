@@ -230,6 +230,9 @@ pub struct Analysis {
     /// Masked-LM predictions at each mask token and each requested position; `None` when the
     /// model has no MLM head.
     pub mlm: Option<Vec<TokenPrediction>>,
+    /// The logit lens at the masked-LM positions, computed with the predictions when the run
+    /// asked for it ([`crate::model::RunOptions::lens`]); `None` otherwise.
+    pub logit_lens: Option<Vec<crate::model::LensPosition>>,
     /// Next-sentence probability that B follows A; `None` without a pair or without the head.
     pub nsp_is_next: Option<f32>,
     /// The next token after every position; `None` without a causal LM head.
@@ -344,6 +347,7 @@ pub(crate) mod tests {
             attention_norms: None,
             ablated_heads: Vec::new(),
             mlm: None,
+            logit_lens: None,
             nsp_is_next: None,
             next_token: None,
             classification: None,

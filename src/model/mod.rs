@@ -153,6 +153,9 @@ pub struct AnalysisRequest {
     pub ablated_heads: Vec<(usize, usize)>,
     /// Whether to compute the value norms that norm-based attention needs.
     pub value_norms: bool,
+    /// Whether to compute the logit lens with the masked-LM predictions (see
+    /// [`RunOptions::lens`]).
+    pub lens: bool,
 }
 
 impl AnalysisRequest {
@@ -178,6 +181,7 @@ impl AnalysisRequest {
             top_k: self.top_k,
             ablated_heads: self.ablated_heads.clone(),
             value_norms: self.value_norms,
+            lens: self.lens,
         }
     }
 }
@@ -193,6 +197,10 @@ pub struct RunOptions {
     pub ablated_heads: Vec<(usize, usize)>,
     /// Whether to compute the value norms of norm-based attention.
     pub value_norms: bool,
+    /// Whether a masked-LM model computes the logit lens at its prediction positions in the
+    /// same pass over the vocabulary matrix as the predictions (the matrix is most of the
+    /// lens's cost); see [`Analysis::logit_lens`].
+    pub lens: bool,
 }
 
 /// Rows of the last hidden states a causal LM head reads at once: one pass over the vocabulary
@@ -459,6 +467,7 @@ impl LoadedModel {
         let top_k = top_k.max(1);
 
         let mut mlm = None;
+        let mut logit_lens = None;
         let mut nsp_is_next = None;
         let mut next_token = None;
         let mut classification = None;
@@ -478,8 +487,31 @@ impl LoadedModel {
                     rows.extend(mlm_positions.iter().filter(|&&p| p < tokens));
                     rows.sort_unstable();
                     rows.dedup();
-                    let logits = logits(&rows)?;
-                    mlm = Some(self.vocabulary_predictions(&rows, &logits, head.outputs, top_k));
+                    if options.lens && !rows.is_empty() {
+                        // Every layer's states at these rows, the last layer's (what the head
+                        // reads anyway) among them.
+                        let (lens_rows, final_norm) =
+                            self.lens_rows(&captured.hidden_states, &rows, head.kind);
+                        let logits = backend.head_logits_of_rows(&lens_rows, index, &final_norm)?;
+                        let lens = self.lens_from_logits(&rows, &logits, head.outputs, top_k);
+                        mlm = Some(
+                            lens.iter()
+                                .map(|at| TokenPrediction {
+                                    position: at.position,
+                                    top_k: at
+                                        .layers
+                                        .last()
+                                        .map(|layer| layer.top_k.clone())
+                                        .unwrap_or_default(),
+                                })
+                                .collect(),
+                        );
+                        logit_lens = Some(lens);
+                    } else {
+                        let logits = logits(&rows)?;
+                        mlm =
+                            Some(self.vocabulary_predictions(&rows, &logits, head.outputs, top_k));
+                    }
                 }
                 HeadKind::NextSentence if is_pair => {
                     nsp_is_next = Some(heads::softmax(&logits(&[0])?)[0]);
@@ -549,6 +581,7 @@ impl LoadedModel {
             attention_norms: None,
             ablated_heads,
             mlm,
+            logit_lens,
             nsp_is_next,
             next_token,
             classification,
@@ -558,7 +591,7 @@ impl LoadedModel {
     }
 
     /// The `top_k` most probable tokens of each row of vocabulary logits `[rows, vocab]`.
-    fn vocabulary_predictions(
+    pub(crate) fn vocabulary_predictions(
         &self,
         rows: &[usize],
         logits: &[f32],

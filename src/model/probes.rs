@@ -94,9 +94,65 @@ impl LoadedModel {
                 ))
             })?;
         let positions = self.lens_positions(analysis).unwrap_or_default();
+        if let Some(lens) = &analysis.logit_lens {
+            // Computed with the predictions, when it has as many guesses as asked for.
+            let enough = |layer: &LensLayer| layer.top_k.len() >= top_k.min(self.config.vocab_size);
+            if lens.iter().flat_map(|p| &p.layers).all(enough) {
+                let mut lens = lens.clone();
+                for layer in lens.iter_mut().flat_map(|p| &mut p.layers) {
+                    layer.top_k.truncate(top_k);
+                }
+                return Ok(lens);
+            }
+        }
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (rows, final_norm) = self.lens_rows(&analysis.hidden_states, &positions, kind);
+        let logits = match &self.engine {
+            Engine::Cpu(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
+            Engine::Candle(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
+        };
+        Ok(self.lens_from_logits(&positions, &logits, self.config.vocab_size, top_k))
+    }
+
+    /// Every layer's hidden states at `positions`, layer-major, so that the head's vocabulary
+    /// matrix (the bulk of the work) is read once rather than once per layer; and which rows
+    /// go through the final LayerNorm (a causal LM's, but not its last state, which already
+    /// did).
+    pub(crate) fn lens_rows(
+        &self,
+        hidden_states: &super::CapturedArray,
+        positions: &[usize],
+        kind: HeadKind,
+    ) -> (Vec<f32>, Vec<bool>) {
         let hidden = self.config.hidden_size;
-        let states = analysis.hidden_states.shape()[0];
-        let vocab = self.config.vocab_size;
+        let states = hidden_states.shape()[0];
+        let mut rows = Vec::with_capacity(states * positions.len() * hidden);
+        let mut final_norm = Vec::with_capacity(states * positions.len());
+        for layer in 0..states {
+            let state = hidden_states.matrix(&[layer]);
+            for &position in positions {
+                rows.extend_from_slice(&state[position * hidden..][..hidden]);
+                final_norm.push(kind == HeadKind::NextToken && layer + 1 < states);
+            }
+        }
+        (rows, final_norm)
+    }
+
+    /// The lens at `positions` from the head's logits of [`LoadedModel::lens_rows`].
+    pub(crate) fn lens_from_logits(
+        &self,
+        positions: &[usize],
+        logits: &[f32],
+        vocab: usize,
+        top_k: usize,
+    ) -> Vec<LensPosition> {
+        let states = logits.len() / (vocab * positions.len()).max(1);
+        let row_positions: Vec<usize> = (0..states)
+            .flat_map(|_| positions.iter().copied())
+            .collect();
+        let predictions = self.vocabulary_predictions(&row_positions, logits, vocab, top_k);
         let mut lens: Vec<LensPosition> = positions
             .iter()
             .map(|&position| LensPosition {
@@ -104,36 +160,13 @@ impl LoadedModel {
                 layers: Vec::with_capacity(states),
             })
             .collect();
-        if positions.is_empty() {
-            return Ok(lens);
-        }
-        // Every layer's rows at once, layer-major, so that the head's vocabulary matrix (the
-        // bulk of the work) is read once rather than once per layer.
-        let mut rows = Vec::with_capacity(states * positions.len() * hidden);
-        let mut final_norm = Vec::with_capacity(states * positions.len());
-        for layer in 0..states {
-            let state = analysis.hidden_states.matrix(&[layer]);
-            for &position in &positions {
-                rows.extend_from_slice(&state[position * hidden..][..hidden]);
-                // The last state already went through the final LayerNorm, where there is one.
-                final_norm.push(kind == HeadKind::NextToken && layer + 1 < states);
-            }
-        }
-        let logits = match &self.engine {
-            Engine::Cpu(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
-            Engine::Candle(backend) => backend.head_logits_of_rows(&rows, head, &final_norm)?,
-        };
-        let row_positions: Vec<usize> = (0..states)
-            .flat_map(|_| positions.iter().copied())
-            .collect();
-        let predictions = self.vocabulary_predictions(&row_positions, &logits, vocab, top_k);
         for (row, prediction) in predictions.into_iter().enumerate() {
             lens[row % positions.len()].layers.push(LensLayer {
                 layer: row / positions.len(),
                 top_k: prediction.top_k,
             });
         }
-        Ok(lens)
+        lens
     }
 
     /// The norms of each token's word, position and segment embeddings, of their sum and of
