@@ -10,9 +10,7 @@ use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
-use crate::ui::heads::HeadSource;
 use crate::ui::{AttentionKind, UiAction, View};
-use crate::worker::CorpusRun;
 
 /// Draining responses stops after this long so a burst never stalls a frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
@@ -83,7 +81,7 @@ impl BertscopeApp {
 
     /// Starts or collects the per-layer divergence of the two results: it reads every
     /// attention map of both, so it runs on a thread of its own.
-    fn update_divergence(&mut self, ctx: &egui::Context) {
+    pub(super) fn update_divergence(&mut self, ctx: &egui::Context) {
         let Some(key) = self.divergence_key() else {
             return;
         };
@@ -103,43 +101,11 @@ impl BertscopeApp {
     /// Whether the open tab waits for a value computed in the background (the projection, the
     /// divergence).
     pub(super) fn background_pending(&self) -> bool {
-        match self.settings.view.view {
-            _ if self.words_shown() && self.primary.word_level().is_none() => {
-                self.primary.result.is_some()
-            }
-            View::Projection => {
-                self.primary.result.is_some()
-                    && self.primary.projection(self.words_shown()).is_none()
-            }
-            View::Compare => self
-                .divergence_key()
-                .is_some_and(|key| self.divergence.get(&key).is_none()),
-            View::Overview => self.primary.textures.thumbnails_pending(),
-            View::Heads if self.settings.view.head_source == HeadSource::Corpus => {
-                self.launch_corpus.is_some()
-                    || matches!(self.primary.corpus, Some(CorpusRun::Running { .. }))
-            }
-            View::Heads => {
-                self.primary.result.is_some()
-                    && self.primary.head_stats(self.words_shown()).is_none()
-            }
-            View::Heatmap | View::Lines
-                if self.settings.view.attention_kind == AttentionKind::Rollout =>
-            {
-                self.primary.result.is_some() && self.primary.rollout(self.words_shown()).is_none()
-            }
-            View::Heatmap | View::Lines
-                if self.settings.view.attention_kind == AttentionKind::Flow =>
-            {
-                let view = &self.settings.view;
-                self.primary.result.is_some()
-                    && self
-                        .primary
-                        .flow(self.words_shown(), view.layer, view.flow_targets())
-                        .is_none()
-            }
-            _ => false,
+        let words = self.words_shown();
+        if words && self.primary.word_level().is_none() {
+            return self.primary.result.is_some();
         }
+        self.settings.view.view.tab().pending(self, words)
     }
 
     /// Whether the open view shows words instead of pieces.
@@ -261,24 +227,7 @@ impl BertscopeApp {
             self.primary.update_word_level();
         }
         self.keep_selection_in(words);
-        match self.settings.view.view {
-            View::Projection => self.primary.update_projection(words),
-            View::Heads => self.primary.update_head_stats(words),
-            View::Heatmap | View::Lines
-                if self.settings.view.attention_kind == AttentionKind::Rollout =>
-            {
-                self.primary.update_rollout(words);
-            }
-            View::Heatmap | View::Lines
-                if self.settings.view.attention_kind == AttentionKind::Flow =>
-            {
-                let view = &self.settings.view;
-                self.primary
-                    .update_flow(words, view.layer, view.flow_targets());
-            }
-            View::Compare => self.update_divergence(ctx),
-            _ => {}
-        }
+        self.settings.view.view.tab().prepare(self, ctx, words);
 
         // No fixed debounce: a fast model follows every keystroke, and a slow one runs the newest
         // text each time it finishes, so the views update at the model's own pace.

@@ -5,6 +5,7 @@ mod background;
 pub mod keystroke;
 mod logic;
 mod slot;
+pub mod tabs;
 mod ui;
 
 use background::Background;

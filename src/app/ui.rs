@@ -3,13 +3,11 @@
 
 use egui::{Color32, RichText};
 
+use super::tabs::Shown;
 use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
 use crate::ui::tokens::{token_chips, ChipClick};
-use crate::ui::{
-    compare, embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key,
-    AttentionKind, View,
-};
+use crate::ui::View;
 
 /// The Sentence A field, which `/` focuses.
 const SENTENCE_A_ID: &str = "sentence-a";
@@ -88,7 +86,8 @@ impl BertscopeApp {
     fn visible_tabs(&self) -> Vec<View> {
         let comparing = self.comparison.is_some();
         View::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&view| view != View::Compare || comparing)
             .collect()
     }
@@ -487,11 +486,6 @@ impl BertscopeApp {
         if cancel_export {
             self.cancel_export();
         }
-        // A few floats, copied so that the view state and the slots can be borrowed below.
-        let divergence = (self.settings.view.view == View::Compare)
-            .then(|| self.compare_divergence().map(<[f32]>::to_vec))
-            .flatten();
-        let state = &mut self.settings.view;
         let mut actions: Vec<_> = chip_action.into_iter().collect();
         if export_clicked {
             actions.push(crate::ui::UiAction::Export);
@@ -504,131 +498,9 @@ impl BertscopeApp {
             self.apply(actions);
             return;
         }
-        // The one map of a kind that combines heads (rollout, flow), once computed.
-        let (rollout, flow) = match state.attention_kind {
-            AttentionKind::Rollout => (self.primary.rollout(words), None),
-            AttentionKind::Flow => (
-                None,
-                self.primary.flow(words, state.layer, state.flow_targets()),
-            ),
-            _ => (None, None),
-        };
-        let combined = match state.attention_kind {
-            AttentionKind::Rollout => rollout
-                .as_deref()
-                .and_then(|layers| layers.get(state.layer))
-                .map(Vec::as_slice),
-            AttentionKind::Flow => flow.as_deref().map(Vec::as_slice),
-            _ => None,
-        };
-        actions.extend(match state.view {
-            View::Heatmap => heatmap::heatmap_view(
-                ui,
-                analysis,
-                combined,
-                state,
-                self.primary.textures_of(words),
-            ),
-            View::Lines => lines::lines_view(ui, analysis, combined, state),
-            View::Overview => {
-                overview::kind_switch(ui, state);
-                let mut actions = overview::ablation_bar(ui, state);
-                let ablation = overview::Ablation {
-                    heads: &state.ablated_heads,
-                    clicks_toggle: state.ablation_mode,
-                };
-                actions.extend(overview::overview_view(
-                    ui,
-                    analysis,
-                    state,
-                    ablation,
-                    self.primary.textures_of(words),
-                ));
-                actions
-            }
-            View::Projection => match self.primary.projection(words) {
-                Some(Ok(projection)) => {
-                    projection::projection_view(ui, analysis, &projection, state)
-                }
-                Some(Err(message)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, message);
-                    Vec::new()
-                }
-                None => {
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        ui.label("Projecting the hidden states (PCA)…");
-                    });
-                    Vec::new()
-                }
-            },
-            View::Heads => {
-                let text_stats = self.primary.head_stats(words);
-                heads::heads_view(
-                    ui,
-                    text_stats.as_deref().map(Vec::as_slice),
-                    self.primary.corpus.as_ref(),
-                    state,
-                )
-            }
-            View::Predictions => match &info {
-                Some(info) => predictions::predictions_view(
-                    ui,
-                    analysis,
-                    result.intact.as_deref(),
-                    info,
-                    state,
-                ),
-                None => Vec::new(),
-            },
-            View::Lens => lens::lens_view(ui, analysis, result.lens.as_deref(), state),
-            View::QueryKey => query_key::query_key_view(ui, analysis, state),
-            View::Embeddings => embeddings::embeddings_view(
-                ui,
-                analysis,
-                result.embeddings.as_ref(),
-                state,
-                &mut self.primary.textures,
-            ),
-            View::Compare => {
-                let a_name = self.primary.name().unwrap_or_default().to_owned();
-                let comparison = self.comparison.as_mut().and_then(|slot| {
-                    let result = slot.result.clone()?;
-                    Some((result, slot))
-                });
-                match comparison {
-                    Some((b_result, slot)) => {
-                        let b_name = slot.name().unwrap_or_default().to_owned();
-                        compare::compare_view(
-                            ui,
-                            compare::Side {
-                                name: &a_name,
-                                analysis,
-                                textures: &mut self.primary.textures,
-                            },
-                            compare::Side {
-                                name: &b_name,
-                                analysis: &b_result.analysis,
-                                textures: &mut slot.textures,
-                            },
-                            &mut self.compare_textures,
-                            divergence.as_deref(),
-                            state,
-                        )
-                    }
-                    None => {
-                        let note = match self.comparison.as_ref().map(|slot| &slot.status) {
-                            Some(ModelStatus::Loading { name, .. }) => format!("Loading {name}…"),
-                            Some(ModelStatus::Failed { message, .. }) => message.clone(),
-                            Some(_) => "Running the text through the second model…".to_owned(),
-                            None => "Load a second model with Compare with… above.".to_owned(),
-                        };
-                        ui.label(note);
-                        Vec::new()
-                    }
-                }
-            }
-        });
+        let shown = Shown { result, word_level };
+        let tab = self.settings.view.view.tab();
+        actions.extend(tab.show(ui, self, &shown));
         self.apply(actions);
         if self.text_waiting() && !self.analysis_in_flight() {
             // Changed text is sent by the next frame's logic: make sure a next frame comes. (With

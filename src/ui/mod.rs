@@ -19,113 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::HeadChoice;
 
-/// The tabs of the main area.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
-pub enum View {
-    /// One head's attention matrix.
-    #[default]
-    Heatmap,
-    /// BertViz-style token-to-token lines.
-    Lines,
-    /// Every layer × head as thumbnails.
-    Overview,
-    /// Head statistics (Clark et al. 2019): a coloured grid and a sortable table.
-    Heads,
-    /// Hidden states projected to 2-D.
-    Projection,
-    /// What the model's heads predict (masked LM, next token, labels, answers, entities).
-    #[serde(alias = "Mlm")]
-    #[value(alias = "mlm")]
-    Predictions,
-    /// The logit lens: the prediction head read after every layer.
-    Lens,
-    /// The input embeddings taken apart: word, position, segment, their sum, the LayerNorm.
-    Embeddings,
-    /// BertViz's neuron view: query and key vectors behind one row of attention.
-    #[value(name = "query-key")]
-    QueryKey,
-    /// Two models side by side (once a second model is loaded).
-    Compare,
-}
-
-impl View {
-    /// The figure an export of this view draws.
-    pub fn figure(self) -> crate::export::FigureView {
-        use crate::export::FigureView;
-        match self {
-            View::Heatmap => FigureView::Heatmap,
-            View::Lines => FigureView::Lines,
-            View::Overview => FigureView::Overview,
-            View::Heads => FigureView::Heads,
-            View::Projection => FigureView::Projection,
-            View::Predictions => FigureView::Predictions,
-            View::Lens => FigureView::Lens,
-            View::Embeddings => FigureView::Embeddings,
-            View::QueryKey => FigureView::QueryKey,
-            View::Compare => FigureView::Compare,
-        }
-    }
-
-    /// Whether the view can show words instead of subword pieces (see
-    /// [`crate::export::FigureView::reads_words`]).
-    pub fn reads_words(self) -> bool {
-        self.figure().reads_words()
-    }
-
-    /// Every view, in tab order.
-    pub const ALL: [View; 10] = [
-        View::Heatmap,
-        View::Lines,
-        View::Overview,
-        View::Heads,
-        View::Projection,
-        View::Predictions,
-        View::Lens,
-        View::Embeddings,
-        View::QueryKey,
-        View::Compare,
-    ];
-
-    /// The tab's label.
-    pub fn label(self) -> &'static str {
-        match self {
-            View::Heatmap => "Heatmap",
-            View::Lines => "Lines",
-            View::Overview => "Overview",
-            View::Heads => "Heads",
-            View::Projection => "Projection",
-            View::Predictions => "Predictions",
-            View::Lens => "Lens",
-            View::Embeddings => "Embeddings",
-            View::QueryKey => "Query·Key",
-            View::Compare => "Compare",
-        }
-    }
-
-    /// What the tab shows, for its tooltip.
-    pub fn description(self) -> &'static str {
-        match self {
-            View::Heatmap => {
-                "One head's attention: query rows × key columns (arrow keys step layers and heads)"
-            }
-            View::Lines => {
-                "Token-to-token attention lines, one colour per head (BertViz head view)"
-            }
-            View::Overview => {
-                "Every layer and head at a glance; click one to open it in the heatmap"
-            }
-            View::Heads => "What each head attends to, by Clark et al.'s statistics: first token, separators, punctuation, itself, neighbours, entropy",
-            View::Projection => "Token hidden states projected to 2-D with PCA, layer by layer",
-            View::Predictions => "What the model's heads predict: masked words, the next token, labels, answers, entities",
-            View::Lens => "The logit lens: the model's own prediction head read after every layer, at a mask or at GPT-2's last token",
-            View::Embeddings => "What goes into the first layer: the size of each token's word, position and segment embeddings, their sum and its LayerNorm, and how alike the positions are",
-            View::QueryKey => "Where one attention row comes from: the query vector, each key, their products, q·k/√d and the softmax (BertViz's neuron view)",
-            View::Compare => "The same text through two models: aligned layers, difference map, divergence per layer",
-        }
-    }
-}
+pub use crate::app::tabs::View;
 
 /// What the heatmap, the lines and the overview show: the captured attention of a head, or
 /// what the analyses make of it.
@@ -446,9 +340,9 @@ mod tests {
     use super::*;
     use clap::ValueEnum;
 
-    /// `View::ALL` is what the tab bar, the shortcuts and the accessibility test iterate; clap's
-    /// derived list of variants is complete by construction, so a view added to the enum and
-    /// left out of `ALL` fails here.
+    /// `View::ALL` (made by `tabs!` with the enum) is what the tab bar, the shortcuts, the
+    /// accessibility test and the tab snapshots iterate; clap's `--view` list is the same enum.
+    /// Each tab has a label, a tooltip and a figure of its own, and every figure has a tab.
     #[test]
     fn every_view_is_registered_once_and_has_its_own_figure() {
         for view in View::value_variants() {
@@ -457,6 +351,10 @@ mod tests {
             assert!(!view.label().is_empty() && !view.description().is_empty());
         }
         assert_eq!(View::ALL.len(), View::value_variants().len());
+        let mut labels: Vec<_> = View::ALL.iter().map(|view| view.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), View::ALL.len(), "one label per tab");
         let mut figures: Vec<_> = View::ALL.iter().map(|view| view.figure()).collect();
         figures.dedup();
         assert_eq!(figures.len(), View::ALL.len(), "one figure per view");
