@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -482,7 +482,8 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
     let model = load(&args.model)?;
     let mut stats = CorpusStats::default();
     let started = Instant::now();
-    let mut statistics = std::time::Duration::ZERO;
+    let mut statistics = Duration::ZERO;
+    let mut reported = started;
     for (done, (number, request)) in lines.iter().enumerate() {
         let analysis = model.analyze(request).map_err(|err| {
             // The error goes on a line of its own, not after the progress.
@@ -501,7 +502,11 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
             stats.add(&analysis);
         }
         statistics += adding.elapsed();
-        eprint!("\rhead statistics: {}/{} lines", done + 1, lines.len());
+        // A few times a second: every line would flood a log that stderr goes to.
+        if done + 1 == lines.len() || reported.elapsed() >= Duration::from_millis(200) {
+            reported = Instant::now();
+            eprint!("\rhead statistics: {}/{} lines", done + 1, lines.len());
+        }
     }
     eprintln!(
         " ({} tokens, {:.1} s, of which statistics {:.2} s)",

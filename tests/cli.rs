@@ -823,6 +823,17 @@ fn word_level_maps_match_the_reference() {
         assert_eq!(dump["words"], reference["words"], "{name}");
         assert_close(&dump["attentions"], &reference["word_attentions"], name);
         assert_close(&dump["rollout"], &reference["word_rollout"], name);
+        // Flow runs through the words' graph, and --flow-to counts words.
+        let words = reference["words"].as_array().unwrap().len();
+        let mut args = vec!["--words", "--with", "flow", "--flow-to", "1"];
+        let text = reference["text"].as_str().unwrap();
+        let text_b = reference["text_b"].as_str();
+        args.extend(["--text", text]);
+        if let Some(text_b) = text_b {
+            args.extend(["--text-b", text_b]);
+        }
+        let (flow, _) = dump_json(name, &args);
+        assert_eq!(flow["flow"]["values"].as_array().unwrap().len(), words);
 
         // `export --words` writes the same maps, with the words as its tokens; a figure of
         // pieces refuses words in one line.

@@ -8,7 +8,8 @@
 //! `[{position, layers: [{layer, top_k}]}]`, `embeddings` `[{position, word, position_emb,
 //! segment, sum, after_norm}]` and `head_stats` `[layer][head]{cls, sep, punct, self, prev,
 //! next, entropy, label}`. With `--words`, `words` lists the words and `attentions`,
-//! `head_stats`, `rollout` and `attention_norms` are word-level.
+//! `head_stats`, `rollout`, `flow` (`--flow-to` counts words) and `attention_norms` are
+//! word-level.
 
 use std::borrow::Cow;
 
@@ -173,19 +174,6 @@ impl<'a> DumpDocument<'a> {
             let values = rollout(analysis).concat();
             self.rollout = F32Array::new(vec![analysis.layers(), tokens, tokens], values);
         }
-        if asked(Extra::Flow) {
-            if extras.flow_to >= tokens {
-                return Err(ModelError::BadInput(format!(
-                    "--flow-to {} is beyond the input's {tokens} tokens (0 to {})",
-                    extras.flow_to,
-                    tokens - 1
-                )));
-            }
-            self.flow = Some(Flow {
-                to: extras.flow_to,
-                values: flow_into(analysis, extras.flow_to),
-            });
-        }
         if asked(Extra::Norms) {
             self.attention_norms = Some(attention_norms(analysis).ok_or_else(|| {
                 ModelError::Compute("the run computed no value norms".to_owned())
@@ -197,22 +185,41 @@ impl<'a> DumpDocument<'a> {
         if asked(Extra::Embeddings) {
             self.embeddings = Some(model.embedding_breakdown(analysis)?.tokens);
         }
-        if extras.words {
-            let words = words(analysis);
-            if asked(Extra::HeadStats) {
-                // Of the words' own maps, as the app's Heads tab shows them with words on: the
-                // first word, the separators and punctuation are then words.
-                let merged = word_analysis(analysis, &words).ok_or_else(|| {
+        // Flow and head statistics of words come from the words' own maps, as the app shows
+        // them with words on: the flow runs through the merged graph, and the first word, the
+        // separators and punctuation are words.
+        let words = extras.words.then(|| words(analysis));
+        let merged = match &words {
+            Some(words) if asked(Extra::Flow) || asked(Extra::HeadStats) => {
+                Some(word_analysis(analysis, words).ok_or_else(|| {
                     ModelError::Compute("the captured maps could not be copied".to_owned())
-                })?;
-                self.head_stats = Some(head_stats(&merged));
+                })?)
             }
+            _ => None,
+        };
+        let over = merged.as_ref().unwrap_or(analysis);
+        if asked(Extra::Flow) {
+            let (count, unit) = (over.len(), if words.is_some() { "words" } else { "tokens" });
+            if extras.flow_to >= count {
+                return Err(ModelError::BadInput(format!(
+                    "--flow-to {} is beyond the input's {count} {unit} (0 to {})",
+                    extras.flow_to,
+                    count - 1
+                )));
+            }
+            self.flow = Some(Flow {
+                to: extras.flow_to,
+                values: flow_into(over, extras.flow_to),
+            });
+        }
+        if asked(Extra::HeadStats) {
+            self.head_stats = Some(head_stats(over));
+        }
+        if let Some(words) = words {
             self.attentions = std::borrow::Cow::Owned(word_maps(&self.attentions, &words));
             self.rollout = self.rollout.map(|maps| word_maps(&maps, &words));
             self.attention_norms = self.attention_norms.map(|maps| word_maps(&maps, &words));
             self.words = Some(words.words);
-        } else if asked(Extra::HeadStats) {
-            self.head_stats = Some(head_stats(analysis));
         }
         Ok(self)
     }
