@@ -100,12 +100,19 @@ struct StatsArgs {
     /// skipped.
     #[arg(long)]
     corpus: PathBuf,
-    /// Write here (.json or .csv) instead of JSON on standard output.
+    /// Write here instead of JSON on standard output: .json, .csv (a row per head), or a .png
+    /// or .svg figure of the layers × heads grid.
     #[arg(long, short)]
     out: Option<PathBuf>,
     /// Statistics of words (merged subword pieces), as the app's Words switch shows them.
     #[arg(long)]
     words: bool,
+    /// The statistic that colours a figure.
+    #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
+    statistic: Statistic,
+    /// PNG figure scale: 1, 2 or 4.
+    #[arg(long, default_value_t = 2.0)]
+    scale: f32,
 }
 
 /// The text to run.
@@ -463,14 +470,25 @@ fn write_output(
 
 fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
     use bertscope::analysis::stats::CorpusStats;
-    let csv = match &args.out {
-        Some(path) => match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("csv") => true,
-            Some(e) if e.eq_ignore_ascii_case("json") => false,
-            _ => anyhow::bail!("{}: use a .json or .csv file", path.display()),
-        },
-        None => false,
-    };
+    // Fail on a bad extension before spending time on the corpus.
+    if let Some(path) = &args.out {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            ["json", "csv", "png", "svg"]
+                .iter()
+                .any(|known| extension.eq_ignore_ascii_case(known)),
+            "{}: use a .json, .csv, .png or .svg file",
+            path.display()
+        );
+        anyhow::ensure!(
+            [1.0, 2.0, 4.0].contains(&args.scale),
+            "scale {} is not offered; use 1, 2 or 4",
+            args.scale
+        );
+    }
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("{}: cannot read the corpus", args.corpus.display()))?;
     let lines = bertscope::analysis::stats::corpus_requests(&text);
@@ -515,10 +533,25 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
         statistics.as_secs_f64()
     );
     let report = stats.report();
-    let write = |out: &mut dyn Write| bertscope::export::data::corpus_report(&report, csv, out);
-    write_output(args.out.as_deref(), write)?;
-    if let Some(path) = &args.out {
-        eprintln!("wrote {}", path.display());
+    match &args.out {
+        Some(path) => {
+            let corpus = args
+                .corpus
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            bertscope::export::export_corpus_report(
+                path,
+                (model.name(), &corpus),
+                &report,
+                args.statistic,
+                args.scale,
+            )?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => write_output(None, |out: &mut dyn Write| {
+            bertscope::export::data::corpus_report(&report, false, out)
+        })?,
     }
     Ok(())
 }

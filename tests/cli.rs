@@ -997,4 +997,31 @@ fn corpus_statistics_weigh_every_query_row_alike() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with("layer,head,cls,sep,punct,self,prev,next,entropy,label\n"));
     assert_eq!(text.lines().count(), 1 + 2 * 4);
+
+    // A figure of the grid, coloured by a chosen statistic.
+    let png = dir.path().join("heads.png");
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--statistic",
+        "prev",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr_line(&output));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        dir.path().join("heads.txt").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(stderr_line(&output).contains("use a .json, .csv, .png or .svg file"));
 }

@@ -744,6 +744,28 @@ fn a_corpus_runs_in_the_heads_tab_with_progress_and_cancel() {
     }
     assert_eq!(*progress.report, expected.report());
     harness.get_by_label_contains("corpus.txt: 2 lines");
+    // Save… writes what `bertscope stats --out` does, or a figure of the grid.
+    let report = Arc::clone(&progress.report);
+    let (json, svg) = (dir.path().join("stats.json"), dir.path().join("stats.svg"));
+    for path in [&json, &svg] {
+        harness
+            .state()
+            .save_corpus_to(path, "corpus.txt", &report)
+            .unwrap();
+    }
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(saved["lines"], 2);
+    assert_eq!(saved["heads"].as_array().unwrap().len(), 2);
+    let figure = std::fs::read_to_string(&svg).unwrap();
+    assert!(figure.contains("corpus.txt: 2 lines"), "{figure:.300}");
+    let bad = harness
+        .state()
+        .save_corpus_to(&dir.path().join("stats.txt"), "corpus.txt", &report)
+        .unwrap_err();
+    assert!(bad
+        .to_string()
+        .contains("use a .json, .csv, .png or .svg file"));
 
     // A long corpus: the text still runs while it goes, and Cancel stops it.
     let long = dir.path().join("long.txt");

@@ -17,21 +17,6 @@ const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 /// `--screenshot` gives up after this long without a result.
 const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Writes a corpus run's statistics to `path`, JSON or CSV by its extension, atomically.
-pub fn save_corpus_report(
-    path: &std::path::Path,
-    report: &crate::analysis::stats::CorpusReport,
-) -> anyhow::Result<()> {
-    let csv = match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("csv") => true,
-        Some(e) if e.eq_ignore_ascii_case("json") => false,
-        _ => anyhow::bail!("{}: use a .json or .csv file", path.display()),
-    };
-    crate::export::write_atomically(path, |out| {
-        crate::export::data::corpus_report(report, csv, out)
-    })
-}
-
 impl BertscopeApp {
     fn next_id(&mut self) -> u64 {
         let id = self.next_request_id;
@@ -327,8 +312,7 @@ impl BertscopeApp {
         }
     }
 
-    /// Asks where to save the corpus run's statistics (JSON or CSV, by the extension) and
-    /// writes them: a few kilobytes, so on the spot.
+    /// Asks where to save the corpus run's statistics and writes them.
     fn save_corpus(&mut self) {
         let Some(crate::worker::CorpusRun::Finished { path, progress, .. }) = &self.primary.corpus
         else {
@@ -337,12 +321,18 @@ impl BertscopeApp {
         let stem = path
             .file_stem()
             .map_or_else(|| "corpus".into(), |stem| stem.to_string_lossy());
+        let corpus = path
+            .file_name()
+            .map_or_else(|| "corpus".into(), |name| name.to_string_lossy())
+            .into_owned();
         let report = Arc::clone(&progress.report);
         let dialog = rfd::FileDialog::new()
             .set_title("Save the corpus statistics")
             .set_file_name(format!("{stem}-head-stats.json"))
             .add_filter("JSON", &["json"])
-            .add_filter("CSV", &["csv"]);
+            .add_filter("CSV", &["csv"])
+            .add_filter("PNG figure", &["png"])
+            .add_filter("SVG figure", &["svg"]);
         let Some(target) = dialog.save_file() else {
             self.export_note = Some(
                 "Not saved. If no dialog appeared, use `bertscope stats --corpus … --out …`."
@@ -350,10 +340,32 @@ impl BertscopeApp {
             );
             return;
         };
-        self.export_note = Some(match save_corpus_report(&target, &report) {
+        self.export_note = Some(match self.save_corpus_to(&target, &corpus, &report) {
             Ok(()) => format!("Saved {}", target.display()),
             Err(err) => format!("{err:#}"),
         });
+    }
+
+    /// Writes a corpus run's statistics to `path` (JSON, CSV, or a PNG or SVG figure coloured
+    /// by the Heads tab's statistic): a few kilobytes, or one small figure, so on the spot.
+    pub fn save_corpus_to(
+        &self,
+        path: &std::path::Path,
+        corpus: &str,
+        report: &crate::analysis::stats::CorpusReport,
+    ) -> anyhow::Result<()> {
+        let view = &self.settings.view;
+        let model = match &self.primary.status {
+            ModelStatus::Ready(info) => info.name.as_str(),
+            _ => "model",
+        };
+        crate::export::export_corpus_report(
+            path,
+            (model, corpus),
+            report,
+            view.head_statistic,
+            view.export_scale,
+        )
     }
 
     /// Replaces a token's characters in the input with the model's mask token and runs at once.
@@ -387,6 +399,11 @@ impl BertscopeApp {
     /// Asks where to save the open view (native dialog) and writes it.
     fn export_view(&mut self) {
         if self.export_job.is_some() {
+            return;
+        }
+        let view = &self.settings.view;
+        if view.view == View::Heads && view.head_source == crate::ui::heads::HeadSource::Corpus {
+            self.save_corpus();
             return;
         }
         let figure = self.settings.view.view.figure();

@@ -592,6 +592,46 @@ pub fn export_all_heads(
     Ok(total)
 }
 
+/// Writes a corpus run's head statistics to `path`, by its extension: the JSON or CSV that
+/// `bertscope stats` writes, or a PNG (at `scale`) or SVG figure of the grid coloured by
+/// `statistic`; `model` and `corpus` name them in the figure's caption.
+pub fn export_corpus_report(
+    path: &Path,
+    (model, corpus): (&str, &str),
+    report: &crate::analysis::stats::CorpusReport,
+    statistic: crate::analysis::stats::Statistic,
+    scale: f32,
+) -> anyhow::Result<()> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let figure = || {
+        let caption = figure::Caption {
+            title: format!("{model} · head statistics · {}", statistic.name()),
+            text: format!("{corpus}: {} lines, {} tokens", report.lines, report.tokens),
+        };
+        figure::heads(&report.heads, statistic, &caption)
+    };
+    match extension.as_deref() {
+        Some("json") => write_atomically(path, |out| data::corpus_report(report, false, out)),
+        Some("csv") => write_atomically(path, |out| data::corpus_report(report, true, out)),
+        Some("svg") => {
+            let svg = figure().to_string();
+            write_atomically(path, |out| out.write_all(svg.as_bytes()))
+        }
+        Some("png") => {
+            anyhow::ensure!(
+                [1.0, 2.0, 4.0].contains(&scale),
+                "scale {scale} is not offered; use 1, 2 or 4"
+            );
+            let png = figure::to_png(&figure(), scale)?;
+            write_atomically(path, |out| out.write_all(&png))
+        }
+        _ => anyhow::bail!("{}: use a .json, .csv, .png or .svg file", path.display()),
+    }
+}
+
 /// Writes a file atomically: the content goes to a temporary file beside the target, which is
 /// renamed over it only once everything was written and flushed. On any error the temporary
 /// file is removed and the target is left as it was.

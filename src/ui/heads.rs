@@ -187,7 +187,7 @@ fn corpus_controls(
                 }
                 if ui
                     .button("Save…")
-                    .on_hover_text("Save these statistics as JSON or CSV, as `bertscope stats --out` writes them")
+                    .on_hover_text("Save these statistics as JSON or CSV, or the grid as a PNG or SVG figure, as `bertscope stats --out` writes them (Ctrl+E)")
                     .clicked()
                 {
                     actions.push(UiAction::SaveCorpus);
