@@ -511,14 +511,10 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
             anyhow::Error::from(err).context(format!("{} line {number}", args.corpus.display()))
         })?;
         let adding = Instant::now();
-        if args.words {
-            let words = bertscope::analysis::words::words(&analysis);
-            let merged = bertscope::analysis::words::word_analysis(&analysis, &words)
-                .context("the captured maps could not be copied")?;
-            stats.add(&merged);
-        } else {
-            stats.add(&analysis);
-        }
+        anyhow::ensure!(
+            stats.add_text(&analysis, args.words),
+            "the captured maps could not be copied"
+        );
         statistics += adding.elapsed();
         // A few times a second: every line would flood a log that stderr goes to.
         if done + 1 == lines.len() || reported.elapsed() >= Duration::from_millis(200) {

@@ -3,7 +3,8 @@
 //! The UI sends [`WorkerRequest`]s and drains [`WorkerResponse`]s; after every response the
 //! worker calls the waker (the app passes `request_repaint`). Requests carry ids, and when several
 //! are waiting the worker runs only the newest model load and the newest analysis: typing faster
-//! than the model runs never builds a queue.
+//! than the model runs never builds a queue. A corpus run (head statistics over a file) goes a
+//! line at a time whenever nothing else waits.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -256,16 +257,6 @@ impl CorpusRun {
             Self::Failed { .. } => None,
         }
     }
-
-    /// The corpus file of a run that is going or done, and whether it is over words.
-    pub fn source(&self) -> Option<(&std::path::Path, bool)> {
-        match self {
-            Self::Running { path, words, .. } | Self::Finished { path, words, .. } => {
-                Some((path, *words))
-            }
-            Self::Failed { .. } => None,
-        }
-    }
 }
 
 /// How often a corpus run reports its statistics so far.
@@ -310,15 +301,10 @@ impl CorpusJob {
             .analyze(request)
             .map_err(|err| err.to_string())
             .and_then(|analysis| {
-                if self.words {
-                    let words = crate::analysis::words::words(&analysis);
-                    let merged = crate::analysis::words::word_analysis(&analysis, &words)
-                        .ok_or("the captured maps could not be copied")?;
-                    self.stats.add(&merged);
-                } else {
-                    self.stats.add(&analysis);
-                }
-                Ok(())
+                self.stats
+                    .add_text(&analysis, self.words)
+                    .then_some(())
+                    .ok_or_else(|| "the captured maps could not be copied".to_owned())
             });
         if let Err(err) = added {
             let message = format!("{} line {number}: {err}", self.path.display());

@@ -327,6 +327,23 @@ impl CorpusStats {
         self.tokens += analysis.len();
     }
 
+    /// Adds one text's analysis, read as words (merged pieces, Clark et al.) when `words`;
+    /// `false` when its maps could not be merged.
+    pub fn add_text(&mut self, analysis: &Analysis, words: bool) -> bool {
+        if !words {
+            self.add(analysis);
+            return true;
+        }
+        let merged = crate::analysis::words::word_analysis(
+            analysis,
+            &crate::analysis::words::words(analysis),
+        );
+        merged.is_some_and(|merged| {
+            self.add(&merged);
+            true
+        })
+    }
+
     /// The statistics so far, `[layer][head]`.
     pub fn heads(&self) -> Vec<Vec<HeadStats>> {
         self.sums

@@ -288,6 +288,8 @@ impl ModelSlot {
             name: name.clone(),
             progress: None,
         };
+        // The worker drops a corpus run when it loads another model.
+        self.corpus = None;
         self.send(WorkerRequest::Load { id, source, device }, &name);
     }
 
@@ -381,9 +383,8 @@ impl ModelSlot {
             }
             WorkerResponse::Loaded { id, info } if loading_id == Some(id) => {
                 self.status = ModelStatus::Ready(info);
-                // The old result and corpus statistics belong to the old model.
+                // The old result belongs to the old model.
                 self.result = None;
-                self.corpus = None;
                 drained.loaded = true;
             }
             WorkerResponse::LoadFailed { id, message } if loading_id == Some(id) => {

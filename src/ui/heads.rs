@@ -149,23 +149,22 @@ fn corpus_controls(
             progress,
             ..
         }) => {
-            let (done, total, tokens, seconds) = progress.as_ref().map_or((0, 0, 0, 0.0), |p| {
-                (p.report.lines, p.total, p.report.tokens, p.seconds)
-            });
-            let fraction = if total == 0 {
-                0.0
-            } else {
-                done as f32 / total as f32
-            };
             let name = file_name(path);
-            ui.add(
-                egui::ProgressBar::new(fraction)
-                    .text(format!(
-                        "{name}: {done} / {total} lines · {tokens} {} · {seconds:.0} s",
-                        over(*words)
-                    ))
-                    .animate(true),
-            );
+            let (fraction, text) = match progress {
+                Some(p) => (
+                    p.report.lines as f32 / p.total.max(1) as f32,
+                    format!(
+                        "{name}: {} / {} lines · {} {} · {:.0} s",
+                        p.report.lines,
+                        p.total,
+                        p.report.tokens,
+                        over(*words),
+                        p.seconds
+                    ),
+                ),
+                None => (0.0, format!("{name}: starting…")),
+            };
+            ui.add(egui::ProgressBar::new(fraction).text(text).animate(true));
         }
         Some(CorpusRun::Finished {
             path,
