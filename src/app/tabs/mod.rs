@@ -33,6 +33,10 @@ macro_rules! tabs {
             /// Every tab, in tab order.
             pub const ALL: &'static [View] = &[$(View::$variant,)+];
 
+            /// The files (modules) of the tabs, as registered.
+            #[cfg(test)]
+            const MODULES: &'static [&'static str] = &[$(stringify!($module),)+];
+
             /// What the tab is and does in the app.
             pub(crate) fn tab(self) -> &'static dyn Tab {
                 match self {
@@ -200,5 +204,31 @@ impl Combined {
         view.attention_kind.is_combined()
             && app.primary.result.is_some()
             && Self::of(app, words).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::View;
+
+    /// A tab's file that the `tabs!` list leaves out is not even compiled: this catches it.
+    #[test]
+    fn every_file_here_is_a_registered_tab() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/app/tabs");
+        let mut files: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .filter_map(|entry| {
+                let path = entry.unwrap().path();
+                let stem = path.file_stem()?.to_str()?.to_owned();
+                (path.extension()? == "rs" && stem != "mod").then_some(stem)
+            })
+            .collect();
+        files.sort();
+        let mut registered: Vec<String> = View::MODULES.iter().map(|m| (*m).to_owned()).collect();
+        registered.sort();
+        assert_eq!(
+            files, registered,
+            "each file in src/app/tabs needs its line in tabs!"
+        );
     }
 }
