@@ -246,6 +246,13 @@ pub enum CorpusRun {
         /// One line for the user.
         message: String,
     },
+    /// Cancelled by the user.
+    Cancelled {
+        /// Lines done when it stopped.
+        done: usize,
+        /// Lines in the corpus (0 when unknown).
+        total: usize,
+    },
 }
 
 impl CorpusRun {
@@ -254,7 +261,7 @@ impl CorpusRun {
         match self {
             Self::Running { progress, .. } => progress.as_ref(),
             Self::Finished { progress, .. } => Some(progress),
-            Self::Failed { .. } => None,
+            Self::Failed { .. } | Self::Cancelled { .. } => None,
         }
     }
 }

@@ -546,28 +546,36 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
                         .zip(y)
                         .all(|(x, y)| x.id == y.id && (x.prob - y.prob).abs() <= 1e-5)
             };
-            match (&fused.mlm, &apart.mlm) {
-                (Some(fused_mlm), Some(apart_mlm)) => {
-                    let lens = fused.logit_lens.as_ref().expect("a masked LM's lens");
-                    assert_eq!(lens.len(), lens_apart.len(), "{name}");
-                    for (x, y) in lens.iter().zip(lens_apart) {
-                        for (x, y) in x.layers.iter().zip(&y.layers) {
-                            assert!(close(&x.top_k, &y.top_k), "{name}: layer {}", x.layer);
-                        }
-                    }
-                    for (x, y) in fused_mlm.iter().zip(apart_mlm) {
-                        assert!(close(&x.top_k, &y.top_k), "{name}: the predictions");
-                    }
-                    assert_eq!(
-                        model.logit_lens(&fused, 3).unwrap()[0].layers[0]
-                            .top_k
-                            .len(),
-                        3
-                    );
+            let lens = fused.logit_lens.as_ref().expect("an LM head's lens");
+            assert_eq!(lens.len(), lens_apart.len(), "{name}");
+            for (x, y) in lens.iter().zip(lens_apart) {
+                assert_eq!(x.position, y.position, "{name}");
+                for (x, y) in x.layers.iter().zip(&y.layers) {
+                    assert!(close(&x.top_k, &y.top_k), "{name}: layer {}", x.layer);
                 }
-                // A causal LM computes its lens apart.
-                _ => assert!(fused.logit_lens.is_none(), "{name}"),
             }
+            let own = |analysis: &bertscope::model::Analysis| {
+                analysis
+                    .mlm
+                    .clone()
+                    .or(analysis.next_token.clone())
+                    .unwrap()
+            };
+            let (fused_own, apart_own) = (own(&fused), own(apart));
+            assert_eq!(fused_own.len(), apart_own.len(), "{name}");
+            for (x, y) in fused_own.iter().zip(&apart_own) {
+                assert!(
+                    close(&x.top_k, &y.top_k),
+                    "{name}: the predictions at {}",
+                    x.position
+                );
+            }
+            assert_eq!(
+                model.logit_lens(&fused, 3).unwrap()[0].layers[0]
+                    .top_k
+                    .len(),
+                3
+            );
         }
         let [parts_a, parts_b] = [(&tuned, &a), (&candle, &b)]
             .map(|(model, analysis)| model.embedding_breakdown(analysis).unwrap());

@@ -803,13 +803,18 @@ fn a_corpus_runs_in_the_heads_tab_with_progress_and_cancel() {
     );
     harness.get_by_label("Cancel").click();
     harness.run_ok();
-    assert_eq!(harness.state().corpus_run(), None);
+    let cancelled = |app: &BertscopeApp| matches!(app.corpus_run(), Some(CorpusRun::Cancelled { done, total: 20_000 }) if *done > 0);
+    assert!(
+        cancelled(harness.state()),
+        "{:?}",
+        harness.state().corpus_run()
+    );
+    harness.get_by_label_contains("Cancelled after");
     std::thread::sleep(Duration::from_millis(300));
     harness.run_ok();
-    assert_eq!(
-        harness.state().corpus_run(),
-        None,
-        "a cancelled run stays gone"
+    assert!(
+        cancelled(harness.state()),
+        "a cancelled run reports nothing more"
     );
 
     // A path that is not there.

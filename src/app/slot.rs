@@ -322,8 +322,12 @@ impl ModelSlot {
 
     /// Stops the running corpus run; its statistics so far are dropped.
     pub fn cancel_corpus(&mut self) {
-        if let Some(CorpusRun::Running { id, .. }) = self.corpus {
-            self.corpus = None;
+        if let Some(CorpusRun::Running { id, progress, .. }) = &self.corpus {
+            let id = *id;
+            let (done, total) = progress
+                .as_ref()
+                .map_or((0, 0), |progress| (progress.report.lines, progress.total));
+            self.corpus = Some(CorpusRun::Cancelled { done, total });
             self.send(WorkerRequest::CancelCorpus { id }, "");
         }
     }

@@ -230,8 +230,9 @@ pub struct Analysis {
     /// Masked-LM predictions at each mask token and each requested position; `None` when the
     /// model has no MLM head.
     pub mlm: Option<Vec<TokenPrediction>>,
-    /// The logit lens at the masked-LM positions, computed with the predictions when the run
-    /// asked for it ([`crate::model::RunOptions::lens`]); `None` otherwise.
+    /// The logit lens at the masked-LM positions (or a causal LM's last token), computed with
+    /// the predictions when the run asked for it ([`crate::model::RunOptions::lens`]); `None`
+    /// otherwise.
     pub logit_lens: Option<Vec<crate::model::LensPosition>>,
     /// Next-sentence probability that B follows A; `None` without a pair or without the head.
     pub nsp_is_next: Option<f32>,

@@ -197,9 +197,9 @@ pub struct RunOptions {
     pub ablated_heads: Vec<(usize, usize)>,
     /// Whether to compute the value norms of norm-based attention.
     pub value_norms: bool,
-    /// Whether a masked-LM model computes the logit lens at its prediction positions in the
-    /// same pass over the vocabulary matrix as the predictions (the matrix is most of the
-    /// lens's cost); see [`Analysis::logit_lens`].
+    /// Whether to compute the logit lens (at the masked-LM positions, or a causal LM's last
+    /// token) in the same pass over the vocabulary matrix as the predictions, the matrix being
+    /// most of the lens's cost; see [`Analysis::logit_lens`].
     pub lens: bool,
 }
 
@@ -519,14 +519,43 @@ impl LoadedModel {
                 HeadKind::NextSentence => {}
                 HeadKind::NextToken => {
                     let mut predictions = Vec::with_capacity(tokens);
+                    let last_row = tokens - 1;
                     for rows in every.chunks(NEXT_TOKEN_ROWS_PER_PASS) {
-                        let logits = logits(rows)?;
+                        if !(options.lens && rows.contains(&last_row)) {
+                            let logits = logits(rows)?;
+                            predictions.extend(self.vocabulary_predictions(
+                                rows,
+                                &logits,
+                                head.outputs,
+                                top_k,
+                            ));
+                            continue;
+                        }
+                        // The lens at the last token rides along with the pass that covers it:
+                        // these rows' last states, then every layer's state at the last token
+                        // (its earlier ones through the final LayerNorm).
+                        let states = &captured.hidden_states;
+                        let hidden = self.config.hidden_size;
+                        let last_state = states.matrix(&[states.shape()[0] - 1]);
+                        let mut host_rows =
+                            Vec::with_capacity((rows.len() + states.shape()[0]) * hidden);
+                        for &row in rows {
+                            host_rows.extend_from_slice(&last_state[row * hidden..][..hidden]);
+                        }
+                        let (lens_rows, lens_norm) = self.lens_rows(states, &[last_row], head.kind);
+                        host_rows.extend_from_slice(&lens_rows);
+                        let mut final_norm = vec![false; rows.len()];
+                        final_norm.extend(lens_norm);
+                        let logits = backend.head_logits_of_rows(&host_rows, index, &final_norm)?;
+                        let (own, lens) = logits.split_at(rows.len() * head.outputs);
                         predictions.extend(self.vocabulary_predictions(
                             rows,
-                            &logits,
+                            own,
                             head.outputs,
                             top_k,
                         ));
+                        logit_lens =
+                            Some(self.lens_from_logits(&[last_row], lens, head.outputs, top_k));
                     }
                     next_token = Some(predictions);
                 }

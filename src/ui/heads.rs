@@ -143,6 +143,13 @@ fn corpus_controls(
         Some(CorpusRun::Failed { message }) => {
             ui.colored_label(ui.visuals().error_fg_color, message);
         }
+        Some(CorpusRun::Cancelled { done, total }) => {
+            ui.weak(if *total == 0 {
+                "Cancelled.".to_owned()
+            } else {
+                format!("Cancelled after {done} of {total} lines; Run starts again.")
+            });
+        }
         Some(CorpusRun::Running {
             path,
             words,
