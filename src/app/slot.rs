@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::background::Background;
+use super::tabs::Shown;
 use super::ModelStatus;
 use crate::analysis::flow::flow_through;
 use crate::analysis::projection::Projection;
@@ -134,17 +135,11 @@ impl ModelSlot {
     /// Starts or collects the projection of the current result, of pieces or of words (logic,
     /// every frame while the Projection tab is open): a PCA, computed on a thread of its own.
     pub fn update_projection(&mut self, words: bool) {
-        let Some(id) = self.result_id() else {
-            return;
-        };
-        if self.projection.get(&(id, words)).is_some() {
-            return;
-        }
-        let Some(analysis) = self.analysis_of(words) else {
+        let (Some(id), Some(shown)) = (self.result_id(), self.shown(words)) else {
             return;
         };
         self.projection.request((id, words), &self.waker, move || {
-            worker::project(&analysis).map(Arc::new)
+            worker::project(shown.analysis()).map(Arc::new)
         });
     }
 
@@ -184,17 +179,11 @@ impl ModelSlot {
     /// Starts or collects the head statistics of the current result, over pieces or words
     /// (logic, every frame while the Heads tab is open).
     pub fn update_head_stats(&mut self, words: bool) {
-        let Some(id) = self.result_id() else {
-            return;
-        };
-        if self.head_stats.get(&(id, words)).is_some() {
-            return;
-        }
-        let Some(analysis) = self.analysis_of(words) else {
+        let (Some(id), Some(shown)) = (self.result_id(), self.shown(words)) else {
             return;
         };
         self.head_stats.request((id, words), &self.waker, move || {
-            Ok(Arc::new(head_stats(&analysis)))
+            Ok(Arc::new(head_stats(shown.analysis())))
         });
     }
 
@@ -220,19 +209,17 @@ impl ModelSlot {
             self.word_textures.forget_flow();
             self.flow_drawn = Some(key.clone());
         }
-        if self.flow.get(&key).is_some() {
-            return;
-        }
-        let Some(analysis) = self.analysis_of(words) else {
+        let Some(shown) = self.shown(words) else {
             return;
         };
         self.flow.request(key, &self.waker, move || {
+            let analysis = shown.analysis();
             let tokens = analysis.len();
             let through = (layer + 1).min(analysis.layers());
             let mut values = vec![f32::NAN; tokens * tokens];
             for &to in targets.iter().filter(|&&to| to < tokens) {
                 values[to * tokens..][..tokens]
-                    .copy_from_slice(&flow_through(&analysis, to, through));
+                    .copy_from_slice(&flow_through(analysis, to, through));
             }
             Ok(Arc::new(values))
         });
@@ -247,15 +234,16 @@ impl ModelSlot {
             .map(Arc::clone)
     }
 
-    /// The analysis of pieces, or of words once it is ready.
-    fn analysis_of(&self, words: bool) -> Option<Arc<Analysis>> {
-        if words {
-            self.word_level()?.ok()
+    /// The current result as views read it, pieces or words once merged: two `Arc`s, cheap to
+    /// hand to a background thread every frame (the analysis itself is never copied).
+    fn shown(&self, words: bool) -> Option<Shown> {
+        let result = self.result.clone()?;
+        let word_level = if words {
+            Some(self.word_level()?.ok()?)
         } else {
-            self.result
-                .as_ref()
-                .map(|result| Arc::new(result.analysis.clone()))
-        }
+            None
+        };
+        Some(Shown { result, word_level })
     }
 
     fn send(&mut self, request: WorkerRequest, name: &str) {
