@@ -472,22 +472,8 @@ fn corpus_stats(args: StatsArgs) -> anyhow::Result<()> {
     use bertscope::analysis::stats::CorpusStats;
     // Fail on a bad extension before spending time on the corpus.
     if let Some(path) = &args.out {
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default();
-        anyhow::ensure!(
-            ["json", "csv", "png", "svg"]
-                .iter()
-                .any(|known| extension.eq_ignore_ascii_case(known)),
-            "{}: use a .json, .csv, .png or .svg file",
-            path.display()
-        );
-        anyhow::ensure!(
-            [1.0, 2.0, 4.0].contains(&args.scale),
-            "scale {} is not offered; use 1, 2 or 4",
-            args.scale
-        );
+        bertscope::export::corpus_report_format(path)?;
+        bertscope::export::check_scale(args.scale)?;
     }
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("{}: cannot read the corpus", args.corpus.display()))?;

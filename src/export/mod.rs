@@ -181,6 +181,29 @@ impl ExportFormat {
     }
 }
 
+/// Checks a PNG figure's scale: 1, 2 or 4.
+pub fn check_scale(scale: f32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        [1.0, 2.0, 4.0].contains(&scale),
+        "scale {scale} is not offered; use 1, 2 or 4"
+    );
+    Ok(())
+}
+
+/// The format of a corpus report file, as [`export_corpus_report`] writes it: JSON, CSV, or a
+/// PNG or SVG figure.
+pub fn corpus_report_format(path: &Path) -> anyhow::Result<ExportFormat> {
+    match ExportFormat::from_path(path) {
+        Ok(
+            format @ (ExportFormat::Json
+            | ExportFormat::Csv
+            | ExportFormat::Png
+            | ExportFormat::Svg),
+        ) => Ok(format),
+        _ => anyhow::bail!("{}: use a .json, .csv, .png or .svg file", path.display()),
+    }
+}
+
 /// Checks layer and head against the model's shape, with a message naming the valid range.
 pub fn check_layer_head(analysis: &Analysis, layer: usize, head: HeadChoice) -> anyhow::Result<()> {
     let (layers, heads) = (analysis.layers(), analysis.heads());
@@ -304,11 +327,9 @@ pub fn export_cancellable(
     } else {
         None
     };
-    anyhow::ensure!(
-        [1.0, 2.0, 4.0].contains(&options.scale) || format != ExportFormat::Png,
-        "scale {} is not offered; use 1, 2 or 4",
-        options.scale
-    );
+    if format == ExportFormat::Png {
+        check_scale(options.scale)?;
+    }
     let figure = || {
         let what = match options.view {
             FigureView::Heatmap if options.rollout => {
@@ -602,10 +623,7 @@ pub fn export_corpus_report(
     statistic: crate::analysis::stats::Statistic,
     scale: f32,
 ) -> anyhow::Result<()> {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let format = corpus_report_format(path)?;
     let figure = || {
         let caption = figure::Caption {
             title: format!("{model} · head statistics · {}", statistic.name()),
@@ -613,22 +631,19 @@ pub fn export_corpus_report(
         };
         figure::heads(&report.heads, statistic, &caption)
     };
-    match extension.as_deref() {
-        Some("json") => write_atomically(path, |out| data::corpus_report(report, false, out)),
-        Some("csv") => write_atomically(path, |out| data::corpus_report(report, true, out)),
-        Some("svg") => {
+    match format {
+        ExportFormat::Csv => write_atomically(path, |out| data::corpus_report(report, true, out)),
+        ExportFormat::Svg => {
             let svg = figure().to_string();
             write_atomically(path, |out| out.write_all(svg.as_bytes()))
         }
-        Some("png") => {
-            anyhow::ensure!(
-                [1.0, 2.0, 4.0].contains(&scale),
-                "scale {scale} is not offered; use 1, 2 or 4"
-            );
+        ExportFormat::Png => {
+            check_scale(scale)?;
             let png = figure::to_png(&figure(), scale)?;
             write_atomically(path, |out| out.write_all(&png))
         }
-        _ => anyhow::bail!("{}: use a .json, .csv, .png or .svg file", path.display()),
+        // JSON (the formats of attention data are refused above).
+        _ => write_atomically(path, |out| data::corpus_report(report, false, out)),
     }
 }
 
