@@ -7,6 +7,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -148,18 +150,15 @@ fn write_bert_base_shaped(folder: &Path) {
     std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
 }
 
-fn max_abs_diff(a: &CapturedArray, b: &CapturedArray) -> f32 {
+fn max_abs_diff(a: &CapturedArray, b: &CapturedArray) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.to_host().unwrap(), b.to_host().unwrap());
     slice_diff(a.values(), b.values())
 }
 
-fn slice_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+/// The largest difference; NaN, infinities and a length mismatch fail (`common::max_abs_diff`).
+fn slice_diff(a: &[f32], b: &[f32]) -> f64 {
+    common::max_abs_diff("tuned against candle", a, b)
 }
 
 #[test]
@@ -214,7 +213,7 @@ fn backends_agree_on_a_bert_base_shaped_checkpoint_at_8_128_and_512_tokens() {
         }
         let (mlm_a, mlm_b) = (a.mlm.unwrap(), b.mlm.unwrap());
         assert_eq!(mlm_a.len(), 3);
-        for (x, y) in mlm_a.iter().zip(&mlm_b) {
+        for (x, y) in common::pairs("MLM positions", &mlm_a, &mlm_b) {
             let ids = |p: &bertscope::model::TokenPrediction| -> Vec<u32> {
                 p.top_k.iter().map(|c| c.id).collect()
             };
@@ -225,7 +224,7 @@ fn backends_agree_on_a_bert_base_shaped_checkpoint_at_8_128_and_512_tokens() {
                 x.position
             );
             for (c, d) in x.top_k.iter().zip(&y.top_k) {
-                assert!((c.prob - d.prob).abs() <= 1e-5);
+                common::assert_near("MLM probability", c.prob.into(), d.prob.into(), 1e-5);
             }
         }
     }

@@ -3,6 +3,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -300,6 +302,16 @@ fn export_and_bench_work_for_every_family() {
             String::from_utf8_lossy(&output.stderr)
         );
         let svg = std::fs::read_to_string(&out).unwrap();
+        // The heatmap of layer 0, head 0: a cell per weight, every token labelled twice.
+        let (dump, _) = dump_json(name, &["--text", "Hello world."]);
+        let tokens = dump["tokens"].as_array().unwrap().len();
+        assert!(tokens >= 3, "{name}");
+        assert!(
+            svg.contains(&format!("{name} · layer 0 · head 0")),
+            "{name}: {svg:.300}"
+        );
+        assert!(svg.matches("<rect").count() >= tokens * tokens, "{name}");
+        assert!(svg.matches("<text").count() >= 2 * tokens, "{name}");
         if name.starts_with("gpt2") {
             assert!(
                 svg.contains("masked"),
@@ -310,17 +322,80 @@ fn export_and_bench_work_for_every_family() {
                 "{name}: byte-level pieces read as text"
             );
         }
-        let output = bertscope(&["bench", "--model", model, "--seq-len", "16", "--iters", "2"]);
-        assert!(output.status.success(), "{name}");
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let lines: Vec<&str> = stdout.trim_end().lines().collect();
-        assert!(lines[lines.len() - 1].starts_with("median_ms "), "{stdout}");
-        assert!(
-            lines[lines.len() - 2].starts_with("compute_ms ")
-                && lines[lines.len() - 2].contains(" transfer_ms "),
-            "{stdout}"
-        );
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        // Each family spells the shape its own way (BERT, GPT-2, DistilBERT).
+        let first = |keys: [&str; 3]| keys.iter().find_map(|key| config[key].as_u64()).unwrap();
+        let layers = first(["num_hidden_layers", "n_layer", "n_layers"]);
+        let heads = first(["num_attention_heads", "n_head", "n_heads"]);
+        let shape = format!("{layers} layers x {heads} heads");
+        check_bench(name, model, 16, 2, &shape);
     }
+}
+
+/// Runs `bench` and checks what it prints: the model's shape, the input asked for, one time per
+/// iteration, and medians that agree with those times (`compute_ms` ≤ `median_ms`, the median
+/// of the runs; `transfer_ms` ≥ 0), `median_ms` last.
+fn check_bench(name: &str, model: &str, seq_len: usize, iters: usize, shape: &str) {
+    let (seq_arg, iters_arg) = (seq_len.to_string(), iters.to_string());
+    let output = bertscope(&[
+        "bench",
+        "--model",
+        model,
+        "--seq-len",
+        &seq_arg,
+        "--iters",
+        &iters_arg,
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{name}: {stdout}");
+    let lines: Vec<&str> = stdout.trim_end().lines().collect();
+    assert!(
+        lines[0].starts_with("model ") && lines[0].contains(shape),
+        "{name}: {}",
+        lines[0]
+    );
+    let number = |text: &str| -> f64 {
+        let value: f64 = text.trim().parse().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{name}: {text}");
+        value
+    };
+    let runs_line = lines
+        .iter()
+        .find(|line| line.starts_with("seq_len "))
+        .unwrap();
+    let prefix = format!("seq_len {seq_len} iters {iters} runs_ms [");
+    let runs: Vec<f64> = runs_line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{name}: {runs_line}"))
+        .split(", ")
+        .map(number)
+        .collect();
+    assert_eq!(runs.len(), iters, "{name}: {runs_line}");
+    let (before_last, last) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+    let (compute, transfer) = before_last
+        .strip_prefix("compute_ms ")
+        .and_then(|rest| rest.split_once(" transfer_ms "))
+        .unwrap_or_else(|| panic!("{name}: {before_last}"));
+    let (compute, transfer) = (number(compute), number(transfer));
+    let median = number(last.strip_prefix("median_ms ").unwrap());
+    assert!(median > 0.0 && compute > 0.0, "{name}: {stdout}");
+    assert!(
+        compute <= median + 1e-3,
+        "{name}: compute {compute} > median {median}"
+    );
+    // The runs are printed to 0.1 ms.
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let middle = (sorted[(iters - 1) / 2] + sorted[iters / 2]) / 2.0;
+    assert!(
+        (median - middle).abs() <= 0.05 + 1e-9,
+        "{name}: median {median} of {runs:?}"
+    );
+    assert!(transfer <= median + 1e-3, "{name}: {stdout}");
 }
 
 #[test]
@@ -406,20 +481,13 @@ fn errors_are_one_line_with_a_failing_exit_code() {
 #[test]
 fn bench_ends_with_the_median() {
     let model = fixture("tiny-modern");
-    let output = bertscope(&[
-        "bench",
-        "--model",
+    check_bench(
+        "tiny-modern",
         model.to_str().unwrap(),
-        "--seq-len",
-        "32",
-        "--iters",
-        "3",
-    ]);
-    assert!(output.status.success());
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let last = stdout.trim_end().lines().last().unwrap();
-    let value = last.strip_prefix("median_ms ").unwrap();
-    assert!(value.parse::<f64>().unwrap() > 0.0, "{last}");
+        32,
+        3,
+        "2 layers x 4 heads",
+    );
 }
 
 #[test]
@@ -558,17 +626,87 @@ fn export_draws_projection_predictions_and_compare_figures_and_writes_npz() {
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(b"PK"), "a zip archive");
         sizes.push(bytes.len());
+        check_npz(&bytes, precision, &text);
     }
     assert!(sizes[1] < sizes[0], "f16 is smaller: {sizes:?}");
+}
+
+/// An `.npz` export read back: its maps are `dump`'s for the same text (exactly in f32, to
+/// f16's precision in f16), with the tokens and ids.
+fn check_npz(bytes: &[u8], precision: &str, text: &[&str]) {
+    use std::io::Read as _;
+    let (dump, _) = dump_json("tiny-legacy", text);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut member = |name: &str| -> npyz::NpyFile<std::io::Cursor<Vec<u8>>> {
+        let mut data = Vec::new();
+        archive
+            .by_name(name)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        npyz::NpyFile::new(std::io::Cursor::new(data)).unwrap()
+    };
+    let maps = member("attentions.npy");
+    let shape: Vec<usize> = maps.shape().iter().map(|&d| d as usize).collect();
+    // JSON holds the shortest decimal that reads back to each f32.
+    let expected: Vec<f64> = flat(&dump["attentions"])
+        .into_iter()
+        .map(|v| f64::from(v as f32))
+        .collect();
+    let tokens = dump["tokens"].as_array().unwrap().len();
+    assert_eq!(shape, [2, 4, tokens, tokens]);
+    let values: Vec<f64> = if precision == "f16" {
+        let values: Vec<half::f16> = maps.into_vec().unwrap();
+        values.into_iter().map(f64::from).collect()
+    } else {
+        let values: Vec<f32> = maps.into_vec().unwrap();
+        values.into_iter().map(f64::from).collect()
+    };
+    let tolerance = if precision == "f16" { 5e-4 } else { 0.0 };
+    let largest = common::max_abs_diff("npz attentions", &values, &expected);
+    assert!(largest <= tolerance, "{precision}: {largest:e}");
+    let read: Vec<String> = member("tokens.npy").into_vec().unwrap();
+    assert_eq!(serde_json::json!(read), dump["tokens"]);
+    for name in ["token_ids", "segment_ids"] {
+        let read: Vec<u32> = member(&format!("{name}.npy")).into_vec().unwrap();
+        assert_eq!(serde_json::json!(read), dump[name], "{name}");
+    }
+}
+
+/// `tools/make_analysis_reference.py`'s reference for one fixture.
+fn analyses_reference(name: &str) -> serde_json::Value {
+    let path = fixture(name).join("analyses.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Asserts that a PNG is a drawing: at least a tenth of it off the white background, in at least
+/// `colours` colours.
+fn assert_png_drawn(path: &Path, colours: usize) {
+    let image = image::open(path).unwrap().to_rgba8();
+    let area = (image.width() * image.height()) as usize;
+    let inked = image
+        .pixels()
+        .filter(|pixel| pixel.0 != [255, 255, 255, 255])
+        .count();
+    assert!(
+        inked * 10 >= area,
+        "{}: {inked} of {area} pixels drawn",
+        path.display()
+    );
+    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+    assert!(
+        distinct.len() >= colours,
+        "{}: {} colours",
+        path.display(),
+        distinct.len()
+    );
 }
 
 /// The reference of `tools/make_analysis_reference.py` for one fixture, and a dump of the same
 /// text with `extra` arguments.
 fn dump_against_reference(name: &str, extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let folder = fixture(name);
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("analyses.json")).unwrap())
-            .unwrap();
+    let reference = analyses_reference(name);
     let mut args = vec![
         "dump",
         "--model",
@@ -604,16 +742,46 @@ fn flat(value: &serde_json::Value) -> Vec<f64> {
     out
 }
 
-/// Asserts two nested arrays agree to 1e-5 (relative above 1).
+/// The length of every array in a nested JSON array, depth first: two arrays of the same shape
+/// give the same list.
+fn shape(value: &serde_json::Value) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        if let serde_json::Value::Array(items) = value {
+            out.push(items.len());
+            stack.extend(items.iter().rev());
+        }
+    }
+    out
+}
+
+/// Asserts two nested arrays have the same shape and agree to 1e-5 (relative above 1), every
+/// value finite.
 fn assert_close(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) {
-    let (ours, theirs) = (flat(ours), flat(theirs));
-    assert_eq!(ours.len(), theirs.len(), "{what}: sizes differ");
-    assert!(!ours.is_empty(), "{what}: nothing to compare");
-    for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-            "{what}[{index}]: {a} vs {b}"
-        );
+    assert_eq!(shape(ours), shape(theirs), "{what}: shapes differ");
+    common::assert_close(what, &flat(ours), &flat(theirs), 1e-5);
+}
+
+/// The seven statistics of Clark et al. that every head has.
+const HEAD_STATISTICS: [&str; 7] = ["cls", "sep", "punct", "self", "prev", "next", "entropy"];
+
+/// Asserts two `[layer][head]{statistics, label}` tables agree: every statistic to 1e-5 and
+/// every label.
+fn assert_same_head_stats(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) {
+    let layers = theirs.as_array().unwrap();
+    assert!(!layers.is_empty(), "{what}: no layers");
+    for (layer, (ours, theirs)) in common::pairs(what, ours.as_array().unwrap(), layers).enumerate()
+    {
+        let heads = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+        for (head, (got, expected)) in common::pairs(what, heads.0, heads.1).enumerate() {
+            for key in HEAD_STATISTICS {
+                let at = format!("{what} {layer}:{head} {key}");
+                let (a, b) = (got[key].as_f64(), expected[key].as_f64());
+                common::assert_near(&at, a.unwrap(), b.unwrap(), 1e-5);
+            }
+            assert_eq!(got["label"], expected["label"], "{what} {layer}:{head}");
+        }
     }
 }
 
@@ -665,8 +833,8 @@ fn analyses_match_an_independent_reference() {
 
         let lens = reference["logit_lens"].as_array().unwrap();
         assert!(!lens.is_empty(), "{name}: a mask or a last token");
-        assert_eq!(dump["logit_lens"].as_array().unwrap().len(), lens.len());
-        for (ours, theirs) in dump["logit_lens"].as_array().unwrap().iter().zip(lens) {
+        let ours = dump["logit_lens"].as_array().unwrap();
+        for (ours, theirs) in common::pairs(&format!("{name} lens"), ours, lens) {
             assert_eq!(ours["position"], theirs["position"], "{name}");
             let layers = theirs["layers"].as_array().unwrap();
             assert_eq!(ours["layers"].as_array().unwrap().len(), layers.len());
@@ -694,12 +862,8 @@ fn analyses_match_an_independent_reference() {
         }
 
         let embeddings = reference["embeddings"].as_array().unwrap();
-        for (ours, theirs) in dump["embeddings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(embeddings)
-        {
+        let ours = dump["embeddings"].as_array().unwrap();
+        for (ours, theirs) in common::pairs(&format!("{name} embeddings"), ours, embeddings) {
             for key in ["word", "position_emb", "segment", "sum", "after_norm"] {
                 if theirs[key].is_null() {
                     assert!(ours[key].is_null(), "{name} {key}");
@@ -710,22 +874,7 @@ fn analyses_match_an_independent_reference() {
             }
         }
 
-        let (ours, theirs) = (&dump["head_stats"], &reference["head_stats"]);
-        let layers = theirs.as_array().unwrap();
-        assert_eq!(ours.as_array().unwrap().len(), layers.len(), "{name}");
-        for (layer, heads) in layers.iter().enumerate() {
-            for (head, expected) in heads.as_array().unwrap().iter().enumerate() {
-                let got = &ours[layer][head];
-                for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
-                    let (a, b) = (got[key].as_f64().unwrap(), expected[key].as_f64().unwrap());
-                    assert!(
-                        (a - b).abs() <= 1e-5,
-                        "{name} layer {layer} head {head} {key}: {a} vs {b}"
-                    );
-                }
-                assert_eq!(got["label"], expected["label"], "{name} {layer}:{head}");
-            }
-        }
+        assert_same_head_stats(&dump["head_stats"], &reference["head_stats"], name);
     }
 }
 
@@ -823,17 +972,30 @@ fn word_level_maps_match_the_reference() {
         assert_eq!(dump["words"], reference["words"], "{name}");
         assert_close(&dump["attentions"], &reference["word_attentions"], name);
         assert_close(&dump["rollout"], &reference["word_rollout"], name);
-        // Flow runs through the words' graph, and --flow-to counts words.
-        let words = reference["words"].as_array().unwrap().len();
-        let mut args = vec!["--words", "--with", "flow", "--flow-to", "1"];
-        let text = reference["text"].as_str().unwrap();
-        let text_b = reference["text_b"].as_str();
-        args.extend(["--text", text]);
-        if let Some(text_b) = text_b {
-            args.extend(["--text-b", text_b]);
-        }
-        let (flow, _) = dump_json(name, &args);
-        assert_eq!(flow["flow"]["values"].as_array().unwrap().len(), words);
+        // Flow runs through the words' graph, and --flow-to counts words; norm-based maps
+        // merge as attention does; head statistics are the word maps' own, with separator and
+        // punctuation words.
+        let flow_to = reference["word_flow_to"].to_string();
+        let (words, _) = dump_against_reference(
+            name,
+            &[
+                "--words",
+                "--with",
+                "flow,norms,head-stats",
+                "--flow-to",
+                &flow_to,
+            ],
+        );
+        assert_eq!(words["flow"]["to"], reference["word_flow_to"]);
+        let what = format!("{name} word flow");
+        assert_close(&words["flow"]["values"], &reference["word_flow"], &what);
+        let (ours, theirs) = (
+            &words["attention_norms"],
+            &reference["word_attention_norms"],
+        );
+        assert_close(ours, theirs, &format!("{name} word norms"));
+        let (ours, theirs) = (&words["head_stats"], &reference["word_head_stats"]);
+        assert_same_head_stats(ours, theirs, &format!("{name} word statistics"));
 
         // `export --words` writes the same maps, with the words as its tokens; a figure of
         // pieces refuses words in one line.
@@ -877,112 +1039,41 @@ fn word_level_maps_match_the_reference() {
     }
 }
 
+/// `stats --corpus` (and `--words`) against the reference's corpus statistics: numpy over
+/// transformers' maps of every line, every statistic a mean over all query rows of all lines.
 #[test]
-fn corpus_statistics_weigh_every_query_row_alike() {
+fn corpus_statistics_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm"] {
+        let folder = fixture(name);
+        let reference = analyses_reference(name);
+        let corpus = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&corpus, reference["corpus"]["text"].as_str().unwrap()).unwrap();
+        for (over, extra) in [("pieces", None), ("words", Some("--words"))] {
+            let mut args = vec![
+                "stats",
+                "--model",
+                folder.to_str().unwrap(),
+                "--corpus",
+                corpus.to_str().unwrap(),
+            ];
+            args.extend(extra);
+            let output = bertscope(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{stderr}");
+            assert!(stderr.contains("2/2 lines"), "{stderr}");
+            let ours: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let theirs = &reference["corpus"][over];
+            let what = format!("{name} corpus over {over}");
+            assert_eq!(ours["lines"], theirs["lines"], "{what}");
+            assert_eq!(ours["tokens"], theirs["tokens"], "{what}");
+            assert_same_head_stats(&ours["heads"], &theirs["heads"], &what);
+        }
+    }
+
     let legacy = fixture("tiny-legacy");
     let legacy = legacy.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.txt");
-    let lines = [
-        ("The cat sat on the mat.", None),
-        ("It was warm", Some("and dry, too.")),
-    ];
-    std::fs::write(
-        &corpus,
-        "The cat sat on the mat.\n\nIt was warm\tand dry, too.\n",
-    )
-    .unwrap();
-    let output = bertscope(&[
-        "stats",
-        "--model",
-        legacy,
-        "--corpus",
-        corpus.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("2/2 lines"));
-    let corpus_stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(corpus_stats["lines"], 2);
-
-    // The same from each line's own statistics, weighted by its rows.
-    let per_line: Vec<(serde_json::Value, f64)> = lines
-        .iter()
-        .map(|(a, b)| {
-            let mut args = vec!["--text", *a, "--with", "head-stats"];
-            if let Some(b) = b {
-                args.extend(["--text-b", *b]);
-            }
-            let (dump, _) = dump_json("tiny-legacy", &args);
-            let tokens = dump["tokens"].as_array().unwrap().len() as f64;
-            (dump["head_stats"].clone(), tokens)
-        })
-        .collect();
-    let total: f64 = per_line.iter().map(|(_, t)| t).sum();
-    assert_eq!(corpus_stats["tokens"].as_f64().unwrap(), total);
-    let heads = &corpus_stats["heads"];
-    for layer in 0..2 {
-        for head in 0..4 {
-            for (key, shifted) in [("cls", false), ("entropy", false), ("prev", true)] {
-                let weight = |t: f64| if shifted { t - 1.0 } else { t };
-                let expected: f64 = per_line
-                    .iter()
-                    .map(|(stats, t)| stats[layer][head][key].as_f64().unwrap() * weight(*t))
-                    .sum::<f64>()
-                    / per_line.iter().map(|(_, t)| weight(*t)).sum::<f64>();
-                let got = heads[layer][head][key].as_f64().unwrap();
-                assert!(
-                    (got - expected).abs() < 1e-5,
-                    "{layer}:{head} {key}: {got} vs {expected}"
-                );
-            }
-        }
-    }
-
-    // Over words: one line's corpus statistics are that line's word-level statistics.
-    let one = dir.path().join("one.txt");
-    std::fs::write(&one, "The cat sat on the mat.\n").unwrap();
-    let output = bertscope(&[
-        "stats",
-        "--model",
-        legacy,
-        "--corpus",
-        one.to_str().unwrap(),
-        "--words",
-    ]);
-    assert!(output.status.success());
-    let over_words: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let (dump, _) = dump_json(
-        "tiny-legacy",
-        &[
-            "--text",
-            "The cat sat on the mat.",
-            "--words",
-            "--with",
-            "head-stats",
-        ],
-    );
-    let words = dump["words"].as_array().unwrap().len();
-    assert!(
-        words < dump["tokens"].as_array().unwrap().len(),
-        "c ##a ##t is one word"
-    );
-    assert_eq!(over_words["tokens"].as_u64().unwrap() as usize, words);
-    for layer in 0..2 {
-        for head in 0..4 {
-            for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
-                let (got, expected) = (
-                    over_words["heads"][layer][head][key].as_f64().unwrap(),
-                    dump["head_stats"][layer][head][key].as_f64().unwrap(),
-                );
-                assert!((got - expected).abs() < 1e-6, "{layer}:{head} {key}");
-            }
-        }
-    }
-
+    let corpus = dir.path().join("tiny-legacy.txt");
     let csv = dir.path().join("heads.csv");
     let output = bertscope(&[
         "stats",
@@ -994,9 +1085,29 @@ fn corpus_statistics_weigh_every_query_row_alike() {
         csv.to_str().unwrap(),
     ]);
     assert!(output.status.success());
-    let text = std::fs::read_to_string(&csv).unwrap();
-    assert!(text.starts_with("layer,head,cls,sep,punct,self,prev,next,entropy,label\n"));
-    assert_eq!(text.lines().count(), 1 + 2 * 4);
+    // The CSV holds the same numbers as the JSON: a row per head, every statistic and label.
+    let expected = &analyses_reference("tiny-legacy")["corpus"]["pieces"]["heads"];
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let mut columns = vec!["layer", "head"];
+    columns.extend(HEAD_STATISTICS);
+    columns.push("label");
+    assert_eq!(header.iter().collect::<Vec<_>>(), columns);
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record.unwrap();
+        let (layer, head): (usize, usize) =
+            (record[0].parse().unwrap(), record[1].parse().unwrap());
+        let expected = &expected[layer][head];
+        for (column, key) in HEAD_STATISTICS.iter().enumerate() {
+            let value: f64 = record[column + 2].parse().unwrap();
+            let what = format!("CSV {layer}:{head} {key}");
+            common::assert_near(&what, value, expected[*key].as_f64().unwrap(), 1e-5);
+        }
+        assert_eq!(&record[9], expected["label"].as_str().unwrap());
+        rows += 1;
+    }
+    assert_eq!(rows, 2 * 4);
 
     // A figure of the grid, coloured by a chosen statistic.
     let png = dir.path().join("heads.png");
@@ -1012,7 +1123,7 @@ fn corpus_statistics_weigh_every_query_row_alike() {
         png.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr_line(&output));
-    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    assert_png_drawn(&png, 8);
     let output = bertscope(&[
         "stats",
         "--model",

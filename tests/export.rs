@@ -33,6 +33,52 @@ fn png_size(path: &Path) -> (u32, u32) {
     (image.width(), image.height())
 }
 
+/// The `width` and `height` of an SVG figure's root element.
+fn svg_size(svg: &str) -> (f32, f32) {
+    let root = &svg[svg.find("<svg").unwrap()..];
+    let root = &root[..root.find('>').unwrap()];
+    let attribute = |name: &str| -> f32 {
+        let start = root.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        root[start..][..root[start..].find('"').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    (attribute("width"), attribute("height"))
+}
+
+/// Asserts that a PNG figure is `expected` pixels large and drawn: at least a tenth of it is
+/// not the white background, in at least `colours` different colours.
+fn assert_drawn(path: &Path, expected: (u32, u32), colours: usize) {
+    let image = image::open(path).unwrap().to_rgba8();
+    assert_eq!(image.dimensions(), expected, "{}", path.display());
+    let inked = image
+        .pixels()
+        .filter(|pixel| pixel.0 != [255, 255, 255, 255])
+        .count();
+    let area = (expected.0 * expected.1) as usize;
+    assert!(
+        inked * 10 >= area,
+        "{}: {inked} of {area} pixels drawn",
+        path.display()
+    );
+    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+    assert!(
+        distinct.len() >= colours,
+        "{}: {} colours",
+        path.display(),
+        distinct.len()
+    );
+}
+
+/// The PNG size `to_png` gives an SVG figure at `scale`.
+fn png_size_of(svg: &Path, scale: f32) -> (u32, u32) {
+    let (width, height) = svg_size(&std::fs::read_to_string(svg).unwrap());
+    (
+        (width * scale).round() as u32,
+        (height * scale).round() as u32,
+    )
+}
+
 #[test]
 fn heatmap_png_scales_and_svg_is_vector_with_labels() {
     let analysis = analysis();
@@ -77,21 +123,54 @@ fn lines_and_overview_figures_and_mean_heads() {
     let analysis = analysis();
     let dir = tempfile::tempdir().unwrap();
     for (view, name) in [
-        (FigureView::Lines, "lines.svg"),
-        (FigureView::Overview, "overview.png"),
-        (FigureView::Heatmap, "mean.png"),
+        (FigureView::Lines, "lines"),
+        (FigureView::Overview, "overview"),
+        (FigureView::Heatmap, "mean"),
     ] {
         let options = ExportOptions {
             view,
             head: HeadChoice::Mean,
             ..ExportOptions::default()
         };
-        let path = dir.path().join(name);
-        export(&path, "tiny", &analysis, TEXT, Some("second"), &options).unwrap();
-        assert!(std::fs::metadata(&path).unwrap().len() > 1000, "{name}");
+        for format in ["svg", "png"] {
+            let path = dir.path().join(format!("{name}.{format}"));
+            export(&path, "tiny", &analysis, TEXT, Some("second"), &options).unwrap();
+        }
+        // The PNG is the SVG drawn at the scale asked for, and not blank: the overview's
+        // thumbnails and the mean map are many shades of viridis.
+        let svg = dir.path().join(format!("{name}.svg"));
+        let colours = if view == FigureView::Lines { 4 } else { 32 };
+        assert_drawn(
+            &dir.path().join(format!("{name}.png")),
+            png_size_of(&svg, options.scale),
+            colours,
+        );
     }
+    // One line for every weight of every head at or above the threshold.
     let svg = std::fs::read_to_string(dir.path().join("lines.svg")).unwrap();
-    assert!(svg.contains("<line"), "attention lines");
+    let tokens = analysis.len();
+    let threshold = ExportOptions::default().line_threshold.max(1e-3);
+    let expected: usize = (0..analysis.heads())
+        .map(|head| {
+            analysis
+                .attention(0, head)
+                .iter()
+                .filter(|&&weight| weight >= threshold)
+                .count()
+        })
+        .sum();
+    assert!(expected > tokens, "the test draws some lines");
+    assert_eq!(svg.matches("<line").count(), expected, "attention lines");
+    // The overview draws every layer × head, the mean map a cell per weight.
+    let overview = std::fs::read_to_string(dir.path().join("overview.svg")).unwrap();
+    assert_eq!(
+        overview.matches("<image").count(),
+        analysis.layers() * analysis.heads(),
+        "a thumbnail per head"
+    );
+    let mean = std::fs::read_to_string(dir.path().join("mean.svg")).unwrap();
+    assert!(mean.contains("layer 0 · mean of heads"), "{mean:.400}");
+    assert!(mean.matches("<rect").count() >= tokens * tokens);
 }
 
 #[test]
@@ -103,11 +182,33 @@ fn data_exports_hold_every_value() {
     export(&json, "tiny", &analysis, TEXT, None, &options).unwrap();
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(
-        doc["attentions"].as_array().unwrap().len(),
-        analysis.layers()
-    );
-    assert_eq!(doc["tokens"].as_array().unwrap().len(), analysis.len());
+    assert_eq!(doc["tokens"], serde_json::json!(analysis.tokens));
+    assert_eq!(doc["token_ids"], serde_json::json!(analysis.token_ids));
+    assert_eq!(doc["segment_ids"], serde_json::json!(analysis.segment_ids));
+    // Every probability, read back, is the analysis's own f32 (JSON keeps the shortest decimal
+    // that reads back to the same f32).
+    let tokens = analysis.len();
+    let layers = doc["attentions"].as_array().unwrap();
+    assert_eq!(layers.len(), analysis.layers());
+    for (layer, heads) in layers.iter().enumerate() {
+        let heads = heads.as_array().unwrap();
+        assert_eq!(heads.len(), analysis.heads());
+        for (head, rows) in heads.iter().enumerate() {
+            let read: Vec<f32> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| {
+                    let row = row.as_array().unwrap();
+                    assert_eq!(row.len(), tokens);
+                    row.iter().map(|v| v.as_f64().unwrap() as f32)
+                })
+                .collect();
+            assert_eq!(read, analysis.attention(layer, head), "{layer}:{head}");
+        }
+    }
+    let nsp = doc["nsp"]["is_next"].as_f64().map(|p| p as f32);
+    assert_eq!(nsp, analysis.nsp_is_next);
 
     let npy = dir.path().join("all.npy");
     export(&npy, "tiny", &analysis, TEXT, None, &options).unwrap();
@@ -117,12 +218,37 @@ fn data_exports_hold_every_value() {
     let values: Vec<f32> = file.into_vec().unwrap();
     assert_eq!(values, analysis.attentions.to_host().unwrap().values());
 
+    // The CSV of one head (layer 1, head 2): keys across, a query per row, every weight.
     let csv = dir.path().join("head.csv");
+    let options = ExportOptions {
+        layer: 1,
+        head: HeadChoice::Head(2),
+        ..ExportOptions::default()
+    };
     export(&csv, "tiny", &analysis, TEXT, None, &options).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&csv).unwrap().lines().count(),
-        analysis.len() + 1
-    );
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header[0], "query \\ key");
+    assert_eq!(header[1..], analysis.tokens);
+    let map = analysis.attention(1, 2);
+    let mut rows = 0;
+    for (query, record) in reader.records().enumerate() {
+        let record = record.unwrap();
+        assert_eq!(&record[0], analysis.tokens[query]);
+        let read: Vec<f32> = record.iter().skip(1).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(
+            read,
+            map[query * tokens..(query + 1) * tokens],
+            "row {query}"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, tokens);
 }
 
 #[test]
@@ -214,7 +340,26 @@ fn cli_export_writes_a_figure_without_a_window() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(png_size(&out).0 > 100);
+    // The overview at scale 1 is the size of the same command's SVG, and drawn.
+    let svg = dir.path().join("overview.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_bertscope"))
+        .args([
+            "export",
+            "--model",
+            fixture("tiny-legacy").to_str().unwrap(),
+            "--text",
+            TEXT,
+            "--view",
+            "overview",
+            "--out",
+            svg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let expected = png_size_of(&svg, 1.0);
+    assert!(expected.0 > 100 && expected.1 > 100, "{expected:?}");
+    assert_drawn(&out, expected, 32);
     let output = Command::new(env!("CARGO_BIN_EXE_bertscope"))
         .args([
             "export",

@@ -7,19 +7,22 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertscope::model::{
     Analysis, AnalysisRequest, CapturedArray, DeviceChoice, ForwardPath, HeadKind, LoadedModel,
-    ModelSource, TokenPrediction,
+    ModelSource, TokenPrediction, TokenProbability,
 };
 use candle_core::{Device, Tensor};
+use common::{assert_close, assert_near, pairs};
 use serde::Deserialize;
 
-const ATTENTION_TOLERANCE: f32 = 1e-5;
-const HIDDEN_TOLERANCE: f32 = 1e-4;
-const PROBABILITY_TOLERANCE: f32 = 1e-5;
+const ATTENTION_TOLERANCE: f64 = 1e-5;
+const HIDDEN_TOLERANCE: f64 = 1e-4;
+const PROBABILITY_TOLERANCE: f64 = 1e-5;
 
 #[derive(Deserialize)]
 struct Cases {
@@ -102,22 +105,20 @@ fn load_both(folder: &Path) -> [LoadedModel; 2] {
     })
 }
 
-fn max_abs_diff(ours: &CapturedArray, reference: &Tensor) -> f32 {
+/// The largest difference between a capture and a reference tensor of the same shape; a value
+/// that is not finite fails (`common::max_abs_diff`).
+fn max_abs_diff(what: &str, ours: &CapturedArray, reference: &Tensor) -> f64 {
     let ours = ours.to_host().expect("captures copy to the host");
-    assert_eq!(ours.shape(), reference.dims(), "shape");
+    assert_eq!(ours.shape(), reference.dims(), "{what}: shape");
     let expected = reference
         .flatten_all()
         .and_then(|t| t.to_vec1::<f32>())
         .expect("reference tensor");
-    ours.values()
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    common::max_abs_diff(what, ours.values(), &expected)
 }
 
-/// Runs every case of a reference folder through `model` and compares.
-fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
+/// A reference folder's cases and tensors.
+fn load_reference(reference_folder: &Path) -> (Vec<Case>, HashMap<String, Tensor>) {
     let cases: Cases = serde_json::from_str(
         &std::fs::read_to_string(reference_folder.join("cases.json")).expect("cases.json"),
     )
@@ -128,71 +129,90 @@ fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
     )
     .expect("reference.safetensors");
     assert!(!cases.cases.is_empty());
-    for case in &cases.cases {
+    (cases.cases, tensors)
+}
+
+/// Runs every case of a reference folder through `model` and compares.
+fn check_against_reference(model: &LoadedModel, reference_folder: &Path) {
+    let (cases, tensors) = load_reference(reference_folder);
+    for case in &cases {
         let label = format!("{}/{}", reference_folder.display(), case.name);
         let request = AnalysisRequest::new(case.text.clone()).with_text_b(case.text_b.clone());
         let analysis = model
             .analyze(&request)
             .unwrap_or_else(|err| panic!("{label}: {err}"));
-
-        assert_eq!(analysis.tokens, case.tokens, "{label}: tokens");
-        assert_eq!(analysis.token_ids, case.token_ids, "{label}: ids");
-        assert_eq!(
-            analysis.segment_ids, case.segment_ids,
-            "{label}: segment ids"
-        );
-        assert_eq!(
-            analysis.dropped_tokens, case.dropped_tokens,
-            "{label}: dropped tokens"
-        );
-
-        let attention = max_abs_diff(
-            &analysis.attentions,
-            &tensors[&format!("{}.attentions", case.name)],
-        );
-        assert!(
-            attention <= ATTENTION_TOLERANCE,
-            "{label}: attention differs by {attention:e}"
-        );
-        let hidden = max_abs_diff(
-            &analysis.hidden_states,
-            &tensors[&format!("{}.hidden_states", case.name)],
-        );
-        assert!(
-            hidden <= HIDDEN_TOLERANCE,
-            "{label}: hidden states differ by {hidden:e}"
-        );
-
-        check_top_k(
-            &label,
-            "MLM",
-            model,
-            case.mlm.as_deref(),
-            analysis.mlm.as_deref(),
-        );
-        check_top_k(
-            &label,
-            "next token",
-            model,
-            case.next_token.as_deref(),
-            analysis.next_token.as_deref(),
-        );
-        check_heads(&label, case, &analysis);
-        match (case.nsp_is_next, analysis.nsp_is_next) {
-            (None, None) => {}
-            (Some(expected), Some(ours)) => {
-                assert!(
-                    (expected - ours).abs() <= PROBABILITY_TOLERANCE,
-                    "{label}: NSP {ours} vs {expected}"
-                )
-            }
-            (expected, ours) => panic!("{label}: NSP reference {expected:?} ours {ours:?}"),
-        }
+        check_case(&label, model, case, &tensors, &analysis);
     }
 }
 
-fn close(a: f32, b: f32) -> bool {
-    (a - b).abs() <= PROBABILITY_TOLERANCE
+/// One case's analysis against the reference: tokens, every map, hidden state and head.
+fn check_case(
+    label: &str,
+    model: &LoadedModel,
+    case: &Case,
+    tensors: &HashMap<String, Tensor>,
+    analysis: &Analysis,
+) {
+    assert_eq!(analysis.tokens, case.tokens, "{label}: tokens");
+    assert_eq!(analysis.token_ids, case.token_ids, "{label}: ids");
+    assert_eq!(
+        analysis.segment_ids, case.segment_ids,
+        "{label}: segment ids"
+    );
+    assert_eq!(
+        analysis.dropped_tokens, case.dropped_tokens,
+        "{label}: dropped tokens"
+    );
+
+    let attention = max_abs_diff(
+        &format!("{label}: attention"),
+        &analysis.attentions,
+        &tensors[&format!("{}.attentions", case.name)],
+    );
+    assert!(
+        attention <= ATTENTION_TOLERANCE,
+        "{label}: attention differs by {attention:e}"
+    );
+    let hidden = max_abs_diff(
+        &format!("{label}: hidden states"),
+        &analysis.hidden_states,
+        &tensors[&format!("{}.hidden_states", case.name)],
+    );
+    assert!(
+        hidden <= HIDDEN_TOLERANCE,
+        "{label}: hidden states differ by {hidden:e}"
+    );
+
+    check_top_k(
+        label,
+        "MLM",
+        model,
+        case.mlm.as_deref(),
+        analysis.mlm.as_deref(),
+    );
+    check_top_k(
+        label,
+        "next token",
+        model,
+        case.next_token.as_deref(),
+        analysis.next_token.as_deref(),
+    );
+    check_heads(label, case, analysis);
+    match (case.nsp_is_next, analysis.nsp_is_next) {
+        (None, None) => {}
+        (Some(expected), Some(ours)) => assert_near(
+            &format!("{label}: NSP"),
+            ours.into(),
+            expected.into(),
+            PROBABILITY_TOLERANCE,
+        ),
+        (expected, ours) => panic!("{label}: NSP reference {expected:?} ours {ours:?}"),
+    }
+}
+
+/// Asserts two probabilities agree to [`PROBABILITY_TOLERANCE`], both finite.
+fn assert_probability(what: &str, ours: f32, theirs: f32) {
+    assert_near(what, ours.into(), theirs.into(), PROBABILITY_TOLERANCE);
 }
 
 /// Top-5 predictions over the vocabulary: same positions, same ids in the same order, same
@@ -213,8 +233,7 @@ fn check_top_k(
             ours.is_some()
         ),
     };
-    assert_eq!(ours.len(), expected.len(), "{label}: {what} positions");
-    for (ours, expected) in ours.iter().zip(expected) {
+    for (ours, expected) in pairs(&format!("{label}: {what} positions"), ours, expected) {
         assert_eq!(ours.position, expected.position, "{label}: {what} position");
         let ids: Vec<u32> = ours.top_k.iter().map(|c| c.id).collect();
         assert_eq!(
@@ -222,13 +241,9 @@ fn check_top_k(
             "{label}: {what} top-5 at {}",
             ours.position
         );
-        for (candidate, prob) in ours.top_k.iter().zip(&expected.probs) {
-            assert!(
-                close(candidate.prob, *prob),
-                "{label}: {what} prob of {} is {} not {prob}",
-                candidate.token,
-                candidate.prob
-            );
+        let at = format!("{label}: {what} probabilities at {}", ours.position);
+        for (candidate, prob) in pairs(&at, &ours.top_k, &expected.probs) {
+            assert_probability(&at, candidate.prob, *prob);
             assert_eq!(
                 model.tokenizer().id_to_token(candidate.id).as_ref(),
                 Some(&candidate.token)
@@ -243,20 +258,17 @@ fn check_heads(label: &str, case: &Case, analysis: &Analysis) {
         (None, None) => {}
         (Some(expected), Some(ours)) => {
             assert_eq!(ours.problem_type.name(), expected.problem_type, "{label}");
-            assert_eq!(ours.labels.len(), expected.labels.len(), "{label}: labels");
-            for (ours, expected) in ours.labels.iter().zip(&expected.labels) {
+            for (ours, expected) in pairs(label, &ours.labels, &expected.labels) {
                 assert_eq!(
                     (&ours.label, ours.id),
                     (&expected.label, expected.id),
                     "{label}: label order"
                 );
                 assert_eq!(ours.prob.is_some(), expected.prob.is_some(), "{label}");
-                assert!(
-                    close(ours.value(), expected.prob.or(expected.score).unwrap()),
-                    "{label}: {} is {} not {:?}",
-                    ours.label,
+                assert_probability(
+                    &format!("{label}: {}", ours.label),
                     ours.value(),
-                    expected.prob.or(expected.score)
+                    expected.prob.or(expected.score).unwrap(),
                 );
             }
         }
@@ -280,15 +292,13 @@ fn check_heads(label: &str, case: &Case, analysis: &Analysis) {
                 "{label}: answer span"
             );
             assert_eq!(ours.answer, expected.answer, "{label}: answer");
-            assert!(close(ours.score, expected.score), "{label}: score");
-            for (ours, expected) in [
-                (&ours.start_probs, &expected.start_probs),
-                (&ours.end_probs, &expected.end_probs),
+            assert_probability(&format!("{label}: score"), ours.score, expected.score);
+            for (what, ours, expected) in [
+                ("start", &ours.start_probs, &expected.start_probs),
+                ("end", &ours.end_probs, &expected.end_probs),
             ] {
-                assert_eq!(ours.len(), expected.len());
-                for (a, b) in ours.iter().zip(expected) {
-                    assert!(close(*a, *b), "{label}: span probability {a} vs {b}");
-                }
+                let what = format!("{label}: {what} probabilities");
+                assert_close(&what, ours, expected, PROBABILITY_TOLERANCE);
             }
         }
         (expected, ours) => panic!(
@@ -300,14 +310,13 @@ fn check_heads(label: &str, case: &Case, analysis: &Analysis) {
     match (&case.token_classification, &analysis.token_classification) {
         (None, None) => {}
         (Some(expected), Some(ours)) => {
-            assert_eq!(ours.len(), expected.len(), "{label}: labelled tokens");
-            for (ours, expected) in ours.iter().zip(expected) {
+            for (ours, expected) in pairs(&format!("{label}: labelled tokens"), ours, expected) {
                 assert_eq!(
                     (ours.position, &ours.label),
                     (expected.position, &expected.label),
                     "{label}: token label"
                 );
-                assert!(close(ours.prob, expected.prob), "{label}: token label prob");
+                assert_probability(&format!("{label}: token label"), ours.prob, expected.prob);
             }
         }
         (expected, ours) => panic!(
@@ -471,13 +480,13 @@ fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
         assert_eq!(analysis.token_ids, case.token_ids);
         assert_eq!(analysis.dropped_tokens, case.dropped_tokens);
         assert_eq!(analysis.len(), 512);
-        let mut largest = 0f32;
-        for ((layer, head), expected) in case.heads.iter().zip(&attentions) {
+        let mut largest = 0f64;
+        for ((layer, head), expected) in pairs("heads", &case.heads, &attentions) {
             let ours = analysis.attention(*layer, *head);
-            for (&row, expected) in case.rows.iter().zip(expected) {
-                for (a, b) in ours[row * 512..(row + 1) * 512].iter().zip(expected) {
-                    largest = largest.max((a - b).abs());
-                }
+            for (&row, expected) in pairs("rows", &case.rows, expected) {
+                let what = format!("attention {layer}:{head} row {row}");
+                let row = &ours[row * 512..(row + 1) * 512];
+                largest = largest.max(common::max_abs_diff(&what, row, expected));
             }
         }
         assert!(
@@ -487,17 +496,80 @@ fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
         eprintln!("MiniLM at 512 tokens: largest attention difference {largest:.1e}");
         let last = analysis.hidden_states.matrix(&[analysis.layers()]);
         let width = analysis.hidden_states.shape()[2];
-        for (&row, expected) in case.rows.iter().zip(&hidden_rows) {
-            for (a, b) in last[row * width..(row + 1) * width].iter().zip(expected) {
-                assert!((a - b).abs() <= HIDDEN_TOLERANCE, "hidden state at {row}");
-            }
+        for (&row, expected) in pairs("hidden rows", &case.rows, &hidden_rows) {
+            let what = format!("hidden state at {row}");
+            let row = &last[row * width..(row + 1) * width];
+            assert!(common::max_abs_diff(&what, row, expected) <= HIDDEN_TOLERANCE);
         }
     }
 }
 
+/// The same top-k predictions: positions, ids in order, and probabilities to 1e-5.
+fn assert_same_predictions(what: &str, ours: &[TokenPrediction], theirs: &[TokenPrediction]) {
+    for (x, y) in pairs(what, ours, theirs) {
+        assert_eq!(x.position, y.position, "{what}");
+        assert_same_guesses(&format!("{what} at {}", x.position), &x.top_k, &y.top_k);
+    }
+}
+
+/// The same guesses: ids in order, probabilities to 1e-5.
+fn assert_same_guesses(what: &str, ours: &[TokenProbability], theirs: &[TokenProbability]) {
+    let ids = |guesses: &[TokenProbability]| -> Vec<u32> { guesses.iter().map(|g| g.id).collect() };
+    assert_eq!(ids(ours), ids(theirs), "{what}");
+    let probs =
+        |guesses: &[TokenProbability]| -> Vec<f32> { guesses.iter().map(|g| g.prob).collect() };
+    assert_close(what, &probs(ours), &probs(theirs), PROBABILITY_TOLERANCE);
+}
+
+/// Two runs of the same input agree: every attention map (ablated or not) to 1e-5, hidden
+/// states to 1e-4, and every prediction head's output.
+fn assert_same_runs(what: &str, a: &Analysis, b: &Analysis) {
+    assert_eq!(a.tokens, b.tokens, "{what}");
+    assert_eq!(a.ablated_heads, b.ablated_heads, "{what}");
+    for (name, x, y, tolerance) in [
+        (
+            "attention",
+            &a.attentions,
+            &b.attentions,
+            ATTENTION_TOLERANCE,
+        ),
+        (
+            "hidden states",
+            &a.hidden_states,
+            &b.hidden_states,
+            HIDDEN_TOLERANCE,
+        ),
+    ] {
+        let (x, y) = (x.to_host().unwrap(), y.to_host().unwrap());
+        assert_eq!(x.shape(), y.shape(), "{what}: {name}");
+        let largest = common::max_abs_diff(&format!("{what}: {name}"), x.values(), y.values());
+        assert!(
+            largest <= tolerance,
+            "{what}: {name} differs by {largest:e}"
+        );
+    }
+    for (head, x, y) in [
+        ("MLM", &a.mlm, &b.mlm),
+        ("next token", &a.next_token, &b.next_token),
+    ] {
+        assert_eq!(x.is_some(), y.is_some(), "{what}: {head}");
+        if let (Some(x), Some(y)) = (x, y) {
+            assert_same_predictions(&format!("{what}: {head}"), x, y);
+        }
+    }
+    assert_eq!(
+        a.nsp_is_next.is_some(),
+        b.nsp_is_next.is_some(),
+        "{what}: NSP"
+    );
+    if let (Some(x), Some(y)) = (a.nsp_is_next, b.nsp_is_next) {
+        assert_probability(&format!("{what}: NSP"), x, y);
+    }
+}
+
 /// The analyses that need a backend's own computation (value norms, ablation, the logit lens,
-/// the embedding rows) agree between the tuned CPU path and candle's; `tests/cli.rs` checks the
-/// tuned path against transformers.
+/// the embedding rows) agree between the tuned CPU path and candle's, to the tolerances of the
+/// reference checks; `tests/cli.rs` checks the tuned path against transformers.
 #[test]
 fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
     for (name, text) in [
@@ -511,65 +583,52 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
         request.ablated_heads = vec![(1, 2), (0, 0)];
         let [a, b] = [&tuned, &candle].map(|model| model.analyze(&request).unwrap());
         assert_eq!(a.ablated_heads, [(0, 0), (1, 2)]);
-        assert!(a.attention(0, 0).iter().all(|&w| w == 0.0), "{name}");
-        assert!(b.attention(1, 2).iter().all(|&w| w == 0.0), "{name}");
+        for (path, run) in [("tuned", &a), ("candle", &b)] {
+            for (layer, head) in [(0, 0), (1, 2)] {
+                let map = run.attention(layer, head);
+                assert!(
+                    map.iter().all(|&w| w == 0.0),
+                    "{name} {path}: {layer}:{head}"
+                );
+            }
+        }
+        // Every map, ablated or not, and every prediction after the ablation.
+        assert_same_runs(&format!("{name}, ablated"), &a, &b);
         let (norms_a, norms_b) = (
             a.value_norms.as_ref().unwrap(),
             b.value_norms.as_ref().unwrap(),
         );
         let (norms_a, norms_b) = (norms_a.to_host().unwrap(), norms_b.to_host().unwrap());
         assert_eq!(norms_a.shape(), &[2, 4, a.len()]);
-        for (x, y) in norms_a.values().iter().zip(norms_b.values()) {
-            assert!(
-                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
-                "{name}: {x} vs {y}"
-            );
-        }
+        assert_eq!(norms_a.shape(), norms_b.shape());
+        let what = format!("{name}: value norms");
+        assert_close(&what, norms_a.values(), norms_b.values(), 1e-5);
+
         let [lens_a, lens_b] = [(&tuned, &a), (&candle, &b)]
             .map(|(model, analysis)| model.logit_lens(analysis, 5).unwrap());
         assert_eq!(lens_a.len(), 1, "{name}: one mask, or the last token");
-        for (x, y) in lens_a[0].layers.iter().zip(&lens_b[0].layers) {
-            let ids = |layer: &bertscope::model::LensLayer| -> Vec<u32> {
-                layer.top_k.iter().map(|guess| guess.id).collect()
-            };
-            assert_eq!(ids(x), ids(y), "{name}: lens layer {}", x.layer);
+        for (x, y) in pairs(&format!("{name}: lens positions"), &lens_a, &lens_b) {
+            assert_eq!(x.position, y.position, "{name}");
+            for (x, y) in pairs(&format!("{name}: lens layers"), &x.layers, &y.layers) {
+                assert_eq!(x.layer, y.layer, "{name}");
+                let what = format!("{name}: lens layer {}", x.layer);
+                assert_same_guesses(&what, &x.top_k, &y.top_k);
+            }
         }
         // Computed with the predictions (one pass over the vocabulary matrix), the lens and
         // the predictions are those computed apart.
         request.lens = true;
         for (model, apart, lens_apart) in [(&tuned, &a, &lens_a), (&candle, &b, &lens_b)] {
             let fused = model.analyze(&request).unwrap();
-            let close = |x: &[bertscope::model::TokenProbability],
-                         y: &[bertscope::model::TokenProbability]| {
-                x.len() == y.len()
-                    && x.iter()
-                        .zip(y)
-                        .all(|(x, y)| x.id == y.id && (x.prob - y.prob).abs() <= 1e-5)
-            };
             let lens = fused.logit_lens.as_ref().expect("an LM head's lens");
-            assert_eq!(lens.len(), lens_apart.len(), "{name}");
-            for (x, y) in lens.iter().zip(lens_apart) {
+            for (x, y) in pairs(&format!("{name}: fused lens"), lens, lens_apart) {
                 assert_eq!(x.position, y.position, "{name}");
-                for (x, y) in x.layers.iter().zip(&y.layers) {
-                    assert!(close(&x.top_k, &y.top_k), "{name}: layer {}", x.layer);
+                for (x, y) in pairs(&format!("{name}: fused lens layers"), &x.layers, &y.layers) {
+                    let what = format!("{name}: fused lens layer {}", x.layer);
+                    assert_same_guesses(&what, &x.top_k, &y.top_k);
                 }
             }
-            let own = |analysis: &bertscope::model::Analysis| {
-                analysis
-                    .mlm
-                    .clone()
-                    .or(analysis.next_token.clone())
-                    .unwrap()
-            };
-            let (fused_own, apart_own) = (own(&fused), own(apart));
-            assert_eq!(fused_own.len(), apart_own.len(), "{name}");
-            for (x, y) in fused_own.iter().zip(&apart_own) {
-                assert!(
-                    close(&x.top_k, &y.top_k),
-                    "{name}: the predictions at {}",
-                    x.position
-                );
-            }
+            assert_same_runs(&format!("{name}, with the lens"), &fused, apart);
             assert_eq!(
                 model.logit_lens(&fused, 3).unwrap()[0].layers[0]
                     .top_k
@@ -577,13 +636,46 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
                 3
             );
         }
+
+        // The whole embedding breakdown.
         let [parts_a, parts_b] = [(&tuned, &a), (&candle, &b)]
             .map(|(model, analysis)| model.embedding_breakdown(analysis).unwrap());
         assert_eq!(parts_a.tokens.len(), a.len());
-        for (x, y) in parts_a.tokens.iter().zip(&parts_b.tokens) {
-            assert!((x.sum - y.sum).abs() <= 1e-5 && (x.word - y.word).abs() <= 1e-5);
+        for (x, y) in pairs(
+            &format!("{name}: embeddings"),
+            &parts_a.tokens,
+            &parts_b.tokens,
+        ) {
+            let what = format!("{name}: embeddings of token {}", x.position);
+            assert_eq!(x.position, y.position, "{what}");
+            assert_eq!(x.segment.is_some(), y.segment.is_some(), "{what}: segment");
+            assert_eq!(
+                x.after_norm.is_some(),
+                y.after_norm.is_some(),
+                "{what}: norm"
+            );
+            let fields = |t: &bertscope::model::TokenEmbedding| -> Vec<f32> {
+                [
+                    Some(t.word),
+                    Some(t.position_emb),
+                    t.segment,
+                    Some(t.sum),
+                    t.after_norm,
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            };
+            assert_close(&what, &fields(x), &fields(y), 1e-5);
         }
         let similarity = &parts_a.position_similarity;
+        assert_eq!(similarity.len(), a.len() * a.len(), "{name}");
+        assert_close(
+            &format!("{name}: position similarity"),
+            similarity,
+            &parts_b.position_similarity,
+            1e-5,
+        );
         assert!((similarity[0] - 1.0).abs() < 1e-5);
     }
 }
@@ -601,13 +693,102 @@ fn query_key_softmax_is_the_captured_attention() {
             for (layer, head, query) in [(0, 0, 0), (1, 3, tokens / 2), (1, 1, tokens - 1)] {
                 let view = bertscope::analysis::query_key::query_key(&analysis, layer, head, query);
                 let row = &analysis.attention(layer, head)[query * tokens..][..tokens];
-                for (ours, captured) in view.softmax.iter().zip(row) {
-                    assert!(
-                        (ours - captured).abs() <= 1e-5,
-                        "{name} {layer}:{head} row {query}: {ours} vs {captured}"
-                    );
-                }
+                let what = format!("{name} {layer}:{head} row {query}");
+                assert_close(&what, &view.softmax, row, ATTENTION_TOLERANCE);
             }
         }
     }
+}
+
+/// A NaN or an infinity fails every comparison, on either side, where `f32::max` would have
+/// folded it into a difference of 0; so does a length mismatch, where a zip would have stopped
+/// early. Through the whole check: a run whose attention holds one NaN fails against its own
+/// reference.
+#[test]
+fn a_nan_or_a_length_mismatch_fails_the_comparisons() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let fails = |what: &str, check: &dyn Fn()| {
+        let result = catch_unwind(AssertUnwindSafe(check));
+        assert!(result.is_err(), "{what} passed");
+    };
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let (good, poisoned) = ([0.25f32, 0.5, 0.25], [0.25f32, bad, 0.25]);
+        fails("max_abs_diff, ours", &|| {
+            common::max_abs_diff("x", &poisoned, &good);
+        });
+        fails("max_abs_diff, theirs", &|| {
+            common::max_abs_diff("x", &good, &poisoned);
+        });
+        fails("assert_close", &|| assert_close("x", &poisoned, &good, 1.0));
+        fails("assert_near", &|| assert_near("x", bad.into(), 0.5, 1.0));
+    }
+    fails("a shorter side", &|| {
+        common::max_abs_diff("x", &[0.5f32], &[0.5, 0.5]);
+    });
+    fails("an empty side", &|| {
+        common::max_abs_diff("x", &[], &[0.5f32]);
+    });
+    fails("pairs", &|| {
+        pairs("x", &[1], &[1, 2]).for_each(drop);
+    });
+    assert_eq!(
+        common::max_abs_diff("x", &[0.5f32, 1.0], &[0.25, 1.0]),
+        0.25
+    );
+
+    let folder = fixture("tiny-modern");
+    let (cases, tensors) = load_reference(&folder);
+    let model = &load_both(&folder)[0];
+    let case = &cases[0];
+    let request = AnalysisRequest::new(case.text.clone()).with_text_b(case.text_b.clone());
+    let mut analysis = model.analyze(&request).unwrap();
+    check_case("intact", model, case, &tensors, &analysis);
+    let attentions = analysis.attentions.to_host().unwrap().into_owned();
+    let mut values = attentions.values().to_vec();
+    values[7] = f32::NAN;
+    analysis.attentions = bertscope::model::F32Array::new(attentions.shape().to_vec(), values)
+        .unwrap()
+        .into();
+    fails("a NaN attention map", &|| {
+        check_case("poisoned", model, case, &tensors, &analysis)
+    });
+}
+
+#[derive(Deserialize)]
+struct LabelCase {
+    name: String,
+    map: Vec<Vec<f64>>,
+    separators: Vec<bool>,
+    punctuation: Vec<bool>,
+    stats: serde_json::Value,
+}
+
+/// Clark's kinds of head, as the reference states them (`tools/make_analysis_reference.py`,
+/// `HEAD_KINDS`), on maps made to fall on each side of every threshold: the fixtures' random
+/// heads are all "mixed".
+#[test]
+fn head_labels_follow_the_thresholds_as_the_reference_states_them() {
+    let cases: Vec<LabelCase> = serde_json::from_str(
+        &std::fs::read_to_string(fixture("head_labels.json")).expect("head_labels.json"),
+    )
+    .unwrap();
+    let mut kinds: Vec<&str> = Vec::new();
+    for case in &cases {
+        let map: Vec<f32> = case.map.iter().flatten().map(|&v| v as f32).collect();
+        let ours = bertscope::analysis::stats::map_stats(&map, &case.separators, &case.punctuation);
+        let ours = serde_json::to_value(ours).unwrap();
+        for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
+            let what = format!("{}: {key}", case.name);
+            let (a, b) = (
+                ours[key].as_f64().unwrap(),
+                case.stats[key].as_f64().unwrap(),
+            );
+            assert_near(&what, a, b, 1e-5);
+        }
+        assert_eq!(ours["label"], case.stats["label"], "{}", case.name);
+        kinds.push(case.stats["label"].as_str().unwrap());
+    }
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(kinds, ["broad", "mixed", "next", "previous", "special"]);
 }

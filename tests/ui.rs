@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 #![cfg(feature = "gui")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -704,15 +706,18 @@ fn typing_runs_at_once_and_the_newest_text_wins() {
 }
 
 /// A corpus runs in the Heads tab on the worker, between the text's analyses: its statistics
-/// equal the CLI's sums, a run can be cancelled, a bad path is a line, and `--corpus` runs one
-/// at launch.
+/// are the reference's (`tools/make_analysis_reference.py`: numpy over transformers' maps), a
+/// run can be cancelled, a bad path is a line, and `--corpus` runs one at launch.
 #[test]
 fn a_corpus_runs_in_the_heads_tab_with_progress_and_cancel() {
-    use bertscope::analysis::stats::{corpus_requests, CorpusStats};
     use bertscope::worker::CorpusRun;
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-legacy").join("analyses.json")).unwrap(),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    let text = "The cat sat on the mat.\n\nIt was warm\tand dry, too.\n";
+    let text = reference["corpus"]["text"].as_str().unwrap();
     std::fs::write(&corpus, text).unwrap();
     let finished =
         |app: &BertscopeApp| matches!(app.corpus_run(), Some(CorpusRun::Finished { .. }));
@@ -732,17 +737,26 @@ fn a_corpus_runs_in_the_heads_tab_with_progress_and_cancel() {
         unreachable!()
     };
     assert!(!words);
-    let model = LoadedModel::load(
-        &ModelSource::Folder(fixture("tiny-legacy")),
-        DeviceChoice::Cpu,
-        &mut |_| {},
-    )
-    .unwrap();
-    let mut expected = CorpusStats::default();
-    for (_, request) in corpus_requests(text) {
-        expected.add(&model.analyze(&request).unwrap());
+    let ours = serde_json::to_value(&*progress.report).unwrap();
+    let expected = &reference["corpus"]["pieces"];
+    assert_eq!(
+        (&ours["lines"], &ours["tokens"]),
+        (&expected["lines"], &expected["tokens"])
+    );
+    let layers = expected["heads"].as_array().unwrap();
+    for (layer, heads) in
+        common::pairs("layers", ours["heads"].as_array().unwrap(), layers).enumerate()
+    {
+        let (ours, theirs) = (heads.0.as_array().unwrap(), heads.1.as_array().unwrap());
+        for (head, (ours, theirs)) in common::pairs("heads", ours, theirs).enumerate() {
+            for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
+                let what = format!("corpus run {layer}:{head} {key}");
+                let (a, b) = (ours[key].as_f64().unwrap(), theirs[key].as_f64().unwrap());
+                common::assert_near(&what, a, b, 1e-5);
+            }
+            assert_eq!(ours["label"], theirs["label"], "{layer}:{head}");
+        }
     }
-    assert_eq!(*progress.report, expected.report());
     harness.get_by_label_contains("corpus.txt: 2 lines");
     // Save… writes what `bertscope stats --out` does, or a figure of the grid.
     let report = Arc::clone(&progress.report);
@@ -933,11 +947,22 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
     assert!(svg.contains("hidden states, layer 0"), "{svg:.300}");
     assert!(svg.contains("<circle"), "a point per token");
     // Data files come from any tab; a figure needs to know which picture.
+    // The CSV is the open head's map (layer 1, head 2), every weight.
     let csv = dir.path().join("head.csv");
+    let analysis = &app.result().unwrap().analysis;
     app.export_to(&csv, None, app.result().unwrap()).unwrap();
-    assert!(std::fs::read_to_string(&csv)
-        .unwrap()
-        .starts_with("query \\ key,[CLS]"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("query \\ key,[CLS]"));
+    let weights: Vec<f32> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .flat_map(|record| {
+            let record = record.unwrap();
+            let row: Vec<f32> = record.iter().skip(1).map(|v| v.parse().unwrap()).collect();
+            assert_eq!(row.len(), analysis.len());
+            row
+        })
+        .collect();
+    assert_eq!(weights, analysis.attention(1, 2));
     let err = app
         .export_to(&dir.path().join("x.png"), None, app.result().unwrap())
         .unwrap_err()

@@ -5,12 +5,14 @@ attention), and attention rollout, attention flow (networkx max-flow), norm-base
 the logit lens, the embedding breakdown, head ablation (transformers 4.x's head_mask, patched
 into the eager attention), word-level maps and Clark et al.'s head statistics are computed here
 with numpy from their published definitions. `tests/cli.rs` checks `bertscope dump --with ...`
-(and `--ablate`, `--words`) against them.
+(and `--ablate`, `--words`) and `bertscope stats --corpus` (and `--words`) against them, and
+`tests/ui.rs` the app's corpus run.
 
     /tmp/ref/bin/python tools/make_analysis_reference.py
 
 Writes tests/fixtures/<fixture>/analyses.json for tiny-legacy (BERT, a sentence pair),
-roberta-mlm (byte-level BPE) and gpt2-lm (causal).
+roberta-mlm (byte-level BPE) and gpt2-lm (causal), and tests/fixtures/head_labels.json: maps made
+to fall on each side of Clark's thresholds, with their statistics.
 """
 
 import json
@@ -32,8 +34,24 @@ CASES = {
 }
 # Heads ablated in the ablation check, (layer, head).
 ABLATE = [(0, 1), (1, 3)]
-# The output token that attention flow goes into.
+# The output token that attention flow goes into, and the output word of the word-level flow.
 FLOW_TO = 2
+WORD_FLOW_TO = 1
+# A small corpus per fixture for `stats --corpus`: one text per line, blank lines skipped, a tab
+# splitting sentence A from B (GPT-2 reads one text, so its corpus has no pairs).
+CORPUS = {
+    "tiny-legacy": "The cat sat on the mat.\n\nIt was warm\tand dry, too.\n",
+    "roberta-mlm": "The cat sat on the mat.\n\nIt was warm\tand dry, too!\n",
+    "gpt2-lm": "The cat sat on the mat.\n\nIt was warm and dry, too.\n",
+}
+# Clark et al.'s kinds of head, as the README states them for `head-stats`: a head is the first
+# kind whose measure exceeds its threshold, and "mixed" when none does.
+HEAD_KINDS = [
+    ("previous", lambda s: s["prev"], 0.5),
+    ("next", lambda s: s["next"], 0.5),
+    ("special", lambda s: s["cls"] + s["sep"], 0.6),
+    ("broad", lambda s: s["entropy"], 3.8),
+]
 
 
 def is_punctuation(c: str) -> bool:
@@ -66,19 +84,35 @@ def head_stats(att, separators, punctuation):
         "next": att[rows[:-1], rows[:-1] + 1].mean() if t > 1 else 0.0,
         "entropy": ent.mean(),
     }
-    if stats["prev"] > 0.5:
-        label = "previous"
-    elif stats["next"] > 0.5:
-        label = "next"
-    elif stats["cls"] + stats["sep"] > 0.6:
-        label = "special"
-    elif stats["entropy"] > 3.8:
-        label = "broad"
-    else:
-        label = "mixed"
     out = {k: float(v) for k, v in stats.items()}
-    out["label"] = label
+    out["label"] = head_label(out)
     return out
+
+
+def head_label(stats):
+    return next((kind for kind, measure, threshold in HEAD_KINDS if measure(stats) > threshold),
+                "mixed")
+
+
+def corpus_stats(per_text):
+    """Head statistics over a corpus from each text's (statistics [L][H], query rows): every
+    statistic a mean over all query rows of all texts, `prev` and `next` over the rows that
+    have a previous (next) token, and the label of those means."""
+    rows = sum(t for _, t in per_text)
+    layers, heads = len(per_text[0][0]), len(per_text[0][0][0])
+    out = []
+    for l in range(layers):
+        out.append([])
+        for h in range(heads):
+            stats = {}
+            for key in ("cls", "sep", "punct", "self", "entropy"):
+                stats[key] = sum(s[l][h][key] * t for s, t in per_text) / rows
+            for key in ("prev", "next"):
+                stats[key] = sum(s[l][h][key] * (t - 1) for s, t in per_text) \
+                    / max(sum(t - 1 for _, t in per_text), 1)
+            stats["label"] = head_label(stats)
+            out[-1].append(stats)
+    return {"lines": len(per_text), "tokens": rows, "heads": out}
 
 
 # Per layer, 1 for a kept head and 0 for an ablated one; None runs the model unchanged.
@@ -236,6 +270,113 @@ def word_map(m, spans):
     return np.stack([summed[..., a:b, :].mean(axis=-2) for a, b in spans], axis=-2)
 
 
+def piece_kinds(tokenizer, ids, tokens):
+    """Which pieces are separators and which punctuation (README: `head-stats`)."""
+    special = set(tokenizer.all_special_ids)
+    separators = np.array([i in special and tok in ("[SEP]", "</s>") for i, tok in zip(ids, tokens)])
+    punctuation = np.array([
+        i not in special and len(bare(tokenizer, tok)) > 0
+        and all(is_punctuation(c) for c in bare(tokenizer, tok))
+        for i, tok in zip(ids, tokens)
+    ])
+    return separators, punctuation
+
+
+def words_of(tokenizer, enc, text, text_b):
+    """The words of an encoded text, each word's pieces, and which words are separators and
+    which punctuation: a word the tokenizer added is a separator when it is [SEP] or </s>, and a
+    word of the text is punctuation when all its characters are."""
+    ids = enc["input_ids"][0].tolist()
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    t = len(ids)
+    sentence_of = enc.sequence_ids(0) if hasattr(enc, "sequence_ids") else [0] * t
+    offsets = tokenizer(text, text_b, return_offsets_mapping=True)["offset_mapping"]
+    added = [tuple(pair) == (0, 0) for pair in offsets]
+    words, spans = word_spans(tokenizer, tokens, added, sentence_of)
+    separators = np.array([added[a] and w in ("[SEP]", "</s>") for w, (a, _) in zip(words, spans)])
+    punctuation = np.array([not added[a] and len(w) > 0 and all(is_punctuation(c) for c in w)
+                            for w, (a, _) in zip(words, spans)])
+    return words, spans, separators, punctuation
+
+
+def encode(tokenizer, model, text, text_b):
+    enc = tokenizer(text, text_b, return_tensors="pt")
+    if "token_type_ids" in enc and model.config.model_type != "bert":
+        del enc["token_type_ids"]
+    return enc
+
+
+def all_head_stats(att, separators, punctuation):
+    return [[head_stats(att[l, h], separators, punctuation) for h in range(att.shape[1])]
+            for l in range(att.shape[0])]
+
+
+def corpus_reference(model, tokenizer, text):
+    """`stats --corpus` of `text` over pieces and over words."""
+    pieces, words = [], []
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        a, b = line.split("\t", 1) if "\t" in line else (line, None)
+        enc = encode(tokenizer, model, a, b)
+        with torch.no_grad():
+            out = model(**enc, output_attentions=True)
+        att = np.stack([x[0].double().numpy() for x in out.attentions])
+        ids = enc["input_ids"][0].tolist()
+        separators, punctuation = piece_kinds(tokenizer, ids, tokenizer.convert_ids_to_tokens(ids))
+        pieces.append((all_head_stats(att, separators, punctuation), len(ids)))
+        _, spans, separators, punctuation = words_of(tokenizer, enc, a, b)
+        words.append((all_head_stats(word_map(att, spans), separators, punctuation), len(spans)))
+    return {"text": text, "pieces": corpus_stats(pieces), "words": corpus_stats(words)}
+
+
+def label_cases():
+    """Attention maps made to fall on each side of Clark's thresholds, with their statistics:
+    the fixtures' random heads are all "mixed", so the rule is checked on these."""
+
+    def shifted(t, offset, weight):
+        m = np.full((t, t), 0.0)
+        for i in range(t):
+            j = i + offset if 0 <= i + offset < t else i
+            m[i, j] += weight
+            m[i, i] += 1.0 - weight if j != i else 0.0
+        return m
+
+    def rows(t, columns):
+        """Every row puts `weight` on each of `columns` and the rest on itself."""
+        m = np.zeros((t, t))
+        for i in range(t):
+            for j, weight in columns.items():
+                m[i, j] += weight
+            m[i, i] += 1.0 - sum(columns.values())
+        return m
+
+    t = 8
+    separators = [False] * (t - 1) + [True]
+    punctuation = [False, False, True, False, False, True, False, False]
+    cases = {
+        "previous": shifted(t, -1, 0.9),
+        "next": shifted(t, 1, 0.9),
+        "prev at exactly 0.5 is not previous": shifted(t, -1, 0.5),
+        "special by cls": rows(t, {0: 0.7}),
+        "special by cls and sep": rows(t, {0: 0.35, 7: 0.3}),
+        "cls and sep under 0.6 are not special": rows(t, {0: 0.2, 7: 0.2}),
+        "punctuation": rows(t, {2: 0.4, 5: 0.4}),
+        "broad": np.full((60, 60), 1.0 / 60),
+        "not broad": np.full((40, 40), 1.0 / 40),
+        "previous before special": np.array([[1.0, 0.0], [0.6, 0.4]]),
+    }
+    out = []
+    for name, m in cases.items():
+        n = m.shape[0]
+        seps = np.array(separators if n == t else [False] * n)
+        punct = np.array(punctuation if n == t else [False] * n)
+        m = m.astype(np.float32).astype(np.float64)
+        out.append({"name": name, "map": m.tolist(), "separators": seps.tolist(),
+                    "punctuation": punct.tolist(), "stats": head_stats(m, seps, punct)})
+    return out
+
+
 def main() -> None:
     global KEEP
     for name, (text, text_b) in CASES.items():
@@ -246,9 +387,7 @@ def main() -> None:
         layers, attention_of, _, _, _ = parts(model)
         for index, layer in enumerate(layers):
             attention_of(layer).ablate_layer = index
-        enc = tokenizer(text, text_b, return_tensors="pt")
-        if "token_type_ids" in enc and model.config.model_type != "bert":
-            del enc["token_type_ids"]
+        enc = encode(tokenizer, model, text, text_b)
         with torch.no_grad():
             KEEP = None
             out = model(**enc, output_attentions=True, output_hidden_states=True)
@@ -271,26 +410,17 @@ def main() -> None:
         att = np.stack([a[0].double().numpy() for a in out.attentions])  # [L, H, T, T]
         ids = enc["input_ids"][0].tolist()
         tokens = tokenizer.convert_ids_to_tokens(ids)
-        special = set(tokenizer.all_special_ids)
-        separators = np.array([i in special and tok in ("[SEP]", "</s>") for i, tok in zip(ids, tokens)])
-        punctuation = np.array([
-            i not in special and len(bare(tokenizer, tok)) > 0
-            and all(is_punctuation(c) for c in bare(tokenizer, tok))
-            for i, tok in zip(ids, tokens)
-        ])
+        separators, punctuation = piece_kinds(tokenizer, ids, tokens)
         t = len(ids)
         rollout, r = [], None
         for layer in range(att.shape[0]):
             a_hat = 0.5 * att[layer].mean(axis=0) + 0.5 * np.eye(t)
             r = a_hat if r is None else a_hat @ r
             rollout.append(r.tolist())
-        stats = [[head_stats(att[l, h], separators, punctuation) for h in range(att.shape[1])]
-                 for l in range(att.shape[0])]
+        stats = all_head_stats(att, separators, punctuation)
         attention_norms = att * norms[:, :, None, :]
-        sentence_of = enc.sequence_ids(0) if hasattr(enc, "sequence_ids") else [0] * t
-        offsets = tokenizer(text, text_b, return_offsets_mapping=True)["offset_mapping"]
-        added = [tuple(pair) == (0, 0) for pair in offsets]
-        words, spans = word_spans(tokenizer, tokens, added, sentence_of)
+        words, spans, word_separators, word_punctuation = words_of(tokenizer, enc, text, text_b)
+        word_att = word_map(att, spans)
         document = {
             "text": text,
             "text_b": text_b,
@@ -307,11 +437,20 @@ def main() -> None:
             "ablated_attentions": ablated_att.tolist(),
             "ablated_predictions": ablated_top5,
             "words": words,
-            "word_attentions": word_map(att, spans).tolist(),
+            "word_attentions": word_att.tolist(),
             "word_rollout": word_map(np.array(rollout), spans).tolist(),
+            "word_attention_norms": word_map(attention_norms, spans).tolist(),
+            "word_flow_to": WORD_FLOW_TO,
+            "word_flow": flow(word_att, WORD_FLOW_TO),
+            "word_punctuation": word_punctuation.tolist(),
+            "word_head_stats": all_head_stats(word_att, word_separators, word_punctuation),
+            "corpus": corpus_reference(model, tokenizer, CORPUS[name]),
         }
         (folder / "analyses.json").write_text(json.dumps(document) + "\n")
         print(f"{name}: {t} tokens, punctuation at {np.flatnonzero(punctuation).tolist()}")
+    cases = label_cases()
+    (FIXTURES / "head_labels.json").write_text(json.dumps(cases) + "\n")
+    print("head labels:", ", ".join(f"{c['name']}: {c['stats']['label']}" for c in cases))
 
 
 if __name__ == "__main__":

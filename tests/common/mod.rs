@@ -1,0 +1,59 @@
+//! Comparisons that every test against a reference uses. Each checks lengths before it pairs
+//! values up (a zip stops at the shorter side, so an empty array would pass) and fails on any
+//! value or difference that is not finite: `f32::max` drops a NaN operand, and `NaN <= tol` is
+//! easy to turn into a pass by negating a comparison, so a NaN map must never read as a
+//! difference of 0.
+
+// Each test crate uses its own part of this module.
+#![allow(dead_code)]
+
+/// `ours` and `theirs` paired up, after asserting that they are equally long.
+pub fn pairs<'a, A, B>(
+    what: &str,
+    ours: &'a [A],
+    theirs: &'a [B],
+) -> impl Iterator<Item = (&'a A, &'a B)> {
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{what}: {} values against the reference's {}",
+        ours.len(),
+        theirs.len()
+    );
+    ours.iter().zip(theirs)
+}
+
+/// The largest |a − b| of two equally long arrays. Panics on different lengths and on a value or
+/// difference that is not finite (NaN, ±∞), naming where.
+pub fn max_abs_diff<T: Copy + Into<f64>>(what: &str, ours: &[T], theirs: &[T]) -> f64 {
+    let mut largest = 0f64;
+    for (index, (&a, &b)) in pairs(what, ours, theirs).enumerate() {
+        let (a, b) = (a.into(), b.into());
+        let difference = (a - b).abs();
+        assert!(
+            difference.is_finite(),
+            "{what}[{index}]: {a} against {b} is not a finite difference"
+        );
+        largest = largest.max(difference);
+    }
+    largest
+}
+
+/// Asserts that two equally long arrays agree to `tolerance`, relative for values above 1
+/// (|a − b| ≤ tolerance · max(|b|, 1)), with no value that is not finite.
+pub fn assert_close<T: Copy + Into<f64>>(what: &str, ours: &[T], theirs: &[T], tolerance: f64) {
+    assert!(!theirs.is_empty(), "{what}: nothing to compare");
+    for (index, (&a, &b)) in pairs(what, ours, theirs).enumerate() {
+        let (a, b) = (a.into(), b.into());
+        let difference = (a - b).abs();
+        assert!(
+            difference.is_finite() && difference <= tolerance * b.abs().max(1.0),
+            "{what}[{index}]: {a} against {b} (tolerance {tolerance:e})"
+        );
+    }
+}
+
+/// Asserts one value agrees to `tolerance` (relative above 1), and is finite.
+pub fn assert_near(what: &str, ours: f64, theirs: f64, tolerance: f64) {
+    assert_close(what, &[ours], &[theirs], tolerance);
+}
