@@ -14,4 +14,5 @@ pub mod model;
 pub mod render;
 #[cfg(feature = "gui")]
 pub mod ui;
+pub mod views;
 pub mod worker;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
+use bertscope::ui::scene::Rasters;
 use bertscope::ui::textures::TextureCache;
 use bertscope::ui::{
     embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key, View,
@@ -372,7 +373,13 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
         .allow_missing_glyphs()
         .build_ui_state(
             |ui, state: &mut ViewHarnessState| {
-                lens::lens_view(ui, &result.analysis, Some(&lens), &mut state.view);
+                lens::lens_view(
+                    ui,
+                    &result.analysis,
+                    Some(&lens),
+                    &mut state.view,
+                    &mut Rasters::default(),
+                );
             },
             ViewHarnessState {
                 view: ViewState::default(),
@@ -380,7 +387,7 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
             },
         );
     harness.run();
-    harness.get_by_label_contains("layer 2 (output)");
+    harness.get_by_label_contains("after layer 2 (the model's prediction)");
     harness.snapshot(snapshot);
 }
 

@@ -12,6 +12,7 @@ use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
 use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
+use crate::ui::scene::Rasters;
 use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
@@ -40,6 +41,10 @@ pub struct ModelSlot {
     pub error: Option<String>,
     /// Textures of `result`.
     pub textures: TextureCache,
+    /// Images of the scenes drawn from `result`.
+    pub rasters: Rasters,
+    /// Images of the scenes drawn from the word-level analysis.
+    pub word_rasters: Rasters,
     /// The projection of `result` (by analysis id, and whether of words), computed off the UI
     /// thread when asked for.
     projection: Background<(u64, bool), Arc<Projection>>,
@@ -86,6 +91,8 @@ impl ModelSlot {
             result: None,
             error: None,
             textures: TextureCache::default(),
+            rasters: Rasters::default(),
+            word_rasters: Rasters::default(),
             projection: Background::default(),
             head_stats: Background::default(),
             rollout: Background::default(),
@@ -130,6 +137,18 @@ impl ModelSlot {
         } else {
             &mut self.textures
         }
+    }
+
+    /// The images of what the views show: the result's, or its words'.
+    pub fn rasters_of(&mut self, words: bool) -> &mut Rasters {
+        let id = self.result_id().unwrap_or_default();
+        let rasters = if words {
+            &mut self.word_rasters
+        } else {
+            &mut self.rasters
+        };
+        rasters.reset(id);
+        rasters
     }
 
     /// Starts or collects the projection of the current result, of pieces or of words (logic,

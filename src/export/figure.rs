@@ -727,34 +727,18 @@ pub fn predictions(
     Ok(bar_panels(&panels, caption))
 }
 
-/// The logit lens at one position as bars: the top-k after the embeddings and after every
-/// layer, the last being the model's own prediction.
+/// The logit lens at one position: the Lens tab's table under the caption.
 pub fn lens(analysis: &Analysis, lens: &LensPosition, caption: &Caption) -> Document {
-    let style = analysis.token_style;
-    let last = lens.layers.len().saturating_sub(1);
-    let panels: Vec<BarPanel> = lens
-        .layers
-        .iter()
-        .map(|layer| BarPanel {
-            title: match layer.layer {
-                0 => "after the embeddings".to_owned(),
-                l if l == last => format!("after layer {l} (the model's prediction)"),
-                l => format!("after layer {l}"),
-            },
-            rows: layer
-                .top_k
-                .iter()
-                .map(|guess| {
-                    (
-                        style.display(&guess.token),
-                        guess.prob,
-                        format!("{:.3}", guess.prob),
-                    )
-                })
-                .collect(),
-        })
-        .collect();
-    bar_panels(&panels, caption)
+    from_scene(crate::views::lens::scene(analysis, lens, None), caption)
+}
+
+/// A view's scene under the caption, as a document.
+fn from_scene(scene: crate::render::scene::Scene<'_>, caption: &Caption) -> Document {
+    let caption = crate::render::parts::Caption {
+        title: caption.title.clone(),
+        text: caption.text.clone(),
+    };
+    crate::render::svg::to_document(&caption.frame(scene), &crate::render::scene::Palette::PAPER)
 }
 
 /// The sizes of each token's input embedding and its parts, a panel of bars per part.

@@ -1,5 +1,13 @@
-//! Colours and pixel images made from captured data, shared by the app and file exports; no
-//! window needed.
+//! Drawing without a window: colours and pixel images made from captured data, and the
+//! [`scene`]s every view draws once, which the app paints with egui and export writes as SVG
+//! ([`svg`]) and PNG. [`text`] measures text for both; [`parts`] and [`matrix`] are pieces
+//! several views share.
+
+pub mod matrix;
+pub mod parts;
+pub mod scene;
+pub mod svg;
+pub mod text;
 
 /// The colour of attention a causal model cannot pay (a key after its query): neither viridis
 /// nor red–blue, so "not attended" never reads as a small weight.

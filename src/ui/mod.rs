@@ -12,6 +12,7 @@ pub mod overview;
 pub mod predictions;
 pub mod projection;
 pub mod query_key;
+pub mod scene;
 pub mod textures;
 pub mod tokens;
 

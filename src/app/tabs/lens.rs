@@ -26,6 +26,7 @@ impl Tab for Lens {
             shown.analysis(),
             shown.result.lens.as_deref(),
             &mut app.settings.view,
+            app.primary.rasters_of(shown.words()),
         )
     }
 }

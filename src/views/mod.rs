@@ -1,0 +1,5 @@
+//! The views, each drawn once: a view turns what it shows (the analysis, what was computed from
+//! it) and its parameters into a [`crate::render::scene::Scene`], which the app paints and
+//! export writes. No egui here.
+
+pub mod lens;
