@@ -786,7 +786,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             analysis.len(),
             analysis.layers()
                 * analysis.heads()
-                * bertscope::ui::textures::THUMBNAIL_TEXELS.min(analysis.len()).pow(2)
+                * bertscope::views::overview::THUMBNAIL_CELLS.min(analysis.len()).pow(2)
                 * 4
                 / 1_000_000
         );

@@ -64,6 +64,7 @@ fn fixture_result(
 struct ViewHarnessState {
     view: ViewState,
     textures: TextureCache,
+    rasters: Rasters,
 }
 
 fn view_harness<'a>(
@@ -72,6 +73,7 @@ fn view_harness<'a>(
     let state = ViewHarnessState {
         view: ViewState::default(),
         textures: TextureCache::default(),
+        rasters: Rasters::default(),
     };
     Harness::builder()
         .with_size([900.0, 640.0])
@@ -117,6 +119,7 @@ fn heatmap_mean_snapshot_light_theme() {
             ViewHarnessState {
                 view: ViewState::default(),
                 textures: TextureCache::default(),
+                rasters: Rasters::default(),
             },
         );
     harness.run();
@@ -142,7 +145,7 @@ fn overview_snapshot() {
             &result.analysis,
             &state.view,
             overview::Ablation::default(),
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -347,6 +350,7 @@ fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: 
             ViewHarnessState {
                 view: ViewState::default(),
                 textures: TextureCache::default(),
+                rasters: Rasters::default(),
             },
         );
     harness.run();
@@ -384,6 +388,7 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
             ViewHarnessState {
                 view: ViewState::default(),
                 textures: TextureCache::default(),
+                rasters: Rasters::default(),
             },
         );
     harness.run();

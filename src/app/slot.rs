@@ -407,6 +407,8 @@ impl ModelSlot {
                 self.answered_analysis_id = Some(id);
                 self.error = None;
                 self.textures.reset(id);
+                self.rasters.reset(id);
+                self.word_rasters.reset(id);
                 self.result = Some(result);
                 drained.new_result = true;
             }

@@ -410,48 +410,15 @@ fn grid_labels(
 /// Every layer × head as a grid of small maps (raster thumbnails inside the SVG): attention, or
 /// norm-based attention when `norms` (an error when the run computed no value norms).
 pub fn overview(analysis: &Analysis, norms: bool, caption: &Caption) -> anyhow::Result<Document> {
-    let (layers, heads) = (analysis.layers(), analysis.heads());
-    let thumb = (960.0 / heads as f32 - 4.0).clamp(24.0, 72.0);
-    let pitch = thumb + 4.0;
-    let (group, top) = captioned(caption);
-    let left = MARGIN + 28.0;
-    let grid_top = top + 18.0;
-    let mut group = group.add(grid_labels(left, grid_top, pitch, thumb, layers, heads));
-    for layer in 0..layers {
-        let y = grid_top + pitch * layer as f32;
-        for head in 0..heads {
-            let (values, size) = crate::render::head_thumbnail(analysis, layer, head, norms, 96)
-                .ok_or_else(|| anyhow::anyhow!("this run computed no value norms"))?;
-            let rgba = heatmap_rgba(&values, max_value(&values));
-            group = group.add(
-                Image::new()
-                    .set("x", left + pitch * head as f32)
-                    .set("y", y)
-                    .set("width", thumb)
-                    .set("height", thumb)
-                    .set("preserveAspectRatio", "none")
-                    .set("style", "image-rendering:pixelated")
-                    .set("href", png_data_uri(&rgba, size)),
-            );
-        }
-    }
-    let what = if norms { "‖α·f(x)‖" } else { "weight" };
-    let masked = if analysis.causal {
-        " · grey: masked"
-    } else {
-        ""
-    };
-    let note = &format!(
-        "rows: layers · columns: heads · each map coloured from 0 to its own largest {what}{masked}"
-    );
-    group = group.add(text(MARGIN, grid_top - 22.0, 11.0, SANS, note).set("fill", FAINT_INK));
-    let width = figure_width(
-        left + pitch * heads as f32 + MARGIN,
-        caption,
-        &[(MARGIN, note, 11.0)],
-    );
-    let height = grid_top + pitch * layers as f32 + MARGIN;
-    Ok(document(width, height, group))
+    use crate::views::overview;
+    let scene = overview::scene(
+        analysis,
+        overview::Overview { norms },
+        &overview::Marks::default(),
+        overview::natural_width(analysis.heads()),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(from_scene(scene, caption))
 }
 
 /// Token hidden states of one layer in the PCA plane of every layer, coloured by sentence A, B

@@ -340,11 +340,6 @@ pub fn grid_labels(
     heads: usize,
 ) {
     const SIZE: f32 = 11.0;
-    scene.text(
-        Text::new(Point::new(left, top - 20.0), "heads →", SIZE, Font::Sans)
-            .anchor(Align::Start, Baseline::Bottom)
-            .paint(Paint::FaintInk),
-    );
     for head in 0..heads {
         scene.text(
             Text::new(

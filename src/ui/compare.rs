@@ -19,6 +19,8 @@ pub struct Side<'a> {
     pub analysis: &'a Analysis,
     /// Its textures.
     pub textures: &'a mut TextureCache,
+    /// Its scenes' images.
+    pub rasters: &'a mut super::scene::Rasters,
 }
 
 /// The compare tab. `divergence` is the mean JS divergence per layer of A (computed once per
@@ -142,7 +144,7 @@ fn compare_body<'a>(
                 a.analysis,
                 state,
                 ablation,
-                a.textures,
+                a.rasters,
             ));
             columns[1].strong(format!("B: {}", b.name));
             // Opening a head of B in the heatmap would show A's map: B's grid is for looking.
@@ -151,7 +153,7 @@ fn compare_body<'a>(
                 b.analysis,
                 state,
                 overview::Ablation::default(),
-                b.textures,
+                b.rasters,
             );
         });
         return actions;

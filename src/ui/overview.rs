@@ -1,14 +1,14 @@
 //! Every layer × head as a grid of thumbnails (BertViz's model view); click one to open it.
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
+use egui::Sense;
 
-use super::textures::TextureCache;
+use super::scene::Rasters;
 use super::{UiAction, ViewState};
 use crate::analysis::HeadChoice;
 use crate::model::Analysis;
-
-const LABEL_ROOM: f32 = 28.0;
-const GAP: f32 = 3.0;
+use crate::render::scene::{Hit, Scene};
+use crate::views;
+use crate::views::overview::{Marks, Overview};
 
 /// Which heads of the grid's model are switched off, and whether clicking a head switches it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,7 +72,7 @@ pub fn overview_view(
     analysis: &Analysis,
     state: &ViewState,
     ablation: Ablation<'_>,
-    textures: &mut TextureCache,
+    rasters: &mut Rasters,
 ) -> Vec<UiAction> {
     let (layers, heads) = (analysis.layers(), analysis.heads());
     let norms = state.attention_kind == super::AttentionKind::Norms;
@@ -93,115 +93,44 @@ pub fn overview_view(
     egui::ScrollArea::both()
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            let width = ui.available_width() - LABEL_ROOM;
-            let thumb = ((width / heads as f32) - GAP).clamp(24.0, 96.0);
-            let pitch = thumb + GAP;
-            let size = Vec2::new(
-                LABEL_ROOM + pitch * heads as f32,
-                LABEL_ROOM + pitch * layers as f32,
-            );
-            let (response, painter) = ui.allocate_painter(size, Sense::hover());
-            let origin = response.rect.min + Vec2::splat(LABEL_ROOM);
-            let text_color = ui.visuals().text_color();
-            let font = FontId::proportional(11.0);
-            for head in 0..heads {
-                painter.text(
-                    Pos2::new(origin.x + pitch * head as f32 + thumb / 2.0, origin.y - 6.0),
-                    Align2::CENTER_BOTTOM,
-                    head.to_string(),
-                    font.clone(),
-                    text_color,
-                );
+            let width = ui.available_width();
+            let overview = Overview { norms };
+            let open = match state.head {
+                HeadChoice::Head(head) => Some((state.layer, head)),
+                HeadChoice::Mean => None,
+            };
+            let build = |hovered: Option<Hit>| {
+                let hovered = match hovered {
+                    Some(Hit::Head { layer, head }) => Some((layer, head)),
+                    _ => None,
+                };
+                let marks = Marks {
+                    ablated: ablation.heads,
+                    open,
+                    hovered,
+                };
+                views::overview::scene(analysis, overview, &marks, width)
+                    .unwrap_or_else(|message| Scene::new(width, 20.0, message))
+            };
+            let shown = super::scene::show_hovered(ui, rasters, Sense::hover(), build);
+            if let Some(Hit::Head { layer, head }) = shown.hovered {
+                let off = ablation.heads.contains(&(layer, head));
+                let hint = match (ablation.clicks_toggle, off) {
+                    (true, true) => "click to switch it back on",
+                    (true, false) => "click to switch it off",
+                    (false, _) => "click to open in the heatmap",
+                };
+                let state = if off { " (switched off)" } else { "" };
+                shown.response.on_hover_text_at_pointer(format!(
+                    "layer {layer}, head {head}{state}: {hint}"
+                ));
             }
-            let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
-            for layer in 0..layers {
-                let y = origin.y + pitch * layer as f32;
-                painter.text(
-                    Pos2::new(origin.x - 6.0, y + thumb / 2.0),
-                    Align2::RIGHT_CENTER,
-                    layer.to_string(),
-                    font.clone(),
-                    text_color,
-                );
-                for head in 0..heads {
-                    let rect = Rect::from_min_size(
-                        Pos2::new(origin.x + pitch * head as f32, y),
-                        Vec2::splat(thumb),
-                    );
-                    // Only thumbnails in view are made: a 24-layer grid scrolls.
-                    if !ui.is_rect_visible(rect) {
-                        continue;
-                    }
-                    match textures.thumbnail(ui.ctx(), analysis, (layer, head), norms) {
-                        Some(texture) => {
-                            painter.image(texture.id(), rect, uv, Color32::WHITE);
-                        }
-                        None => {
-                            painter.rect_filled(rect, 0.0, ui.visuals().faint_bg_color);
-                            ui.ctx().request_repaint();
-                        }
-                    }
-                    if ablation.heads.contains(&(layer, head)) {
-                        let red = ui.visuals().error_fg_color;
-                        painter.rect_filled(rect, 0.0, Color32::from_black_alpha(150));
-                        let stroke = Stroke::new(2.0, red);
-                        painter.line_segment([rect.left_top(), rect.right_bottom()], stroke);
-                        painter.line_segment([rect.right_top(), rect.left_bottom()], stroke);
-                        painter.rect_stroke(rect, 0.0, stroke, StrokeKind::Inside);
-                    }
-                    if state.layer == layer && state.head == HeadChoice::Head(head) {
-                        painter.rect_stroke(
-                            rect,
-                            0.0,
-                            Stroke::new(2.0, ui.visuals().selection.stroke.color),
-                            StrokeKind::Outside,
-                        );
-                    }
-                }
-            }
-            // One interactive cell per head, labelled for screen readers and tests.
-            for layer in 0..layers {
-                for head in 0..heads {
-                    let rect = Rect::from_min_size(
-                        origin + Vec2::new(pitch * head as f32, pitch * layer as f32),
-                        Vec2::splat(thumb),
-                    );
-                    let cell = ui.interact(
-                        rect,
-                        ui.scope_id().with(("overview", layer, head)),
-                        Sense::click(),
-                    );
-                    let off = ablation.heads.contains(&(layer, head));
-                    let label = if off {
-                        format!("layer {layer}, head {head} (switched off)")
-                    } else {
-                        format!("layer {layer}, head {head}")
-                    };
-                    cell.widget_info(|| {
-                        egui::WidgetInfo::labeled(egui::Role::Button, true, &label)
-                    });
-                    if cell.hovered() {
-                        painter.rect_stroke(
-                            rect,
-                            0.0,
-                            Stroke::new(1.0, text_color),
-                            StrokeKind::Outside,
-                        );
-                    }
-                    let hint = match (ablation.clicks_toggle, off) {
-                        (true, true) => "click to switch it back on",
-                        (true, false) => "click to switch it off",
-                        (false, _) => "click to open in the heatmap",
-                    };
-                    let cell = cell.on_hover_text_at_pointer(format!("{label}: {hint}"));
-                    if cell.clicked() {
-                        actions.push(if ablation.clicks_toggle {
-                            UiAction::ToggleAblation { layer, head }
-                        } else {
-                            UiAction::OpenInHeatmap { layer, head }
-                        });
-                    }
-                }
+            if let Some(Hit::Head { layer, head }) = shown.clicked {
+                actions.push(if ablation.clicks_toggle {
+                    UiAction::ToggleAblation { layer, head }
+                } else {
+                    UiAction::OpenInHeatmap { layer, head }
+                });
             }
         });
     actions
@@ -227,8 +156,8 @@ pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> OverviewTimes {
         egui::CentralPanel::default().show(ui, |ui| ui.label("0123456789 layers heads"));
     });
     let state = ViewState::default();
-    let mut textures = TextureCache::default();
-    let frame = |textures: &mut TextureCache| {
+    let mut textures = Rasters::default();
+    let frame = |textures: &mut Rasters| {
         let output = ctx.run_ui(super::headless_input(), |ui| {
             egui::CentralPanel::default().show(ui, |ui| {
                 overview_view(ui, analysis, &state, Ablation::default(), textures);
@@ -236,7 +165,7 @@ pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> OverviewTimes {
         });
         ctx.tessellate(output.shapes, output.pixels_per_point).len()
     };
-    let timed = |textures: &mut TextureCache| {
+    let timed = |textures: &mut Rasters| {
         let started = std::time::Instant::now();
         std::hint::black_box(frame(textures));
         started.elapsed().as_secs_f64() * 1e3
@@ -245,7 +174,7 @@ pub fn measure_frame_ms(analysis: &Analysis, frames: usize) -> OverviewTimes {
     loop {
         slowest_filling_ms = slowest_filling_ms.max(timed(&mut textures));
         filling_frames += 1;
-        if !textures.thumbnails_pending() {
+        if !textures.pending() {
             break;
         }
     }

@@ -148,6 +148,26 @@ pub fn pointer_in_next(ui: &egui::Ui) -> Option<Point> {
     Some(Point::new(pos.x - origin.x, pos.y - origin.y))
 }
 
+/// Builds a scene, finds what the pointer is over, and builds it again with that hovered (when
+/// the pointer is over it) before painting it: views draw their hover highlights themselves.
+pub fn show_hovered<'a>(
+    ui: &mut egui::Ui,
+    rasters: &mut Rasters,
+    sense: Sense,
+    build: impl Fn(Option<Hit>) -> Scene<'a>,
+) -> SceneResponse {
+    let first = build(None);
+    let hovered = pointer_in_next(ui)
+        .filter(|point| point.x >= 0.0 && point.y >= 0.0)
+        .and_then(|point| first.hit_at(point));
+    let scene = if hovered.is_some() {
+        build(hovered)
+    } else {
+        first
+    };
+    show(ui, &scene, rasters, sense)
+}
+
 fn color(paint: Paint, palette: &Palette) -> Color32 {
     let [r, g, b, a] = palette.rgba(paint);
     Color32::from_rgba_unmultiplied(r, g, b, a)

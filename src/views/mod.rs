@@ -3,3 +3,4 @@
 //! export writes. No egui here.
 
 pub mod lens;
+pub mod overview;

@@ -47,11 +47,13 @@ impl Tab for Compare {
                         name: &a_name,
                         analysis: shown.analysis(),
                         textures: &mut app.primary.textures,
+                        rasters: &mut app.primary.rasters,
                     },
                     compare::Side {
                         name: &b_name,
                         analysis: &b_result.analysis,
                         textures: &mut slot.textures,
+                        rasters: &mut slot.rasters,
                     },
                     &mut app.compare_textures,
                     divergence.as_deref(),

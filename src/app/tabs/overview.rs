@@ -21,7 +21,7 @@ impl Tab for Overview {
     }
 
     fn pending(&self, app: &BertscopeApp, _words: bool) -> bool {
-        app.primary.textures.thumbnails_pending()
+        app.primary.rasters.pending() || app.primary.word_rasters.pending()
     }
 
     fn show(&self, ui: &mut egui::Ui, app: &mut BertscopeApp, shown: &Shown) -> Vec<UiAction> {
@@ -37,7 +37,7 @@ impl Tab for Overview {
             shown.analysis(),
             state,
             ablation,
-            app.primary.textures_of(shown.words()),
+            app.primary.rasters_of(shown.words()),
         ));
         actions
     }
