@@ -374,39 +374,6 @@ pub fn lines(
     document(width, height, group)
 }
 
-/// The head numbers above a layers × heads grid and the layer numbers left of it; cells of side
-/// `cell` every `pitch` from (`left`, `grid_top`).
-fn grid_labels(
-    left: f32,
-    grid_top: f32,
-    pitch: f32,
-    cell: f32,
-    layers: usize,
-    heads: usize,
-) -> Group {
-    let columns = (0..heads).map(|head| {
-        text(
-            left + pitch * head as f32 + cell / 2.0,
-            grid_top - 6.0,
-            11.0,
-            SANS,
-            &head.to_string(),
-        )
-        .set("text-anchor", "middle")
-    });
-    let rows = (0..layers).map(|layer| {
-        text(
-            left - 8.0,
-            grid_top + pitch * layer as f32 + cell / 2.0 + 4.0,
-            11.0,
-            SANS,
-            &layer.to_string(),
-        )
-        .set("text-anchor", "end")
-    });
-    columns.chain(rows).fold(Group::new(), Group::add)
-}
-
 /// Every layer × head as a grid of small maps (raster thumbnails inside the SVG): attention, or
 /// norm-based attention when `norms` (an error when the run computed no value norms).
 pub fn overview(analysis: &Analysis, norms: bool, caption: &Caption) -> anyhow::Result<Document> {
@@ -1081,96 +1048,10 @@ pub fn compare(a: &CompareSide<'_>, b: &CompareSide<'_>, caption: &Caption) -> D
 }
 
 /// Every head's statistics as a layers × heads grid coloured by `statistic` (viridis from 0 to
-/// its largest value), each cell marked with its head's label.
+/// its largest value), each cell marked with its head's label: the Heads tab's grid.
 pub fn heads(stats: &[Vec<HeadStats>], statistic: Statistic, caption: &Caption) -> Document {
-    let heads = stats.first().map_or(0, Vec::len);
-    let cell = (720.0 / heads.max(1) as f32 - 2.0).clamp(14.0, 44.0);
-    let pitch = cell + 2.0;
-    let max = stats
-        .iter()
-        .flatten()
-        .map(|s| statistic.of(s))
-        .fold(0f32, f32::max)
-        .max(f32::MIN_POSITIVE);
-    let (group, top) = captioned(caption);
-    let left = MARGIN + 28.0;
-    let grid_top = top + 18.0;
-    let mut group = group.add(grid_labels(left, grid_top, pitch, cell, stats.len(), heads));
-    for (layer, row) in stats.iter().enumerate() {
-        let y = grid_top + pitch * layer as f32;
-        for (head, head_stats) in row.iter().enumerate() {
-            let value = statistic.of(head_stats);
-            let x = left + pitch * head as f32;
-            group = group.add(
-                Rectangle::new()
-                    .set("x", x)
-                    .set("y", y)
-                    .set("width", cell)
-                    .set("height", cell)
-                    .set("fill", hex(attention_color(value, max))),
-            );
-            let mark = head_stats.label.mark();
-            if !mark.is_empty() {
-                let ink = if value / max > 0.6 {
-                    "#000000"
-                } else {
-                    "#ffffff"
-                };
-                group = group.add(
-                    text(
-                        x + cell / 2.0,
-                        y + cell / 2.0 + 4.0,
-                        (cell * 0.45).min(13.0),
-                        SANS,
-                        mark,
-                    )
-                    .set("text-anchor", "middle")
-                    .set("fill", ink),
-                );
-            }
-        }
-    }
-    let grid_bottom = grid_top + pitch * stats.len() as f32;
-    group = group.add(color_bar(
-        left + pitch * heads as f32 + 12.0,
-        grid_top,
-        grid_bottom - grid_top,
-        max,
-    ));
-    let notes = [
-        format!(
-            "rows: layers · columns: heads · colour: {}",
-            statistic.description()
-        ),
-        "P previous-token, N next-token, S [CLS]/[SEP], B broad heads (Clark et al. 2019)"
-            .to_owned(),
-    ];
-    for (line, note) in notes.iter().enumerate() {
-        group = group.add(
-            text(
-                MARGIN,
-                grid_bottom + 18.0 + 16.0 * line as f32,
-                11.0,
-                SANS,
-                note,
-            )
-            .set("fill", FAINT_INK),
-        );
-    }
-    let lines: Vec<(f32, &str, f32)> = notes
-        .iter()
-        .map(|note| (MARGIN, note.as_str(), 11.0))
-        .collect();
-    let width = figure_width(
-        left + pitch * heads as f32 + 12.0 + 14.0 + 56.0 + MARGIN,
-        caption,
-        &lines,
-    );
-    document(
-        width,
-        grid_bottom + 18.0 + 16.0 * notes.len() as f32 + MARGIN,
-        group,
-    )
+    let width = crate::views::heads::natural_width(stats.first().map_or(0, Vec::len));
+    from_scene(crate::views::heads::scene(stats, statistic, None, width), caption)
 }
 
 fn png_data_uri(rgba: &[u8], size: usize) -> String {

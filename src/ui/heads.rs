@@ -2,16 +2,14 @@
 //! heads grid coloured by one statistic, each cell marked with its head's label, and a table
 //! sorted by the statistic. Click a head to open it in the heatmap.
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
+use egui::Sense;
 use serde::{Deserialize, Serialize};
 
 use super::{UiAction, ViewState};
 use crate::analysis::stats::{HeadStats, Statistic};
-use crate::render::attention_color;
+use crate::render::scene::Hit;
 use crate::worker::CorpusRun;
 
-const LABEL_ROOM: f32 = 28.0;
-const GAP: f32 = 2.0;
 /// Table rows in points.
 const ROW_HEIGHT: f32 = 18.0;
 
@@ -223,91 +221,32 @@ fn grid_and_table(
     if heads == 0 {
         return;
     }
-    let max = stats
-        .iter()
-        .flatten()
-        .map(|s| statistic.of(s))
-        .fold(0f32, f32::max)
-        .max(f32::MIN_POSITIVE);
-    ui.weak(format!(
-        "{}, from 0 (dark) to {max:.3} (yellow) · P previous-token, N next-token, S [CLS]/[SEP], B broad heads (Clark et al. 2019)",
-        statistic.description()
-    ));
 
-    // The grid: as wide as the window allows, cells at most 40 points.
-    let cell = ((ui.available_width() - LABEL_ROOM) / heads as f32 - GAP).clamp(10.0, 40.0);
-    let pitch = cell + GAP;
-    let (response, painter) = ui.allocate_painter(
-        Vec2::new(
-            LABEL_ROOM + pitch * heads as f32,
-            LABEL_ROOM + pitch * stats.len() as f32,
-        ),
+    let width = ui.available_width();
+    let shown = super::scene::show_hovered(
+        ui,
+        &mut super::scene::Rasters::default(),
         Sense::hover(),
-    );
-    let origin = response.rect.min + Vec2::splat(LABEL_ROOM);
-    let text_color = ui.visuals().text_color();
-    let font = FontId::proportional(11.0);
-    for head in 0..heads {
-        painter.text(
-            Pos2::new(origin.x + pitch * head as f32 + cell / 2.0, origin.y - 6.0),
-            Align2::CENTER_BOTTOM,
-            head.to_string(),
-            font.clone(),
-            text_color,
-        );
-    }
-    for (layer, row) in stats.iter().enumerate() {
-        let y = origin.y + pitch * layer as f32;
-        painter.text(
-            Pos2::new(origin.x - 6.0, y + cell / 2.0),
-            Align2::RIGHT_CENTER,
-            layer.to_string(),
-            font.clone(),
-            text_color,
-        );
-        for (head, head_stats) in row.iter().enumerate() {
-            let rect = Rect::from_min_size(
-                Pos2::new(origin.x + pitch * head as f32, y),
-                Vec2::splat(cell),
-            );
-            let value = statistic.of(head_stats);
-            let [r, g, b] = attention_color(value, max);
-            painter.rect_filled(rect, 1.0, Color32::from_rgb(r, g, b));
-            // Light marks on dark cells, dark on light (viridis brightens with the value).
-            let ink = if value / max > 0.6 {
-                Color32::BLACK
-            } else {
-                Color32::WHITE
+        |hovered| {
+            let hovered = match hovered {
+                Some(Hit::Head { layer, head }) => Some((layer, head)),
+                _ => None,
             };
-            painter.text(
-                rect.center(),
-                Align2::CENTER_CENTER,
-                head_stats.label.mark(),
-                FontId::proportional((cell * 0.5).min(13.0)),
-                ink,
-            );
-            let cell_response = ui.interact(
-                rect,
-                ui.scope_id().with(("head-stat", layer, head)),
-                Sense::click(),
-            );
-            let name = format!(
-                "layer {layer}, head {head}: {} {value:.3}, {}",
+            crate::views::heads::scene(stats, statistic, hovered, width)
+        },
+    );
+    if let Some(Hit::Head { layer, head }) = shown.hovered {
+        if let Some(head_stats) = stats.get(layer).and_then(|row| row.get(head)) {
+            shown.response.on_hover_text_at_pointer(format!(
+                "layer {layer}, head {head}: {} {:.3}, {}\nclick to open it in the heatmap",
                 statistic.name(),
+                statistic.of(head_stats),
                 head_stats.label.name()
-            );
-            cell_response
-                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &name));
-            if cell_response.hovered() {
-                painter.rect_stroke(rect, 0.0, Stroke::new(1.5, text_color), StrokeKind::Outside);
-            }
-            if cell_response
-                .on_hover_text_at_pointer(format!("{name}\nclick to open it in the heatmap"))
-                .clicked()
-            {
-                actions.push(UiAction::OpenInHeatmap { layer, head });
-            }
+            ));
         }
+    }
+    if let Some(Hit::Head { layer, head }) = shown.clicked {
+        actions.push(UiAction::OpenInHeatmap { layer, head });
     }
 
     ui.separator();

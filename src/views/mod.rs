@@ -2,5 +2,6 @@
 //! it) and its parameters into a [`crate::render::scene::Scene`], which the app paints and
 //! export writes. No egui here.
 
+pub mod heads;
 pub mod lens;
 pub mod overview;
