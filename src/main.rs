@@ -577,7 +577,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         None
     };
     let embeddings = if args.view == FigureView::Embeddings {
-        Some(model.embedding_breakdown(&analysis)?.tokens)
+        Some(model.embedding_breakdown(&analysis)?)
     } else {
         None
     };

@@ -75,9 +75,14 @@ fn view_harness<'a>(
         textures: TextureCache::default(),
         rasters: Rasters::default(),
     };
-    Harness::builder()
+    builder()
         .with_size([900.0, 640.0])
         .build_ui_state(draw, state)
+}
+
+/// A harness builder with the app's fonts (Hack after Ubuntu for symbols such as ‖ and →).
+fn builder<State>() -> egui_kittest::HarnessBuilder<State> {
+    Harness::builder().with_context_setup(bertscope::ui::install_fonts)
 }
 
 #[test]
@@ -102,7 +107,7 @@ fn heatmap_snapshot() {
 #[test]
 fn heatmap_mean_snapshot_light_theme() {
     let result = fixed_result();
-    let mut harness = Harness::builder()
+    let mut harness = builder()
         .with_size([900.0, 640.0])
         .with_theme(egui::Theme::Light)
         .build_ui_state(
@@ -340,12 +345,19 @@ fn heatmap_switches_to_rollout_which_has_no_head_picker() {
 fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: &str) {
     let (result, info) = fixture_result(name, text, text_b);
     // Random weights predict any token, CJK included, which the test fonts cannot draw.
-    let mut harness = Harness::builder()
+    let mut harness = builder()
         .with_size([900.0, 640.0])
         .allow_missing_glyphs()
         .build_ui_state(
             |ui, state: &mut ViewHarnessState| {
-                predictions::predictions_view(ui, &result.analysis, None, &info, &mut state.view);
+                predictions::predictions_view(
+                    ui,
+                    &result.analysis,
+                    None,
+                    &info,
+                    &mut state.view,
+                    &mut state.rasters,
+                );
             },
             ViewHarnessState {
                 view: ViewState::default(),
@@ -372,7 +384,7 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
         .unwrap();
     let last = lens[0].layers.last().unwrap();
     assert_eq!(last.top_k[0].id, own.top_k[0].id, "{name}");
-    let mut harness = Harness::builder()
+    let mut harness = builder()
         .with_size([900.0, 320.0])
         .allow_missing_glyphs()
         .build_ui_state(
@@ -413,7 +425,7 @@ fn embeddings_snapshot() {
             &result.analysis,
             Some(breakdown),
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -564,7 +576,7 @@ fn launched_app<'a>(
     settled: impl Fn(&BertscopeApp) -> bool,
 ) -> Harness<'a, BertscopeApp> {
     // Random weights predict any token, CJK included, which the test fonts cannot draw.
-    let mut harness = Harness::builder()
+    let mut harness = builder()
         .with_size(size)
         .allow_missing_glyphs()
         .build_eframe(move |cc| {

@@ -586,10 +586,7 @@ impl BertscopeApp {
             },
             words: view.words && view.view.reads_words(),
             lens: result.lens.clone(),
-            embeddings: result
-                .embeddings
-                .as_ref()
-                .map(|breakdown| breakdown.tokens.clone()),
+            embeddings: result.embeddings.clone(),
         };
         let model = self
             .primary

@@ -177,6 +177,7 @@ impl BertscopeApp {
         launch: LaunchOptions,
         outcome: ScreenshotOutcome,
     ) -> Self {
+        crate::ui::install_fonts(ctx);
         if let Some(text) = launch.text {
             settings.text_a = text;
         }

@@ -15,7 +15,7 @@ use crate::analysis::compare::{difference, divergence_by_layer, same_tokens};
 use crate::analysis::projection::Projection;
 use crate::analysis::stats::{HeadStats, Statistic};
 use crate::analysis::{shown_map, HeadChoice};
-use crate::model::{Analysis, LensPosition, TokenEmbedding, TokenPrediction};
+use crate::model::{Analysis, EmbeddingBreakdown, LensPosition};
 use crate::render::{
     attention_color, difference_rgba, head_color, heatmap_rgba, max_value, place_labels,
     tick_label, TokenGroup,
@@ -531,134 +531,40 @@ pub fn projection(
     document(width, note_y + MARGIN, group)
 }
 
-/// One group of bars in the predictions figure: a title and (label, bar length 0–1, value text).
-struct BarPanel {
-    title: String,
-    rows: Vec<(String, f32, String)>,
-}
-
-/// What the model's heads predict for the input, as labelled bars: masked-LM candidates at each
-/// mask, the next token after `selected` (or the last token), next sentence, the sequence's
-/// labels, the answer, each token's label. Fails when the model has no prediction head.
+/// What the model's heads predict for the input: the Predictions tab's drawing (`selected`: whose
+/// next token). Fails when the model has no prediction head.
 pub fn predictions(
     analysis: &Analysis,
     selected: Option<usize>,
     caption: &Caption,
 ) -> anyhow::Result<Document> {
-    let style = analysis.token_style;
-    let probability = |p: f32| format!("{p:.3}");
-    let candidates = |prediction: &TokenPrediction| {
-        prediction
-            .top_k
-            .iter()
-            .map(|candidate| {
-                (
-                    style.display(&candidate.token),
-                    candidate.prob,
-                    probability(candidate.prob),
-                )
-            })
-            .collect()
+    use crate::model::HeadKind;
+    let heads: Vec<HeadKind> = [
+        (analysis.mlm.is_some(), HeadKind::MaskedLm),
+        (analysis.next_token.is_some(), HeadKind::NextToken),
+        (analysis.nsp_is_next.is_some(), HeadKind::NextSentence),
+        (
+            analysis.classification.is_some(),
+            HeadKind::SequenceClassification,
+        ),
+        (analysis.qa.is_some(), HeadKind::QuestionAnswering),
+        (
+            analysis.token_classification.is_some(),
+            HeadKind::TokenClassification,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(present, kind)| present.then_some(kind))
+    .collect();
+    let view = crate::views::predictions::Predictions {
+        heads: &heads,
+        token: selected,
+        ..Default::default()
     };
-    let mut panels = Vec::new();
-    for prediction in analysis.mlm.iter().flatten() {
-        panels.push(BarPanel {
-            title: format!(
-                "masked LM at token {} ({})",
-                prediction.position,
-                analysis.display_token(prediction.position)
-            ),
-            rows: candidates(prediction),
-        });
-    }
-    if let Some(next) = &analysis.next_token {
-        let position = selected
-            .filter(|&token| token < analysis.len())
-            .unwrap_or(analysis.len().saturating_sub(1));
-        if let Some(prediction) = next.iter().find(|p| p.position == position) {
-            panels.push(BarPanel {
-                title: format!(
-                    "next token after token {position} ({})",
-                    analysis.display_token(position)
-                ),
-                rows: candidates(prediction),
-            });
-        }
-    }
-    if let Some(is_next) = analysis.nsp_is_next {
-        panels.push(BarPanel {
-            title: "next sentence: does B follow A?".to_owned(),
-            rows: vec![
-                ("is next".to_owned(), is_next, probability(is_next)),
-                (
-                    "not next".to_owned(),
-                    1.0 - is_next,
-                    probability(1.0 - is_next),
-                ),
-            ],
-        });
-    }
-    if let Some(classification) = &analysis.classification {
-        let largest = classification
-            .labels
-            .iter()
-            .filter_map(|label| label.score)
-            .fold(0f32, |m, s| m.max(s.abs()))
-            .max(f32::MIN_POSITIVE);
-        panels.push(BarPanel {
-            title: format!(
-                "sequence classification ({:?})",
-                classification.problem_type
-            ),
-            rows: classification
-                .labels
-                .iter()
-                .map(|label| match (label.prob, label.score) {
-                    (Some(prob), _) => (label.label.clone(), prob, probability(prob)),
-                    (None, Some(score)) => (
-                        label.label.clone(),
-                        score.abs() / largest,
-                        format!("{score:.3}"),
-                    ),
-                    (None, None) => (label.label.clone(), 0.0, String::new()),
-                })
-                .collect(),
-        });
-    }
-    if let Some(answer) = &analysis.qa {
-        panels.push(BarPanel {
-            title: format!("answer (tokens {} to {})", answer.start, answer.end),
-            rows: vec![(
-                answer.answer.clone(),
-                answer.score,
-                probability(answer.score),
-            )],
-        });
-    }
-    if let Some(labels) = &analysis.token_classification {
-        panels.push(BarPanel {
-            title: "token labels".to_owned(),
-            rows: labels
-                .iter()
-                .map(|label| {
-                    (
-                        format!(
-                            "{} → {}",
-                            analysis.display_token(label.position),
-                            label.label
-                        ),
-                        label.prob,
-                        probability(label.prob),
-                    )
-                })
-                .collect(),
-        });
-    }
-    anyhow::ensure!(
-        !panels.is_empty(),
-        "this model has no prediction head (masked LM, next token, classifier, answers or token labels), so there is nothing to draw"
-    );
-    Ok(bar_panels(&panels, caption))
+    let scene = crate::views::predictions::scene(analysis, &view, 640.0).ok_or_else(|| {
+        anyhow::anyhow!("this model has no prediction head (masked LM, next token, classifier, answers or token labels), so there is nothing to draw")
+    })?;
+    Ok(from_scene(scene, caption))
 }
 
 /// The logit lens at one position: the Lens tab's table under the caption.
@@ -675,57 +581,19 @@ fn from_scene(scene: crate::render::scene::Scene<'_>, caption: &Caption) -> Docu
     crate::render::svg::to_document(&caption.frame(scene), &crate::render::scene::Palette::PAPER)
 }
 
-/// The sizes of each token's input embedding and its parts, a panel of bars per part.
-pub fn embeddings(analysis: &Analysis, parts: &[TokenEmbedding], caption: &Caption) -> Document {
-    let columns: [(&str, Vec<Option<f32>>); 5] = [
-        (
-            "‖word embedding‖",
-            parts.iter().map(|t| Some(t.word)).collect(),
-        ),
-        (
-            "‖position embedding‖",
-            parts.iter().map(|t| Some(t.position_emb)).collect(),
-        ),
-        (
-            "‖segment embedding‖",
-            parts.iter().map(|t| t.segment).collect(),
-        ),
-        (
-            "‖word + segment + position‖",
-            parts.iter().map(|t| Some(t.sum)).collect(),
-        ),
-        (
-            "‖LayerNorm(sum)‖",
-            parts.iter().map(|t| t.after_norm).collect(),
-        ),
-    ];
-    let panels: Vec<BarPanel> = columns
-        .into_iter()
-        .filter(|(_, values)| values.iter().any(Option::is_some))
-        .map(|(title, values)| {
-            let max = values
-                .iter()
-                .flatten()
-                .copied()
-                .fold(f32::MIN_POSITIVE, f32::max);
-            BarPanel {
-                title: title.to_owned(),
-                rows: parts
-                    .iter()
-                    .zip(values)
-                    .map(|(part, value)| {
-                        let value = value.unwrap_or(0.0);
-                        (
-                            analysis.display_token(part.position),
-                            value / max,
-                            format!("{value:.3}"),
-                        )
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    bar_panels(&panels, caption)
+/// The sizes of each token's input embedding and its parts, and the position embeddings'
+/// similarity: the Embeddings tab's drawing.
+pub fn embeddings(analysis: &Analysis, parts: &EmbeddingBreakdown, caption: &Caption) -> Document {
+    use crate::views::embeddings;
+    let (width, height) = embeddings::natural_size(analysis, parts);
+    let (scene, _) = embeddings::scene(
+        analysis,
+        parts,
+        &embeddings::Marks::default(),
+        width,
+        height,
+    );
+    from_scene(scene, caption)
 }
 
 /// BertViz's neuron view of one head for one query token: the query vector, each key, their
@@ -837,55 +705,6 @@ fn value_bar(left: f32, top: f32, width: f32, height: f32) -> Rectangle {
         .set("width", width.max(0.5))
         .set("height", height)
         .set("fill", hex(attention_color(0.65, 1.0)))
-}
-
-/// Panels of labelled bars under the caption.
-fn bar_panels(panels: &[BarPanel], caption: &Caption) -> Document {
-    const BAR_LENGTH: f32 = 280.0;
-    const ROW: f32 = 18.0;
-    let label_width = panels
-        .iter()
-        .flat_map(|panel| &panel.rows)
-        .map(|(label, _, _)| text_width(label, 12.0))
-        .fold(0f32, f32::max)
-        .min(320.0);
-    let (mut group, mut y) = captioned(caption);
-    let bars_left = MARGIN + label_width + 10.0;
-    let mut lines: Vec<(f32, String, f32)> = Vec::new();
-    for panel in panels {
-        group =
-            group.add(text(MARGIN, y + 12.0, 13.0, SANS, &panel.title).set("font-weight", "bold"));
-        lines.push((MARGIN, panel.title.clone(), 13.0));
-        y += 22.0;
-        for (label, length, value) in &panel.rows {
-            group = group
-                .add(text(bars_left - 10.0, y + 12.0, 12.0, MONO, label).set("text-anchor", "end"))
-                .add(value_bar(
-                    bars_left,
-                    y + 2.0,
-                    length.clamp(0.0, 1.0) * BAR_LENGTH,
-                    ROW - 5.0,
-                ))
-                .add(
-                    text(
-                        bars_left + length.clamp(0.0, 1.0) * BAR_LENGTH + 6.0,
-                        y + 12.0,
-                        11.0,
-                        SANS,
-                        value,
-                    )
-                    .set("fill", FAINT_INK),
-                );
-            y += ROW;
-        }
-        y += 14.0;
-    }
-    let lines: Vec<(f32, &str, f32)> = lines
-        .iter()
-        .map(|(left, line, size)| (*left, line.as_str(), *size))
-        .collect();
-    let width = figure_width(bars_left + BAR_LENGTH + 60.0 + MARGIN, caption, &lines);
-    document(width, y + MARGIN, group)
 }
 
 /// One side of a comparison figure.
@@ -1051,7 +870,10 @@ pub fn compare(a: &CompareSide<'_>, b: &CompareSide<'_>, caption: &Caption) -> D
 /// its largest value), each cell marked with its head's label: the Heads tab's grid.
 pub fn heads(stats: &[Vec<HeadStats>], statistic: Statistic, caption: &Caption) -> Document {
     let width = crate::views::heads::natural_width(stats.first().map_or(0, Vec::len));
-    from_scene(crate::views::heads::scene(stats, statistic, None, width), caption)
+    from_scene(
+        crate::views::heads::scene(stats, statistic, None, width),
+        caption,
+    )
 }
 
 fn png_data_uri(rgba: &[u8], size: usize) -> String {

@@ -90,7 +90,7 @@ pub struct ExportOptions {
     /// Lens figure: the logit lens of the run, at every position it read.
     pub lens: Option<Vec<crate::model::LensPosition>>,
     /// Embeddings figure: the run's embedding breakdown.
-    pub embeddings: Option<Vec<crate::model::TokenEmbedding>>,
+    pub embeddings: Option<crate::model::EmbeddingBreakdown>,
     /// Words instead of subword pieces (Clark et al.: attention to a word summed over its
     /// pieces, from a word the mean), in the figures and data of attention.
     pub words: bool,
@@ -476,7 +476,7 @@ pub fn export_cancellable(
             FigureView::Embeddings => {
                 let parts = options
                     .embeddings
-                    .as_deref()
+                    .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("the embeddings were not taken apart"))?;
                 figure::embeddings(analysis, parts, &caption)
             }

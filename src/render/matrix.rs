@@ -287,6 +287,7 @@ impl<'a> Matrix<'a, '_> {
             // A few thousand squares at most; a longer input is one image in the figure.
             vector_cells: tokens <= 64,
         }));
+        scene.label(viewport, matrix.name.clone(), None);
         scene.region(
             viewport,
             Target::Cells {

@@ -101,6 +101,10 @@ pub enum Paint {
     StrongInk,
     /// What is selected: labels, outlines, paths.
     Accent,
+    /// Behind what is picked out in text (the answer in its context), readable under ink.
+    Highlight,
+    /// Behind sentence B's tokens.
+    SentenceB,
     /// Warnings and switched-off heads.
     Alert,
     /// The background the drawing sits on.
@@ -120,6 +124,10 @@ pub struct Palette {
     pub strong_ink: [u8; 4],
     /// [`Paint::Accent`].
     pub accent: [u8; 4],
+    /// [`Paint::Highlight`].
+    pub highlight: [u8; 4],
+    /// [`Paint::SentenceB`].
+    pub sentence_b: [u8; 4],
     /// [`Paint::Alert`].
     pub alert: [u8; 4],
     /// [`Paint::Background`].
@@ -135,6 +143,8 @@ impl Palette {
         faint_ink: [0x60, 0x60, 0x60, 255],
         strong_ink: [0, 0, 0, 255],
         accent: [0xc0, 0x39, 0x2b, 255],
+        highlight: [0xcc, 0xe4, 0xff, 255],
+        sentence_b: [255, 236, 190, 255],
         alert: [0xc0, 0x20, 0x20, 255],
         background: [255, 255, 255, 255],
         faint_background: [0xf0, 0xf0, 0xf0, 255],
@@ -149,6 +159,8 @@ impl Palette {
             Paint::FaintInk => self.faint_ink,
             Paint::StrongInk => self.strong_ink,
             Paint::Accent => self.accent,
+            Paint::Highlight => self.highlight,
+            Paint::SentenceB => self.sentence_b,
             Paint::Alert => self.alert,
             Paint::Background => self.background,
             Paint::FaintBackground => self.faint_background,
@@ -487,6 +499,8 @@ pub struct Region {
     /// Its name for screen readers (and tests that click it); regions with a name are widgets
     /// of their own in the app.
     pub name: Option<String>,
+    /// What the app shows when the pointer rests on it.
+    pub tooltip: Option<String>,
 }
 
 impl Region {
@@ -596,7 +610,23 @@ impl<'a> Scene<'a> {
 
     /// Adds a region the pointer can hit.
     pub fn region(&mut self, rect: Rect, target: Target, name: Option<String>) {
-        self.regions.push(Region { rect, target, name });
+        self.regions.push(Region {
+            rect,
+            target,
+            name,
+            tooltip: None,
+        });
+    }
+
+    /// Adds a part with nothing to act on, named for screen readers, with what a pointer
+    /// resting on it is told (if anything).
+    pub fn label(&mut self, rect: Rect, name: impl Into<String>, tooltip: Option<String>) {
+        self.regions.push(Region {
+            rect,
+            target: Target::Label,
+            name: Some(name.into()),
+            tooltip,
+        });
     }
 
     /// What the pointer at `point` hits: the topmost region under it.

@@ -54,16 +54,24 @@ pub fn text_width(text: &str, size: f32, font: Font) -> f32 {
     let Some(face) = face(font) else {
         return text.chars().map(fallback_advance).sum::<f32>() * size;
     };
+    // A character Ubuntu lacks (‖, →) is drawn from Hack, as egui's fonts fall back
+    // (`crate::ui::install_fonts`).
+    let fallback = match font {
+        Font::Sans => self::face(Font::Mono),
+        Font::Mono => None,
+    };
+    let advance = |face: &Face, c: char| {
+        face.face
+            .glyph_index(c)
+            .and_then(|glyph| face.face.glyph_hor_advance(glyph))
+            .map(|advance| f32::from(advance) / face.units_per_em)
+    };
     let ems: f32 = text
         .chars()
         .map(|c| {
-            face.face
-                .glyph_index(c)
-                .and_then(|glyph| face.face.glyph_hor_advance(glyph))
-                .map_or_else(
-                    || fallback_advance(c),
-                    |advance| f32::from(advance) / face.units_per_em,
-                )
+            advance(face, c)
+                .or_else(|| fallback.and_then(|fallback| advance(fallback, c)))
+                .unwrap_or_else(|| fallback_advance(c))
         })
         .sum();
     ems * size

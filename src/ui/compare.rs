@@ -4,8 +4,10 @@
 
 use egui_plot::{Bar, BarChart, Plot};
 
-use super::heatmap::{draw_matrix, layer_picker, zoom_controls, zoom_keys, ColorScale};
+use super::heatmap::{draw_matrix, ColorScale};
 use super::textures::TextureCache;
+use super::widgets::controls::layer_picker;
+use super::widgets::matrix::{zoom_controls, zoom_keys};
 use super::{overview, UiAction, ViewState};
 use crate::analysis::compare::{aligned_layer, same_tokens};
 use crate::analysis::{attention_weight, HeadChoice};

@@ -2,12 +2,14 @@
 //! token labels, a colour bar and an exact-value tooltip.
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, TextureHandle, Vec2};
-use serde::{Deserialize, Serialize};
 
 use super::textures::TextureCache;
-use super::{symbol_button, AttentionKind, UiAction, ViewState};
-use crate::analysis::{attention_weight, HeadChoice};
+use super::widgets::controls::{attention_kind_switch, layer_head_controls};
+use super::widgets::matrix::{zoom_controls, zoom_keys};
+use super::{AttentionKind, UiAction, ViewState};
+use crate::analysis::attention_weight;
 use crate::model::Analysis;
+pub use crate::render::matrix::MatrixZoom;
 use crate::render::{attention_color, difference_color, tick_label, MASKED_COLOR};
 
 const COLOR_BAR_WIDTH: f32 = 16.0;
@@ -19,112 +21,6 @@ const BAR_LABEL_GAP: f32 = 4.0;
 const BAR_FONT_SIZE: f32 = 11.0;
 /// The key under the colour bar of causal models.
 const MASKED_LABEL: &str = "masked";
-
-/// Layer picker, and the head picker (with the mean) when `with_heads`; arrow keys step them
-/// when no text field has focus.
-pub fn layer_head_controls(
-    ui: &mut egui::Ui,
-    state: &mut ViewState,
-    layers: usize,
-    heads: usize,
-    with_heads: bool,
-) {
-    ui.horizontal(|ui| {
-        ui.label("Layer");
-        if symbol_button(ui, "<", "Previous layer", "Previous layer (Up arrow)").clicked() {
-            state.layer = state.layer.saturating_sub(1);
-        }
-        layer_picker(
-            ui,
-            "layer",
-            &mut state.layer,
-            layers,
-            |layer| format!("{layer}"),
-            "Transformer layer, 0-based",
-        );
-        if symbol_button(ui, ">", "Next layer", "Next layer (Down arrow)").clicked() {
-            state.layer = (state.layer + 1).min(layers.saturating_sub(1));
-        }
-        if !with_heads {
-            return;
-        }
-        ui.separator();
-        ui.label("Head");
-        let head_label = |head: HeadChoice| match head {
-            HeadChoice::Head(head) => format!("{head}"),
-            HeadChoice::Mean => "mean".to_owned(),
-        };
-        egui::ComboBox::from_id_salt("head")
-            .selected_text(head_label(state.head))
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut state.head, HeadChoice::Mean, "mean of all heads");
-                for head in 0..heads {
-                    ui.selectable_value(&mut state.head, HeadChoice::Head(head), format!("{head}"));
-                }
-            })
-            .response
-            .on_hover_text("Attention head, 0-based (Left and Right arrows step)");
-    });
-
-    if !ui.ctx().egui_wants_keyboard_input() {
-        let (left, right, up, down) = ui.input(|input| {
-            (
-                input.key_pressed(egui::Key::ArrowLeft),
-                input.key_pressed(egui::Key::ArrowRight),
-                input.key_pressed(egui::Key::ArrowUp),
-                input.key_pressed(egui::Key::ArrowDown),
-            )
-        });
-        if up {
-            state.layer = state.layer.saturating_sub(1);
-        }
-        if down {
-            state.layer = (state.layer + 1).min(layers.saturating_sub(1));
-        }
-        if with_heads && (left || right) {
-            state.head = step_head(state.head, heads, true, right);
-        }
-    }
-}
-
-/// A drop-down of layers `0..layers`, each shown by `label`.
-pub fn layer_picker(
-    ui: &mut egui::Ui,
-    id: &str,
-    layer: &mut usize,
-    layers: usize,
-    label: impl Fn(usize) -> String,
-    hover: &str,
-) {
-    egui::ComboBox::from_id_salt(id)
-        .selected_text(label(*layer))
-        .show_ui(ui, |ui| {
-            for choice in 0..layers {
-                ui.selectable_value(layer, choice, label(choice));
-            }
-        })
-        .response
-        .on_hover_text(hover);
-}
-
-/// The next or previous head, with the mean (when allowed) after the last head.
-fn step_head(head: HeadChoice, heads: usize, allow_mean: bool, forward: bool) -> HeadChoice {
-    let slots = heads + usize::from(allow_mean);
-    let index = match head {
-        HeadChoice::Head(head) => head,
-        HeadChoice::Mean => heads,
-    };
-    let next = if forward {
-        (index + 1) % slots
-    } else {
-        (index + slots - 1) % slots
-    };
-    if next == heads {
-        HeadChoice::Mean
-    } else {
-        HeadChoice::Head(next)
-    }
-}
 
 /// The heatmap tab. `combined` is the map of a kind that combines heads (rollout through the
 /// layer, or flow into the selected tokens: see [`AttentionKind::is_combined`]), once the app
@@ -271,152 +167,6 @@ fn selection_summary(
             .on_hover_text("Query rows by their weight summed over the selected key columns");
     });
 }
-
-/// The *Show* switch between raw attention, rollout and norm-based attention, shared by the
-/// heatmap and the lines.
-pub fn attention_kind_switch(ui: &mut egui::Ui, kind: &mut AttentionKind, with_flow: bool) {
-    ui.label("Show");
-    ui.selectable_value(kind, AttentionKind::Raw, "attention")
-        .on_hover_text("Each head's attention probabilities, as the model computed them");
-    ui.selectable_value(kind, AttentionKind::Rollout, "rollout")
-        .on_hover_text(
-            "Attention rollout (Abnar & Zuidema 2020): how much each position draws on each input token through every layer up to this one, residual connections included",
-        );
-    ui.selectable_value(kind, AttentionKind::Norms, "norms")
-        .on_hover_text(
-            "Norm-based attention (Kobayashi et al. 2020): each weight times the size of the vector the head moves from that key, ‖α·f(x)‖; a heavy weight on a small vector counts for little",
-        );
-    if with_flow {
-        ui.selectable_value(kind, AttentionKind::Flow, "flow")
-            .on_hover_text(
-                "Attention flow (Abnar & Zuidema 2020): the maximum flow from each input token into the selected tokens through the rollout graph up to this layer (without a selection, into the first token)",
-            );
-    }
-}
-
-/// `+` and `-` zoom at the centre, `0` fits, while no text field has the keyboard.
-pub fn zoom_keys(ui: &egui::Ui, zoom: &mut MatrixZoom) {
-    use egui::{Key, Modifiers};
-    if ui.ctx().egui_wants_keyboard_input() {
-        return;
-    }
-    let (zoom_in, zoom_out, fit) = ui.input_mut(|input| {
-        (
-            input.consume_key(Modifiers::NONE, Key::Plus)
-                || input.consume_key(Modifiers::SHIFT, Key::Plus)
-                || input.consume_key(Modifiers::NONE, Key::Equals),
-            input.consume_key(Modifiers::NONE, Key::Minus),
-            input.consume_key(Modifiers::NONE, Key::Num0),
-        )
-    });
-    if zoom_in {
-        zoom.zoom_at(ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
-    }
-    if zoom_out {
-        zoom.zoom_at(1.0 / ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
-    }
-    if fit {
-        *zoom = MatrixZoom::default();
-    }
-}
-
-/// How far a matrix view is zoomed in, and which part of the matrix it shows: fractions of the
-/// whole, so that one zoom can be shared by matrices of different lengths (Compare).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MatrixZoom {
-    /// 1 shows the whole matrix; 2 shows a quarter of it at twice the size.
-    pub zoom: f32,
-    /// The first column shown, as a fraction of the columns (0 to `1 − 1/zoom`).
-    pub left: f32,
-    /// The first row shown, as a fraction of the rows (0 to `1 − 1/zoom`).
-    pub top: f32,
-}
-
-impl Default for MatrixZoom {
-    fn default() -> Self {
-        Self {
-            zoom: 1.0,
-            left: 0.0,
-            top: 0.0,
-        }
-    }
-}
-
-impl MatrixZoom {
-    /// Whether the whole matrix is shown.
-    pub fn is_fit(&self) -> bool {
-        self.zoom <= 1.0
-    }
-
-    /// The fraction of the matrix's side that is shown.
-    pub fn shown(&self) -> f32 {
-        1.0 / self.zoom
-    }
-
-    /// Zooms by `factor` (up to `max_zoom`) so that the point at `anchor` (fractions of the
-    /// shown part: 0,0 its top left, 1,1 its bottom right) stays under the pointer.
-    pub fn zoom_at(&mut self, factor: f32, anchor: Vec2, max_zoom: f32) {
-        let before = self.shown();
-        let fixed = Vec2::new(self.left, self.top) + anchor * before;
-        self.zoom = (self.zoom * factor).clamp(1.0, max_zoom.max(1.0));
-        let after = self.shown();
-        self.left = fixed.x - anchor.x * after;
-        self.top = fixed.y - anchor.y * after;
-        self.clamp();
-    }
-
-    /// Moves the shown part by `delta`, in fractions of the whole matrix.
-    pub fn pan(&mut self, delta: Vec2) {
-        self.left += delta.x;
-        self.top += delta.y;
-        self.clamp();
-    }
-
-    /// Keeps the shown part inside the matrix.
-    fn clamp(&mut self) {
-        let room = (1.0 - self.shown()).max(0.0);
-        self.left = self.left.clamp(0.0, room);
-        self.top = self.top.clamp(0.0, room);
-    }
-}
-
-/// Zoom buttons for a matrix: out, in, and fit, with the current zoom.
-pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
-    ui.horizontal(|ui| {
-        if symbol_button(
-            ui,
-            "−",
-            "Zoom out",
-            "Zoom out (- key, or the mouse wheel over the map)",
-        )
-        .clicked()
-        {
-            zoom.zoom_at(1.0 / ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
-        }
-        if symbol_button(
-            ui,
-            "+",
-            "Zoom in",
-            "Zoom in (+ key, or the mouse wheel over the map)",
-        )
-        .clicked()
-        {
-            zoom.zoom_at(ZOOM_STEP, Vec2::splat(0.5), f32::INFINITY);
-        }
-        if ui
-            .add_enabled(!zoom.is_fit(), egui::Button::new("Fit").small())
-            .on_hover_text("Show the whole matrix (0 key, or double-click the map)")
-            .clicked()
-        {
-            *zoom = MatrixZoom::default();
-        }
-        ui.weak(format!("{:.0}%", zoom.zoom * 100.0))
-            .on_hover_text("Wheel over the map zooms at the pointer; drag to pan");
-    });
-}
-
-/// How much one button press or key zooms.
-const ZOOM_STEP: f32 = 1.5;
 
 /// Where a matrix of `tokens` rows lies on screen, zoomed: which tokens are in view and how big
 /// their cells and labels are.
@@ -594,19 +344,20 @@ pub fn draw_matrix(
         let factor = pinch * (scroll.y * WHEEL_ZOOM_PER_POINT).exp();
         if factor != 1.0 {
             let anchor = (pos - viewport.min) / side;
-            zoom.zoom_at(factor, anchor, max_zoom);
+            zoom.zoom_at(factor, (anchor.x, anchor.y), max_zoom);
             ui.input_mut(|input| input.smooth_scroll_delta = Vec2::ZERO);
         }
     }
     if response.dragged() && !zoom.is_fit() {
-        zoom.pan(-response.drag_delta() / (side * zoom.zoom));
+        let delta = -response.drag_delta() / (side * zoom.zoom);
+        zoom.pan(delta.x, delta.y);
     }
     if response.double_clicked() {
         *zoom = MatrixZoom::default();
     }
     // Buttons and keys zoom without knowing the viewport: hold them to its largest zoom here.
     if zoom.zoom > max_zoom {
-        zoom.zoom_at(max_zoom / zoom.zoom, Vec2::splat(0.5), max_zoom);
+        zoom.zoom_at(max_zoom / zoom.zoom, (0.5, 0.5), max_zoom);
     }
     if !zoom.is_fit() && pointer.is_some() {
         ui.ctx().set_cursor_icon(if response.dragged() {
@@ -891,43 +642,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn head_stepping_wraps_through_the_mean() {
-        assert_eq!(
-            step_head(HeadChoice::Head(11), 12, true, true),
-            HeadChoice::Mean
-        );
-        assert_eq!(
-            step_head(HeadChoice::Mean, 12, true, true),
-            HeadChoice::Head(0)
-        );
-        assert_eq!(
-            step_head(HeadChoice::Head(0), 12, true, false),
-            HeadChoice::Mean
-        );
-        assert_eq!(
-            step_head(HeadChoice::Head(11), 12, false, true),
-            HeadChoice::Head(0)
-        );
-    }
-
-    #[test]
-    fn zooming_keeps_the_point_under_the_pointer_and_stays_inside() {
-        let mut zoom = MatrixZoom::default();
-        let anchor = Vec2::new(0.25, 0.75);
-        zoom.zoom_at(4.0, anchor, 100.0);
-        assert_eq!(zoom.zoom, 4.0);
-        // The point a quarter across and three quarters down is still under the pointer.
-        assert!((zoom.left + anchor.x * zoom.shown() - 0.25).abs() < 1e-6);
-        assert!((zoom.top + anchor.y * zoom.shown() - 0.75).abs() < 1e-6);
-        zoom.pan(Vec2::new(5.0, -5.0));
-        assert_eq!((zoom.left, zoom.top), (0.75, 0.0));
-        zoom.zoom_at(0.01, anchor, 100.0);
-        assert_eq!(zoom, MatrixZoom::default());
-        zoom.zoom_at(1000.0, anchor, 8.0);
-        assert_eq!(zoom.zoom, 8.0);
-    }
-
-    #[test]
     fn labels_thin_out_when_cells_are_small_and_all_show_once_zoomed() {
         let viewport = Rect::from_min_size(Pos2::new(100.0, 50.0), Vec2::splat(700.0));
         let fit = MatrixGeometry::new(viewport, 1024, &MatrixZoom::default());
@@ -937,7 +651,7 @@ mod tests {
         let mut zoom = MatrixZoom::default();
         zoom.zoom_at(
             MatrixGeometry::max_zoom(viewport, 1024),
-            Vec2::splat(0.5),
+            (0.5, 0.5),
             f32::INFINITY,
         );
         let zoomed = MatrixGeometry::new(viewport, 1024, &zoom);

@@ -45,7 +45,7 @@ pub fn lens_view(
             }
         }
         ui.separator();
-        ui.weak("Rows: after the embeddings, then after each layer · the last row is the model's prediction · ★ = its final answer");
+        ui.weak("Rows: after the embeddings, then after each layer · the last row is the model's prediction · ◆ marks its final answer");
     });
     let scene = crate::views::lens::scene(analysis, at, Some(ui.available_width()));
     egui::ScrollArea::both()

@@ -3,8 +3,8 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2};
 
-use super::heatmap::attention_kind_switch;
 use super::tokens::sentence_b_tint;
+use super::widgets::controls::attention_kind_switch;
 use super::{AttentionKind, PairFilter, UiAction, ViewState};
 use crate::analysis::norms::norm_map;
 use crate::analysis::HeadChoice;
@@ -63,7 +63,7 @@ pub fn lines_view(
 ) -> Vec<UiAction> {
     let mut actions = Vec::new();
     let heads = analysis.heads();
-    super::heatmap::layer_head_controls(ui, state, analysis.layers(), heads, false);
+    super::widgets::controls::layer_head_controls(ui, state, analysis.layers(), heads, false);
     ui.horizontal(|ui| {
         attention_kind_switch(ui, &mut state.attention_kind, true);
     });

@@ -15,6 +15,7 @@ pub mod query_key;
 pub mod scene;
 pub mod textures;
 pub mod tokens;
+pub mod widgets;
 
 use serde::{Deserialize, Serialize};
 
@@ -322,6 +323,20 @@ pub fn symbol_button(ui: &mut egui::Ui, symbol: &str, name: &str, hover: &str) -
     let enabled = ui.is_enabled();
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
     response
+}
+
+/// egui's fonts with Hack after Ubuntu for proportional text too, so that the symbols views
+/// and figures use (‖, →) are drawn wherever they appear, as the figures draw them
+/// ([`crate::render::text`] measures them so).
+pub fn install_fonts(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    if let Some(family) = fonts.families.get_mut(&egui::FontFamily::Proportional) {
+        let hack = "Hack".to_owned();
+        if fonts.font_data.contains_key(&hack) && !family.contains(&hack) {
+            family.insert(1.min(family.len()), hack);
+        }
+    }
+    ctx.set_fonts(fonts);
 }
 
 /// The input of one headless frame of a 1400 × 900 window (the app's default size), for the

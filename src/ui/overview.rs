@@ -57,7 +57,7 @@ pub fn ablation_bar(ui: &mut egui::Ui, state: &mut ViewState) -> Vec<UiAction> {
 pub fn kind_switch(ui: &mut egui::Ui, state: &mut ViewState) {
     ui.horizontal(|ui| {
         let before = state.attention_kind;
-        super::heatmap::attention_kind_switch(ui, &mut state.attention_kind, true);
+        super::widgets::controls::attention_kind_switch(ui, &mut state.attention_kind, true);
         if state.attention_kind.is_combined() && state.attention_kind != before {
             // One map per layer, not per head: shown where a layer is picked.
             state.view = super::View::Heatmap;
@@ -121,9 +121,9 @@ pub fn overview_view(
                     (false, _) => "click to open in the heatmap",
                 };
                 let state = if off { " (switched off)" } else { "" };
-                shown.response.on_hover_text_at_pointer(format!(
-                    "layer {layer}, head {head}{state}: {hint}"
-                ));
+                shown
+                    .response
+                    .on_hover_text_at_pointer(format!("layer {layer}, head {head}{state}: {hint}"));
             }
             if let Some(Hit::Head { layer, head }) = shown.clicked {
                 actions.push(if ablation.clicks_toggle {

@@ -4,7 +4,7 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
 
-use super::heatmap::layer_head_controls;
+use super::widgets::controls::layer_head_controls;
 use super::{UiAction, ViewState};
 use crate::analysis::query_key::{query_key, QueryKey};
 use crate::analysis::HeadChoice;

@@ -113,9 +113,15 @@ pub fn palette(visuals: &egui::Visuals) -> Palette {
         faint_ink: rgba(visuals.weak_text_color()),
         strong_ink: rgba(visuals.strong_text_color()),
         accent: rgba(visuals.selection.stroke.color),
+        highlight: rgba(visuals.selection.bg_fill),
+        sentence_b: if visuals.dark_mode {
+            [70, 55, 20, 255]
+        } else {
+            [255, 236, 190, 255]
+        },
         alert: rgba(visuals.error_fg_color),
         background: rgba(visuals.panel_fill),
-        faint_background: rgba(visuals.faint_bg_color),
+        faint_background: rgba(visuals.extreme_bg_color),
     }
 }
 
@@ -349,8 +355,20 @@ pub fn show(
             continue;
         };
         let rect = to_rect(&region.rect, shift);
-        let widget = ui.interact(rect, response.id.with(("region", index)), Sense::click());
-        widget.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, name));
+        // A part with nothing to act on only names itself: it lets clicks and drags through
+        // to the scene (a matrix under its name still zooms).
+        let label = region.target == crate::render::scene::Target::Label;
+        let (sense, role) = if label {
+            (Sense::hover(), egui::Role::Label)
+        } else {
+            (Sense::click(), egui::Role::Button)
+        };
+        let widget = ui.interact(rect, response.id.with(("region", index)), sense);
+        widget.widget_info(|| egui::WidgetInfo::labeled(role, true, name));
+        let widget = match &region.tooltip {
+            Some(tooltip) => widget.on_hover_text_at_pointer(tooltip),
+            None => widget,
+        };
         let at = |pos: Pos2| Point::new(pos.x - origin.x, pos.y - origin.y);
         if widget.hovered() {
             hovered = widget.hover_pos().and_then(|pos| region.hit(at(pos)));

@@ -31,8 +31,8 @@ pub fn scene(
 ) -> Scene<'static> {
     let heads = stats.first().map_or(0, Vec::len);
     let layers = stats.len();
-    let cell =
-        ((width - LABEL_ROOM - BAR_ROOM) / heads.max(1) as f32 - GAP).clamp(*CELL.start(), *CELL.end());
+    let cell = ((width - LABEL_ROOM - BAR_ROOM) / heads.max(1) as f32 - GAP)
+        .clamp(*CELL.start(), *CELL.end());
     let pitch = cell + GAP;
     let max = stats
         .iter()
@@ -52,9 +52,14 @@ pub fn scene(
     let mut scene = Scene::new(
         (LABEL_ROOM + pitch * heads as f32 + BAR_ROOM).max(notes_width(0.0, &key)),
         grid_bottom + 12.0 + 16.0 * key.len() as f32,
-        format!("Head statistics, {layers} layers × {heads} heads, coloured by {}", statistic.name()),
+        format!(
+            "Head statistics, {layers} layers × {heads} heads, coloured by {}",
+            statistic.name()
+        ),
     );
-    grid_labels(&mut scene, LABEL_ROOM, LABEL_ROOM, pitch, cell, layers, heads);
+    grid_labels(
+        &mut scene, LABEL_ROOM, LABEL_ROOM, pitch, cell, layers, heads,
+    );
     for (layer, row) in stats.iter().enumerate() {
         for (head, head_stats) in row.iter().enumerate() {
             let rect = Rect::from_size(

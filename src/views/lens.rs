@@ -1,6 +1,6 @@
 //! The logit lens (nostalgebraist 2020) at a mask or at a causal LM's last token: the model's
 //! own prediction head read after the embeddings and after every layer, as a layers × top-k
-//! table. A guess that is the model's final answer is starred, so the layer where the answer
+//! table. A guess that is the model's final answer is marked ◆, so the layer where the answer
 //! forms stands out.
 
 use crate::model::{Analysis, LensPosition};
@@ -44,7 +44,7 @@ pub fn scene(analysis: &Analysis, lens: &LensPosition, width: Option<f32>) -> Sc
         .fold(f32::MIN_POSITIVE, f32::max);
     let last = lens.layers.len().saturating_sub(1);
     let cell_text = |guess: &crate::model::TokenProbability| {
-        let marker = if Some(guess.id) == answer { "★ " } else { "" };
+        let marker = if Some(guess.id) == answer { "◆ " } else { "" };
         format!("{marker}{}  {:.3}", style.display(&guess.token), guess.prob)
     };
     let labels: Vec<String> = lens

@@ -2,6 +2,8 @@
 //! it) and its parameters into a [`crate::render::scene::Scene`], which the app paints and
 //! export writes. No egui here.
 
+pub mod embeddings;
 pub mod heads;
 pub mod lens;
 pub mod overview;
+pub mod predictions;

@@ -44,7 +44,11 @@ pub fn natural_width(heads: usize) -> f32 {
 
 /// The note under the grid.
 fn note(overview: Overview, causal: bool) -> String {
-    let what = if overview.norms { "‖α·f(x)‖" } else { "weight" };
+    let what = if overview.norms {
+        "‖α·f(x)‖"
+    } else {
+        "weight"
+    };
     let masked = if causal { " · grey: masked" } else { "" };
     format!("rows: layers · columns: heads · each map coloured from 0 to its own largest {what}{masked}")
 }
@@ -62,7 +66,8 @@ pub fn scene<'a>(
         return Err("this run computed no value norms".to_owned());
     }
     let (layers, heads) = (analysis.layers(), analysis.heads());
-    let thumb = ((width - LABEL_ROOM) / heads.max(1) as f32 - GAP).clamp(*THUMB.start(), *THUMB.end());
+    let thumb =
+        ((width - LABEL_ROOM) / heads.max(1) as f32 - GAP).clamp(*THUMB.start(), *THUMB.end());
     let pitch = thumb + GAP;
     let grid_height = pitch * layers as f32;
     let mut scene = Scene::new(
@@ -70,7 +75,9 @@ pub fn scene<'a>(
         LABEL_ROOM + grid_height + 22.0,
         format!("{layers} layers × {heads} heads"),
     );
-    grid_labels(&mut scene, LABEL_ROOM, LABEL_ROOM, pitch, thumb, layers, heads);
+    grid_labels(
+        &mut scene, LABEL_ROOM, LABEL_ROOM, pitch, thumb, layers, heads,
+    );
     for layer in 0..layers {
         for head in 0..heads {
             let rect = Rect::from_size(
@@ -83,19 +90,22 @@ pub fn scene<'a>(
             scene.add(Shape::Image(Image {
                 rect,
                 uv: Rect::UNIT,
-                raster: Raster::new(RasterKey::of(("thumbnail", layer, head, norms)), move || {
-                    // Checked above: with norms asked for, the run has them.
-                    let (values, size) =
-                        head_thumbnail(analysis, layer, head, norms, THUMBNAIL_CELLS)
-                            .unwrap_or_else(|| {
-                                analysis.attention_thumbnail(layer, head, THUMBNAIL_CELLS)
-                            });
-                    Pixels {
-                        width: size,
-                        height: size,
-                        rgba: heatmap_rgba(&values, max_value(&values)),
-                    }
-                }),
+                raster: Raster::new(
+                    RasterKey::of(("thumbnail", layer, head, norms)),
+                    move || {
+                        // Checked above: with norms asked for, the run has them.
+                        let (values, size) =
+                            head_thumbnail(analysis, layer, head, norms, THUMBNAIL_CELLS)
+                                .unwrap_or_else(|| {
+                                    analysis.attention_thumbnail(layer, head, THUMBNAIL_CELLS)
+                                });
+                        Pixels {
+                            width: size,
+                            height: size,
+                            rgba: heatmap_rgba(&values, max_value(&values)),
+                        }
+                    },
+                ),
                 vector_cells: false,
             }));
             if marks.ablated.contains(&(layer, head)) {
@@ -133,8 +143,9 @@ pub fn scene<'a>(
         LABEL_ROOM + grid_height + 4.0,
         &[note(overview, analysis.causal)],
     );
-    scene.width = scene
-        .width
-        .max(crate::render::parts::notes_width(0.0, &[note(overview, analysis.causal)]));
+    scene.width = scene.width.max(crate::render::parts::notes_width(
+        0.0,
+        &[note(overview, analysis.causal)],
+    ));
     Ok(scene)
 }

@@ -26,7 +26,7 @@ impl Tab for Embeddings {
             shown.analysis(),
             shown.result.embeddings.as_ref(),
             &mut app.settings.view,
-            &mut app.primary.textures,
+            app.primary.rasters_of(false),
         )
     }
 }

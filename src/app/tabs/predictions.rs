@@ -25,12 +25,15 @@ impl Tab for Predictions {
         let ModelStatus::Ready(info) = &app.primary.status else {
             return Vec::new();
         };
+        let words = shown.words();
+        let info = info.clone();
         crate::ui::predictions::predictions_view(
             ui,
             shown.analysis(),
             shown.result.intact.as_deref(),
-            info,
+            &info,
             &mut app.settings.view,
+            app.primary.rasters_of(words),
         )
     }
 }

@@ -1,0 +1,123 @@
+//! Zooming and panning a matrix drawn in a scene: the mouse wheel (or a pinch) zooms at the
+//! pointer, dragging pans, double-click fits; buttons and keys zoom at the centre.
+
+use egui::Vec2;
+
+use crate::render::matrix::{MatrixGeometry, MatrixZoom};
+use crate::ui::scene::SceneResponse;
+use crate::ui::symbol_button;
+
+/// How much one button press or key zooms.
+const ZOOM_STEP: f32 = 1.5;
+/// Zoom per point of mouse-wheel scroll: a wheel notch (about 50 points) zooms by about 1.1×.
+const WHEEL_ZOOM_PER_POINT: f32 = 0.002;
+
+/// Applies the pointer's wheel, drag and double-click over the matrix at `geometry` (in the
+/// painted scene `shown`) to `zoom`, asking for a repaint when it changed.
+pub fn interact(
+    ui: &egui::Ui,
+    shown: &SceneResponse,
+    geometry: &MatrixGeometry,
+    zoom: &mut MatrixZoom,
+) {
+    let before = *zoom;
+    let side = geometry.viewport.width();
+    let max_zoom = MatrixGeometry::max_zoom(side, geometry.tokens);
+    let pointer = shown.pointer.filter(|p| geometry.viewport.contains(*p));
+    if let Some(point) = pointer {
+        let (scroll, pinch) = ui.input(|input| (input.smooth_scroll_delta(), input.zoom_delta()));
+        let factor = pinch * (scroll.y * WHEEL_ZOOM_PER_POINT).exp();
+        if factor != 1.0 {
+            let anchor = (
+                (point.x - geometry.viewport.min.x) / side,
+                (point.y - geometry.viewport.min.y) / side,
+            );
+            zoom.zoom_at(factor, anchor, max_zoom);
+            ui.ctx()
+                .input_mut(|input| input.smooth_scroll_delta = Vec2::ZERO);
+        }
+    }
+    let response = &shown.response;
+    if response.dragged() && !zoom.is_fit() {
+        let delta = response.drag_delta() / (side * zoom.zoom);
+        zoom.pan(-delta.x, -delta.y);
+    }
+    if response.double_clicked() {
+        *zoom = MatrixZoom::default();
+    }
+    // Buttons and keys zoom without knowing the viewport: hold them to its largest zoom here.
+    if zoom.zoom > max_zoom {
+        zoom.zoom_at(max_zoom / zoom.zoom, (0.5, 0.5), max_zoom);
+    }
+    if !zoom.is_fit() && pointer.is_some() {
+        ui.ctx().set_cursor_icon(if response.dragged() {
+            egui::CursorIcon::Grabbing
+        } else {
+            egui::CursorIcon::Grab
+        });
+    }
+    if *zoom != before {
+        ui.ctx().request_repaint();
+    }
+}
+
+/// `+` and `-` zoom at the centre, `0` fits, while no text field has the keyboard.
+pub fn zoom_keys(ui: &egui::Ui, zoom: &mut MatrixZoom) {
+    use egui::{Key, Modifiers};
+    if ui.ctx().egui_wants_keyboard_input() {
+        return;
+    }
+    let (zoom_in, zoom_out, fit) = ui.input_mut(|input| {
+        (
+            input.consume_key(Modifiers::NONE, Key::Plus)
+                || input.consume_key(Modifiers::SHIFT, Key::Plus)
+                || input.consume_key(Modifiers::NONE, Key::Equals),
+            input.consume_key(Modifiers::NONE, Key::Minus),
+            input.consume_key(Modifiers::NONE, Key::Num0),
+        )
+    });
+    if zoom_in {
+        zoom.zoom_at(ZOOM_STEP, (0.5, 0.5), f32::INFINITY);
+    }
+    if zoom_out {
+        zoom.zoom_at(1.0 / ZOOM_STEP, (0.5, 0.5), f32::INFINITY);
+    }
+    if fit {
+        *zoom = MatrixZoom::default();
+    }
+}
+
+/// Zoom buttons for a matrix: out, in, and fit, with the current zoom.
+pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
+    ui.horizontal(|ui| {
+        if symbol_button(
+            ui,
+            "−",
+            "Zoom out",
+            "Zoom out (- key, or the mouse wheel over the map)",
+        )
+        .clicked()
+        {
+            zoom.zoom_at(1.0 / ZOOM_STEP, (0.5, 0.5), f32::INFINITY);
+        }
+        if symbol_button(
+            ui,
+            "+",
+            "Zoom in",
+            "Zoom in (+ key, or the mouse wheel over the map)",
+        )
+        .clicked()
+        {
+            zoom.zoom_at(ZOOM_STEP, (0.5, 0.5), f32::INFINITY);
+        }
+        if ui
+            .add_enabled(!zoom.is_fit(), egui::Button::new("Fit").small())
+            .on_hover_text("Show the whole matrix (0 key, or double-click the map)")
+            .clicked()
+        {
+            *zoom = MatrixZoom::default();
+        }
+        ui.weak(format!("{:.0}%", zoom.zoom * 100.0))
+            .on_hover_text("Wheel over the map zooms at the pointer; drag to pan");
+    });
+}
