@@ -448,7 +448,7 @@ fn query_key_snapshot() {
         state.view.layer = 1;
         state.view.head = HeadChoice::Head(2);
         state.view.selected_token = Some(mask);
-        query_key::query_key_view(ui, &result.analysis, &mut state.view);
+        query_key::query_key_view(ui, &result.analysis, &mut state.view, &mut state.rasters);
     });
     harness.run();
     harness.get_by_label("Query and key vectors of layer 1, head 2");

@@ -596,8 +596,7 @@ pub fn embeddings(analysis: &Analysis, parts: &EmbeddingBreakdown, caption: &Cap
     from_scene(scene, caption)
 }
 
-/// BertViz's neuron view of one head for one query token: the query vector, each key, their
-/// products, q·k/√d and the softmax, one row per key.
+/// BertViz's neuron view of one head for one query token: the Query·Key tab's drawing.
 pub fn query_key(
     analysis: &Analysis,
     layer: usize,
@@ -605,106 +604,13 @@ pub fn query_key(
     token: usize,
     caption: &Caption,
 ) -> Document {
-    const ROW: f32 = 16.0;
-    const CELL: f32 = 4.0;
-    const GAP: f32 = 14.0;
-    const BAR: f32 = 120.0;
-    let view = crate::analysis::query_key::query_key(analysis, layer, head, token);
-    let head_dim = view.query_vector.len();
-    // At least as wide as the column headings, for small heads.
-    let vector_width = (CELL * head_dim as f32).max(150.0);
-    let labels = labels(analysis);
-    let label_width = labels
-        .iter()
-        .map(|label| text_width(label, 11.0))
-        .fold(0f32, f32::max)
-        .max(text_width(&format!("q {}", labels[token]), 11.0));
-    let (mut group, top) = captioned(caption);
-    let vectors_left = MARGIN + label_width + GAP;
-    let products_left = vectors_left + vector_width + GAP;
-    let score_left = products_left + vector_width + GAP;
-    let bar_left = score_left + 60.0;
-    let largest = |values: &mut dyn Iterator<Item = &f32>| {
-        values.fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()))
+    use crate::views::query_key::{natural_width, scene, QueryKeyView};
+    let view = QueryKeyView {
+        layer,
+        head,
+        query: token,
     };
-    let vector_max = largest(&mut view.keys.iter().flatten().chain(&view.query_vector));
-    let product_max = largest(&mut view.products.iter().flatten());
-    let cells = |group: Group, values: &[f32], left: f32, y: f32, max: f32| {
-        values
-            .iter()
-            .enumerate()
-            .fold(group, |group, (index, &value)| {
-                group.add(
-                    Rectangle::new()
-                        .set("x", left + index as f32 * CELL)
-                        .set("y", y + 2.0)
-                        .set("width", CELL + 0.05)
-                        .set("height", ROW - 4.0)
-                        .set("fill", hex(crate::render::difference_color(value, max))),
-                )
-            })
-    };
-    for (x, heading) in [
-        (vectors_left, "q, then each key k"),
-        (products_left, "q × k, element-wise"),
-        (score_left, "q·k/√d"),
-        (bar_left, "softmax"),
-    ] {
-        group = group.add(text(x, top + 12.0, 12.0, SANS, heading).set("font-weight", "bold"));
-    }
-    let mut y = top + ROW + 4.0;
-    group = group.add(
-        text(
-            vectors_left - GAP,
-            y + 12.0,
-            11.0,
-            MONO,
-            &format!("q {}", labels[token]),
-        )
-        .set("text-anchor", "end"),
-    );
-    group = cells(group, &view.query_vector, vectors_left, y, vector_max);
-    y += ROW * 1.5;
-    for (key, label) in labels.iter().enumerate() {
-        group = group
-            .add(text(vectors_left - GAP, y + 12.0, 11.0, MONO, label).set("text-anchor", "end"));
-        group = cells(group, &view.keys[key], vectors_left, y, vector_max);
-        group = cells(group, &view.products[key], products_left, y, product_max);
-        let score = view.scores[key].map_or_else(|| "masked".to_owned(), |s| format!("{s:+.3}"));
-        let probability = view.softmax[key];
-        group = group
-            .add(text(score_left, y + 12.0, 11.0, MONO, &score))
-            .add(value_bar(
-                bar_left,
-                y + 3.0,
-                probability.clamp(0.0, 1.0) * BAR,
-                ROW - 6.0,
-            ))
-            .add(
-                text(
-                    bar_left + BAR + 6.0,
-                    y + 12.0,
-                    11.0,
-                    SANS,
-                    &format!("{probability:.3}"),
-                )
-                .set("fill", FAINT_INK),
-            );
-        y += ROW;
-    }
-    let width = figure_width(bar_left + BAR + 50.0 + MARGIN, caption, &[]);
-    document(width, y + MARGIN, group)
-}
-
-/// A bar of a value, `width` long (at least a hairline, so that zero still shows where the bar
-/// starts), in the figures' bar colour.
-fn value_bar(left: f32, top: f32, width: f32, height: f32) -> Rectangle {
-    Rectangle::new()
-        .set("x", left)
-        .set("y", top)
-        .set("width", width.max(0.5))
-        .set("height", height)
-        .set("fill", hex(attention_color(0.65, 1.0)))
+    from_scene(scene(analysis, view, None, natural_width(analysis)), caption)
 }
 
 /// One side of a comparison figure.

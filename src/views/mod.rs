@@ -7,3 +7,4 @@ pub mod heads;
 pub mod lens;
 pub mod overview;
 pub mod predictions;
+pub mod query_key;

@@ -21,6 +21,11 @@ impl Tab for QueryKey {
     }
 
     fn show(&self, ui: &mut egui::Ui, app: &mut BertscopeApp, shown: &Shown) -> Vec<UiAction> {
-        crate::ui::query_key::query_key_view(ui, shown.analysis(), &mut app.settings.view)
+        crate::ui::query_key::query_key_view(
+            ui,
+            shown.analysis(),
+            &mut app.settings.view,
+            app.primary.rasters_of(false),
+        )
     }
 }

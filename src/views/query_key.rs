@@ -1,0 +1,212 @@
+//! BertViz's neuron view: for one query token, one head's query vector, every key vector, their
+//! element-wise products, q·k/√d and the softmax, so that a student can see where an attention
+//! weight comes from. Vectors are images (blue negative, red positive), one row per key.
+
+use crate::analysis::query_key::{query_key, QueryKey};
+use crate::model::Analysis;
+use crate::render::difference_rgba;
+use crate::render::parts::bar_color;
+use crate::render::scene::{
+    Align, Baseline, Font, Image, Paint, Pixels, Point, Raster, RasterKey, Rect, Scene, Shape,
+    Stroke, Target, Text,
+};
+use crate::render::text::widest;
+
+const ROW: f32 = 16.0;
+const SCORE_WIDTH: f32 = 64.0;
+const BAR_WIDTH: f32 = 120.0;
+/// The narrowest a vector column gets, so that its heading fits.
+const MIN_COLUMN: f32 = 150.0;
+/// Room after the bar for its value.
+const VALUE_WIDTH: f32 = 50.0;
+const GAP: f32 = 14.0;
+const SIZE: f32 = 11.0;
+
+/// Which row of attention the view takes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryKeyView {
+    /// Layer index.
+    pub layer: usize,
+    /// Head index.
+    pub head: usize,
+    /// The query token.
+    pub query: usize,
+}
+
+/// The width a figure gives the view: 4 points a vector cell.
+pub fn natural_width(analysis: &Analysis) -> f32 {
+    let head_dim = analysis.queries.shape().get(3).copied().unwrap_or(1);
+    fixed_width(analysis) + 2.0 * (4.0 * head_dim as f32).max(MIN_COLUMN)
+}
+
+/// Everything but the two vector columns.
+fn fixed_width(analysis: &Analysis) -> f32 {
+    let labels = (0..analysis.len()).map(|i| analysis.display_token(i));
+    label_width(labels) + SCORE_WIDTH + BAR_WIDTH + VALUE_WIDTH + 4.0 * GAP
+}
+
+/// Room for the token labels (and the query's "q " before its label).
+fn label_width(labels: impl Iterator<Item = String>) -> f32 {
+    widest(labels, SIZE, Font::Mono).max(40.0) + 24.0
+}
+
+/// One image row per vector: `rows × head_dim` cells coloured blue to red over ±`max`.
+fn vectors<'a>(
+    key: RasterKey,
+    rows: impl Fn() -> Vec<f32> + 'a,
+    head_dim: usize,
+    max: f32,
+) -> Raster<'a> {
+    Raster::new(key, move || {
+        let values = rows();
+        Pixels {
+            width: head_dim,
+            height: values.len() / head_dim.max(1),
+            rgba: difference_rgba(&values, max),
+        }
+    })
+}
+
+/// The view of `view.query` in `width` points: key rows are token regions (a click makes that
+/// token the query); `hovered` is outlined.
+pub fn scene<'a>(
+    analysis: &'a Analysis,
+    view: QueryKeyView,
+    hovered: Option<usize>,
+    width: f32,
+) -> Scene<'a> {
+    let parts: QueryKey = query_key(analysis, view.layer, view.head, view.query);
+    let tokens = parts.keys.len();
+    let head_dim = parts.query_vector.len().max(1);
+    let labels: Vec<String> = (0..tokens).map(|i| analysis.display_token(i)).collect();
+    let label_width = label_width(labels.iter().cloned());
+    let fixed = label_width + SCORE_WIDTH + BAR_WIDTH + VALUE_WIDTH + 4.0 * GAP;
+    let cell = ((width - fixed) / (2 * head_dim) as f32).clamp(2.0, 8.0);
+    let vector_width = (cell * head_dim as f32).max(MIN_COLUMN);
+    let vectors_left = label_width + GAP;
+    let products_left = vectors_left + vector_width + GAP;
+    let score_left = products_left + vector_width + GAP;
+    let bar_left = score_left + SCORE_WIDTH + GAP;
+    let largest = |values: &mut dyn Iterator<Item = &f32>| {
+        values.fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()))
+    };
+    let vector_max = largest(&mut parts.keys.iter().flatten().chain(&parts.query_vector));
+    let product_max = largest(&mut parts.products.iter().flatten());
+    let mut scene = Scene::new(
+        bar_left + BAR_WIDTH + VALUE_WIDTH,
+        ROW * (tokens + 3) as f32,
+        format!(
+            "Query and key vectors of layer {}, head {}",
+            view.layer, view.head
+        ),
+    );
+    for (x, heading) in [
+        (vectors_left, "q, then each key k"),
+        (products_left, "q × k, element-wise"),
+        (score_left, "q·k/√d"),
+        (bar_left, "softmax"),
+    ] {
+        scene.text(
+            Text::new(Point::new(x, ROW / 2.0), heading, 12.0, Font::Sans)
+                .anchor(Align::Start, Baseline::Middle)
+                .bold(),
+        );
+    }
+    let query_top = ROW;
+    scene.text(
+        Text::new(
+            Point::new(label_width, query_top + ROW / 2.0),
+            format!("q {}", labels[parts.query]),
+            SIZE,
+            Font::Mono,
+        )
+        .anchor(Align::End, Baseline::Middle),
+    );
+    let image = |rect: Rect, raster: Raster<'a>| {
+        Shape::Image(Image {
+            rect,
+            uv: Rect::UNIT,
+            raster,
+            vector_cells: tokens * head_dim <= 4096,
+        })
+    };
+    let (layer, head, query) = (view.layer, view.head, view.query);
+    let query_row = parts.query_vector.clone();
+    scene.add(image(
+        Rect::from_size(vectors_left, query_top + 2.0, cell * head_dim as f32, ROW - 4.0),
+        vectors(
+            RasterKey::of(("query", layer, head, query)),
+            move || query_row.clone(),
+            head_dim,
+            vector_max,
+        ),
+    ));
+    let keys_top = ROW * 3.0;
+    let keys_height = ROW * tokens as f32;
+    scene.add(image(
+        Rect::from_size(vectors_left, keys_top, cell * head_dim as f32, keys_height),
+        vectors(
+            RasterKey::of(("keys", layer, head, query)),
+            move || analysis.keys.matrix(&[layer, head]).to_vec(),
+            head_dim,
+            vector_max,
+        ),
+    ));
+    let products: Vec<f32> = parts.products.iter().flatten().copied().collect();
+    scene.add(image(
+        Rect::from_size(products_left, keys_top, cell * head_dim as f32, keys_height),
+        vectors(
+            RasterKey::of(("products", layer, head, query)),
+            move || products.clone(),
+            head_dim,
+            product_max,
+        ),
+    ));
+    for key in 0..tokens {
+        let top = keys_top + ROW * key as f32;
+        let middle = top + ROW / 2.0;
+        let ink = if parts.scores[key].is_some() {
+            Paint::Ink
+        } else {
+            Paint::FaintInk
+        };
+        scene.text(
+            Text::new(Point::new(label_width, middle), labels[key].clone(), SIZE, Font::Mono)
+                .anchor(Align::End, Baseline::Middle)
+                .paint(ink),
+        );
+        let score =
+            parts.scores[key].map_or_else(|| "masked".to_owned(), |s| format!("{s:+.3}"));
+        scene.text(
+            Text::new(Point::new(score_left, middle), score, SIZE, Font::Mono)
+                .anchor(Align::Start, Baseline::Middle)
+                .paint(ink),
+        );
+        let probability = parts.softmax[key];
+        scene.fill(
+            Rect::from_size(
+                bar_left,
+                top + 3.0,
+                (BAR_WIDTH * probability.clamp(0.0, 1.0)).max(0.5),
+                ROW - 6.0,
+            ),
+            bar_color(),
+        );
+        scene.text(
+            Text::new(
+                Point::new(bar_left + BAR_WIDTH + 4.0, middle),
+                format!("{probability:.3}"),
+                SIZE,
+                Font::Sans,
+            )
+            .anchor(Align::Start, Baseline::Middle)
+            .paint(Paint::FaintInk),
+        );
+        let row = Rect::from_size(0.0, top, scene.width, ROW);
+        if hovered == Some(key) {
+            scene.outline(row, Stroke::new(1.0, Paint::FaintInk));
+        }
+        scene.region(row, Target::Token(key), None);
+    }
+    scene
+}
