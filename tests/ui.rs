@@ -16,7 +16,6 @@ use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::scene::Rasters;
-use bertscope::ui::textures::TextureCache;
 use bertscope::ui::{
     embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key, View,
     ViewState,
@@ -63,7 +62,6 @@ fn fixture_result(
 
 struct ViewHarnessState {
     view: ViewState,
-    textures: TextureCache,
     rasters: Rasters,
 }
 
@@ -72,7 +70,6 @@ fn view_harness<'a>(
 ) -> Harness<'a, ViewHarnessState> {
     let state = ViewHarnessState {
         view: ViewState::default(),
-        textures: TextureCache::default(),
         rasters: Rasters::default(),
     };
     builder()
@@ -97,7 +94,7 @@ fn heatmap_snapshot() {
             &result.analysis,
             None,
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -118,12 +115,11 @@ fn heatmap_mean_snapshot_light_theme() {
                     &result.analysis,
                     None,
                     &mut state.view,
-                    &mut state.textures,
+                    &mut state.rasters,
                 );
             },
             ViewHarnessState {
                 view: ViewState::default(),
-                textures: TextureCache::default(),
                 rasters: Rasters::default(),
             },
         );
@@ -320,7 +316,7 @@ fn heatmap_switches_to_rollout_which_has_no_head_picker() {
             &result.analysis,
             Some(&rolled[1]),
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -361,7 +357,6 @@ fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: 
             },
             ViewHarnessState {
                 view: ViewState::default(),
-                textures: TextureCache::default(),
                 rasters: Rasters::default(),
             },
         );
@@ -399,7 +394,6 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
             },
             ViewHarnessState {
                 view: ViewState::default(),
-                textures: TextureCache::default(),
                 rasters: Rasters::default(),
             },
         );
@@ -530,7 +524,7 @@ fn causal_heatmap_draws_the_masked_triangle_snapshot() {
             &result.analysis,
             None,
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -546,7 +540,7 @@ fn heatmap_arrow_keys_step_layers_and_heads() {
             &result.analysis,
             None,
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run();
@@ -1260,7 +1254,7 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
             &result.analysis,
             None,
             &mut state.view,
-            &mut state.textures,
+            &mut state.rasters,
         );
     });
     harness.run_steps(8);

@@ -21,6 +21,12 @@ pub enum HeadChoice {
     Mean,
 }
 
+impl Default for HeadChoice {
+    fn default() -> Self {
+        Self::Head(0)
+    }
+}
+
 impl std::fmt::Display for HeadChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -18,7 +18,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DeviceChoice, DownloadProgress};
-use crate::ui::textures::TextureCache;
 use crate::ui::{View, ViewState};
 use crate::worker::{AnalysisResult, ModelInfo};
 
@@ -142,7 +141,7 @@ pub struct BertscopeApp {
     /// When the text last changed and has not been run since.
     text_changed_at: Option<Instant>,
     /// Difference maps of the Compare tab (they depend on both results).
-    compare_textures: TextureCache,
+    compare_textures: crate::ui::scene::Rasters,
     /// Mean JS divergence per layer between the two models' results (by their analysis ids),
     /// computed off the UI thread while the Compare tab is open, when both tokenize alike.
     divergence: Background<(u64, u64), Vec<f32>>,
@@ -203,7 +202,7 @@ impl BertscopeApp {
             primary: ModelSlot::new(ctx),
             comparison: None,
             text_changed_at: None,
-            compare_textures: TextureCache::default(),
+            compare_textures: crate::ui::scene::Rasters::default(),
             divergence: Background::default(),
             model_field: model.clone(),
             compare_field: launch.compare.clone().unwrap_or_default(),

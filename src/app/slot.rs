@@ -13,7 +13,6 @@ use crate::analysis::stats::{head_stats, HeadStats};
 use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::scene::Rasters;
-use crate::ui::textures::TextureCache;
 use crate::worker::{self, AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
 /// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
@@ -39,8 +38,6 @@ pub struct ModelSlot {
     pub result: Option<Arc<AnalysisResult>>,
     /// The newest analysis error, cleared by the next result.
     pub error: Option<String>,
-    /// Textures of `result`.
-    pub textures: TextureCache,
     /// Images of the scenes drawn from `result`.
     pub rasters: Rasters,
     /// Images of the scenes drawn from the word-level analysis.
@@ -57,12 +54,8 @@ pub struct ModelSlot {
     /// Attention flow into some tokens after some layer (by analysis id, words, layer and the
     /// tokens), `[query][key]` with NaN in the rows of other tokens, computed off the UI thread.
     flow: Background<FlowKey, Arc<Vec<f32>>>,
-    /// The flow key whose textures were made, to forget them when the key changes.
-    flow_drawn: Option<FlowKey>,
     /// `result` read as words (by analysis id), computed off the UI thread while words are on.
     word_level: Background<u64, Arc<Analysis>>,
-    /// Textures of the word-level analysis.
-    pub word_textures: TextureCache,
     /// Head statistics over a corpus file (of this model), if one was run.
     pub corpus: Option<CorpusRun>,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
@@ -90,7 +83,6 @@ impl ModelSlot {
             answered_analysis_id: None,
             result: None,
             error: None,
-            textures: TextureCache::default(),
             rasters: Rasters::default(),
             word_rasters: Rasters::default(),
             projection: Background::default(),
@@ -98,8 +90,6 @@ impl ModelSlot {
             rollout: Background::default(),
             word_level: Background::default(),
             flow: Background::default(),
-            flow_drawn: None,
-            word_textures: TextureCache::default(),
             corpus: None,
             waker: ctx.clone(),
         }
@@ -125,18 +115,6 @@ impl ModelSlot {
         self.word_level
             .get(&id)
             .map(|value| value.map(Arc::clone).map_err(str::to_owned))
-    }
-
-    /// The textures of what the views show: the result's, or its words'.
-    pub fn textures_of(&mut self, words: bool) -> &mut TextureCache {
-        if words {
-            if let Some(id) = self.result_id() {
-                self.word_textures.reset(id);
-            }
-            &mut self.word_textures
-        } else {
-            &mut self.textures
-        }
     }
 
     /// The images of what the views show: the result's, or its words'.
@@ -223,11 +201,6 @@ impl ModelSlot {
             return;
         };
         let key = (id, words, layer, targets.clone());
-        if self.flow_drawn.as_ref() != Some(&key) {
-            self.textures.forget_flow();
-            self.word_textures.forget_flow();
-            self.flow_drawn = Some(key.clone());
-        }
         let Some(shown) = self.shown(words) else {
             return;
         };
@@ -406,7 +379,6 @@ impl ModelSlot {
             WorkerResponse::Analyzed { id, result } if Some(id) == self.latest_analysis_id => {
                 self.answered_analysis_id = Some(id);
                 self.error = None;
-                self.textures.reset(id);
                 self.rasters.reset(id);
                 self.word_rasters.reset(id);
                 self.result = Some(result);

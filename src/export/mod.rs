@@ -380,33 +380,48 @@ pub fn export_cancellable(
         };
         let caption = figure::Caption::new(&title, &what, text_a, text_b);
         anyhow::Ok(match options.view {
-            FigureView::Heatmap if options.rollout => {
-                let layers = match &words {
-                    Some(words) => words::word_rollout(pieces, words),
-                    None => crate::analysis::rollout::rollout(pieces),
+            FigureView::Heatmap => {
+                use crate::views::heatmap::{Heatmap, MapKind};
+                let kind = if options.rollout {
+                    MapKind::Rollout
+                } else if !options.flow_into.is_empty() {
+                    MapKind::Flow(options.flow_into.clone())
+                } else if options.norms {
+                    MapKind::Norms
+                } else {
+                    MapKind::Attention
                 };
-                let values = layers.into_iter().nth(options.layer).unwrap_or_default();
-                figure::combined_heatmap(analysis, values, options.fixed_scale, &caption)
+                let combined = match &kind {
+                    MapKind::Rollout => {
+                        let layers = match &words {
+                            Some(words) => words::word_rollout(pieces, words),
+                            None => crate::analysis::rollout::rollout(pieces),
+                        };
+                        Some(layers.into_iter().nth(options.layer).unwrap_or_default())
+                    }
+                    MapKind::Flow(targets) => {
+                        let tokens = analysis.len();
+                        let mut values = vec![f32::NAN; tokens * tokens];
+                        for &to in targets {
+                            let flow = crate::analysis::flow::flow_through(
+                                analysis,
+                                to,
+                                options.layer + 1,
+                            );
+                            values[to * tokens..][..tokens].copy_from_slice(&flow);
+                        }
+                        Some(values)
+                    }
+                    _ => None,
+                };
+                let view = Heatmap {
+                    layer: options.layer,
+                    head: options.head,
+                    kind,
+                    fixed_scale: options.fixed_scale,
+                };
+                figure::heatmap(analysis, &view, combined.as_deref(), &caption)?
             }
-            FigureView::Heatmap if !options.flow_into.is_empty() => {
-                let tokens = analysis.len();
-                let mut values = vec![f32::NAN; tokens * tokens];
-                for &to in &options.flow_into {
-                    let flow = crate::analysis::flow::flow_through(analysis, to, options.layer + 1);
-                    values[to * tokens..][..tokens].copy_from_slice(&flow);
-                }
-                figure::combined_heatmap(analysis, values, options.fixed_scale, &caption)
-            }
-            FigureView::Heatmap if options.norms => {
-                figure::norms_heatmap(analysis, options.layer, options.head, &caption)?
-            }
-            FigureView::Heatmap => figure::heatmap(
-                analysis,
-                options.layer,
-                options.head,
-                options.fixed_scale,
-                &caption,
-            ),
             FigureView::Lines => figure::lines(
                 analysis,
                 options.layer,
@@ -501,7 +516,7 @@ pub fn export_cancellable(
             write_atomically(path, &mut |out| out.write_all(&png))
         }
         ExportFormat::Svg => {
-            let svg = figure()?.to_string();
+            let svg = figure::to_svg(&figure()?);
             write_atomically(path, &mut |out| out.write_all(svg.as_bytes()))
         }
         ExportFormat::Json => {
@@ -634,7 +649,7 @@ pub fn export_corpus_report(
     match format {
         ExportFormat::Csv => write_atomically(path, |out| data::corpus_report(report, true, out)),
         ExportFormat::Svg => {
-            let svg = figure().to_string();
+            let svg = figure::to_svg(&figure());
             write_atomically(path, |out| out.write_all(svg.as_bytes()))
         }
         ExportFormat::Png => {

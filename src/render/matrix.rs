@@ -331,6 +331,12 @@ impl<'a> Matrix<'a, '_> {
                 )
                 .paint(Paint::FaintInk),
             );
+            let width = text_width(note, NOTE_SIZE, Font::Sans);
+            scene.label(
+                Rect::from_size(viewport.min.x, y - NOTE_SIZE, width, NOTE_SIZE * 1.4),
+                note.clone(),
+                None,
+            );
         }
     }
 }

@@ -388,6 +388,62 @@ pub fn notes_width(left: f32, lines: &[String]) -> f32 {
     left + widest(lines, 11.0, Font::Sans)
 }
 
+/// A bar chart of `values` in `width × height`: one bar per value from 0 up, labelled below by
+/// `label(index)`, the largest value named at the top of the axis; each bar a region named
+/// `name(index)` for screen readers and tooltips.
+pub fn bar_chart(
+    values: &[f32],
+    width: f32,
+    height: f32,
+    label: impl Fn(usize) -> String,
+    name: impl Fn(usize) -> String,
+) -> Scene<'static> {
+    const AXIS: f32 = 36.0;
+    const UNDER: f32 = 16.0;
+    const SIZE: f32 = 9.0;
+    let mut scene = Scene::new(width, height, "Bar chart");
+    // Identical values give all zeros: keep a readable scale rather than one of 1e-38.
+    let largest = values.iter().copied().fold(0f32, f32::max);
+    let largest = if largest > 1e-6 { largest } else { 1.0 };
+    let chart = height - UNDER;
+    let pitch = ((width - AXIS) / values.len().max(1) as f32).clamp(6.0, 40.0);
+    scene.line(
+        Point::new(AXIS - 4.0, chart),
+        Point::new(AXIS + pitch * values.len() as f32, chart),
+        super::scene::Stroke::new(1.0, Paint::FaintInk),
+    );
+    for (text, y) in [(tick_label(largest, largest), 0.0), ("0".to_owned(), chart)] {
+        scene.text(
+            Text::new(Point::new(AXIS - 6.0, y), text, SIZE, Font::Sans)
+                .anchor(Align::End, Baseline::Middle)
+                .paint(Paint::FaintInk),
+        );
+    }
+    for (index, &value) in values.iter().enumerate() {
+        let bar = value.max(0.0) / largest * chart;
+        let x = AXIS + pitch * index as f32;
+        scene.fill(
+            Rect::from_size(x + pitch * 0.1, chart - bar, pitch * 0.8, bar.max(0.5)),
+            Paint::Rgb(attention_color(0.4, 1.0)),
+        );
+        scene.text(
+            Text::new(
+                Point::new(x + pitch / 2.0, chart + 3.0),
+                label(index),
+                SIZE,
+                Font::Sans,
+            )
+            .anchor(Align::Center, Baseline::Top),
+        );
+        scene.label(
+            Rect::from_size(x, 0.0, pitch, chart),
+            name(index),
+            Some(name(index)),
+        );
+    }
+    scene
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

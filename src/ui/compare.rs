@@ -2,16 +2,18 @@
 //! their difference when both tokenize alike, the divergence of every layer, or both overview
 //! grids.
 
-use egui_plot::{Bar, BarChart, Plot};
+use egui::Sense;
 
-use super::heatmap::{draw_matrix, ColorScale};
-use super::textures::TextureCache;
+use super::heatmap::cell_tooltip;
+use super::scene::Rasters;
 use super::widgets::controls::layer_picker;
 use super::widgets::matrix::{zoom_controls, zoom_keys};
 use super::{overview, UiAction, ViewState};
 use crate::analysis::compare::{aligned_layer, same_tokens};
-use crate::analysis::{attention_weight, HeadChoice};
+use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
+use crate::render::scene::Hit;
+use crate::views::compare;
 
 /// One side of the comparison.
 pub struct Side<'a> {
@@ -19,10 +21,8 @@ pub struct Side<'a> {
     pub name: &'a str,
     /// Its analysis of the text.
     pub analysis: &'a Analysis,
-    /// Its textures.
-    pub textures: &'a mut TextureCache,
     /// Its scenes' images.
-    pub rasters: &'a mut super::scene::Rasters,
+    pub rasters: &'a mut Rasters,
 }
 
 /// The compare tab. `divergence` is the mean JS divergence per layer of A (computed once per
@@ -31,7 +31,7 @@ pub fn compare_view<'a>(
     ui: &mut egui::Ui,
     a: Side<'a>,
     b: Side<'a>,
-    difference_textures: &mut TextureCache,
+    rasters: &mut Rasters,
     divergence: Option<&[f32]>,
     state: &mut ViewState,
 ) -> Vec<UiAction> {
@@ -111,14 +111,7 @@ pub fn compare_view<'a>(
         .id_salt("compare")
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            actions.extend(compare_body(
-                ui,
-                a,
-                b,
-                difference_textures,
-                divergence,
-                state,
-            ))
+            actions.extend(compare_body(ui, a, b, rasters, divergence, state))
         });
     actions
 }
@@ -126,9 +119,9 @@ pub fn compare_view<'a>(
 /// Everything below the compare controls, in a scroll area.
 fn compare_body<'a>(
     ui: &mut egui::Ui,
-    mut a: Side<'a>,
-    mut b: Side<'a>,
-    difference_textures: &mut TextureCache,
+    a: Side<'a>,
+    b: Side<'a>,
+    rasters: &mut Rasters,
     divergence: Option<&[f32]>,
     state: &mut ViewState,
 ) -> Vec<UiAction> {
@@ -160,120 +153,86 @@ fn compare_body<'a>(
         });
         return actions;
     }
-
-    let pair = [
-        (state.layer, state.compare_heads[0]),
-        (state.compare_layer, state.compare_heads[1]),
+    let sides = [
+        compare::Side {
+            name: a.name,
+            analysis: a.analysis,
+            layer: state.layer,
+            head: state.compare_heads[0],
+        },
+        compare::Side {
+            name: b.name,
+            analysis: b.analysis,
+            layer: state.compare_layer,
+            head: state.compare_heads[1],
+        },
     ];
-    let columns = if identical { 3 } else { 2 };
-    let selected = state.selection();
-    ui.columns(columns, |columns| {
-        for (index, (side, (layer, head))) in [(&mut a, pair[0]), (&mut b, pair[1])]
-            .into_iter()
-            .enumerate()
-        {
-            let ui = &mut columns[index];
-            ui.strong(format!("{} · layer {layer} · {head}", side.name));
-            let (texture, max) = side
-                .textures
-                .full(ui.ctx(), side.analysis, layer, head, false);
-            let weight = |query, key| attention_weight(side.analysis, layer, head, query, key);
-            let selection: &[usize] = if identical { &selected } else { &[] };
-            if let Some(action) = draw_matrix(
-                ui,
-                side.analysis,
-                &weight,
-                &texture,
-                ColorScale::Sequential { max },
-                selection,
-                &mut state.compare_zoom,
-            ) {
-                if identical {
-                    actions.push(action);
-                }
-            }
-        }
-        if identical {
-            let ui = &mut columns[2];
-            ui.strong("A − B");
-            let (texture, max_abs) =
-                difference_textures.difference(ui.ctx(), a.analysis, pair[0], b.analysis, pair[1]);
-            let weight = |query, key| {
-                attention_weight(a.analysis, pair[0].0, pair[0].1, query, key)
-                    - attention_weight(b.analysis, pair[1].0, pair[1].1, query, key)
-            };
-            if let Some(action) = draw_matrix(
-                ui,
-                a.analysis,
-                &weight,
-                &texture,
-                ColorScale::Diverging { max_abs },
-                &selected,
-                &mut state.compare_zoom,
-            ) {
-                actions.push(action);
-            }
-        }
+    let selection = state.selection();
+    let (width, height) = (ui.available_width(), ui.available_height().max(420.0));
+    let geometries = std::cell::RefCell::new(Vec::new());
+    let zoom = state.compare_zoom;
+    let shown = super::scene::show_hovered(ui, rasters, Sense::click_and_drag(), |hovered| {
+        let marks = compare::Marks {
+            selection: &selection,
+            hovered: match hovered {
+                Some(Hit::Cell { row, column }) => Some((row, column)),
+                _ => None,
+            },
+            zoom,
+        };
+        let (scene, matrices) =
+            compare::scene(&sides[0], &sides[1], divergence, &marks, width, height);
+        *geometries.borrow_mut() = matrices;
+        scene
     });
-
-    ui.separator();
-    match divergence {
-        None if identical => {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("Computing how differently the two models attend, layer by layer…");
-            });
+    let geometries = geometries.into_inner();
+    // The matrix under the pointer (or the first) takes the wheel and the drag for all of them.
+    let active = shown
+        .pointer
+        .and_then(|p| geometries.iter().find(|g| g.viewport.contains(p)))
+        .or(geometries.first());
+    if let Some(geometry) = active {
+        super::widgets::matrix::interact(ui, &shown, geometry, &mut state.compare_zoom);
+    }
+    if let (Some(Hit::Cell { row, column }), Some(pointer)) = (shown.hovered, shown.pointer) {
+        let under = geometries.iter().position(|g| g.viewport.contains(pointer));
+        match under {
+            Some(2) => {
+                let tokens = a.analysis.len();
+                let maps: Vec<Vec<f32>> = sides
+                    .iter()
+                    .map(|side| shown_map(side.analysis, side.layer, side.head))
+                    .collect();
+                let values: Vec<f32> = (0..tokens * tokens)
+                    .map(|i| maps[0][i] - maps[1][i])
+                    .collect();
+                cell_tooltip(
+                    &shown.response,
+                    a.analysis,
+                    &values,
+                    row,
+                    column,
+                    "difference A − B",
+                );
+            }
+            Some(slot) => {
+                let side = &sides[slot.min(1)];
+                let values = shown_map(side.analysis, side.layer, side.head);
+                cell_tooltip(
+                    &shown.response,
+                    side.analysis,
+                    &values,
+                    row,
+                    column,
+                    "weight",
+                );
+            }
+            None => {}
         }
-        Some(divergence) if identical => {
-            ui.label("How differently the two models attend, per layer of A (mean Jensen–Shannon divergence of the head-averaged attention rows against B's aligned layer; 0 = identical, 1 = disjoint):");
-            let bars: Vec<Bar> = divergence
-                .iter()
-                .enumerate()
-                .map(|(layer, &value)| {
-                    Bar::new(layer as f64, f64::from(value)).name(format!("layer {layer}"))
-                })
-                .collect();
-            Plot::new("divergence")
-                .height(140.0)
-                .include_y(0.0)
-                .allow_scroll(false)
-                .allow_drag(false)
-                .x_axis_label("layer of A")
-                // Layers are whole numbers.
-                .x_axis_formatter(|mark, _| {
-                    if mark.value.fract() == 0.0 {
-                        format!("{}", mark.value)
-                    } else {
-                        String::new()
-                    }
-                })
-                .show(ui, |plot| {
-                    plot.bar_chart(BarChart::new("JS divergence", bars))
-                });
-        }
-        _ => {
-            let (family_a, family_b) = (a.analysis.model_type, b.analysis.model_type);
-            let why = if family_a == family_b {
-                "The two models split this text into different tokens".to_owned()
-            } else {
-                format!(
-                    "{} and {} split this text into different tokens (their tokenizers differ)",
-                    family_a.name(),
-                    family_b.name()
-                )
-            };
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                format!("{why}, so their maps are not compared cell by cell."),
-            );
-            ui.columns(2, |columns| {
-                for (column, side) in columns.iter_mut().zip([&a, &b]) {
-                    let tokens: Vec<String> = (0..side.analysis.len())
-                        .map(|index| side.analysis.display_token(index))
-                        .collect();
-                    column.weak(tokens.join(" "));
-                }
-            });
+    }
+    if identical {
+        if let Some(Hit::Cell { row, .. }) | Some(Hit::Token(row)) = shown.clicked {
+            actions.push(super::token_click(ui, row, &selection));
         }
     }
     actions

@@ -1,57 +1,15 @@
-//! Token-to-token attention lines (BertViz's head view): queries on the left, keys on the right,
-//! one colour per head, line opacity following the weight.
+//! The Lines tab: the controls of [`crate::views::lines`] (heads, threshold, top-k, sentence
+//! pairs) and its scene; the pointer on a token shows only its lines.
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2};
+use egui::{Color32, Sense};
 
-use super::tokens::sentence_b_tint;
+use super::scene::Rasters;
 use super::widgets::controls::attention_kind_switch;
 use super::{AttentionKind, PairFilter, UiAction, ViewState};
-use crate::analysis::norms::norm_map;
-use crate::analysis::HeadChoice;
 use crate::model::Analysis;
 use crate::render::head_color;
-
-const COLUMN_WIDTH: f32 = 140.0;
-/// Horizontal room for the lines, between the token columns.
-const LINE_SPAN: std::ops::RangeInclusive<f32> = 220.0..=520.0;
-
-/// Which side of the view the pointer is on.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Focus {
-    Query(usize),
-    Key(usize),
-}
-
-/// The maps the lines draw for one layer, each with the head whose colour it takes, weights
-/// scaled to 0–1: every shown head's attention; every shown head's norm-based attention over
-/// the layer's largest norm; or the rollout through the layer, in one colour. `None` while the
-/// rollout is still being computed.
-fn layer_maps<'a>(
-    analysis: &'a Analysis,
-    combined: Option<&'a [f32]>,
-    state: &ViewState,
-) -> Option<Vec<(usize, std::borrow::Cow<'a, [f32]>)>> {
-    let layer = state.layer;
-    let shown = (0..analysis.heads()).filter(|head| !state.hidden_heads.contains(head));
-    Some(match state.attention_kind {
-        AttentionKind::Raw => shown
-            .map(|head| (head, analysis.attention(layer, head).into()))
-            .collect(),
-        AttentionKind::Norms => {
-            let maps: Vec<(usize, Vec<f32>)> = shown
-                .filter_map(|head| Some((head, norm_map(analysis, layer, HeadChoice::Head(head))?)))
-                .collect();
-            let largest = maps
-                .iter()
-                .flat_map(|(_, map)| map.iter().copied())
-                .fold(f32::MIN_POSITIVE, f32::max);
-            maps.into_iter()
-                .map(|(head, map)| (head, map.iter().map(|v| v / largest).collect()))
-                .collect()
-        }
-        AttentionKind::Rollout | AttentionKind::Flow => vec![(0, combined?.into())],
-    })
-}
+use crate::render::scene::Hit;
+use crate::views::lines::{Lines, Marks};
 
 /// The lines tab. `combined` is the map of a kind that combines heads (rollout or flow, see
 /// [`AttentionKind::is_combined`]), once the app has computed it off the UI thread.
@@ -147,7 +105,7 @@ pub fn lines_view(
             state.layer
         ),
     });
-    let Some(maps) = layer_maps(analysis, combined, state) else {
+    if state.attention_kind.is_combined() && combined.is_none() {
         ui.horizontal(|ui| {
             ui.spinner();
             ui.label(if state.attention_kind == AttentionKind::Flow {
@@ -157,202 +115,53 @@ pub fn lines_view(
             });
         });
         return actions;
-    };
-
+    }
+    let lines = lines_of(state);
+    let selection = state.selection();
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            let tokens = analysis.len();
-            let row = (ui.available_height() / tokens as f32).clamp(12.0, 24.0);
-            let span = (ui.available_width() - 2.0 * COLUMN_WIDTH)
-                .clamp(*LINE_SPAN.start(), *LINE_SPAN.end());
-            let size = Vec2::new(COLUMN_WIDTH * 2.0 + span, row * tokens as f32 + 4.0);
-            let (response, painter) = ui.allocate_painter(size, Sense::click());
-            let top = response.rect.top() + 2.0;
-            let left_x = response.rect.left() + COLUMN_WIDTH;
-            let right_x = left_x + span;
-            let y_of = |index: usize| top + row * (index as f32 + 0.5);
-
-            let focus = response.hover_pos().and_then(|pos| {
-                let index = ((pos.y - top) / row).floor();
-                if index < 0.0 || index as usize >= tokens {
-                    return None;
-                }
-                let index = index as usize;
-                if pos.x < left_x + 8.0 {
-                    Some(Focus::Query(index))
-                } else if pos.x > right_x - 8.0 {
-                    Some(Focus::Key(index))
-                } else {
-                    None
-                }
-            });
-            // Without a token under the pointer, the selection's lines show.
-            let selection = state.selection();
-            let hovering = focus.is_some();
-            // Per key, the weight from the selected queries, summed over them and averaged over
-            // the drawn maps: the bars beside the keys.
-            let mut from_selection = vec![0f32; tokens];
-
-            let mut drawn = 0usize;
-            for (head, map) in &maps {
-                let [r, g, b] = if is_rollout {
-                    head_color(0, 1)
-                } else {
-                    head_color(*head, heads)
-                };
-                for query in 0..tokens {
-                    // A causal model's lines only run backwards, to earlier tokens.
-                    let keys = if analysis.causal { query + 1 } else { tokens };
-                    let row = &map[query * tokens..][..keys];
-                    if row.first().is_some_and(|weight| weight.is_nan()) {
-                        // A flow row not computed (not a selected token).
-                        continue;
-                    }
-                    if selection.contains(&query) {
-                        for (sum, &weight) in from_selection.iter_mut().zip(row) {
-                            *sum += weight / maps.len() as f32;
-                        }
-                    }
-                    for_each_key_to_draw(row, state.line_top_k, |key| {
-                        let weight = row[key];
-                        if weight < state.line_threshold.max(1e-3) {
-                            return;
-                        }
-                        let shown = match focus {
-                            Some(Focus::Query(q)) => q == query,
-                            Some(Focus::Key(k)) => k == key,
-                            None => selection.is_empty() || selection.contains(&query),
-                        };
-                        if !shown
-                            || !state
-                                .pair_filter
-                                .allows(analysis.sentence[query], analysis.sentence[key])
-                        {
-                            return;
-                        }
-                        drawn += 1;
-                        let alpha = (weight.sqrt() * 230.0) as u8;
-                        painter.line_segment(
-                            [
-                                Pos2::new(left_x + 4.0, y_of(query)),
-                                Pos2::new(right_x - 4.0, y_of(key)),
-                            ],
-                            Stroke::new(
-                                1.0 + 2.0 * weight,
-                                Color32::from_rgba_unmultiplied(r, g, b, alpha),
-                            ),
-                        );
-                    });
-                }
-            }
-
-            if drawn == 0 {
-                painter.text(
-                    Pos2::new((left_x + right_x) / 2.0, top + 8.0),
-                    Align2::CENTER_TOP,
-                    format!(
-                        "no weight here reaches {:.3}:\nlower the threshold",
-                        state.line_threshold
-                    ),
-                    FontId::proportional(12.0),
-                    ui.visuals().weak_text_color(),
-                );
-            }
-            let font = FontId::monospace((row * 0.7).clamp(9.0, 13.0));
-            let text_color = ui.visuals().text_color();
-            for index in 0..tokens {
-                let label = analysis.display_token(index);
-                let highlighted = focus == Some(Focus::Query(index))
-                    || focus == Some(Focus::Key(index))
-                    || selection.contains(&index);
-                let color = if highlighted {
-                    ui.visuals().selection.stroke.color
-                } else {
-                    text_color
-                };
-                for (x, align) in [
-                    (left_x - 4.0, Align2::RIGHT_CENTER),
-                    (right_x + 4.0, Align2::LEFT_CENTER),
-                ] {
-                    let rect = painter.text(
-                        Pos2::new(x, y_of(index)),
-                        align,
-                        &label,
-                        font.clone(),
-                        color,
-                    );
-                    let is_key_side = align == Align2::LEFT_CENTER;
-                    if is_key_side && !selection.is_empty() && !hovering {
-                        let largest = from_selection
-                            .iter()
-                            .copied()
-                            .fold(f32::MIN_POSITIVE, f32::max);
-                        let bar = Rect::from_min_size(
-                            Pos2::new(rect.right() + 4.0, y_of(index) - 3.0),
-                            Vec2::new(40.0 * from_selection[index] / largest, 6.0),
-                        );
-                        painter.rect_filled(
-                            bar,
-                            1.0,
-                            ui.visuals().selection.stroke.color.gamma_multiply(0.7),
-                        );
-                    }
-                    if analysis.sentence[index] == Some(1) {
-                        painter.rect_filled(
-                            rect.expand(1.0),
-                            2.0,
-                            sentence_b_tint(ui).gamma_multiply(0.6),
-                        );
-                        painter.text(
-                            Pos2::new(x, y_of(index)),
-                            align,
-                            &label,
-                            font.clone(),
-                            color,
-                        );
-                    }
-                }
-            }
-            if response.clicked() {
-                match focus {
-                    Some(Focus::Query(index) | Focus::Key(index)) => {
+            let (width, height) = (ui.available_width(), ui.available_height());
+            let shown = super::scene::show_hovered(
+                ui,
+                &mut Rasters::default(),
+                Sense::click(),
+                |hovered| {
+                    let marks = Marks {
+                        selection: &selection,
+                        query: match hovered {
+                            Some(Hit::Query(token)) => Some(token),
+                            _ => None,
+                        },
+                        key: match hovered {
+                            Some(Hit::Key(token)) => Some(token),
+                            _ => None,
+                        },
+                    };
+                    crate::views::lines::scene(analysis, &lines, combined, &marks, width, height)
+                        .unwrap_or_default()
+                },
+            );
+            if shown.response.clicked() || shown.clicked.is_some() {
+                match shown.clicked {
+                    Some(Hit::Query(index) | Hit::Key(index)) => {
                         actions.push(super::token_click(ui, index, &selection));
                     }
-                    None => actions.push(UiAction::SelectToken(None)),
+                    _ => actions.push(UiAction::SelectToken(None)),
                 }
             }
         });
     actions
 }
 
-/// Calls `draw` with each key whose line a query row may draw: every key, or only its `top_k`
-/// strongest (0 = every key). Every key costs no allocation: this runs per row, per head, per
-/// frame.
-fn for_each_key_to_draw(row: &[f32], top_k: usize, draw: impl FnMut(usize)) {
-    match top_k {
-        0 => (0..row.len()).for_each(draw),
-        k => crate::model::heads::top_k(row, k)
-            .into_iter()
-            .map(|(key, _)| key as usize)
-            .for_each(draw),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_k_keeps_each_rows_strongest_keys() {
-        let row = [0.1, 0.5, 0.05, 0.35];
-        let keys = |top_k| {
-            let mut keys = Vec::new();
-            for_each_key_to_draw(&row, top_k, |key| keys.push(key));
-            keys
-        };
-        assert_eq!(keys(0), vec![0, 1, 2, 3]);
-        assert_eq!(keys(2), vec![1, 3]);
-        assert_eq!(keys(9).len(), 4);
+/// The lines of the view state: its layer, kind, heads, threshold, top-k and pair filter.
+pub fn lines_of(state: &ViewState) -> Lines {
+    Lines {
+        layer: state.layer,
+        kind: super::heatmap::heatmap_of(state).kind,
+        hidden_heads: state.hidden_heads.clone(),
+        threshold: state.line_threshold,
+        top_k: state.line_top_k,
+        pairs: state.pair_filter,
     }
 }

@@ -13,7 +13,6 @@ pub mod predictions;
 pub mod projection;
 pub mod query_key;
 pub mod scene;
-pub mod textures;
 pub mod tokens;
 pub mod widgets;
 
@@ -52,49 +51,7 @@ impl AttentionKind {
     }
 }
 
-/// Which sentence pairs the lines view shows, for inputs with two sentences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum PairFilter {
-    /// Every query and key.
-    #[default]
-    All,
-    /// Queries in A attending to keys in A.
-    AToA,
-    /// A → B.
-    AToB,
-    /// B → A.
-    BToA,
-    /// B → B.
-    BToB,
-}
-
-impl PairFilter {
-    /// Every filter, in display order.
-    pub const ALL: [PairFilter; 5] = [Self::All, Self::AToA, Self::AToB, Self::BToA, Self::BToB];
-
-    /// Button label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::All => "All",
-            Self::AToA => "A to A",
-            Self::AToB => "A to B",
-            Self::BToA => "B to A",
-            Self::BToB => "B to B",
-        }
-    }
-
-    /// Whether a line from a query in `from` to a key in `to` passes (`None` = special token,
-    /// which passes only the "All" filter).
-    pub fn allows(self, from: Option<usize>, to: Option<usize>) -> bool {
-        match self {
-            Self::All => true,
-            Self::AToA => from == Some(0) && to == Some(0),
-            Self::AToB => from == Some(0) && to == Some(1),
-            Self::BToA => from == Some(1) && to == Some(0),
-            Self::BToB => from == Some(1) && to == Some(1),
-        }
-    }
-}
+pub use crate::views::lines::PairFilter;
 
 /// Everything the views remember between frames, shared so that a selection holds everywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +87,7 @@ pub struct ViewState {
     pub fixed_scale: bool,
     /// The heatmap's zoom and pan (not remembered between runs).
     #[serde(skip)]
-    pub heatmap_zoom: heatmap::MatrixZoom,
+    pub heatmap_zoom: crate::render::matrix::MatrixZoom,
     /// The statistic the Heads tab colours and sorts by.
     pub head_statistic: crate::analysis::stats::Statistic,
     /// Whose statistics the Heads tab shows: the text's or a corpus's.
@@ -139,6 +96,9 @@ pub struct ViewState {
     pub corpus_path: String,
     /// Layer shown by the projection view (0 = embeddings).
     pub projection_layer: usize,
+    /// The projection's zoom and pan (not remembered between runs).
+    #[serde(skip)]
+    pub projection_zoom: crate::render::matrix::MatrixZoom,
     /// PNG export scale: 1, 2 or 4.
     pub export_scale: f32,
     /// `.npz` exports in half precision.
@@ -153,10 +113,10 @@ pub struct ViewState {
     pub compare_heads: [HeadChoice; 2],
     /// Compare tab: one zoom and pan for its matrices, so that they stay aligned.
     #[serde(skip)]
-    pub compare_zoom: heatmap::MatrixZoom,
+    pub compare_zoom: crate::render::matrix::MatrixZoom,
     /// Embeddings tab: the position-similarity matrix's zoom and pan.
     #[serde(skip)]
-    pub embeddings_zoom: heatmap::MatrixZoom,
+    pub embeddings_zoom: crate::render::matrix::MatrixZoom,
     /// Overview: clicks switch heads off instead of opening them.
     #[serde(skip)]
     pub ablation_mode: bool,
@@ -181,21 +141,22 @@ impl Default for ViewState {
             attention_kind: AttentionKind::Raw,
             words: false,
             fixed_scale: false,
-            heatmap_zoom: heatmap::MatrixZoom::default(),
+            heatmap_zoom: crate::render::matrix::MatrixZoom::default(),
             head_statistic: crate::analysis::stats::Statistic::default(),
             head_source: heads::HeadSource::default(),
             corpus_path: String::new(),
             projection_layer: 0,
+            projection_zoom: crate::render::matrix::MatrixZoom::default(),
             export_scale: 2.0,
             export_f16: false,
             compare_layer: 0,
             align_by_depth: true,
             compare_overviews: false,
-            embeddings_zoom: heatmap::MatrixZoom::default(),
+            embeddings_zoom: crate::render::matrix::MatrixZoom::default(),
             ablation_mode: false,
             ablated_heads: Vec::new(),
             compare_heads: [HeadChoice::Mean; 2],
-            compare_zoom: heatmap::MatrixZoom::default(),
+            compare_zoom: crate::render::matrix::MatrixZoom::default(),
         }
     }
 }

@@ -39,11 +39,7 @@ pub fn query_key_view(
         .auto_shrink([false, false])
         .show(ui, |ui| {
             let (layer, width) = (state.layer, ui.available_width());
-            let view = QueryKeyView {
-                layer,
-                head,
-                query,
-            };
+            let view = QueryKeyView { layer, head, query };
             let shown = super::scene::show_hovered(ui, rasters, Sense::click(), |hovered| {
                 let hovered = match hovered {
                     Some(Hit::Token(token)) => Some(token),

@@ -21,6 +21,9 @@ const RASTER_BUDGET: std::time::Duration = std::time::Duration::from_millis(3);
 pub struct Rasters {
     generation: u64,
     textures: HashMap<RasterKey, (TextureHandle, u64)>,
+    /// Values views compute from the data to draw (a map's weights, for its colours and
+    /// tooltips), kept with the textures.
+    values: HashMap<RasterKey, std::sync::Arc<Vec<f32>>>,
     /// The frame being painted, and the image time spent in it.
     frame: u64,
     spent: std::time::Duration,
@@ -34,12 +37,31 @@ impl Rasters {
         if generation != self.generation {
             self.generation = generation;
             self.textures.clear();
+            self.values.clear();
         }
     }
 
     /// Forgets every texture.
     pub fn clear(&mut self) {
         self.textures.clear();
+        self.values.clear();
+    }
+
+    /// The values named `key`, made by `make` the first time (until [`Rasters::reset`]).
+    pub fn values(
+        &mut self,
+        key: RasterKey,
+        make: impl FnOnce() -> Option<Vec<f32>>,
+    ) -> Option<std::sync::Arc<Vec<f32>>> {
+        if let Some(values) = self.values.get(&key) {
+            return Some(std::sync::Arc::clone(values));
+        }
+        let values = std::sync::Arc::new(make()?);
+        if self.values.len() > 64 {
+            self.values.clear();
+        }
+        self.values.insert(key, std::sync::Arc::clone(&values));
+        Some(values)
     }
 
     /// Whether an image still waits to be made (screenshots and tests wait for it).

@@ -2,9 +2,13 @@
 //! it) and its parameters into a [`crate::render::scene::Scene`], which the app paints and
 //! export writes. No egui here.
 
+pub mod compare;
 pub mod embeddings;
 pub mod heads;
+pub mod heatmap;
 pub mod lens;
+pub mod lines;
 pub mod overview;
 pub mod predictions;
+pub mod projection;
 pub mod query_key;

@@ -133,7 +133,12 @@ pub fn scene<'a>(
     let (layer, head, query) = (view.layer, view.head, view.query);
     let query_row = parts.query_vector.clone();
     scene.add(image(
-        Rect::from_size(vectors_left, query_top + 2.0, cell * head_dim as f32, ROW - 4.0),
+        Rect::from_size(
+            vectors_left,
+            query_top + 2.0,
+            cell * head_dim as f32,
+            ROW - 4.0,
+        ),
         vectors(
             RasterKey::of(("query", layer, head, query)),
             move || query_row.clone(),
@@ -162,7 +167,7 @@ pub fn scene<'a>(
             product_max,
         ),
     ));
-    for key in 0..tokens {
+    for (key, label) in labels.iter().enumerate() {
         let top = keys_top + ROW * key as f32;
         let middle = top + ROW / 2.0;
         let ink = if parts.scores[key].is_some() {
@@ -171,12 +176,16 @@ pub fn scene<'a>(
             Paint::FaintInk
         };
         scene.text(
-            Text::new(Point::new(label_width, middle), labels[key].clone(), SIZE, Font::Mono)
-                .anchor(Align::End, Baseline::Middle)
-                .paint(ink),
+            Text::new(
+                Point::new(label_width, middle),
+                label.clone(),
+                SIZE,
+                Font::Mono,
+            )
+            .anchor(Align::End, Baseline::Middle)
+            .paint(ink),
         );
-        let score =
-            parts.scores[key].map_or_else(|| "masked".to_owned(), |s| format!("{s:+.3}"));
+        let score = parts.scores[key].map_or_else(|| "masked".to_owned(), |s| format!("{s:+.3}"));
         scene.text(
             Text::new(Point::new(score_left, middle), score, SIZE, Font::Mono)
                 .anchor(Align::Start, Baseline::Middle)

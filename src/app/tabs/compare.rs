@@ -46,13 +46,11 @@ impl Tab for Compare {
                     compare::Side {
                         name: &a_name,
                         analysis: shown.analysis(),
-                        textures: &mut app.primary.textures,
                         rasters: &mut app.primary.rasters,
                     },
                     compare::Side {
                         name: &b_name,
                         analysis: &b_result.analysis,
-                        textures: &mut slot.textures,
                         rasters: &mut slot.rasters,
                     },
                     &mut app.compare_textures,

@@ -35,7 +35,7 @@ impl Tab for Heatmap {
             shown.analysis(),
             combined.as_ref().and_then(Combined::values),
             &mut app.settings.view,
-            app.primary.textures_of(shown.words()),
+            app.primary.rasters_of(shown.words()),
         )
     }
 }

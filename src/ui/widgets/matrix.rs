@@ -4,6 +4,7 @@
 use egui::Vec2;
 
 use crate::render::matrix::{MatrixGeometry, MatrixZoom};
+use crate::render::scene::Rect;
 use crate::ui::scene::SceneResponse;
 use crate::ui::symbol_button;
 
@@ -20,17 +21,29 @@ pub fn interact(
     geometry: &MatrixGeometry,
     zoom: &mut MatrixZoom,
 ) {
+    let max_zoom = MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens);
+    interact_area(ui, shown, geometry.viewport, max_zoom, zoom);
+}
+
+/// Applies the pointer's wheel, drag and double-click over `area` (in the painted scene
+/// `shown`) to `zoom`, up to `max_zoom`, asking for a repaint when it changed.
+pub fn interact_area(
+    ui: &egui::Ui,
+    shown: &SceneResponse,
+    area: Rect,
+    max_zoom: f32,
+    zoom: &mut MatrixZoom,
+) {
     let before = *zoom;
-    let side = geometry.viewport.width();
-    let max_zoom = MatrixGeometry::max_zoom(side, geometry.tokens);
-    let pointer = shown.pointer.filter(|p| geometry.viewport.contains(*p));
+    let (width, height) = (area.width().max(1.0), area.height().max(1.0));
+    let pointer = shown.pointer.filter(|p| area.contains(*p));
     if let Some(point) = pointer {
         let (scroll, pinch) = ui.input(|input| (input.smooth_scroll_delta(), input.zoom_delta()));
         let factor = pinch * (scroll.y * WHEEL_ZOOM_PER_POINT).exp();
         if factor != 1.0 {
             let anchor = (
-                (point.x - geometry.viewport.min.x) / side,
-                (point.y - geometry.viewport.min.y) / side,
+                (point.x - area.min.x) / width,
+                (point.y - area.min.y) / height,
             );
             zoom.zoom_at(factor, anchor, max_zoom);
             ui.ctx()
@@ -39,8 +52,11 @@ pub fn interact(
     }
     let response = &shown.response;
     if response.dragged() && !zoom.is_fit() {
-        let delta = response.drag_delta() / (side * zoom.zoom);
-        zoom.pan(-delta.x, -delta.y);
+        let delta = response.drag_delta();
+        zoom.pan(
+            -delta.x / (width * zoom.zoom),
+            -delta.y / (height * zoom.zoom),
+        );
     }
     if response.double_clicked() {
         *zoom = MatrixZoom::default();

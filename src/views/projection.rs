@@ -1,0 +1,200 @@
+//! Token hidden states of one layer in the PCA plane of every layer (so positions compare across
+//! layers), coloured by sentence A, sentence B and special tokens, labelled where labels do not
+//! overlap (the selected and the hovered token always), with the selected token's path from the
+//! embeddings to the last layer. One scale on both axes: distances mean the same across and up.
+
+use crate::analysis::projection::Projection;
+use crate::model::Analysis;
+use crate::render::matrix::MatrixZoom;
+use crate::render::scene::{
+    Align, Baseline, Font, Paint, Point, Rect, Scene, Shape, Stroke, Target, Text,
+};
+use crate::render::text::text_width;
+use crate::render::{place_labels, TokenGroup};
+
+const LABEL_SIZE: f32 = 11.0;
+const LEGEND: f32 = 24.0;
+const NOTE: f32 = 26.0;
+const ROOM: f32 = 10.0;
+/// How near (in points) the pointer must be to a token for its label to show regardless.
+pub const HOVER_RADIUS: f32 = 10.0;
+
+/// A projection view with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProjectionView {
+    /// 0 is the embeddings, l the output of layer l.
+    pub layer: usize,
+    /// The token whose path is drawn.
+    pub token: Option<usize>,
+    /// The token nearest the pointer.
+    pub hovered: Option<usize>,
+    /// How far the plot is zoomed in, and where.
+    pub zoom: MatrixZoom,
+}
+
+/// The size a figure gives the plot.
+pub const NATURAL_SIZE: (f32, f32) = (680.0, 520.0);
+
+/// The note under the plot.
+fn note(projection: &Projection, layer: usize) -> String {
+    format!(
+        "layer {layer} of {} (0: embeddings) · PCA over all layers · axes explain {:.0}% and {:.0}% of the variance",
+        projection.layers().saturating_sub(1),
+        projection.explained_variance[0] * 100.0,
+        projection.explained_variance[1] * 100.0
+    )
+}
+
+/// The plot in `width × height`: its points one region (a hit names the nearest token and how
+/// far it is); the scene and the plot's rectangle.
+pub fn scene(
+    analysis: &Analysis,
+    projection: &Projection,
+    view: &ProjectionView,
+    width: f32,
+    height: f32,
+) -> (Scene<'static>, Rect) {
+    let layer = view.layer.min(projection.layers().saturating_sub(1));
+    let points = projection.layer(layer);
+    let path = view
+        .token
+        .filter(|&token| token < points.len())
+        .map(|token| projection.trajectory(token))
+        .unwrap_or_default();
+    let mut scene = Scene::new(
+        width,
+        height,
+        format!("Token projection, layer {layer}: click a point to select its token"),
+    );
+    // The legend: the groups present.
+    let mut x = 0.0;
+    for group in TokenGroup::ALL {
+        if !(0..points.len()).any(|index| TokenGroup::of(analysis, index) == group) {
+            continue;
+        }
+        scene.add(Shape::Circle {
+            center: Point::new(x + 5.0, LEGEND / 2.0 - 2.0),
+            radius: 5.0,
+            fill: Paint::Rgb(group.color()),
+        });
+        scene.text(
+            Text::new(
+                Point::new(x + 14.0, LEGEND / 2.0 - 2.0),
+                group.name(),
+                11.0,
+                Font::Sans,
+            )
+            .anchor(Align::Start, Baseline::Middle),
+        );
+        x += 14.0 + text_width(group.name(), 11.0, Font::Sans) + 18.0;
+    }
+    let plot = Rect::from_size(
+        0.0,
+        LEGEND,
+        width.max(80.0),
+        (height - LEGEND - NOTE).max(80.0),
+    );
+    scene.outline(plot, Stroke::new(1.0, Paint::FaintInk));
+    // One scale on both axes, fitted to the layer's points and the path, then zoomed.
+    let (mut low, mut high) = ([f32::INFINITY; 2], [f32::NEG_INFINITY; 2]);
+    for point in points.iter().chain(&path) {
+        for axis in 0..2 {
+            low[axis] = low[axis].min(point[axis]);
+            high[axis] = high[axis].max(point[axis]);
+        }
+    }
+    let span = |axis: usize| (high[axis] - low[axis]).max(1e-6);
+    let inner = (plot.width() - 2.0 * ROOM, plot.height() - 2.0 * ROOM);
+    let scale = (inner.0 / span(0)).min(inner.1 / span(1)) * view.zoom.zoom;
+    // The zoomed part's top left corner, in data coordinates.
+    let origin = (
+        low[0] + view.zoom.left * span(0),
+        high[1] - view.zoom.top * span(1),
+    );
+    let at = |[x, y]: [f32; 2]| {
+        Point::new(
+            plot.min.x + ROOM + (x - origin.0) * scale,
+            // Up is up.
+            plot.min.y + ROOM + (origin.1 - y) * scale,
+        )
+    };
+    let inside = |p: Point| plot.contains(p);
+    if path.len() > 1 {
+        scene.add(Shape::Path {
+            points: path.iter().map(|&p| at(p)).collect(),
+            stroke: Stroke::new(1.5, Paint::Accent),
+        });
+    }
+    let screen: Vec<Point> = points.iter().map(|&p| at(p)).collect();
+    for (index, &point) in screen.iter().enumerate() {
+        if inside(point) {
+            scene.add(Shape::Circle {
+                center: point,
+                radius: 4.0,
+                fill: Paint::Rgb(TokenGroup::of(analysis, index).color()),
+            });
+        }
+    }
+    // Labels where they overlap no other, the selected and the hovered one always.
+    let texts: Vec<String> = (0..points.len())
+        .map(|index| analysis.display_token(index))
+        .collect();
+    let boxes: Vec<[f32; 4]> = screen
+        .iter()
+        .zip(&texts)
+        .map(|(point, label)| {
+            if !inside(*point) {
+                // Zoomed out of view: its label takes no room.
+                return [f32::NEG_INFINITY; 4];
+            }
+            let width = text_width(label, LABEL_SIZE, Font::Mono);
+            // Right of the point, or left of it where the plot ends.
+            let left = if point.x + 5.0 + width > plot.max.x - 2.0 {
+                point.x - 5.0 - width
+            } else {
+                point.x + 5.0
+            };
+            [
+                left,
+                point.y - 4.0 - LABEL_SIZE,
+                left + width,
+                point.y - 4.0,
+            ]
+        })
+        .collect();
+    let always: Vec<usize> = view.token.into_iter().chain(view.hovered).collect();
+    let shown = place_labels(&boxes, &always);
+    for (index, label) in texts.iter().enumerate().filter(|&(i, _)| shown[i]) {
+        if !inside(screen[index]) {
+            continue;
+        }
+        let [left, _, _, bottom] = boxes[index];
+        let mut text = Text::new(
+            Point::new(left, bottom),
+            label.clone(),
+            LABEL_SIZE,
+            Font::Mono,
+        )
+        .anchor(Align::Start, Baseline::Bottom);
+        if always.contains(&index) {
+            text = text.paint(Paint::Accent).bold();
+        }
+        scene.text(text);
+    }
+    scene.region(
+        plot,
+        Target::Points(screen.iter().copied().zip(0..).collect()),
+        None,
+    );
+    scene.text(
+        Text::new(
+            Point::new(0.0, plot.max.y + 8.0),
+            note(projection, layer),
+            11.0,
+            Font::Sans,
+        )
+        .anchor(Align::Start, Baseline::Top)
+        .paint(Paint::FaintInk),
+    );
+    (scene, plot)
+}
