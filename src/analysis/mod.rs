@@ -10,7 +10,6 @@ pub mod stats;
 pub mod words;
 
 use crate::model::Analysis;
-use crate::render::mask_future;
 
 /// Which attention map of a layer to show: one head, or the mean over all heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -63,6 +62,15 @@ pub fn attention_weight(
                 .sum();
             sum / heads as f32
         }
+    }
+}
+
+/// Marks the cells of a `size × size` map above the diagonal as masked (NaN), as a causal model
+/// sees them; the colour functions draw NaN as masked
+/// (`crate::render::MASKED_COLOR`).
+pub fn mask_future(values: &mut [f32], size: usize) {
+    for (query, row) in values.chunks_exact_mut(size).enumerate() {
+        row.iter_mut().skip(query + 1).for_each(|v| *v = f32::NAN);
     }
 }
 

@@ -1,102 +1,11 @@
 //! What one run of a model captures, as plain data that views, analyses and exports can read
 //! without knowing anything about tensors or devices.
 
-use serde::ser::{Serialize, SerializeSeq, Serializer};
-
 use super::captured::CapturedArray;
+pub use super::captured::F32Array;
 use super::config::ProblemType;
-use super::family::Family;
+use super::family_id::Family;
 use super::tokenizer::TokenStyle;
-
-/// A dense, row-major array of f32 with any number of dimensions.
-#[derive(Debug, Clone, PartialEq)]
-pub struct F32Array {
-    shape: Vec<usize>,
-    values: Vec<f32>,
-}
-
-impl F32Array {
-    /// Wraps values in a shape; `None` when the sizes disagree.
-    pub fn new(shape: Vec<usize>, values: Vec<f32>) -> Option<Self> {
-        (shape.iter().product::<usize>() == values.len()).then_some(Self { shape, values })
-    }
-
-    /// The size of each dimension.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Every value, row-major.
-    pub fn values(&self) -> &[f32] {
-        &self.values
-    }
-
-    /// The contiguous block selected by fixing the leading dimensions, e.g. `block(&[layer, head])`
-    /// of an attention array is that head's `[query][key]` matrix. Panics when out of range, like
-    /// slice indexing.
-    pub fn block(&self, leading: &[usize]) -> &[f32] {
-        let mut start = 0;
-        let mut stride: usize = self.values.len();
-        for (dim, &index) in leading.iter().enumerate() {
-            assert!(
-                index < self.shape[dim],
-                "index {index} out of range for dimension {dim}"
-            );
-            stride /= self.shape[dim];
-            start += index * stride;
-        }
-        &self.values[start..start + stride]
-    }
-
-    /// A single value.
-    pub fn get(&self, index: &[usize]) -> f32 {
-        self.block(index)[0]
-    }
-}
-
-/// Serialises as nested JSON arrays following the shape.
-impl Serialize for F32Array {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        NestedSlice {
-            shape: &self.shape,
-            values: &self.values,
-        }
-        .serialize(serializer)
-    }
-}
-
-struct NestedSlice<'a> {
-    shape: &'a [usize],
-    values: &'a [f32],
-}
-
-impl Serialize for NestedSlice<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Some((&len, inner_shape)) = self.shape.split_first() else {
-            return self
-                .values
-                .first()
-                .copied()
-                .unwrap_or(0.0)
-                .serialize(serializer);
-        };
-        let mut seq = serializer.serialize_seq(Some(len))?;
-        if inner_shape.is_empty() {
-            for value in self.values {
-                seq.serialize_element(value)?;
-            }
-        } else {
-            let step = inner_shape.iter().product::<usize>();
-            for index in 0..len {
-                seq.serialize_element(&NestedSlice {
-                    shape: inner_shape,
-                    values: &self.values[index * step..(index + 1) * step],
-                })?;
-            }
-        }
-        seq.end()
-    }
-}
 
 /// One candidate token of a prediction over the vocabulary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::error::{ModelError, Result};
-use super::family::Family;
+use super::family_id::Family;
 
 /// An activation function, inside a feed-forward block or a prediction head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl ModelConfig {
             keys,
             path: path.to_owned(),
         };
-        let family = Family::detect(&reader)?;
+        let family = reader.detect_family()?;
         let config = family.description().read_config(&reader)?;
         config.validate(&reader)?;
         Ok(config)
@@ -250,6 +250,31 @@ pub struct ConfigReader {
 }
 
 impl ConfigReader {
+    /// The family a config describes: its `model_type`, or for very old BERT checkpoints that
+    /// predate the key, their architecture list.
+    pub fn detect_family(&self) -> Result<Family> {
+        match self.model_type() {
+            Some(model_type) => Family::ALL
+                .into_iter()
+                .find(|family| family.model_type() == model_type)
+                .ok_or_else(|| ModelError::UnsupportedModelType {
+                    path: self.path().to_owned(),
+                    model_type: model_type.to_owned(),
+                }),
+            None if self
+                .model_classes()
+                .iter()
+                .any(|class| class.starts_with("Bert")) =>
+            {
+                Ok(Family::Bert)
+            }
+            None => Err(self.bad(format!(
+                "missing key 'model_type' (one of {})",
+                Family::supported_list()
+            ))),
+        }
+    }
+
     /// An error about this config file.
     pub fn bad(&self, reason: String) -> ModelError {
         ModelError::BadConfig {

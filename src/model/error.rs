@@ -64,7 +64,7 @@ pub enum ModelError {
     /// The config describes a family bertscope does not run.
     #[error(
         "{path}: model_type '{model_type}' is not supported; bertscope runs {}",
-        crate::model::family::Family::supported_list()
+        crate::model::family_id::Family::supported_list()
     )]
     UnsupportedModelType {
         /// The config file.

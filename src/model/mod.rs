@@ -12,6 +12,7 @@ pub mod captured;
 pub mod config;
 pub mod error;
 pub mod family;
+pub mod family_id;
 pub mod heads;
 pub mod params;
 pub mod probes;
@@ -33,7 +34,7 @@ pub use capture::{
 pub use captured::CapturedArray;
 pub use config::{ModelConfig, ProblemType, Segments};
 pub use error::{ModelError, Result};
-pub use family::Family;
+pub use family_id::Family;
 pub use params::HeadKind;
 pub use probes::{EmbeddingBreakdown, LensLayer, LensPosition, TokenEmbedding};
 pub use source::{DownloadProgress, ModelSource};

@@ -13,13 +13,7 @@ pub mod text;
 /// nor red–blue, so "not attended" never reads as a small weight.
 pub const MASKED_COLOR: [u8; 3] = [150, 150, 150];
 
-/// Marks the cells of a `size × size` map above the diagonal as masked (NaN), as a causal model
-/// sees them; the colour functions draw NaN as [`MASKED_COLOR`].
-pub fn mask_future(values: &mut [f32], size: usize) {
-    for (query, row) in values.chunks_exact_mut(size).enumerate() {
-        row.iter_mut().skip(query + 1).for_each(|v| *v = f32::NAN);
-    }
-}
+pub use crate::analysis::mask_future;
 
 /// One head's small map for an overview grid, max-pooled down to about `target` cells a side:
 /// its norm-based attention when `norms` (`None` when the run computed no value norms), else
