@@ -112,7 +112,9 @@ impl ModelInfo {
                 HeadKind::SequenceClassification => {
                     self.labels.iter().map(String::as_str).collect()
                 }
-                HeadKind::TokenClassification => crate::model::heads::entity_types(&self.labels),
+                HeadKind::TokenClassification => {
+                    crate::model::prediction_heads::entity_types(&self.labels)
+                }
                 _ => Vec::new(),
             };
             const SHOWN: usize = 6;

@@ -17,8 +17,8 @@ use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::scene::Rasters;
 use bertscope::ui::{
-    embeddings, heads, heatmap, lens, lines, overview, predictions, projection, query_key, View,
-    ViewState,
+    embeddings, head_stats, heatmap, lens, lines, overview, predictions, projection, query_key,
+    View, ViewState,
 };
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -196,7 +196,7 @@ fn heads_snapshot_and_a_click_opens_the_head() {
     let result = fixed_result();
     let stats = bertscope::analysis::stats::head_stats(&result.analysis);
     let mut harness = view_harness(|ui, state| {
-        let actions = heads::heads_view(ui, Some(&stats), None, &mut state.view);
+        let actions = head_stats::heads_view(ui, Some(&stats), None, &mut state.view);
         for action in actions {
             if let bertscope::ui::UiAction::OpenInHeatmap { layer, head } = action {
                 state.view.layer = layer;
@@ -246,9 +246,9 @@ fn heads_of_a_corpus_snapshot() {
         },
     };
     let mut harness = view_harness(|ui, state| {
-        state.view.head_source = heads::HeadSource::Corpus;
+        state.view.head_source = head_stats::HeadSource::Corpus;
         state.view.corpus_path = "/data/corpus.txt".to_owned();
-        heads::heads_view(ui, None, Some(&run), &mut state.view);
+        head_stats::heads_view(ui, None, Some(&run), &mut state.view);
     });
     harness.run();
     harness.snapshot("heads_corpus");

@@ -288,7 +288,7 @@ impl BertscopeApp {
     pub fn run_corpus(&mut self) {
         let path = std::path::PathBuf::from(self.settings.view.corpus_path.trim());
         let id = self.next_id();
-        self.settings.view.head_source = crate::ui::heads::HeadSource::Corpus;
+        self.settings.view.head_source = crate::ui::head_stats::HeadSource::Corpus;
         self.primary.run_corpus(id, path, self.settings.view.words);
     }
 
@@ -402,7 +402,8 @@ impl BertscopeApp {
             return;
         }
         let view = &self.settings.view;
-        if view.view == View::Heads && view.head_source == crate::ui::heads::HeadSource::Corpus {
+        if view.view == View::Heads && view.head_source == crate::ui::head_stats::HeadSource::Corpus
+        {
             self.save_corpus();
             return;
         }

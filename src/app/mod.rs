@@ -224,7 +224,7 @@ impl BertscopeApp {
         };
         if launch.corpus.is_some() {
             app.settings.view.view = View::Heads;
-            app.settings.view.head_source = crate::ui::heads::HeadSource::Corpus;
+            app.settings.view.head_source = crate::ui::head_stats::HeadSource::Corpus;
         }
         app.load_model(model);
         app.settings.view.ablated_heads = launch.ablate;

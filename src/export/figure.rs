@@ -242,9 +242,9 @@ pub fn compare<'a>(a: &CompareSide<'a>, b: &CompareSide<'a>, caption: &Caption) 
 /// Every head's statistics as a layers × heads grid coloured by `statistic` (viridis from 0 to
 /// its largest value), each cell marked with its head's label: the Heads tab's grid.
 pub fn heads(stats: &[Vec<HeadStats>], statistic: Statistic, caption: &Caption) -> Scene<'static> {
-    let width = crate::views::heads::natural_width(stats.first().map_or(0, Vec::len));
+    let width = crate::views::head_stats::natural_width(stats.first().map_or(0, Vec::len));
     framed(
-        crate::views::heads::scene(stats, statistic, None, width),
+        crate::views::head_stats::scene(stats, statistic, None, width),
         caption,
     )
 }

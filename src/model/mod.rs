@@ -13,8 +13,8 @@ pub mod config;
 pub mod error;
 pub mod family;
 pub mod family_id;
-pub mod heads;
 pub mod params;
+pub mod prediction_heads;
 pub mod probes;
 pub mod source;
 pub mod tokenizer;
@@ -515,7 +515,7 @@ impl LoadedModel {
                     }
                 }
                 HeadKind::NextSentence if is_pair => {
-                    nsp_is_next = Some(heads::softmax(&logits(&[0])?)[0]);
+                    nsp_is_next = Some(prediction_heads::softmax(&logits(&[0])?)[0]);
                 }
                 HeadKind::NextSentence => {}
                 HeadKind::NextToken => {
@@ -568,13 +568,16 @@ impl LoadedModel {
                         HeadInput::LastNonPadding { pad: None } => tokens - 1,
                         _ => 0,
                     };
-                    classification = Some(heads::classification(&logits(&[row])?, &self.config));
+                    classification = Some(prediction_heads::classification(
+                        &logits(&[row])?,
+                        &self.config,
+                    ));
                 }
                 HeadKind::QuestionAnswering if is_pair => {
                     let logits = logits(&every)?;
                     let start: Vec<f32> = logits.iter().step_by(2).copied().collect();
                     let end: Vec<f32> = logits.iter().skip(1).step_by(2).copied().collect();
-                    qa = heads::answer(&heads::QaInput {
+                    qa = prediction_heads::answer(&prediction_heads::QaInput {
                         start_logits: &start,
                         end_logits: &end,
                         sentence: &encoded.sentence,
@@ -584,7 +587,7 @@ impl LoadedModel {
                 }
                 HeadKind::QuestionAnswering => {}
                 HeadKind::TokenClassification => {
-                    token_classification = Some(heads::token_labels(
+                    token_classification = Some(prediction_heads::token_labels(
                         &logits(&every)?,
                         head.outputs,
                         &encoded.char_offsets,
@@ -633,7 +636,7 @@ impl LoadedModel {
             .zip(logits.par_chunks_exact(vocab.max(1)))
             .map(|(&position, row)| TokenPrediction {
                 position,
-                top_k: heads::top_k_softmax(row, top_k)
+                top_k: prediction_heads::top_k_softmax(row, top_k)
                     .into_iter()
                     .map(|(id, prob)| TokenProbability {
                         token: self.tokenizer.id_to_token(id).unwrap_or_default(),

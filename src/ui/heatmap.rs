@@ -187,7 +187,7 @@ fn selection_summary(ui: &mut egui::Ui, analysis: &Analysis, values: &[f32], sel
         }
     };
     let strongest = |sums: Vec<f32>| -> String {
-        crate::model::heads::top_k(&sums, SUMMARY_TOKENS)
+        crate::model::prediction_heads::top_k(&sums, SUMMARY_TOKENS)
             .into_iter()
             .map(|(index, sum)| format!("{} {sum:.2}", analysis.display_token(index as usize)))
             .collect::<Vec<_>>()

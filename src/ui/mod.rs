@@ -4,7 +4,7 @@
 
 pub mod compare;
 pub mod embeddings;
-pub mod heads;
+pub mod head_stats;
 pub mod heatmap;
 pub mod lens;
 pub mod lines;
@@ -91,7 +91,7 @@ pub struct ViewState {
     /// The statistic the Heads tab colours and sorts by.
     pub head_statistic: crate::analysis::stats::Statistic,
     /// Whose statistics the Heads tab shows: the text's or a corpus's.
-    pub head_source: heads::HeadSource,
+    pub head_source: head_stats::HeadSource,
     /// The Heads tab's corpus file, as typed or chosen.
     pub corpus_path: String,
     /// Layer shown by the projection view (0 = embeddings).
@@ -143,7 +143,7 @@ impl Default for ViewState {
             fixed_scale: false,
             heatmap_zoom: crate::render::matrix::MatrixZoom::default(),
             head_statistic: crate::analysis::stats::Statistic::default(),
-            head_source: heads::HeadSource::default(),
+            head_source: head_stats::HeadSource::default(),
             corpus_path: String::new(),
             projection_layer: 0,
             projection_zoom: crate::render::matrix::MatrixZoom::default(),

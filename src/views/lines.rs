@@ -137,7 +137,7 @@ fn layer_maps<'a>(
 fn for_each_key_to_draw(row: &[f32], top_k: usize, draw: impl FnMut(usize)) {
     match top_k {
         0 => (0..row.len()).for_each(draw),
-        k => crate::model::heads::top_k(row, k)
+        k => crate::model::prediction_heads::top_k(row, k)
             .into_iter()
             .map(|(key, _)| key as usize)
             .for_each(draw),

@@ -4,7 +4,7 @@
 
 pub mod compare;
 pub mod embeddings;
-pub mod heads;
+pub mod head_stats;
 pub mod heatmap;
 pub mod lens;
 pub mod lines;

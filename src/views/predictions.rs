@@ -4,7 +4,7 @@
 //! end probability), the label of every token, and the next-sentence probability; with heads
 //! ablated, what changed first.
 
-use crate::model::heads::{entity_type, entity_types};
+use crate::model::prediction_heads::{entity_type, entity_types};
 use crate::model::{Analysis, Classification, HeadKind, ProblemType, TokenPrediction};
 use crate::render::head_color;
 use crate::render::parts::{bar_color, BarRow};

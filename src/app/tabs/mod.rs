@@ -57,7 +57,7 @@ tabs! {
     /// Every layer × head as thumbnails.
     Overview => overview::Overview,
     /// Head statistics (Clark et al. 2019): a coloured grid and a sortable table.
-    Heads => heads::Heads,
+    Heads => head_stats::Heads,
     /// Hidden states projected to 2-D.
     Projection => projection::Projection,
     /// What the model's heads predict (masked LM, next token, labels, answers, entities).

@@ -2,7 +2,7 @@
 
 use super::{BertscopeApp, Shown, Tab};
 use crate::export::FigureView;
-use crate::ui::heads::HeadSource;
+use crate::ui::head_stats::HeadSource;
 use crate::ui::UiAction;
 use crate::worker::CorpusRun;
 
@@ -40,7 +40,7 @@ impl Tab for Heads {
 
     fn show(&self, ui: &mut egui::Ui, app: &mut BertscopeApp, shown: &Shown) -> Vec<UiAction> {
         let text_stats = app.primary.head_stats(shown.words());
-        crate::ui::heads::heads_view(
+        crate::ui::head_stats::heads_view(
             ui,
             text_stats.as_deref().map(Vec::as_slice),
             app.primary.corpus.as_ref(),

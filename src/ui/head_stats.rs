@@ -232,7 +232,7 @@ fn grid_and_table(
                 Some(Hit::Head { layer, head }) => Some((layer, head)),
                 _ => None,
             };
-            crate::views::heads::scene(stats, statistic, hovered, width)
+            crate::views::head_stats::scene(stats, statistic, hovered, width)
         },
     );
     if let Some(Hit::Head { layer, head }) = shown.hovered {
