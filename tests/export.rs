@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bertscope::analysis::HeadChoice;
-use bertscope::export::{export, ExportOptions, FigureView};
+use bertscope::export::{export, Export, ModelData};
 use bertscope::model::{Analysis, AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
+use bertscope::views::heatmap::Heatmap;
+use bertscope::views::lines::Lines;
+use bertscope::views::overview::Overview;
+use bertscope::views::Figure;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,6 +30,31 @@ fn analysis() -> Analysis {
     )
     .unwrap();
     model.analyze(&AnalysisRequest::new(TEXT)).unwrap()
+}
+
+/// Exports `analysis` of [`TEXT`] (and `text_b`) from the model "tiny" to `path`.
+fn write(
+    path: &Path,
+    analysis: &Analysis,
+    text_b: Option<&str>,
+    options: &Export,
+) -> anyhow::Result<()> {
+    export(
+        path,
+        ("tiny", analysis),
+        &ModelData::default(),
+        (TEXT, text_b),
+        options,
+    )
+}
+
+/// An export of a heatmap of `layer` and `head`.
+fn heatmap(layer: usize, head: HeadChoice) -> Export {
+    Export::of(Figure::Heatmap(Heatmap {
+        layer,
+        head,
+        ..Heatmap::default()
+    }))
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -83,23 +112,21 @@ fn png_size_of(svg: &Path, scale: f32) -> (u32, u32) {
 fn heatmap_png_scales_and_svg_is_vector_with_labels() {
     let analysis = analysis();
     let dir = tempfile::tempdir().unwrap();
-    let mut options = ExportOptions {
-        layer: 1,
-        head: HeadChoice::Head(2),
+    let mut options = Export {
         scale: 1.0,
-        ..ExportOptions::default()
+        ..heatmap(1, HeadChoice::Head(2))
     };
     let one = dir.path().join("one.png");
-    export(&one, "tiny", &analysis, TEXT, None, &options).unwrap();
+    write(&one, &analysis, None, &options).unwrap();
     options.scale = 2.0;
     let two = dir.path().join("two.png");
-    export(&two, "tiny", &analysis, TEXT, None, &options).unwrap();
+    write(&two, &analysis, None, &options).unwrap();
     let (w1, h1) = png_size(&one);
     assert_eq!(png_size(&two), (w1 * 2, h1 * 2));
     assert!(w1 > 300 && h1 > 300);
 
     let svg_path = dir.path().join("figure.svg");
-    export(&svg_path, "tiny", &analysis, TEXT, None, &options).unwrap();
+    write(&svg_path, &analysis, None, &options).unwrap();
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     let tokens = analysis.len();
     assert!(
@@ -122,24 +149,21 @@ fn heatmap_png_scales_and_svg_is_vector_with_labels() {
 fn lines_and_overview_figures_and_mean_heads() {
     let analysis = analysis();
     let dir = tempfile::tempdir().unwrap();
-    for (view, name) in [
-        (FigureView::Lines, "lines"),
-        (FigureView::Overview, "overview"),
-        (FigureView::Heatmap, "mean"),
+    for (figure, name) in [
+        (Figure::Lines(Lines::default()), "lines"),
+        (Figure::Overview(Overview::default()), "overview"),
+        (heatmap(0, HeadChoice::Mean).figure, "mean"),
     ] {
-        let options = ExportOptions {
-            view,
-            head: HeadChoice::Mean,
-            ..ExportOptions::default()
-        };
+        let lines = matches!(figure, Figure::Lines(_));
+        let options = Export::of(figure);
         for format in ["svg", "png"] {
             let path = dir.path().join(format!("{name}.{format}"));
-            export(&path, "tiny", &analysis, TEXT, Some("second"), &options).unwrap();
+            write(&path, &analysis, Some("second"), &options).unwrap();
         }
         // The PNG is the SVG drawn at the scale asked for, and not blank: the overview's
         // thumbnails and the mean map are many shades of viridis.
         let svg = dir.path().join(format!("{name}.svg"));
-        let colours = if view == FigureView::Lines { 4 } else { 32 };
+        let colours = if lines { 4 } else { 32 };
         assert_drawn(
             &dir.path().join(format!("{name}.png")),
             png_size_of(&svg, options.scale),
@@ -149,7 +173,7 @@ fn lines_and_overview_figures_and_mean_heads() {
     // One line for every weight of every head at or above the threshold.
     let svg = std::fs::read_to_string(dir.path().join("lines.svg")).unwrap();
     let tokens = analysis.len();
-    let threshold = ExportOptions::default().line_threshold.max(1e-3);
+    let threshold = Lines::default().threshold.max(1e-3);
     let expected: usize = (0..analysis.heads())
         .map(|head| {
             analysis
@@ -177,9 +201,9 @@ fn lines_and_overview_figures_and_mean_heads() {
 fn data_exports_hold_every_value() {
     let analysis = analysis();
     let dir = tempfile::tempdir().unwrap();
-    let options = ExportOptions::default();
+    let options = Export::default();
     let json = dir.path().join("all.json");
-    export(&json, "tiny", &analysis, TEXT, None, &options).unwrap();
+    write(&json, &analysis, None, &options).unwrap();
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["tokens"], serde_json::json!(analysis.tokens));
@@ -211,7 +235,7 @@ fn data_exports_hold_every_value() {
     assert_eq!(nsp, analysis.nsp_is_next);
 
     let npy = dir.path().join("all.npy");
-    export(&npy, "tiny", &analysis, TEXT, None, &options).unwrap();
+    write(&npy, &analysis, None, &options).unwrap();
     let file = npyz::NpyFile::new(std::fs::File::open(&npy).unwrap()).unwrap();
     let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     assert_eq!(shape, analysis.attentions.shape());
@@ -220,12 +244,8 @@ fn data_exports_hold_every_value() {
 
     // The CSV of one head (layer 1, head 2): keys across, a query per row, every weight.
     let csv = dir.path().join("head.csv");
-    let options = ExportOptions {
-        layer: 1,
-        head: HeadChoice::Head(2),
-        ..ExportOptions::default()
-    };
-    export(&csv, "tiny", &analysis, TEXT, None, &options).unwrap();
+    let options = heatmap(1, HeadChoice::Head(2));
+    write(&csv, &analysis, None, &options).unwrap();
     let mut reader = csv::Reader::from_path(&csv).unwrap();
     let header: Vec<String> = reader
         .headers()
@@ -256,52 +276,37 @@ fn bad_requests_fail_clearly_and_leave_nothing() {
     let analysis = analysis();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("x.gif", ExportOptions::default(), "unknown file type"),
+        ("x.gif", Export::default(), "unknown file type"),
         (
             "x.png",
-            ExportOptions {
-                layer: 7,
-                ..ExportOptions::default()
-            },
+            heatmap(7, HeadChoice::Head(0)),
             "layer 7 is out of range",
         ),
         (
             "x.png",
-            ExportOptions {
-                head: HeadChoice::Head(9),
-                ..ExportOptions::default()
-            },
+            heatmap(0, HeadChoice::Head(9)),
             "head 9 is out of range",
         ),
         (
             "x.png",
-            ExportOptions {
+            Export {
                 scale: 3.0,
-                ..ExportOptions::default()
+                ..Export::default()
             },
             "scale 3 is not offered",
         ),
     ];
     for (name, options, expected) in cases {
-        let err = export(
-            &dir.path().join(name),
-            "tiny",
-            &analysis,
-            TEXT,
-            None,
-            &options,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = write(&dir.path().join(name), &analysis, None, &options)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(expected), "{err}");
     }
-    let err = export(
+    let err = write(
         &dir.path().join("missing/x.png"),
-        "tiny",
         &analysis,
-        TEXT,
         None,
-        &ExportOptions::default(),
+        &Export::default(),
     )
     .unwrap_err()
     .to_string();

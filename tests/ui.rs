@@ -16,10 +16,9 @@ use bertscope::analysis::HeadChoice;
 use bertscope::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::scene::Rasters;
-use bertscope::ui::{
-    embeddings, head_stats, heatmap, lens, lines, overview, predictions, projection, query_key,
-    View, ViewState,
-};
+use bertscope::ui::tab::{Shown, TabContext};
+use bertscope::ui::{UiAction, View, ViewState};
+use bertscope::views::{Computed, Tabs};
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
@@ -31,13 +30,17 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A fixed analysis: the MLM + NSP checkpoint on a sentence pair with a [MASK].
-fn fixed_result() -> Arc<AnalysisResult> {
+fn fixed() -> (Arc<AnalysisResult>, ModelInfo) {
     fixture_result(
         "tiny-legacy",
         "The cat sat on the [MASK].",
         Some("It was warm there."),
     )
-    .0
+}
+
+/// The fixed analysis's result.
+fn fixed_result() -> Arc<AnalysisResult> {
+    fixed().0
 }
 
 /// A fixture checkpoint's analysis of a text, and what the app knows of the model.
@@ -60,21 +63,85 @@ fn fixture_result(
     }
 }
 
-struct ViewHarnessState {
+/// A tab as the app holds it: the settings tabs share, every tab's own state, the run it shows
+/// and what it asked for. What its figure needs computed is computed before each frame, as
+/// export computes it (the app computes the same off its UI thread).
+struct TabState {
     view: ViewState,
+    tabs: Tabs,
     rasters: Rasters,
+    run: Shown,
+    info: ModelInfo,
+    corpus: Option<worker::CorpusRun>,
+    /// What the tab asked for that the harness does not apply (selections and opening a head
+    /// are applied, as the app applies them).
+    actions: Vec<UiAction>,
 }
 
-fn view_harness<'a>(
-    draw: impl FnMut(&mut egui::Ui, &mut ViewHarnessState) + 'a,
-) -> Harness<'a, ViewHarnessState> {
-    let state = ViewHarnessState {
-        view: ViewState::default(),
-        rasters: Rasters::default(),
-    };
-    builder()
-        .with_size([900.0, 640.0])
-        .build_ui_state(draw, state)
+impl TabState {
+    fn new((result, info): (Arc<AnalysisResult>, ModelInfo)) -> Self {
+        Self {
+            view: ViewState::default(),
+            tabs: Tabs::default(),
+            rasters: Rasters::default(),
+            run: Shown {
+                result,
+                word_level: None,
+            },
+            info,
+            corpus: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Draws the tab of `view`, then applies what it asked for that concerns the settings.
+    fn show(&mut self, ui: &mut egui::Ui, view: View) {
+        let analysis = &self.run.result.analysis;
+        let figure = self.tabs.tab(view).figure(&self.view, analysis, None);
+        let computed = figure
+            .as_ref()
+            .map(|figure| Computed::of(figure, analysis, None, None))
+            .unwrap_or_default();
+        let mut actions = Vec::new();
+        let mut cx = TabContext {
+            run: &self.run,
+            info: &self.info,
+            state: &mut self.view,
+            figure: figure.as_ref(),
+            computed: &computed,
+            rasters: &mut self.rasters,
+            actions: &mut actions,
+            comparison: None,
+            corpus: self.corpus.as_ref(),
+        };
+        self.tabs.tab_mut(view).show(ui, &mut cx);
+        for action in actions {
+            match action {
+                UiAction::SelectToken(token) => self.view.select(token),
+                UiAction::ToggleInSelection(token) => self.view.toggle_in_selection(token),
+                UiAction::OpenInHeatmap { layer, head } => {
+                    self.view.layer = layer;
+                    self.view.head = HeadChoice::Head(head);
+                    self.view.view = View::Heatmap;
+                }
+                other => self.actions.push(other),
+            }
+        }
+    }
+}
+
+/// The tab of `view` in a 900 × 640 harness.
+fn tab_harness<'a>(view: View, state: TabState) -> Harness<'a, TabState> {
+    tab_harness_with(builder().with_size([900.0, 640.0]), view, state)
+}
+
+/// The tab of `view` in a harness `builder` makes.
+fn tab_harness_with<'a>(
+    builder: egui_kittest::HarnessBuilder<TabState>,
+    view: View,
+    state: TabState,
+) -> Harness<'a, TabState> {
+    builder.build_ui_state(move |ui, state: &mut TabState| state.show(ui, view), state)
 }
 
 /// A harness builder with the app's fonts (Hack after Ubuntu for symbols such as ‖ and →).
@@ -84,84 +151,47 @@ fn builder<State>() -> egui_kittest::HarnessBuilder<State> {
 
 #[test]
 fn heatmap_snapshot() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, state| {
-        state.view.layer = 1;
-        state.view.head = HeadChoice::Head(2);
-        state.view.selected_token = Some(2);
-        heatmap::heatmap_view(
-            ui,
-            &result.analysis,
-            None,
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut state = TabState::new(fixed());
+    state.view.layer = 1;
+    state.view.head = HeadChoice::Head(2);
+    state.view.selected_token = Some(2);
+    let mut harness = tab_harness(View::Heatmap, state);
     harness.run();
     harness.snapshot("heatmap");
 }
 
 #[test]
 fn heatmap_mean_snapshot_light_theme() {
-    let result = fixed_result();
-    let mut harness = builder()
+    let mut state = TabState::new(fixed());
+    state.view.head = HeadChoice::Mean;
+    let builder = builder()
         .with_size([900.0, 640.0])
-        .with_theme(egui::Theme::Light)
-        .build_ui_state(
-            |ui, state: &mut ViewHarnessState| {
-                state.view.head = HeadChoice::Mean;
-                heatmap::heatmap_view(
-                    ui,
-                    &result.analysis,
-                    None,
-                    &mut state.view,
-                    &mut state.rasters,
-                );
-            },
-            ViewHarnessState {
-                view: ViewState::default(),
-                rasters: Rasters::default(),
-            },
-        );
+        .with_theme(egui::Theme::Light);
+    let mut harness = tab_harness_with(builder, View::Heatmap, state);
     harness.run();
     harness.snapshot("heatmap_mean_light");
 }
 
 #[test]
 fn lines_snapshot() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, state| {
-        lines::lines_view(ui, &result.analysis, None, &mut state.view);
-    });
+    let mut harness = tab_harness(View::Lines, TabState::new(fixed()));
     harness.run();
     harness.snapshot("lines");
 }
 
 #[test]
 fn overview_snapshot() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, state| {
-        overview::overview_view(
-            ui,
-            &result.analysis,
-            &state.view,
-            overview::Ablation::default(),
-            &mut state.rasters,
-        );
-    });
+    let mut harness = tab_harness(View::Overview, TabState::new(fixed()));
     harness.run();
     harness.snapshot("overview");
 }
 
 #[test]
 fn projection_snapshot() {
-    let result = fixed_result();
-    let fitted = worker::project(&result.analysis).unwrap();
-    let mut harness = view_harness(|ui, state| {
-        state.view.projection_layer = 2;
-        state.view.selected_token = Some(2);
-        projection::projection_view(ui, &result.analysis, &fitted, &mut state.view);
-    });
+    let mut state = TabState::new(fixed());
+    state.tabs.projection.layer = 2;
+    state.view.selected_token = Some(2);
+    let mut harness = tab_harness(View::Projection, state);
     harness.run();
     harness.snapshot("projection");
 }
@@ -169,16 +199,9 @@ fn projection_snapshot() {
 #[test]
 fn clicking_among_crowded_projection_points_selects_the_nearest_token() {
     let result = fixed_result();
-    let fitted = worker::project(&result.analysis).unwrap();
-    let mut harness = view_harness(|ui, state| {
-        state.view.projection_layer = 2;
-        let actions = projection::projection_view(ui, &result.analysis, &fitted, &mut state.view);
-        for action in actions {
-            if let bertscope::ui::UiAction::SelectToken(token) = action {
-                state.view.selected_token = token;
-            }
-        }
-    });
+    let mut state = TabState::new(fixed());
+    state.tabs.projection.layer = 2;
+    let mut harness = tab_harness(View::Projection, state);
     harness.run();
     assert_eq!(harness.state().view.selected_token, None);
     // The plot's middle, where the points crowd: the click picks one token.
@@ -193,24 +216,13 @@ fn clicking_among_crowded_projection_points_selects_the_nearest_token() {
 
 #[test]
 fn heads_snapshot_and_a_click_opens_the_head() {
-    let result = fixed_result();
-    let stats = bertscope::analysis::stats::head_stats(&result.analysis);
-    let mut harness = view_harness(|ui, state| {
-        let actions = head_stats::heads_view(ui, Some(&stats), None, &mut state.view);
-        for action in actions {
-            if let bertscope::ui::UiAction::OpenInHeatmap { layer, head } = action {
-                state.view.layer = layer;
-                state.view.head = HeadChoice::Head(head);
-                state.view.view = View::Heatmap;
-            }
-        }
-    });
+    let mut harness = tab_harness(View::Heads, TabState::new(fixed()));
     harness.run();
     harness.snapshot("heads");
     harness.get_by_label("sep").click();
     harness.run();
     assert_eq!(
-        harness.state().view.head_statistic,
+        harness.state().tabs.head_stats.statistic,
         bertscope::analysis::stats::Statistic::Sep
     );
     harness.get_by_label_contains("layer 1, head 3:").click();
@@ -236,7 +248,8 @@ fn heads_of_a_corpus_snapshot() {
     for (_, request) in corpus_requests("The cat sat on the mat.\nIt was warm\tand dry, too.\n") {
         stats.add(&model.analyze(&request).unwrap());
     }
-    let run = worker::CorpusRun::Finished {
+    let mut state = TabState::new(fixed());
+    state.corpus = Some(worker::CorpusRun::Finished {
         path: PathBuf::from("/data/corpus.txt"),
         words: false,
         progress: worker::CorpusProgress {
@@ -244,12 +257,10 @@ fn heads_of_a_corpus_snapshot() {
             report: Arc::new(stats.report()),
             seconds: 0.25,
         },
-    };
-    let mut harness = view_harness(|ui, state| {
-        state.view.head_source = head_stats::HeadSource::Corpus;
-        state.view.corpus_path = "/data/corpus.txt".to_owned();
-        head_stats::heads_view(ui, None, Some(&run), &mut state.view);
     });
+    state.tabs.head_stats.source = bertscope::views::head_stats::HeadSource::Corpus;
+    state.tabs.head_stats.corpus_path = "/data/corpus.txt".to_owned();
+    let mut harness = tab_harness(View::Heads, state);
     harness.run();
     harness.snapshot("heads_corpus");
     harness.get_by_label_contains("corpus.txt: 2 lines");
@@ -307,18 +318,9 @@ fn lines_switch_between_attention_rollout_and_norms() {
 
 #[test]
 fn heatmap_switches_to_rollout_which_has_no_head_picker() {
-    let result = fixed_result();
-    let rolled = bertscope::analysis::rollout::rollout(&result.analysis);
-    let mut harness = view_harness(|ui, state| {
-        state.view.layer = 1;
-        heatmap::heatmap_view(
-            ui,
-            &result.analysis,
-            Some(&rolled[1]),
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut state = TabState::new(fixed());
+    state.view.layer = 1;
+    let mut harness = tab_harness(View::Heatmap, state);
     harness.run();
     assert!(harness.query_by_label("Head").is_some());
     harness.get_by_label("rollout").click();
@@ -339,27 +341,10 @@ fn heatmap_switches_to_rollout_which_has_no_head_picker() {
 
 /// The Predictions tab of a fixture on a text, as a snapshot.
 fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: &str) {
-    let (result, info) = fixture_result(name, text, text_b);
+    let state = TabState::new(fixture_result(name, text, text_b));
     // Random weights predict any token, CJK included, which the test fonts cannot draw.
-    let mut harness = builder()
-        .with_size([900.0, 640.0])
-        .allow_missing_glyphs()
-        .build_ui_state(
-            |ui, state: &mut ViewHarnessState| {
-                predictions::predictions_view(
-                    ui,
-                    &result.analysis,
-                    None,
-                    &info,
-                    &mut state.view,
-                    &mut state.rasters,
-                );
-            },
-            ViewHarnessState {
-                view: ViewState::default(),
-                rasters: Rasters::default(),
-            },
-        );
+    let builder = builder().with_size([900.0, 640.0]).allow_missing_glyphs();
+    let mut harness = tab_harness_with(builder, View::Predictions, state);
     harness.run();
     harness.snapshot(snapshot);
 }
@@ -367,7 +352,7 @@ fn predictions_snapshot(name: &str, text: &str, text_b: Option<&str>, snapshot: 
 /// The Lens tab of a fixture's text at its first lens position; the last row must be the
 /// model's own prediction.
 fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
-    let (result, _) = fixture_result(name, text, None);
+    let (result, info) = fixture_result(name, text, None);
     let lens = result.lens.clone().unwrap();
     let own = result
         .analysis
@@ -379,24 +364,8 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
         .unwrap();
     let last = lens[0].layers.last().unwrap();
     assert_eq!(last.top_k[0].id, own.top_k[0].id, "{name}");
-    let mut harness = builder()
-        .with_size([900.0, 320.0])
-        .allow_missing_glyphs()
-        .build_ui_state(
-            |ui, state: &mut ViewHarnessState| {
-                lens::lens_view(
-                    ui,
-                    &result.analysis,
-                    Some(&lens),
-                    &mut state.view,
-                    &mut Rasters::default(),
-                );
-            },
-            ViewHarnessState {
-                view: ViewState::default(),
-                rasters: Rasters::default(),
-            },
-        );
+    let builder = builder().with_size([900.0, 320.0]).allow_missing_glyphs();
+    let mut harness = tab_harness_with(builder, View::Lens, TabState::new((result, info)));
     harness.run();
     harness.get_by_label_contains("after layer 2 (the model's prediction)");
     harness.snapshot(snapshot);
@@ -405,7 +374,7 @@ fn lens_snapshot(name: &str, text: &str, snapshot: &str) {
 /// The Embeddings tab: every token's sizes, and the position similarity with 1 on its diagonal.
 #[test]
 fn embeddings_snapshot() {
-    let result = fixed_result();
+    let (result, info) = fixed();
     let breakdown = result.embeddings.as_ref().unwrap();
     let tokens = result.analysis.len();
     assert_eq!(breakdown.tokens.len(), tokens);
@@ -413,15 +382,7 @@ fn embeddings_snapshot() {
         let diagonal = breakdown.position_similarity[index * tokens + index];
         assert!((diagonal - 1.0).abs() < 1e-5);
     }
-    let mut harness = view_harness(|ui, state| {
-        embeddings::embeddings_view(
-            ui,
-            &result.analysis,
-            Some(breakdown),
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut harness = tab_harness(View::Embeddings, TabState::new((result, info)));
     harness.run();
     harness.get_by_label_contains("Similarity matrix");
     harness.get_by_label("after norm");
@@ -431,19 +392,19 @@ fn embeddings_snapshot() {
 /// The Query·Key tab for the fixed analysis's [MASK] in layer 1, head 2.
 #[test]
 fn query_key_snapshot() {
-    let result = fixed_result();
-    let mask = result
+    let mut state = TabState::new(fixed());
+    let mask = state
+        .run
+        .result
         .analysis
         .tokens
         .iter()
         .position(|token| token == "[MASK]")
         .unwrap();
-    let mut harness = view_harness(|ui, state| {
-        state.view.layer = 1;
-        state.view.head = HeadChoice::Head(2);
-        state.view.selected_token = Some(mask);
-        query_key::query_key_view(ui, &result.analysis, &mut state.view, &mut state.rasters);
-    });
+    state.view.layer = 1;
+    state.view.head = HeadChoice::Head(2);
+    state.view.selected_token = Some(mask);
+    let mut harness = tab_harness(View::QueryKey, state);
     harness.run();
     harness.get_by_label("Query and key vectors of layer 1, head 2");
     harness.snapshot("query_key");
@@ -511,38 +472,22 @@ fn next_token_snapshot() {
 
 #[test]
 fn causal_heatmap_draws_the_masked_triangle_snapshot() {
-    let (result, _) = fixture_result(
+    let (result, info) = fixture_result(
         "gpt2-lm",
         "The quick brown fox jumps over the lazy dog.",
         None,
     );
     assert!(result.analysis.is_masked(0, 1) && !result.analysis.is_masked(1, 0));
-    let mut harness = view_harness(|ui, state| {
-        state.view.layer = 1;
-        heatmap::heatmap_view(
-            ui,
-            &result.analysis,
-            None,
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut state = TabState::new((result, info));
+    state.view.layer = 1;
+    let mut harness = tab_harness(View::Heatmap, state);
     harness.run();
     harness.snapshot("heatmap_causal");
 }
 
 #[test]
 fn heatmap_arrow_keys_step_layers_and_heads() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, state| {
-        heatmap::heatmap_view(
-            ui,
-            &result.analysis,
-            None,
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut harness = tab_harness(View::Heatmap, TabState::new(fixed()));
     harness.run();
     harness.key_press(egui::Key::ArrowDown);
     harness.run();
@@ -886,7 +831,7 @@ fn ablating_heads_in_the_overview_reruns_and_shows_before_and_after() {
     let mut harness = app_harness("the cat sat on the [MASK].");
     harness.get_by_label("Overview").click();
     harness.run_ok();
-    harness.get_by_label("✂ Ablate heads").click();
+    harness.get_by_label("Ablate heads").click();
     harness.run_ok();
     harness.get_by_label("layer 0, head 1").click();
     harness.run_ok();
@@ -946,7 +891,7 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("figure.svg");
     let app = harness.state();
-    app.export_to(&path, Some(View::Heatmap.figure()), app.result().unwrap())
+    app.export_to(&path, Some(View::Heatmap), app.result().unwrap())
         .unwrap();
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(
@@ -955,12 +900,8 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
     );
     // Every tab draws a figure: the projection's names its layer.
     let projection = dir.path().join("projection.svg");
-    app.export_to(
-        &projection,
-        Some(View::Projection.figure()),
-        app.result().unwrap(),
-    )
-    .unwrap();
+    app.export_to(&projection, Some(View::Projection), app.result().unwrap())
+        .unwrap();
     let svg = std::fs::read_to_string(&projection).unwrap();
     assert!(svg.contains("hidden states, layer 0"), "{svg:.300}");
     assert!(svg.contains("<circle"), "a point per token");
@@ -1032,7 +973,7 @@ fn comparing_two_models_aligns_layers_and_shows_their_difference() {
     assert_ne!(after, before.as_slice());
     harness.get_by_label("all heads").click();
     harness.run_ok();
-    assert!(harness.state().settings().view.compare_overviews);
+    assert!(harness.state().settings().tabs.compare.overviews);
     harness.get_by_label("Close").click();
     harness.run_ok();
     assert!(harness.state().comparison().is_none());
@@ -1247,16 +1188,7 @@ fn keyboard_shortcuts_switch_tabs_focus_the_text_and_list_themselves() {
 
 #[test]
 fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
-    let result = fixed_result();
-    let mut harness = view_harness(|ui, state| {
-        heatmap::heatmap_view(
-            ui,
-            &result.analysis,
-            None,
-            &mut state.view,
-            &mut state.rasters,
-        );
-    });
+    let mut harness = tab_harness(View::Heatmap, TabState::new(fixed()));
     harness.run_steps(8);
     let matrix = harness.get_by_label_contains("Attention matrix").rect();
     let inside = egui::pos2(
@@ -1273,7 +1205,7 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
         modifiers: egui::Modifiers::NONE,
     });
     harness.run_steps(8);
-    let zoomed = harness.state().view.heatmap_zoom;
+    let zoomed = harness.state().tabs.heatmap.zoom;
     assert!(zoomed.zoom > 1.5, "the wheel zooms in: {zoomed:?}");
     assert!(zoomed.left > 0.0 && zoomed.top > 0.0, "{zoomed:?}");
 
@@ -1286,7 +1218,7 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
     }
     harness.drop_at(inside + egui::vec2(40.0, 40.0));
     harness.run_steps(8);
-    let panned = harness.state().view.heatmap_zoom;
+    let panned = harness.state().tabs.heatmap.zoom;
     assert_eq!(panned.zoom, zoomed.zoom);
     assert!(
         panned.left < zoomed.left && panned.top < zoomed.top,
@@ -1295,13 +1227,13 @@ fn heatmap_wheel_zooms_at_the_pointer_drag_pans_and_keys_fit() {
 
     harness.key_press(egui::Key::Num0);
     harness.run_steps(8);
-    assert!(harness.state().view.heatmap_zoom.is_fit());
+    assert!(harness.state().tabs.heatmap.zoom.is_fit());
     harness.key_press(egui::Key::Equals);
     harness.run_steps(8);
-    assert!(harness.state().view.heatmap_zoom.zoom > 1.0);
+    assert!(harness.state().tabs.heatmap.zoom.zoom > 1.0);
     harness.get_by_label("Fit").click();
     harness.run_steps(8);
-    assert!(harness.state().view.heatmap_zoom.is_fit());
+    assert!(harness.state().tabs.heatmap.zoom.is_fit());
 }
 
 #[test]

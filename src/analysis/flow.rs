@@ -21,6 +21,19 @@ pub fn flow_into(analysis: &Analysis, to: usize) -> Vec<f32> {
     flow_through(analysis, to, analysis.layers())
 }
 
+/// The flow map a heatmap of flow shows, `[to][from]`: the rows of `targets` hold the flow into
+/// them through layers `0..=layer` (the layers the model has), every other row NaN (not
+/// computed); targets past the input are left out.
+pub fn flow_map(analysis: &Analysis, layer: usize, targets: &[usize]) -> Vec<f32> {
+    let tokens = analysis.len();
+    let through = (layer + 1).min(analysis.layers());
+    let mut values = vec![f32::NAN; tokens * tokens];
+    for &to in targets.iter().filter(|&&to| to < tokens) {
+        values[to * tokens..][..tokens].copy_from_slice(&flow_through(analysis, to, through));
+    }
+    values
+}
+
 /// The maximum flow from every input token into token `to` after the first `layers` layers
 /// (the graph cut off there), indexed by input token.
 pub fn flow_through(analysis: &Analysis, to: usize, layers: usize) -> Vec<f32> {

@@ -10,7 +10,7 @@ use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
 use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
-use crate::ui::{AttentionKind, UiAction, View};
+use crate::ui::{UiAction, View};
 
 /// Draining responses stops after this long so a burst never stalls a frame.
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
@@ -83,14 +83,116 @@ impl BertscopeApp {
         });
     }
 
-    /// Whether the open tab waits for a value computed in the background (the projection, the
-    /// divergence).
+    /// Whether the open tab waits for a value computed in the background (a map, the
+    /// projection, the statistics, the divergence, the words) or for images still to be made.
     pub(super) fn background_pending(&self) -> bool {
+        let Some(result) = self.primary.result.clone() else {
+            return false;
+        };
         let words = self.words_shown();
         if words && self.primary.word_level().is_none() {
-            return self.primary.result.is_some();
+            return true;
         }
-        self.settings.view.view.tab().pending(self, words)
+        if self.primary.rasters.pending() || self.primary.word_rasters.pending() {
+            return true;
+        }
+        let Some(figure) = self.figure_of(self.settings.view.view, &result) else {
+            return false;
+        };
+        use crate::views::Figure;
+        match &figure {
+            Figure::Heatmap(view) if view.kind.is_combined() => {
+                self.combined_map(words, &view.kind, view.layer).is_none()
+            }
+            Figure::Lines(view) if view.kind.is_combined() => {
+                self.combined_map(words, &view.kind, view.layer).is_none()
+            }
+            Figure::Projection(_) => self.primary.projection(words).is_none(),
+            Figure::Heads(_) => {
+                self.settings.tabs.head_stats.source == crate::views::head_stats::HeadSource::Text
+                    && self.primary.head_stats(words).is_none()
+            }
+            Figure::Compare(_) => self
+                .divergence_key()
+                .is_some_and(|key| self.divergence.get(&key).is_none()),
+            _ => false,
+        }
+    }
+
+    /// Starts what the open tab's figure needs computed off the UI thread (logic, every frame;
+    /// each value is computed once per result).
+    fn prepare_open_tab(&mut self, ctx: &egui::Context) {
+        use crate::views::heatmap::MapKind;
+        use crate::views::Figure;
+        let Some(result) = self.primary.result.clone() else {
+            return;
+        };
+        let words = self.words_shown();
+        let Some(figure) = self.figure_of(self.settings.view.view, &result) else {
+            return;
+        };
+        let mut map = |kind: &MapKind, layer: usize| match kind {
+            MapKind::Rollout => self.primary.update_rollout(words),
+            MapKind::Flow(targets) => self.primary.update_flow(words, layer, targets.clone()),
+            MapKind::Attention | MapKind::Norms => {}
+        };
+        match &figure {
+            Figure::Heatmap(view) => map(&view.kind, view.layer),
+            Figure::Lines(view) => map(&view.kind, view.layer),
+            Figure::Projection(_) => self.primary.update_projection(words),
+            Figure::Heads(_) => self.primary.update_head_stats(words),
+            Figure::Compare(_) => self.update_divergence(ctx),
+            _ => {}
+        }
+    }
+
+    /// A rollout or flow map of the run (of its words, or pieces), once computed.
+    fn combined_map(
+        &self,
+        words: bool,
+        kind: &crate::views::heatmap::MapKind,
+        layer: usize,
+    ) -> Option<Arc<Vec<f32>>> {
+        use crate::views::heatmap::MapKind;
+        match kind {
+            MapKind::Rollout => {
+                let layers = self.primary.rollout(words)?;
+                Some(Arc::new(layers.get(layer)?.clone()))
+            }
+            MapKind::Flow(targets) => self.primary.flow(words, layer, targets.clone()),
+            MapKind::Attention | MapKind::Norms => None,
+        }
+    }
+
+    /// What was computed for `figure` of the run as it is `shown` (its words once merged, else
+    /// its pieces): maps, the projection, the statistics, the divergence (a heatmap's own map
+    /// is made here once and kept).
+    pub(super) fn computed_for(
+        &mut self,
+        figure: &crate::views::Figure,
+        shown: &crate::ui::tab::Shown,
+    ) -> crate::views::Computed {
+        use crate::views::Figure;
+        // What is shown, not what the settings ask for: words are pieces until merged.
+        let (words, analysis) = (shown.words(), shown.analysis());
+        let mut computed = crate::views::Computed::default();
+        match figure {
+            Figure::Heatmap(view) if view.kind.is_combined() => {
+                computed.map = self.combined_map(words, &view.kind, view.layer);
+            }
+            Figure::Heatmap(view) => {
+                let rasters = self.primary.rasters_of(words);
+                computed.map = rasters.values(view.raster_key(), || view.values(analysis, None));
+            }
+            Figure::Lines(view) => computed.map = self.combined_map(words, &view.kind, view.layer),
+            Figure::Projection(_) => computed.projection = self.primary.projection(words),
+            Figure::Heads(_) => computed.head_stats = self.primary.head_stats(words),
+            Figure::Compare(_) => {
+                computed.divergence = self.compare_divergence().map(<[f32]>::to_vec)
+            }
+            _ => {}
+        }
+        computed
     }
 
     /// Whether the open view shows words instead of pieces.
@@ -175,7 +277,7 @@ impl BertscopeApp {
             self.settings.model = self.primary.name().unwrap_or_default().to_owned();
             self.request_analysis();
             if let Some(path) = self.launch_corpus.take() {
-                self.settings.view.corpus_path = path.display().to_string();
+                self.settings.tabs.head_stats.corpus_path = path.display().to_string();
                 self.run_corpus();
             }
         }
@@ -212,7 +314,7 @@ impl BertscopeApp {
             self.primary.update_word_level();
         }
         self.keep_selection_in(words);
-        self.settings.view.view.tab().prepare(self, ctx, words);
+        self.prepare_open_tab(ctx);
 
         // No fixed debounce: a fast model follows every keystroke, and a slow one runs the newest
         // text each time it finishes, so the views update at the model's own pace.
@@ -286,9 +388,9 @@ impl BertscopeApp {
     /// Runs head statistics over the corpus file of the Heads tab, over words when the tab
     /// shows words.
     pub fn run_corpus(&mut self) {
-        let path = std::path::PathBuf::from(self.settings.view.corpus_path.trim());
+        let path = std::path::PathBuf::from(self.settings.tabs.head_stats.corpus_path.trim());
         let id = self.next_id();
-        self.settings.view.head_source = crate::ui::head_stats::HeadSource::Corpus;
+        self.settings.tabs.head_stats.source = crate::views::head_stats::HeadSource::Corpus;
         self.primary.run_corpus(id, path, self.settings.view.words);
     }
 
@@ -300,7 +402,7 @@ impl BertscopeApp {
             .add_filter("All files", &["*"]);
         match dialog.pick_file() {
             Some(path) => {
-                self.settings.view.corpus_path = path.display().to_string();
+                self.settings.tabs.head_stats.corpus_path = path.display().to_string();
                 self.run_corpus();
             }
             None => {
@@ -354,7 +456,6 @@ impl BertscopeApp {
         corpus: &str,
         report: &crate::analysis::stats::CorpusReport,
     ) -> anyhow::Result<()> {
-        let view = &self.settings.view;
         let model = match &self.primary.status {
             ModelStatus::Ready(info) => info.name.as_str(),
             _ => "model",
@@ -363,8 +464,8 @@ impl BertscopeApp {
             path,
             (model, corpus),
             report,
-            view.head_statistic,
-            view.export_scale,
+            self.settings.tabs.head_stats.statistic,
+            self.settings.view.export_scale,
         )
     }
 
@@ -401,21 +502,20 @@ impl BertscopeApp {
         if self.export_job.is_some() {
             return;
         }
-        let view = &self.settings.view;
-        if view.view == View::Heads && view.head_source == crate::ui::head_stats::HeadSource::Corpus
+        let view = self.settings.view.view;
+        if view == View::Heads
+            && self.settings.tabs.head_stats.source == crate::views::head_stats::HeadSource::Corpus
         {
             self.save_corpus();
             return;
         }
-        let figure = self.settings.view.view.figure();
         if self.primary.result.is_none() {
             return;
         }
-        let view = &self.settings.view;
         let name = format!(
             "bertscope-{}-layer{}.png",
-            view.view.label().to_lowercase().replace(' ', "-"),
-            view.layer
+            view.label().to_lowercase().replace(' ', "-"),
+            self.settings.view.layer
         );
         let dialog = rfd::FileDialog::new()
             .set_title("Export")
@@ -433,20 +533,16 @@ impl BertscopeApp {
             );
             return;
         };
-        self.export_in_background(path, Some(figure));
+        self.export_in_background(path, Some(view));
     }
 
     /// Starts writing the open view's figure (or the data) to `path` on a thread of its own, as
     /// `Export…` does after its dialog; the tab bar shows its progress and a Cancel button.
-    pub fn export_in_background(
-        &mut self,
-        path: std::path::PathBuf,
-        figure: Option<crate::export::FigureView>,
-    ) {
+    pub fn export_in_background(&mut self, path: std::path::PathBuf, view: Option<View>) {
         let Some(result) = &self.primary.result else {
             return;
         };
-        let work = match self.export_work(&path, figure, &Arc::clone(result)) {
+        let work = match self.export_work(&path, view, &Arc::clone(result)) {
             Ok(work) => work,
             Err(err) => {
                 self.export_note = Some(format!("{err:#}"));
@@ -510,38 +606,77 @@ impl BertscopeApp {
         }
     }
 
-    /// Writes the open view's figure (or the data) to `path`, as `Export…` does after the
-    /// dialog, on the calling thread. Views without a figure (`figure` is `None`) export data
-    /// only.
+    /// Writes a tab's figure (or the data) to `path`, as `Export…` does after the dialog, on the
+    /// calling thread: `view` is the tab whose figure a PNG or SVG draws (its own state and the
+    /// shared settings decide the figure); without one, only data files can be written.
     pub fn export_to(
         &self,
         path: &std::path::Path,
-        figure: Option<crate::export::FigureView>,
+        view: Option<View>,
         result: &Arc<crate::worker::AnalysisResult>,
     ) -> anyhow::Result<()> {
-        self.export_work(path, figure, result)?(&AtomicBool::new(false))
+        self.export_work(path, view, result)?(&AtomicBool::new(false))
     }
 
-    /// Checks an export of the open view (cheap, on the UI thread) and returns the work that
-    /// renders and writes it, to run anywhere; the work stops when its flag is set.
+    /// The figure the tab of `view` shows now (for `result`), as its export draws it.
+    pub fn figure_of(
+        &self,
+        view: View,
+        result: &crate::worker::AnalysisResult,
+    ) -> Option<crate::views::Figure> {
+        let other = self
+            .comparison
+            .as_ref()
+            .and_then(|slot| slot.result.as_ref())
+            .map(|result| &result.analysis);
+        let words = self.settings.view.words && view.reads_words();
+        let word_level = match self.primary.word_level() {
+            Some(Ok(word_level)) if words => Some(word_level),
+            _ => None,
+        };
+        let analysis = word_level.as_deref().unwrap_or(&result.analysis);
+        self.settings
+            .tabs
+            .tab(view)
+            .figure(&self.settings.view, analysis, other)
+    }
+
+    /// Checks an export of a tab (cheap, on the UI thread) and returns the work that renders
+    /// and writes it, to run anywhere; the work stops when its flag is set.
     #[allow(clippy::type_complexity)]
     fn export_work(
         &self,
         path: &std::path::Path,
-        figure: Option<crate::export::FigureView>,
+        view: Option<View>,
         result: &Arc<crate::worker::AnalysisResult>,
     ) -> anyhow::Result<Box<dyn FnOnce(&AtomicBool) -> anyhow::Result<()> + Send>> {
-        use crate::export::{ExportFormat, FigureView};
+        use crate::export::{Export, ExportFormat, ModelData};
+        use crate::views::heatmap::{Heatmap, MapKind};
+        use crate::views::Figure;
         let format = ExportFormat::from_path(path)?;
-        // Data files are the same from every tab; `figure` says which picture a figure shows.
+        let state = &self.settings.view;
+        // Data files are the same from every tab; a figure needs to know which picture.
         let figure = match format {
-            ExportFormat::Png | ExportFormat::Svg => figure
-                .ok_or_else(|| anyhow::anyhow!("{}: this tab has no figure", path.display()))?,
-            _ => FigureView::Heatmap,
+            ExportFormat::Png | ExportFormat::Svg => {
+                let view = view
+                    .ok_or_else(|| anyhow::anyhow!("{}: this tab has no figure", path.display()))?;
+                self.figure_of(view, result).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the {} tab draws nothing now",
+                        path.display(),
+                        view.label()
+                    )
+                })?
+            }
+            _ => Figure::Heatmap(Heatmap {
+                layer: state.layer,
+                head: state.head,
+                kind: MapKind::Attention,
+                fixed_scale: false,
+            }),
         };
-        let view = &self.settings.view;
         let comparison = match figure {
-            FigureView::Compare => {
+            Figure::Compare(_) => {
                 let slot = self
                     .comparison
                     .as_ref()
@@ -556,38 +691,20 @@ impl BertscopeApp {
             }
             _ => None,
         };
-        let (layer, head) = match figure {
-            FigureView::Projection => (view.projection_layer, view.head),
-            FigureView::Compare => (view.layer, view.compare_heads[0]),
-            _ => (view.layer, view.head),
-        };
-        let options = crate::export::ExportOptions {
-            view: figure,
-            layer,
-            head,
-            scale: view.export_scale,
-            hidden_heads: view.hidden_heads.clone(),
-            line_threshold: view.line_threshold,
-            fixed_scale: view.fixed_scale,
-            precision: if view.export_f16 {
+        let words = state.words && figure.view().reads_words();
+        let export = Export {
+            figure,
+            scale: state.export_scale,
+            precision: if state.export_f16 {
                 crate::export::data::Precision::F16
             } else {
                 crate::export::data::Precision::F32
             },
-            selected_token: view.selected_token,
-            compare_layer: (!view.align_by_depth).then_some(view.compare_layer),
-            compare_head: view.compare_heads[1],
-            statistic: view.head_statistic,
-            rollout: view.attention_kind == AttentionKind::Rollout,
-            norms: view.attention_kind == AttentionKind::Norms,
-            flow_into: if view.attention_kind == AttentionKind::Flow {
-                view.flow_targets()
-            } else {
-                Vec::new()
-            },
-            words: view.words && view.view.reads_words(),
-            lens: result.lens.clone(),
-            embeddings: result.embeddings.clone(),
+            words,
+        };
+        let (predicting, mask) = match &self.primary.status {
+            ModelStatus::Ready(info) => (info.prediction_heads.clone(), info.mask_token.clone()),
+            _ => (Vec::new(), None),
         };
         let model = self
             .primary
@@ -597,14 +714,22 @@ impl BertscopeApp {
         let (path, result) = (path.to_owned(), Arc::clone(result));
         Ok(Box::new(move |cancel: &AtomicBool| {
             let request = &result.request;
+            let data = ModelData {
+                lens: result.lens.as_deref(),
+                embeddings: result.embeddings.as_ref(),
+                predicting: &predicting,
+                mask: mask.as_deref(),
+                intact: result.intact.as_deref(),
+                comparison: comparison
+                    .as_ref()
+                    .map(|(name, other)| (name.as_str(), &other.analysis)),
+            };
             crate::export::export_cancellable(
                 &path,
                 (&model, &result.analysis),
-                comparison
-                    .as_ref()
-                    .map(|(name, other)| (name.as_str(), &other.analysis)),
+                &data,
                 (&request.text_a, request.text_b.as_deref()),
-                &options,
+                &export,
                 cancel,
             )
         }))

@@ -2,10 +2,8 @@
 //! not drawing (worker responses, re-runs, actions, background values), [`ui`] the panels.
 
 mod background;
-pub mod keystroke;
 mod logic;
 mod slot;
-pub mod tabs;
 mod ui;
 
 use background::Background;
@@ -66,8 +64,10 @@ pub struct Settings {
     pub text_b: String,
     /// Whether sentence B is part of the input.
     pub use_pair: bool,
-    /// Tabs, selections and view options.
+    /// The open tab, the shared layer, head and kind of attention, selections, export options.
     pub view: ViewState,
+    /// Each tab's own state.
+    pub tabs: crate::views::Tabs,
 }
 
 impl Default for Settings {
@@ -78,6 +78,7 @@ impl Default for Settings {
             text_b: String::new(),
             use_pair: false,
             view: ViewState::default(),
+            tabs: crate::views::Tabs::default(),
         }
     }
 }
@@ -224,7 +225,7 @@ impl BertscopeApp {
         };
         if launch.corpus.is_some() {
             app.settings.view.view = View::Heads;
-            app.settings.view.head_source = crate::ui::head_stats::HeadSource::Corpus;
+            app.settings.tabs.head_stats.source = crate::views::head_stats::HeadSource::Corpus;
         }
         app.load_model(model);
         app.settings.view.ablated_heads = launch.ablate;

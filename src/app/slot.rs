@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use super::background::Background;
-use super::tabs::Shown;
 use super::ModelStatus;
-use crate::analysis::flow::flow_through;
+use crate::analysis::flow::flow_map;
 use crate::analysis::projection::Projection;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
 use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::scene::Rasters;
+use crate::ui::tab::Shown;
 use crate::worker::{self, AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
 /// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
@@ -205,15 +205,7 @@ impl ModelSlot {
             return;
         };
         self.flow.request(key, &self.waker, move || {
-            let analysis = shown.analysis();
-            let tokens = analysis.len();
-            let through = (layer + 1).min(analysis.layers());
-            let mut values = vec![f32::NAN; tokens * tokens];
-            for &to in targets.iter().filter(|&&to| to < tokens) {
-                values[to * tokens..][..tokens]
-                    .copy_from_slice(&flow_through(analysis, to, through));
-            }
-            Ok(Arc::new(values))
+            Ok(Arc::new(flow_map(shown.analysis(), layer, &targets)))
         });
     }
 

@@ -3,9 +3,9 @@
 
 use egui::{Color32, RichText};
 
-use super::tabs::Shown;
 use super::{BertscopeApp, ModelStatus};
 use crate::model::HeadKind;
+use crate::ui::tab::{Comparison, Shown, TabContext};
 use crate::ui::tokens::{token_chips, ChipClick};
 use crate::ui::View;
 
@@ -499,14 +499,81 @@ impl BertscopeApp {
             return;
         }
         let shown = Shown { result, word_level };
-        let tab = self.settings.view.view.tab();
-        actions.extend(tab.show(ui, self, &shown));
+        actions.extend(self.show_open_tab(ui, &shown, info.as_ref()));
         self.apply(actions);
         if self.text_waiting() && !self.analysis_in_flight() {
             // Changed text is sent by the next frame's logic: make sure a next frame comes. (With
             // an analysis in flight, its answer wakes the UI.)
             ui.ctx().request_repaint();
         }
+    }
+}
+
+impl BertscopeApp {
+    /// Draws the open tab with its narrow context; returns what it asked for.
+    fn show_open_tab(
+        &mut self,
+        ui: &mut egui::Ui,
+        shown: &Shown,
+        info: Option<&crate::worker::ModelInfo>,
+    ) -> Vec<crate::ui::UiAction> {
+        let mut actions = Vec::new();
+        let Some(info) = info else {
+            return actions;
+        };
+        let view = self.settings.view.view;
+        let other = self
+            .comparison
+            .as_ref()
+            .and_then(|slot| slot.result.clone());
+        let figure = self.settings.tabs.tab(view).figure(
+            &self.settings.view,
+            shown.analysis(),
+            other.as_ref().map(|result| &result.analysis),
+        );
+        let computed = match &figure {
+            Some(figure) => self.computed_for(figure, shown),
+            None => crate::views::Computed::default(),
+        };
+        if view == View::Compare {
+            // Both results' images: reset when either changes.
+            let ids = (
+                self.primary.result_id(),
+                self.comparison.as_ref().and_then(|slot| slot.result_id()),
+            );
+            self.compare_textures
+                .reset(ids.0.unwrap_or_default() << 32 ^ ids.1.unwrap_or_default());
+        }
+        let words = shown.words();
+        // Resets the images when the result changed.
+        self.primary.rasters_of(words);
+        let (tabs, state) = (&mut self.settings.tabs, &mut self.settings.view);
+        let rasters = match (view, words) {
+            (View::Compare, _) => &mut self.compare_textures,
+            (_, true) => &mut self.primary.word_rasters,
+            (_, false) => &mut self.primary.rasters,
+        };
+        let comparison = match (other, self.comparison.as_mut()) {
+            (Some(result), Some(slot)) => Some(Comparison {
+                name: slot.name().unwrap_or("model B").to_owned(),
+                result,
+                rasters: &mut slot.rasters,
+            }),
+            _ => None,
+        };
+        let mut cx = TabContext {
+            run: shown,
+            info,
+            state,
+            figure: figure.as_ref(),
+            computed: &computed,
+            rasters,
+            actions: &mut actions,
+            comparison,
+            corpus: self.primary.corpus.as_ref(),
+        };
+        tabs.tab_mut(view).show(ui, &mut cx);
+        actions
     }
 }
 

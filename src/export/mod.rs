@@ -3,7 +3,6 @@
 
 pub mod data;
 pub mod dump;
-pub mod figure;
 
 use std::io::Write;
 use std::path::Path;
@@ -11,133 +10,57 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 
-use crate::analysis::{compare, words, HeadChoice};
+use crate::analysis::{words, HeadChoice};
 use crate::model::Analysis;
+use crate::render::scene::Palette;
+pub use crate::views::ModelData;
+use crate::views::{Computed, Figure};
 
-/// Which picture a figure export draws.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-pub enum FigureView {
-    /// One head (or the mean of a layer) as a heatmap.
-    #[default]
-    Heatmap,
-    /// Token-to-token lines of one layer.
-    Lines,
-    /// Every layer × head.
-    Overview,
-    /// Every head's statistics (Clark et al.), coloured by `statistic`.
-    Heads,
-    /// Token hidden states of one layer (`layer`; 0 = embeddings) in 2-D.
-    Projection,
-    /// What the model's heads predict.
-    Predictions,
-    /// The logit lens at the selected position (`--token`; default: the first mask, or a causal
-    /// LM's last token).
-    Lens,
-    /// The sizes of each token's input embedding and its parts.
-    Embeddings,
-    /// The query and key vectors behind one attention row (`--token`, default 0), of `--layer`
-    /// and `--head`.
-    #[value(name = "query-key")]
-    QueryKey,
-    /// Two models side by side (needs a second model).
-    Compare,
-}
-
-/// What to export, beyond the analysis itself.
+/// An export's settings beyond the analysis: the view a figure draws (with its parameters), the
+/// PNG scale, the number type of `.npz` maps, and whether attention reads as words.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExportOptions {
-    /// The picture, for PNG and SVG.
-    pub view: FigureView,
-    /// Layer (0-based).
-    pub layer: usize,
-    /// Head (0-based) or the layer's mean.
-    pub head: HeadChoice,
+pub struct Export {
+    /// The picture, for PNG and SVG; its layer and head also pick the CSV's map.
+    pub figure: Figure,
     /// PNG scale: 1, 2 or 4.
     pub scale: f32,
-    /// Heads left out of the lines figure.
-    pub hidden_heads: Vec<usize>,
-    /// Lines figure: weights below this are not drawn.
-    pub line_threshold: f32,
-    /// Heatmap colours over 0–1 instead of 0–max.
-    pub fixed_scale: bool,
     /// The number type of `.npz` attention maps.
     pub precision: data::Precision,
-    /// Predictions figure: the token whose next token is shown (default: the last).
-    pub selected_token: Option<usize>,
-    /// Compare figure: the second model's layer (`None`: the layer at `layer`'s relative depth).
-    pub compare_layer: Option<usize>,
-    /// Compare figure: the second model's head (or mean).
-    pub compare_head: HeadChoice,
-    /// Heads figure: the statistic that colours the grid.
-    pub statistic: crate::analysis::stats::Statistic,
-    /// Heatmap figure: attention rollout through the layers up to `layer` instead of one head.
-    pub rollout: bool,
-    /// Heatmap figure: norm-based attention of the head instead of its weights.
-    pub norms: bool,
-    /// Heatmap figure: attention flow into these tokens through the layers up to `layer`
-    /// instead of one head (rows of other tokens are left empty).
-    pub flow_into: Vec<usize>,
-    /// Lens figure: the logit lens of the run, at every position it read.
-    pub lens: Option<Vec<crate::model::LensPosition>>,
-    /// Embeddings figure: the run's embedding breakdown.
-    pub embeddings: Option<crate::model::EmbeddingBreakdown>,
     /// Words instead of subword pieces (Clark et al.: attention to a word summed over its
     /// pieces, from a word the mean), in the figures and data of attention.
     pub words: bool,
 }
 
-impl Default for ExportOptions {
+impl Default for Export {
     fn default() -> Self {
         Self {
-            view: FigureView::Heatmap,
-            layer: 0,
-            head: HeadChoice::Head(0),
+            figure: Figure::Heatmap(crate::views::heatmap::Heatmap::default()),
             scale: 2.0,
-            hidden_heads: Vec::new(),
-            line_threshold: 0.1,
-            fixed_scale: false,
             precision: data::Precision::F32,
-            selected_token: None,
-            compare_layer: None,
-            compare_head: HeadChoice::Mean,
-            statistic: crate::analysis::stats::Statistic::default(),
-            rollout: false,
-            norms: false,
-            flow_into: Vec::new(),
-            lens: None,
-            embeddings: None,
             words: false,
         }
     }
 }
 
-impl FigureView {
-    /// The name `--view` takes.
-    pub fn name(self) -> String {
-        use clap::ValueEnum;
-        self.to_possible_value()
-            .map(|value| value.get_name().to_owned())
-            .unwrap_or_default()
+impl Export {
+    /// An export of `figure` with the default scale and precision.
+    pub fn of(figure: Figure) -> Self {
+        Self {
+            figure,
+            ..Self::default()
+        }
     }
+}
 
-    /// Whether the figure can show words instead of pieces: the figures of attention and of
-    /// hidden states of one model. Predictions, the lens, embeddings and query·key belong to
-    /// pieces, and two models split a text into different words.
-    pub fn reads_words(self) -> bool {
-        matches!(
-            self,
-            Self::Heatmap | Self::Lines | Self::Overview | Self::Heads | Self::Projection
-        )
+/// The layer and head a data file of one map (CSV) takes from the figure: the view's own, else
+/// layer 0, head 0.
+fn map_of(figure: &Figure) -> (usize, HeadChoice) {
+    match figure {
+        Figure::Heatmap(view) => (view.layer, view.head),
+        Figure::Lines(view) => (view.layer, HeadChoice::Head(0)),
+        Figure::QueryKey(view) => (view.layer, HeadChoice::Head(view.head)),
+        Figure::Compare(view) => (view.layer, view.head),
+        _ => (0, HeadChoice::Head(0)),
     }
 }
 
@@ -206,52 +129,37 @@ pub fn corpus_report_format(path: &Path) -> anyhow::Result<ExportFormat> {
 
 /// Checks layer and head against the model's shape, with a message naming the valid range.
 pub fn check_layer_head(analysis: &Analysis, layer: usize, head: HeadChoice) -> anyhow::Result<()> {
-    let (layers, heads) = (analysis.layers(), analysis.heads());
-    anyhow::ensure!(
-        layer < layers,
-        "layer {layer} is out of range; this model has {layers} layers (0 to {})",
-        layers - 1
-    );
-    if let HeadChoice::Head(head) = head {
-        anyhow::ensure!(
-            head < heads,
-            "head {head} is out of range; this model has {heads} heads per layer (0 to {})",
-            heads - 1
-        );
-    }
-    Ok(())
+    crate::views::check_layer_head(analysis, layer, head).map_err(anyhow::Error::msg)
 }
 
 /// Writes one export of an analysis to `path` (atomically); the extension picks the format.
 /// `model` and the texts go into figure titles and the JSON document.
 pub fn export(
     path: &Path,
-    model: &str,
-    analysis: &Analysis,
-    text_a: &str,
-    text_b: Option<&str>,
-    options: &ExportOptions,
+    (model, analysis): (&str, &Analysis),
+    data: &ModelData<'_>,
+    (text_a, text_b): (&str, Option<&str>),
+    export: &Export,
 ) -> anyhow::Result<()> {
     let never = AtomicBool::new(false);
     export_cancellable(
         path,
         (model, analysis),
-        None,
+        data,
         (text_a, text_b),
-        options,
+        export,
         &never,
     )
 }
 
 /// [`export`], abandoned when `cancel` is set: the file is then left as it was (a half-written
-/// temporary file is removed) and the error says it was cancelled. `comparison` (the second
-/// model's name and analysis) is what the Compare figure sets beside `(model, analysis)`.
+/// temporary file is removed) and the error says it was cancelled.
 pub fn export_cancellable(
     path: &Path,
     (model, analysis): (&str, &Analysis),
-    comparison: Option<(&str, &Analysis)>,
+    data: &ModelData<'_>,
     (text_a, text_b): (&str, Option<&str>),
-    options: &ExportOptions,
+    export: &Export,
     cancel: &AtomicBool,
 ) -> anyhow::Result<()> {
     let write_atomically =
@@ -264,14 +172,15 @@ pub fn export_cancellable(
         };
     let format = ExportFormat::from_path(path)?;
     let is_figure = matches!(format, ExportFormat::Png | ExportFormat::Svg);
-    let words = options.words.then(|| words::words(analysis));
-    if words.is_some() && is_figure {
+    let view = export.figure.view();
+    if export.words && is_figure {
         anyhow::ensure!(
-            options.view.reads_words(),
+            view.reads_words(),
             "the {} figure shows pieces, not words; --words applies to heatmap, lines, overview, heads and projection",
-            options.view.name()
+            view.name()
         );
     }
+    let words = export.words.then(|| words::words(analysis));
     let word_analysis = words
         .as_ref()
         .map(|words| {
@@ -279,259 +188,49 @@ pub fn export_cancellable(
                 .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))
         })
         .transpose()?;
-    let pieces = analysis;
-    let analysis = word_analysis.as_ref().unwrap_or(analysis);
-    if is_figure && options.view == FigureView::Projection {
-        // Layer 0 is the embeddings, so the last layer's number is the layer count.
-        anyhow::ensure!(
-            options.layer <= analysis.layers(),
-            "layer {} is out of range; the projection has layers 0 (embeddings) to {}",
-            options.layer,
-            analysis.layers()
-        );
-    } else {
-        check_layer_head(analysis, options.layer, options.head)?;
+    let shown = word_analysis.as_ref().unwrap_or(analysis);
+    if !is_figure {
+        let (layer, head) = map_of(&export.figure);
+        check_layer_head(shown, layer, head)?;
     }
-    for &token in &options.flow_into {
-        anyhow::ensure!(
-            token < analysis.len(),
-            "--flow-to {token} is out of range; the input has {} {} (0 to {})",
-            analysis.len(),
-            if words.is_some() { "words" } else { "tokens" },
-            analysis.len().saturating_sub(1)
-        );
-    }
-    if let Some(token) = options.selected_token {
-        anyhow::ensure!(
-            token < analysis.len(),
-            "token {token} is out of range; the input has {} tokens (0 to {})",
-            analysis.len(),
-            analysis.len().saturating_sub(1)
-        );
-    }
-    let comparison = if is_figure && options.view == FigureView::Compare {
-        let Some((name, other)) = comparison else {
-            anyhow::bail!("the compare figure needs a second model (--compare)");
-        };
-        let layer = options.compare_layer.unwrap_or_else(|| {
-            compare::aligned_layer(options.layer, analysis.layers(), other.layers())
-        });
-        check_layer_head(other, layer, options.compare_head)
-            .with_context(|| format!("the second model, {name}"))?;
-        Some(figure::CompareSide {
-            name,
-            analysis: other,
-            layer,
-            head: options.compare_head,
-        })
-    } else {
-        None
-    };
-    if format == ExportFormat::Png {
-        check_scale(options.scale)?;
-    }
-    let figure = || {
-        let what = match options.view {
-            FigureView::Heatmap if options.rollout => {
-                format!("attention rollout through layer {}", options.layer)
-            }
-            FigureView::Heatmap if !options.flow_into.is_empty() => {
-                let into: Vec<String> = options
-                    .flow_into
-                    .iter()
-                    .map(|&token| analysis.display_token(token))
-                    .collect();
-                format!(
-                    "attention flow through layer {} into {}",
-                    options.layer,
-                    into.join(", ")
-                )
-            }
-            FigureView::Heatmap if options.norms => format!(
-                "layer {} · {} · norm-based attention ‖α·f(x)‖",
-                options.layer, options.head
-            ),
-            FigureView::Heatmap => format!("layer {} · {}", options.layer, options.head),
-            FigureView::Lines => format!("layer {} · attention lines", options.layer),
-            FigureView::Overview if options.norms => format!(
-                "{} layers × {} heads · norm-based attention ‖α·f(x)‖",
-                analysis.layers(),
-                analysis.heads()
-            ),
-            FigureView::Overview => {
-                format!("{} layers × {} heads", analysis.layers(), analysis.heads())
-            }
-            FigureView::Heads => format!("head statistics · {}", options.statistic.name()),
-            FigureView::Projection => format!("hidden states, layer {}", options.layer),
-            FigureView::Predictions => "predictions".to_owned(),
-            FigureView::Lens => "logit lens".to_owned(),
-            FigureView::Embeddings => "input embeddings (L2 norms)".to_owned(),
-            FigureView::QueryKey => format!(
-                "layer {} · {} · query·key of token {}",
-                options.layer,
-                options.head,
-                options.selected_token.unwrap_or(0)
-            ),
-            FigureView::Compare => "compared".to_owned(),
-        };
-        let title = match &comparison {
-            Some(other) => format!("{model} vs {}", other.name),
-            None => model.to_owned(),
-        };
-        let caption = figure::Caption::new(&title, &what, text_a, text_b);
-        anyhow::Ok(match options.view {
-            FigureView::Heatmap => {
-                use crate::views::heatmap::{Heatmap, MapKind};
-                let kind = if options.rollout {
-                    MapKind::Rollout
-                } else if !options.flow_into.is_empty() {
-                    MapKind::Flow(options.flow_into.clone())
-                } else if options.norms {
-                    MapKind::Norms
-                } else {
-                    MapKind::Attention
-                };
-                let combined = match &kind {
-                    MapKind::Rollout => {
-                        let layers = match &words {
-                            Some(words) => words::word_rollout(pieces, words),
-                            None => crate::analysis::rollout::rollout(pieces),
-                        };
-                        Some(layers.into_iter().nth(options.layer).unwrap_or_default())
-                    }
-                    MapKind::Flow(targets) => {
-                        let tokens = analysis.len();
-                        let mut values = vec![f32::NAN; tokens * tokens];
-                        for &to in targets {
-                            let flow = crate::analysis::flow::flow_through(
-                                analysis,
-                                to,
-                                options.layer + 1,
-                            );
-                            values[to * tokens..][..tokens].copy_from_slice(&flow);
-                        }
-                        Some(values)
-                    }
-                    _ => None,
-                };
-                let view = Heatmap {
-                    layer: options.layer,
-                    head: options.head,
-                    kind,
-                    fixed_scale: options.fixed_scale,
-                };
-                figure::heatmap(analysis, &view, combined.as_deref(), &caption)?
-            }
-            FigureView::Lines => figure::lines(
-                analysis,
-                options.layer,
-                &options.hidden_heads,
-                options.line_threshold,
-                &caption,
-            ),
-            FigureView::Overview => figure::overview(analysis, options.norms, &caption)?,
-            FigureView::Heads => figure::heads(
-                &crate::analysis::stats::head_stats(analysis),
-                options.statistic,
-                &caption,
-            ),
-            FigureView::Projection => {
-                let hidden = analysis.hidden_states.to_host()?;
-                let projection = crate::analysis::projection::Projection::fit(&hidden);
-                figure::projection(
-                    analysis,
-                    &projection,
-                    options.layer,
-                    options.selected_token,
-                    &caption,
-                )
-            }
-            FigureView::Predictions => {
-                figure::predictions(analysis, options.selected_token, &caption)?
-            }
-            FigureView::Lens => {
-                let lens = options.lens.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!("the logit lens needs a masked-LM or next-token head")
-                })?;
-                let at = crate::model::probes::lens_at(lens, options.selected_token).ok_or_else(
-                    || {
-                        anyhow::anyhow!(
-                            "the logit lens reads the mask tokens, and the text has none; type one"
-                        )
-                    },
-                )?;
-                let caption = figure::Caption::new(
-                    &title,
-                    &format!(
-                        "logit lens at token {} ({})",
-                        at.position,
-                        analysis.display_token(at.position)
-                    ),
-                    text_a,
-                    text_b,
-                );
-                figure::lens(analysis, at, &caption)
-            }
-            FigureView::QueryKey => {
-                let head = match options.head {
-                    HeadChoice::Head(head) => head,
-                    HeadChoice::Mean => {
-                        anyhow::bail!("the query·key figure shows one head, not the mean")
-                    }
-                };
-                let token = options.selected_token.unwrap_or(0);
-                anyhow::ensure!(
-                    token < analysis.len()
-                        && options.layer < analysis.layers()
-                        && head < analysis.heads(),
-                    "--token, --layer or --head is out of range for this input and model"
-                );
-                figure::query_key(analysis, options.layer, head, token, &caption)
-            }
-            FigureView::Embeddings => {
-                let parts = options
-                    .embeddings
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("the embeddings were not taken apart"))?;
-                figure::embeddings(analysis, parts, &caption)
-            }
-            FigureView::Compare => {
-                let this = figure::CompareSide {
-                    name: model,
-                    analysis,
-                    layer: options.layer,
-                    head: options.head,
-                };
-                // Checked above: a compare figure always has its second model.
-                let other = comparison
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("no second model"))?;
-                figure::compare(&this, other, &caption)
-            }
-        })
-    };
     match format {
-        ExportFormat::Png => {
-            let png = figure::to_png(&figure()?, options.scale)?;
-            write_atomically(path, &mut |out| out.write_all(&png))
-        }
-        ExportFormat::Svg => {
-            let svg = figure::to_svg(&figure()?);
-            write_atomically(path, &mut |out| out.write_all(svg.as_bytes()))
+        ExportFormat::Png | ExportFormat::Svg => {
+            if format == ExportFormat::Png {
+                check_scale(export.scale)?;
+            }
+            let merged = words.as_ref().zip(word_analysis.as_ref());
+            let other = data.comparison.map(|(_, other)| other);
+            let computed = Computed::of(&export.figure, analysis, merged, other);
+            if let Some(Err(message)) = &computed.projection {
+                anyhow::bail!("the projection could not be fitted: {message}");
+            }
+            let inputs = computed.inputs(model, shown, data);
+            let figure = export
+                .figure
+                .figure(&inputs, text_a, text_b)
+                .map_err(anyhow::Error::msg)?;
+            if format == ExportFormat::Png {
+                let png = crate::render::svg::to_png(&figure, &Palette::PAPER, export.scale)?;
+                write_atomically(path, &mut |out| out.write_all(&png))
+            } else {
+                let svg = crate::render::svg::to_svg(&figure, &Palette::PAPER);
+                write_atomically(path, &mut |out| out.write_all(svg.as_bytes()))
+            }
         }
         ExportFormat::Json => {
-            let document = dump::DumpDocument::new(model, analysis)?;
+            let document = dump::DumpDocument::new(model, shown)?;
             write_atomically(path, &mut |out| {
                 serde_json::to_writer(&mut *out, &document)?;
                 out.write_all(b"\n")
             })
         }
-        ExportFormat::Csv => write_atomically(path, &mut |out| {
-            data::head_csv(analysis, options.layer, options.head, out)
-        }),
-        ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(analysis, out)),
+        ExportFormat::Csv => {
+            let (layer, head) = map_of(&export.figure);
+            write_atomically(path, &mut |out| data::head_csv(shown, layer, head, out))
+        }
+        ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(shown, out)),
         ExportFormat::Npz => write_atomically(path, &mut |out| {
-            data::attention_npz(analysis, options.precision, out)
+            data::attention_npz(shown, export.precision, out)
         }),
     }
 }
@@ -572,12 +271,13 @@ impl Write for CancellableWriter<'_> {
 pub fn export_all_heads(
     folder: &Path,
     format: ExportFormat,
-    model: &str,
-    analysis: &Analysis,
+    (model, analysis): (&str, &Analysis),
     (text_a, text_b): (&str, Option<&str>),
-    options: &ExportOptions,
+    export: &Export,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
+    use crate::views::heatmap::Heatmap;
+    use crate::views::overview::Overview;
     use rayon::prelude::{IntoParallelIterator, ParallelIterator};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -595,12 +295,14 @@ pub fn export_all_heads(
         .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
     let (layers, heads) = (analysis.layers(), analysis.heads());
     let digits = |count: usize| count.saturating_sub(1).to_string().len();
-    let mut jobs: Vec<(std::path::PathBuf, ExportOptions)> = vec![(
+    let norms = match &export.figure {
+        Figure::Heatmap(view) => view.kind == crate::views::heatmap::MapKind::Norms,
+        Figure::Overview(view) => view.norms,
+        _ => false,
+    };
+    let mut jobs: Vec<(std::path::PathBuf, Figure)> = vec![(
         folder.join(format!("overview.{extension}")),
-        ExportOptions {
-            view: FigureView::Overview,
-            ..options.clone()
-        },
+        Figure::Overview(Overview { norms }),
     )];
     for layer in 0..layers {
         for head in 0..heads {
@@ -609,19 +311,35 @@ pub fn export_all_heads(
                 lw = digits(layers),
                 hw = digits(heads)
             );
-            let head_options = ExportOptions {
-                view: FigureView::Heatmap,
-                layer,
-                head: HeadChoice::Head(head),
-                ..options.clone()
+            let figure = match &export.figure {
+                Figure::Heatmap(view) => Heatmap {
+                    layer,
+                    head: HeadChoice::Head(head),
+                    ..view.clone()
+                },
+                _ => Heatmap {
+                    layer,
+                    head: HeadChoice::Head(head),
+                    ..Heatmap::default()
+                },
             };
-            jobs.push((folder.join(name), head_options));
+            jobs.push((folder.join(name), Figure::Heatmap(figure)));
         }
     }
     let total = jobs.len();
     let done = AtomicUsize::new(0);
-    jobs.into_par_iter().try_for_each(|(path, options)| {
-        export(&path, model, analysis, text_a, text_b, &options)?;
+    jobs.into_par_iter().try_for_each(|(path, figure)| {
+        let one = Export {
+            figure,
+            ..export.clone()
+        };
+        self::export(
+            &path,
+            (model, analysis),
+            &ModelData::default(),
+            (text_a, text_b),
+            &one,
+        )?;
         progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
         anyhow::Ok(())
     })?;
@@ -640,21 +358,28 @@ pub fn export_corpus_report(
 ) -> anyhow::Result<()> {
     let format = corpus_report_format(path)?;
     let figure = || {
-        let caption = figure::Caption {
+        let caption = crate::render::parts::Caption {
             title: format!("{model} · head statistics · {}", statistic.name()),
             text: format!("{corpus}: {} lines, {} tokens", report.lines, report.tokens),
         };
-        figure::heads(&report.heads, statistic, &caption)
+        let width =
+            crate::views::head_stats::natural_width(report.heads.first().map_or(0, Vec::len));
+        caption.frame(crate::views::head_stats::scene(
+            &report.heads,
+            statistic,
+            None,
+            width,
+        ))
     };
     match format {
         ExportFormat::Csv => write_atomically(path, |out| data::corpus_report(report, true, out)),
         ExportFormat::Svg => {
-            let svg = figure::to_svg(&figure());
+            let svg = crate::render::svg::to_svg(&figure(), &Palette::PAPER);
             write_atomically(path, |out| out.write_all(svg.as_bytes()))
         }
         ExportFormat::Png => {
             check_scale(scale)?;
-            let png = figure::to_png(&figure(), scale)?;
+            let png = crate::render::svg::to_png(&figure(), &Palette::PAPER, scale)?;
             write_atomically(path, |out| out.write_all(&png))
         }
         // JSON (the formats of attention data are refused above).
@@ -720,13 +445,12 @@ mod tests {
         let target = dir.path().join("head.csv");
         std::fs::write(&target, "old").unwrap();
         let export = |cancel: &AtomicBool| {
-            let options = ExportOptions::default();
             export_cancellable(
                 &target,
                 ("tiny", &analysis),
-                None,
+                &ModelData::default(),
                 ("a,b", None),
-                &options,
+                &Export::default(),
                 cancel,
             )
         };

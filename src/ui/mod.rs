@@ -2,17 +2,8 @@
 //! [`UiAction`]s the user asked for; the app applies them. No view touches the worker, files or
 //! dialogs, so every view can be driven headless in tests.
 
-pub mod compare;
-pub mod embeddings;
-pub mod head_stats;
-pub mod heatmap;
-pub mod lens;
-pub mod lines;
-pub mod overview;
-pub mod predictions;
-pub mod projection;
-pub mod query_key;
 pub mod scene;
+pub mod tab;
 pub mod tokens;
 pub mod widgets;
 
@@ -20,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::HeadChoice;
 
-pub use crate::app::tabs::View;
+pub use crate::views::View;
 
 /// What the heatmap, the lines and the overview show: the captured attention of a head, or
 /// what the analyses make of it.
@@ -53,15 +44,17 @@ impl AttentionKind {
 
 pub use crate::views::lines::PairFilter;
 
-/// Everything the views remember between frames, shared so that a selection holds everywhere.
+/// What the tabs share and the app remembers: the open tab, the layer, head and kind of
+/// attention several tabs show, the selection (which holds everywhere), words, and the export
+/// settings. Each tab's own state is its own (see [`crate::views::Tabs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ViewState {
     /// The open tab.
     pub view: View,
-    /// Layer shown by the heatmap and lines views.
+    /// Layer shown by the heatmap, lines, query·key and compare.
     pub layer: usize,
-    /// Head (or mean) shown by the heatmap view.
+    /// Head (or mean) shown by the heatmap and query·key.
     pub head: HeadChoice,
     /// The token selected in any view: the focus of a selection, the one views of a single
     /// token (query·key, the lens, the projection's path) show.
@@ -71,55 +64,14 @@ pub struct ViewState {
     /// added; never holds `selected_token`.
     #[serde(skip)]
     pub also_selected: Vec<usize>,
-    /// Heads hidden in the lines view.
-    pub hidden_heads: Vec<usize>,
-    /// Sentence-pair filter of the lines view.
-    pub pair_filter: PairFilter,
-    /// Lines fainter than this weight are not drawn.
-    pub line_threshold: f32,
-    /// Lines view: only each query's strongest this many keys per head (0 = all).
-    pub line_top_k: usize,
     /// What the heatmap, lines and overview show: attention, rollout, norms or flow.
     pub attention_kind: AttentionKind,
     /// Words instead of subword pieces, in the views that read them.
     pub words: bool,
-    /// Colour scale of the heatmap: fixed 0–1, or 0 to the matrix's maximum.
-    pub fixed_scale: bool,
-    /// The heatmap's zoom and pan (not remembered between runs).
-    #[serde(skip)]
-    pub heatmap_zoom: crate::render::matrix::MatrixZoom,
-    /// The statistic the Heads tab colours and sorts by.
-    pub head_statistic: crate::analysis::stats::Statistic,
-    /// Whose statistics the Heads tab shows: the text's or a corpus's.
-    pub head_source: head_stats::HeadSource,
-    /// The Heads tab's corpus file, as typed or chosen.
-    pub corpus_path: String,
-    /// Layer shown by the projection view (0 = embeddings).
-    pub projection_layer: usize,
-    /// The projection's zoom and pan (not remembered between runs).
-    #[serde(skip)]
-    pub projection_zoom: crate::render::matrix::MatrixZoom,
     /// PNG export scale: 1, 2 or 4.
     pub export_scale: f32,
     /// `.npz` exports in half precision.
     pub export_f16: bool,
-    /// Compare tab: the layer of the comparison model paired with `layer`.
-    pub compare_layer: usize,
-    /// Compare tab: pick the comparison layer by relative depth.
-    pub align_by_depth: bool,
-    /// Compare tab: grids of every head instead of one layer pair.
-    pub compare_overviews: bool,
-    /// Compare tab: the head (or mean) shown for model A and for model B.
-    pub compare_heads: [HeadChoice; 2],
-    /// Compare tab: one zoom and pan for its matrices, so that they stay aligned.
-    #[serde(skip)]
-    pub compare_zoom: crate::render::matrix::MatrixZoom,
-    /// Embeddings tab: the position-similarity matrix's zoom and pan.
-    #[serde(skip)]
-    pub embeddings_zoom: crate::render::matrix::MatrixZoom,
-    /// Overview: clicks switch heads off instead of opening them.
-    #[serde(skip)]
-    pub ablation_mode: bool,
     /// Heads `(layer, head)` switched off, in the order they were clicked (not remembered: they
     /// belong to one model).
     #[serde(skip)]
@@ -134,29 +86,11 @@ impl Default for ViewState {
             head: HeadChoice::Head(0),
             selected_token: None,
             also_selected: Vec::new(),
-            hidden_heads: Vec::new(),
-            pair_filter: PairFilter::All,
-            line_threshold: 0.1,
-            line_top_k: 0,
             attention_kind: AttentionKind::Raw,
             words: false,
-            fixed_scale: false,
-            heatmap_zoom: crate::render::matrix::MatrixZoom::default(),
-            head_statistic: crate::analysis::stats::Statistic::default(),
-            head_source: head_stats::HeadSource::default(),
-            corpus_path: String::new(),
-            projection_layer: 0,
-            projection_zoom: crate::render::matrix::MatrixZoom::default(),
             export_scale: 2.0,
             export_f16: false,
-            compare_layer: 0,
-            align_by_depth: true,
-            compare_overviews: false,
-            embeddings_zoom: crate::render::matrix::MatrixZoom::default(),
-            ablation_mode: false,
             ablated_heads: Vec::new(),
-            compare_heads: [HeadChoice::Mean; 2],
-            compare_zoom: crate::render::matrix::MatrixZoom::default(),
         }
     }
 }
@@ -203,10 +137,21 @@ impl ViewState {
         }
     }
 
+    /// The kind of map the heatmap and the lines show: flow goes into the selection, else the
+    /// first token.
+    pub fn map_kind(&self) -> crate::views::heatmap::MapKind {
+        use crate::views::heatmap::MapKind;
+        match self.attention_kind {
+            AttentionKind::Raw => MapKind::Attention,
+            AttentionKind::Rollout => MapKind::Rollout,
+            AttentionKind::Norms => MapKind::Norms,
+            AttentionKind::Flow => MapKind::Flow(self.flow_targets()),
+        }
+    }
+
     /// Keeps layer, head and token indices inside a model's shape and an input's length.
     pub fn clamp_to(&mut self, layers: usize, heads: usize, tokens: usize) {
         self.layer = self.layer.min(layers.saturating_sub(1));
-        self.projection_layer = self.projection_layer.min(layers);
         if let HeadChoice::Head(head) = self.head {
             self.head = HeadChoice::Head(head.min(heads.saturating_sub(1)));
         }
@@ -216,10 +161,6 @@ impl ViewState {
         self.also_selected.retain(|&token| token < tokens);
         if self.selected_token.is_none() {
             self.selected_token = self.also_selected.pop();
-        }
-        self.hidden_heads.retain(|&head| head < heads);
-        if let HeadChoice::Head(head) = self.compare_heads[0] {
-            self.compare_heads[0] = HeadChoice::Head(head.min(heads.saturating_sub(1)));
         }
     }
 }
@@ -315,30 +256,6 @@ pub fn headless_input() -> egui::RawInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::ValueEnum;
-
-    /// `View::ALL` (made by `tabs!` with the enum) is what the tab bar, the shortcuts, the
-    /// accessibility test and the tab snapshots iterate; clap's `--view` list is the same enum.
-    /// Each tab has a label, a tooltip and a figure of its own, and every figure has a tab.
-    #[test]
-    fn every_view_is_registered_once_and_has_its_own_figure() {
-        for view in View::value_variants() {
-            let registered = View::ALL.iter().filter(|&&v| v == *view).count();
-            assert_eq!(registered, 1, "{view:?} is in View::ALL {registered} times");
-            assert!(!view.label().is_empty() && !view.description().is_empty());
-        }
-        assert_eq!(View::ALL.len(), View::value_variants().len());
-        let mut labels: Vec<_> = View::ALL.iter().map(|view| view.label()).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), View::ALL.len(), "one label per tab");
-        let mut figures: Vec<_> = View::ALL.iter().map(|view| view.figure()).collect();
-        figures.dedup();
-        assert_eq!(figures.len(), View::ALL.len(), "one figure per view");
-        for figure in crate::export::FigureView::value_variants() {
-            assert!(figures.contains(figure), "{figure:?} belongs to no tab");
-        }
-    }
 
     #[test]
     fn a_selection_of_several_tokens_keeps_its_focus() {

@@ -159,6 +159,8 @@ pub struct SceneResponse {
     pub clicked: Option<Hit>,
     /// The pointer in scene coordinates, when it is over the scene.
     pub pointer: Option<Point>,
+    /// The scene's zoomable parts (its matrices, its plot), in scene coordinates.
+    pub areas: Vec<crate::render::scene::Rect>,
 }
 
 impl SceneResponse {
@@ -417,5 +419,6 @@ pub fn show(
         hovered,
         clicked,
         pointer,
+        areas: Vec::new(),
     }
 }

@@ -245,3 +245,391 @@ fn tokens_of(analysis: &Analysis) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The comparison with its parameters: the layer and head of each model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CompareView {
+    /// The first model's layer.
+    pub layer: usize,
+    /// The first model's head (or mean).
+    pub head: HeadChoice,
+    /// The second model's layer.
+    pub other_layer: usize,
+    /// The second model's head (or mean).
+    pub other_head: HeadChoice,
+}
+
+impl CompareView {
+    fn sides<'a>(&self, inputs: &super::Inputs<'a>) -> Result<[Side<'a>; 2], String> {
+        let (name, other) = inputs
+            .comparison
+            .ok_or_else(|| "the compare figure needs a second model (--compare)".to_owned())?;
+        super::check_layer_head(inputs.analysis, self.layer, self.head)?;
+        super::check_layer_head(other, self.other_layer, self.other_head)
+            .map_err(|err| format!("the second model, {name}: {err}"))?;
+        Ok([
+            Side {
+                name: inputs.model,
+                analysis: inputs.analysis,
+                layer: self.layer,
+                head: self.head,
+            },
+            Side {
+                name,
+                analysis: other,
+                layer: self.other_layer,
+                head: self.other_head,
+            },
+        ])
+    }
+}
+
+impl super::Draw for CompareView {
+    const LABEL: &'static str = "Compare";
+    const DESCRIPTION: &'static str =
+        "The same text through two models: aligned layers, difference map, divergence per layer";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        "compared".to_owned()
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        self.sides(inputs)
+            .map_or((400.0, 300.0), |[a, b]| natural_size(&a, &b))
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let [a, b] = self.sides(inputs)?;
+        let marks = Marks {
+            selection: canvas.selection,
+            hovered: match canvas.hovered {
+                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
+                _ => None,
+            },
+            zoom: canvas.zoom,
+        };
+        let (scene, geometries) = scene(
+            &a,
+            &b,
+            inputs.divergence,
+            &marks,
+            canvas.width,
+            canvas.height,
+        );
+        let zoomable = geometries
+            .iter()
+            .map(|geometry| super::Zoomable {
+                rect: geometry.viewport,
+                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
+            })
+            .collect();
+        Ok(super::Drawn { scene, zoomable })
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::CompareTab;
+
+/// The Compare tab: each model's layer and head (B's aligned by depth, or picked), then the
+/// layer pair with its difference and divergence, or both models' grids of heads.
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::CompareView;
+    use crate::analysis::compare::{aligned_layer, same_tokens};
+    use crate::analysis::{shown_map, HeadChoice};
+    use crate::model::Analysis;
+    use crate::render::matrix::MatrixZoom;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Marks, Tab, TabContext};
+    use crate::ui::widgets::controls::layer_picker;
+    use crate::ui::widgets::matrix::{cell_tooltip, zoom_controls, zoom_keys};
+    use crate::ui::{token_click, ViewState};
+    use crate::views::overview::{overview_grid, Overview};
+    use crate::views::{Figure, Inputs};
+
+    /// The Compare tab's own state.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct CompareTab {
+        /// The layer of the comparison model paired with the shared layer.
+        pub compare_layer: usize,
+        /// Pick the comparison layer by relative depth.
+        pub align_by_depth: bool,
+        /// Both grids of every head instead of one layer pair.
+        pub overviews: bool,
+        /// The head (or mean) shown for model A and for model B.
+        pub heads: [HeadChoice; 2],
+        /// One zoom for every matrix (not remembered between runs).
+        #[serde(skip)]
+        pub zoom: MatrixZoom,
+    }
+
+    impl Default for CompareTab {
+        fn default() -> Self {
+            Self {
+                compare_layer: 0,
+                align_by_depth: true,
+                overviews: false,
+                heads: [HeadChoice::Mean; 2],
+                zoom: MatrixZoom::default(),
+            }
+        }
+    }
+
+    impl Tab for CompareTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            run: &Analysis,
+            other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            let other = other?;
+            let other_layer = if self.align_by_depth {
+                aligned_layer(state.layer, run.layers(), other.layers())
+            } else {
+                self.compare_layer.min(other.layers().saturating_sub(1))
+            };
+            let head = |slot: usize, heads: usize| match self.heads[slot] {
+                HeadChoice::Head(head) if head >= heads => HeadChoice::Mean,
+                head => head,
+            };
+            Some(Figure::Compare(CompareView {
+                layer: state.layer,
+                head: head(0, run.heads()),
+                other_layer,
+                other_head: head(1, other.heads()),
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let Some((name, other)) = cx
+                .comparison
+                .as_ref()
+                .map(|other| (other.name.clone(), std::sync::Arc::clone(&other.result)))
+            else {
+                ui.label("Load a second model with Compare with… above.");
+                return;
+            };
+            let run = cx.run;
+            let analysis = run.analysis();
+            self.controls(
+                ui,
+                cx.state,
+                (&cx.info.name, analysis),
+                (&name, &other.analysis),
+            );
+            let Some(figure) = self.figure(cx.state, analysis, Some(&other.analysis)) else {
+                return;
+            };
+            if self.overviews {
+                self.grids(ui, cx, (&name, &other.analysis));
+                return;
+            }
+            let Figure::Compare(view) = figure else {
+                return;
+            };
+            let identical = same_tokens(analysis, &other.analysis);
+            let selection = cx.state.selection();
+            egui::ScrollArea::vertical()
+                .id_salt("compare")
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    let Some(shown) = cx.draw(ui, &figure, Some(&mut self.zoom), 420.0) else {
+                        return;
+                    };
+                    if let (Some(Hit::Cell { row, column }), Some(_)) =
+                        (shown.hovered, shown.pointer)
+                    {
+                        let a = shown_map(analysis, view.layer, view.head);
+                        let b = shown_map(&other.analysis, view.other_layer, view.other_head);
+                        // Which matrix: A's, B's, then the difference.
+                        let slot = shown
+                            .pointer
+                            .and_then(|p| shown.areas.iter().position(|area| area.contains(p)));
+                        match slot.unwrap_or(usize::MAX) {
+                            0 => cell_tooltip(&shown.response, analysis, &a, row, column, "weight"),
+                            1 => cell_tooltip(
+                                &shown.response,
+                                &other.analysis,
+                                &b,
+                                row,
+                                column,
+                                "weight",
+                            ),
+                            _ if identical => {
+                                let difference: Vec<f32> =
+                                    a.iter().zip(&b).map(|(x, y)| x - y).collect();
+                                cell_tooltip(
+                                    &shown.response,
+                                    analysis,
+                                    &difference,
+                                    row,
+                                    column,
+                                    "difference A − B",
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
+                    if identical {
+                        if let Some(Hit::Cell { row, .. } | Hit::Token(row)) = shown.clicked {
+                            cx.actions.push(token_click(ui, row, &selection));
+                        }
+                    }
+                });
+        }
+    }
+
+    impl CompareTab {
+        /// Each model's layer and head, the alignment, the grids switch and the zoom.
+        fn controls(
+            &mut self,
+            ui: &mut egui::Ui,
+            state: &mut ViewState,
+            (a_name, a): (&str, &Analysis),
+            (b_name, b): (&str, &Analysis),
+        ) {
+            let (a_layers, b_layers) = (a.layers(), b.layers());
+            if self.align_by_depth {
+                self.compare_layer = aligned_layer(state.layer, a_layers, b_layers);
+            }
+            self.compare_layer = self.compare_layer.min(b_layers.saturating_sub(1));
+            for (slot, heads) in [a.heads(), b.heads()].into_iter().enumerate() {
+                if matches!(self.heads[slot], HeadChoice::Head(head) if head >= heads) {
+                    self.heads[slot] = HeadChoice::Mean;
+                }
+            }
+            ui.horizontal(|ui| {
+                ui.label(format!("A: {a_name}"));
+                let label = |layer: usize| format!("layer {layer}");
+                layer_picker(
+                    ui,
+                    "compare-a-layer",
+                    &mut state.layer,
+                    a_layers,
+                    label,
+                    "Layer of model A",
+                );
+                head_picker(
+                    ui,
+                    "compare-a-head",
+                    &mut self.heads[0],
+                    a.heads(),
+                    "Head of model A",
+                );
+                ui.separator();
+                ui.label(format!("B: {b_name}"));
+                ui.add_enabled_ui(!self.align_by_depth, |ui| {
+                    layer_picker(
+                        ui,
+                        "compare-b-layer",
+                        &mut self.compare_layer,
+                        b_layers,
+                        label,
+                        "Layer of model B",
+                    );
+                });
+                head_picker(
+                    ui,
+                    "compare-b-head",
+                    &mut self.heads[1],
+                    b.heads(),
+                    "Head of model B",
+                );
+                ui.checkbox(&mut self.align_by_depth, "align by depth")
+                    .on_hover_text(
+                        "Pair layers at the same relative depth: layer 5 of 12 with layer 11 of 24",
+                    );
+                ui.separator();
+                ui.checkbox(&mut self.overviews, "all heads").on_hover_text(
+                    "Show both models' layers × heads grids instead of one layer pair",
+                );
+                if !self.overviews {
+                    ui.separator();
+                    zoom_controls(ui, &mut self.zoom);
+                }
+            });
+            if !self.overviews {
+                zoom_keys(ui, &mut self.zoom);
+            }
+            ui.weak(format!(
+                "A has {a_layers} layers × {} heads, B has {b_layers} layers × {} heads · the divergence below compares layer means",
+                a.heads(),
+                b.heads()
+            ));
+        }
+
+        /// Both models' grids of heads side by side; A's heads open in the heatmap.
+        fn grids(
+            &mut self,
+            ui: &mut egui::Ui,
+            cx: &mut TabContext<'_>,
+            (b_name, b): (&str, &Analysis),
+        ) {
+            let run = cx.run;
+            let selection = cx.state.selection();
+            let figure = Figure::Overview(Overview::default());
+            let mut opened = None;
+            ui.columns(2, |columns| {
+                columns[0].strong(format!("A: {}", cx.info.name));
+                let inputs = Inputs::of(&cx.info.name, run.analysis());
+                let marks = Marks {
+                    selection: &selection,
+                    open: None,
+                };
+                opened = overview_grid(&mut columns[0], &figure, &inputs, marks, false, cx.rasters);
+                columns[1].strong(format!("B: {b_name}"));
+                // Opening a head of B in the heatmap would show A's map: B's grid is for looking.
+                if let Some(other) = cx.comparison.as_mut() {
+                    let inputs = Inputs::of(b_name, b);
+                    let marks = Marks {
+                        selection: &[],
+                        open: None,
+                    };
+                    overview_grid(
+                        &mut columns[1],
+                        &figure,
+                        &inputs,
+                        marks,
+                        false,
+                        other.rasters,
+                    );
+                }
+            });
+            if let Some((layer, head)) = opened {
+                cx.actions
+                    .push(crate::ui::UiAction::OpenInHeatmap { layer, head });
+            }
+        }
+    }
+
+    /// A head picker (with the mean of the layer) for one side.
+    fn head_picker(ui: &mut egui::Ui, id: &str, head: &mut HeadChoice, heads: usize, hover: &str) {
+        let label = |choice: HeadChoice| match choice {
+            HeadChoice::Head(head) => format!("head {head}"),
+            HeadChoice::Mean => "mean of heads".to_owned(),
+        };
+        egui::ComboBox::from_id_salt(id)
+            .selected_text(label(*head))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(head, HeadChoice::Mean, label(HeadChoice::Mean));
+                for index in 0..heads {
+                    ui.selectable_value(
+                        head,
+                        HeadChoice::Head(index),
+                        label(HeadChoice::Head(index)),
+                    );
+                }
+            })
+            .response
+            .on_hover_text(hover);
+    }
+}

@@ -282,3 +282,133 @@ pub fn scene<'a>(
     scene.height = scene.height.max(y);
     (scene, geometry)
 }
+
+/// The embeddings view (it has no parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EmbeddingsView;
+
+fn breakdown<'a>(inputs: &super::Inputs<'a>) -> Result<&'a EmbeddingBreakdown, String> {
+    inputs
+        .embeddings
+        .ok_or_else(|| "the embeddings were not taken apart".to_owned())
+}
+
+impl super::Draw for EmbeddingsView {
+    const LABEL: &'static str = "Embeddings";
+    const DESCRIPTION: &'static str = "What goes into the first layer: the size of each token's word, position and segment embeddings, their sum and its LayerNorm, and how alike the positions are";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        "input embeddings (L2 norms)".to_owned()
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        breakdown(inputs).map_or((100.0, 100.0), |parts| natural_size(inputs.analysis, parts))
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let parts = breakdown(inputs)?;
+        let marks = Marks {
+            selection: canvas.selection,
+            zoom: canvas.zoom,
+            hovered: match canvas.hovered {
+                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
+                _ => None,
+            },
+        };
+        let (scene, geometry) = scene(inputs.analysis, parts, &marks, canvas.width, canvas.height);
+        Ok(super::Drawn {
+            scene,
+            zoomable: vec![super::Zoomable {
+                rect: geometry.viewport,
+                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
+            }],
+        })
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::EmbeddingsTab;
+
+/// The Embeddings tab: the table and the similarity matrix (zoomable); a row selects its token.
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::EmbeddingsView;
+    use crate::model::Analysis;
+    use crate::render::matrix::MatrixZoom;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::widgets::matrix::zoom_keys;
+    use crate::ui::{token_click, ViewState};
+    use crate::views::Figure;
+
+    /// The Embeddings tab's own state.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct EmbeddingsTab {
+        /// The similarity matrix's zoom and pan (not remembered between runs).
+        #[serde(skip)]
+        pub zoom: MatrixZoom,
+    }
+
+    impl Tab for EmbeddingsTab {
+        fn figure(
+            &self,
+            _state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Embeddings(EmbeddingsView))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let run = cx.run;
+            let Some(breakdown) = run.result.embeddings.as_ref() else {
+                ui.label("The embeddings could not be taken apart for this run.");
+                return;
+            };
+            zoom_keys(ui, &mut self.zoom);
+            let selection = cx.state.selection();
+            let Some(figure) = self.figure(cx.state, run.analysis(), None) else {
+                return;
+            };
+            let Some(shown) = cx.draw(ui, &figure, Some(&mut self.zoom), 0.0) else {
+                return;
+            };
+            let analysis = run.analysis();
+            match shown.hovered {
+                Some(Hit::Cell { row, column }) => {
+                    let tokens = analysis.len();
+                    let similarity = breakdown.position_similarity[row * tokens + column];
+                    shown.response.clone().on_hover_ui_at_pointer(|ui| {
+                        ui.label(format!(
+                            "{} and {}",
+                            analysis.display_token(row),
+                            analysis.display_token(column)
+                        ));
+                        ui.monospace(format!("cosine similarity {similarity:.6}"));
+                        ui.weak(format!("tokens {row} and {column}"));
+                    });
+                }
+                Some(Hit::Token(token)) => {
+                    if let Some(parts) = breakdown.tokens.iter().find(|t| t.position == token) {
+                        shown.response.clone().on_hover_text_at_pointer(format!(
+                            "token {token}: word {:.6}, position {:.6}, sum {:.6}",
+                            parts.word, parts.position_emb, parts.sum
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if let Some(Hit::Cell { row, .. } | Hit::Token(row)) = shown.clicked {
+                cx.actions.push(token_click(ui, row, &selection));
+            }
+        }
+    }
+}

@@ -35,7 +35,8 @@ impl MapKind {
 }
 
 /// A heatmap with its parameters.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Heatmap {
     /// Layer index (for rollout and flow: the last layer they run through).
     pub layer: usize,
@@ -175,4 +176,249 @@ pub fn natural_size(analysis: &Analysis, view: &Heatmap, max: f32) -> (f32, f32)
         name: String::new(),
     }
     .natural_size()
+}
+
+impl super::Draw for Heatmap {
+    const LABEL: &'static str = "Heatmap";
+    const DESCRIPTION: &'static str =
+        "One head's attention: query rows × key columns (arrow keys step layers and heads)";
+    const READS_WORDS: bool = true;
+
+    fn title(&self, inputs: &super::Inputs<'_>) -> String {
+        match &self.kind {
+            MapKind::Rollout => format!("attention rollout through layer {}", self.layer),
+            MapKind::Flow(into) => {
+                let into: Vec<String> = into
+                    .iter()
+                    .map(|&token| inputs.analysis.display_token(token))
+                    .collect();
+                format!(
+                    "attention flow through layer {} into {}",
+                    self.layer,
+                    into.join(", ")
+                )
+            }
+            MapKind::Norms => format!(
+                "layer {} · {} · norm-based attention ‖α·f(x)‖",
+                self.layer, self.head
+            ),
+            MapKind::Attention => format!("layer {} · {}", self.layer, self.head),
+        }
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        if super::check_layer_head(inputs.analysis, self.layer, self.head).is_err() {
+            // Drawing says why; the size does not matter.
+            return (400.0, 300.0);
+        }
+        let values = inputs
+            .map
+            .map(<[f32]>::to_vec)
+            .or_else(|| self.values(inputs.analysis, None))
+            .unwrap_or_default();
+        natural_size(inputs.analysis, self, self.max(&values))
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let analysis = inputs.analysis;
+        super::check_layer_head(analysis, self.layer, self.head)?;
+        if let MapKind::Flow(into) = &self.kind {
+            for &token in into {
+                super::check_token(analysis, token, "--flow-to")?;
+            }
+        }
+        let values: std::borrow::Cow<'a, [f32]> = match inputs.map {
+            Some(map) => map.into(),
+            None if self.kind.is_combined() => {
+                return Err("the rollout or flow has not been computed".to_owned())
+            }
+            None => self
+                .values(analysis, None)
+                .ok_or_else(|| "this run computed no value norms".to_owned())?
+                .into(),
+        };
+        let max = self.max(&values);
+        let marks = Marks {
+            selection: canvas.selection,
+            hovered: match canvas.hovered {
+                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
+                _ => None,
+            },
+            zoom: canvas.zoom,
+        };
+        let (scene, geometry) = scene(
+            analysis,
+            self,
+            values,
+            max,
+            &marks,
+            canvas.width,
+            canvas.height,
+        );
+        Ok(super::Drawn {
+            scene,
+            zoomable: vec![super::Zoomable {
+                rect: geometry.viewport,
+                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
+            }],
+        })
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::HeatmapTab;
+
+/// The Heatmap tab: the controls, the map filling the room it has (the wheel zooms at the
+/// pointer, dragging pans), the crosshair and the cell's weight under the pointer.
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::Heatmap;
+    use crate::model::Analysis;
+    use crate::render::matrix::MatrixZoom;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::widgets::controls::{attention_kind_switch, layer_head_controls};
+    use crate::ui::widgets::matrix::{cell_tooltip, zoom_controls, zoom_keys};
+    use crate::ui::{token_click, AttentionKind, ViewState};
+    use crate::views::Figure;
+
+    /// The Heatmap tab's own state.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct HeatmapTab {
+        /// Colour 0 to 1 for every head, instead of 0 to the map's largest weight.
+        pub fixed_scale: bool,
+        /// The zoom and pan (not remembered between runs).
+        #[serde(skip)]
+        pub zoom: MatrixZoom,
+    }
+
+    impl Tab for HeatmapTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Heatmap(Heatmap {
+                layer: state.layer,
+                head: state.head,
+                kind: state.map_kind(),
+                fixed_scale: self.fixed_scale,
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let (layers, heads) = (cx.analysis().layers(), cx.analysis().heads());
+            let kind = cx.state.attention_kind;
+            layer_head_controls(ui, cx.state, layers, heads, !kind.is_combined());
+            ui.horizontal(|ui| {
+                attention_kind_switch(ui, &mut cx.state.attention_kind, true);
+                ui.separator();
+                ui.add_enabled_ui(kind != AttentionKind::Norms, |ui| {
+                    ui.checkbox(&mut self.fixed_scale, "Fixed 0–1 scale")
+                        .on_hover_text(
+                            "Colour 0 to 1 for every head, instead of 0 to this head's largest weight",
+                        )
+                        .on_disabled_hover_text(
+                            "Norms are not probabilities: they colour 0 to their largest value",
+                        );
+                });
+                if kind == AttentionKind::Flow {
+                    ui.weak("shift-click rows to add them");
+                }
+                ui.separator();
+                zoom_controls(ui, &mut self.zoom);
+            });
+            zoom_keys(ui, &mut self.zoom);
+            let Some(values) = cx.computed.map.clone() else {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(match kind {
+                        AttentionKind::Flow => "Finding the maximum flow into the selected tokens…",
+                        AttentionKind::Rollout => "Rolling attention out through the layers…",
+                        _ => "This run computed no value norms; change the text to run it again.",
+                    });
+                });
+                return;
+            };
+            let selection = cx.state.selection();
+            selection_summary(ui, cx.analysis(), &values, &selection);
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            let Some(shown) = cx.draw(ui, &figure, Some(&mut self.zoom), 0.0) else {
+                return;
+            };
+            if let Some(Hit::Cell { row, column }) = shown.hovered {
+                cell_tooltip(
+                    &shown.response,
+                    cx.analysis(),
+                    &values,
+                    row,
+                    column,
+                    "weight",
+                );
+            }
+            if let Some(Hit::Cell { row, .. } | Hit::Token(row)) = shown.clicked {
+                cx.actions.push(token_click(ui, row, &selection));
+            }
+        }
+    }
+
+    /// How many tokens the selection summary names on each side.
+    const SUMMARY_TOKENS: usize = 4;
+
+    /// One line on the selected tokens of a map: the keys the selection draws on most, and the
+    /// queries that draw most on the selection, each weight summed over the selected tokens.
+    fn selection_summary(
+        ui: &mut egui::Ui,
+        analysis: &Analysis,
+        values: &[f32],
+        selection: &[usize],
+    ) {
+        if selection.is_empty() {
+            return;
+        }
+        let tokens = analysis.len();
+        let weight = |query: usize, key: usize| {
+            let value = values[query * tokens + key];
+            if value.is_nan() {
+                0.0
+            } else {
+                value
+            }
+        };
+        let strongest = |sums: Vec<f32>| -> String {
+            crate::model::prediction_heads::top_k(&sums, SUMMARY_TOKENS)
+                .into_iter()
+                .map(|(index, sum)| format!("{} {sum:.2}", analysis.display_token(index as usize)))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        let from: Vec<f32> = (0..tokens)
+            .map(|key| selection.iter().map(|&query| weight(query, key)).sum())
+            .collect();
+        let to: Vec<f32> = (0..tokens)
+            .map(|query| selection.iter().map(|&key| weight(query, key)).sum())
+            .collect();
+        let names: Vec<String> = selection
+            .iter()
+            .map(|&token| analysis.display_token(token))
+            .collect();
+        ui.horizontal_wrapped(|ui| {
+            ui.strong(format!("Selected: {}", names.join(" + ")))
+                .on_hover_text("Shift- or ctrl-click tokens (chips, rows) to select several; click one to select it alone");
+            ui.label(format!("draws most on {}", strongest(from)))
+                .on_hover_text("Keys by their weight summed over the selected query rows");
+            ui.label(format!("· drawn on most by {}", strongest(to)))
+                .on_hover_text("Query rows by their weight summed over the selected key columns");
+        });
+    }
 }

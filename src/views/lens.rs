@@ -170,3 +170,145 @@ pub fn scene(analysis: &Analysis, lens: &LensPosition, width: Option<f32>) -> Sc
     );
     scene
 }
+
+/// The lens view with its parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LensView {
+    /// The position read (default: the first the lens has, a mask or a causal LM's last token).
+    pub token: Option<usize>,
+}
+
+impl LensView {
+    fn at<'a>(&self, inputs: &super::Inputs<'a>) -> Result<&'a LensPosition, String> {
+        let lens = inputs
+            .lens
+            .ok_or_else(|| "the logit lens needs a masked-LM or next-token head".to_owned())?;
+        crate::model::probes::lens_at(lens, self.token).ok_or_else(|| {
+            "the logit lens reads the mask tokens, and the text has none; type one".to_owned()
+        })
+    }
+}
+
+impl super::Draw for LensView {
+    const LABEL: &'static str = "Lens";
+    const DESCRIPTION: &'static str = "The logit lens: the model's own prediction head read after every layer, at a mask or at GPT-2's last token";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, inputs: &super::Inputs<'_>) -> String {
+        match self.at(inputs) {
+            Ok(at) => format!(
+                "logit lens at token {} ({})",
+                at.position,
+                inputs.analysis.display_token(at.position)
+            ),
+            Err(_) => "logit lens".to_owned(),
+        }
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        self.at(inputs).map_or((100.0, 100.0), |at| {
+            let drawn = scene(inputs.analysis, at, None);
+            (drawn.width, drawn.height)
+        })
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let at = self.at(inputs)?;
+        Ok(scene(inputs.analysis, at, Some(canvas.width)).into())
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::LensTab;
+
+/// The Lens tab: which position, then the table; a cell's exact probability on hover.
+#[cfg(feature = "gui")]
+mod tab {
+    use egui::RichText;
+    use serde::{Deserialize, Serialize};
+
+    use super::LensView;
+    use crate::model::probes::lens_at;
+    use crate::model::Analysis;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::{UiAction, ViewState};
+    use crate::views::Figure;
+
+    /// The Lens tab (it keeps no state of its own).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct LensTab;
+
+    impl Tab for LensTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Lens(LensView {
+                token: state.selected_token,
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let Some(lens) = cx.run.result.lens.as_deref() else {
+                ui.add_space(12.0);
+                ui.label(RichText::new("The logit lens needs a language-model head.").strong());
+                ui.label("It applies the model's own masked-LM or next-token head to the hidden state after every layer; this checkpoint has neither. Load a masked or causal language model (bert-base-uncased, roberta-base, gpt2) to see it.");
+                return;
+            };
+            let Some(at) = lens_at(lens, cx.state.selected_token) else {
+                ui.add_space(12.0);
+                ui.label(RichText::new("Type a mask token to look through the layers.").strong());
+                ui.label("The lens reads the model's guess at each mask, after every layer: for example \"The capital of France is [MASK].\"");
+                return;
+            };
+            let analysis = cx.run.analysis();
+            ui.horizontal(|ui| {
+                ui.label("At");
+                for entry in lens {
+                    let label =
+                        format!("{} · {}", entry.position, analysis.display_token(entry.position));
+                    if ui
+                        .selectable_label(entry.position == at.position, label)
+                        .on_hover_text("Show the lens at this token (clicking it in the token strip works too)")
+                        .clicked()
+                    {
+                        cx.actions.push(UiAction::SelectToken(Some(entry.position)));
+                    }
+                }
+                ui.separator();
+                ui.weak("Rows: after the embeddings, then after each layer · the last row is the model's prediction · ◆ marks its final answer");
+            });
+            let Some(figure) = self.figure(cx.state, analysis, None) else {
+                return;
+            };
+            egui::ScrollArea::both()
+                .id_salt("lens")
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    let Some(shown) = cx.draw(ui, &figure, None, 0.0) else {
+                        return;
+                    };
+                    if let Some(Hit::Cell { row, column }) = shown.hovered {
+                        if let Some(guess) =
+                            at.layers.get(row).and_then(|layer| layer.top_k.get(column))
+                        {
+                            shown.response.on_hover_text_at_pointer(format!(
+                                "{} · id {} · probability {:.5}",
+                                analysis.token_style.display(&guess.token),
+                                guess.id,
+                                guess.prob
+                            ));
+                        }
+                    }
+                });
+        }
+    }
+}

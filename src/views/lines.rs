@@ -68,7 +68,8 @@ impl PairFilter {
 }
 
 /// The lines of a layer with their parameters.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Lines {
     /// Layer index (for rollout and flow: the last layer they run through).
     pub layer: usize,
@@ -82,6 +83,19 @@ pub struct Lines {
     pub top_k: usize,
     /// Which sentence's queries to which sentence's keys.
     pub pairs: PairFilter,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            layer: 0,
+            kind: MapKind::Attention,
+            hidden_heads: Vec::new(),
+            threshold: 0.1,
+            top_k: 0,
+            pairs: PairFilter::All,
+        }
+    }
 }
 
 /// What the pointer is on, and what is selected.
@@ -320,5 +334,248 @@ mod tests {
         assert_eq!(keys(0), vec![0, 1, 2, 3]);
         assert_eq!(keys(2), vec![1, 3]);
         assert_eq!(keys(9).len(), 4);
+    }
+}
+
+impl super::Draw for Lines {
+    const LABEL: &'static str = "Lines";
+    const DESCRIPTION: &'static str =
+        "Token-to-token attention lines, one colour per head (BertViz head view)";
+    const READS_WORDS: bool = true;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        format!("layer {} · attention lines", self.layer)
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        (
+            natural_width(inputs.analysis),
+            natural_height(inputs.analysis),
+        )
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        use crate::render::scene::Hit;
+        super::check_layer_head(inputs.analysis, self.layer, HeadChoice::Mean)?;
+        let marks = Marks {
+            selection: canvas.selection,
+            query: match canvas.hovered {
+                Some(Hit::Query(token)) => Some(token),
+                _ => None,
+            },
+            key: match canvas.hovered {
+                Some(Hit::Key(token)) => Some(token),
+                _ => None,
+            },
+        };
+        scene(
+            inputs.analysis,
+            self,
+            inputs.map,
+            &marks,
+            canvas.width,
+            canvas.height,
+        )
+        .map(super::Drawn::from)
+        .ok_or_else(|| "the rollout or flow has not been computed".to_owned())
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::LinesTab;
+
+/// The Lines tab: which heads, the threshold, the strongest keys per token, the sentence pairs;
+/// the pointer on a token shows only its lines, a click selects it.
+#[cfg(feature = "gui")]
+mod tab {
+    use egui::Color32;
+    use serde::{Deserialize, Serialize};
+
+    use super::{Lines, PairFilter};
+    use crate::model::Analysis;
+    use crate::render::head_color;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::widgets::controls::{attention_kind_switch, layer_head_controls};
+    use crate::ui::{token_click, AttentionKind, UiAction, ViewState};
+    use crate::views::Figure;
+
+    /// The Lines tab's own state.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct LinesTab {
+        /// Heads hidden.
+        pub hidden_heads: Vec<usize>,
+        /// Which sentence's queries to which sentence's keys.
+        pub pair_filter: PairFilter,
+        /// Lines fainter than this weight are not drawn.
+        pub threshold: f32,
+        /// Only each query's strongest this many keys per head (0 = all).
+        pub top_k: usize,
+    }
+
+    impl Default for LinesTab {
+        fn default() -> Self {
+            Self {
+                hidden_heads: Vec::new(),
+                pair_filter: PairFilter::All,
+                threshold: 0.1,
+                top_k: 0,
+            }
+        }
+    }
+
+    impl Tab for LinesTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Lines(Lines {
+                layer: state.layer,
+                kind: state.map_kind(),
+                hidden_heads: self.hidden_heads.clone(),
+                threshold: self.threshold,
+                top_k: self.top_k,
+                pairs: self.pair_filter,
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let (layers, heads) = (cx.analysis().layers(), cx.analysis().heads());
+            layer_head_controls(ui, cx.state, layers, heads, false);
+            ui.horizontal(|ui| attention_kind_switch(ui, &mut cx.state.attention_kind, true));
+            let kind = cx.state.attention_kind;
+            ui.add_enabled_ui(!kind.is_combined(), |ui| self.head_buttons(ui, heads));
+            let is_pair = cx.analysis().sentence.contains(&Some(1));
+            let tokens = cx.analysis().len();
+            ui.horizontal(|ui| self.filters(ui, tokens, is_pair));
+            ui.weak(match kind {
+                AttentionKind::Raw => format!(
+                    "Layer {}: hover a token to see only its lines; click to select it, shift-click to select several (bars: their summed weight on each key)",
+                    cx.state.layer
+                ),
+                AttentionKind::Norms => format!(
+                    "Layer {}: norm-based attention ‖α·f(x)‖ over the layer's largest; hover a token to see only its lines",
+                    cx.state.layer
+                ),
+                AttentionKind::Rollout => format!(
+                    "Rollout through layers 0–{}: how much each token draws on each input token; hover a token to see only its lines",
+                    cx.state.layer
+                ),
+                AttentionKind::Flow => format!(
+                    "Flow through layers 0–{} into the selected tokens (else the first) from each input token; shift-click to add tokens",
+                    cx.state.layer
+                ),
+            });
+            if kind.is_combined() && cx.computed.map.is_none() {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(if kind == AttentionKind::Flow {
+                        "Finding the maximum flow into the selected tokens…"
+                    } else {
+                        "Rolling attention out through the layers…"
+                    });
+                });
+                return;
+            }
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            let selection = cx.state.selection();
+            egui::ScrollArea::vertical()
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    let Some(shown) = cx.draw(ui, &figure, None, 0.0) else {
+                        return;
+                    };
+                    match shown.clicked {
+                        Some(Hit::Query(index) | Hit::Key(index)) => {
+                            cx.actions.push(token_click(ui, index, &selection));
+                        }
+                        _ if shown.response.clicked() => {
+                            cx.actions.push(UiAction::SelectToken(None));
+                        }
+                        _ => {}
+                    }
+                });
+        }
+    }
+
+    impl LinesTab {
+        /// A button per head in its colour (shown or hidden), and all / none.
+        fn head_buttons(&mut self, ui: &mut egui::Ui, heads: usize) {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Heads");
+                for head in 0..heads {
+                    let [r, g, b] = head_color(head, heads);
+                    let shown = !self.hidden_heads.contains(&head);
+                    let text = egui::RichText::new(format!("{head}")).color(if shown {
+                        Color32::BLACK
+                    } else {
+                        ui.visuals().weak_text_color()
+                    });
+                    let button = egui::Button::new(text).fill(if shown {
+                        Color32::from_rgb(r, g, b)
+                    } else {
+                        Color32::TRANSPARENT
+                    });
+                    if ui
+                        .add(button)
+                        .on_hover_text(format!("show or hide head {head}"))
+                        .clicked()
+                    {
+                        if shown {
+                            self.hidden_heads.push(head);
+                        } else {
+                            self.hidden_heads.retain(|&h| h != head);
+                        }
+                    }
+                }
+                if ui.small_button("all").clicked() {
+                    self.hidden_heads.clear();
+                }
+                if ui.small_button("none").clicked() {
+                    self.hidden_heads = (0..heads).collect();
+                }
+            });
+        }
+
+        /// The threshold, the top-k per token, and (for a pair) which sentences.
+        fn filters(&mut self, ui: &mut egui::Ui, tokens: usize, is_pair: bool) {
+            ui.add(egui::Slider::new(&mut self.threshold, 0.0..=0.5).text("hide weights below"))
+                .on_hover_text("Lines for weights under this are not drawn");
+            ui.separator();
+            let top_k = ui.add(
+                egui::DragValue::new(&mut self.top_k)
+                    .range(0..=tokens)
+                    .custom_formatter(|k, _| {
+                        if k == 0.0 {
+                            "all".to_owned()
+                        } else {
+                            format!("{k}")
+                        }
+                    })
+                    .prefix("top "),
+            );
+            let label = ui.label("keys per token");
+            top_k.labelled_by(label.id).on_hover_text(
+                "Draw only each token's strongest lines per head (0 or all: every line above the threshold); clearer at hundreds of tokens",
+            );
+            if is_pair {
+                ui.separator();
+                for filter in PairFilter::ALL {
+                    ui.selectable_value(&mut self.pair_filter, filter, filter.label())
+                        .on_hover_text("Which sentence's queries attend to which sentence's keys");
+                }
+            } else {
+                self.pair_filter = PairFilter::All;
+            }
+        }
     }
 }

@@ -18,7 +18,8 @@ const GAP: f32 = 3.0;
 const THUMB: std::ops::RangeInclusive<f32> = 24.0..=96.0;
 
 /// What the overview shows of each head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Overview {
     /// Norm-based attention ‖α·f(x)‖ instead of attention weights.
     pub norms: bool,
@@ -148,4 +149,204 @@ pub fn scene<'a>(
         &[note(overview, analysis.causal)],
     ));
     Ok(scene)
+}
+
+impl super::Draw for Overview {
+    const LABEL: &'static str = "Overview";
+    const DESCRIPTION: &'static str =
+        "Every layer and head at a glance; click one to open it in the heatmap";
+    const READS_WORDS: bool = true;
+
+    fn title(&self, inputs: &super::Inputs<'_>) -> String {
+        let (layers, heads) = (inputs.analysis.layers(), inputs.analysis.heads());
+        if self.norms {
+            format!("{layers} layers × {heads} heads · norm-based attention ‖α·f(x)‖")
+        } else {
+            format!("{layers} layers × {heads} heads")
+        }
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        let width = natural_width(inputs.analysis.heads());
+        let height = scene(inputs.analysis, *self, &Marks::default(), width)
+            .map_or(100.0, |scene| scene.height);
+        (width, height)
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let marks = Marks {
+            ablated: &inputs.analysis.ablated_heads,
+            open: canvas.open,
+            hovered: match canvas.hovered {
+                Some(crate::render::scene::Hit::Head { layer, head }) => Some((layer, head)),
+                _ => None,
+            },
+        };
+        scene(inputs.analysis, *self, &marks, canvas.width).map(super::Drawn::from)
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::{overview_grid, OverviewTab};
+
+/// The Overview tab: the grid of heads; a click opens a head in the heatmap, or in ablation mode
+/// switches it off or on.
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::Overview;
+    use crate::model::Analysis;
+    use crate::render::scene::Hit;
+    use crate::ui::scene::Rasters;
+    use crate::ui::tab::{Marks, Tab, TabContext};
+    use crate::ui::widgets::controls::attention_kind_switch;
+    use crate::ui::{AttentionKind, UiAction, ViewState};
+    use crate::views::{Figure, Inputs, View};
+
+    /// The Overview tab's own state.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct OverviewTab {
+        /// Clicks switch heads off and on instead of opening them (not remembered).
+        #[serde(skip)]
+        pub ablation_mode: bool,
+    }
+
+    impl Tab for OverviewTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Overview(Overview {
+                norms: state.attention_kind == AttentionKind::Norms,
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            ui.horizontal(|ui| {
+                let before = cx.state.attention_kind;
+                attention_kind_switch(ui, &mut cx.state.attention_kind, true);
+                if cx.state.attention_kind.is_combined() && cx.state.attention_kind != before {
+                    // One map per layer, not per head: shown where a layer is picked.
+                    cx.state.view = View::Heatmap;
+                }
+            });
+            self.ablation_bar(ui, cx);
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            let clicks_toggle = self.ablation_mode;
+            let inputs =
+                crate::ui::tab::inputs_of(cx.run, cx.info, cx.computed, cx.comparison.as_ref());
+            let selection = cx.state.selection();
+            let open = match cx.state.head {
+                crate::analysis::HeadChoice::Head(head) => Some((cx.state.layer, head)),
+                crate::analysis::HeadChoice::Mean => None,
+            };
+            let hits = overview_grid(
+                ui,
+                &figure,
+                &inputs,
+                Marks {
+                    selection: &selection,
+                    open,
+                },
+                clicks_toggle,
+                cx.rasters,
+            );
+            if let Some((layer, head)) = hits {
+                cx.actions.push(if clicks_toggle {
+                    UiAction::ToggleAblation { layer, head }
+                } else {
+                    UiAction::OpenInHeatmap { layer, head }
+                });
+            }
+        }
+    }
+
+    impl OverviewTab {
+        /// The ablation mode's switch, what is switched off, and a way back.
+        fn ablation_bar(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            ui.horizontal(|ui| {
+                ui.toggle_value(&mut self.ablation_mode, "Ablate heads")
+                    .on_hover_text("While on, clicking a head switches it off (its attention is multiplied by zero, as transformers 4.x's head_mask did) or back on; the model runs again and Predictions shows before → after");
+                if cx.state.ablated_heads.is_empty() {
+                    if self.ablation_mode {
+                        ui.weak("Click heads to switch them off");
+                    }
+                } else {
+                    let list: Vec<String> = cx
+                        .state
+                        .ablated_heads
+                        .iter()
+                        .map(|(layer, head)| format!("{layer}:{head}"))
+                        .collect();
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        format!("Switched off (layer:head): {}", list.join(", ")),
+                    );
+                    if ui
+                        .button("Restore all")
+                        .on_hover_text("Switch every head back on and run again")
+                        .clicked()
+                    {
+                        cx.actions.push(UiAction::ClearAblation);
+                    }
+                }
+            });
+        }
+    }
+
+    /// A grid of heads with its hint line, in a scroll area: the head clicked, if any. Compare
+    /// draws two of them.
+    pub fn overview_grid(
+        ui: &mut egui::Ui,
+        figure: &Figure,
+        inputs: &Inputs<'_>,
+        marks: Marks<'_>,
+        clicks_toggle: bool,
+        rasters: &mut Rasters,
+    ) -> Option<(usize, usize)> {
+        let analysis = inputs.analysis;
+        let click = if clicks_toggle {
+            "click a head to switch it off or on"
+        } else {
+            "click a head to open it"
+        };
+        ui.weak(format!(
+            "{} layers × {} heads · rows are layers, columns are heads · {click}",
+            analysis.layers(),
+            analysis.heads()
+        ));
+        let ablated = &analysis.ablated_heads;
+        egui::ScrollArea::both()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                let shown = crate::ui::tab::draw(ui, figure, inputs, marks, rasters, None, 0.0)?;
+                if let Some(Hit::Head { layer, head }) = shown.hovered {
+                    let off = ablated.contains(&(layer, head));
+                    let hint = match (clicks_toggle, off) {
+                        (true, true) => "click to switch it back on",
+                        (true, false) => "click to switch it off",
+                        (false, _) => "click to open in the heatmap",
+                    };
+                    let state = if off { " (switched off)" } else { "" };
+                    shown.response.clone().on_hover_text_at_pointer(format!(
+                        "layer {layer}, head {head}{state}: {hint}"
+                    ));
+                }
+                match shown.clicked {
+                    Some(Hit::Head { layer, head }) => Some((layer, head)),
+                    _ => None,
+                }
+            })
+            .inner
+    }
 }

@@ -22,7 +22,7 @@ const ROW: f32 = 22.0;
 const START_COLOR: [u8; 3] = [60, 170, 90];
 const END_COLOR: [u8; 3] = [230, 140, 40];
 
-/// What the predictions view shows.
+/// What the predictions view draws from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Predictions<'a> {
     /// The heads the checkpoint has, a section each, in order.
@@ -676,5 +676,219 @@ mod tests {
             .iter()
             .all(|line| text_width(line, 12.0, Font::Sans) <= 80.0 || !line.contains(' ')));
         assert_eq!(lines.join(" "), "the cat sat on the mat and then it slept");
+    }
+}
+
+/// The predictions view with its parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PredictionsView {
+    /// The token whose next token a causal LM shows (default: the last).
+    pub token: Option<usize>,
+}
+
+/// The prediction heads a run shows output of, in the order figures list them: what the
+/// view draws when it is not told which heads the checkpoint has.
+fn heads_of(analysis: &Analysis) -> Vec<HeadKind> {
+    [
+        (analysis.mlm.is_some(), HeadKind::MaskedLm),
+        (analysis.next_token.is_some(), HeadKind::NextToken),
+        (analysis.nsp_is_next.is_some(), HeadKind::NextSentence),
+        (
+            analysis.classification.is_some(),
+            HeadKind::SequenceClassification,
+        ),
+        (analysis.qa.is_some(), HeadKind::QuestionAnswering),
+        (
+            analysis.token_classification.is_some(),
+            HeadKind::TokenClassification,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(present, kind)| present.then_some(kind))
+    .collect()
+}
+
+/// The width a figure gives the view.
+const NATURAL_WIDTH: f32 = 640.0;
+
+impl super::Draw for PredictionsView {
+    const LABEL: &'static str = "Predictions";
+    const DESCRIPTION: &'static str =
+        "What the model's heads predict: masked words, the next token, labels, answers, entities";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        "predictions".to_owned()
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        let height = self
+            .draw(inputs, &super::Canvas::plain(NATURAL_WIDTH, 0.0))
+            .map_or(100.0, |drawn| drawn.scene.height);
+        (NATURAL_WIDTH, height)
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let analysis = inputs.analysis;
+        if let Some(token) = self.token {
+            super::check_token(analysis, token, "token")?;
+        }
+        let found;
+        let heads = if inputs.predicting.is_empty() {
+            found = heads_of(analysis);
+            &found[..]
+        } else {
+            inputs.predicting
+        };
+        let predicting = Predictions {
+            heads,
+            token: self.token,
+            selection: canvas.selection,
+            mask: inputs.mask,
+            intact: inputs.intact,
+        };
+        scene(analysis, &predicting, canvas.width)
+            .map(super::Drawn::from)
+            .ok_or_else(|| "this model has no prediction head (masked LM, next token, classifier, answers or token labels), so there is nothing to draw".to_owned())
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::PredictionsTab;
+
+/// The Predictions tab: the drawing, with the controls and hints only the window has (how to
+/// mask a token or pick a position, adding a context, restoring ablated heads).
+#[cfg(feature = "gui")]
+mod tab {
+    use egui::RichText;
+    use serde::{Deserialize, Serialize};
+
+    use super::PredictionsView;
+    use crate::model::{Analysis, HeadKind};
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::{UiAction, ViewState};
+    use crate::views::Figure;
+
+    /// The Predictions tab (it keeps no state of its own).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct PredictionsTab;
+
+    impl Tab for PredictionsTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Predictions(PredictionsView {
+                token: state.selected_token.filter(|&token| token < run.len()),
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let info = cx.info;
+            if info.prediction_heads.is_empty() {
+                ui.add_space(12.0);
+                ui.label(RichText::new("This checkpoint has no prediction head.").strong());
+                ui.label(format!(
+                    "It carries only the {} encoder, so it predicts nothing by itself; every other tab still shows what it computes. Load a checkpoint saved with a head (a masked or causal language model, a classifier, a question-answering or token-classification model) to see its predictions here.",
+                    info.family.name()
+                ));
+                return;
+            }
+            hints(ui, cx);
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            egui::ScrollArea::vertical()
+                .id_salt("predictions")
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    let Some(shown) = cx.draw(ui, &figure, None, 0.0) else {
+                        return;
+                    };
+                    let analysis = cx.run.analysis();
+                    if let Some(Hit::Token(index)) = shown.hovered {
+                        token_tooltip(&shown.response, analysis, index);
+                    }
+                    if let Some(Hit::Token(index)) = shown.clicked {
+                        cx.actions.push(UiAction::SelectToken(
+                            (cx.state.selected_token != Some(index)).then_some(index),
+                        ));
+                    }
+                });
+        }
+    }
+
+    /// What only the window can do, above the drawing.
+    fn hints(ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+        let analysis = cx.run.analysis();
+        if cx.run.result.intact.is_some()
+            && ui
+                .button("Restore all")
+                .on_hover_text("Switch every head back on and run again (heads are switched off in the Overview tab)")
+                .clicked()
+        {
+            cx.actions.push(UiAction::ClearAblation);
+        }
+        for kind in &cx.info.prediction_heads {
+            match kind {
+                HeadKind::MaskedLm => {
+                    let mask = cx.info.mask_token.as_deref().unwrap_or("[MASK]");
+                    ui.weak(format!(
+                        "Click a token above to replace it with {mask} and run again, or type {mask} in the text."
+                    ));
+                }
+                HeadKind::NextToken => {
+                    ui.weak("Click a token above to see what the model expects after it; by default, after the last.");
+                }
+                HeadKind::QuestionAnswering
+                    if analysis.qa.is_none()
+                        && !analysis.sentence.contains(&Some(1))
+                        && ui
+                            .button("Add a context (sentence B)")
+                            .on_hover_text(
+                                "Turn on sentence B and type the passage the answer comes from",
+                            )
+                            .clicked() =>
+                {
+                    cx.actions.push(UiAction::UsePair);
+                }
+                HeadKind::TokenClassification => {
+                    ui.weak("Click a token to select it in every view.");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A context token's start and end probability, or a token's label.
+    fn token_tooltip(response: &egui::Response, analysis: &Analysis, index: usize) {
+        if let Some(answer) = &analysis.qa {
+            if analysis.sentence.get(index) == Some(&Some(1)) {
+                response.clone().on_hover_text_at_pointer(format!(
+                    "{}: start {:.4}, end {:.4}",
+                    analysis.tokens[index], answer.start_probs[index], answer.end_probs[index]
+                ));
+            }
+        }
+        if let Some(label) = analysis
+            .token_classification
+            .iter()
+            .flatten()
+            .find(|label| label.position == index)
+        {
+            response.clone().on_hover_text_at_pointer(format!(
+                "{} · {:.1}% · click to select it",
+                label.label,
+                label.prob * 100.0
+            ));
+        }
     }
 }

@@ -20,12 +20,18 @@ const ROOM: f32 = 10.0;
 pub const HOVER_RADIUS: f32 = 10.0;
 
 /// A projection view with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ProjectionView {
     /// 0 is the embeddings, l the output of layer l.
     pub layer: usize,
     /// The token whose path is drawn.
     pub token: Option<usize>,
+}
+
+/// What the window marks on the plot: the token nearest the pointer, the zoom.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Marks {
     /// The token nearest the pointer.
     pub hovered: Option<usize>,
     /// How far the plot is zoomed in, and where.
@@ -51,6 +57,7 @@ pub fn scene(
     analysis: &Analysis,
     projection: &Projection,
     view: &ProjectionView,
+    marks: &Marks,
     width: f32,
     height: f32,
 ) -> (Scene<'static>, Rect) {
@@ -105,11 +112,11 @@ pub fn scene(
     }
     let span = |axis: usize| (high[axis] - low[axis]).max(1e-6);
     let inner = (plot.width() - 2.0 * ROOM, plot.height() - 2.0 * ROOM);
-    let scale = (inner.0 / span(0)).min(inner.1 / span(1)) * view.zoom.zoom;
+    let scale = (inner.0 / span(0)).min(inner.1 / span(1)) * marks.zoom.zoom;
     // The zoomed part's top left corner, in data coordinates.
     let origin = (
-        low[0] + view.zoom.left * span(0),
-        high[1] - view.zoom.top * span(1),
+        low[0] + marks.zoom.left * span(0),
+        high[1] - marks.zoom.top * span(1),
     );
     let at = |[x, y]: [f32; 2]| {
         Point::new(
@@ -162,7 +169,7 @@ pub fn scene(
             ]
         })
         .collect();
-    let always: Vec<usize> = view.token.into_iter().chain(view.hovered).collect();
+    let always: Vec<usize> = view.token.into_iter().chain(marks.hovered).collect();
     let shown = place_labels(&boxes, &always);
     for (index, label) in texts.iter().enumerate().filter(|&(i, _)| shown[i]) {
         if !inside(screen[index]) {
@@ -197,4 +204,144 @@ pub fn scene(
         .paint(Paint::FaintInk),
     );
     (scene, plot)
+}
+
+impl super::Draw for ProjectionView {
+    const LABEL: &'static str = "Projection";
+    const DESCRIPTION: &'static str =
+        "Token hidden states projected to 2-D with PCA, layer by layer";
+    const READS_WORDS: bool = true;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        format!("hidden states, layer {}", self.layer)
+    }
+
+    fn natural_size(&self, _inputs: &super::Inputs<'_>) -> (f32, f32) {
+        NATURAL_SIZE
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let analysis = inputs.analysis;
+        // Layer 0 is the embeddings, so the last layer's number is the layer count.
+        if self.layer > analysis.layers() {
+            return Err(format!(
+                "layer {} is out of range; the projection has layers 0 (embeddings) to {}",
+                self.layer,
+                analysis.layers()
+            ));
+        }
+        if let Some(token) = self.token {
+            super::check_token(analysis, token, "token")?;
+        }
+        let projection = inputs
+            .projection
+            .ok_or_else(|| "the projection has not been computed".to_owned())?;
+        let marks = Marks {
+            hovered: match canvas.hovered {
+                Some(crate::render::scene::Hit::Point { token, distance })
+                    if distance <= HOVER_RADIUS =>
+                {
+                    Some(token)
+                }
+                _ => None,
+            },
+            zoom: canvas.zoom,
+        };
+        let (scene, plot) = scene(
+            analysis,
+            projection,
+            self,
+            &marks,
+            canvas.width,
+            canvas.height,
+        );
+        Ok(super::Drawn {
+            scene,
+            zoomable: vec![super::Zoomable {
+                rect: plot,
+                max_zoom: 20.0,
+            }],
+        })
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::ProjectionTab;
+
+/// The Projection tab: a layer slider; the wheel zooms at the pointer, dragging pans, a click
+/// selects the nearest token (its path shows).
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::ProjectionView;
+    use crate::model::Analysis;
+    use crate::render::matrix::MatrixZoom;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::{UiAction, ViewState};
+    use crate::views::Figure;
+
+    /// The Projection tab's own state.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct ProjectionTab {
+        /// The layer shown (0 = embeddings).
+        pub layer: usize,
+        /// The zoom and pan (not remembered between runs).
+        #[serde(skip)]
+        pub zoom: MatrixZoom,
+    }
+
+    impl Tab for ProjectionTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::Projection(ProjectionView {
+                layer: self.layer.min(run.layers()),
+                token: state.selected_token,
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let last = cx.analysis().layers();
+            ui.horizontal(|ui| {
+                ui.add(egui::Slider::new(&mut self.layer, 0..=last).text("layer"))
+                    .on_hover_text("0 is the embedding output; the last is the final layer");
+                ui.separator();
+                crate::ui::widgets::matrix::zoom_controls(ui, &mut self.zoom);
+                ui.weak("select a token to see its path");
+            });
+            match &cx.computed.projection {
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Projecting the hidden states (PCA)…");
+                    });
+                    return;
+                }
+                Some(Err(message)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, message);
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            let Some(shown) = cx.draw(ui, &figure, Some(&mut self.zoom), 0.0) else {
+                return;
+            };
+            if let Some(Hit::Point { token, .. }) = shown.clicked {
+                cx.actions.push(UiAction::SelectToken(Some(token)));
+            }
+        }
+    }
 }

@@ -23,7 +23,8 @@ const GAP: f32 = 14.0;
 const SIZE: f32 = 11.0;
 
 /// Which row of attention the view takes apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueryKeyView {
     /// Layer index.
     pub layer: usize,
@@ -218,4 +219,132 @@ pub fn scene<'a>(
         scene.region(row, Target::Token(key), None);
     }
     scene
+}
+
+impl super::Draw for QueryKeyView {
+    const LABEL: &'static str = "Query·Key";
+    const DESCRIPTION: &'static str = "Where one attention row comes from: the query vector, each key, their products, q·k/√d and the softmax (BertViz's neuron view)";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, _inputs: &super::Inputs<'_>) -> String {
+        format!(
+            "layer {} · head {} · query·key of token {}",
+            self.layer, self.head, self.query
+        )
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        let width = natural_width(inputs.analysis);
+        (width, 16.0 * (inputs.analysis.len() + 3) as f32)
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let analysis = inputs.analysis;
+        super::check_layer_head(
+            analysis,
+            self.layer,
+            crate::analysis::HeadChoice::Head(self.head),
+        )?;
+        super::check_token(analysis, self.query, "token")?;
+        let hovered = match canvas.hovered {
+            Some(crate::render::scene::Hit::Token(token)) => Some(token),
+            _ => None,
+        };
+        Ok(scene(analysis, *self, hovered, canvas.width).into())
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::QueryKeyTab;
+
+/// The Query·Key tab: layer and head, then the neuron view of the selected token (a row makes
+/// its token the query).
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::QueryKeyView;
+    use crate::analysis::query_key::query_key;
+    use crate::analysis::HeadChoice;
+    use crate::model::Analysis;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::widgets::controls::layer_head_controls;
+    use crate::ui::{UiAction, ViewState};
+    use crate::views::Figure;
+
+    /// The Query·Key tab (it keeps no state of its own).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct QueryKeyTab;
+
+    impl Tab for QueryKeyTab {
+        fn figure(
+            &self,
+            state: &ViewState,
+            run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            let HeadChoice::Head(head) = state.head else {
+                return None;
+            };
+            Some(Figure::QueryKey(QueryKeyView {
+                layer: state.layer,
+                head,
+                query: state
+                    .selected_token
+                    .filter(|&token| token < run.len())
+                    .unwrap_or(0),
+            }))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let run = cx.run;
+            let analysis = run.analysis();
+            layer_head_controls(ui, cx.state, analysis.layers(), analysis.heads(), true);
+            let Some(Figure::QueryKey(view)) = self.figure(cx.state, analysis, None) else {
+                ui.label(
+                    "The neuron view shows one head's query and key vectors: pick a head above.",
+                );
+                return;
+            };
+            ui.weak(format!(
+                "Query: token {} ({}) · click a token above or a row below to choose another · cells are blue (negative) to red (positive)",
+                view.query,
+                analysis.display_token(view.query)
+            ));
+            let figure = Figure::QueryKey(view);
+            egui::ScrollArea::both()
+                .id_salt("query-key")
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    let Some(shown) = cx.draw(ui, &figure, None, 0.0) else {
+                        return;
+                    };
+                    if let Some(Hit::Token(key)) = shown.hovered {
+                        let tokens = analysis.len();
+                        let parts = query_key(analysis, view.layer, view.head, view.query);
+                        let probability = parts.softmax[key];
+                        let captured =
+                            analysis.attention(view.layer, view.head)[view.query * tokens + key];
+                        shown.response.clone().on_hover_ui_at_pointer(|ui| {
+                            ui.label(format!(
+                                "{} → {}",
+                                analysis.display_token(view.query),
+                                analysis.display_token(key)
+                            ));
+                            ui.monospace(format!("softmax {probability:.6}"));
+                            ui.monospace(format!("captured attention {captured:.6}"));
+                            ui.weak("click to make this token the query");
+                        });
+                    }
+                    if let Some(Hit::Token(key)) = shown.clicked {
+                        cx.actions.push(UiAction::SelectToken(Some(key)));
+                    }
+                });
+        }
+    }
 }

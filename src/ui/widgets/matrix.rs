@@ -137,3 +137,36 @@ pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
             .on_hover_text("Wheel over the map zooms at the pointer; drag to pan");
     });
 }
+
+/// The tooltip of a map's cell: who attends to whom, and the exact `what` (weight, difference);
+/// a causal model's masked cells and a flow's rows not computed say so instead.
+pub fn cell_tooltip(
+    response: &egui::Response,
+    analysis: &crate::model::Analysis,
+    values: &[f32],
+    row: usize,
+    column: usize,
+    what: &str,
+) {
+    let tokens = analysis.len();
+    let Some(&weight) = values.get(row * tokens + column) else {
+        return;
+    };
+    let (query, key) = (analysis.display_token(row), analysis.display_token(column));
+    response.clone().on_hover_ui_at_pointer(|ui| {
+        if analysis.is_masked(row, column) {
+            ui.label(format!("{query} cannot attend to {key}"));
+            ui.weak("masked: a causal model only sees earlier tokens");
+            ui.weak(format!("query {row}, key {column}"));
+            return;
+        }
+        if weight.is_nan() {
+            ui.label(format!("No flow into {query} computed"));
+            ui.weak("shift-click its row to add it to the selection");
+            return;
+        }
+        ui.label(format!("{query} attends to {key}"));
+        ui.monospace(format!("{what} {weight:.6}"));
+        ui.weak(format!("query {row}, key {column}"));
+    });
+}

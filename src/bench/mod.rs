@@ -1,4 +1,12 @@
-//! Timing of the full forward with every attention map captured, for `bertscope bench`.
+//! Every benchmark of `bertscope bench`: the full forward with every attention map captured
+//! (here), what the analyses add ([`analyses`]), and, with the app, the overview's frames
+//! ([`overview`]) and the keystroke latency ([`keystroke`]).
+
+pub mod analyses;
+#[cfg(feature = "gui")]
+pub mod keystroke;
+#[cfg(feature = "gui")]
+pub mod overview;
 
 use std::time::Instant;
 

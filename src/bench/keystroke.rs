@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
+use crate::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
 
 /// How long to wait for a model to load or for one result before giving up.
 const PATIENCE: Duration = Duration::from_secs(300);

@@ -1,0 +1,155 @@
+//! `bertscope bench`: the forward pass, timed, and optionally the analyses, the overview's
+//! frames and the app's keystrokes.
+
+use std::time::Instant;
+
+use clap::Args;
+
+use bertscope::bench;
+use bertscope::model::LoadedModel;
+
+use super::{load, ModelArgs};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens per input, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Timed runs, after two untimed warm-up runs.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Also time the analyses: the value norms inside the forward (value_norms_ms), rollout,
+    /// head statistics, norm maps and the logit lens after it (analyses_ms), their share of
+    /// the forward, and attention flow into one token (flow_ms); medians of --iters runs.
+    #[arg(long)]
+    pub analyses: bool,
+    /// Also time this many frames of the app's overview (every layer × head), headless.
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "FRAMES")]
+    pub overview_frames: Option<usize>,
+    /// Also type this many characters into the app, headless, timing each from keystroke to
+    /// the frame that draws its result (prints keystroke_ms, the median).
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "KEYS")]
+    pub keystroke: Option<usize>,
+}
+
+/// `bench --analyses`: prints what the analyses add to the forward.
+fn bench_analyses(
+    model: &LoadedModel,
+    input: &bertscope::model::tokenizer::EncodedText,
+    iters: usize,
+) -> anyhow::Result<()> {
+    let times = bench::analyses::time_analyses(model, input, iters)?;
+    let (plain, with_extras) = (times.forward_ms, times.forward_with_ms);
+    println!(
+        "in_forward_ms {:.3} (value norms{}: forward {with_extras:.1} ms with them, {plain:.1} ms without, alternated)",
+        times.in_forward_ms(),
+        if times.lens_in_forward {
+            " and the logit lens at one position"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "analyses_ms {:.3} (rollout {:.1}, head statistics {:.1}, norm maps {:.1})",
+        times.after_ms(),
+        times.rollout_ms,
+        times.head_stats_ms,
+        times.norm_maps_ms
+    );
+    if let Some(lens_apart) = times.lens_apart_ms {
+        println!("lens_apart_ms {lens_apart:.3} (the lens computed after the forward instead)");
+    }
+    println!(
+        "analyses_share {:.1}% of the forward",
+        times.share_percent()
+    );
+    println!(
+        "flow_ms {:.3} (into token 0 from every token)",
+        times.flow_ms
+    );
+    Ok(())
+}
+
+/// What `bench --keystroke` starts from before typing: a sentence of about 16 tokens.
+#[cfg(feature = "gui")]
+const KEYSTROKE_TEXT: &str = "The teacher explained how attention heads relate words";
+
+/// Runs `bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
+    let started = Instant::now();
+    let model = load(&args.model)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let input = bench::synthetic_input(&model, args.seq_len)?;
+    let config = model.config();
+    println!(
+        "model {} ({}, {} layers x {} heads, hidden {}), device {} ({}), {} threads",
+        model.name(),
+        model.family(),
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.hidden_size,
+        model.device(),
+        model.backend_name(),
+        rayon::current_num_threads()
+    );
+    println!("load_ms {load_ms:.1}");
+    let timings = bench::time_forward(&model, &input, 2, args.iters)?;
+    let runs: Vec<String> = timings
+        .runs_ms
+        .iter()
+        .map(|ms| format!("{ms:.1}"))
+        .collect();
+    println!(
+        "seq_len {} iters {} runs_ms [{}]",
+        args.seq_len,
+        args.iters,
+        runs.join(", ")
+    );
+    if args.analyses {
+        bench_analyses(&model, &input, args.iters)?;
+    }
+    #[cfg(feature = "gui")]
+    if let Some(frames) = args.overview_frames {
+        let analysis = model.run(input.clone(), &[], 5)?;
+        let times = bertscope::bench::overview::measure_frame_ms(&analysis, frames);
+        println!(
+            "overview_frame_ms {:.3} filling {} frames, slowest {:.1} ms ({} layers x {} heads, {} tokens, 1400x900, thumbnails at most {} MB)",
+            times.frame_ms,
+            times.filling_frames,
+            times.slowest_filling_ms,
+            analysis.layers(),
+            analysis.heads(),
+            analysis.len(),
+            analysis.layers()
+                * analysis.heads()
+                * bertscope::views::overview::THUMBNAIL_CELLS.min(analysis.len()).pow(2)
+                * 4
+                / 1_000_000
+        );
+    }
+    #[cfg(feature = "gui")]
+    if let Some(keys) = args.keystroke {
+        let launch = bertscope::app::LaunchOptions {
+            model: Some(args.model.model.clone()),
+            text: Some(KEYSTROKE_TEXT.to_owned()),
+            device: args.model.device.parse()?,
+            ..Default::default()
+        };
+        let times = bertscope::bench::keystroke::measure_keystroke_ms(launch, keys.max(1))?;
+        let runs: Vec<String> = times.iter().map(|ms| format!("{ms:.1}")).collect();
+        println!("keystrokes {} runs_ms [{}]", times.len(), runs.join(", "));
+        println!("keystroke_ms {:.3}", bench::median(&times));
+    }
+    println!(
+        "compute_ms {:.3} transfer_ms {:.3}",
+        bench::median(&timings.compute_ms),
+        bench::median(&timings.transfer_ms)
+    );
+    println!("median_ms {:.3}", timings.median_ms());
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! `bertscope export`: a figure or data file without opening a window.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use bertscope::analysis::stats::Statistic;
+use bertscope::analysis::HeadChoice;
+use bertscope::export::data::Precision;
+use bertscope::export::ExportFormat;
+use bertscope::views::View;
+
+use super::{input_notes, load, parse_head, parse_layer_head, InputArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Layer, 0-based (with --view projection, 0 is the embeddings).
+    #[arg(long, default_value_t = 0)]
+    pub layer: usize,
+    /// Head, 0-based, or "mean" for the mean of the layer's heads.
+    #[arg(long, default_value = "0", value_parser = parse_head)]
+    pub head: HeadChoice,
+    /// The picture for .png and .svg.
+    #[arg(long, value_enum, default_value_t = View::Heatmap)]
+    pub view: View,
+    /// The selected token (0-based): its next-token guesses in --view predictions, its path
+    /// through the layers in --view projection. Default: the last token, and no path.
+    #[arg(long)]
+    pub token: Option<usize>,
+    /// The second model (folder or Hub id) for --view compare, run on the same device.
+    #[arg(long, value_name = "M2")]
+    pub compare: Option<String>,
+    /// The second model's layer with --view compare; default: the layer at --layer's relative
+    /// depth.
+    #[arg(long, requires = "compare")]
+    pub compare_layer: Option<usize>,
+    /// With --view heatmap: attention rollout through the layers up to --layer instead of a head.
+    #[arg(long, conflicts_with = "norms")]
+    pub rollout: bool,
+    /// With --view heatmap: norm-based attention ‖α·f(x)‖ (Kobayashi et al. 2020) of the head;
+    /// with --view overview: of every head.
+    #[arg(long)]
+    pub norms: bool,
+    /// With --view heatmap: attention flow (Abnar & Zuidema 2020) into these tokens (0-based,
+    /// comma-separated) through the layers up to --layer, instead of a head.
+    #[arg(long, value_delimiter = ',', value_name = "I", conflicts_with_all = ["rollout", "norms"])]
+    pub flow_to: Vec<usize>,
+    /// Heads to ablate, LAYER:HEAD comma-separated (0-based), as in dump.
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
+    pub ablate: Vec<(usize, usize)>,
+    /// Words instead of subword pieces (heatmap, lines, overview, heads, projection and the data
+    /// files): attention to a word summed over its pieces, from a word the mean, as dump --words.
+    #[arg(long)]
+    pub words: bool,
+    /// The statistic that colours --view heads.
+    #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
+    pub statistic: Statistic,
+    /// The second model's head with --view compare, or "mean".
+    #[arg(long, default_value = "mean", value_parser = parse_head, requires = "compare")]
+    pub compare_head: HeadChoice,
+    /// PNG scale: 1, 2 or 4.
+    #[arg(long, default_value_t = 2.0)]
+    pub scale: f32,
+    /// Output file; its extension picks the format (.png .svg .json .csv .npy .npz). With
+    /// --all-heads, a folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Write a heatmap of every layer and head, and the overview, into the folder --out.
+    #[arg(long)]
+    pub all_heads: bool,
+    /// The number type of the attention maps in a .npz (f16: half the size).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// The figures' format with --all-heads.
+    #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
+    pub format: FigureFormat,
+}
+
+/// Figure file formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FigureFormat {
+    /// PNG.
+    Png,
+    /// SVG.
+    Svg,
+}
+
+impl ExportArgs {
+    /// The figure the flags ask for: the view with its parameters, from this model's run
+    /// `analysis` (and the second model's `other`, for --view compare).
+    pub fn figure(
+        &self,
+        analysis: &bertscope::model::Analysis,
+        other: Option<&bertscope::model::Analysis>,
+    ) -> anyhow::Result<bertscope::views::Figure> {
+        use bertscope::views::heatmap::{Heatmap, MapKind};
+        use bertscope::views::{
+            compare, embeddings, head_stats, lens, lines, overview, predictions, projection,
+            query_key, Figure,
+        };
+        let kind = if self.rollout {
+            MapKind::Rollout
+        } else if !self.flow_to.is_empty() {
+            MapKind::Flow(self.flow_to.clone())
+        } else if self.norms {
+            MapKind::Norms
+        } else {
+            MapKind::Attention
+        };
+        Ok(match self.view {
+            View::Heatmap => Figure::Heatmap(Heatmap {
+                layer: self.layer,
+                head: self.head,
+                kind,
+                fixed_scale: false,
+            }),
+            View::Lines => Figure::Lines(lines::Lines {
+                layer: self.layer,
+                kind,
+                ..lines::Lines::default()
+            }),
+            View::Overview => Figure::Overview(overview::Overview { norms: self.norms }),
+            View::Heads => Figure::Heads(head_stats::HeadStatsView {
+                statistic: self.statistic,
+            }),
+            View::Projection => Figure::Projection(projection::ProjectionView {
+                layer: self.layer,
+                token: self.token,
+            }),
+            View::Predictions => {
+                Figure::Predictions(predictions::PredictionsView { token: self.token })
+            }
+            View::Lens => Figure::Lens(lens::LensView { token: self.token }),
+            View::Embeddings => Figure::Embeddings(embeddings::EmbeddingsView),
+            View::QueryKey => {
+                let HeadChoice::Head(head) = self.head else {
+                    anyhow::bail!("the query·key figure shows one head, not the mean")
+                };
+                Figure::QueryKey(query_key::QueryKeyView {
+                    layer: self.layer,
+                    head,
+                    query: self.token.unwrap_or(0),
+                })
+            }
+            View::Compare => {
+                let other = other.ok_or_else(|| {
+                    anyhow::anyhow!("--view compare needs a second model: --compare M2")
+                })?;
+                Figure::Compare(compare::CompareView {
+                    layer: self.layer,
+                    head: self.head,
+                    other_layer: self.compare_layer.unwrap_or_else(|| {
+                        bertscope::analysis::compare::aligned_layer(
+                            self.layer,
+                            analysis.layers(),
+                            other.layers(),
+                        )
+                    }),
+                    other_head: self.compare_head,
+                })
+            }
+        })
+    }
+}
+
+/// Runs `export`.
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    // Fail on a bad path or extension before spending time on the model.
+    if args.all_heads {
+        anyhow::ensure!(
+            !args.out.is_file(),
+            "{}: is a file; --all-heads writes into a folder",
+            args.out.display()
+        );
+    } else {
+        ExportFormat::from_path(&args.out)?;
+    }
+    anyhow::ensure!(
+        args.compare.is_some() || args.view != View::Compare,
+        "--view compare needs a second model: --compare M2"
+    );
+    let model = load(&args.model)?;
+    let mut request = args.input.request();
+    request.ablated_heads = args.ablate.clone();
+    request.value_norms = args.norms;
+    request.lens = args.view == View::Lens;
+    let analysis = model.analyze(&request)?;
+    input_notes(&model, &analysis, &request);
+    let comparison = match &args.compare {
+        Some(other) => {
+            let other = load(&ModelArgs {
+                model: other.clone(),
+                ..args.model.clone()
+            })?;
+            let analysis = other.analyze(&request)?;
+            Some((other, analysis))
+        }
+        None => None,
+    };
+    let lens = if args.view == View::Lens {
+        Some(model.logit_lens(&analysis, 5)?)
+    } else {
+        None
+    };
+    let embeddings = if args.view == View::Embeddings {
+        Some(model.embedding_breakdown(&analysis)?)
+    } else {
+        None
+    };
+    // The predictions of an ablated run show what changed: the same input with every head on.
+    let intact = if args.view == View::Predictions && !request.ablated_heads.is_empty() {
+        let mut intact = request.clone();
+        intact.ablated_heads.clear();
+        Some(model.analyze(&intact)?)
+    } else {
+        None
+    };
+    let predicting: Vec<bertscope::model::HeadKind> = model.head_kinds().collect();
+    let data = bertscope::export::ModelData {
+        lens: lens.as_deref(),
+        embeddings: embeddings.as_ref(),
+        predicting: &predicting,
+        mask: model.tokenizer().mask_token(),
+        intact: intact.as_ref(),
+        comparison: comparison
+            .as_ref()
+            .map(|(other, analysis)| (other.name(), analysis)),
+    };
+    let figure = args.figure(&analysis, comparison.as_ref().map(|(_, analysis)| analysis))?;
+    let export = bertscope::export::Export {
+        figure,
+        scale: args.scale,
+        precision: args.precision,
+        words: args.words,
+    };
+    let input = &args.input;
+    if args.all_heads {
+        let format = match args.format {
+            FigureFormat::Png => ExportFormat::Png,
+            FigureFormat::Svg => ExportFormat::Svg,
+        };
+        let progress = |done: usize, total: usize| {
+            eprint!("\rwriting figures: {done}/{total}");
+        };
+        let word_level = if args.words {
+            let words = bertscope::analysis::words::words(&analysis);
+            Some(
+                bertscope::analysis::words::word_analysis(&analysis, &words)
+                    .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))?,
+            )
+        } else {
+            None
+        };
+        let export = bertscope::export::Export {
+            words: false,
+            ..export
+        };
+        let written = bertscope::export::export_all_heads(
+            &args.out,
+            format,
+            (model.name(), word_level.as_ref().unwrap_or(&analysis)),
+            (&input.text, input.text_b.as_deref()),
+            &export,
+            &progress,
+        );
+        eprintln!();
+        eprintln!("wrote {} figures into {}", written?, args.out.display());
+        return Ok(());
+    }
+    bertscope::export::export(
+        &args.out,
+        (model.name(), &analysis),
+        &data,
+        (&input.text, input.text_b.as_deref()),
+        &export,
+    )?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
