@@ -82,6 +82,8 @@ pub struct ModelInfo {
     pub takes_pairs: bool,
     /// Time to find and load the model.
     pub load_ms: f64,
+    /// What the checkpoint gets wrong that loading let through (see [`LoadedModel::notes`]).
+    pub notes: Vec<String>,
 }
 
 impl ModelInfo {
@@ -405,6 +407,49 @@ pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
         .collect()
 }
 
+/// `first` and every request waiting behind it; `None` when the app has gone.
+fn with_waiting(
+    first: WorkerRequest,
+    requests: &Receiver<WorkerRequest>,
+) -> Option<Vec<WorkerRequest>> {
+    let mut pending = vec![first];
+    loop {
+        match requests.try_recv() {
+            Ok(request) => pending.push(request),
+            Err(TryRecvError::Empty) => return Some(pending),
+            Err(TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Loads the model of request `id`, reporting download progress: the model (`None` when it
+/// failed, which is reported), and whether the answer was delivered.
+fn load(
+    id: u64,
+    source: &ModelSource,
+    device: DeviceChoice,
+    send: &dyn Fn(WorkerResponse) -> bool,
+) -> (Option<LoadedModel>, bool) {
+    let started = Instant::now();
+    let mut report = |progress: DownloadProgress| {
+        send(WorkerResponse::Downloading { id, progress });
+    };
+    match LoadedModel::load(source, device, &mut report) {
+        Ok(loaded) => {
+            let info = ModelInfo::new(&loaded, started.elapsed().as_secs_f64() * 1e3);
+            (Some(loaded), send(WorkerResponse::Loaded { id, info }))
+        }
+        Err(err) => {
+            let message = err.to_string();
+            (None, send(WorkerResponse::LoadFailed { id, message }))
+        }
+    }
+}
+
+/// The worker thread: answers requests in order (a newer analysis replaces a waiting one) and
+/// steps a corpus run a line at a time while none wait.
+/// Long because it is the worker's one loop: waiting, corpus steps and each request kind, a few
+/// lines each.
 fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, wake: &dyn Fn()) {
     let send = |response: WorkerResponse| {
         let delivered = responses.send(response).is_ok();
@@ -441,36 +486,19 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
             }
             continue;
         };
-        let mut pending = vec![first];
-        loop {
-            match requests.try_recv() {
-                Ok(request) => pending.push(request),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
-        }
+        let Some(pending) = with_waiting(first, requests) else {
+            return;
+        };
         for request in coalesce(pending) {
             let delivered = match request {
                 WorkerRequest::Load { id, source, device } => {
-                    model = None;
+                    // The old model's memory is freed before the new one loads.
+                    drop(model.take());
                     // Statistics of the old model mean nothing for the new one.
                     corpus = None;
-                    let started = Instant::now();
-                    let mut report = |progress: DownloadProgress| {
-                        send(WorkerResponse::Downloading { id, progress });
-                    };
-                    match LoadedModel::load(&source, device, &mut report) {
-                        Ok(loaded) => {
-                            let info =
-                                ModelInfo::new(&loaded, started.elapsed().as_secs_f64() * 1e3);
-                            model = Some(loaded);
-                            send(WorkerResponse::Loaded { id, info })
-                        }
-                        Err(err) => send(WorkerResponse::LoadFailed {
-                            id,
-                            message: err.to_string(),
-                        }),
-                    }
+                    let (loaded, delivered) = load(id, &source, device, &send);
+                    model = loaded;
+                    delivered
                 }
                 WorkerRequest::Analyze { id, request } => match &model {
                     None => send(WorkerResponse::AnalysisFailed {
@@ -524,6 +552,7 @@ impl ModelInfo {
             mask_token: model.tokenizer().mask_token().map(str::to_owned),
             takes_pairs: config.architecture.takes_pairs,
             load_ms,
+            notes: model.notes(),
         }
     }
 }

@@ -1062,6 +1062,7 @@ fn corpus_statistics_match_the_reference() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(output.status.success(), "{stderr}");
             assert!(stderr.contains("2/2 lines"), "{stderr}");
+            assert!(!stderr.contains("cut"), "no line is cut: {stderr}");
             let ours: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
             let theirs = &reference["corpus"][over];
             let what = format!("{name} corpus over {over}");
@@ -1135,4 +1136,58 @@ fn corpus_statistics_match_the_reference() {
     ]);
     assert!(!output.status.success());
     assert!(stderr_line(&output).contains("use a .json, .csv, .png or .svg file"));
+}
+
+/// What a checkpoint or an input gets wrong that a command goes on with is said on stderr: a
+/// corpus line cut to the model's positions (as dump says of its input), and a classifier whose
+/// id2label names fewer labels than its outputs.
+#[test]
+fn stats_says_which_lines_were_cut_and_loading_says_when_labels_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = fixture("tiny-legacy");
+    // The tiny checkpoint reads 64 positions: the second line is cut, the others fit.
+    let corpus = dir.path().join("corpus.txt");
+    let long = vec!["word"; 80].join(" ");
+    std::fs::write(&corpus, format!("The cat sat.\n{long}\nIt was warm.\n")).unwrap();
+    let output = bertscope(&[
+        "stats",
+        "--model",
+        legacy.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: 1 corpus line was cut to the model's 64 tokens (line 2)"),
+        "{stderr}"
+    );
+
+    // A multi-label classifier with three outputs whose config names two.
+    let model = dir.path().join("two-names");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(fixture("roberta-multilabel")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["id2label"] = serde_json::json!({"0": "joy", "1": "anger"});
+    config["label2id"] = serde_json::json!({"joy": 0, "anger": 1});
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (json, stderr) = dump_json(model.to_str().unwrap(), &["--text", "Fine."]);
+    assert!(
+        stderr.contains(
+            "note: config.json's id2label names 2 labels but the classifier has 3 outputs; the rest are called LABEL_2"
+        ),
+        "{stderr}"
+    );
+    let labels: Vec<&str> = json["classification"]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|label| label["label"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"LABEL_2"), "{labels:?}");
 }

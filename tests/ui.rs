@@ -930,11 +930,16 @@ fn export_writes_the_open_view_with_its_layer_and_head() {
 }
 
 fn compare_harness<'a>(compare: &str) -> Harness<'a, BertscopeApp> {
+    compare_harness_on(compare, "the cat sat on the mat")
+}
+
+/// The tiny checkpoint beside the fixture `compare`, both on `text`, in the Compare tab.
+fn compare_harness_on<'a>(compare: &str, text: &str) -> Harness<'a, BertscopeApp> {
     let launch = LaunchOptions {
         // Relative paths (tests run in the package root) keep the snapshot free of this checkout's path.
         model: Some("tests/fixtures/tiny-legacy".to_owned()),
         compare: Some(format!("tests/fixtures/{compare}")),
-        text: Some("the cat sat on the mat".to_owned()),
+        text: Some(text.to_owned()),
         view: Some(View::Compare),
         ..LaunchOptions::default()
     };
@@ -1001,6 +1006,83 @@ fn every_registered_tab_snapshot() {
         ));
         let name = format!("tab_{view:?}").to_lowercase();
         harness.snapshot(&name);
+    }
+}
+
+/// What the screen shows is what export writes: for every registered view, the open tab's
+/// figure drawn from the app's state and what the app computed for it equals `export --view`
+/// with the same parameters at the same size, with no pointer: the same SVG, shape for shape,
+/// text for text, image for image.
+#[test]
+fn every_tab_draws_the_scene_its_export_writes() {
+    const TEXT: &str = "the cat sat on the [MASK].";
+    let mut harness = compare_harness_on("tiny-vocab-only", TEXT);
+    let dir = tempfile::tempdir().unwrap();
+    for &view in View::ALL {
+        harness
+            .get(egui_kittest::kittest::by().predicate(|node| {
+                node.label().as_deref() == Some(view.label()) && node.toggled().is_some()
+            }))
+            .click();
+        harness.event(egui::Event::PointerGone);
+        wait_until(&mut harness, |app| app.settings().view.view == view);
+        let shown = harness.state_mut().open_tab_svg((900.0, 640.0)).unwrap();
+        let out = dir.path().join(format!("{}.svg", view.name()));
+        let mut args = vec![
+            "export",
+            "--model",
+            "tests/fixtures/tiny-legacy",
+            "--text",
+            TEXT,
+            "--view",
+            &view.name(),
+            "--size",
+            "900x640",
+            "--out",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.push(out.display().to_string());
+        if view == View::Compare {
+            // The Compare tab shows the mean of each model's heads until a head is picked.
+            args.extend(
+                [
+                    "--compare",
+                    "tests/fixtures/tiny-vocab-only",
+                    "--head",
+                    "mean",
+                ]
+                .map(str::to_owned),
+            );
+        }
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bertscope"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{view:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let exported = std::fs::read_to_string(&out).unwrap();
+        assert!(exported.len() > 1000, "{view:?} draws something");
+        if shown != exported {
+            let (ours, theirs): (Vec<_>, Vec<_>) =
+                (shown.lines().collect(), exported.lines().collect());
+            let first = ours
+                .iter()
+                .zip(&theirs)
+                .position(|(a, b)| a != b)
+                .unwrap_or(ours.len().min(theirs.len()));
+            panic!(
+                "{view:?}: the tab's scene and the export differ from line {first} ({} against {} lines):\n  tab:    {:.300}\n  export: {:.300}",
+                ours.len(),
+                theirs.len(),
+                ours.get(first).unwrap_or(&""),
+                theirs.get(first).unwrap_or(&""),
+            );
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! back to each input token, as a maximum flow through the layers.
 //!
 //! The graph has a node per layer boundary and token, `(l, t)` for `l = 0..=layers`; the edge
-//! from `(l−1, k)` to `(l, q)` has capacity Â_l[q][k], with Â_l = ½·mean_heads(A_l) + ½·I as in
+//! from `(l−1, k)` to `(l, q)` has capacity `Â_l[q][k]`, with Â_l = ½·mean_heads(A_l) + ½·I as in
 //! rollout. The flow into token `i` from input token `j` is the maximum flow from `(0, j)` to
 //! `(layers, i)`. Each source is one Dinic max-flow on dense per-layer capacity matrices;
 //! sources run in parallel.

@@ -14,12 +14,12 @@ pub struct HeadStats {
     pub sep: f32,
     /// Summed weight on tokens made only of punctuation ([`is_punctuation`]).
     pub punct: f32,
-    /// Weight of a token on itself, α[i][i].
+    /// Weight of a token on itself, `α[i][i]`.
     #[serde(rename = "self")]
     pub self_: f32,
-    /// Weight on the previous token, α[i][i−1], over rows i ≥ 1.
+    /// Weight on the previous token, `α[i][i−1]`, over rows i ≥ 1.
     pub prev: f32,
-    /// Weight on the next token, α[i][i+1], over rows i ≤ T−2.
+    /// Weight on the next token, `α[i][i+1]`, over rows i ≤ T−2.
     pub next: f32,
     /// Entropy −Σ α ln α of a row, in nats.
     pub entropy: f32,

@@ -618,6 +618,58 @@ impl BertscopeApp {
         self.export_work(path, view, result)?(&AtomicBool::new(false))
     }
 
+    /// The open tab's figure as the tab draws it, from the app's state and what the app
+    /// computed for it, on a plain canvas of `size` (no selection, pointer or zoom) under its
+    /// caption, as SVG: what `export --view … --size` writes for the same parameters.
+    pub fn open_tab_svg(&mut self, size: (f32, f32)) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let result = self.primary.result.clone().context("nothing has run yet")?;
+        let info = match &self.primary.status {
+            ModelStatus::Ready(info) => info.clone(),
+            _ => anyhow::bail!("no model is loaded"),
+        };
+        let word_level = if self.words_shown() {
+            let merged = self
+                .primary
+                .word_level()
+                .context("the words are being merged")?;
+            Some(merged.map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
+        let shown = crate::ui::tab::Shown { result, word_level };
+        let view = self.settings.view.view;
+        let figure = self
+            .figure_of(view, &shown.result)
+            .with_context(|| format!("the {} tab draws nothing now", view.label()))?;
+        let computed = self.computed_for(&figure, &shown);
+        let other = self.comparison.as_ref().and_then(|slot| {
+            let result = slot.result.clone()?;
+            Some((slot.name().unwrap_or("model B").to_owned(), result))
+        });
+        let inputs = crate::ui::tab::inputs_of(
+            &shown,
+            &info,
+            &computed,
+            other
+                .as_ref()
+                .map(|(name, result)| (name.as_str(), &result.analysis)),
+        );
+        let request = &shown.result.request;
+        let scene = figure
+            .figure(
+                &inputs,
+                &request.text_a,
+                request.text_b.as_deref(),
+                Some(size),
+            )
+            .map_err(anyhow::Error::msg)?;
+        Ok(crate::render::svg::to_svg(
+            &scene,
+            &crate::render::scene::Palette::PAPER,
+        ))
+    }
+
     /// The figure the tab of `view` shows now (for `result`), as its export draws it.
     pub fn figure_of(
         &self,
@@ -643,6 +695,8 @@ impl BertscopeApp {
 
     /// Checks an export of a tab (cheap, on the UI thread) and returns the work that renders
     /// and writes it, to run anywhere; the work stops when its flag is set.
+    /// Long because it gathers, on the UI thread, everything the export needs to own before it
+    /// leaves for the background (figure, comparison, model data).
     #[allow(clippy::type_complexity)]
     fn export_work(
         &self,
@@ -701,6 +755,7 @@ impl BertscopeApp {
                 crate::export::data::Precision::F32
             },
             words,
+            size: None,
         };
         let (predicting, mask) = match &self.primary.status {
             ModelStatus::Ready(info) => (info.prediction_heads.clone(), info.mask_token.clone()),

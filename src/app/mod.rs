@@ -1,5 +1,5 @@
-//! The desktop app: `mod.rs` holds the state and the eframe glue, [`logic`] everything that is
-//! not drawing (worker responses, re-runs, actions, background values), [`ui`] the panels.
+//! The desktop app: `mod.rs` holds the state and the eframe glue, `logic` everything that is
+//! not drawing (worker responses, re-runs, actions, background values), `ui` the panels.
 
 mod background;
 mod logic;

@@ -181,6 +181,11 @@ impl BertscopeApp {
                     .on_hover_text("Model family · layers × heads per layer · the prediction heads this checkpoint has");
             }
         });
+        if let ModelStatus::Ready(info) = &self.primary.status {
+            for note in &info.notes {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("Note: {note}"));
+            }
+        }
         if let Some(note) = &self.picker_note {
             ui.weak(note);
         }
@@ -376,19 +381,77 @@ impl BertscopeApp {
         });
     }
 
+    /// What the main area says before there is a run to show.
+    fn nothing_shown(&self, ui: &mut egui::Ui) {
+        ui.centered_and_justified(|ui| match &self.primary.status {
+            ModelStatus::Loading { name, .. } => {
+                ui.label(format!("Loading {name}…"));
+            }
+            ModelStatus::Failed { .. } => {
+                ui.label("Pick a model above: a Hub id, Open folder…, or drop a model folder on the window.");
+            }
+            _ => {
+                ui.label(self.primary.error.clone().unwrap_or_else(|| "Type a sentence above.".to_owned()));
+            }
+        });
+    }
+
+    /// The tab bar: a button per tab, the words switch, and the export controls (with the
+    /// running export's progress). Returns whether Export… and Cancel were clicked.
+    fn tab_bar(&mut self, ui: &mut egui::Ui) -> (bool, bool) {
+        let mut export_clicked = false;
+        let mut cancel_export = false;
+        ui.horizontal(|ui| {
+        for (number, view) in self.visible_tabs().into_iter().enumerate() {
+            ui.selectable_value(&mut self.settings.view.view, view, view.label())
+                .on_hover_text(format!("{} (key {})", view.description(), number + 1));
+        }
+        ui.separator();
+        let reads_words = self.settings.view.view.reads_words();
+        ui.add_enabled(reads_words, egui::Checkbox::new(&mut self.settings.view.words, "Words"))
+            .on_hover_text("Merge subword pieces into words (Clark et al. 2019): attention to a word is the sum over its pieces, from a word the mean, so rows still sum to 1 (W)")
+            .on_disabled_hover_text("This tab shows subword pieces: predictions, the lens, embeddings and query·key belong to pieces, and two models split words differently");
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            let hover = "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head), .npy or compressed .npz (Ctrl+E)";
+            let exporting = self.export_job.as_ref().map(|job| {
+                let name = job.path.file_name().unwrap_or_default().to_string_lossy();
+                (name.into_owned(), job.started.elapsed().as_secs_f32())
+            });
+            export_clicked = ui
+                .add_enabled(exporting.is_none(), egui::Button::new("Export…"))
+                .on_hover_text(hover)
+                .on_disabled_hover_text("An export is being written")
+                .clicked();
+            if let Some((name, seconds)) = exporting {
+                if ui.button("Cancel").on_hover_text("Stop the export; nothing is written").clicked() {
+                    cancel_export = true;
+                }
+                ui.label(format!("Exporting {name} · {seconds:.1} s"));
+                ui.spinner();
+            }
+            let scale = &mut self.settings.view.export_scale;
+            egui::ComboBox::from_id_salt("export-scale")
+                .selected_text(format!("PNG {scale}×"))
+                .show_ui(ui, |ui| {
+                    for choice in [1.0, 2.0, 4.0] {
+                        ui.selectable_value(scale, choice, format!("{choice}×"));
+                    }
+                })
+                .response
+                .on_hover_text("Pixel scale of exported PNG figures");
+            ui.checkbox(&mut self.settings.view.export_f16, "f16 .npz")
+                .on_hover_text("Write .npz attention maps as 16-bit floats: half the size, about 3 significant digits");
+            if let Some(note) = &self.export_note {
+                ui.weak(note);
+            }
+        });
+    });
+        (export_clicked, cancel_export)
+    }
+
     fn main_area(&mut self, ui: &mut egui::Ui) {
         let Some(result) = self.primary.result.clone() else {
-            ui.centered_and_justified(|ui| match &self.primary.status {
-                ModelStatus::Loading { name, .. } => {
-                    ui.label(format!("Loading {name}…"));
-                }
-                ModelStatus::Failed { .. } => {
-                    ui.label("Pick a model above: a Hub id, Open folder…, or drop a model folder on the window.");
-                }
-                _ => {
-                    ui.label(self.primary.error.clone().unwrap_or_else(|| "Type a sentence above.".to_owned()));
-                }
-            });
+            self.nothing_shown(ui);
             return;
         };
         // Views that read words get the input as words, once merged (off the UI thread).
@@ -435,53 +498,7 @@ impl BertscopeApp {
             .on_hover_text(format!("is_next = {p:.6}"));
         }
         ui.separator();
-        let mut export_clicked = false;
-        let mut cancel_export = false;
-        ui.horizontal(|ui| {
-            for (number, view) in self.visible_tabs().into_iter().enumerate() {
-                ui.selectable_value(&mut self.settings.view.view, view, view.label())
-                    .on_hover_text(format!("{} (key {})", view.description(), number + 1));
-            }
-            ui.separator();
-            let reads_words = self.settings.view.view.reads_words();
-            ui.add_enabled(reads_words, egui::Checkbox::new(&mut self.settings.view.words, "Words"))
-                .on_hover_text("Merge subword pieces into words (Clark et al. 2019): attention to a word is the sum over its pieces, from a word the mean, so rows still sum to 1 (W)")
-                .on_disabled_hover_text("This tab shows subword pieces: predictions, the lens, embeddings and query·key belong to pieces, and two models split words differently");
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let hover = "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head), .npy or compressed .npz (Ctrl+E)";
-                let exporting = self.export_job.as_ref().map(|job| {
-                    let name = job.path.file_name().unwrap_or_default().to_string_lossy();
-                    (name.into_owned(), job.started.elapsed().as_secs_f32())
-                });
-                export_clicked = ui
-                    .add_enabled(exporting.is_none(), egui::Button::new("Export…"))
-                    .on_hover_text(hover)
-                    .on_disabled_hover_text("An export is being written")
-                    .clicked();
-                if let Some((name, seconds)) = exporting {
-                    if ui.button("Cancel").on_hover_text("Stop the export; nothing is written").clicked() {
-                        cancel_export = true;
-                    }
-                    ui.label(format!("Exporting {name} · {seconds:.1} s"));
-                    ui.spinner();
-                }
-                let scale = &mut self.settings.view.export_scale;
-                egui::ComboBox::from_id_salt("export-scale")
-                    .selected_text(format!("PNG {scale}×"))
-                    .show_ui(ui, |ui| {
-                        for choice in [1.0, 2.0, 4.0] {
-                            ui.selectable_value(scale, choice, format!("{choice}×"));
-                        }
-                    })
-                    .response
-                    .on_hover_text("Pixel scale of exported PNG figures");
-                ui.checkbox(&mut self.settings.view.export_f16, "f16 .npz")
-                    .on_hover_text("Write .npz attention maps as 16-bit floats: half the size, about 3 significant digits");
-                if let Some(note) = &self.export_note {
-                    ui.weak(note);
-                }
-            });
-        });
+        let (export_clicked, cancel_export) = self.tab_bar(ui);
         ui.separator();
         if cancel_export {
             self.cancel_export();

@@ -65,6 +65,10 @@ pub struct ExportArgs {
     /// PNG scale: 1, 2 or 4.
     #[arg(long, default_value_t = 2.0)]
     pub scale: f32,
+    /// The view's size in points, WIDTHxHEIGHT (e.g. 900x640; the caption comes on top), as a
+    /// window that size shows it. Default: the view's natural size.
+    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    pub size: Option<(f32, f32)>,
     /// Output file; its extension picks the format (.png .svg .json .csv .npy .npz). With
     /// --all-heads, a folder.
     #[arg(long, short)]
@@ -78,6 +82,29 @@ pub struct ExportArgs {
     /// The figures' format with --all-heads.
     #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
     pub format: FigureFormat,
+}
+
+/// The smallest and largest side `--size` takes, in points.
+const SIZES: std::ops::RangeInclusive<u32> = 100..=10_000;
+
+/// Parses `WxH`, a figure's size in points.
+fn parse_size(text: &str) -> Result<(f32, f32), String> {
+    let bad = || {
+        format!(
+            "'{text}' is not WIDTHxHEIGHT in points, e.g. 900x640 (each {} to {})",
+            SIZES.start(),
+            SIZES.end()
+        )
+    };
+    let (width, height) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |side: &str| {
+        side.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|side| SIZES.contains(side))
+            .ok_or_else(bad)
+    };
+    Ok((side(width)? as f32, side(height)? as f32))
 }
 
 /// Figure file formats.
@@ -170,19 +197,7 @@ impl ExportArgs {
 /// Runs `export`.
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     // Fail on a bad path or extension before spending time on the model.
-    if args.all_heads {
-        anyhow::ensure!(
-            !args.out.is_file(),
-            "{}: is a file; --all-heads writes into a folder",
-            args.out.display()
-        );
-    } else {
-        ExportFormat::from_path(&args.out)?;
-    }
-    anyhow::ensure!(
-        args.compare.is_some() || args.view != View::Compare,
-        "--view compare needs a second model: --compare M2"
-    );
+    check_request(&args)?;
     let model = load(&args.model)?;
     let mut request = args.input.request();
     request.ablated_heads = args.ablate.clone();
@@ -236,40 +251,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         scale: args.scale,
         precision: args.precision,
         words: args.words,
+        size: args.size,
     };
     let input = &args.input;
     if args.all_heads {
-        let format = match args.format {
-            FigureFormat::Png => ExportFormat::Png,
-            FigureFormat::Svg => ExportFormat::Svg,
-        };
-        let progress = |done: usize, total: usize| {
-            eprint!("\rwriting figures: {done}/{total}");
-        };
-        let word_level = if args.words {
-            let words = bertscope::analysis::words::words(&analysis);
-            Some(
-                bertscope::analysis::words::word_analysis(&analysis, &words)
-                    .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))?,
-            )
-        } else {
-            None
-        };
-        let export = bertscope::export::Export {
-            words: false,
-            ..export
-        };
-        let written = bertscope::export::export_all_heads(
-            &args.out,
-            format,
-            (model.name(), word_level.as_ref().unwrap_or(&analysis)),
-            (&input.text, input.text_b.as_deref()),
-            &export,
-            &progress,
-        );
-        eprintln!();
-        eprintln!("wrote {} figures into {}", written?, args.out.display());
-        return Ok(());
+        return write_all_heads(&args, model.name(), &analysis, export);
     }
     bertscope::export::export(
         &args.out,
@@ -279,5 +265,68 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         &export,
     )?;
     eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Checks the output path and the flags that go together, before the model loads.
+fn check_request(args: &ExportArgs) -> anyhow::Result<()> {
+    if args.all_heads {
+        anyhow::ensure!(
+            !args.out.is_file(),
+            "{}: is a file; --all-heads writes into a folder",
+            args.out.display()
+        );
+    } else {
+        let format = ExportFormat::from_path(&args.out)?;
+        anyhow::ensure!(
+            args.size.is_none() || matches!(format, ExportFormat::Png | ExportFormat::Svg),
+            "--size applies to figures (.png, .svg), not to data files"
+        );
+    }
+    anyhow::ensure!(
+        args.compare.is_some() || args.view != View::Compare,
+        "--view compare needs a second model: --compare M2"
+    );
+    Ok(())
+}
+
+/// `--all-heads`: a heatmap of every layer and head, and the overview, into the folder --out.
+fn write_all_heads(
+    args: &ExportArgs,
+    model: &str,
+    analysis: &bertscope::model::Analysis,
+    export: bertscope::export::Export,
+) -> anyhow::Result<()> {
+    let input = &args.input;
+    let format = match args.format {
+        FigureFormat::Png => ExportFormat::Png,
+        FigureFormat::Svg => ExportFormat::Svg,
+    };
+    let progress = |done: usize, total: usize| {
+        eprint!("\rwriting figures: {done}/{total}");
+    };
+    let word_level = if args.words {
+        let words = bertscope::analysis::words::words(analysis);
+        Some(
+            bertscope::analysis::words::word_analysis(analysis, &words)
+                .ok_or_else(|| anyhow::anyhow!("the captured maps could not be copied"))?,
+        )
+    } else {
+        None
+    };
+    let export = bertscope::export::Export {
+        words: false,
+        ..export
+    };
+    let written = bertscope::export::export_all_heads(
+        &args.out,
+        format,
+        (model, word_level.as_ref().unwrap_or(analysis)),
+        (&input.text, input.text_b.as_deref()),
+        &export,
+        &progress,
+    );
+    eprintln!();
+    eprintln!("wrote {} figures into {}", written?, args.out.display());
     Ok(())
 }

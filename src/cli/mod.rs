@@ -184,12 +184,11 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     } else {
         ForwardPath::Auto
     };
-    Ok(LoadedModel::load_with(
-        &source,
-        device,
-        forward,
-        &mut report,
-    )?)
+    let model = LoadedModel::load_with(&source, device, forward, &mut report)?;
+    for note in model.notes() {
+        eprintln!("note: {note}");
+    }
+    Ok(model)
 }
 
 /// Notes on stderr about what the output leaves out or shortened.

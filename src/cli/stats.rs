@@ -55,6 +55,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut statistics = Duration::ZERO;
     let mut reported = started;
+    // Lines longer than the model's positions are cut, as dump cuts its input: (line, tokens
+    // dropped).
+    let mut cut: Vec<(usize, usize)> = Vec::new();
     for (done, (number, request)) in lines.iter().enumerate() {
         let analysis = model.analyze(request).map_err(|err| {
             // The error goes on a line of its own, not after the progress.
@@ -63,6 +66,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             }
             anyhow::Error::from(err).context(format!("{} line {number}", args.corpus.display()))
         })?;
+        if analysis.dropped_tokens > 0 {
+            cut.push((*number, analysis.dropped_tokens));
+        }
         let adding = Instant::now();
         anyhow::ensure!(
             stats.add_text(&analysis, args.words),
@@ -81,6 +87,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         statistics.as_secs_f64()
     );
+    if !cut.is_empty() {
+        eprintln!("{}", cut_note(&cut, model.config().max_tokens()));
+    }
     let report = stats.report();
     match &args.out {
         Some(path) => {
@@ -103,4 +112,49 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         })?,
     }
     Ok(())
+}
+
+/// How many lines to name in the note on cut lines.
+const CUT_LINES_NAMED: usize = 5;
+
+/// The note on corpus lines cut to the model's `max_tokens`: how many, which (the first few),
+/// and how many tokens their statistics leave out.
+fn cut_note(cut: &[(usize, usize)], max_tokens: usize) -> String {
+    let mut named: Vec<String> = cut
+        .iter()
+        .take(CUT_LINES_NAMED)
+        .map(|(line, _)| line.to_string())
+        .collect();
+    if cut.len() > CUT_LINES_NAMED {
+        named.push("…".to_owned());
+    }
+    let dropped: usize = cut.iter().map(|(_, dropped)| dropped).sum();
+    let lines = if cut.len() == 1 {
+        "line was"
+    } else {
+        "lines were"
+    };
+    format!(
+        "note: {} corpus {lines} cut to the model's {max_tokens} tokens (line {}); their statistics leave out {dropped} token(s)",
+        cut.len(),
+        named.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_note_names_the_first_lines_and_counts_every_token() {
+        assert_eq!(
+            cut_note(&[(3, 7)], 512),
+            "note: 1 corpus line was cut to the model's 512 tokens (line 3); their statistics leave out 7 token(s)"
+        );
+        let many: Vec<(usize, usize)> = (1..=7).map(|line| (line * 2, 1)).collect();
+        let note = cut_note(&many, 64);
+        assert!(note.starts_with("note: 7 corpus lines were cut"), "{note}");
+        assert!(note.contains("(line 2, 4, 6, 8, 10, …)"), "{note}");
+        assert!(note.ends_with("leave out 7 token(s)"), "{note}");
+    }
 }

@@ -97,6 +97,8 @@ fn deflate_pays(values: &[f32], precision: Precision) -> bool {
 
 /// A compressed NumPy archive (`numpy.load` reads it): `attentions` `[layer, head, query, key]`
 /// in `precision`, `tokens` (unicode strings), `token_ids` and `segment_ids`.
+/// Long because the `.npz` archive is written by hand (zip entries of `.npy` arrays) to stream maps
+/// without holding a second copy.
 pub fn attention_npz(
     analysis: &Analysis,
     precision: Precision,

@@ -29,6 +29,9 @@ pub struct Export {
     /// Words instead of subword pieces (Clark et al.: attention to a word summed over its
     /// pieces, from a word the mean), in the figures and data of attention.
     pub words: bool,
+    /// The view's canvas in points, width and height (the caption comes on top); `None`: the
+    /// view's natural size.
+    pub size: Option<(f32, f32)>,
 }
 
 impl Default for Export {
@@ -38,6 +41,7 @@ impl Default for Export {
             scale: 2.0,
             precision: data::Precision::F32,
             words: false,
+            size: None,
         }
     }
 }
@@ -207,7 +211,7 @@ pub fn export_cancellable(
             let inputs = computed.inputs(model, shown, data);
             let figure = export
                 .figure
-                .figure(&inputs, text_a, text_b)
+                .figure(&inputs, text_a, text_b, export.size)
                 .map_err(anyhow::Error::msg)?;
             if format == ExportFormat::Png {
                 let png = crate::render::svg::to_png(&figure, &Palette::PAPER, export.scale)?;

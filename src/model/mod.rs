@@ -347,6 +347,34 @@ impl LoadedModel {
             .unwrap_or_default()
     }
 
+    /// What the checkpoint gets wrong that loading let through, one line each: a classifier
+    /// whose `id2label` names fewer labels than it has outputs (transformers refuses such a
+    /// checkpoint; here the rest are named `LABEL_n`, as transformers names unnamed labels).
+    pub fn notes(&self) -> Vec<String> {
+        let named = self.config.labels.len();
+        self.heads
+            .iter()
+            .filter(|head| {
+                matches!(
+                    head.kind,
+                    HeadKind::SequenceClassification | HeadKind::TokenClassification
+                ) && named > 0
+                    && named < head.outputs
+            })
+            .map(|head| {
+                let unnamed = if head.outputs - named == 1 {
+                    format!("LABEL_{named}")
+                } else {
+                    format!("LABEL_{named} to LABEL_{}", head.outputs - 1)
+                };
+                format!(
+                    "config.json's id2label names {named} labels but the classifier has {} outputs; the rest are called {unnamed}",
+                    head.outputs
+                )
+            })
+            .collect()
+    }
+
     /// Tokenizes and runs the model, capturing attention, vectors and head outputs.
     pub fn analyze(&self, request: &AnalysisRequest) -> Result<Analysis> {
         if request.text_b.is_some() && !self.config.architecture.takes_pairs {
@@ -440,6 +468,8 @@ impl LoadedModel {
     }
 
     /// Runs a backend and every head, and assembles what they computed.
+    /// Long because it is the one place every prediction head's output is read and put into the
+    /// `Analysis`; the vocabulary heads, the long cases, are their own functions.
     fn assemble<B: Backend>(
         &self,
         backend: &B,
@@ -462,10 +492,8 @@ impl LoadedModel {
                 uses_segments.then_some(segment_ids.as_slice()),
             )
         })?;
-        let (mlm_positions, top_k) = (&options.mlm_positions, options.top_k);
         let is_pair = encoded.sentence.contains(&Some(1));
         let every: Vec<usize> = (0..tokens).collect();
-        let top_k = top_k.max(1);
 
         let mut mlm = None;
         let mut logit_lens = None;
@@ -478,87 +506,29 @@ impl LoadedModel {
             let logits = |rows: &[usize]| backend.head_logits(&last, index, rows);
             match head.kind {
                 HeadKind::MaskedLm => {
-                    let mut rows: Vec<usize> = encoded
-                        .ids
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &id)| Some(id) == self.tokenizer.mask_id())
-                        .map(|(position, _)| position)
-                        .collect();
-                    rows.extend(mlm_positions.iter().filter(|&&p| p < tokens));
-                    rows.sort_unstable();
-                    rows.dedup();
-                    if options.lens && !rows.is_empty() {
-                        // Every layer's states at these rows, the last layer's (what the head
-                        // reads anyway) among them.
-                        let (lens_rows, final_norm) =
-                            self.lens_rows(&captured.hidden_states, &rows, head.kind);
-                        let logits = backend.head_logits_of_rows(&lens_rows, index, &final_norm)?;
-                        let lens = self.lens_from_logits(&rows, &logits, head.outputs, top_k);
-                        mlm = Some(
-                            lens.iter()
-                                .map(|at| TokenPrediction {
-                                    position: at.position,
-                                    top_k: at
-                                        .layers
-                                        .last()
-                                        .map(|layer| layer.top_k.clone())
-                                        .unwrap_or_default(),
-                                })
-                                .collect(),
-                        );
-                        logit_lens = Some(lens);
-                    } else {
-                        let logits = logits(&rows)?;
-                        mlm =
-                            Some(self.vocabulary_predictions(&rows, &logits, head.outputs, top_k));
-                    }
+                    let (predictions, lens) = self.masked_lm(
+                        backend,
+                        (&last, index, head),
+                        &encoded.ids,
+                        &captured.hidden_states,
+                        options,
+                    )?;
+                    mlm = Some(predictions);
+                    logit_lens = lens.or(logit_lens);
                 }
                 HeadKind::NextSentence if is_pair => {
                     nsp_is_next = Some(prediction_heads::softmax(&logits(&[0])?)[0]);
                 }
                 HeadKind::NextSentence => {}
                 HeadKind::NextToken => {
-                    let mut predictions = Vec::with_capacity(tokens);
-                    let last_row = tokens - 1;
-                    for rows in every.chunks(NEXT_TOKEN_ROWS_PER_PASS) {
-                        if !(options.lens && rows.contains(&last_row)) {
-                            let logits = logits(rows)?;
-                            predictions.extend(self.vocabulary_predictions(
-                                rows,
-                                &logits,
-                                head.outputs,
-                                top_k,
-                            ));
-                            continue;
-                        }
-                        // The lens at the last token rides along with the pass that covers it:
-                        // these rows' last states, then every layer's state at the last token
-                        // (its earlier ones through the final LayerNorm).
-                        let states = &captured.hidden_states;
-                        let hidden = self.config.hidden_size;
-                        let last_state = states.matrix(&[states.shape()[0] - 1]);
-                        let mut host_rows =
-                            Vec::with_capacity((rows.len() + states.shape()[0]) * hidden);
-                        for &row in rows {
-                            host_rows.extend_from_slice(&last_state[row * hidden..][..hidden]);
-                        }
-                        let (lens_rows, lens_norm) = self.lens_rows(states, &[last_row], head.kind);
-                        host_rows.extend_from_slice(&lens_rows);
-                        let mut final_norm = vec![false; rows.len()];
-                        final_norm.extend(lens_norm);
-                        let logits = backend.head_logits_of_rows(&host_rows, index, &final_norm)?;
-                        let (own, lens) = logits.split_at(rows.len() * head.outputs);
-                        predictions.extend(self.vocabulary_predictions(
-                            rows,
-                            own,
-                            head.outputs,
-                            top_k,
-                        ));
-                        logit_lens =
-                            Some(self.lens_from_logits(&[last_row], lens, head.outputs, top_k));
-                    }
+                    let (predictions, lens) = self.next_tokens(
+                        backend,
+                        (&last, index, head),
+                        &captured.hidden_states,
+                        options,
+                    )?;
                     next_token = Some(predictions);
+                    logit_lens = lens.or(logit_lens);
                 }
                 HeadKind::SequenceClassification => {
                     let row = match head.input {
@@ -621,6 +591,94 @@ impl LoadedModel {
             qa,
             token_classification,
         })
+    }
+
+    /// The masked-LM head `(last, index, head)`'s predictions at the mask tokens of `ids` and at
+    /// the positions asked for, and, when asked for, the logit lens at them (whose last layer is
+    /// the prediction: one pass of the head over every layer's states).
+    fn masked_lm<B: Backend>(
+        &self,
+        backend: &B,
+        (last, index, head): (&B::Last, usize, &HeadSummary),
+        ids: &[u32],
+        hidden_states: &CapturedArray,
+        options: &RunOptions,
+    ) -> Result<(Vec<TokenPrediction>, Option<Vec<LensPosition>>)> {
+        let top_k = options.top_k.max(1);
+        let mut rows: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| Some(id) == self.tokenizer.mask_id())
+            .map(|(position, _)| position)
+            .collect();
+        rows.extend(options.mlm_positions.iter().filter(|&&p| p < ids.len()));
+        rows.sort_unstable();
+        rows.dedup();
+        if !options.lens || rows.is_empty() {
+            let logits = backend.head_logits(last, index, &rows)?;
+            let predictions = self.vocabulary_predictions(&rows, &logits, head.outputs, top_k);
+            return Ok((predictions, None));
+        }
+        // Every layer's states at these rows, the last layer's (what the head reads anyway)
+        // among them.
+        let (lens_rows, final_norm) = self.lens_rows(hidden_states, &rows, head.kind);
+        let logits = backend.head_logits_of_rows(&lens_rows, index, &final_norm)?;
+        let lens = self.lens_from_logits(&rows, &logits, head.outputs, top_k);
+        let predictions = lens
+            .iter()
+            .map(|at| TokenPrediction {
+                position: at.position,
+                top_k: at
+                    .layers
+                    .last()
+                    .map(|layer| layer.top_k.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok((predictions, Some(lens)))
+    }
+
+    /// The causal-LM head `(last, index, head)`'s next-token predictions after every token, in
+    /// passes of [`NEXT_TOKEN_ROWS_PER_PASS`] rows, and, when asked for, the logit lens at the
+    /// last token.
+    fn next_tokens<B: Backend>(
+        &self,
+        backend: &B,
+        (last, index, head): (&B::Last, usize, &HeadSummary),
+        states: &CapturedArray,
+        options: &RunOptions,
+    ) -> Result<(Vec<TokenPrediction>, Option<Vec<LensPosition>>)> {
+        let top_k = options.top_k.max(1);
+        let tokens = states.shape()[1];
+        let every: Vec<usize> = (0..tokens).collect();
+        let last_row = tokens - 1;
+        let mut predictions = Vec::with_capacity(tokens);
+        let mut logit_lens = None;
+        for rows in every.chunks(NEXT_TOKEN_ROWS_PER_PASS) {
+            if !(options.lens && rows.contains(&last_row)) {
+                let logits = backend.head_logits(last, index, rows)?;
+                predictions.extend(self.vocabulary_predictions(rows, &logits, head.outputs, top_k));
+                continue;
+            }
+            // The lens at the last token rides along with the pass that covers it: these rows'
+            // last states, then every layer's state at the last token (its earlier ones through
+            // the final LayerNorm).
+            let hidden = self.config.hidden_size;
+            let last_state = states.matrix(&[states.shape()[0] - 1]);
+            let mut host_rows = Vec::with_capacity((rows.len() + states.shape()[0]) * hidden);
+            for &row in rows {
+                host_rows.extend_from_slice(&last_state[row * hidden..][..hidden]);
+            }
+            let (lens_rows, lens_norm) = self.lens_rows(states, &[last_row], head.kind);
+            host_rows.extend_from_slice(&lens_rows);
+            let mut final_norm = vec![false; rows.len()];
+            final_norm.extend(lens_norm);
+            let logits = backend.head_logits_of_rows(&host_rows, index, &final_norm)?;
+            let (own, lens) = logits.split_at(rows.len() * head.outputs);
+            predictions.extend(self.vocabulary_predictions(rows, own, head.outputs, top_k));
+            logit_lens = Some(self.lens_from_logits(&[last_row], lens, head.outputs, top_k));
+        }
+        Ok((predictions, logit_lens))
     }
 
     /// The `top_k` most probable tokens of each row of vocabulary logits `[rows, vocab]`.

@@ -241,6 +241,8 @@ fn hub_offline() -> bool {
 }
 
 /// Resolves a Hub id through the HF cache, downloading missing files unless offline.
+/// Long because each way a Hub download can fail (offline, gated, missing file, partial cache) gets
+/// its own one-line message here.
 fn resolve_hub(id: &str, progress: &mut dyn FnMut(DownloadProgress)) -> Result<ModelFiles> {
     let cache = Cache::from_env();
     let cached = cache.repo(Repo::model(id.to_owned()));

@@ -344,6 +344,8 @@ impl<'a> Matrix<'a, '_> {
 /// Row labels left of the matrix and column labels above it, for every `label_every`-th token
 /// in view, plus the selected and hovered ones (highlighted, on a box that hides the neighbours
 /// they overlap).
+/// Long because row and column labels thin out, cut and rotate by the same level-of-detail rule,
+/// which must see both axes.
 fn token_labels(scene: &mut Scene<'_>, geometry: &MatrixGeometry, matrix: &Matrix<'_, '_>) {
     let viewport = geometry.viewport;
     let size = geometry.font_size;

@@ -241,6 +241,8 @@ pub fn value_bar(scene: &mut Scene<'_>, left: f32, top: f32, width: f32, height:
 
 /// Panels of labelled bars, one under another, `width` points wide at most for the bars: the
 /// scene and where each panel's bars start.
+/// Long because panels of bars wrap into rows whose heights depend on every panel's measured
+/// labels.
 pub fn bar_panels(panels: &[BarPanel], width: f32) -> Scene<'static> {
     let label_width = widest(
         panels

@@ -207,6 +207,7 @@ fn rect_attributes(node: Rectangle, rect: &Rect) -> Rectangle {
 }
 
 /// The scene as an SVG document on a background of the palette's, in its colours.
+/// Long because it is one match over every shape kind, each arm a few lines of SVG.
 pub fn to_document(scene: &Scene<'_>, palette: &Palette) -> Document {
     let (width, height) = (scene.width.ceil(), scene.height.ceil());
     let mut document = Document::new()

@@ -1,6 +1,7 @@
-//! The views of the app. Each is a function of (analysis, view state) that draws and returns the
-//! [`UiAction`]s the user asked for; the app applies them. No view touches the worker, files or
-//! dialogs, so every view can be driven headless in tests.
+//! What the app's tabs share: the scene painter, the [`tab::Tab`] trait and the context a tab
+//! draws from, shared widgets and token chips, the settings tabs share ([`ViewState`]) and the
+//! [`UiAction`]s a tab asks the app for. Each tab lives with its view in `crate::views`. No tab
+//! touches the worker, files or dialogs, so every tab can be driven headless in tests.
 
 pub mod scene;
 pub mod tab;

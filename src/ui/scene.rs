@@ -280,6 +280,8 @@ fn gradient_mesh(rect: egui::Rect, stops: &[(f32, [u8; 3])]) -> egui::Mesh {
 
 /// Paints `scene` in `ui` (allocating its size) and reports what the pointer did; `sense` is
 /// what the scene as a whole responds to (clicks, drags).
+/// Long because it is the painter's one pass over a scene: allocating the area, painting each shape
+/// kind, and turning regions into widgets and hits must see the same transform.
 pub fn show(
     ui: &mut egui::Ui,
     scene: &Scene<'_>,

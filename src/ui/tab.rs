@@ -87,7 +87,7 @@ pub fn inputs_of<'a>(
     run: &'a Shown,
     info: &'a ModelInfo,
     computed: &'a Computed,
-    comparison: Option<&'a Comparison<'_>>,
+    comparison: Option<(&'a str, &'a Analysis)>,
 ) -> Inputs<'a> {
     let data = ModelData {
         lens: run.result.lens.as_deref(),
@@ -95,9 +95,16 @@ pub fn inputs_of<'a>(
         predicting: &info.prediction_heads,
         mask: info.mask_token.as_deref(),
         intact: run.result.intact.as_deref(),
-        comparison: comparison.map(|other| (other.name.as_str(), &other.result.analysis)),
+        comparison,
     };
     computed.inputs(&info.name, run.analysis(), &data)
+}
+
+impl Comparison<'_> {
+    /// Its name and run, as figures take them.
+    pub fn named_run(&self) -> (&str, &Analysis) {
+        (&self.name, &self.result.analysis)
+    }
 }
 
 impl TabContext<'_> {
@@ -108,7 +115,12 @@ impl TabContext<'_> {
 
     /// The inputs of the tab's figure, from the run and what was computed.
     pub fn inputs(&self) -> Inputs<'_> {
-        inputs_of(self.run, self.info, self.computed, self.comparison.as_ref())
+        inputs_of(
+            self.run,
+            self.info,
+            self.computed,
+            self.comparison.as_ref().map(Comparison::named_run),
+        )
     }
 
     /// Draws `figure` in the room left in `ui` (at least `min_height` tall), marked with the
@@ -144,7 +156,12 @@ impl TabContext<'_> {
             }
             _ => figure,
         };
-        let mut inputs = inputs_of(self.run, self.info, self.computed, self.comparison.as_ref());
+        let mut inputs = inputs_of(
+            self.run,
+            self.info,
+            self.computed,
+            self.comparison.as_ref().map(Comparison::named_run),
+        );
         if head_stats.is_some() {
             inputs.head_stats = head_stats;
         }

@@ -66,6 +66,8 @@ pub fn natural_size(a: &Side<'_>, b: &Side<'_>) -> (f32, f32) {
 /// The comparison in `width × height`; `divergence` (per layer of A) is drawn when both tokenize
 /// alike and it has been computed. Returns the scene and where each matrix lies (A, B, then the
 /// difference).
+/// Long because it is one layout: three matrices under one zoom, their labels, the colour bars and
+/// the divergence chart share a geometry computed once; the parts come from `render`.
 pub fn scene<'a>(
     a: &Side<'a>,
     b: &Side<'a>,

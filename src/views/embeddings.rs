@@ -117,6 +117,8 @@ fn table_size(labels: &[String], breakdown: &EmbeddingBreakdown) -> (f32, f32) {
 
 /// The table and the similarity matrix side by side in `width × height`: table rows are token
 /// regions (a click selects), the matrix's cells a grid whose geometry comes back too.
+/// Long because the table and the similarity matrix beside it share one layout pass (column widths,
+/// row heights, the selection and hover marks).
 pub fn scene<'a>(
     analysis: &Analysis,
     breakdown: &'a EmbeddingBreakdown,

@@ -23,6 +23,7 @@ pub fn natural_width(heads: usize) -> f32 {
 
 /// The grid of `stats` coloured by `statistic` in `width` points, with a named region per head
 /// ("layer 1, head 3: entropy 2.104, mixed"); `hovered` is outlined.
+/// Long because the grid, its labels, the colour bar and the sortable table share one layout pass.
 pub fn scene(
     stats: &[Vec<HeadStats>],
     statistic: Statistic,
@@ -295,6 +296,8 @@ mod tab {
     }
 
     /// The corpus file, Browse, Run or Cancel with the progress, and what the run found.
+    /// Long because it is the corpus run's whole state machine on screen (pick, run, progress,
+    /// cancel, save, the error), each state a few lines.
     fn corpus_controls(
         ui: &mut egui::Ui,
         corpus: Option<&CorpusRun>,

@@ -29,6 +29,8 @@ fn row_label(layer: usize, last: usize) -> String {
 /// layer where the model commits stands out even when every probability is small). Cells are
 /// one region: a hit names (row, rank). Within `width` (when given) columns narrow, down to a
 /// minimum, and long guesses are cut.
+/// Long because the table's column widths depend on every row's guesses, measured in the same pass
+/// that draws them.
 pub fn scene(analysis: &Analysis, lens: &LensPosition, width: Option<f32>) -> Scene<'static> {
     let style = analysis.token_style;
     let answer = lens

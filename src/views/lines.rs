@@ -175,6 +175,8 @@ pub fn natural_height(analysis: &Analysis) -> f32 {
 
 /// The lines in `width × height` (rows as tall as fit, within 12 to 24 points); tokens are
 /// regions, left as queries and right as keys. `None` while a combined kind is computed.
+/// Long because the two token columns, each head's lines and the legend share one layout pass (row
+/// height, column positions, colours per head).
 pub fn scene(
     analysis: &Analysis,
     lines: &Lines,

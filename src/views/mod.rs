@@ -471,15 +471,16 @@ impl View {
 }
 
 impl Figure {
-    /// The view's figure: its scene on a canvas of its natural size, under a caption naming the
-    /// model, what is shown and the text.
+    /// The view's figure: its scene on a plain canvas of `size` (width, height; default its
+    /// natural size), under a caption naming the model, what is shown and the text.
     pub fn figure<'a>(
         &self,
         inputs: &Inputs<'a>,
         text_a: &str,
         text_b: Option<&str>,
+        size: Option<(f32, f32)>,
     ) -> Result<Scene<'a>, String> {
-        let (width, height) = self.natural_size(inputs);
+        let (width, height) = size.unwrap_or_else(|| self.natural_size(inputs));
         let drawn = self.draw(inputs, &Canvas::plain(width, height))?;
         let title = match inputs.comparison {
             Some((other, _)) if self.view() == View::Compare => {

@@ -57,6 +57,8 @@ fn note(overview: Overview, causal: bool) -> String {
 /// The grid in `width` points (thumbnails as large as fit, within 24 to 96 points): a named
 /// region per head ("layer 1, head 2"). Fails when norm-based attention is asked of a run that
 /// computed no value norms.
+/// Long because the grid, its row and column labels and the marks (open, ablated, hovered) share
+/// one cell geometry.
 pub fn scene<'a>(
     analysis: &'a Analysis,
     overview: Overview,
@@ -243,8 +245,7 @@ mod tab {
                 return;
             };
             let clicks_toggle = self.ablation_mode;
-            let inputs =
-                crate::ui::tab::inputs_of(cx.run, cx.info, cx.computed, cx.comparison.as_ref());
+            let inputs = crate::ui::tab::inputs_of(cx.run, cx.info, cx.computed, None);
             let selection = cx.state.selection();
             let open = match cx.state.head {
                 crate::analysis::HeadChoice::Head(head) => Some((cx.state.layer, head)),

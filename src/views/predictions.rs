@@ -236,6 +236,8 @@ pub fn scene<'a>(analysis: &Analysis, view: &Predictions<'_>, width: f32) -> Opt
 
 /// Before → after: each head's top answer with every head on, and with the ablated heads off;
 /// changed answers in the alert colour.
+/// Long because the before → after table is one layout: its rows, the arrows and the changed ranks
+/// line up on columns measured once.
 fn ablation(column: &mut Column<'_>, before: &Analysis, after: &Analysis, token: Option<usize>) {
     let off: Vec<String> = after
         .ablated_heads
@@ -412,6 +414,9 @@ fn classification_section(column: &mut Column<'_>, classification: &Classificati
     column.bars(&rows);
 }
 
+/// The answer: its span highlighted in the wrapped context, and the start and end probabilities.
+/// Long because the answer is wrapped in its context with the span highlighted, and the start/end
+/// bars share that layout's width.
 fn answer_section(column: &mut Column<'_>, analysis: &Analysis) {
     let Some(answer) = &analysis.qa else {
         column.note(if analysis.sentence.contains(&Some(1)) {
@@ -534,6 +539,9 @@ fn entity_color(types: &[&str], label: &str) -> Option<[u8; 3]> {
     Some([pastel(r), pastel(g), pastel(b)])
 }
 
+/// The token-classification section: a chip per token, coloured by its label, the selection outlined.
+/// Long because the chips wrap across lines and each needs its label, colour and hover text in the
+/// same layout pass.
 fn token_labels(column: &mut Column<'_>, analysis: &Analysis, selection: &[usize]) {
     let Some(labels) = &analysis.token_classification else {
         return;

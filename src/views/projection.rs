@@ -53,6 +53,8 @@ fn note(projection: &Projection, layer: usize) -> String {
 
 /// The plot in `width × height`: its points one region (a hit names the nearest token and how
 /// far it is); the scene and the plot's rectangle.
+/// Long because the plot is one layout: axes, points, the selected token's path and the labels
+/// placed around them share the zoomed frame; splitting would hand that frame to each piece.
 pub fn scene(
     analysis: &Analysis,
     projection: &Projection,

@@ -70,6 +70,8 @@ fn vectors<'a>(
 
 /// The view of `view.query` in `width` points: key rows are token regions (a click makes that
 /// token the query); `hovered` is outlined.
+/// Long because it is one layout: the query row, the key rows, the products and the weights line up
+/// on shared columns computed once.
 pub fn scene<'a>(
     analysis: &'a Analysis,
     view: QueryKeyView,

@@ -88,6 +88,9 @@ impl Description for Gpt2 {
         })
     }
 
+    /// [`Description::load_weights`] for GPT-2.
+    /// Long because it names every GPT-2 tensor once, in the checkpoint's order; the family's
+    /// description is this list.
     fn load_weights(&self, store: &mut WeightStore, config: &ModelConfig) -> Result<ModelWeights> {
         store.detect_base_prefix("transformer.", "wte.weight");
         let hidden = config.hidden_size;

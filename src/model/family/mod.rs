@@ -2,7 +2,7 @@
 //! (with every variant real checkpoints use), its order of operations, its heads and its
 //! tokenizer conventions. Backends never see a family; they run what a description found.
 //!
-//! Adding a family is a file here implementing [`Description`], a [`Family`] variant, a fixture
+//! Adding a family is a file here implementing `Description`, a [`Family`] variant, a fixture
 //! and its tests.
 
 mod bert;

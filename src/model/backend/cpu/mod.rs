@@ -140,6 +140,8 @@ impl CpuBackend {
 
     /// Multi-head self-attention of a layer over feature-major `xt`; returns the heads' context
     /// vectors, feature-major `[hidden, tokens]`.
+    /// Long because the scores, the mask, the softmax, ablation and the value norms are computed in
+    /// one pass over a head's blocks for speed.
     fn attention(
         &self,
         index: usize,
@@ -259,6 +261,9 @@ impl Backend for CpuBackend {
         &self.config
     }
 
+    /// [`Backend::forward`] on the CPU kernels.
+    /// Long because it is the transformer layer loop in order (embeddings, attention, residuals,
+    /// norms, MLP), captured as it goes; each step is a kernel call.
     fn forward(&self, input: &ForwardInput<'_>) -> Result<(Captured, CpuLast)> {
         let config = &self.config;
         let tokens = input.ids.len();
