@@ -11,7 +11,6 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::analysis::projection::Projection;
 use crate::analysis::stats::{corpus_requests, CorpusReport, CorpusStats};
 use crate::model::{
     Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, EmbeddingBreakdown, Family,
@@ -610,16 +609,6 @@ pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> Worker
     }
 }
 
-/// The 2-D projection of a result's hidden states (a PCA: up to a 1024 × 1024 eigenproblem for
-/// bert-large, so never on the UI thread).
-pub fn project(analysis: &Analysis) -> Result<Projection, String> {
-    analysis
-        .hidden_states
-        .to_host()
-        .map(|hidden| Projection::fit(&hidden))
-        .map_err(|err| err.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,7 +709,9 @@ mod tests {
         let WorkerResponse::Analyzed { id: 2, result } = &responses[1] else {
             panic!("expected an analysis, got {:?}", responses[1]);
         };
-        assert_eq!(project(&result.analysis).unwrap().layers(), 3);
+        let hidden = result.analysis.hidden_states.to_host().unwrap();
+        let projection = crate::analysis::projection::Projection::fit(&hidden);
+        assert_eq!(projection.layers(), 3, "the embeddings and two layers");
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::slot::Drained;
 use super::{BertscopeApp, ExportJob, ModelSlot, ModelStatus};
-use crate::analysis::compare::{divergence_by_layer, same_tokens};
 use crate::analysis::HeadChoice;
 use crate::model::AnalysisRequest;
 use crate::ui::{UiAction, View};
@@ -16,6 +15,10 @@ use crate::ui::{UiAction, View};
 const DRAIN_BUDGET: Duration = Duration::from_millis(10);
 /// `--screenshot` gives up after this long without a result.
 const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a figure's own computed values depend on: the primary result's id, the second
+/// model's, whether the run is read as words, and the figure's view and key.
+pub(super) type FigureValuesKey = (u64, Option<u64>, bool, (View, String));
 
 impl BertscopeApp {
     fn next_id(&mut self) -> u64 {
@@ -49,38 +52,61 @@ impl BertscopeApp {
     /// Drops the comparison model (its thread stops).
     pub fn close_comparison(&mut self) {
         self.comparison = None;
-        self.divergence.clear();
+        self.figure_values.clear();
         if self.settings.view.view == View::Compare {
             self.settings.view.view = View::Heatmap;
         }
     }
 
-    /// The pair of results the divergence compares: both shown results' ids, when the two
-    /// models split the text into the same tokens.
-    pub(super) fn divergence_key(&self) -> Option<(u64, u64)> {
-        let comparison = self.comparison.as_ref()?;
-        let (a, b) = (self.primary.result.as_ref()?, comparison.result.as_ref()?);
-        same_tokens(&a.analysis, &b.analysis)
-            .then_some((self.primary.result_id()?, comparison.result_id()?))
+    /// What the values `figure` computes itself depend on: the shown results, words, and the
+    /// figure's key (`None` before a result).
+    pub(super) fn figure_values_key(
+        &self,
+        figure: &crate::views::Figure,
+        words: bool,
+    ) -> Option<FigureValuesKey> {
+        let other = self.comparison.as_ref().and_then(ModelSlot::result_id);
+        Some((
+            self.primary.result_id()?,
+            other,
+            words,
+            figure.compute_key(),
+        ))
     }
 
-    /// Starts or collects the per-layer divergence of the two results: it reads every
-    /// attention map of both, so it runs on a thread of its own.
-    pub(super) fn update_divergence(&mut self, ctx: &egui::Context) {
-        let Some(key) = self.divergence_key() else {
-            return;
-        };
-        let (Some(a), Some(b)) = (
-            self.primary.result.clone(),
-            self.comparison
-                .as_ref()
-                .and_then(|slot| slot.result.clone()),
+    /// Starts or collects what `figure` computes itself from the shown run (and the second
+    /// model's), on a thread of its own.
+    fn update_figure_values(&mut self, ctx: &egui::Context, figure: &crate::views::Figure) {
+        let words = self.words_shown();
+        let (Some(key), Some(shown)) = (
+            self.figure_values_key(figure, words),
+            self.primary.shown(words),
         ) else {
             return;
         };
-        self.divergence.request(key, ctx, move || {
-            Ok(divergence_by_layer(&a.analysis, &b.analysis))
+        let other = self
+            .comparison
+            .as_ref()
+            .and_then(|slot| slot.result.clone());
+        let figure = figure.clone();
+        self.figure_values.request(key, ctx, move || {
+            let pieces = &shown.result.analysis;
+            let words = shown
+                .word_level
+                .as_deref()
+                .map(|merged| (crate::analysis::words::words(pieces), merged));
+            Ok(figure.compute(&crate::views::Runs {
+                pieces,
+                words: words.as_ref().map(|(words, merged)| (words, *merged)),
+                other: other.as_ref().map(|result| &result.analysis),
+            }))
         });
+    }
+
+    /// What `figure` computed itself, once ready.
+    fn figure_values(&self, figure: &crate::views::Figure) -> Option<&crate::views::Computed> {
+        let key = self.figure_values_key(figure, self.words_shown())?;
+        self.figure_values.get(&key)?.ok()
     }
 
     /// Whether the open tab waits for a value computed in the background (a map, the
@@ -107,15 +133,8 @@ impl BertscopeApp {
             Figure::Lines(view) if view.kind.is_combined() => {
                 self.combined_map(words, &view.kind, view.layer).is_none()
             }
-            Figure::Projection(_) => self.primary.projection(words).is_none(),
-            Figure::Heads(_) => {
-                self.settings.tabs.head_stats.source == crate::views::head_stats::HeadSource::Text
-                    && self.primary.head_stats(words).is_none()
-            }
-            Figure::Compare(_) => self
-                .divergence_key()
-                .is_some_and(|key| self.divergence.get(&key).is_none()),
-            _ => false,
+            Figure::Heatmap(_) | Figure::Lines(_) => false,
+            figure => figure.computes() && self.figure_values(figure).is_none(),
         }
     }
 
@@ -139,9 +158,7 @@ impl BertscopeApp {
         match &figure {
             Figure::Heatmap(view) => map(&view.kind, view.layer),
             Figure::Lines(view) => map(&view.kind, view.layer),
-            Figure::Projection(_) => self.primary.update_projection(words),
-            Figure::Heads(_) => self.primary.update_head_stats(words),
-            Figure::Compare(_) => self.update_divergence(ctx),
+            figure if figure.computes() => self.update_figure_values(ctx, figure),
             _ => {}
         }
     }
@@ -185,12 +202,12 @@ impl BertscopeApp {
                 computed.map = rasters.values(view.raster_key(), || view.values(analysis, None));
             }
             Figure::Lines(view) => computed.map = self.combined_map(words, &view.kind, view.layer),
-            Figure::Projection(_) => computed.projection = self.primary.projection(words),
-            Figure::Heads(_) => computed.head_stats = self.primary.head_stats(words),
-            Figure::Compare(_) => {
-                computed.divergence = self.compare_divergence().map(<[f32]>::to_vec)
+            // Everything else a figure computes itself, in the background.
+            figure => {
+                if let Some(values) = self.figure_values(figure) {
+                    computed = values.clone();
+                }
             }
-            _ => {}
         }
         computed
     }

@@ -143,9 +143,10 @@ pub struct BertscopeApp {
     text_changed_at: Option<Instant>,
     /// Difference maps of the Compare tab (they depend on both results).
     compare_textures: crate::ui::scene::Rasters,
-    /// Mean JS divergence per layer between the two models' results (by their analysis ids),
-    /// computed off the UI thread while the Compare tab is open, when both tokenize alike.
-    divergence: Background<(u64, u64), Vec<f32>>,
+    /// What the open tab's figure computes itself ([`crate::views::Draw::compute`]: the
+    /// projection, head statistics, the Compare tab's divergence), off the UI thread, for the
+    /// results, words and parameters it depends on.
+    figure_values: Background<logic::FigureValuesKey, crate::views::Computed>,
     /// The text of the model picker.
     model_field: String,
     /// The text of the comparison model picker.
@@ -204,7 +205,7 @@ impl BertscopeApp {
             comparison: None,
             text_changed_at: None,
             compare_textures: crate::ui::scene::Rasters::default(),
-            divergence: Background::default(),
+            figure_values: Background::default(),
             model_field: model.clone(),
             compare_field: launch.compare.clone().unwrap_or_default(),
             picker_note: None,
@@ -294,8 +295,10 @@ impl BertscopeApp {
     /// Mean JS divergence per layer between the two models, when both tokenize the text alike
     /// and it has been computed.
     pub fn compare_divergence(&self) -> Option<&[f32]> {
-        let key = self.divergence_key()?;
-        self.divergence.get(&key)?.ok().map(Vec::as_slice)
+        let result = self.primary.result.as_ref()?;
+        let figure = self.figure_of(View::Compare, result)?;
+        let key = self.figure_values_key(&figure, false)?;
+        self.figure_values.get(&key)?.ok()?.divergence.as_deref()
     }
 
     /// The comparison model, once one was asked for.

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use super::background::Background;
 use super::ModelStatus;
 use crate::analysis::flow::flow_map;
-use crate::analysis::projection::Projection;
 use crate::analysis::rollout::rollout;
-use crate::analysis::stats::{head_stats, HeadStats};
 use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::scene::Rasters;
 use crate::ui::tab::Shown;
-use crate::worker::{self, AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
+use crate::worker::{AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
 /// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
 type FlowKey = (u64, bool, usize, Vec<usize>);
@@ -42,15 +40,9 @@ pub struct ModelSlot {
     pub rasters: Rasters,
     /// Images of the scenes drawn from the word-level analysis.
     pub word_rasters: Rasters,
-    /// The projection of `result` (by analysis id, and whether of words), computed off the UI
-    /// thread when asked for.
-    projection: Background<(u64, bool), Arc<Projection>>,
     /// Attention rollout of `result` (by analysis id, and whether of words), computed off the
     /// UI thread.
     rollout: Background<(u64, bool), Arc<Vec<Vec<f32>>>>,
-    /// Every head's statistics of `result` (by analysis id, and whether of words), computed off
-    /// the UI thread.
-    head_stats: Background<(u64, bool), Arc<Vec<Vec<HeadStats>>>>,
     /// Attention flow into some tokens after some layer (by analysis id, words, layer and the
     /// tokens), `[query][key]` with NaN in the rows of other tokens, computed off the UI thread.
     flow: Background<FlowKey, Arc<Vec<f32>>>,
@@ -85,8 +77,6 @@ impl ModelSlot {
             error: None,
             rasters: Rasters::default(),
             word_rasters: Rasters::default(),
-            projection: Background::default(),
-            head_stats: Background::default(),
             rollout: Background::default(),
             word_level: Background::default(),
             flow: Background::default(),
@@ -129,26 +119,6 @@ impl ModelSlot {
         rasters
     }
 
-    /// Starts or collects the projection of the current result, of pieces or of words (logic,
-    /// every frame while the Projection tab is open): a PCA, computed on a thread of its own.
-    pub fn update_projection(&mut self, words: bool) {
-        let (Some(id), Some(shown)) = (self.result_id(), self.shown(words)) else {
-            return;
-        };
-        self.projection.request((id, words), &self.waker, move || {
-            worker::project(shown.analysis()).map(Arc::new)
-        });
-    }
-
-    /// The projection of the current result, once computed (or why it failed); `None` while it
-    /// is being computed or was not asked for.
-    pub fn projection(&self, words: bool) -> Option<Result<Arc<Projection>, String>> {
-        let id = self.result_id()?;
-        self.projection
-            .get(&(id, words))
-            .map(|value| value.map(Arc::clone).map_err(str::to_owned))
-    }
-
     /// Starts or collects the attention rollout of the current result, over pieces or words
     /// (logic, every frame while a view shows rollout).
     pub fn update_rollout(&mut self, words: bool) {
@@ -168,27 +138,6 @@ impl ModelSlot {
     pub fn rollout(&self, words: bool) -> Option<Arc<Vec<Vec<f32>>>> {
         let id = self.result_id()?;
         self.rollout
-            .get(&(id, words))
-            .and_then(|value| value.ok())
-            .map(Arc::clone)
-    }
-
-    /// Starts or collects the head statistics of the current result, over pieces or words
-    /// (logic, every frame while the Heads tab is open).
-    pub fn update_head_stats(&mut self, words: bool) {
-        let (Some(id), Some(shown)) = (self.result_id(), self.shown(words)) else {
-            return;
-        };
-        self.head_stats.request((id, words), &self.waker, move || {
-            Ok(Arc::new(head_stats(shown.analysis())))
-        });
-    }
-
-    /// The head statistics of the current result, once computed; `None` while they are being
-    /// computed or were not asked for.
-    pub fn head_stats(&self, words: bool) -> Option<Arc<Vec<Vec<HeadStats>>>> {
-        let id = self.result_id()?;
-        self.head_stats
             .get(&(id, words))
             .and_then(|value| value.ok())
             .map(Arc::clone)
@@ -220,7 +169,7 @@ impl ModelSlot {
 
     /// The current result as views read it, pieces or words once merged: two `Arc`s, cheap to
     /// hand to a background thread every frame (the analysis itself is never copied).
-    fn shown(&self, words: bool) -> Option<Shown> {
+    pub(super) fn shown(&self, words: bool) -> Option<Shown> {
         let result = self.result.clone()?;
         let word_level = if words {
             Some(self.word_level()?.ok()?)

@@ -297,6 +297,24 @@ impl super::Draw for CompareView {
         "compared".to_owned()
     }
 
+    const COMPUTES: bool = true;
+
+    fn compute_key(&self) -> String {
+        // The same for every value of the parameters.
+        "divergence".to_owned()
+    }
+
+    fn compute(&self, runs: &super::Runs<'_>) -> super::Computed {
+        let shown = runs.shown();
+        super::Computed {
+            divergence: runs
+                .other
+                .filter(|other| same_tokens(shown, other))
+                .map(|other| crate::analysis::compare::divergence_by_layer(shown, other)),
+            ..super::Computed::default()
+        }
+    }
+
     fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
         self.sides(inputs)
             .map_or((400.0, 300.0), |[a, b]| natural_size(&a, &b))

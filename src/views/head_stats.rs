@@ -140,6 +140,22 @@ impl super::Draw for HeadStatsView {
         format!("head statistics · {}", self.statistic.name())
     }
 
+    const COMPUTES: bool = true;
+
+    fn compute_key(&self) -> String {
+        // The same for every value of the parameters.
+        "head statistics".to_owned()
+    }
+
+    fn compute(&self, runs: &super::Runs<'_>) -> super::Computed {
+        super::Computed {
+            head_stats: Some(std::sync::Arc::new(crate::analysis::stats::head_stats(
+                runs.shown(),
+            ))),
+            ..super::Computed::default()
+        }
+    }
+
     fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
         let stats = Self::stats(inputs).unwrap_or_default();
         let width = natural_width(stats.first().map_or(0, Vec::len));

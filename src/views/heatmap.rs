@@ -178,6 +178,29 @@ pub fn natural_size(analysis: &Analysis, view: &Heatmap, max: f32) -> (f32, f32)
     .natural_size()
 }
 
+impl MapKind {
+    /// The map of a kind that combines heads and layers (rollout, flow) through `layer`,
+    /// computed from `runs`; `None` for attention and norms, which views read from the run.
+    pub fn combined(&self, runs: &super::Runs<'_>, layer: usize) -> Option<Vec<f32>> {
+        use crate::analysis::words;
+        match self {
+            MapKind::Rollout => {
+                let layers = match runs.words {
+                    Some((words, _)) => words::word_rollout(runs.pieces, words),
+                    None => crate::analysis::rollout::rollout(runs.pieces),
+                };
+                layers.into_iter().nth(layer)
+            }
+            MapKind::Flow(targets) => Some(crate::analysis::flow::flow_map(
+                runs.shown(),
+                layer,
+                targets,
+            )),
+            MapKind::Attention | MapKind::Norms => None,
+        }
+    }
+}
+
 impl super::Draw for Heatmap {
     const LABEL: &'static str = "Heatmap";
     const DESCRIPTION: &'static str =
@@ -203,6 +226,23 @@ impl super::Draw for Heatmap {
                 self.layer, self.head
             ),
             MapKind::Attention => format!("layer {} · {}", self.layer, self.head),
+        }
+    }
+
+    const COMPUTES: bool = true;
+
+    fn compute(&self, runs: &super::Runs<'_>) -> super::Computed {
+        let shown = runs.shown();
+        // A layer or head the model lacks leaves nothing computed: drawing says why.
+        if super::check_layer_head(shown, self.layer, self.head).is_err() {
+            return super::Computed::default();
+        }
+        let combined = self.kind.combined(runs, self.layer);
+        super::Computed {
+            map: self
+                .values(shown, combined.as_deref())
+                .map(std::sync::Arc::new),
+            ..super::Computed::default()
         }
     }
 

@@ -349,6 +349,22 @@ impl super::Draw for Lines {
         format!("layer {} · attention lines", self.layer)
     }
 
+    const COMPUTES: bool = true;
+
+    fn compute(&self, runs: &super::Runs<'_>) -> super::Computed {
+        // A layer the model lacks leaves nothing computed: drawing says why.
+        if self.layer >= runs.shown().layers() {
+            return super::Computed::default();
+        }
+        super::Computed {
+            map: self
+                .kind
+                .combined(runs, self.layer)
+                .map(std::sync::Arc::new),
+            ..super::Computed::default()
+        }
+    }
+
     fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
         (
             natural_width(inputs.analysis),

@@ -4,8 +4,10 @@
 //! writes the same scene under a caption. The tab bar, `--view`, exports, the remembered
 //! settings and the tests all iterate one registry, [`View`].
 //!
-//! A view is a file here (its parameters, its [`Draw`] and, behind the `gui` feature, its tab)
-//! and a line in the `views!` list below.
+//! A view is a file here (its parameters, its [`Draw`]: what it computes from the run before
+//! drawing and how it draws, and behind the `gui` feature its tab) and a line in the `views!`
+//! list below. The app computes what a view computes off the UI thread without knowing the
+//! view; export and the tests compute it before drawing.
 
 pub mod compare;
 pub mod embeddings;
@@ -98,6 +100,25 @@ pub struct Computed {
     pub divergence: Option<Vec<f32>>,
 }
 
+/// The runs a view computes from: the model's run as pieces, the same read as words when the
+/// view shows words, and the second model's run.
+#[derive(Clone, Copy)]
+pub struct Runs<'a> {
+    /// The run, in subword pieces.
+    pub pieces: &'a Analysis,
+    /// The words and the run merged to them, when the view shows words.
+    pub words: Option<(&'a crate::analysis::words::Words, &'a Analysis)>,
+    /// The second model's run of the same text.
+    pub other: Option<&'a Analysis>,
+}
+
+impl Runs<'_> {
+    /// The run as the view shows it: its words, or its pieces.
+    pub fn shown(&self) -> &Analysis {
+        self.words.map_or(self.pieces, |(_, merged)| merged)
+    }
+}
+
 impl Computed {
     /// Everything `figure` needs of the run `pieces`, computed now: read as `words` (the words
     /// and the run merged to them) when given; `other` is the second model's run.
@@ -107,53 +128,11 @@ impl Computed {
         words: Option<(&crate::analysis::words::Words, &Analysis)>,
         other: Option<&Analysis>,
     ) -> Self {
-        use heatmap::MapKind;
-        let shown = words.map_or(pieces, |(_, merged)| merged);
-        let combined = |kind: &MapKind, layer: usize| -> Option<Vec<f32>> {
-            match kind {
-                MapKind::Rollout => {
-                    let layers = match words {
-                        Some((words, _)) => crate::analysis::words::word_rollout(pieces, words),
-                        None => crate::analysis::rollout::rollout(pieces),
-                    };
-                    layers.into_iter().nth(layer)
-                }
-                MapKind::Flow(targets) => {
-                    Some(crate::analysis::flow::flow_map(shown, layer, targets))
-                }
-                MapKind::Attention | MapKind::Norms => None,
-            }
-        };
-        let mut computed = Self::default();
-        match figure {
-            // A layer or head the model lacks leaves nothing computed: drawing says why.
-            Figure::Heatmap(view) if check_layer_head(shown, view.layer, view.head).is_err() => {}
-            Figure::Lines(view) if view.layer >= shown.layers() => {}
-            Figure::Heatmap(view) => {
-                let combined = combined(&view.kind, view.layer);
-                computed.map = view.values(shown, combined.as_deref()).map(Arc::new);
-            }
-            Figure::Lines(view) => computed.map = combined(&view.kind, view.layer).map(Arc::new),
-            Figure::Projection(_) => {
-                computed.projection = Some(
-                    shown
-                        .hidden_states
-                        .to_host()
-                        .map(|hidden| Arc::new(Projection::fit(&hidden)))
-                        .map_err(|err| err.to_string()),
-                );
-            }
-            Figure::Heads(_) => {
-                computed.head_stats = Some(Arc::new(crate::analysis::stats::head_stats(shown)));
-            }
-            Figure::Compare(_) => {
-                computed.divergence = other
-                    .filter(|other| crate::analysis::compare::same_tokens(shown, other))
-                    .map(|other| crate::analysis::compare::divergence_by_layer(shown, other));
-            }
-            _ => {}
-        }
-        computed
+        figure.compute(&Runs {
+            pieces,
+            words,
+            other,
+        })
     }
 
     /// The inputs of a figure of `shown` by `model`: what was computed, and the model's data.
@@ -275,6 +254,26 @@ pub trait Draw {
     /// The size a figure gives it.
     fn natural_size(&self, inputs: &Inputs<'_>) -> (f32, f32);
 
+    /// Whether the view needs values computed from the run before it draws.
+    const COMPUTES: bool = false;
+
+    /// What the view needs computed from `runs` before it draws (nothing by default). Export
+    /// and tests call it before drawing; the app calls it off the UI thread, keeping the values
+    /// several figures share (rollout for every layer, the projection, head statistics, the
+    /// divergence) in caches of its own.
+    fn compute(&self, _runs: &Runs<'_>) -> Computed {
+        Computed::default()
+    }
+
+    /// What [`Draw::compute`]'s values depend on besides the runs, so that the app computes
+    /// them again only when it changes: by default every parameter.
+    fn compute_key(&self) -> String
+    where
+        Self: std::fmt::Debug,
+    {
+        format!("{self:?}")
+    }
+
     /// Draws it; fails with one line when its inputs do not allow it (a view of one head asked
     /// for a layer the model lacks, a lens without a language-model head).
     fn draw<'a>(&self, inputs: &Inputs<'a>, canvas: &Canvas<'_>) -> Result<Drawn<'a>, String>;
@@ -380,6 +379,28 @@ macro_rules! views {
             pub fn natural_size(&self, inputs: &Inputs<'_>) -> (f32, f32) {
                 match self {
                     $(Figure::$variant(params) => params.natural_size(inputs),)+
+                }
+            }
+
+            /// Whether it needs values computed from the run before it draws.
+            pub fn computes(&self) -> bool {
+                match self {
+                    $(Figure::$variant(_) => <$module::$params as Draw>::COMPUTES,)+
+                }
+            }
+
+            /// What its computed values depend on besides the runs (the view, and those of
+            /// its parameters they depend on).
+            pub fn compute_key(&self) -> (View, String) {
+                match self {
+                    $(Figure::$variant(params) => (View::$variant, params.compute_key()),)+
+                }
+            }
+
+            /// What it needs computed from `runs` before it draws.
+            pub fn compute(&self, runs: &Runs<'_>) -> Computed {
+                match self {
+                    $(Figure::$variant(params) => params.compute(runs),)+
                 }
             }
 

@@ -218,6 +218,26 @@ impl super::Draw for ProjectionView {
         format!("hidden states, layer {}", self.layer)
     }
 
+    const COMPUTES: bool = true;
+
+    fn compute_key(&self) -> String {
+        // The same for every value of the parameters.
+        "projection".to_owned()
+    }
+
+    fn compute(&self, runs: &super::Runs<'_>) -> super::Computed {
+        let fitted = runs
+            .shown()
+            .hidden_states
+            .to_host()
+            .map(|hidden| std::sync::Arc::new(Projection::fit(&hidden)))
+            .map_err(|err| err.to_string());
+        super::Computed {
+            projection: Some(fitted),
+            ..super::Computed::default()
+        }
+    }
+
     fn natural_size(&self, _inputs: &super::Inputs<'_>) -> (f32, f32) {
         NATURAL_SIZE
     }
