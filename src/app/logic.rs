@@ -174,7 +174,7 @@ impl BertscopeApp {
         match kind {
             MapKind::Rollout => {
                 let layers = self.primary.rollout(words)?;
-                Some(Arc::new(layers.get(layer)?.clone()))
+                layers.get(layer).map(Arc::clone)
             }
             MapKind::Flow(targets) => self.primary.flow(words, layer, targets.clone()),
             MapKind::Attention | MapKind::Norms => None,

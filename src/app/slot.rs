@@ -13,6 +13,9 @@ use crate::ui::scene::Rasters;
 use crate::ui::tab::Shown;
 use crate::worker::{AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
 
+/// Attention rollout through each layer, `[query][key]` per layer.
+pub type RolloutLayers = Arc<Vec<Arc<Vec<f32>>>>;
+
 /// Which flow: analysis id, whether over words, the last layer, and the tokens flowed into.
 type FlowKey = (u64, bool, usize, Vec<usize>);
 
@@ -42,7 +45,7 @@ pub struct ModelSlot {
     pub word_rasters: Rasters,
     /// Attention rollout of `result` (by analysis id, and whether of words), computed off the
     /// UI thread.
-    rollout: Background<(u64, bool), Arc<Vec<Vec<f32>>>>,
+    rollout: Background<(u64, bool), RolloutLayers>,
     /// Attention flow into some tokens after some layer (by analysis id, words, layer and the
     /// tokens), `[query][key]` with NaN in the rows of other tokens, computed off the UI thread.
     flow: Background<FlowKey, Arc<Vec<f32>>>,
@@ -125,17 +128,19 @@ impl ModelSlot {
         if let (Some(result), Some(id)) = (self.result.clone(), self.result_id()) {
             self.rollout.request((id, words), &self.waker, move || {
                 let analysis = &result.analysis;
-                Ok(Arc::new(if words {
+                let layers = if words {
                     words::word_rollout(analysis, &words::words(analysis))
                 } else {
                     rollout(analysis)
-                }))
+                };
+                // A map per layer, each shared with the views as it is (never copied per frame).
+                Ok(Arc::new(layers.into_iter().map(Arc::new).collect()))
             });
         }
     }
 
     /// The attention rollout of the current result, once computed.
-    pub fn rollout(&self, words: bool) -> Option<Arc<Vec<Vec<f32>>>> {
+    pub fn rollout(&self, words: bool) -> Option<RolloutLayers> {
         let id = self.result_id()?;
         self.rollout
             .get(&(id, words))
