@@ -330,3 +330,26 @@ fn write_all_heads(
     eprintln!("wrote {} figures into {}", written?, args.out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_width_by_height_within_bounds() {
+        assert_eq!(parse_size("900x640"), Ok((900.0, 640.0)));
+        assert_eq!(parse_size(" 1200 X 800 "), Ok((1200.0, 800.0)));
+        for bad in [
+            "900",
+            "900x",
+            "x640",
+            "0x640",
+            "900x99999",
+            "wide x tall",
+            "-5x10",
+        ] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains("is not WIDTHxHEIGHT"), "{bad}: {err}");
+        }
+    }
+}
