@@ -679,29 +679,6 @@ fn analyses_reference(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Asserts that a PNG is a drawing: at least a tenth of it off the white background, in at least
-/// `colours` colours.
-fn assert_png_drawn(path: &Path, colours: usize) {
-    let image = image::open(path).unwrap().to_rgba8();
-    let area = (image.width() * image.height()) as usize;
-    let inked = image
-        .pixels()
-        .filter(|pixel| pixel.0 != [255, 255, 255, 255])
-        .count();
-    assert!(
-        inked * 10 >= area,
-        "{}: {inked} of {area} pixels drawn",
-        path.display()
-    );
-    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
-    assert!(
-        distinct.len() >= colours,
-        "{}: {} colours",
-        path.display(),
-        distinct.len()
-    );
-}
-
 /// The reference of `tools/make_analysis_reference.py` for one fixture, and a dump of the same
 /// text with `extra` arguments.
 fn dump_against_reference(name: &str, extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
@@ -1124,7 +1101,7 @@ fn corpus_statistics_match_the_reference() {
         png.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr_line(&output));
-    assert_png_drawn(&png, 8);
+    common::assert_png_drawn(&png, 8);
     let output = bertscope(&[
         "stats",
         "--model",

@@ -3,6 +3,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,28 +77,11 @@ fn svg_size(svg: &str) -> (f32, f32) {
     (attribute("width"), attribute("height"))
 }
 
-/// Asserts that a PNG figure is `expected` pixels large and drawn: at least a tenth of it is
-/// not the white background, in at least `colours` different colours.
+/// Asserts that a PNG figure is `expected` pixels large and drawn (see
+/// [`common::assert_png_drawn`]).
 fn assert_drawn(path: &Path, expected: (u32, u32), colours: usize) {
-    let image = image::open(path).unwrap().to_rgba8();
-    assert_eq!(image.dimensions(), expected, "{}", path.display());
-    let inked = image
-        .pixels()
-        .filter(|pixel| pixel.0 != [255, 255, 255, 255])
-        .count();
-    let area = (expected.0 * expected.1) as usize;
-    assert!(
-        inked * 10 >= area,
-        "{}: {inked} of {area} pixels drawn",
-        path.display()
-    );
-    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
-    assert!(
-        distinct.len() >= colours,
-        "{}: {} colours",
-        path.display(),
-        distinct.len()
-    );
+    assert_eq!(png_size(path), expected, "{}", path.display());
+    common::assert_png_drawn(path, colours);
 }
 
 /// The PNG size `to_png` gives an SVG figure at `scale`.

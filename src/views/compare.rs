@@ -328,10 +328,7 @@ impl super::Draw for CompareView {
         let [a, b] = self.sides(inputs)?;
         let marks = Marks {
             selection: canvas.selection,
-            hovered: match canvas.hovered {
-                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
-                _ => None,
-            },
+            hovered: canvas.hovered_cell(),
             zoom: canvas.zoom,
         };
         let (scene, geometries) = scene(
@@ -342,13 +339,7 @@ impl super::Draw for CompareView {
             canvas.width,
             canvas.height,
         );
-        let zoomable = geometries
-            .iter()
-            .map(|geometry| super::Zoomable {
-                rect: geometry.viewport,
-                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
-            })
-            .collect();
+        let zoomable = geometries.iter().map(super::Zoomable::of_matrix).collect();
         Ok(super::Drawn { scene, zoomable })
     }
 }

@@ -317,18 +317,12 @@ impl super::Draw for EmbeddingsView {
         let marks = Marks {
             selection: canvas.selection,
             zoom: canvas.zoom,
-            hovered: match canvas.hovered {
-                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
-                _ => None,
-            },
+            hovered: canvas.hovered_cell(),
         };
         let (scene, geometry) = scene(inputs.analysis, parts, &marks, canvas.width, canvas.height);
         Ok(super::Drawn {
             scene,
-            zoomable: vec![super::Zoomable {
-                rect: geometry.viewport,
-                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
-            }],
+            zoomable: vec![super::Zoomable::of_matrix(&geometry)],
         })
     }
 }

@@ -284,10 +284,7 @@ impl super::Draw for Heatmap {
         let max = self.max(&values);
         let marks = Marks {
             selection: canvas.selection,
-            hovered: match canvas.hovered {
-                Some(crate::render::scene::Hit::Cell { row, column }) => Some((row, column)),
-                _ => None,
-            },
+            hovered: canvas.hovered_cell(),
             zoom: canvas.zoom,
         };
         let (scene, geometry) = scene(
@@ -301,10 +298,7 @@ impl super::Draw for Heatmap {
         );
         Ok(super::Drawn {
             scene,
-            zoomable: vec![super::Zoomable {
-                rect: geometry.viewport,
-                max_zoom: MatrixGeometry::max_zoom(geometry.viewport.width(), geometry.tokens),
-            }],
+            zoomable: vec![super::Zoomable::of_matrix(&geometry)],
         })
     }
 }

@@ -199,6 +199,14 @@ pub struct Canvas<'s> {
 }
 
 impl Canvas<'_> {
+    /// The matrix cell `(row, column)` the pointer is over, if it is over one.
+    pub fn hovered_cell(&self) -> Option<(usize, usize)> {
+        match self.hovered {
+            Some(Hit::Cell { row, column }) => Some((row, column)),
+            _ => None,
+        }
+    }
+
     /// A plain canvas of this size: what figures are drawn on.
     pub fn plain(width: f32, height: f32) -> Canvas<'static> {
         Canvas {
@@ -219,6 +227,19 @@ pub struct Zoomable {
     pub rect: Rect,
     /// The largest zoom worth having.
     pub max_zoom: f32,
+}
+
+impl Zoomable {
+    /// A labelled matrix laid out as `geometry`: its cells zoom until one fills the view.
+    pub fn of_matrix(geometry: &crate::render::matrix::MatrixGeometry) -> Self {
+        Self {
+            rect: geometry.viewport,
+            max_zoom: crate::render::matrix::MatrixGeometry::max_zoom(
+                geometry.viewport.width(),
+                geometry.tokens,
+            ),
+        }
+    }
 }
 
 /// A drawn view: its scene and its zoomable parts.

@@ -57,3 +57,26 @@ pub fn assert_close<T: Copy + Into<f64>>(what: &str, ours: &[T], theirs: &[T], t
 pub fn assert_near(what: &str, ours: f64, theirs: f64, tolerance: f64) {
     assert_close(what, &[ours], &[theirs], tolerance);
 }
+
+/// Asserts that a PNG is a drawing: at least a tenth of it off the white background, in at least
+/// `colours` colours.
+pub fn assert_png_drawn(path: &std::path::Path, colours: usize) {
+    let image = image::open(path).unwrap().to_rgba8();
+    let area = (image.width() * image.height()) as usize;
+    let inked = image
+        .pixels()
+        .filter(|pixel| pixel.0 != [255, 255, 255, 255])
+        .count();
+    assert!(
+        inked * 10 >= area,
+        "{}: {inked} of {area} pixels drawn",
+        path.display()
+    );
+    let distinct: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+    assert!(
+        distinct.len() >= colours,
+        "{}: {} colours",
+        path.display(),
+        distinct.len()
+    );
+}
