@@ -557,7 +557,8 @@ impl ModelInfo {
 }
 
 /// Runs one analysis; used by the worker and by tests. The projection of the hidden states is
-/// left to [`project`], run only when a view needs it, so it never delays the attention views.
+/// left to the Projection view's own computation, run only when it is open, so it never delays
+/// the attention views.
 pub fn analyze(model: &LoadedModel, id: u64, request: AnalysisRequest) -> WorkerResponse {
     let started = Instant::now();
     match model.analyze(&request) {

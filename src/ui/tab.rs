@@ -13,7 +13,7 @@ use crate::analysis::stats::HeadStats;
 use crate::model::Analysis;
 use crate::render::matrix::MatrixZoom;
 use crate::render::scene::Hit;
-pub use crate::views::Computed;
+use crate::views::Computed;
 use crate::views::{Canvas, Figure, Inputs, ModelData};
 use crate::worker::{AnalysisResult, CorpusRun, ModelInfo};
 
