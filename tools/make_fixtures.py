@@ -599,14 +599,209 @@ def make_families(minilm: Path) -> None:
     shutil.rmtree(files)
 
 
+# Attribution references (`--attribution`): for existing checkpoints, a text, a target and what
+# torch autograd and Captum give for it, written to <fixture>/attribution.json.
+#
+# x is the embedding layer's output (BERT kin: `embeddings`; GPT-2: `transformer.drop`), the
+# baseline the same input with every non-special token replaced by the padding token (GPT-2:
+# <|endoftext|>), with the real position and segment ids passed explicitly and no attention mask.
+ATTRIBUTION_CASES = [
+    # fixture, transformers class, text, text_b, target spec as `--target` writes it (None: default)
+    ("bert-sentiment", "BertForSequenceClassification", "the movie was great fun", None, None),
+    ("bert-qa", "BertForQuestionAnswering", "Where does the teacher live?",
+     "She lives near the old school in Paris.", None),
+    ("bert-ner", "BertForTokenClassification", "John lives in Paris", None, "ner:2"),
+    ("tiny-legacy", "BertForPreTraining", "the capital of france is [MASK] .", None, None),
+    ("distilbert-mlm", "DistilBertForMaskedLM", "paris is the [MASK] of france", None, None),
+    ("roberta-mlm", "RobertaForMaskedLM", "The teacher lives in <mask> today.", None, None),
+    ("gpt2-lm", "GPT2LMHeadModel", "The quick brown fox jumps", None, "next:2"),
+    ("gpt2-classifier", "GPT2ForSequenceClassification", "a fine day for a walk", None, "label"),
+]
+
+
+def embedding_layer(model):
+    for name in ("bert", "distilbert", "roberta"):
+        if hasattr(model, name):
+            return getattr(model, name).embeddings
+    return model.transformer.drop
+
+
+def head_logits(model, kind, out):
+    """The logits `[batch, tokens, outputs]` (or `[batch, outputs]`) of the head `kind`."""
+    if kind == "qa_start":
+        return out.start_logits
+    if kind == "qa_end":
+        return out.end_logits
+    if kind == "mlm" and hasattr(out, "prediction_logits"):
+        return out.prediction_logits
+    return out.logits
+
+
+def resolve_target(model, tok, ids, spec, forward):
+    """(head, position, output index, logits row reader) following the rules of --target."""
+    heads = {"BertForSequenceClassification": "classification", "BertForQuestionAnswering": "qa_start",
+             "BertForTokenClassification": "token_classification", "BertForPreTraining": "mlm",
+             "DistilBertForMaskedLM": "mlm", "RobertaForMaskedLM": "mlm", "GPT2LMHeadModel": "next_token",
+             "GPT2ForSequenceClassification": "classification"}
+    kind = heads[type(model).__name__]
+    name, _, rest = (spec or "").partition(":")
+    position = int(rest.split(":")[0]) if rest.split(":")[0] else None
+    t = ids.shape[1]
+    out = forward(ids)
+    logits = head_logits(model, kind, out)[0]
+    if kind == "classification":
+        if type(model).__name__.startswith("GPT2"):
+            pad = model.config.pad_token_id
+            row = max(i for i in range(t) if ids[0, i].item() != pad)
+        else:
+            row = 0
+        scores = logits if logits.dim() == 1 else logits[row]
+        return kind, None, row, int(scores.argmax())
+    if kind == "mlm":
+        row = position if position is not None else int((ids[0] == tok.mask_token_id).nonzero()[0])
+    elif kind == "next_token":
+        row = position if position is not None else t - 1
+    elif kind == "token_classification":
+        row = position
+    else:  # qa_start: the start of the answer dump reports
+        enc_sequence = None
+        row = position if position is not None else qa_default_start(model, tok, ids, out)
+        return kind, row, row, 0
+    return kind, row, row, int(logits[row].argmax())
+
+
+QA_CACHE = {}
+
+
+def qa_default_start(model, tok, ids, out):
+    return QA_CACHE["start"]
+
+
+def make_attribution(folder_name, cls_name, text, text_b, spec, steps=50):
+    from captum.attr import LayerIntegratedGradients
+    folder = FIXTURES / folder_name
+    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    enc = tok(text, text_b, return_tensors="pt")
+    ids = enc["input_ids"]
+    t = ids.shape[1]
+    family = model.config.model_type
+    if family in ("roberta", "xlm-roberta"):
+        positions = ids.ne(model.config.pad_token_id).long().cumsum(1) * ids.ne(model.config.pad_token_id) \
+            + model.config.pad_token_id
+    else:
+        positions = torch.arange(t).unsqueeze(0)
+    extra = {}
+    if family != "distilbert":
+        extra["position_ids"] = positions
+    if family in ("bert", "roberta", "xlm-roberta"):
+        extra["token_type_ids"] = enc.get("token_type_ids", torch.zeros_like(ids))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    specials = set(tok.all_special_ids)
+    special = [i.item() in specials for i in ids[0]]
+    baseline = torch.tensor([[i.item() if s else pad for i, s in zip(ids[0], special)]])
+
+    def forward(batch_ids, **more):
+        kwargs = {k: v.expand(batch_ids.shape[0], -1) for k, v in extra.items()}
+        return model(input_ids=batch_ids, **kwargs)
+
+    if cls_name == "BertForQuestionAnswering":
+        with torch.no_grad():
+            out = forward(ids)
+        s, e = out.start_logits[0], out.end_logits[0]
+        seq = enc.sequence_ids(0)
+        ps, pe = torch.softmax(s, -1), torch.softmax(e, -1)
+        best = max(((ps[i] * pe[j]).item(), i, j) for i in range(t) for j in range(i, min(i + 15, t))
+                   if seq[i] == 1 and seq[j] == 1)
+        QA_CACHE["start"] = best[1]
+    with torch.no_grad():
+        kind, position, row, output = resolve_target(model, tok, ids, spec, forward)
+
+    def logit_of(out):
+        logits = head_logits(model, kind, out)
+        return logits[:, output] if logits.dim() == 2 and kind == "classification" else logits[:, row, output] \
+            if logits.dim() == 3 else logits[:, row]
+
+    def f(batch_ids):
+        return logit_of(forward(batch_ids))
+
+    layer = embedding_layer(model)
+    # Gradient at the input: replace the layer's output by a leaf.
+    with torch.no_grad():
+        captured = {}
+        h = layer.register_forward_hook(lambda m, i, o: captured.setdefault("x", o.detach().clone()))
+        forward(ids)
+        h.remove()
+        captured_base = {}
+        h = layer.register_forward_hook(lambda m, i, o: captured_base.setdefault("x", o.detach().clone()))
+        forward(baseline)
+        h.remove()
+    x = captured["x"].clone().requires_grad_(True)
+    h = layer.register_forward_hook(lambda m, i, o: x)
+    value = f(ids)[0]
+    (grad,) = torch.autograd.grad(value, x)
+    h.remove()
+    def f_states(states):
+        # The real ids with the layer's output replaced: the head reads the clean run's row
+        # (a GPT-2 classifier would otherwise pool a baseline of pads at another token).
+        hook = layer.register_forward_hook(lambda m, i, o: states)
+        try:
+            return f(ids.expand(states.shape[0], -1))
+        finally:
+            hook.remove()
+
+    x0, xb = captured["x"][0], captured_base["x"][0]
+    with torch.no_grad():
+        logit = f_states(x0[None])[0].item()
+        baseline_logit = f_states(xb[None])[0].item()
+        occlusion = []
+        for i in range(t):
+            if special[i]:
+                occlusion.append(0.0)
+                continue
+            occluded = x0.clone()
+            occluded[i] = xb[i]
+            occlusion.append(logit - f_states(occluded[None])[0].item())
+    lig = LayerIntegratedGradients(f, layer)
+    ig, delta = lig.attribute(ids, baselines=baseline, n_steps=steps, return_convergence_delta=True)
+    result = {
+        "text": text, "text_b": text_b, "target_spec": spec, "ig_steps": steps,
+        "ids": ids[0].tolist(),
+        "baseline_ids": baseline[0].tolist(),
+        "target": {"head": kind, "position": position, "id": output, "logit": logit},
+        "baseline_logit": baseline_logit,
+        "grad_x_input": (grad[0] * x0).sum(-1).tolist(),
+        "grad_norm": grad[0].norm(dim=-1).tolist(),
+        "integrated_gradients": ig[0].sum(-1).tolist(),
+        "ig_delta": float(ig[0].sum() - (logit - baseline_logit)),
+        "occlusion": occlusion,
+    }
+    (folder / "attribution.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(folder_name, kind, position, output, f"logit {logit:.4f} ig_delta {result['ig_delta']:.2e}")
+
+
+def make_attributions() -> None:
+    for case in ATTRIBUTION_CASES:
+        make_attribution(*case)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minilm", type=Path, required=True, help="the all-MiniLM-L6-v2 folder")
+    parser.add_argument("--minilm", type=Path, help="the all-MiniLM-L6-v2 folder")
+    parser.add_argument("--attribution", action="store_true",
+                        help="only write the attribution references of the existing checkpoints")
     args = parser.parse_args()
+    if args.attribution:
+        make_attributions()
+        return
+    if args.minilm is None:
+        parser.error("--minilm is required")
     torch.set_grad_enabled(False)
     make_tiny(small_vocab(args.minilm / "vocab.txt"))
     make_minilm(args.minilm)
     make_families(args.minilm)
+    torch.set_grad_enabled(True)
+    make_attributions()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures written: {total / 1e6:.2f} MB")
 

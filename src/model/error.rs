@@ -123,6 +123,10 @@ pub enum ModelError {
     #[error("{0}")]
     Device(String),
 
+    /// The caller cancelled a long computation.
+    #[error("cancelled")]
+    Cancelled,
+
     /// A tensor operation failed (a bug or an exhausted device).
     #[error("tensor computation failed: {0}")]
     Compute(String),

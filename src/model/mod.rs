@@ -6,6 +6,7 @@
 //! - [`backend`]: the tuned CPU kernels and candle's ops, behind one trait.
 //! - [`LoadedModel::run`] assembles an [`Analysis`] from any backend, in one place.
 
+pub mod attribution;
 pub mod backend;
 pub mod capture;
 pub mod captured;
@@ -17,6 +18,7 @@ pub mod params;
 pub mod prediction_heads;
 pub mod probes;
 pub mod source;
+pub mod target;
 pub mod tokenizer;
 pub mod weights;
 
@@ -41,7 +43,7 @@ pub use source::{DownloadProgress, ModelSource};
 
 use backend::candle::CandleBackend;
 use backend::cpu::CpuBackend;
-use backend::{Backend, ForwardInput};
+use backend::{Backend, ForwardInput, Interventions};
 use params::HeadInput;
 use tokenizer::{EncodedText, ModelTokenizer};
 use weights::WeightStore;
@@ -423,6 +425,16 @@ impl LoadedModel {
                 heads - 1
             )));
         }
+        let segment_ids = self.checked_segments(&encoded)?;
+        match &self.engine {
+            Engine::Cpu(backend) => self.assemble(backend, encoded, segment_ids, options),
+            Engine::Candle(backend) => self.assemble(backend, encoded, segment_ids, options),
+        }
+    }
+
+    /// Checks that `encoded` can run (not empty, fits the positions, ids in the vocabulary,
+    /// segments the model has) and gives the segment ids the model receives.
+    pub(crate) fn checked_segments(&self, encoded: &EncodedText) -> Result<Vec<u32>> {
         let tokens = encoded.ids.len();
         let max = self.config.max_tokens();
         if tokens == 0 {
@@ -461,9 +473,28 @@ impl LoadedModel {
             }
             Segments::Zeros | Segments::Absent => vec![0; tokens],
         };
+        Ok(segment_ids)
+    }
+
+    /// The object-safe interface of the backend, for batched runs and interventions.
+    pub(crate) fn interventions(&self) -> &dyn Interventions {
         match &self.engine {
-            Engine::Cpu(backend) => self.assemble(backend, encoded, segment_ids, options),
-            Engine::Candle(backend) => self.assemble(backend, encoded, segment_ids, options),
+            Engine::Cpu(backend) => backend,
+            Engine::Candle(backend) => backend,
+        }
+    }
+
+    /// Head number `head` on host rows `[count, hidden]`, each first through any final norm
+    /// where `final_norm` says: `[count, outputs]`.
+    pub(crate) fn row_logits(
+        &self,
+        rows: &[f32],
+        head: usize,
+        final_norm: &[bool],
+    ) -> Result<Vec<f32>> {
+        match &self.engine {
+            Engine::Cpu(backend) => backend.head_logits_of_rows(rows, head, final_norm),
+            Engine::Candle(backend) => backend.head_logits_of_rows(rows, head, final_norm),
         }
     }
 

@@ -223,6 +223,8 @@ pub struct ModelTokenizer {
     mask_token: Option<String>,
     mask_id: Option<u32>,
     style: TokenStyle,
+    special_ids: Vec<u32>,
+    pad_id: Option<u32>,
 }
 
 impl ModelTokenizer {
@@ -287,12 +289,20 @@ impl ModelTokenizer {
             .mask
             .as_deref()
             .and_then(|mask| inner.token_to_id(mask));
+        let special_ids = options
+            .specials()
+            .iter()
+            .filter_map(|token| inner.token_to_id(token))
+            .collect();
+        let pad_id = inner.token_to_id(&options.pad);
         Ok(Self {
             inner,
             max_len,
             mask_token: options.mask.filter(|_| mask_id.is_some()),
             mask_id,
             style,
+            special_ids,
+            pad_id,
         })
     }
 
@@ -304,6 +314,22 @@ impl ModelTokenizer {
     /// The mask token's id, if the vocabulary has one.
     pub fn mask_id(&self) -> Option<u32> {
         self.mask_id
+    }
+
+    /// The ids of the special tokens (padding, unknown, first, separator, mask), as
+    /// transformers' `all_special_ids` lists them.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
+    }
+
+    /// The padding token's id (GPT-2's is `<|endoftext|>`), when the vocabulary has it.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// The id of a vocabulary spelling.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// How pieces are spelled.

@@ -82,7 +82,7 @@ pub struct Captured {
 }
 
 /// A way of running a model.
-pub trait Backend {
+pub trait Backend: Interventions {
     /// The last hidden states in the backend's own form, kept for the heads.
     type Last;
 
@@ -110,4 +110,106 @@ pub trait Backend {
 
     /// The embedding-table rows the input reads.
     fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows>;
+}
+
+/// What attribution, activation patching and logit attribution ask of a backend: batched runs
+/// from any layer, with interventions and gradients. Object-safe, unlike [`Backend`].
+pub trait Interventions {
+    /// The embedding output `[tokens, hidden]`: what the first layer reads.
+    fn embedding_output(&self, input: &ForwardInput<'_>) -> Result<Vec<f32>>;
+
+    /// Runs the items of `run` from its start layer on and reads the logit it names in each.
+    fn batch_logits(&self, run: &BatchRun<'_>) -> Result<Vec<f32>>;
+
+    /// Like [`Backend::batch_logits`], with each logit's gradient with respect to the states
+    /// the item started from.
+    fn batch_gradients(&self, run: &BatchRun<'_>) -> Result<Gradients>;
+
+    /// One plain run's residual stream and head contexts at every layer.
+    fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace>;
+
+    /// What every head of layer `layer` adds to the residual stream at one token whose context
+    /// vectors (all heads', `[hidden]`) are `context`: `[heads, hidden]`, and the attention
+    /// output's bias (zeros when it has none), `[hidden]`.
+    fn head_outputs(&self, layer: usize, context: &[f32]) -> Result<(Vec<f32>, Vec<f32>)>;
+
+    /// How a logit reads the residual stream after the last layer, for heads that are one
+    /// vocabulary matrix (a causal LM's); `None` for heads that compute more.
+    fn readout(&self, head: usize, output: usize) -> Result<Option<Readout>>;
+}
+
+/// One logit of one prediction head: output `output` of head number `head` (an index into the
+/// weights' heads) at row `row` of the last hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogitIndex {
+    /// The head, an index into the weights' heads.
+    pub head: usize,
+    /// The token row the head reads.
+    pub row: usize,
+    /// The head's output.
+    pub output: usize,
+}
+
+/// Replaces one head's context vectors per item in a batched run's first layer (activation
+/// patching).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadPatch<'a> {
+    /// Per item, the head of the start layer whose context vectors are replaced.
+    pub heads: &'a [usize],
+    /// The replacements: every head's context vectors at that layer, `[tokens, hidden]`.
+    pub contexts: &'a [f32],
+}
+
+/// Many runs of one input from a layer on, each from its own states: the points on an
+/// integrated-gradients path, occluded inputs, patched runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRun<'a> {
+    /// Tokens per item.
+    pub tokens: usize,
+    /// The first layer that runs (0: the states are the embedding output).
+    pub start_layer: usize,
+    /// `[items, tokens, hidden]`: what layer `start_layer` reads, per item.
+    pub states: &'a [f32],
+    /// Heads whose context vectors are replaced in the start layer.
+    pub head_patch: Option<HeadPatch<'a>>,
+    /// The logit read from each item.
+    pub logit: LogitIndex,
+}
+
+impl BatchRun<'_> {
+    /// How many items the run holds.
+    pub fn items(&self, hidden: usize) -> usize {
+        self.states.len() / (self.tokens * hidden).max(1)
+    }
+}
+
+/// What [`Backend::batch_gradients`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients {
+    /// The logit of each item.
+    pub logits: Vec<f32>,
+    /// `[items, tokens, hidden]`: each logit's gradient with respect to its item's states.
+    pub states: Vec<f32>,
+}
+
+/// One run's residual stream and head contexts, host arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// `[layers + 1, tokens, hidden]`: what each layer reads, then the last layer's output
+    /// before any final LayerNorm.
+    pub states: Vec<f32>,
+    /// `[layers, tokens, hidden]`: each layer's heads' context vectors, head after head, as
+    /// they enter the attention output projection.
+    pub contexts: Vec<f32>,
+}
+
+/// How a logit reads the residual stream r after the last layer: `norm(r)·direction + bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readout {
+    /// The final LayerNorm's scale, shift and epsilon, when the family has one.
+    pub norm: Option<(Vec<f32>, Vec<f32>, f64)>,
+    /// The logit's row of the vocabulary matrix.
+    pub direction: Vec<f32>,
+    /// The logit's bias (0 without one).
+    pub bias: f32,
 }

@@ -2,7 +2,7 @@
 //! element-wise passes (activations, softmax, LayerNorm), written branch-free and compiled for
 //! AVX2 and AVX-512 as well as the baseline so that they vectorise where the CPU allows.
 
-use rayon::prelude::{ParallelIterator, ParallelSliceMut};
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 use crate::model::config::Activation;
 
@@ -329,6 +329,186 @@ pub(super) fn layer_norm_columns(
             *x = ((f64::from(*x) - m) * s * g + b) as f32;
         }
     }
+}
+
+/// `Wᵀ·G (+ residual)`: the gradient with respect to a dense layer's input, for `w`
+/// `[outputs, inputs]` and the output's gradient `grad` `[outputs, columns]`; `residual`
+/// (`[inputs, columns]`) seeds the result, as a residual connection adds its gradient.
+pub(super) fn dense_backward(
+    w: &[f32],
+    outputs: usize,
+    inputs: usize,
+    grad: &[f32],
+    columns: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(w.len(), outputs * inputs);
+    assert_eq!(grad.len(), outputs * columns);
+    let mut out = match residual {
+        Some(residual) => {
+            assert_eq!(residual.len(), inputs * columns);
+            residual.to_vec()
+        }
+        None => vec![0f32; inputs * columns],
+    };
+    MatMul {
+        m: inputs,
+        n: columns,
+        k: outputs,
+        lhs: Strided::transposed(w, inputs),
+        rhs: Strided::row_major(grad, columns),
+    }
+    .run(&mut out, columns, 1.0, true, true);
+    out
+}
+
+/// Multiplies `grad` in place by the activation's derivative at the pre-activation values
+/// `pre` (same length).
+pub(super) fn activation_backward(grad: &mut [f32], pre: &[f32], activation: Activation) {
+    assert_eq!(grad.len(), pre.len());
+    grad.par_chunks_mut(4096)
+        .zip(pre.par_chunks(4096))
+        .for_each(|(grad, pre)| match activation {
+            Activation::GeluErf => gelu_erf_backward(grad, pre),
+            Activation::GeluTanh => gelu_tanh_backward(grad, pre),
+            Activation::Relu => grad
+                .iter_mut()
+                .zip(pre)
+                .for_each(|(g, &x)| *g = if x > 0.0 { *g } else { 0.0 }),
+            Activation::Tanh => grad.iter_mut().zip(pre).for_each(|(g, &x)| {
+                let t = x.tanh();
+                *g *= 1.0 - t * t;
+            }),
+        });
+}
+
+/// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_erf_backward(grad: &mut [f32], pre: &[f32]) {
+    let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+    for (g, &x) in grad.iter_mut().zip(pre) {
+        let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        *g *= cdf + x * inv_sqrt_2pi * exp(-0.5 * x * x);
+    }
+}
+
+/// The derivative of the tanh approximation of GELU.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_tanh_backward(grad: &mut [f32], pre: &[f32]) {
+    let sqrt_2_over_pi = (2.0 / std::f32::consts::PI).sqrt();
+    for (g, &x) in grad.iter_mut().zip(pre) {
+        let inner = sqrt_2_over_pi * (x + 0.044715 * x * x * x);
+        let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
+        let d_inner = sqrt_2_over_pi * (1.0 + 3.0 * 0.044715 * x * x);
+        *g *= 0.5 * (1.0 + tanh) + 0.5 * x * (1.0 - tanh * tanh) * d_inner;
+    }
+}
+
+/// What a LayerNorm's backward pass keeps of its forward: the normalised values `x̂`
+/// (`[features, columns]`) and each column's `1/σ`.
+pub(super) struct NormTape {
+    normalized: Vec<f32>,
+    inv_std: Vec<f64>,
+}
+
+/// [`layer_norm_columns`] (the same arithmetic), keeping what its backward pass needs.
+pub(super) fn layer_norm_columns_taped(
+    xt: &mut [f32],
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    columns: usize,
+) -> NormTape {
+    let features = gamma.len();
+    if let Some(residual) = residual {
+        xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+    }
+    let mut mean = vec![0f64; columns];
+    for row in xt.chunks_exact(columns) {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, &x)| *m += f64::from(x));
+    }
+    mean.iter_mut().for_each(|m| *m /= features as f64);
+    let mut variance = vec![0f64; columns];
+    for row in xt.chunks_exact(columns) {
+        variance
+            .iter_mut()
+            .zip(row)
+            .zip(&mean)
+            .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
+    }
+    let inv_std: Vec<f64> = variance
+        .iter()
+        .map(|v| 1.0 / (v / features as f64 + eps).sqrt())
+        .collect();
+    let mut normalized = vec![0f32; xt.len()];
+    for (((row, out), &g), &b) in xt
+        .chunks_exact_mut(columns)
+        .zip(normalized.chunks_exact_mut(columns))
+        .zip(gamma)
+        .zip(beta)
+    {
+        let (g, b) = (f64::from(g), f64::from(b));
+        for (((x, o), m), s) in row.iter_mut().zip(out).zip(&mean).zip(&inv_std) {
+            let hat = (f64::from(*x) - m) * s;
+            *o = hat as f32;
+            *x = (hat * g + b) as f32;
+        }
+    }
+    NormTape {
+        normalized,
+        inv_std,
+    }
+}
+
+/// The gradient with respect to a LayerNorm's input (after any residual sum) from its output's
+/// gradient `grad` (`[features, columns]`): `(1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` per column,
+/// with `ĝ = grad·γ`.
+pub(super) fn layer_norm_backward_columns(
+    tape: &NormTape,
+    gamma: &[f32],
+    grad: &[f32],
+    columns: usize,
+) -> Vec<f32> {
+    let features = gamma.len() as f64;
+    let mut mean_g = vec![0f64; columns];
+    let mut mean_gx = vec![0f64; columns];
+    for ((row, hat), &g) in grad
+        .chunks_exact(columns)
+        .zip(tape.normalized.chunks_exact(columns))
+        .zip(gamma)
+    {
+        let g = f64::from(g);
+        for (((a, b), &d), &h) in mean_g.iter_mut().zip(&mut mean_gx).zip(row).zip(hat) {
+            let scaled = f64::from(d) * g;
+            *a += scaled;
+            *b += scaled * f64::from(h);
+        }
+    }
+    mean_g.iter_mut().for_each(|a| *a /= features);
+    mean_gx.iter_mut().for_each(|b| *b /= features);
+    let mut out = vec![0f32; grad.len()];
+    for (((out, row), hat), &g) in out
+        .chunks_exact_mut(columns)
+        .zip(grad.chunks_exact(columns))
+        .zip(tape.normalized.chunks_exact(columns))
+        .zip(gamma)
+    {
+        let g = f64::from(g);
+        for (((((o, &d), &h), a), b), s) in out
+            .iter_mut()
+            .zip(row)
+            .zip(hat)
+            .zip(&mean_g)
+            .zip(&mean_gx)
+            .zip(&tape.inv_std)
+        {
+            *o = ((f64::from(d) * g - a - f64::from(h) * b) * s) as f32;
+        }
+    }
+    out
 }
 
 /// Transposes a row-major `rows × cols` block into `dst` (`cols × rows`).

@@ -8,6 +8,7 @@
 //! probabilities straight into the captured array; biases, residuals, activations and LayerNorm
 //! are fused passes over the data.
 
+mod batch;
 mod kernels;
 
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
@@ -17,7 +18,10 @@ use kernels::{
     zeroed_capture, MatMul, Strided,
 };
 
-use super::{Backend, Captured, EmbeddingRows, ForwardInput};
+use super::{
+    Backend, BatchRun, Captured, EmbeddingRows, ForwardInput, Gradients, Interventions, Readout,
+    Trace,
+};
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm};
@@ -271,7 +275,6 @@ impl Backend for CpuBackend {
         let heads = config.num_attention_heads;
         let head_dim = config.head_dim();
         let layers = self.weights.layers.len();
-        let embeddings = &self.weights.embeddings;
 
         let mut hidden_states = zeroed_capture((layers + 1) * tokens * hidden);
         let mut attentions = zeroed_capture(layers * heads * tokens * tokens);
@@ -281,29 +284,7 @@ impl Backend for CpuBackend {
             .value_norms
             .then(|| vec![0f32; layers * heads * tokens]);
 
-        // Embeddings, feature-major: column t is word (+ segment) + position, summed in
-        // transformers' order.
-        let mut xt = vec![0f32; hidden * tokens];
-        for t in 0..tokens {
-            let word = &embeddings.word[input.ids[t] as usize * hidden..][..hidden];
-            let position = &embeddings.position[input.positions[t] as usize * hidden..][..hidden];
-            let segment = match (&embeddings.segment, input.segments) {
-                (Some(table), Some(segments)) => {
-                    Some(&table[segments[t] as usize * hidden..][..hidden])
-                }
-                _ => None,
-            };
-            for f in 0..hidden {
-                let summed = match segment {
-                    Some(segment) => word[f] + segment[f],
-                    None => word[f],
-                };
-                xt[f * tokens + t] = summed + position[f];
-            }
-        }
-        if let Some(norm) = &embeddings.norm {
-            norm.forward_t(&mut xt, None, tokens);
-        }
+        let mut xt = self.embed_t(input);
         transpose_into(&xt, hidden, tokens, &mut hidden_states[..tokens * hidden]);
 
         let per_layer_attention = heads * tokens * tokens;
@@ -416,8 +397,37 @@ impl Backend for CpuBackend {
         })
     }
 }
-
 impl CpuBackend {
+    /// The embedding output, feature-major `[hidden, tokens]`: column t is word (+ segment) +
+    /// position, summed in transformers' order, then normalised where the family does.
+    fn embed_t(&self, input: &ForwardInput<'_>) -> Vec<f32> {
+        let hidden = self.config.hidden_size;
+        let tokens = input.ids.len();
+        let embeddings = &self.weights.embeddings;
+        let mut xt = vec![0f32; hidden * tokens];
+        for t in 0..tokens {
+            let word = &embeddings.word[input.ids[t] as usize * hidden..][..hidden];
+            let position = &embeddings.position[input.positions[t] as usize * hidden..][..hidden];
+            let segment = match (&embeddings.segment, input.segments) {
+                (Some(table), Some(segments)) => {
+                    Some(&table[segments[t] as usize * hidden..][..hidden])
+                }
+                _ => None,
+            };
+            for f in 0..hidden {
+                let summed = match segment {
+                    Some(segment) => word[f] + segment[f],
+                    None => word[f],
+                };
+                xt[f * tokens + t] = summed + position[f];
+            }
+        }
+        if let Some(norm) = &embeddings.norm {
+            norm.forward_t(&mut xt, None, tokens);
+        }
+        xt
+    }
+
     /// Runs head number `head` on feature-major columns `xt` (`[hidden, count]`); returns the
     /// logits row-major, `[count, outputs]`.
     fn head_logits_t(&self, mut xt: Vec<f32>, count: usize, head: usize) -> Result<Vec<f32>> {
@@ -451,5 +461,39 @@ impl CpuBackend {
         let mut logits = vec![0f32; xt.len()];
         transpose_into(&xt, outputs, count, &mut logits);
         Ok(logits)
+    }
+}
+
+impl Interventions for CpuBackend {
+    fn embedding_output(&self, input: &ForwardInput<'_>) -> Result<Vec<f32>> {
+        let xt = self.embed_t(input);
+        let mut rows = vec![0f32; xt.len()];
+        transpose_into(&xt, self.config.hidden_size, input.ids.len(), &mut rows);
+        Ok(rows)
+    }
+
+    fn batch_logits(&self, run: &BatchRun<'_>) -> Result<Vec<f32>> {
+        self.batch_logits_cpu(run)
+    }
+
+    fn batch_gradients(&self, run: &BatchRun<'_>) -> Result<Gradients> {
+        self.batch_gradients_cpu(run)
+    }
+
+    fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace> {
+        let hidden = self.config.hidden_size;
+        let tokens = input.ids.len();
+        let xt = self.embed_t(input);
+        let mut rows = vec![0f32; xt.len()];
+        transpose_into(&xt, hidden, tokens, &mut rows);
+        Ok(self.trace_cpu(&rows, tokens))
+    }
+
+    fn head_outputs(&self, layer: usize, context: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.head_outputs_cpu(layer, context)
+    }
+
+    fn readout(&self, head: usize, output: usize) -> Result<Option<Readout>> {
+        self.readout_cpu(head, output)
     }
 }

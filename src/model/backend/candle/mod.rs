@@ -6,9 +6,14 @@
 //! One sequence without padding runs as 2-D `[tokens, hidden]` tensors: with no padding the
 //! attention mask adds zeros, so leaving it out is exact.
 
+mod batch;
+
 use candle_core::{DType, Device, IndexOp, Tensor};
 
-use super::{Backend, Captured, EmbeddingRows, ForwardInput};
+use super::{
+    Backend, BatchRun, Captured, EmbeddingRows, ForwardInput, Gradients, Interventions, Readout,
+    Trace,
+};
 use crate::model::captured::{CapturedArray, DeviceArray};
 use crate::model::config::{Activation, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
@@ -34,7 +39,7 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let product = x.matmul(&self.weight_t)?;
+        let product = x.broadcast_matmul(&self.weight_t)?;
         Ok(match &self.bias {
             Some(bias) => product.broadcast_add(bias)?,
             None => product,
@@ -57,6 +62,16 @@ impl LayerNorm {
             beta: Tensor::from_vec(norm.beta, width, device)?,
             eps: norm.eps as f32,
         })
+    }
+
+    /// The same, in ops candle can differentiate (its fused kernel has no backward pass).
+    fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(
+            x,
+            &self.gamma,
+            &self.beta,
+            self.eps,
+        )?)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -311,18 +326,7 @@ impl Backend for CandleBackend {
 
     fn forward(&self, input: &ForwardInput<'_>) -> Result<(Captured, Tensor)> {
         let device = &self.device;
-        let ids = Tensor::new(input.ids, device)?;
-        let positions = Tensor::new(input.positions, device)?;
-        // transformers adds word + segment first, then positions; the order matters in f32.
-        let mut summed = self.word.index_select(&ids, 0)?;
-        if let (Some(table), Some(segments)) = (&self.segment, input.segments) {
-            summed = summed.add(&table.index_select(&Tensor::new(segments, device)?, 0)?)?;
-        }
-        summed = summed.add(&self.position.index_select(&positions, 0)?)?;
-        let mut hidden = match &self.embedding_norm {
-            Some(norm) => norm.forward(&summed)?,
-            None => summed,
-        };
+        let mut hidden = self.embed(input)?;
 
         let layers = self.layers.len();
         let mut hidden_states = Vec::with_capacity(layers + 1);
@@ -415,8 +419,24 @@ impl Backend for CandleBackend {
         })
     }
 }
-
 impl CandleBackend {
+    /// The embedding output `[tokens, hidden]`.
+    fn embed(&self, input: &ForwardInput<'_>) -> Result<Tensor> {
+        let device = &self.device;
+        let ids = Tensor::new(input.ids, device)?;
+        let positions = Tensor::new(input.positions, device)?;
+        // transformers adds word + segment first, then positions; the order matters in f32.
+        let mut summed = self.word.index_select(&ids, 0)?;
+        if let (Some(table), Some(segments)) = (&self.segment, input.segments) {
+            summed = summed.add(&table.index_select(&Tensor::new(segments, device)?, 0)?)?;
+        }
+        summed = summed.add(&self.position.index_select(&positions, 0)?)?;
+        Ok(match &self.embedding_norm {
+            Some(norm) => norm.forward(&summed)?,
+            None => summed,
+        })
+    }
+
     /// Runs head number `head` on rows `[count, hidden]` (`None`: no rows); returns the logits
     /// row-major.
     fn run_head(&self, x: Option<Tensor>, head: usize) -> Result<Vec<f32>> {
@@ -504,5 +524,40 @@ impl DeviceArray for DeviceTensor {
 
     fn to_host(&self) -> Result<Vec<f32>> {
         Ok(self.0.flatten_all()?.to_vec1()?)
+    }
+}
+
+impl Interventions for CandleBackend {
+    fn embedding_output(&self, input: &ForwardInput<'_>) -> Result<Vec<f32>> {
+        Ok(self
+            .embed(input)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    fn batch_logits(&self, run: &BatchRun<'_>) -> Result<Vec<f32>> {
+        Ok(self.run_batch(run, false)?.logits)
+    }
+
+    fn batch_gradients(&self, run: &BatchRun<'_>) -> Result<Gradients> {
+        if run.head_patch.is_some() {
+            return Err(ModelError::Compute(
+                "gradients of patched runs are not computed".to_owned(),
+            ));
+        }
+        self.run_batch(run, true)
+    }
+
+    fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace> {
+        self.trace_candle(input)
+    }
+
+    fn head_outputs(&self, layer: usize, context: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.head_outputs_candle(layer, context)
+    }
+
+    fn readout(&self, head: usize, output: usize) -> Result<Option<Readout>> {
+        self.readout_candle(head, output)
     }
 }

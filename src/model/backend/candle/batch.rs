@@ -1,0 +1,345 @@
+//! Batched runs from a layer on, in candle's ops, differentiated by candle's autograd: the
+//! GPU side of [`Backend::batch_logits`], [`Backend::batch_gradients`] and [`Backend::trace`].
+//! Items are a leading batch dimension (`[items, tokens, hidden]`). The LayerNorms and softmaxes
+//! are candle's composed ops, which its autograd differentiates, instead of its fused kernels,
+//! which it cannot.
+//!
+//! [`Backend::batch_logits`]: super::super::Backend::batch_logits
+//! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
+//! [`Backend::trace`]: super::super::Backend::trace
+
+use candle_core::{DType, IndexOp, Tensor, Var, D};
+
+use super::{activate, CandleBackend, Layer, Op};
+use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
+use crate::model::config::NormPlacement;
+use crate::model::error::{ModelError, Result};
+
+/// A head patch on the device: which (item, head) pairs are replaced, `[items, heads, 1, 1]`,
+/// and the replacements, `[heads, tokens, head_dim]`.
+struct DevicePatch {
+    chosen: Tensor,
+    contexts: Tensor,
+}
+
+impl CandleBackend {
+    /// Keys after each query, `[tokens, tokens]` (1 = masked), for causal models.
+    fn future_mask(&self, tokens: usize) -> Result<Option<Tensor>> {
+        if !self.config.architecture.causal {
+            return Ok(None);
+        }
+        let mask: Vec<u8> = (0..tokens)
+            .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
+            .collect();
+        Ok(Some(Tensor::from_vec(
+            mask,
+            (tokens, tokens),
+            &self.device,
+        )?))
+    }
+
+    /// One layer over `x` `[items, tokens, hidden]`: its output and the heads' context vectors
+    /// `[items, tokens, hidden]`.
+    fn batch_layer(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        future: Option<&Tensor>,
+        patch: Option<&DevicePatch>,
+    ) -> Result<(Tensor, Tensor)> {
+        let activation = self.config.hidden_act;
+        match self.config.architecture.norm {
+            NormPlacement::Post => {
+                let context = self.batch_attention(index, layer, x, future, patch)?;
+                let attended = layer
+                    .attention_norm
+                    .forward_differentiable(&layer.attention_output.forward(&context)?.add(x)?)?;
+                let inner = activate(&layer.ffn_in.forward(&attended)?, activation)?;
+                let output = layer
+                    .ffn_norm
+                    .forward_differentiable(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
+                Ok((output, context))
+            }
+            NormPlacement::Pre => {
+                let normed = layer.attention_norm.forward_differentiable(x)?;
+                let context = self.batch_attention(index, layer, &normed, future, patch)?;
+                let attended = layer.attention_output.forward(&context)?.add(x)?;
+                let normed = layer.ffn_norm.forward_differentiable(&attended)?;
+                let inner = activate(&layer.ffn_in.forward(&normed)?, activation)?;
+                let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
+                Ok((output, context))
+            }
+        }
+    }
+
+    /// Self-attention of every item: the context vectors `[items, tokens, hidden]`.
+    fn batch_attention(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        future: Option<&Tensor>,
+        patch: Option<&DevicePatch>,
+    ) -> Result<Tensor> {
+        let (items, tokens, hidden) = x.dims3()?;
+        let heads = self.config.num_attention_heads;
+        let head_dim = self.config.head_dim();
+        // [items, tokens, 3·hidden] → [3, items, heads, tokens, head_dim]
+        let qkv = layer
+            .query_key_value
+            .forward(x)?
+            .reshape((items, tokens, 3, heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (queries, keys, values) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let scale = f64::from(self.config.architecture.attention_scales[index]);
+        let mut scores = (queries.matmul(&keys.t()?)? * scale)?;
+        if let Some(future) = future {
+            let blocked =
+                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            scores = future
+                .broadcast_as(scores.shape())?
+                .where_cond(&blocked, &scores)?;
+        }
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let mut context = probs.matmul(&values.contiguous()?)?;
+        if let Some(patch) = patch {
+            let kept = patch.chosen.affine(-1.0, 1.0)?;
+            context = context
+                .broadcast_mul(&kept)?
+                .add(&patch.contexts.broadcast_mul(&patch.chosen)?)?;
+        }
+        Ok(context.transpose(1, 2)?.reshape((items, tokens, hidden))?)
+    }
+
+    /// The head patch of a run, on the device.
+    fn device_patch(&self, run: &BatchRun<'_>, items: usize) -> Result<Option<DevicePatch>> {
+        let Some(patch) = run.head_patch else {
+            return Ok(None);
+        };
+        let heads = self.config.num_attention_heads;
+        let head_dim = self.config.head_dim();
+        if patch.heads.len() != items || patch.heads.iter().any(|&head| head >= heads) {
+            return Err(ModelError::Compute(
+                "a head patch does not fit its batch".to_owned(),
+            ));
+        }
+        let chosen: Vec<f32> = patch
+            .heads
+            .iter()
+            .flat_map(|&chosen| (0..heads).map(move |head| f32::from(u8::from(head == chosen))))
+            .collect();
+        let contexts =
+            Tensor::from_slice(patch.contexts, (run.tokens, heads, head_dim), &self.device)?
+                .transpose(0, 1)?
+                .contiguous()?;
+        Ok(Some(DevicePatch {
+            chosen: Tensor::from_vec(chosen, (items, heads, 1, 1), &self.device)?,
+            contexts,
+        }))
+    }
+
+    /// The logit of every item and, with `backward`, the gradients with respect to the states.
+    pub(super) fn run_batch(&self, run: &BatchRun<'_>, backward: bool) -> Result<Gradients> {
+        let hidden = self.config.hidden_size;
+        let items = run.items(hidden);
+        if run.tokens == 0 || items * run.tokens * hidden != run.states.len() {
+            return Err(ModelError::Compute(
+                "a batch that is not whole items".to_owned(),
+            ));
+        }
+        if run.logit.row >= run.tokens || run.start_layer > self.layers.len() {
+            return Err(ModelError::Compute(
+                "a batch reads a row or starts at a layer the model lacks".to_owned(),
+            ));
+        }
+        let states = Tensor::from_slice(run.states, (items, run.tokens, hidden), &self.device)?;
+        let var = backward.then(|| Var::from_tensor(&states)).transpose()?;
+        let mut x = var.as_ref().map_or(states, |var| var.as_tensor().clone());
+        let future = self.future_mask(run.tokens)?;
+        let patch = self.device_patch(run, items)?;
+        for (index, layer) in self.layers.iter().enumerate().skip(run.start_layer) {
+            let patch = patch.as_ref().filter(|_| index == run.start_layer);
+            x = self
+                .batch_layer(index, layer, &x, future.as_ref(), patch)?
+                .0;
+        }
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward_differentiable(&x)?;
+        }
+        let logits = self.batch_head_logit(&x.i((.., run.logit.row, ..))?, run.logit)?;
+        let values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let Some(var) = var else {
+            return Ok(Gradients {
+                logits: values,
+                states: Vec::new(),
+            });
+        };
+        let grads = logits.sum_all()?.backward()?;
+        let grad = grads.get(var.as_tensor()).ok_or_else(|| {
+            ModelError::Compute("the logit does not depend on the states".to_owned())
+        })?;
+        Ok(Gradients {
+            logits: values,
+            states: grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+
+    /// One logit of a head over rows `[items, hidden]`: `[items]`. The head's last product
+    /// computes only the one output asked for.
+    fn batch_head_logit(&self, rows: &Tensor, logit: LogitIndex) -> Result<Tensor> {
+        let ops = self
+            .heads
+            .get(logit.head)
+            .ok_or_else(|| ModelError::Compute(format!("the model has no head {}", logit.head)))?;
+        let Some((last, before)) = ops.split_last() else {
+            return Err(ModelError::Compute("a head without operations".to_owned()));
+        };
+        let mut x = rows.clone();
+        for op in before {
+            x = match op {
+                Op::Dense(dense) => dense.forward(&x)?,
+                Op::TiedDecoder(bias) => {
+                    let logits = x.matmul(&self.word.t()?)?;
+                    match bias {
+                        Some(bias) => logits.broadcast_add(bias)?,
+                        None => logits,
+                    }
+                }
+                Op::Activation(activation) => activate(&x, *activation)?,
+                Op::Norm(norm) => norm.forward_differentiable(&x)?,
+            };
+        }
+        let (column, bias) = match last {
+            Op::Dense(dense) => (
+                dense.weight_t.narrow(1, logit.output, 1)?,
+                dense
+                    .bias
+                    .as_ref()
+                    .map(|bias| bias.narrow(0, logit.output, 1))
+                    .transpose()?,
+            ),
+            Op::TiedDecoder(bias) => (
+                self.word.narrow(0, logit.output, 1)?.t()?,
+                bias.as_ref()
+                    .map(|bias| bias.narrow(0, logit.output, 1))
+                    .transpose()?,
+            ),
+            Op::Activation(_) | Op::Norm(_) => {
+                return Err(ModelError::Compute(
+                    "a head that does not end in a product".to_owned(),
+                ))
+            }
+        };
+        let product = x.matmul(&column.contiguous()?)?;
+        let product = match bias {
+            Some(bias) => product.broadcast_add(&bias)?,
+            None => product,
+        };
+        Ok(product.squeeze(1)?)
+    }
+
+    /// [`Backend::trace`] in candle's ops.
+    ///
+    /// [`Backend::trace`]: super::super::Backend::trace
+    pub(super) fn trace_candle(&self, input: &ForwardInput<'_>) -> Result<Trace> {
+        let mut x = self.embed(input)?.unsqueeze(0)?;
+        let future = self.future_mask(input.ids.len())?;
+        let mut states = Vec::new();
+        let mut contexts = Vec::new();
+        let host = |tensor: &Tensor| -> Result<Vec<f32>> {
+            Ok(tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        for (index, layer) in self.layers.iter().enumerate() {
+            states.extend(host(&x)?);
+            let (output, context) = self.batch_layer(index, layer, &x, future.as_ref(), None)?;
+            contexts.extend(host(&context)?);
+            x = output;
+        }
+        states.extend(host(&x)?);
+        Ok(Trace { states, contexts })
+    }
+
+    /// [`Backend::head_outputs`] in candle's ops.
+    ///
+    /// [`Backend::head_outputs`]: super::super::Backend::head_outputs
+    pub(super) fn head_outputs_candle(
+        &self,
+        layer: usize,
+        context: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let layer = self
+            .layers
+            .get(layer)
+            .ok_or_else(|| ModelError::Compute(format!("there is no layer {layer}")))?;
+        let (hidden, heads) = (self.config.hidden_size, self.config.num_attention_heads);
+        let head_dim = self.config.head_dim();
+        if context.len() != hidden {
+            return Err(ModelError::Compute(
+                "a context row of the wrong width".to_owned(),
+            ));
+        }
+        let output = &layer.attention_output;
+        let context = Tensor::from_slice(context, (heads, 1, head_dim), &self.device)?;
+        let weight = output.weight_t.reshape((heads, head_dim, hidden))?;
+        let parts = context.matmul(&weight)?;
+        let bias = match &output.bias {
+            Some(bias) => bias.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            None => vec![0.0; hidden],
+        };
+        Ok((
+            parts
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            bias,
+        ))
+    }
+
+    /// [`Backend::readout`] in candle's ops.
+    ///
+    /// [`Backend::readout`]: super::super::Backend::readout
+    pub(super) fn readout_candle(&self, head: usize, output: usize) -> Result<Option<Readout>> {
+        let ops = self
+            .heads
+            .get(head)
+            .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
+        let vector = |tensor: &Tensor| -> Result<Vec<f32>> {
+            Ok(tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        let scalar = |bias: &Option<Tensor>| -> Result<f32> {
+            Ok(match bias {
+                Some(bias) => bias.i(output)?.to_dtype(DType::F32)?.to_scalar::<f32>()?,
+                None => 0.0,
+            })
+        };
+        let (direction, bias) = match ops.as_slice() {
+            [Op::TiedDecoder(bias)] => (vector(&self.word.i(output)?)?, scalar(bias)?),
+            [Op::Dense(dense)] => (
+                vector(&dense.weight_t.i((.., output))?)?,
+                scalar(&dense.bias)?,
+            ),
+            _ => return Ok(None),
+        };
+        let norm = match &self.final_norm {
+            Some(norm) => Some((
+                vector(&norm.gamma)?,
+                vector(&norm.beta)?,
+                f64::from(norm.eps),
+            )),
+            None => None,
+        };
+        Ok(Some(Readout {
+            norm,
+            direction,
+            bias,
+        }))
+    }
+}

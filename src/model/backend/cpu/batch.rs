@@ -1,0 +1,717 @@
+//! Batched runs from a layer on, with a backward pass: the CPU side of
+//! [`Backend::batch_logits`], [`Backend::batch_gradients`] and [`Backend::trace`].
+//!
+//! Items of one input are laid side by side as columns (`[features, items·tokens]`, item-major
+//! within), so that every dense layer of every item is one matrix product over all columns (a
+//! 50-step integrated-gradients path at 128 tokens runs its products 1280 columns wide, where
+//! the kernels reach their best speed) and only attention works per item and head. The forward
+//! keeps what the backward needs (a tape); the backward is written out per operation, the
+//! transposes of the forward's products, because it runs only with respect to the activations:
+//! no weight gradient is computed for an attribution.
+//!
+//! [`Backend::batch_logits`]: super::super::Backend::batch_logits
+//! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
+//! [`Backend::trace`]: super::super::Backend::trace
+
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+
+use super::kernels::{
+    activate, activation_backward, dense_backward, layer_norm_backward_columns,
+    layer_norm_columns_taped, softmax_rows, softmax_rows_causal, transpose_into, MatMul, NormTape,
+    Strided,
+};
+use super::CpuBackend;
+use crate::model::backend::{BatchRun, Gradients, LogitIndex, Trace};
+use crate::model::config::NormPlacement;
+use crate::model::error::{ModelError, Result};
+use crate::model::params::{HeadOp, LayerWeights, Linear, Norm};
+
+/// The shape of a batch: items of `tokens` columns each.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    items: usize,
+    tokens: usize,
+}
+
+impl Shape {
+    fn columns(self) -> usize {
+        self.items * self.tokens
+    }
+}
+
+/// What one layer's backward pass needs of its forward.
+struct LayerTape {
+    /// Post-LN: the norm of the attention block's sum; pre-LN: the norm of the layer input.
+    attention_norm: NormTape,
+    /// `[3·hidden, columns]`.
+    qkv: Vec<f32>,
+    /// `[heads, items, tokens, tokens]`.
+    probs: Vec<f32>,
+    /// Post-LN: the norm of the feed-forward block's sum; pre-LN: the norm before it.
+    ffn_norm: NormTape,
+    /// The feed-forward block's pre-activation values, `[inner, columns]`.
+    inner_pre: Vec<f32>,
+}
+
+/// One layer's output, and what it kept.
+struct LayerStep {
+    output: Vec<f32>,
+    context: Vec<f32>,
+    tape: Option<LayerTape>,
+}
+
+/// A forward pass's output columns and, when asked for, its tape.
+struct Forward {
+    /// The last hidden states (after any final norm), `[hidden, columns]`.
+    last: Vec<f32>,
+    layers: Vec<LayerTape>,
+    final_norm: Option<NormTape>,
+}
+
+impl Linear {
+    fn forward_columns(&self, xt: &[f32], columns: usize, residual: Option<&[f32]>) -> Vec<f32> {
+        super::kernels::dense(
+            &self.weight,
+            self.bias.as_deref(),
+            self.outputs,
+            self.inputs,
+            xt,
+            columns,
+            residual,
+        )
+    }
+
+    fn backward_columns(&self, grad: &[f32], columns: usize, residual: Option<&[f32]>) -> Vec<f32> {
+        dense_backward(
+            &self.weight,
+            self.outputs,
+            self.inputs,
+            grad,
+            columns,
+            residual,
+        )
+    }
+}
+
+impl Norm {
+    fn forward_taped(&self, xt: &mut [f32], residual: Option<&[f32]>, columns: usize) -> NormTape {
+        layer_norm_columns_taped(xt, residual, &self.gamma, &self.beta, self.eps, columns)
+    }
+}
+
+impl CpuBackend {
+    /// Checks a batch against the model and gives its shape.
+    fn batch_shape(&self, run: &BatchRun<'_>) -> Result<Shape> {
+        let hidden = self.config.hidden_size;
+        let layers = self.weights.layers.len();
+        let bad = |what: String| Err(ModelError::Compute(what));
+        if run.tokens == 0 || !run.states.len().is_multiple_of(run.tokens * hidden) {
+            return bad(format!(
+                "a batch of {} values is not whole items of {} tokens",
+                run.states.len(),
+                run.tokens
+            ));
+        }
+        if run.start_layer > layers {
+            return bad(format!("there is no layer {}", run.start_layer));
+        }
+        if run.logit.row >= run.tokens {
+            return bad(format!("there is no token {}", run.logit.row));
+        }
+        if self
+            .weights
+            .heads
+            .get(run.logit.head)
+            .is_none_or(|head| run.logit.output >= head.outputs)
+        {
+            return bad(format!(
+                "head {} has no output {}",
+                run.logit.head, run.logit.output
+            ));
+        }
+        let shape = Shape {
+            items: run.items(hidden),
+            tokens: run.tokens,
+        };
+        if let Some(patch) = run.head_patch {
+            if patch.heads.len() != shape.items
+                || patch.contexts.len() != run.tokens * hidden
+                || patch
+                    .heads
+                    .iter()
+                    .any(|&head| head >= self.config.num_attention_heads)
+            {
+                return bad("a head patch does not fit its batch".to_owned());
+            }
+        }
+        Ok(shape)
+    }
+
+    /// Runs every layer from the batch's start layer, keeping the tape when `taped`.
+    fn batch_forward(&self, run: &BatchRun<'_>, shape: Shape, taped: bool) -> Forward {
+        let hidden = self.config.hidden_size;
+        let mut xt = vec![0f32; hidden * shape.columns()];
+        transpose_into(run.states, shape.columns(), hidden, &mut xt);
+        let mut tapes = Vec::new();
+        for (index, layer) in self.weights.layers.iter().enumerate().skip(run.start_layer) {
+            let patch = (index == run.start_layer)
+                .then_some(run.head_patch)
+                .flatten()
+                .map(|patch| (patch.heads, patch.contexts));
+            let step = self.batch_layer(index, layer, &xt, shape, patch, taped);
+            xt = step.output;
+            tapes.extend(step.tape);
+        }
+        let final_norm = self
+            .weights
+            .final_norm
+            .as_ref()
+            .map(|norm| norm.forward_taped(&mut xt, None, shape.columns()));
+        Forward {
+            last: xt,
+            layers: tapes,
+            final_norm,
+        }
+    }
+
+    /// One layer over a batch's columns; `patch` replaces a head's context per item.
+    fn batch_layer(
+        &self,
+        index: usize,
+        layer: &LayerWeights,
+        xt: &[f32],
+        shape: Shape,
+        patch: Option<(&[usize], &[f32])>,
+        taped: bool,
+    ) -> LayerStep {
+        let columns = shape.columns();
+        let activation = self.config.hidden_act;
+        let (output, context, tape) = match self.config.architecture.norm {
+            NormPlacement::Post => {
+                let (context, qkv, probs) = self.batch_attention(index, layer, xt, shape, patch);
+                let mut attended = layer
+                    .attention_output
+                    .forward_columns(&context, columns, None);
+                let attention_norm =
+                    layer
+                        .attention_norm
+                        .forward_taped(&mut attended, Some(xt), columns);
+                let inner_pre = layer.ffn_in.forward_columns(&attended, columns, None);
+                let mut inner = inner_pre.clone();
+                activate(&mut inner, activation);
+                let mut output = layer.ffn_out.forward_columns(&inner, columns, None);
+                let ffn_norm = layer
+                    .ffn_norm
+                    .forward_taped(&mut output, Some(&attended), columns);
+                let tape = LayerTape {
+                    attention_norm,
+                    qkv,
+                    probs,
+                    ffn_norm,
+                    inner_pre,
+                };
+                (output, context, tape)
+            }
+            NormPlacement::Pre => {
+                let mut normed = xt.to_vec();
+                let attention_norm = layer
+                    .attention_norm
+                    .forward_taped(&mut normed, None, columns);
+                let (context, qkv, probs) =
+                    self.batch_attention(index, layer, &normed, shape, patch);
+                let attended = layer
+                    .attention_output
+                    .forward_columns(&context, columns, Some(xt));
+                let mut normed = attended.clone();
+                let ffn_norm = layer.ffn_norm.forward_taped(&mut normed, None, columns);
+                let inner_pre = layer.ffn_in.forward_columns(&normed, columns, None);
+                let mut inner = inner_pre.clone();
+                activate(&mut inner, activation);
+                let output = layer
+                    .ffn_out
+                    .forward_columns(&inner, columns, Some(&attended));
+                let tape = LayerTape {
+                    attention_norm,
+                    qkv,
+                    probs,
+                    ffn_norm,
+                    inner_pre,
+                };
+                (output, context, tape)
+            }
+        };
+        LayerStep {
+            output,
+            context,
+            tape: taped.then_some(tape),
+        }
+    }
+
+    /// Self-attention of every item and head: the context vectors `[hidden, columns]`, the
+    /// stacked queries, keys and values `[3·hidden, columns]` and the probabilities
+    /// `[heads, items, tokens, tokens]`.
+    fn batch_attention(
+        &self,
+        index: usize,
+        layer: &LayerWeights,
+        xt: &[f32],
+        shape: Shape,
+        patch: Option<(&[usize], &[f32])>,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let hidden = self.config.hidden_size;
+        let head_dim = self.config.head_dim();
+        let scale = self.config.architecture.attention_scales[index];
+        let causal = self.config.architecture.causal;
+        let (tokens, columns) = (shape.tokens, shape.columns());
+        let qkv = layer.qkv.forward_columns(xt, columns, None);
+        let mut context = vec![0f32; hidden * columns];
+        let mut probs = vec![0f32; self.config.num_attention_heads * shape.items * tokens * tokens];
+        context
+            .par_chunks_mut(head_dim * columns)
+            .zip(probs.par_chunks_mut(shape.items * tokens * tokens))
+            .enumerate()
+            .for_each(|(head, (context, probs))| {
+                let rows = |block: usize| &qkv[(block * hidden + head * head_dim) * columns..];
+                let (q, k, v) = (rows(0), rows(1), rows(2));
+                for (item, map) in probs.chunks_exact_mut(tokens * tokens).enumerate() {
+                    let first = item * tokens;
+                    MatMul {
+                        m: tokens,
+                        n: tokens,
+                        k: head_dim,
+                        lhs: Strided::transposed(&q[first..], columns),
+                        rhs: Strided::row_major(&k[first..], columns),
+                    }
+                    .run(map, tokens, scale, false, false);
+                    if causal {
+                        softmax_rows_causal(map, tokens, 0);
+                    } else {
+                        softmax_rows(map, tokens);
+                    }
+                    if let Some((heads, clean)) = patch.filter(|(heads, _)| heads[item] == head) {
+                        debug_assert_eq!(heads.len(), shape.items);
+                        for (d, row) in context.chunks_exact_mut(columns).enumerate() {
+                            for (t, value) in row[first..first + tokens].iter_mut().enumerate() {
+                                *value = clean[t * hidden + head * head_dim + d];
+                            }
+                        }
+                        continue;
+                    }
+                    // contextᵀ[:, item] = vᵀ·mapᵀ.
+                    MatMul {
+                        m: head_dim,
+                        n: tokens,
+                        k: tokens,
+                        lhs: Strided::row_major(&v[first..], columns),
+                        rhs: Strided::transposed(map, tokens),
+                    }
+                    .run(&mut context[first..], columns, 1.0, false, false);
+                }
+            });
+        (context, qkv, probs)
+    }
+
+    /// Runs the logit's head on one column of the last hidden states; returns the logit and,
+    /// when `backward`, its gradient with respect to the column.
+    fn head_logit(
+        &self,
+        logit: LogitIndex,
+        column: Vec<f32>,
+        backward: bool,
+    ) -> Result<(f32, Option<Vec<f32>>)> {
+        let head =
+            self.weights.heads.get(logit.head).ok_or_else(|| {
+                ModelError::Compute(format!("the model has no head {}", logit.head))
+            })?;
+        let Some((last, before)) = head.ops.split_last() else {
+            return Err(ModelError::Compute("a head without operations".to_owned()));
+        };
+        // Every op but the last runs whole; the last, a product into the outputs, gives only
+        // the one output asked for.
+        let mut inputs = Vec::with_capacity(before.len());
+        let mut x = column;
+        for op in before {
+            let y = match op {
+                HeadOp::Linear(linear) => linear.forward_columns(&x, 1, None),
+                HeadOp::TiedDecoder { bias } => super::kernels::dense(
+                    &self.weights.embeddings.word,
+                    bias.as_deref(),
+                    self.config.vocab_size,
+                    self.config.hidden_size,
+                    &x,
+                    1,
+                    None,
+                ),
+                HeadOp::Activation(activation) => {
+                    let mut y = x.clone();
+                    activate(&mut y, *activation);
+                    y
+                }
+                HeadOp::Norm(norm) => {
+                    let mut y = x.clone();
+                    norm.forward_taped(&mut y, None, 1);
+                    y
+                }
+            };
+            inputs.push(x);
+            x = y;
+        }
+        let (row, bias) = match last {
+            HeadOp::Linear(linear) => (
+                linear.weight[logit.output * linear.inputs..][..linear.inputs].to_vec(),
+                linear.bias.as_ref().map_or(0.0, |bias| bias[logit.output]),
+            ),
+            HeadOp::TiedDecoder { bias } => {
+                let hidden = self.config.hidden_size;
+                (
+                    self.weights.embeddings.word[logit.output * hidden..][..hidden].to_vec(),
+                    bias.as_ref().map_or(0.0, |bias| bias[logit.output]),
+                )
+            }
+            HeadOp::Activation(_) | HeadOp::Norm(_) => {
+                return Err(ModelError::Compute(
+                    "a head that does not end in a product".to_owned(),
+                ))
+            }
+        };
+        let value = row.iter().zip(&x).map(|(w, x)| w * x).sum::<f32>() + bias;
+        if !backward {
+            return Ok((value, None));
+        }
+        let mut grad = row;
+        for (op, input) in before.iter().zip(&inputs).rev() {
+            grad = match op {
+                HeadOp::Linear(linear) => linear.backward_columns(&grad, 1, None),
+                HeadOp::TiedDecoder { .. } => dense_backward(
+                    &self.weights.embeddings.word,
+                    self.config.vocab_size,
+                    self.config.hidden_size,
+                    &grad,
+                    1,
+                    None,
+                ),
+                HeadOp::Activation(activation) => {
+                    activation_backward(&mut grad, input, *activation);
+                    grad
+                }
+                HeadOp::Norm(norm) => {
+                    let mut copy = input.clone();
+                    let tape = norm.forward_taped(&mut copy, None, 1);
+                    layer_norm_backward_columns(&tape, &norm.gamma, &grad, 1)
+                }
+            };
+        }
+        Ok((value, Some(grad)))
+    }
+
+    /// The logit of every item, and with `backward` the gradients with respect to the states.
+    fn run_batch(&self, run: &BatchRun<'_>, backward: bool) -> Result<Gradients> {
+        let shape = self.batch_shape(run)?;
+        let hidden = self.config.hidden_size;
+        let columns = shape.columns();
+        let forward = self.batch_forward(run, shape, backward);
+        let mut logits = Vec::with_capacity(shape.items);
+        let mut grad = backward.then(|| vec![0f32; hidden * columns]);
+        for item in 0..shape.items {
+            let at = item * shape.tokens + run.logit.row;
+            let column: Vec<f32> = (0..hidden)
+                .map(|f| forward.last[f * columns + at])
+                .collect();
+            let (value, column_grad) = self.head_logit(run.logit, column, backward)?;
+            logits.push(value);
+            if let (Some(grad), Some(column_grad)) = (grad.as_mut(), column_grad) {
+                for (f, g) in column_grad.into_iter().enumerate() {
+                    grad[f * columns + at] = g;
+                }
+            }
+        }
+        let Some(mut grad) = grad else {
+            return Ok(Gradients {
+                logits,
+                states: Vec::new(),
+            });
+        };
+        if let (Some(norm), Some(tape)) = (&self.weights.final_norm, &forward.final_norm) {
+            grad = layer_norm_backward_columns(tape, &norm.gamma, &grad, columns);
+        }
+        for (index, tape) in (run.start_layer..self.weights.layers.len())
+            .zip(&forward.layers)
+            .rev()
+        {
+            grad = self.layer_backward(index, tape, grad, shape);
+        }
+        let mut states = vec![0f32; grad.len()];
+        transpose_into(&grad, hidden, columns, &mut states);
+        Ok(Gradients { logits, states })
+    }
+
+    /// The gradient with respect to a layer's input from its output's gradient.
+    fn layer_backward(
+        &self,
+        index: usize,
+        tape: &LayerTape,
+        grad: Vec<f32>,
+        shape: Shape,
+    ) -> Vec<f32> {
+        let layer = &self.weights.layers[index];
+        let columns = shape.columns();
+        let activation = self.config.hidden_act;
+        let ffn_backward = |grad: &[f32]| {
+            let mut inner = layer.ffn_out.backward_columns(grad, columns, None);
+            activation_backward(&mut inner, &tape.inner_pre, activation);
+            inner
+        };
+        match self.config.architecture.norm {
+            NormPlacement::Post => {
+                let d_sum = layer_norm_backward_columns(
+                    &tape.ffn_norm,
+                    &layer.ffn_norm.gamma,
+                    &grad,
+                    columns,
+                );
+                let d_attended =
+                    layer
+                        .ffn_in
+                        .backward_columns(&ffn_backward(&d_sum), columns, Some(&d_sum));
+                let d_sum = layer_norm_backward_columns(
+                    &tape.attention_norm,
+                    &layer.attention_norm.gamma,
+                    &d_attended,
+                    columns,
+                );
+                let d_context = layer
+                    .attention_output
+                    .backward_columns(&d_sum, columns, None);
+                let d_qkv = self.attention_backward(index, tape, &d_context, shape);
+                layer.qkv.backward_columns(&d_qkv, columns, Some(&d_sum))
+            }
+            NormPlacement::Pre => {
+                let d_normed = layer
+                    .ffn_in
+                    .backward_columns(&ffn_backward(&grad), columns, None);
+                let mut d_attended = layer_norm_backward_columns(
+                    &tape.ffn_norm,
+                    &layer.ffn_norm.gamma,
+                    &d_normed,
+                    columns,
+                );
+                d_attended.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
+                let d_context = layer
+                    .attention_output
+                    .backward_columns(&d_attended, columns, None);
+                let d_qkv = self.attention_backward(index, tape, &d_context, shape);
+                let d_normed = layer.qkv.backward_columns(&d_qkv, columns, None);
+                let mut d_input = layer_norm_backward_columns(
+                    &tape.attention_norm,
+                    &layer.attention_norm.gamma,
+                    &d_normed,
+                    columns,
+                );
+                d_input
+                    .iter_mut()
+                    .zip(&d_attended)
+                    .for_each(|(d, g)| *d += g);
+                d_input
+            }
+        }
+    }
+
+    /// The gradient with respect to the stacked queries, keys and values, `[3·hidden, columns]`,
+    /// from the context vectors' gradient `[hidden, columns]`.
+    fn attention_backward(
+        &self,
+        index: usize,
+        tape: &LayerTape,
+        d_context: &[f32],
+        shape: Shape,
+    ) -> Vec<f32> {
+        let hidden = self.config.hidden_size;
+        let head_dim = self.config.head_dim();
+        let scale = self.config.architecture.attention_scales[index];
+        let (tokens, columns) = (shape.tokens, shape.columns());
+        let block = head_dim * columns;
+        let mut d_qkv = vec![0f32; 3 * hidden * columns];
+        let (d_q, rest) = d_qkv.split_at_mut(hidden * columns);
+        let (d_k, d_v) = rest.split_at_mut(hidden * columns);
+        let qkv = &tape.qkv;
+        d_q.par_chunks_mut(block)
+            .zip(d_k.par_chunks_mut(block))
+            .zip(d_v.par_chunks_mut(block))
+            .enumerate()
+            .for_each(|(head, ((d_q, d_k), d_v))| {
+                let rows = |block: usize| &qkv[(block * hidden + head * head_dim) * columns..];
+                let (q, k, v) = (rows(0), rows(1), rows(2));
+                let d_c = &d_context[head * block..][..block];
+                let maps = &tape.probs[head * shape.items * tokens * tokens..];
+                let mut d_scores = vec![0f32; tokens * tokens];
+                for item in 0..shape.items {
+                    let first = item * tokens;
+                    let map = &maps[item * tokens * tokens..][..tokens * tokens];
+                    // dP = dCᵀ·V (C = V·Pᵀ per head, feature-major).
+                    MatMul {
+                        m: tokens,
+                        n: tokens,
+                        k: head_dim,
+                        lhs: Strided::transposed(&d_c[first..], columns),
+                        rhs: Strided::row_major(&v[first..], columns),
+                    }
+                    .run(&mut d_scores, tokens, 1.0, false, false);
+                    // dV = dC·P.
+                    MatMul {
+                        m: head_dim,
+                        n: tokens,
+                        k: tokens,
+                        lhs: Strided::row_major(&d_c[first..], columns),
+                        rhs: Strided::row_major(map, tokens),
+                    }
+                    .run(&mut d_v[first..], columns, 1.0, false, false);
+                    // Through the softmax: dS = P ⊙ (dP − Σ_j dP·P), row by row.
+                    for (d_row, p_row) in d_scores
+                        .chunks_exact_mut(tokens)
+                        .zip(map.chunks_exact(tokens))
+                    {
+                        let dot: f32 = d_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
+                        d_row
+                            .iter_mut()
+                            .zip(p_row)
+                            .for_each(|(d, &p)| *d = p * (*d - dot));
+                    }
+                    // S = scale·Qᵀ·K: dQ = scale·K·dSᵀ, dK = scale·Q·dS.
+                    MatMul {
+                        m: head_dim,
+                        n: tokens,
+                        k: tokens,
+                        lhs: Strided::row_major(&k[first..], columns),
+                        rhs: Strided::transposed(&d_scores, tokens),
+                    }
+                    .run(&mut d_q[first..], columns, scale, false, false);
+                    MatMul {
+                        m: head_dim,
+                        n: tokens,
+                        k: tokens,
+                        lhs: Strided::row_major(&q[first..], columns),
+                        rhs: Strided::row_major(&d_scores, tokens),
+                    }
+                    .run(&mut d_k[first..], columns, scale, false, false);
+                }
+            });
+        d_qkv
+    }
+
+    /// [`Backend::batch_logits`] on the CPU.
+    ///
+    /// [`Backend::batch_logits`]: super::super::Backend::batch_logits
+    pub(super) fn batch_logits_cpu(&self, run: &BatchRun<'_>) -> Result<Vec<f32>> {
+        Ok(self.run_batch(run, false)?.logits)
+    }
+
+    /// [`Backend::batch_gradients`] on the CPU.
+    ///
+    /// [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
+    pub(super) fn batch_gradients_cpu(&self, run: &BatchRun<'_>) -> Result<Gradients> {
+        if run.head_patch.is_some() {
+            return Err(ModelError::Compute(
+                "gradients of patched runs are not computed".to_owned(),
+            ));
+        }
+        self.run_batch(run, true)
+    }
+
+    /// [`Backend::trace`] on the CPU: one item from the embedding output.
+    pub(super) fn trace_cpu(&self, embedded: &[f32], tokens: usize) -> Trace {
+        let hidden = self.config.hidden_size;
+        let shape = Shape { items: 1, tokens };
+        let mut xt = vec![0f32; hidden * tokens];
+        transpose_into(embedded, tokens, hidden, &mut xt);
+        let layers = self.weights.layers.len();
+        let mut states = Vec::with_capacity((layers + 1) * tokens * hidden);
+        let mut contexts = Vec::with_capacity(layers * tokens * hidden);
+        let mut rows = vec![0f32; tokens * hidden];
+        for (index, layer) in self.weights.layers.iter().enumerate() {
+            transpose_into(&xt, hidden, tokens, &mut rows);
+            states.extend_from_slice(&rows);
+            let step = self.batch_layer(index, layer, &xt, shape, None, false);
+            transpose_into(&step.context, hidden, tokens, &mut rows);
+            contexts.extend_from_slice(&rows);
+            xt = step.output;
+        }
+        transpose_into(&xt, hidden, tokens, &mut rows);
+        states.extend_from_slice(&rows);
+        Trace { states, contexts }
+    }
+
+    /// [`Backend::head_outputs`] on the CPU.
+    ///
+    /// [`Backend::head_outputs`]: super::super::Backend::head_outputs
+    pub(super) fn head_outputs_cpu(
+        &self,
+        layer: usize,
+        context: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let layer = self
+            .weights
+            .layers
+            .get(layer)
+            .ok_or_else(|| ModelError::Compute(format!("there is no layer {layer}")))?;
+        let output = &layer.attention_output;
+        let (hidden, heads) = (self.config.hidden_size, self.config.num_attention_heads);
+        let head_dim = self.config.head_dim();
+        if context.len() != output.inputs {
+            return Err(ModelError::Compute(
+                "a context row of the wrong width".to_owned(),
+            ));
+        }
+        let mut parts = vec![0f32; heads * hidden];
+        for (head, part) in parts.chunks_exact_mut(hidden).enumerate() {
+            let slice = head * head_dim..(head + 1) * head_dim;
+            for (out, row) in part
+                .iter_mut()
+                .zip(output.weight.chunks_exact(output.inputs))
+            {
+                *out = row[slice.clone()]
+                    .iter()
+                    .zip(&context[slice.clone()])
+                    .map(|(w, c)| w * c)
+                    .sum();
+            }
+        }
+        let bias = output.bias.clone().unwrap_or_else(|| vec![0.0; hidden]);
+        Ok((parts, bias))
+    }
+
+    /// [`Backend::readout`] on the CPU.
+    ///
+    /// [`Backend::readout`]: super::super::Backend::readout
+    pub(super) fn readout_cpu(
+        &self,
+        head: usize,
+        output: usize,
+    ) -> Result<Option<crate::model::backend::Readout>> {
+        let hidden = self.config.hidden_size;
+        let head = self
+            .weights
+            .heads
+            .get(head)
+            .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
+        let (direction, bias) = match head.ops.as_slice() {
+            [HeadOp::TiedDecoder { bias }] => (
+                self.weights.embeddings.word[output * hidden..][..hidden].to_vec(),
+                bias.as_ref().map_or(0.0, |bias| bias[output]),
+            ),
+            [HeadOp::Linear(linear)] => (
+                linear.weight[output * linear.inputs..][..linear.inputs].to_vec(),
+                linear.bias.as_ref().map_or(0.0, |bias| bias[output]),
+            ),
+            _ => return Ok(None),
+        };
+        Ok(Some(crate::model::backend::Readout {
+            norm: self
+                .weights
+                .final_norm
+                .as_ref()
+                .map(|norm| (norm.gamma.clone(), norm.beta.clone(), norm.eps)),
+            direction,
+            bias,
+        }))
+    }
+}

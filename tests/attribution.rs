@@ -1,0 +1,151 @@
+//! Attribution, activation patching and logit attribution against torch autograd and Captum
+//! (`tools/make_fixtures.py --attribution` writes the references), on both forward paths: the
+//! tuned CPU backend's own backward pass and candle's autograd.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bertscope::model::attribution::{Attribution, AttributionOptions};
+use bertscope::model::target::TargetSpec;
+use bertscope::model::{DeviceChoice, ForwardPath, LoadedModel, ModelSource};
+use serde_json::Value;
+
+/// The fixtures that hold an `attribution.json`.
+const FIXTURES: [&str; 8] = [
+    "bert-sentiment",
+    "bert-qa",
+    "bert-ner",
+    "tiny-legacy",
+    "distilbert-mlm",
+    "roberta-mlm",
+    "gpt2-lm",
+    "gpt2-classifier",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn load(name: &str, path: ForwardPath) -> LoadedModel {
+    LoadedModel::load_with(
+        &ModelSource::parse(fixture(name).to_str().unwrap()).unwrap(),
+        DeviceChoice::Cpu,
+        path,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+fn reference(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join("attribution.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Runs the reference's case through `model`.
+fn attribute(model: &LoadedModel, reference: &Value) -> Attribution {
+    let text = reference["text"].as_str().unwrap();
+    let text_b = reference["text_b"].as_str();
+    let encoded = model.tokenizer().encode(text, text_b).unwrap();
+    let ids: Vec<u32> = encoded.ids.clone();
+    let expected: Vec<u32> = reference["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(ids, expected, "the tokenizer's ids");
+    let target = match reference["target_spec"].as_str() {
+        Some(spec) => spec.parse().unwrap(),
+        None => TargetSpec::default(),
+    };
+    let options = AttributionOptions {
+        target,
+        ig_steps: reference["ig_steps"].as_u64().unwrap() as usize,
+    };
+    model
+        .attribution(&encoded, &options, &mut |_, _| true)
+        .unwrap()
+}
+
+/// Each list within 1e-4 of the reference's largest magnitude.
+fn assert_list(what: &str, ours: &[f32], theirs: &[f32]) {
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let difference = common::max_abs_diff(what, ours, theirs);
+    assert!(
+        difference <= 1e-4 * f64::from(scale),
+        "{what}: off by {difference:e} (largest value {scale})\nours   {ours:?}\ntheirs {theirs:?}"
+    );
+}
+
+fn check(name: &str, path: ForwardPath) {
+    let model = load(name, path);
+    let reference = reference(name);
+    let ours = attribute(&model, &reference);
+    let target = &reference["target"];
+    let json = serde_json::to_value(&ours.target).unwrap();
+    assert_eq!(json["head"], target["head"], "{name}: head");
+    assert_eq!(json["position"], target["position"], "{name}: position");
+    assert_eq!(json["id"], target["id"], "{name}: id");
+    common::assert_near(
+        &format!("{name}: logit"),
+        f64::from(ours.target.logit),
+        target["logit"].as_f64().unwrap(),
+        1e-4,
+    );
+    common::assert_near(
+        &format!("{name}: baseline logit"),
+        f64::from(ours.baseline_logit),
+        reference["baseline_logit"].as_f64().unwrap(),
+        1e-4,
+    );
+    for (key, ours) in [
+        ("grad_x_input", &ours.grad_x_input),
+        ("grad_norm", &ours.grad_norm),
+        (
+            "integrated_gradients",
+            ours.integrated_gradients.as_ref().unwrap(),
+        ),
+        ("occlusion", &ours.occlusion),
+    ] {
+        assert_list(
+            &format!("{name} ({path:?}): {key}"),
+            ours,
+            &floats(&reference[key]),
+        );
+    }
+    common::assert_near(
+        &format!("{name}: ig_delta"),
+        f64::from(ours.ig_delta.unwrap()),
+        reference["ig_delta"].as_f64().unwrap(),
+        1e-4,
+    );
+}
+
+#[test]
+fn attribution_matches_torch_autograd_and_captum_on_the_cpu_path() {
+    for name in FIXTURES {
+        check(name, ForwardPath::Auto);
+    }
+}
+
+#[test]
+fn attribution_matches_torch_autograd_and_captum_on_candles_path() {
+    for name in FIXTURES {
+        check(name, ForwardPath::Candle);
+    }
+}
