@@ -149,3 +149,158 @@ fn attribution_matches_torch_autograd_and_captum_on_candles_path() {
         check(name, ForwardPath::Candle);
     }
 }
+
+fn read_json(name: &str, file: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join(file)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rows(value: &Value) -> Vec<Vec<f32>> {
+    value.as_array().unwrap().iter().map(floats).collect()
+}
+
+fn check_patching(name: &str, path: ForwardPath) {
+    let model = load(name, path);
+    let reference = read_json(name, "patching.json");
+    let encode = |key: &str| {
+        model
+            .tokenizer()
+            .encode(reference[key].as_str().unwrap(), None)
+            .unwrap()
+    };
+    let ours = model
+        .patching(
+            &encode("clean"),
+            &encode("corrupt"),
+            &TargetSpec::default(),
+            &mut |_, _| true,
+        )
+        .unwrap();
+    let json = serde_json::to_value(&ours.target).unwrap();
+    for key in ["head", "position", "id"] {
+        assert_eq!(json[key], reference["target"][key], "{name}: target {key}");
+    }
+    for (key, ours) in [
+        ("clean_logit", ours.clean_logit),
+        ("corrupt_logit", ours.corrupt_logit),
+    ] {
+        common::assert_near(
+            &format!("{name}: {key}"),
+            f64::from(ours),
+            reference[key].as_f64().unwrap(),
+            1e-4,
+        );
+    }
+    for (key, ours) in [("resid_pre", &ours.resid_pre), ("head_out", &ours.head_out)] {
+        let theirs = rows(&reference[key]);
+        let what = format!("{name} ({path:?}): {key}");
+        assert_eq!(ours.len(), theirs.len(), "{what}: layers");
+        for (layer, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+            let difference = common::max_abs_diff(&format!("{what}[{layer}]"), ours, theirs);
+            assert!(
+                difference <= 1e-3,
+                "{what}[{layer}]: off by {difference:e}\nours   {ours:?}\ntheirs {theirs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn patching_matches_hooks_in_transformers_on_both_paths() {
+    for name in ["bert-sentiment", "distilbert-mlm", "roberta-mlm", "gpt2-lm"] {
+        check_patching(name, ForwardPath::Auto);
+        check_patching(name, ForwardPath::Candle);
+    }
+}
+
+#[test]
+fn logit_attribution_matches_the_modules_outputs_and_sums_to_the_logit() {
+    let reference = read_json("gpt2-lm", "logit_attribution.json");
+    for path in [ForwardPath::Auto, ForwardPath::Candle] {
+        let model = load("gpt2-lm", path);
+        let encoded = model
+            .tokenizer()
+            .encode(reference["text"].as_str().unwrap(), None)
+            .unwrap();
+        let spec: TargetSpec = format!("next:{}", reference["position"]).parse().unwrap();
+        let ours = model.logit_attribution(&encoded, &spec).unwrap();
+        assert_eq!(u64::from(ours.target.id), reference["id"].as_u64().unwrap());
+        let near = |what: &str, ours: f32, key: &Value| {
+            common::assert_near(what, f64::from(ours), key.as_f64().unwrap(), 1e-4)
+        };
+        near("logit", ours.logit, &reference["logit"]);
+        near("sum of the parts", ours.total(), &reference["logit"]);
+        near("embed", ours.embed, &reference["embed"]);
+        near("final_bias", ours.final_bias, &reference["final_bias"]);
+        common::assert_close(
+            "attn_bias",
+            &ours.attn_bias,
+            &floats(&reference["attn_bias"]),
+            1e-4,
+        );
+        common::assert_close("mlps", &ours.mlps, &floats(&reference["mlps"]), 1e-4);
+        common::assert_close(
+            "heads",
+            &ours.heads.concat(),
+            &rows(&reference["heads"]).concat(),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn logit_attribution_refuses_post_layernorm_models_in_one_line() {
+    let model = load("bert-sentiment", ForwardPath::Auto);
+    let encoded = model.tokenizer().encode("a fine day", None).unwrap();
+    let err = model
+        .logit_attribution(&encoded, &TargetSpec::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pre-LayerNorm") && !err.contains('\n'),
+        "{err}"
+    );
+}
+
+#[test]
+fn targets_a_checkpoint_cannot_give_name_the_heads_it_has() {
+    let model = load("bert-sentiment", ForwardPath::Auto);
+    let encoded = model.tokenizer().encode("a fine day", None).unwrap();
+    let options = AttributionOptions {
+        target: "mlm:1".parse().unwrap(),
+        ig_steps: 0,
+    };
+    let err = model
+        .attribution(&encoded, &options, &mut |_, _| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("label") && err.contains("masked LM"), "{err}");
+    let bad = "nonsense:1".parse::<TargetSpec>().unwrap_err().to_string();
+    assert!(bad.contains("mlm:I"), "{bad}");
+}
+
+#[test]
+fn patching_refuses_texts_of_different_lengths_and_equal_logits() {
+    let model = load("gpt2-lm", ForwardPath::Auto);
+    let clean = model
+        .tokenizer()
+        .encode("The quick brown fox jumps", None)
+        .unwrap();
+    let longer = model
+        .tokenizer()
+        .encode("The slow brown fox jumps", None)
+        .unwrap();
+    let err = model
+        .patching(&clean, &longer, &TargetSpec::default(), &mut |_, _| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("7 tokens") && err.contains("5") && err.contains("token 1"),
+        "{err}"
+    );
+    let err = model
+        .patching(&clean, &clean, &TargetSpec::default(), &mut |_, _| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("almost the same logit"), "{err}");
+}

@@ -783,6 +783,153 @@ def make_attribution(folder_name, cls_name, text, text_b, spec, steps=50):
 def make_attributions() -> None:
     for case in ATTRIBUTION_CASES:
         make_attribution(*case)
+    for case in PATCHING_CASES:
+        make_patching(*case)
+    make_logit_attribution("gpt2-lm", "The quick brown fox jumps", 3)
+
+
+# Activation patching references (<fixture>/patching.json): the corrupted run with the clean run's
+# residual stream entering layer l at position p, or one head's context vectors (the input of
+# the attention output projection) at layer l, put back.
+PATCHING_CASES = [
+    ("bert-sentiment", "BertForSequenceClassification", "the movie was great fun", "the movie is great fun"),
+    ("distilbert-mlm", "DistilBertForMaskedLM", "paris is the [MASK] of france", "parks is the [MASK] in france"),
+    ("roberta-mlm", "RobertaForMaskedLM", "The teacher lives in <mask> today.", "A teacher lives at <mask> today."),
+    ("gpt2-lm", "GPT2LMHeadModel", "The quick brown fox jumps", "The quick brown cat jumps"),
+]
+
+
+def layers_of(model):
+    """(layer modules, the attention output projection of a layer)."""
+    if hasattr(model, "transformer") and hasattr(model.transformer, "h"):
+        return model.transformer.h, lambda layer: layer.attn.c_proj
+    if hasattr(model, "distilbert"):
+        return model.distilbert.transformer.layer, lambda layer: layer.attention.out_lin
+    base = model.bert if hasattr(model, "bert") else model.roberta
+    return base.encoder.layer, lambda layer: layer.attention.output.dense
+
+
+def make_patching(folder_name, cls_name, clean_text, corrupt_text):
+    folder = FIXTURES / folder_name
+    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    clean = tok(clean_text, return_tensors="pt")["input_ids"]
+    corrupt = tok(corrupt_text, return_tensors="pt")["input_ids"]
+    assert clean.shape == corrupt.shape, (folder_name, clean.shape, corrupt.shape)
+    t = clean.shape[1]
+    with torch.no_grad():
+        kind, position, row, output = resolve_target(model, tok, clean, None, lambda ids: model(input_ids=ids))
+    layers, projection = layers_of(model)
+    hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
+    heads = model.config.num_attention_heads if hasattr(model.config, "num_attention_heads") else model.config.n_heads
+    head_dim = hidden // heads
+
+    def logit(ids):
+        out = model(input_ids=ids)
+        logits = head_logits(model, kind, out)[0]
+        return (logits[output] if logits.dim() == 1 else logits[row, output]).item()
+
+    # The clean run's layer inputs and context vectors.
+    inputs, contexts = {}, {}
+    hooks = []
+    for index, layer in enumerate(layers):
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, args, kwargs, index=index: inputs.__setitem__(index, (args[0] if args else kwargs["hidden_states"]).clone()),
+            with_kwargs=True))
+        hooks.append(projection(layer).register_forward_pre_hook(
+            lambda m, args, index=index: contexts.__setitem__(index, args[0].clone())))
+    with torch.no_grad():
+        clean_logit = logit(clean)
+    for hook in hooks:
+        hook.remove()
+    with torch.no_grad():
+        corrupt_logit = logit(corrupt)
+
+    def patched(module, pre_hook):
+        hook = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                return (logit(corrupt) - corrupt_logit) / (clean_logit - corrupt_logit)
+        finally:
+            hook.remove()
+
+    def replace_position(index, p):
+        def hook(m, args, kwargs):
+            if args:
+                x = args[0].clone()
+                x[0, p] = inputs[index][0, p]
+                return (x, *args[1:]), kwargs
+            x = kwargs["hidden_states"].clone()
+            x[0, p] = inputs[index][0, p]
+            return args, {**kwargs, "hidden_states": x}
+        return hook
+
+    def replace_head(index, h):
+        def hook(m, args, kwargs):
+            x = args[0].clone()
+            x[..., h * head_dim:(h + 1) * head_dim] = contexts[index][..., h * head_dim:(h + 1) * head_dim]
+            return (x, *args[1:]), kwargs
+        return hook
+
+    resid = [[patched(layer, replace_position(i, p)) for p in range(t)] for i, layer in enumerate(layers)]
+    head_out = [[patched(projection(layer), replace_head(i, h)) for h in range(heads)]
+                for i, layer in enumerate(layers)]
+    result = {"clean": clean_text, "corrupt": corrupt_text,
+              "target": {"head": kind, "position": position, "id": output},
+              "clean_logit": clean_logit, "corrupt_logit": corrupt_logit,
+              "resid_pre": resid, "head_out": head_out}
+    (folder / "patching.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(folder_name, "patching", kind, position, output, f"{clean_logit:.4f} {corrupt_logit:.4f}")
+
+
+def make_logit_attribution(folder_name, text, position):
+    """Direct logit attribution of GPT-2's next-token logit at `position`, from the modules'
+    own outputs: the embedding (`drop`), each head's slice of `c_proj`, its bias, each MLP."""
+    folder = FIXTURES / folder_name
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    captured = {"z": {}, "mlp": {}}
+    hooks = [model.transformer.drop.register_forward_hook(lambda m, i, o: captured.__setitem__("embed", o))]
+    for index, block in enumerate(model.transformer.h):
+        hooks.append(block.attn.c_proj.register_forward_pre_hook(
+            lambda m, args, index=index: captured["z"].__setitem__(index, args[0])))
+        hooks.append(block.mlp.register_forward_hook(
+            lambda m, i, o, index=index: captured["mlp"].__setitem__(index, o)))
+    hooks.append(model.transformer.ln_f.register_forward_pre_hook(
+        lambda m, args: captured.__setitem__("stream", args[0])))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, position]
+    for hook in hooks:
+        hook.remove()
+    token = int(logits.argmax())
+    ln = model.transformer.ln_f
+    w_u = model.lm_head.weight[token].double()
+    stream = captured["stream"][0, position].double()
+    sigma = torch.sqrt(stream.var(unbiased=False) + ln.eps)
+    gamma, beta = ln.weight.double(), ln.bias.double()
+
+    def part(c):
+        c = c.double()
+        return float((((c - c.mean()) / sigma) * gamma * w_u).sum())
+
+    heads_n = model.config.n_head
+    head_dim = model.config.n_embd // heads_n
+    heads, biases, mlps = [], [], []
+    for index, block in enumerate(model.transformer.h):
+        z = captured["z"][index][0, position]
+        w = block.attn.c_proj.weight  # Conv1D: [in, out]
+        heads.append([part(z[h * head_dim:(h + 1) * head_dim] @ w[h * head_dim:(h + 1) * head_dim])
+                      for h in range(heads_n)])
+        biases.append(part(block.attn.c_proj.bias))
+        mlps.append(part(captured["mlp"][index][0, position]))
+    result = {"text": text, "position": position, "id": token, "logit": float(logits[token]),
+              "embed": part(captured["embed"][0, position]), "heads": heads, "attn_bias": biases,
+              "mlps": mlps, "final_bias": float((beta * w_u).sum())}
+    total = result["embed"] + sum(map(sum, heads)) + sum(biases) + sum(mlps) + result["final_bias"]
+    assert abs(total - result["logit"]) < 1e-4, (total, result["logit"])
+    (folder / "logit_attribution.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(folder_name, "logit attribution", token, f"{result['logit']:.4f} = {total:.4f}")
 
 
 def main() -> None:

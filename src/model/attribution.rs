@@ -57,7 +57,7 @@ pub const DEFAULT_IG_STEPS: usize = 50;
 
 /// The most columns (items × tokens) one batched run holds: wide enough that the matrix
 /// products run at full speed, narrow enough that a bert-base tape stays under a gigabyte.
-const BATCH_COLUMNS: usize = 1280;
+pub(crate) const BATCH_COLUMNS: usize = 1280;
 
 /// Reports progress (done, total) and says whether to go on.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
