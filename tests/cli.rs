@@ -1168,3 +1168,138 @@ fn stats_says_which_lines_were_cut_and_loading_says_when_labels_are_missing() {
         .collect();
     assert!(labels.contains(&"LABEL_2"), "{labels:?}");
 }
+
+#[test]
+fn dump_with_attribution_patching_and_logit_attribution_writes_the_references() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("roberta-mlm").join("attribution.json")).unwrap(),
+    )
+    .unwrap();
+    let text = reference["text"].as_str().unwrap();
+    let (json, _) = dump_json("roberta-mlm", &["--text", text, "--with", "attribution"]);
+    let attribution = &json["attribution"];
+    assert_eq!(attribution["target"]["head"], "mlm");
+    assert_eq!(attribution["target"]["id"], reference["target"]["id"]);
+    let list = |value: &serde_json::Value| -> Vec<f64> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for key in [
+        "grad_x_input",
+        "grad_norm",
+        "integrated_gradients",
+        "occlusion",
+    ] {
+        common::assert_close(key, &list(&attribution[key]), &list(&reference[key]), 1e-4);
+    }
+    // Per word: lists summed over the pieces, the gradient norm as the norm of all of them.
+    let (words, _) = dump_json(
+        "roberta-mlm",
+        &[
+            "--text",
+            text,
+            "--with",
+            "attribution",
+            "--words",
+            "--ig-steps",
+            "5",
+        ],
+    );
+    let count = words["words"].as_array().unwrap().len();
+    let per_word = &words["attribution"];
+    assert_eq!(list(&per_word["occlusion"]).len(), count);
+    let pieces = list(&attribution["grad_norm"]);
+    let word_norms = list(&per_word["grad_norm"]);
+    let total = |values: &[f64]| values.iter().map(|v| v * v).sum::<f64>();
+    common::assert_near("Σ grad_norm²", total(&word_norms), total(&pieces), 1e-5);
+    let sum = |values: Vec<f64>| values.iter().sum::<f64>();
+    common::assert_near(
+        "Σ occlusion",
+        sum(list(&per_word["occlusion"])),
+        sum(list(&attribution["occlusion"])),
+        1e-5,
+    );
+
+    let patching: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gpt2-lm").join("patching.json")).unwrap(),
+    )
+    .unwrap();
+    let (json, _) = dump_json(
+        "gpt2-lm",
+        &[
+            "--text",
+            patching["clean"].as_str().unwrap(),
+            "--corrupt",
+            patching["corrupt"].as_str().unwrap(),
+            "--with",
+            "patching,logit-attribution",
+        ],
+    );
+    let rows = |value: &serde_json::Value| -> Vec<f64> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| list(row))
+            .collect()
+    };
+    for key in ["resid_pre", "head_out"] {
+        let difference =
+            common::max_abs_diff(key, &rows(&json["patching"][key]), &rows(&patching[key]));
+        assert!(difference <= 1e-3, "{key}: off by {difference}");
+    }
+    let parts = &json["logit_attribution"];
+    let total = parts["embed"].as_f64().unwrap()
+        + rows(&parts["heads"]).iter().sum::<f64>()
+        + list(&parts["attn_bias"]).iter().sum::<f64>()
+        + list(&parts["mlps"]).iter().sum::<f64>()
+        + parts["final_bias"].as_f64().unwrap();
+    common::assert_near(
+        "the parts' sum",
+        total,
+        parts["logit"].as_f64().unwrap(),
+        1e-4,
+    );
+}
+
+#[test]
+fn attribution_errors_are_one_line() {
+    let model = fixture("bert-sentiment");
+    let model = model.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--with", "attribution", "--target", "mlm:3"],
+            "its targets: label",
+        ),
+        (
+            vec!["--with", "attribution", "--target", "what"],
+            "unknown head",
+        ),
+        (
+            vec!["--with", "attribution", "--ig-steps", "0"],
+            "from 1 to 1000",
+        ),
+        (vec!["--with", "patching"], "--corrupt"),
+        (
+            vec![
+                "--with",
+                "patching",
+                "--corrupt",
+                "a much longer text than that",
+            ],
+            "tokens",
+        ),
+        (vec!["--with", "logit-attribution"], "pre-LayerNorm"),
+    ] {
+        let mut all = vec!["dump", "--model", model, "--text", "a fine day"];
+        all.extend(args);
+        let output = bertscope(&all);
+        assert!(!output.status.success());
+        let line = stderr_line(&output);
+        assert!(line.contains(expected), "{all:?}: {line}");
+    }
+}

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use bertscope::export::dump::{DumpDocument, Extra, Extras};
+use bertscope::model::attribution::DEFAULT_IG_STEPS;
+use bertscope::model::target::TargetSpec;
 
 use super::{input_notes, load, write_output, InputArgs, ModelArgs, RunArgs};
 
@@ -21,14 +23,49 @@ pub struct DumpArgs {
     /// (attention flow into --flow-to), norms (norm-based attention), logit-lens (the
     /// prediction head after every layer, at each mask or GPT-2's last token), embeddings (the
     /// sizes of the input embeddings' parts), head-stats (Clark et al.'s statistics of every
-    /// head).
+    /// head), attribution (which tokens made the target logit: gradient × input, gradient
+    /// norm, integrated gradients, occlusion), patching (activation patching from --corrupt),
+    /// logit-attribution (the target logit by layer and head, for GPT-2).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub with: Vec<Extra>,
+    /// The logit that attribution, patching and logit-attribution explain: mlm:I[:TOKEN],
+    /// next:I[:TOKEN], label[:NAME], answer-start[:I], answer-end[:I] or ner:I[:LABEL]
+    /// (positions are 0-based tokens; left out, the defaults: the first mask, the last token,
+    /// the top prediction). Default: the first head the model has of label, answer-start, mlm,
+    /// ner, next.
+    #[arg(long, value_parser = parse_target)]
+    pub target: Option<TargetSpec>,
+    /// Integrated-gradients steps (Gauss–Legendre, as Captum's default).
+    #[arg(long, default_value_t = DEFAULT_IG_STEPS, value_parser = parse_steps)]
+    pub ig_steps: usize,
+    /// The corrupted text for --with patching; it must tokenize to as many tokens as --text.
+    #[arg(long)]
+    pub corrupt: Option<String>,
+    /// The corrupted sentence B, for pairs.
+    #[arg(long)]
+    pub corrupt_b: Option<String>,
     /// The output token (0-based) that --with flow measures the flow into.
     #[arg(long, default_value_t = 0)]
     pub flow_to: usize,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Parses `--target`.
+fn parse_target(text: &str) -> Result<TargetSpec, String> {
+    text.parse().map_err(|err: bertscope::model::ModelError| {
+        err.to_string()
+            .split_once(": ")
+            .map_or(err.to_string(), |(_, why)| why.to_owned())
+    })
+}
+
+/// Parses `--ig-steps`: 1 to 1000.
+fn parse_steps(text: &str) -> Result<usize, String> {
+    text.parse()
+        .ok()
+        .filter(|steps| (1..=1000).contains(steps))
+        .ok_or_else(|| format!("'{text}' is not a number of steps from 1 to 1000"))
 }
 
 /// Runs `dump`.
@@ -38,6 +75,15 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         with: args.with.clone(),
         flow_to: args.flow_to,
         words: args.run.words,
+        texts: (args.input.text.clone(), args.input.text_b.clone()),
+        target: args.target.clone().unwrap_or_default(),
+        ig_steps: args.ig_steps,
+        corrupt: args.corrupt.clone().map(|text| {
+            (
+                text,
+                args.corrupt_b.clone().or_else(|| args.input.text_b.clone()),
+            )
+        }),
     };
     let mut request = args.input.request();
     request.ablated_heads = args.run.ablate.clone();

@@ -7,7 +7,8 @@
 //! `attention_norms` `[layer][head][query][key]`, `logit_lens`
 //! `[{position, layers: [{layer, top_k}]}]`, `embeddings` `[{position, word, position_emb,
 //! segment, sum, after_norm}]` and `head_stats` `[layer][head]{cls, sep, punct, self, prev,
-//! next, entropy, label}`. With `--words`, `words` lists the words and `attentions`,
+//! next, entropy, label}`; `attribution`, `patching` and `logit_attribution` as
+//! [`Attribution`], [`Patching`] and [`LogitAttribution`] serialise. With `--words`, `words` lists the words and `attentions`,
 //! `head_stats`, `rollout`, `flow` (`--flow-to` counts words) and `attention_norms` are
 //! word-level.
 
@@ -19,8 +20,12 @@ use crate::analysis::flow::flow_into;
 use crate::analysis::norms::attention_norms;
 use crate::analysis::rollout::rollout;
 use crate::analysis::stats::{head_stats, HeadStats};
-use crate::analysis::words::{word_analysis, word_maps, words};
+use crate::analysis::words::{word_analysis, word_maps, words, Words};
 
+use crate::model::attribution::{Attribution, AttributionOptions};
+use crate::model::logit_attribution::LogitAttribution;
+use crate::model::patching::Patching;
+use crate::model::target::TargetSpec;
 use crate::model::{
     Analysis, Answer, Classification, F32Array, Family, LensPosition, LoadedModel, ModelError,
     Result, TokenEmbedding, TokenLabel, TokenPrediction,
@@ -77,6 +82,15 @@ pub struct DumpDocument<'a> {
     /// Head statistics `[layer][head]`, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_stats: Option<Vec<Vec<HeadStats>>>,
+    /// Attribution of the target logit to the input tokens, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
+    /// Activation patching from the corrupted text, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patching: Option<Patching>,
+    /// Direct logit attribution, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_attribution: Option<LogitAttribution>,
     /// The words, when the maps are word-level (`--words`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub words: Option<Vec<String>>,
@@ -100,6 +114,14 @@ pub struct Extras {
     pub flow_to: usize,
     /// Word-level maps.
     pub words: bool,
+    /// The texts the analysis ran (attribution and patching run them again).
+    pub texts: (String, Option<String>),
+    /// The logit attribution, patching and logit attribution explain.
+    pub target: TargetSpec,
+    /// Integrated-gradients steps.
+    pub ig_steps: usize,
+    /// The corrupted texts of activation patching.
+    pub corrupt: Option<(String, Option<String>)>,
 }
 
 impl Extras {
@@ -124,6 +146,55 @@ pub enum Extra {
     Embeddings,
     /// `"head_stats"`: Clark et al.'s statistics of every head.
     HeadStats,
+    /// `"attribution"`: the target logit attributed to the input tokens.
+    Attribution,
+    /// `"patching"`: activation patching from `--corrupt`.
+    Patching,
+    /// `"logit_attribution"`: the target logit taken apart by layer and head.
+    LogitAttribution,
+}
+
+impl DumpDocument<'_> {
+    /// Attribution, patching and logit attribution, as `extras` asks; attribution per word
+    /// when `words` are given.
+    fn interventions(
+        &mut self,
+        model: &LoadedModel,
+        extras: &Extras,
+        words: Option<&Words>,
+    ) -> Result<()> {
+        let asked = |extra| extras.with.contains(&extra);
+        let encode = |(a, b): &(String, Option<String>)| model.tokenizer().encode(a, b.as_deref());
+        let encoded = encode(&extras.texts)?;
+        if asked(Extra::Attribution) {
+            let options = AttributionOptions {
+                target: extras.target.clone(),
+                ig_steps: extras.ig_steps.max(1),
+            };
+            let attribution = model.attribution(&encoded, &options, &mut |_, _| true)?;
+            self.attribution = Some(match words {
+                Some(words) => attribution.per_word(words),
+                None => attribution,
+            });
+        }
+        if asked(Extra::Patching) {
+            let corrupt = extras.corrupt.as_ref().ok_or_else(|| {
+                ModelError::BadInput(
+                    "--with patching needs the corrupted text: --corrupt TEXT".to_owned(),
+                )
+            })?;
+            self.patching = Some(model.patching(
+                &encoded,
+                &encode(corrupt)?,
+                &extras.target,
+                &mut |_, _| true,
+            )?);
+        }
+        if asked(Extra::LogitAttribution) {
+            self.logit_attribution = Some(model.logit_attribution(&encoded, &extras.target)?);
+        }
+        Ok(())
+    }
 }
 
 /// `{"is_next": p}`.
@@ -156,6 +227,9 @@ impl<'a> DumpDocument<'a> {
             logit_lens: None,
             embeddings: None,
             head_stats: None,
+            attribution: None,
+            patching: None,
+            logit_attribution: None,
             words: None,
         })
     }
@@ -215,6 +289,7 @@ impl<'a> DumpDocument<'a> {
         if asked(Extra::HeadStats) {
             self.head_stats = Some(head_stats(over));
         }
+        self.interventions(model, extras, words.as_ref())?;
         if let Some(words) = words {
             self.attentions = std::borrow::Cow::Owned(word_maps(&self.attentions, &words));
             self.rollout = self.rollout.map(|maps| word_maps(&maps, &words));

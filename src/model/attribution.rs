@@ -34,6 +34,40 @@ pub struct Attribution {
     pub occlusion: Vec<f32>,
 }
 
+impl Attribution {
+    /// The attribution per word: each list summed over the word's pieces, except the gradient
+    /// norm, which is the norm of the pieces' gradients together (√Σ of their squares).
+    pub fn per_word(self, words: &crate::analysis::words::Words) -> Self {
+        let sum = |values: &[f32]| -> Vec<f32> {
+            words
+                .spans
+                .iter()
+                .map(|span| values[span.clone()].iter().sum())
+                .collect()
+        };
+        let norm = |values: &[f32]| -> Vec<f32> {
+            words
+                .spans
+                .iter()
+                .map(|span| {
+                    values[span.clone()]
+                        .iter()
+                        .map(|v| v * v)
+                        .sum::<f32>()
+                        .sqrt()
+                })
+                .collect()
+        };
+        Self {
+            grad_x_input: sum(&self.grad_x_input),
+            grad_norm: norm(&self.grad_norm),
+            integrated_gradients: self.integrated_gradients.as_deref().map(sum),
+            occlusion: sum(&self.occlusion),
+            ..self
+        }
+    }
+}
+
 /// What to attribute and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributionOptions {
