@@ -76,6 +76,7 @@ fn attribute(model: &LoadedModel, reference: &Value) -> Attribution {
     let options = AttributionOptions {
         target,
         ig_steps: reference["ig_steps"].as_u64().unwrap() as usize,
+        occlusion: true,
     };
     model
         .attribution(&encoded, &options, &mut |_, _| true)
@@ -269,6 +270,7 @@ fn targets_a_checkpoint_cannot_give_name_the_heads_it_has() {
     let options = AttributionOptions {
         target: "mlm:1".parse().unwrap(),
         ig_steps: 0,
+        occlusion: false,
     };
     let err = model
         .attribution(&encoded, &options, &mut |_, _| true)

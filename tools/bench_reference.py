@@ -11,7 +11,8 @@ With --device cuda the model runs on the GPU and every attention map is copied t
 `.cpu()` after each run, as `bertscope bench --device cuda` copies them.
 
 --write-model saves a random-weight checkpoint of a family's base shapes (--large: bert-large's):
-bert (BertForPreTraining, 12 layers, hidden 768, 12 heads), distilbert (DistilBertForMaskedLM,
+bert (BertForPreTraining, 12 layers, hidden 768, 12 heads), bert-classifier
+(BertForSequenceClassification, two labels; for --attribution, which times Captum), distilbert (DistilBertForMaskedLM,
 6 layers), roberta (RobertaForMaskedLM, 12 layers, vocabulary 50265) or gpt2 (GPT2LMHeadModel,
 124M, vocabulary 50257). BERT and DistilBERT get the bert-base-uncased tokenizer files from
 --tokenizer-from; RoBERTa and GPT-2 a small byte-level BPE tokenizer trained here (the ids it
@@ -54,6 +55,8 @@ def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) ->
             config = T.BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                   intermediate_size=4096, **eager)
         T.BertForPreTraining(config).eval().save_pretrained(folder)
+    elif family == "bert-classifier":
+        T.BertForSequenceClassification(T.BertConfig(num_labels=2, **eager)).eval().save_pretrained(folder)
     elif family == "distilbert":
         T.DistilBertForMaskedLM(T.DistilBertConfig(**eager)).eval().save_pretrained(folder)
     elif family == "roberta":
@@ -67,7 +70,7 @@ def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) ->
         config = json.loads((folder / "config.json").read_text())
         config["bos_token_id"] = config["eos_token_id"] = 0
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-    if family in ("bert", "distilbert"):
+    if family in ("bert", "bert-classifier", "distilbert"):
         for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json"]:
             if (tokenizer_from / name).exists():
                 shutil.copy(tokenizer_from / name, folder / name)
@@ -109,6 +112,48 @@ def bench(folder: Path, seq_len: int, iters: int, threads: int, device: str) -> 
     print(f"median_ms {statistics.median(times):.3f}")
 
 
+def bench_attribution(folder: Path, seq_len: int, iters: int, threads: int) -> None:
+    """Captum's LayerIntegratedGradients (50 steps, Gauss–Legendre) on a
+    BertForSequenceClassification, with internal_batch_size=10 and without, then one
+    gradient × input (forward and backward), as `bench --attribution` times them."""
+    from captum.attr import LayerIntegratedGradients
+
+    torch.set_num_threads(threads)
+    model = T.BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = torch.randint(1000, 5000, (1, seq_len))
+    ids[0, 0], ids[0, -1] = 101, 102
+    baseline = torch.zeros_like(ids)
+    baseline[0, 0], baseline[0, -1] = 101, 102
+    positions = torch.arange(seq_len).unsqueeze(0)
+    types = torch.zeros_like(ids)
+
+    def forward(batch, positions, types):
+        return model(input_ids=batch, position_ids=positions, token_type_ids=types).logits[:, 1]
+
+    lig = LayerIntegratedGradients(forward, model.bert.embeddings)
+    print(f"transformers {transformers_version()} eager BertForSequenceClassification, "
+          f"{torch.get_num_threads()} threads, seq_len {seq_len}")
+    for batch in (10, None):
+        times = []
+        for _ in range(max(1, iters)):
+            start = time.perf_counter()
+            lig.attribute(ids, baselines=baseline, additional_forward_args=(positions, types),
+                          n_steps=50, internal_batch_size=batch)
+            times.append((time.perf_counter() - start) * 1e3)
+        print(f"ig_ms internal_batch_size={batch}: [" + ", ".join(f"{t:.0f}" for t in times) + "]")
+    grads = []
+    for _ in range(iters + 2):
+        start = time.perf_counter()
+        x = {}
+        hook = model.bert.embeddings.register_forward_hook(lambda m, i, o: x.setdefault("x", o))
+        value = forward(ids, positions, types)[0]
+        (grad,) = torch.autograd.grad(value, x["x"])
+        hook.remove()
+        (grad * x["x"]).sum(-1)
+        grads.append((time.perf_counter() - start) * 1e3)
+    print(f"gradient_ms {statistics.median(grads[2:]):.3f}")
+
+
 def transformers_version() -> str:
     return T.__version__
 
@@ -116,7 +161,10 @@ def transformers_version() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-model", type=Path, help="folder to write a random checkpoint to")
-    parser.add_argument("--family", choices=["bert", "distilbert", "roberta", "gpt2"], default="bert")
+    parser.add_argument("--family", choices=["bert", "bert-classifier", "distilbert", "roberta", "gpt2"],
+                        default="bert")
+    parser.add_argument("--attribution", action="store_true",
+                        help="time Captum's integrated gradients and one gradient instead (bert-classifier)")
     parser.add_argument("--large", action="store_true", help="bert-large shapes instead (bert only)")
     parser.add_argument("--tokenizer-from", type=Path, default=Path("../shared/models/all-MiniLM-L6-v2"))
     parser.add_argument("--model", type=Path, help="checkpoint folder to time")
@@ -127,7 +175,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_model:
         write_model(args.write_model, args.family, args.tokenizer_from, args.large)
-    if args.model:
+    if args.model and args.attribution:
+        bench_attribution(args.model, args.seq_len, args.iters, args.threads)
+    elif args.model:
         bench(args.model, args.seq_len, args.iters, args.threads, args.device)
 
 

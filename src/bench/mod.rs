@@ -3,6 +3,7 @@
 //! ([`overview`]) and the keystroke latency ([`keystroke`]).
 
 pub mod analyses;
+pub mod attribution;
 #[cfg(feature = "gui")]
 pub mod keystroke;
 #[cfg(feature = "gui")]

@@ -25,6 +25,11 @@ pub struct BenchArgs {
     /// the forward, and attention flow into one token (flow_ms); medians of --iters runs.
     #[arg(long)]
     pub analyses: bool,
+    /// Also time explaining the default target: gradient × input and its norm (gradient_ms,
+    /// the median of --iters runs), integrated gradients with 50 steps (ig_ms, one run) and activation patching of every layer's positions and heads (patching_ms,
+    /// one run, against the input with its middle token changed).
+    #[arg(long)]
+    pub attribution: bool,
     /// Also time this many frames of the app's overview (every layer × head), headless.
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "FRAMES")]
@@ -112,6 +117,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     if args.analyses {
         bench_analyses(&model, &input, args.iters)?;
+    }
+    if args.attribution {
+        let times = bench::attribution::time_attribution(&model, &input, args.iters)?;
+        println!(
+            "gradient_ms {:.3} ({:.2}x the forward)",
+            times.gradient_ms,
+            times.gradient_ms / timings.median_ms()
+        );
+        println!("ig_ms {:.1} (50 steps)", times.integrated_gradients_ms);
+        match times.patching_ms {
+            Ok(ms) => println!("patching_ms {ms:.1} ({} patched runs)", times.patching_runs),
+            Err(why) => println!("patching_ms n/a ({why})"),
+        }
     }
     #[cfg(feature = "gui")]
     if let Some(frames) = args.overview_frames {

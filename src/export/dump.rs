@@ -170,6 +170,7 @@ impl DumpDocument<'_> {
             let options = AttributionOptions {
                 target: extras.target.clone(),
                 ig_steps: extras.ig_steps.max(1),
+                occlusion: true,
             };
             let attribution = model.attribution(&encoded, &options, &mut |_, _| true)?;
             self.attribution = Some(match words {

@@ -30,7 +30,8 @@ pub struct Attribution {
     /// `Σ_i IG[i] − (f(x) − f(x′))`, when integrated gradients were computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ig_delta: Option<f32>,
-    /// `f(x) − f(x with token i's embedding replaced by the baseline's)`; 0 for special tokens.
+    /// `f(x) − f(x with token i's embedding replaced by the baseline's)`; 0 for special tokens
+    /// (and for every token when occlusion was not asked for).
     pub occlusion: Vec<f32>,
 }
 
@@ -75,6 +76,8 @@ pub struct AttributionOptions {
     pub target: TargetSpec,
     /// Integrated-gradients steps; 0 leaves integrated gradients out (the app's live methods).
     pub ig_steps: usize,
+    /// Whether to occlude each token (one forward per token, batched).
+    pub occlusion: bool,
 }
 
 impl Default for AttributionOptions {
@@ -82,6 +85,7 @@ impl Default for AttributionOptions {
         Self {
             target: TargetSpec::default(),
             ig_steps: DEFAULT_IG_STEPS,
+            occlusion: true,
         }
     }
 }
@@ -203,7 +207,9 @@ impl LoadedModel {
         let x_base = backend.embedding_output(&prepared.input(&baseline_ids))?;
         let specials = self.special_tokens(encoded);
         let per_batch = (BATCH_COLUMNS / tokens).max(1);
-        let occluded: Vec<usize> = (0..tokens).filter(|&i| !specials[i]).collect();
+        let occluded: Vec<usize> = (0..tokens)
+            .filter(|&i| options.occlusion && !specials[i])
+            .collect();
         // The baseline itself, then each occluded input.
         let forward_items = 1 + occluded.len();
         let total = 1 + forward_items.div_ceil(per_batch) + options.ig_steps.div_ceil(per_batch);
