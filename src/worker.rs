@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::stats::{corpus_requests, CorpusReport, CorpusStats};
+use crate::model::attribution::{Attribution, AttributionOptions, Progress};
+use crate::model::logit_attribution::LogitAttribution;
+use crate::model::patching::Patching;
+use crate::model::target::TargetSpec;
 use crate::model::{
     Analysis, AnalysisRequest, DeviceChoice, DownloadProgress, EmbeddingBreakdown, Family,
-    HeadKind, LensPosition, LoadedModel, ModelSource,
+    HeadKind, LensPosition, LoadedModel, ModelError, ModelSource, Result,
 };
 
 /// What the UI asks of the worker.
@@ -52,6 +56,98 @@ pub enum WorkerRequest {
         /// The run's request id.
         id: u64,
     },
+    /// Explain a prediction of the current model (attribution, patching, logit attribution).
+    /// A request that arrives while one runs cancels it.
+    Explain {
+        /// Request id; responses carry it back.
+        id: u64,
+        /// What to explain.
+        request: ExplainRequest,
+    },
+}
+
+/// What the Attribution, Patching and Logit attribution tabs ask the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExplainRequest {
+    /// Attribute a logit to the input tokens.
+    Attribution {
+        /// The text (sentence A, optional B).
+        text: (String, Option<String>),
+        /// The target and which methods.
+        options: AttributionOptions,
+    },
+    /// Patch a corrupted run with pieces of the clean one.
+    Patching {
+        /// The clean text.
+        clean: (String, Option<String>),
+        /// The corrupted text.
+        corrupt: (String, Option<String>),
+        /// The logit read.
+        target: TargetSpec,
+    },
+    /// Take a next-token logit apart by layer and head.
+    LogitAttribution {
+        /// The text.
+        text: (String, Option<String>),
+        /// The logit.
+        target: TargetSpec,
+    },
+}
+
+/// Which kind of explanation a request or result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExplainKind {
+    /// [`ExplainRequest::Attribution`].
+    Attribution,
+    /// [`ExplainRequest::Patching`].
+    Patching,
+    /// [`ExplainRequest::LogitAttribution`].
+    LogitAttribution,
+}
+
+impl ExplainRequest {
+    /// Its kind.
+    pub fn kind(&self) -> ExplainKind {
+        match self {
+            Self::Attribution { .. } => ExplainKind::Attribution,
+            Self::Patching { .. } => ExplainKind::Patching,
+            Self::LogitAttribution { .. } => ExplainKind::LogitAttribution,
+        }
+    }
+
+    /// Runs it on `model`, reporting batches to `progress`, which may cancel.
+    pub fn run(&self, model: &LoadedModel, progress: Progress<'_>) -> Result<Explanation> {
+        let encode = |(a, b): &(String, Option<String>)| model.tokenizer().encode(a, b.as_deref());
+        Ok(match self {
+            Self::Attribution { text, options } => {
+                Explanation::Attribution(model.attribution(&encode(text)?, options, progress)?)
+            }
+            Self::Patching {
+                clean,
+                corrupt,
+                target,
+            } => Explanation::Patching(model.patching(
+                &encode(clean)?,
+                &encode(corrupt)?,
+                target,
+                progress,
+            )?),
+            Self::LogitAttribution { text, target } => {
+                Explanation::LogitAttribution(model.logit_attribution(&encode(text)?, target)?)
+            }
+        })
+    }
+}
+
+/// What explaining a prediction gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Explanation {
+    /// Attribution to the input tokens.
+    Attribution(Attribution),
+    /// Activation patching.
+    Patching(Patching),
+    /// Direct logit attribution.
+    LogitAttribution(LogitAttribution),
 }
 
 /// Facts about the loaded model that the UI shows.
@@ -197,6 +293,29 @@ pub enum WorkerResponse {
     /// A corpus run stopped on an error.
     CorpusFailed {
         /// The corpus request.
+        id: u64,
+        /// One line for the user.
+        message: String,
+    },
+    /// How far an explanation has come (batches done of all).
+    ExplainProgress {
+        /// The explain request.
+        id: u64,
+        /// Batches done.
+        done: usize,
+        /// Batches in all.
+        total: usize,
+    },
+    /// An explanation finished.
+    Explained {
+        /// The explain request.
+        id: u64,
+        /// The result.
+        result: Arc<Explanation>,
+    },
+    /// An explanation failed.
+    ExplainFailed {
+        /// The explain request.
         id: u64,
         /// One line for the user.
         message: String,
@@ -381,22 +500,38 @@ impl Worker {
     }
 }
 
-/// Keeps only the requests worth running: the newest load, the newest analysis sent after it,
-/// and every corpus request (each is cheap to take in, and their order matters).
+/// Keeps only the requests worth running: the newest load, the newest analysis and the newest
+/// explanation of each kind sent after it, and every corpus request (each is cheap to take in,
+/// and their order matters).
 pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
     let last_load = pending
         .iter()
         .rposition(|request| matches!(request, WorkerRequest::Load { .. }));
+    let after_load = |index: &usize| last_load.is_none_or(|load| *index > load);
     let last_analyze = pending
         .iter()
         .rposition(|request| matches!(request, WorkerRequest::Analyze { .. }))
-        .filter(|&index| last_load.is_none_or(|load| index > load));
+        .filter(after_load);
+    let newest_explain = |kind: ExplainKind| {
+        pending
+            .iter()
+            .rposition(|request| {
+                matches!(request, WorkerRequest::Explain { request, .. } if request.kind() == kind)
+            })
+            .filter(after_load)
+    };
+    let explains = [
+        newest_explain(ExplainKind::Attribution),
+        newest_explain(ExplainKind::Patching),
+        newest_explain(ExplainKind::LogitAttribution),
+    ];
     pending
         .into_iter()
         .enumerate()
         .filter(|(index, request)| {
             Some(*index) == last_load
                 || Some(*index) == last_analyze
+                || explains.contains(&Some(*index))
                 || matches!(
                     request,
                     WorkerRequest::RunCorpus { .. } | WorkerRequest::CancelCorpus { .. }
@@ -457,9 +592,13 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
     };
     let mut model: Option<LoadedModel> = None;
     let mut corpus: Option<CorpusJob> = None;
+    // Requests that arrived during an explanation (and cancelled it), taken before new ones.
+    let mut stashed: Vec<WorkerRequest> = Vec::new();
     loop {
         // Waiting requests come first; a corpus run goes on a line at a time when there are none.
-        let first = if corpus.is_some() {
+        let first = if !stashed.is_empty() {
+            Some(stashed.remove(0))
+        } else if corpus.is_some() {
             match requests.try_recv() {
                 Ok(request) => Some(request),
                 Err(TryRecvError::Empty) => None,
@@ -485,9 +624,15 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
             }
             continue;
         };
-        let Some(pending) = with_waiting(first, requests) else {
+        let Some(mut pending) = with_waiting(first, requests) else {
             return;
         };
+        if !stashed.is_empty() {
+            // `first` was the oldest stashed request; the rest came before the waiting ones.
+            let waiting = pending.split_off(1);
+            pending.append(&mut stashed);
+            pending.extend(waiting);
+        }
         for request in coalesce(pending) {
             let delivered = match request {
                 WorkerRequest::Load { id, source, device } => {
@@ -526,11 +671,131 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
                     }
                     true
                 }
+                WorkerRequest::Explain { id, request } => match &model {
+                    None => send(WorkerResponse::ExplainFailed {
+                        id,
+                        message: "no model is loaded".to_owned(),
+                    }),
+                    Some(model) => explain(model, id, &request, requests, &mut stashed, &send),
+                },
             };
             if !delivered {
                 return;
             }
         }
+    }
+}
+
+/// An explanation the app asked for, and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainState {
+    /// Its request id.
+    pub id: u64,
+    /// What was asked.
+    pub request: ExplainRequest,
+    /// Batches done of all, while it runs.
+    pub progress: Option<(usize, usize)>,
+    /// The result, or why there is none; `None` while it runs.
+    pub result: Option<Result<Arc<Explanation>, String>>,
+}
+
+/// The newest explanation of each kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Explanations {
+    states: std::collections::HashMap<ExplainKind, ExplainState>,
+}
+
+impl Explanations {
+    /// The newest explanation of `kind` asked for.
+    pub fn get(&self, kind: ExplainKind) -> Option<&ExplainState> {
+        self.states.get(&kind)
+    }
+
+    /// The state of request `id`, if it is still the newest of its kind.
+    pub(crate) fn by_id(&mut self, id: u64) -> Option<&mut ExplainState> {
+        self.states.values_mut().find(|state| state.id == id)
+    }
+
+    /// Keeps `state` as the newest of its kind.
+    pub fn insert(&mut self, state: ExplainState) {
+        self.states.insert(state.request.kind(), state);
+    }
+
+    /// The newest finished result of `kind`.
+    pub fn finished(&self, kind: ExplainKind) -> Option<&Explanation> {
+        self.get(kind)
+            .and_then(|state| state.result.as_ref()?.as_ref().ok())
+            .map(|result| &**result)
+    }
+
+    /// The newest finished attribution.
+    pub fn attribution(&self) -> Option<&Attribution> {
+        match self.finished(ExplainKind::Attribution) {
+            Some(Explanation::Attribution(attribution)) => Some(attribution),
+            _ => None,
+        }
+    }
+
+    /// The newest finished activation patching.
+    pub fn patching(&self) -> Option<&Patching> {
+        match self.finished(ExplainKind::Patching) {
+            Some(Explanation::Patching(patching)) => Some(patching),
+            _ => None,
+        }
+    }
+
+    /// The newest finished logit attribution.
+    pub fn logit_attribution(&self) -> Option<&LogitAttribution> {
+        match self.finished(ExplainKind::LogitAttribution) {
+            Some(Explanation::LogitAttribution(parts)) => Some(parts),
+            _ => None,
+        }
+    }
+
+    /// The result of `request`, when it is the one asked for last and has finished.
+    pub fn result_of(&self, request: &ExplainRequest) -> Option<&Arc<Explanation>> {
+        self.get(request.kind())
+            .filter(|state| &state.request == request)
+            .and_then(|state| state.result.as_ref()?.as_ref().ok())
+    }
+}
+
+/// How often an explanation reports its progress.
+const EXPLAIN_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs an explanation, reporting progress; any request that arrives meanwhile cancels it and is
+/// kept in `stashed` for the loop. Returns whether the answer (if any) was delivered.
+fn explain(
+    model: &LoadedModel,
+    id: u64,
+    request: &ExplainRequest,
+    requests: &Receiver<WorkerRequest>,
+    stashed: &mut Vec<WorkerRequest>,
+    send: &dyn Fn(WorkerResponse) -> bool,
+) -> bool {
+    let mut reported = Instant::now();
+    let mut progress = |done: usize, total: usize| {
+        if let Ok(newer) = requests.try_recv() {
+            stashed.push(newer);
+            return false;
+        }
+        if reported.elapsed() >= EXPLAIN_REPORT_EVERY {
+            reported = Instant::now();
+            send(WorkerResponse::ExplainProgress { id, done, total });
+        }
+        true
+    };
+    match request.run(model, &mut progress) {
+        Ok(result) => send(WorkerResponse::Explained {
+            id,
+            result: Arc::new(result),
+        }),
+        // A newer request is waiting; it answers the app.
+        Err(ModelError::Cancelled) => true,
+        Err(err) => send(WorkerResponse::ExplainFailed {
+            id,
+            message: err.to_string(),
+        }),
     }
 }
 
@@ -647,7 +912,8 @@ mod tests {
                 WorkerRequest::Load { id, .. }
                 | WorkerRequest::Analyze { id, .. }
                 | WorkerRequest::RunCorpus { id, .. }
-                | WorkerRequest::CancelCorpus { id } => *id,
+                | WorkerRequest::CancelCorpus { id }
+                | WorkerRequest::Explain { id, .. } => *id,
             })
             .collect()
     }

@@ -398,6 +398,10 @@ impl BertscopeApp {
                 UiAction::RunCorpus => self.run_corpus(),
                 UiAction::CancelCorpus => self.primary.cancel_corpus(),
                 UiAction::SaveCorpus => self.save_corpus(),
+                UiAction::Explain(request) => {
+                    let id = self.next_id();
+                    self.primary.explain(id, request);
+                }
             }
         }
     }
@@ -671,6 +675,7 @@ impl BertscopeApp {
             other
                 .as_ref()
                 .map(|(name, result)| (name.as_str(), &result.analysis)),
+            &self.primary.explained,
         );
         let request = &shown.result.request;
         let scene = figure
@@ -784,9 +789,13 @@ impl BertscopeApp {
             .unwrap_or(&self.settings.model)
             .to_owned();
         let (path, result) = (path.to_owned(), Arc::clone(result));
+        let explained = self.primary.explained.clone();
         Ok(Box::new(move |cancel: &AtomicBool| {
             let request = &result.request;
             let data = ModelData {
+                attribution: explained.attribution(),
+                patching: explained.patching(),
+                logit_attribution: explained.logit_attribution(),
                 lens: result.lens.as_deref(),
                 embeddings: result.embeddings.as_ref(),
                 predicting: &predicting,

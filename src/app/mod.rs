@@ -236,6 +236,11 @@ impl BertscopeApp {
         app
     }
 
+    /// The newest explanation of each kind the tabs asked for.
+    pub fn explained(&self) -> &crate::worker::Explanations {
+        &self.primary.explained
+    }
+
     /// The current settings (what would be saved).
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -11,7 +11,10 @@ use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::scene::Rasters;
 use crate::ui::tab::Shown;
-use crate::worker::{AnalysisResult, CorpusRun, Worker, WorkerRequest, WorkerResponse};
+use crate::worker::{
+    AnalysisResult, CorpusRun, ExplainRequest, ExplainState, Explanations, Worker, WorkerRequest,
+    WorkerResponse,
+};
 
 /// Attention rollout through each layer, `[query][key]` per layer.
 pub type RolloutLayers = Arc<Vec<Arc<Vec<f32>>>>;
@@ -53,6 +56,8 @@ pub struct ModelSlot {
     word_level: Background<u64, Arc<Analysis>>,
     /// Head statistics over a corpus file (of this model), if one was run.
     pub corpus: Option<CorpusRun>,
+    /// The newest explanation of each kind asked for, and what came of it.
+    pub explained: Explanations,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
 }
@@ -84,6 +89,7 @@ impl ModelSlot {
             word_level: Background::default(),
             flow: Background::default(),
             corpus: None,
+            explained: Explanations::default(),
             waker: ctx.clone(),
         }
     }
@@ -258,6 +264,27 @@ impl ModelSlot {
         }
     }
 
+    /// Asks for an explanation under request `id`, unless the same one was asked for last;
+    /// returns whether it was sent.
+    pub fn explain(&mut self, id: u64, request: ExplainRequest) -> bool {
+        if !self.is_ready()
+            || self
+                .explained
+                .get(request.kind())
+                .is_some_and(|s| s.request == request)
+        {
+            return false;
+        }
+        self.explained.insert(ExplainState {
+            id,
+            request: request.clone(),
+            progress: None,
+            result: None,
+        });
+        self.send(WorkerRequest::Explain { id, request }, "");
+        true
+    }
+
     /// Whether the model is loaded.
     pub fn is_ready(&self) -> bool {
         matches!(self.status, ModelStatus::Ready(_))
@@ -315,6 +342,7 @@ impl ModelSlot {
                 self.status = ModelStatus::Ready(info);
                 // The old result belongs to the old model.
                 self.result = None;
+                self.explained = Explanations::default();
                 drained.loaded = true;
             }
             WorkerResponse::LoadFailed { id, message } if loading_id == Some(id) => {
@@ -362,6 +390,21 @@ impl ModelSlot {
                 if matches!(self.corpus, Some(CorpusRun::Running { id: running, .. }) if running == id)
                 {
                     self.corpus = Some(CorpusRun::Failed { message });
+                }
+            }
+            WorkerResponse::ExplainProgress { id, done, total } => {
+                if let Some(state) = self.explained.by_id(id) {
+                    state.progress = Some((done, total));
+                }
+            }
+            WorkerResponse::Explained { id, result } => {
+                if let Some(state) = self.explained.by_id(id) {
+                    state.result = Some(Ok(result));
+                }
+            }
+            WorkerResponse::ExplainFailed { id, message } => {
+                if let Some(state) = self.explained.by_id(id) {
+                    state.result = Some(Err(message));
                 }
             }
             // Answers to requests that were superseded.

@@ -85,10 +85,13 @@ impl BertscopeApp {
     /// The tabs shown, in order (Compare only with a second model).
     fn visible_tabs(&self) -> Vec<View> {
         let comparing = self.comparison.is_some();
+        // Logit attribution takes a next-token logit apart: only causal LMs have one.
+        let causal = matches!(&self.primary.status, ModelStatus::Ready(info) if info.has(HeadKind::NextToken));
         View::ALL
             .iter()
             .copied()
             .filter(|&view| view != View::Compare || comparing)
+            .filter(|&view| view != View::LogitAttribution || causal)
             .collect()
     }
 
@@ -588,6 +591,7 @@ impl BertscopeApp {
             actions: &mut actions,
             comparison,
             corpus: self.primary.corpus.as_ref(),
+            explained: &self.primary.explained,
         };
         tabs.tab_mut(view).show(ui, &mut cx);
         actions

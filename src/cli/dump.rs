@@ -52,7 +52,7 @@ pub struct DumpArgs {
 }
 
 /// Parses `--target`.
-fn parse_target(text: &str) -> Result<TargetSpec, String> {
+pub fn parse_target(text: &str) -> Result<TargetSpec, String> {
     text.parse().map_err(|err: bertscope::model::ModelError| {
         err.to_string()
             .split_once(": ")

@@ -10,6 +10,13 @@ use bertscope::export::data::Precision;
 use bertscope::export::ExportFormat;
 use bertscope::views::View;
 
+use bertscope::model::attribution::{AttributionOptions, DEFAULT_IG_STEPS};
+use bertscope::model::target::{TargetHead, TargetSpec};
+use bertscope::model::LoadedModel;
+use bertscope::views::attribution::Method;
+use bertscope::worker::{ExplainRequest, Explanation};
+
+use super::dump::parse_target;
 use super::{input_notes, load, parse_head, parse_layer_head, InputArgs, ModelArgs};
 
 #[derive(Args)]
@@ -52,8 +59,9 @@ pub struct ExportArgs {
     /// Heads to ablate, LAYER:HEAD comma-separated (0-based), as in dump.
     #[arg(long, value_delimiter = ',', value_parser = parse_layer_head, value_name = "L:H")]
     pub ablate: Vec<(usize, usize)>,
-    /// Words instead of subword pieces (heatmap, lines, overview, heads, projection and the data
-    /// files): attention to a word summed over its pieces, from a word the mean, as dump --words.
+    /// Words instead of subword pieces (heatmap, lines, overview, heads, projection, attribution
+    /// and the data files): attention to a word summed over its pieces, from a word the mean, as
+    /// dump --words.
     #[arg(long)]
     pub words: bool,
     /// The statistic that colours --view heads.
@@ -82,6 +90,20 @@ pub struct ExportArgs {
     /// The figures' format with --all-heads.
     #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
     pub format: FigureFormat,
+    /// The attribution method --view attribution shows.
+    #[arg(long, value_enum, default_value_t = Method::IntegratedGradients)]
+    pub method: Method,
+    /// The logit --view attribution, patching and logit-attribution explain (as dump's
+    /// --target); logit-attribution takes next:I[:TOKEN] (default: after --token, else the
+    /// last token).
+    #[arg(long, value_parser = parse_target)]
+    pub target: Option<TargetSpec>,
+    /// The corrupted text for --view patching.
+    #[arg(long)]
+    pub corrupt: Option<String>,
+    /// The corrupted sentence B, for pairs.
+    #[arg(long)]
+    pub corrupt_b: Option<String>,
 }
 
 /// The smallest and largest side `--size` takes, in points.
@@ -126,8 +148,8 @@ impl ExportArgs {
     ) -> anyhow::Result<bertscope::views::Figure> {
         use bertscope::views::heatmap::{Heatmap, MapKind};
         use bertscope::views::{
-            compare, embeddings, head_stats, lens, lines, overview, predictions, projection,
-            query_key, Figure,
+            attribution, compare, embeddings, head_stats, lens, lines, logit_attribution, overview,
+            patching, predictions, projection, query_key, Figure,
         };
         let kind = if self.rollout {
             MapKind::Rollout
@@ -172,6 +194,14 @@ impl ExportArgs {
                     head,
                     query: self.token.unwrap_or(0),
                 })
+            }
+            View::Attribution => Figure::Attribution(attribution::AttributionView {
+                method: self.method,
+                words: self.words,
+            }),
+            View::Patching => Figure::Patching(patching::PatchingView),
+            View::LogitAttribution => {
+                Figure::LogitAttribution(logit_attribution::LogitAttributionView)
             }
             View::Compare => {
                 let other = other.ok_or_else(|| {
@@ -234,8 +264,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let explained = explanation(&args, &model)?;
     let predicting: Vec<bertscope::model::HeadKind> = model.head_kinds().collect();
     let data = bertscope::export::ModelData {
+        attribution: match &explained {
+            Some(Explanation::Attribution(attribution)) => Some(attribution),
+            _ => None,
+        },
+        patching: match &explained {
+            Some(Explanation::Patching(patching)) => Some(patching),
+            _ => None,
+        },
+        logit_attribution: match &explained {
+            Some(Explanation::LogitAttribution(parts)) => Some(parts),
+            _ => None,
+        },
         lens: lens.as_deref(),
         embeddings: embeddings.as_ref(),
         predicting: &predicting,
@@ -250,7 +293,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         figure,
         scale: args.scale,
         precision: args.precision,
-        words: args.words,
+        // The attribution figure sums its own values per word; the maps stay pieces.
+        words: args.words && args.view != View::Attribution,
         size: args.size,
     };
     let input = &args.input;
@@ -266,6 +310,45 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The explanation --view attribution, patching or logit-attribution draws, computed now.
+fn explanation(args: &ExportArgs, model: &LoadedModel) -> anyhow::Result<Option<Explanation>> {
+    let text = (args.input.text.clone(), args.input.text_b.clone());
+    let target = args.target.clone().unwrap_or_default();
+    let request = match args.view {
+        View::Attribution => ExplainRequest::Attribution {
+            text,
+            options: AttributionOptions {
+                target,
+                ig_steps: DEFAULT_IG_STEPS,
+                occlusion: true,
+            },
+        },
+        View::Patching => {
+            let corrupt = args.corrupt.clone().ok_or_else(|| {
+                anyhow::anyhow!("--view patching needs the corrupted text: --corrupt TEXT")
+            })?;
+            ExplainRequest::Patching {
+                clean: text,
+                corrupt: (
+                    corrupt,
+                    args.corrupt_b.clone().or(args.input.text_b.clone()),
+                ),
+                target,
+            }
+        }
+        View::LogitAttribution => ExplainRequest::LogitAttribution {
+            text,
+            target: TargetSpec {
+                head: Some(TargetHead::NextToken),
+                position: target.position.or(args.token),
+                ..target
+            },
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(request.run(model, &mut |_, _| true)?))
 }
 
 /// Checks the output path and the flags that go together, before the model loads.

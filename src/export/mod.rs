@@ -14,7 +14,7 @@ use crate::analysis::{words, HeadChoice};
 use crate::model::Analysis;
 use crate::render::scene::Palette;
 pub use crate::views::ModelData;
-use crate::views::{Computed, Figure};
+use crate::views::{Computed, Figure, View};
 
 /// An export's settings beyond the analysis: the view a figure draws (with its parameters), the
 /// PNG scale, the number type of `.npz` maps, and whether attention reads as words.
@@ -222,21 +222,93 @@ pub fn export_cancellable(
             }
         }
         ExportFormat::Json => {
-            let document = dump::DumpDocument::new(model, shown)?;
+            let mut document = dump::DumpDocument::new(model, shown)?;
+            // The explanation the figure draws goes with the maps.
+            match view {
+                View::Attribution => document.attribution = data.attribution.cloned(),
+                View::Patching => document.patching = data.patching.cloned(),
+                View::LogitAttribution => {
+                    document.logit_attribution = data.logit_attribution.cloned()
+                }
+                _ => {}
+            }
             write_atomically(path, &mut |out| {
                 serde_json::to_writer(&mut *out, &document)?;
                 out.write_all(b"\n")
             })
         }
-        ExportFormat::Csv => {
-            let (layer, head) = map_of(&export.figure);
-            write_atomically(path, &mut |out| data::head_csv(shown, layer, head, out))
-        }
+        ExportFormat::Csv => match explanation_csv(view, data, shown)? {
+            Some(table) => write_atomically(path, &mut |out| out.write_all(table.as_bytes())),
+            None => {
+                let (layer, head) = map_of(&export.figure);
+                write_atomically(path, &mut |out| data::head_csv(shown, layer, head, out))
+            }
+        },
         ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(shown, out)),
         ExportFormat::Npz => write_atomically(path, &mut |out| {
             data::attention_npz(shown, export.precision, out)
         }),
     }
+}
+
+/// The CSV of an explanation view: attribution per token (every method), patching's
+/// layer × position and layer × head values, logit attribution's parts; `None` for other views.
+fn explanation_csv(
+    view: View,
+    data: &ModelData<'_>,
+    analysis: &Analysis,
+) -> anyhow::Result<Option<String>> {
+    let missing = || anyhow::anyhow!("the {} view has nothing computed to write", view.name());
+    let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let mut csv = String::new();
+    match view {
+        View::Attribution => {
+            let attribution = data.attribution.ok_or_else(missing)?;
+            csv.push_str("index,token,integrated_gradients,grad_x_input,grad_norm,occlusion\n");
+            for index in 0..attribution.grad_norm.len() {
+                let ig = attribution
+                    .integrated_gradients
+                    .as_ref()
+                    .map_or(String::new(), |ig| ig[index].to_string());
+                csv.push_str(&format!(
+                    "{index},{},{ig},{},{},{}\n",
+                    quoted(&analysis.display_token(index)),
+                    attribution.grad_x_input[index],
+                    attribution.grad_norm[index],
+                    attribution.occlusion[index]
+                ));
+            }
+        }
+        View::Patching => {
+            let patching = data.patching.ok_or_else(missing)?;
+            csv.push_str("part,layer,index,value\n");
+            for (part, rows) in [
+                ("resid_pre", &patching.resid_pre),
+                ("head_out", &patching.head_out),
+            ] {
+                for (layer, row) in rows.iter().enumerate() {
+                    for (index, value) in row.iter().enumerate() {
+                        csv.push_str(&format!("{part},{layer},{index},{value}\n"));
+                    }
+                }
+            }
+        }
+        View::LogitAttribution => {
+            let parts = data.logit_attribution.ok_or_else(missing)?;
+            csv.push_str("part,layer,head,value\n");
+            csv.push_str(&format!("embed,,,{}\n", parts.embed));
+            for (layer, row) in parts.heads.iter().enumerate() {
+                for (head, value) in row.iter().enumerate() {
+                    csv.push_str(&format!("head,{layer},{head},{value}\n"));
+                }
+                csv.push_str(&format!("attn_bias,{layer},,{}\n", parts.attn_bias[layer]));
+                csv.push_str(&format!("mlp,{layer},,{}\n", parts.mlps[layer]));
+            }
+            csv.push_str(&format!("final_bias,,,{}\n", parts.final_bias));
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(csv))
 }
 
 /// A writer that fails once `cancel` is set, so that a cancelled export stops writing and its

@@ -210,7 +210,7 @@ impl LoadedModel {
                         .position(|&id| Some(id) == self.tokenizer.mask_id())
                         .ok_or_else(|| {
                             ModelError::BadInput(format!(
-                                "the text has no {} token; type one, or give a position: --target mlm:I",
+                                "the text has no {} token; type one, or give a position as the target: mlm:I",
                                 self.tokenizer.mask_token().unwrap_or("mask")
                             ))
                         })?,

@@ -203,6 +203,9 @@ pub enum UiAction {
     CancelCorpus,
     /// Save the corpus run's statistics (the app asks where).
     SaveCorpus,
+    /// Explain a prediction (attribution, patching, logit attribution) off the UI thread,
+    /// unless the same explanation was asked for last.
+    Explain(crate::worker::ExplainRequest),
 }
 
 /// What a click on token `index` asks for: with shift or ctrl (⌘) held, adding it to the

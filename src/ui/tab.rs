@@ -15,7 +15,7 @@ use crate::render::matrix::MatrixZoom;
 use crate::render::scene::Hit;
 use crate::views::Computed;
 use crate::views::{Canvas, Figure, Inputs, ModelData};
-use crate::worker::{AnalysisResult, CorpusRun, ModelInfo};
+use crate::worker::{AnalysisResult, CorpusRun, Explanations, ModelInfo};
 
 /// One tab of the main area: the GUI of a view.
 pub trait Tab {
@@ -79,6 +79,8 @@ pub struct TabContext<'a> {
     pub comparison: Option<Comparison<'a>>,
     /// A corpus run's statistics, when one was run.
     pub corpus: Option<&'a CorpusRun>,
+    /// The newest explanation of each kind (attribution, patching, logit attribution).
+    pub explained: &'a Explanations,
 }
 
 /// The inputs of a tab's figure, from the run and what was computed (a function of the fields,
@@ -88,8 +90,12 @@ pub fn inputs_of<'a>(
     info: &'a ModelInfo,
     computed: &'a Computed,
     comparison: Option<(&'a str, &'a Analysis)>,
+    explained: &'a Explanations,
 ) -> Inputs<'a> {
     let data = ModelData {
+        attribution: explained.attribution(),
+        patching: explained.patching(),
+        logit_attribution: explained.logit_attribution(),
         lens: run.result.lens.as_deref(),
         embeddings: run.result.embeddings.as_ref(),
         predicting: &info.prediction_heads,
@@ -120,6 +126,7 @@ impl TabContext<'_> {
             self.info,
             self.computed,
             self.comparison.as_ref().map(Comparison::named_run),
+            self.explained,
         )
     }
 
@@ -161,6 +168,7 @@ impl TabContext<'_> {
             self.info,
             self.computed,
             self.comparison.as_ref().map(Comparison::named_run),
+            self.explained,
         );
         if head_stats.is_some() {
             inputs.head_stats = head_stats;

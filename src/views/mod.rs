@@ -9,13 +9,16 @@
 //! list below. The app computes what a view computes off the UI thread without knowing the
 //! view; export and the tests compute it before drawing.
 
+pub mod attribution;
 pub mod compare;
 pub mod embeddings;
 pub mod head_stats;
 pub mod heatmap;
 pub mod lens;
 pub mod lines;
+pub mod logit_attribution;
 pub mod overview;
+pub mod patching;
 pub mod predictions;
 pub mod projection;
 pub mod query_key;
@@ -26,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::projection::Projection;
 use crate::analysis::stats::HeadStats;
+use crate::model::attribution::Attribution;
+use crate::model::logit_attribution::LogitAttribution;
+use crate::model::patching::Patching;
 use crate::model::{Analysis, EmbeddingBreakdown, HeadKind, LensPosition};
 use crate::render::matrix::MatrixZoom;
 use crate::render::scene::{Hit, Rect, Scene};
@@ -62,6 +68,12 @@ pub struct Inputs<'a> {
     pub comparison: Option<(&'a str, &'a Analysis)>,
     /// The divergence of every layer of the first model from the second's aligned layer.
     pub divergence: Option<&'a [f32]>,
+    /// The target logit attributed to the input tokens.
+    pub attribution: Option<&'a Attribution>,
+    /// Activation patching from a corrupted text.
+    pub patching: Option<&'a Patching>,
+    /// A next-token logit taken apart by layer and head.
+    pub logit_attribution: Option<&'a LogitAttribution>,
 }
 
 impl<'a> Inputs<'a> {
@@ -81,6 +93,9 @@ impl<'a> Inputs<'a> {
             intact: None,
             comparison: None,
             divergence: None,
+            attribution: None,
+            patching: None,
+            logit_attribution: None,
         }
     }
 }
@@ -156,6 +171,9 @@ impl Computed {
             intact: data.intact,
             comparison: data.comparison,
             divergence: self.divergence.as_deref(),
+            attribution: data.attribution,
+            patching: data.patching,
+            logit_attribution: data.logit_attribution,
             ..Inputs::of(model, shown)
         }
     }
@@ -178,6 +196,12 @@ pub struct ModelData<'a> {
     pub intact: Option<&'a Analysis>,
     /// A second model's name and run of the same text.
     pub comparison: Option<(&'a str, &'a Analysis)>,
+    /// The newest attribution of the text.
+    pub attribution: Option<&'a Attribution>,
+    /// The newest activation patching of the text.
+    pub patching: Option<&'a Patching>,
+    /// The newest logit attribution of the text.
+    pub logit_attribution: Option<&'a LogitAttribution>,
 }
 
 /// Where a view is drawn and what the window marks on it: the selection, the pointer's hit and
@@ -465,6 +489,13 @@ views! {
     QueryKey => query_key::QueryKeyView / QueryKeyTab,
     /// Two models side by side (once a second model is loaded).
     Compare => compare::CompareView / CompareTab,
+    /// Which input tokens raised or lowered one logit.
+    Attribution => attribution::AttributionView / AttributionTab,
+    /// Activation patching from a corrupted text.
+    Patching => patching::PatchingView / PatchingTab,
+    /// A next-token logit taken apart by layer and head (causal models).
+    #[value(name = "logit-attribution")]
+    LogitAttribution => logit_attribution::LogitAttributionView / LogitAttributionTab,
 }
 
 /// Checks a layer and head against the model's shape, with a message naming the valid range.

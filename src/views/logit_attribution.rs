@@ -1,0 +1,301 @@
+//! Direct logit attribution (pre-LayerNorm causal models): what each head, each layer's MLP
+//! and attention bias, and the embedding wrote into the residual stream toward one next-token
+//! logit, as a layers × heads grid in diverging colours and a bar per other part.
+
+use serde::{Deserialize, Serialize};
+
+use super::patching::grid;
+use crate::model::logit_attribution::LogitAttribution;
+use crate::render::difference_color;
+use crate::render::parts::{grid_labels, notes, notes_width};
+use crate::render::scene::{
+    Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
+};
+
+const MARGIN: f32 = 8.0;
+const PITCH: f32 = 24.0;
+const CELL: f32 = 22.0;
+const ROW: f32 = 18.0;
+const SIZE: f32 = 11.0;
+const LEFT: f32 = MARGIN + 60.0;
+const LABELS: f32 = 90.0;
+const BARS: f32 = 300.0;
+
+/// The Logit attribution view (it has no parameter: the position is the tab's target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogitAttributionView;
+
+fn parts<'a>(inputs: &super::Inputs<'a>) -> Result<&'a LogitAttribution, String> {
+    let parts = inputs
+        .logit_attribution
+        .ok_or_else(|| "no logit has been taken apart yet".to_owned())?;
+    if parts
+        .target
+        .position
+        .is_none_or(|position| position >= inputs.analysis.len())
+    {
+        return Err(
+            "the logit attribution is of another text; it is being computed again".to_owned(),
+        );
+    }
+    Ok(parts)
+}
+
+/// The parts beside the heads, as bars: (label, value).
+fn other_parts(parts: &LogitAttribution) -> Vec<(String, f32)> {
+    let mut rows = vec![("embedding".to_owned(), parts.embed)];
+    for (layer, (&bias, &mlp)) in parts.attn_bias.iter().zip(&parts.mlps).enumerate() {
+        rows.push((format!("layer {layer} MLP"), mlp));
+        rows.push((format!("layer {layer} attn bias"), bias));
+    }
+    rows.push(("final norm bias".to_owned(), parts.final_bias));
+    rows
+}
+
+impl super::Draw for LogitAttributionView {
+    const LABEL: &'static str = "Logit attribution";
+    const DESCRIPTION: &'static str = "For causal models: the next-token logit taken apart into what each head, MLP and the embedding wrote into the residual stream (direct logit attribution)";
+    const READS_WORDS: bool = false;
+
+    fn title(&self, inputs: &super::Inputs<'_>) -> String {
+        match inputs.logit_attribution.and_then(|p| p.target.name.clone()) {
+            Some(name) => format!(
+                "logit attribution of {:?}",
+                inputs.analysis.token_style.display(&name)
+            ),
+            None => "logit attribution".to_owned(),
+        }
+    }
+
+    fn natural_size(&self, inputs: &super::Inputs<'_>) -> (f32, f32) {
+        let analysis = inputs.analysis;
+        let grid_width = LEFT + PITCH * analysis.heads() as f32;
+        let bars = (2 + 2 * analysis.layers()) as f32 * ROW;
+        (
+            (grid_width + 40.0).max(LABELS + BARS + 100.0),
+            3.0 * 16.0 + 30.0 + PITCH * analysis.layers() as f32 + 30.0 + bars + 30.0,
+        )
+    }
+
+    fn draw<'a>(
+        &self,
+        inputs: &super::Inputs<'a>,
+        canvas: &super::Canvas<'_>,
+    ) -> Result<super::Drawn<'a>, String> {
+        let parts = parts(inputs)?;
+        let target = &parts.target;
+        let style = inputs.analysis.token_style;
+        let header = vec![
+            format!(
+                "the logit of {} after token {}: {:.4} = the sum of every part below ({:.4})",
+                target.name.as_deref().map_or_else(|| format!("id {}", target.id), |n| format!("{:?}", style.display(n))),
+                target.position.unwrap_or_default(),
+                parts.logit,
+                parts.total()
+            ),
+            "each part: ((c − mean c)/σ)·γ·W_U[token], σ of the whole stream entering the final LayerNorm; red raises the logit".to_owned(),
+        ];
+        let (width, _) = self.natural_size(inputs);
+        let width = canvas
+            .width
+            .max(width)
+            .max(notes_width(MARGIN, &header) + MARGIN);
+        let mut scene = Scene::new(width, canvas.height, "Logit attribution");
+        let mut y = notes(&mut scene, MARGIN, MARGIN, &header) + 8.0;
+        scene.text(
+            Text::new(
+                Point::new(MARGIN, y),
+                "heads (click to open the head)".to_owned(),
+                SIZE,
+                Font::Sans,
+            )
+            .anchor(Align::Start, Baseline::Top)
+            .bold(),
+        );
+        y += 30.0;
+        let heads = parts.heads.first().map_or(0, Vec::len);
+        grid_labels(&mut scene, LEFT, y, PITCH, CELL, parts.heads.len(), heads);
+        let others = other_parts(parts);
+        let scale = parts
+            .heads
+            .iter()
+            .flatten()
+            .chain(others.iter().map(|(_, v)| v))
+            .fold(1e-6f32, |m, v| m.max(v.abs()));
+        grid(&mut scene, &parts.heads, (LEFT, y), scale, |layer, head| {
+            (
+                Target::Head { layer, head },
+                format!(
+                    "layer {layer}, head {head}: {:+.4}",
+                    parts.heads[layer][head]
+                ),
+            )
+        });
+        if let Some((layer, head)) = canvas.open.filter(|&(layer, _)| layer < parts.heads.len()) {
+            scene.outline(
+                Rect::from_size(
+                    LEFT + PITCH * head as f32 - 1.0,
+                    y + PITCH * layer as f32 - 1.0,
+                    CELL + 2.0,
+                    CELL + 2.0,
+                ),
+                Stroke::new(2.0, Paint::Accent),
+            );
+        }
+        y += PITCH * parts.heads.len() as f32 + 20.0;
+        let centre = MARGIN + LABELS + BARS / 2.0;
+        for (index, (label, value)) in others.iter().enumerate() {
+            let top = y + ROW * index as f32;
+            scene.text(
+                Text::new(
+                    Point::new(centre - BARS / 2.0 - 8.0, top + ROW / 2.0),
+                    label.clone(),
+                    SIZE,
+                    Font::Sans,
+                )
+                .anchor(Align::End, Baseline::Middle),
+            );
+            let length = value / scale * BARS / 2.0;
+            let (x, w) = if length >= 0.0 {
+                (centre, length)
+            } else {
+                (centre + length, -length)
+            };
+            scene.fill(
+                Rect::from_size(x, top + 3.0, w.max(0.5), ROW - 6.0),
+                Paint::Rgb(difference_color(value.signum() * scale * 0.8, scale)),
+            );
+            scene.text(
+                Text::new(
+                    Point::new(centre + BARS / 2.0 + 6.0, top + ROW / 2.0),
+                    format!("{value:+.4}"),
+                    SIZE,
+                    Font::Mono,
+                )
+                .anchor(Align::Start, Baseline::Middle)
+                .paint(Paint::FaintInk),
+            );
+            scene.label(
+                Rect::from_size(MARGIN, top, LABELS + BARS + 60.0, ROW),
+                format!("{label}: {value:+.4}"),
+                None,
+            );
+        }
+        let bottom = y + ROW * others.len() as f32;
+        scene.line(
+            Point::new(centre, y),
+            Point::new(centre, bottom),
+            Stroke::new(1.0, Paint::FaintInk),
+        );
+        let bottom = notes(
+            &mut scene,
+            MARGIN,
+            bottom + 8.0,
+            &[format!("colours and bars span ±{scale:.3}")],
+        );
+        scene.height = scene.height.max(bottom + MARGIN);
+        Ok(super::Drawn {
+            scene,
+            zoomable: Vec::new(),
+        })
+    }
+}
+
+#[cfg(feature = "gui")]
+pub use tab::LogitAttributionTab;
+
+/// The Logit attribution tab: the next token after the selected position (or the last), and
+/// the grid and bars; for post-LayerNorm models it says why there is nothing to show.
+#[cfg(feature = "gui")]
+mod tab {
+    use serde::{Deserialize, Serialize};
+
+    use super::LogitAttributionView;
+    use crate::model::target::{TargetHead, TargetSpec};
+    use crate::model::Analysis;
+    use crate::render::scene::Hit;
+    use crate::ui::tab::{Tab, TabContext};
+    use crate::ui::{UiAction, ViewState};
+    use crate::views::Figure;
+    use crate::worker::{ExplainKind, ExplainRequest};
+
+    /// The Logit attribution tab's own state.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct LogitAttributionTab {
+        /// The token whose logit is taken apart (vocabulary spelling); empty: the top one.
+        pub token: String,
+    }
+
+    impl Tab for LogitAttributionTab {
+        fn figure(
+            &self,
+            _state: &ViewState,
+            _run: &Analysis,
+            _other: Option<&Analysis>,
+        ) -> Option<Figure> {
+            Some(Figure::LogitAttribution(LogitAttributionView))
+        }
+
+        fn show(&mut self, ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+            let analysis = cx.run.analysis();
+            let position = cx
+                .state
+                .selection()
+                .first()
+                .copied()
+                .filter(|&p| p < analysis.len())
+                .unwrap_or(analysis.len().saturating_sub(1));
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "the next token after token {position} ({}) — select a token to move;",
+                    analysis.display_token(position)
+                ));
+                ui.label("token:");
+                ui.add(egui::TextEdit::singleline(&mut self.token).hint_text("top prediction").desired_width(120.0))
+                    .on_hover_text("The vocabulary token whose logit is taken apart (with or without its leading Ġ); empty: the model's top prediction");
+            });
+            let request = ExplainRequest::LogitAttribution {
+                text: (
+                    cx.run.result.request.text_a.clone(),
+                    cx.run.result.request.text_b.clone(),
+                ),
+                target: TargetSpec {
+                    head: Some(TargetHead::NextToken),
+                    position: Some(position),
+                    output: Some(self.token.trim().to_owned()).filter(|t| !t.is_empty()),
+                },
+            };
+            cx.actions.push(UiAction::Explain(request.clone()));
+            let state = cx
+                .explained
+                .get(ExplainKind::LogitAttribution)
+                .filter(|state| state.request == request);
+            match state.and_then(|state| state.result.as_ref()) {
+                Some(Err(message)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, message);
+                    return;
+                }
+                Some(Ok(_)) => {}
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("taking the logit apart…");
+                    });
+                    ui.ctx()
+                        .request_repaint_after(std::time::Duration::from_millis(100));
+                    return;
+                }
+            }
+            let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
+                return;
+            };
+            let Some(shown) = cx.draw(ui, &figure, None, 0.0) else {
+                return;
+            };
+            if let Some(Hit::Head { layer, head }) = shown.clicked {
+                cx.actions.push(UiAction::OpenInHeatmap { layer, head });
+            }
+        }
+    }
+}
