@@ -1244,7 +1244,7 @@ fn dump_with_attribution_patching_and_logit_attribution_writes_the_references() 
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|row| list(row))
+            .flat_map(&list)
             .collect()
     };
     for key in ["resid_pre", "head_out"] {
