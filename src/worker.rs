@@ -712,7 +712,7 @@ impl Explanations {
     }
 
     /// The state of request `id`, if it is still the newest of its kind.
-    pub(crate) fn by_id(&mut self, id: u64) -> Option<&mut ExplainState> {
+    pub fn by_id(&mut self, id: u64) -> Option<&mut ExplainState> {
         self.states.values_mut().find(|state| state.id == id)
     }
 

@@ -1240,12 +1240,7 @@ fn dump_with_attribution_patching_and_logit_attribution_writes_the_references() 
         ],
     );
     let rows = |value: &serde_json::Value| -> Vec<f64> {
-        value
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(&list)
-            .collect()
+        value.as_array().unwrap().iter().flat_map(&list).collect()
     };
     for key in ["resid_pre", "head_out"] {
         let difference =

@@ -199,7 +199,9 @@ impl LoadedModel {
     ) -> Result<Attribution> {
         let prepared = self.prepare(encoded)?;
         let input = prepared.input(&encoded.ids);
-        let target = self.resolve_target(&options.target, encoded, &input)?;
+        // The output is chosen by the gradient's own run when the target leaves it open, so
+        // that resolving the target costs no forward pass of its own.
+        let plan = self.plan_target(&options.target, encoded, &input)?;
         let backend = self.interventions();
         let (tokens, hidden) = (encoded.ids.len(), self.config.hidden_size);
         let x = backend.embedding_output(&input)?;
@@ -223,9 +225,10 @@ impl LoadedModel {
             }
         };
 
-        let at_input = backend.batch_gradients(&from_embeddings(tokens, &x, target.index))?;
+        let at_input = backend.batch_gradients(&from_embeddings(tokens, &x, plan.index))?;
         step(&mut done)?;
         let logit = at_input.logits[0];
+        let target = self.finish_target(&plan, at_input.outputs[0], logit);
         let gradient = &at_input.states;
         let per_token = |values: &[f32], f: &dyn Fn(&[f32], &[f32]) -> f32, other: &[f32]| {
             values

@@ -132,6 +132,21 @@ pub struct Target {
     pub index: LogitIndex,
 }
 
+/// Where a target reads, before its output is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TargetPlan {
+    head: TargetHead,
+    position: Option<usize>,
+    /// The logit, its output [`TOP_OUTPUT`] while open.
+    pub index: LogitIndex,
+    /// The output, when the spec or the head fixes it.
+    pub output: Option<usize>,
+}
+
+/// The output of a [`LogitIndex`] that stands for the row's most probable output, chosen by the
+/// run that reads it.
+pub const TOP_OUTPUT: usize = usize::MAX;
+
 /// The defaults, in the order the issue gives: classification, answer start, masked LM, token
 /// classification, next token.
 const DEFAULT_ORDER: [TargetHead; 5] = [
@@ -163,6 +178,29 @@ impl LoadedModel {
         encoded: &EncodedText,
         input: &ForwardInput<'_>,
     ) -> Result<Target> {
+        let plan = self.plan_target(spec, encoded, input)?;
+        let trace = self.interventions().trace(input)?;
+        let hidden = self.config.hidden_size;
+        let tokens = encoded.ids.len();
+        let last = &trace.states[(trace.states.len() / hidden - tokens) * hidden..];
+        let outputs = self.row_logits(
+            &last[plan.index.row * hidden..][..hidden],
+            plan.index.head,
+            &[true],
+        )?;
+        let output = plan.output.unwrap_or_else(|| argmax(&outputs) as usize);
+        Ok(self.finish_target(&plan, output, outputs[output]))
+    }
+
+    /// Where a target reads (head, row) and which output, when `spec` or the head fixes it
+    /// (`None`: the top output, known once the model has run). Runs the model only for a
+    /// question-answering head's default span.
+    pub(crate) fn plan_target(
+        &self,
+        spec: &TargetSpec,
+        encoded: &EncodedText,
+        input: &ForwardInput<'_>,
+    ) -> Result<TargetPlan> {
         let head = match spec.head {
             Some(head) => head,
             None => DEFAULT_ORDER
@@ -183,12 +221,6 @@ impl LoadedModel {
                 ))
             })?;
         let tokens = encoded.ids.len();
-        let trace = self.interventions().trace(input)?;
-        let hidden = self.config.hidden_size;
-        let last = &trace.states[(trace.states.len() / hidden - tokens) * hidden..];
-        let outputs_at = |row: usize| -> Result<Vec<f32>> {
-            self.row_logits(&last[row * hidden..][..hidden], index, &[true])
-        };
         let check = |position: usize| -> Result<usize> {
             if position < tokens {
                 Ok(position)
@@ -200,95 +232,100 @@ impl LoadedModel {
                 )))
             }
         };
-        let (row, position) = match head {
-            TargetHead::Mlm => {
-                let row = match spec.position {
-                    Some(position) => check(position)?,
-                    None => encoded
-                        .ids
-                        .iter()
-                        .position(|&id| Some(id) == self.tokenizer.mask_id())
-                        .ok_or_else(|| {
-                            ModelError::BadInput(format!(
-                                "the text has no {} token; type one, or give a position as the target: mlm:I",
-                                self.tokenizer.mask_token().unwrap_or("mask")
-                            ))
-                        })?,
-                };
-                (row, Some(row))
-            }
-            TargetHead::NextToken => {
-                let row = check(spec.position.unwrap_or(tokens - 1))?;
-                (row, Some(row))
-            }
-            TargetHead::Classification => {
-                let row = match summary.input {
-                    HeadInput::LastNonPadding { pad: Some(pad) } => {
-                        encoded.ids.iter().rposition(|&id| id != pad).unwrap_or(0)
+        let row = match head {
+            TargetHead::Mlm => match spec.position {
+                Some(position) => check(position)?,
+                None => encoded
+                    .ids
+                    .iter()
+                    .position(|&id| Some(id) == self.tokenizer.mask_id())
+                    .ok_or_else(|| {
+                        ModelError::BadInput(format!(
+                            "the text has no {} token; type one, or give a position as the target: mlm:I",
+                            self.tokenizer.mask_token().unwrap_or("mask")
+                        ))
+                    })?,
+            },
+            TargetHead::NextToken => check(spec.position.unwrap_or(tokens - 1))?,
+            TargetHead::Classification => match summary.input {
+                HeadInput::LastNonPadding { pad: Some(pad) } => {
+                    encoded.ids.iter().rposition(|&id| id != pad).unwrap_or(0)
+                }
+                HeadInput::LastNonPadding { pad: None } => tokens - 1,
+                _ => 0,
+            },
+            TargetHead::TokenClassification => match spec.position {
+                Some(position) => check(position)?,
+                None => encoded
+                    .sentence
+                    .iter()
+                    .position(Option::is_some)
+                    .unwrap_or(0),
+            },
+            TargetHead::QaStart | TargetHead::QaEnd => match spec.position {
+                Some(position) => check(position)?,
+                None => {
+                    let trace = self.interventions().trace(input)?;
+                    let hidden = self.config.hidden_size;
+                    let last = &trace.states[(trace.states.len() / hidden - tokens) * hidden..];
+                    let answer = self.answer_of(encoded, last, index)?;
+                    if head == TargetHead::QaStart {
+                        answer.start
+                    } else {
+                        answer.end
                     }
-                    HeadInput::LastNonPadding { pad: None } => tokens - 1,
-                    _ => 0,
-                };
-                (row, None)
-            }
-            TargetHead::TokenClassification => {
-                let row = match spec.position {
-                    Some(position) => check(position)?,
-                    None => encoded
-                        .sentence
-                        .iter()
-                        .position(Option::is_some)
-                        .unwrap_or(0),
-                };
-                (row, Some(row))
-            }
-            TargetHead::QaStart | TargetHead::QaEnd => {
-                let row = match spec.position {
-                    Some(position) => check(position)?,
-                    None => {
-                        let answer = self.answer_of(encoded, last, index)?;
-                        if head == TargetHead::QaStart {
-                            answer.start
-                        } else {
-                            answer.end
-                        }
-                    }
-                };
-                (row, Some(row))
-            }
+                }
+            },
         };
-        let outputs = outputs_at(row)?;
-        let (id, name) = match head {
-            TargetHead::QaStart => (0, None),
-            TargetHead::QaEnd => (1, None),
-            TargetHead::Mlm | TargetHead::NextToken => {
-                let id = match &spec.output {
-                    Some(token) => self.token_id(token)?,
-                    None => argmax(&outputs),
-                };
-                (id, self.tokenizer.id_to_token(id))
-            }
-            TargetHead::Classification | TargetHead::TokenClassification => {
-                let id = match &spec.output {
-                    Some(label) => self.label_id(label, summary.outputs)?,
-                    None => argmax(&outputs),
-                };
-                (id, Some(self.config.label(id as usize)))
-            }
+        let output = match head {
+            TargetHead::QaStart => Some(0),
+            TargetHead::QaEnd => Some(1),
+            TargetHead::Mlm | TargetHead::NextToken => spec
+                .output
+                .as_deref()
+                .map(|token| self.token_id(token))
+                .transpose()?
+                .map(|id| id as usize),
+            TargetHead::Classification | TargetHead::TokenClassification => spec
+                .output
+                .as_deref()
+                .map(|label| self.label_id(label, summary.outputs))
+                .transpose()?
+                .map(|id| id as usize),
         };
-        let output = id as usize;
-        Ok(Target {
+        Ok(TargetPlan {
             head,
-            position,
-            id,
-            name,
-            logit: outputs[output],
+            position: (head != TargetHead::Classification).then_some(row),
             index: LogitIndex {
                 head: index,
                 row,
-                output,
+                output: output.unwrap_or(TOP_OUTPUT),
             },
+            output,
         })
+    }
+
+    /// The target `plan` reads, with its output (the top one when the plan left it open) and
+    /// its logit on the run.
+    pub(crate) fn finish_target(&self, plan: &TargetPlan, output: usize, logit: f32) -> Target {
+        let name = match plan.head {
+            TargetHead::QaStart | TargetHead::QaEnd => None,
+            TargetHead::Mlm | TargetHead::NextToken => self.tokenizer.id_to_token(output as u32),
+            TargetHead::Classification | TargetHead::TokenClassification => {
+                Some(self.config.label(output))
+            }
+        };
+        Target {
+            head: plan.head,
+            position: plan.position,
+            id: output as u32,
+            name,
+            logit,
+            index: LogitIndex {
+                output,
+                ..plan.index
+            },
+        }
     }
 
     /// An error naming the targets this checkpoint can give.

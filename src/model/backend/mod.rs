@@ -146,7 +146,8 @@ pub struct LogitIndex {
     pub head: usize,
     /// The token row the head reads.
     pub row: usize,
-    /// The head's output.
+    /// The head's output; [`crate::model::target::TOP_OUTPUT`]: the row's largest (the lowest
+    /// such output), chosen per item by the run.
     pub output: usize,
 }
 
@@ -188,6 +189,8 @@ impl BatchRun<'_> {
 pub struct Gradients {
     /// The logit of each item.
     pub logits: Vec<f32>,
+    /// The output each item's logit is (the one asked for, or the top one).
+    pub outputs: Vec<usize>,
     /// `[items, tokens, hidden]`: each logit's gradient with respect to its item's states.
     pub states: Vec<f32>,
 }

@@ -14,6 +14,7 @@ use super::{activate, CandleBackend, Layer, Op};
 use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
+use crate::model::target::TOP_OUTPUT;
 
 /// A head patch on the device: which (item, head) pairs are replaced, `[items, heads, 1, 1]`,
 /// and the replacements, `[heads, tokens, head_dim]`.
@@ -168,11 +169,12 @@ impl CandleBackend {
         if let Some(norm) = &self.final_norm {
             x = norm.forward_differentiable(&x)?;
         }
-        let logits = self.batch_head_logit(&x.i((.., run.logit.row, ..))?, run.logit)?;
+        let (logits, outputs) = self.batch_head_logit(&x.i((.., run.logit.row, ..))?, run.logit)?;
         let values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let Some(var) = var else {
             return Ok(Gradients {
                 logits: values,
+                outputs,
                 states: Vec::new(),
             });
         };
@@ -182,13 +184,15 @@ impl CandleBackend {
         })?;
         Ok(Gradients {
             logits: values,
+            outputs,
             states: grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
         })
     }
 
-    /// One logit of a head over rows `[items, hidden]`: `[items]`. The head's last product
-    /// computes only the one output asked for.
-    fn batch_head_logit(&self, rows: &Tensor, logit: LogitIndex) -> Result<Tensor> {
+    /// One logit of a head over rows `[items, hidden]`: `[items]`, and which output each is.
+    /// The head's last product computes only the one output asked for, or every output when
+    /// the top one is asked for.
+    fn batch_head_logit(&self, rows: &Tensor, logit: LogitIndex) -> Result<(Tensor, Vec<usize>)> {
         let ops = self
             .heads
             .get(logit.head)
@@ -210,6 +214,44 @@ impl CandleBackend {
                 Op::Activation(activation) => activate(&x, *activation)?,
                 Op::Norm(norm) => norm.forward_differentiable(&x)?,
             };
+        }
+        let items = rows.dim(0)?;
+        if logit.output == TOP_OUTPUT {
+            let all = match last {
+                Op::Dense(dense) => dense.forward(&x)?,
+                Op::TiedDecoder(bias) => {
+                    let logits = x.matmul(&self.word.t()?)?;
+                    match bias {
+                        Some(bias) => logits.broadcast_add(bias)?,
+                        None => logits,
+                    }
+                }
+                Op::Activation(_) | Op::Norm(_) => {
+                    return Err(ModelError::Compute(
+                        "a head that does not end in a product".to_owned(),
+                    ))
+                }
+            };
+            let host = all.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            // The first of equal maxima, as the predictions rank them.
+            let outputs: Vec<usize> = host
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                            if v > best.1 {
+                                (i, v)
+                            } else {
+                                best
+                            }
+                        })
+                        .0
+                })
+                .collect();
+            let index: Vec<u32> = outputs.iter().map(|&o| o as u32).collect();
+            let index = Tensor::from_vec(index, (items, 1), &self.device)?;
+            return Ok((all.gather(&index, 1)?.squeeze(1)?, outputs));
         }
         let (column, bias) = match last {
             Op::Dense(dense) => (
@@ -237,7 +279,7 @@ impl CandleBackend {
             Some(bias) => product.broadcast_add(&bias)?,
             None => product,
         };
-        Ok(product.squeeze(1)?)
+        Ok((product.squeeze(1)?, vec![logit.output; items]))
     }
 
     /// [`Backend::trace`] in candle's ops.

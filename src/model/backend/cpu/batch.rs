@@ -25,6 +25,7 @@ use crate::model::backend::{BatchRun, Gradients, LogitIndex, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, Norm};
+use crate::model::target::TOP_OUTPUT;
 
 /// The shape of a batch: items of `tokens` columns each.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +123,7 @@ impl CpuBackend {
             .weights
             .heads
             .get(run.logit.head)
-            .is_none_or(|head| run.logit.output >= head.outputs)
+            .is_none_or(|head| run.logit.output >= head.outputs && run.logit.output != TOP_OUTPUT)
         {
             return bad(format!(
                 "head {} has no output {}",
@@ -318,7 +319,7 @@ impl CpuBackend {
         logit: LogitIndex,
         column: Vec<f32>,
         backward: bool,
-    ) -> Result<(f32, Option<Vec<f32>>)> {
+    ) -> Result<(f32, usize, Option<Vec<f32>>)> {
         let head =
             self.weights.heads.get(logit.head).ok_or_else(|| {
                 ModelError::Compute(format!("the model has no head {}", logit.head))
@@ -356,16 +357,44 @@ impl CpuBackend {
             inputs.push(x);
             x = y;
         }
+        let output = if logit.output == TOP_OUTPUT {
+            let all = match last {
+                HeadOp::Linear(linear) => linear.forward_columns(&x, 1, None),
+                HeadOp::TiedDecoder { bias } => super::kernels::dense(
+                    &self.weights.embeddings.word,
+                    bias.as_deref(),
+                    self.config.vocab_size,
+                    self.config.hidden_size,
+                    &x,
+                    1,
+                    None,
+                ),
+                _ => Vec::new(),
+            };
+            // The first of equal maxima, as the predictions rank them.
+            all.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                })
+                .0
+        } else {
+            logit.output
+        };
         let (row, bias) = match last {
             HeadOp::Linear(linear) => (
-                linear.weight[logit.output * linear.inputs..][..linear.inputs].to_vec(),
-                linear.bias.as_ref().map_or(0.0, |bias| bias[logit.output]),
+                linear.weight[output * linear.inputs..][..linear.inputs].to_vec(),
+                linear.bias.as_ref().map_or(0.0, |bias| bias[output]),
             ),
             HeadOp::TiedDecoder { bias } => {
                 let hidden = self.config.hidden_size;
                 (
-                    self.weights.embeddings.word[logit.output * hidden..][..hidden].to_vec(),
-                    bias.as_ref().map_or(0.0, |bias| bias[logit.output]),
+                    self.weights.embeddings.word[output * hidden..][..hidden].to_vec(),
+                    bias.as_ref().map_or(0.0, |bias| bias[output]),
                 )
             }
             HeadOp::Activation(_) | HeadOp::Norm(_) => {
@@ -376,7 +405,7 @@ impl CpuBackend {
         };
         let value = row.iter().zip(&x).map(|(w, x)| w * x).sum::<f32>() + bias;
         if !backward {
-            return Ok((value, None));
+            return Ok((value, output, None));
         }
         let mut grad = row;
         for (op, input) in before.iter().zip(&inputs).rev() {
@@ -401,7 +430,7 @@ impl CpuBackend {
                 }
             };
         }
-        Ok((value, Some(grad)))
+        Ok((value, output, Some(grad)))
     }
 
     /// The logit of every item, and with `backward` the gradients with respect to the states.
@@ -411,14 +440,16 @@ impl CpuBackend {
         let columns = shape.columns();
         let forward = self.batch_forward(run, shape, backward);
         let mut logits = Vec::with_capacity(shape.items);
+        let mut outputs = Vec::with_capacity(shape.items);
         let mut grad = backward.then(|| vec![0f32; hidden * columns]);
         for item in 0..shape.items {
             let at = item * shape.tokens + run.logit.row;
             let column: Vec<f32> = (0..hidden)
                 .map(|f| forward.last[f * columns + at])
                 .collect();
-            let (value, column_grad) = self.head_logit(run.logit, column, backward)?;
+            let (value, output, column_grad) = self.head_logit(run.logit, column, backward)?;
             logits.push(value);
+            outputs.push(output);
             if let (Some(grad), Some(column_grad)) = (grad.as_mut(), column_grad) {
                 for (f, g) in column_grad.into_iter().enumerate() {
                     grad[f * columns + at] = g;
@@ -428,6 +459,7 @@ impl CpuBackend {
         let Some(mut grad) = grad else {
             return Ok(Gradients {
                 logits,
+                outputs,
                 states: Vec::new(),
             });
         };
@@ -442,7 +474,11 @@ impl CpuBackend {
         }
         let mut states = vec![0f32; grad.len()];
         transpose_into(&grad, hidden, columns, &mut states);
-        Ok(Gradients { logits, states })
+        Ok(Gradients {
+            logits,
+            outputs,
+            states,
+        })
     }
 
     /// The gradient with respect to a layer's input from its output's gradient.
