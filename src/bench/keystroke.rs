@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::app::{BertscopeApp, LaunchOptions, ModelStatus, Settings};
+use crate::views::View;
+use crate::worker::{ExplainKind, ExplainRequest};
 
 /// How long to wait for a model to load or for one result before giving up.
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -13,6 +15,26 @@ const PATIENCE: Duration = Duration::from_secs(300);
 /// Types `keystrokes` characters one at a time, each once the previous one's result is on
 /// screen, and returns the milliseconds from each keystroke to the end of the frame that drew
 /// its result (the open tab, 1400 × 900, tessellated).
+/// Whether the open tab's explanation (attribution, patching, logit attribution), if it shows
+/// one, is of the current text.
+fn explained(app: &BertscopeApp) -> bool {
+    let kind = match app.settings().view.view {
+        View::Attribution => ExplainKind::Attribution,
+        View::Patching => ExplainKind::Patching,
+        View::LogitAttribution => ExplainKind::LogitAttribution,
+        _ => return true,
+    };
+    let text = &app.settings().text_a;
+    app.explained().get(kind).is_some_and(|state| {
+        state.result.is_some()
+            && match &state.request {
+                ExplainRequest::Attribution { text: (a, _), .. }
+                | ExplainRequest::LogitAttribution { text: (a, _), .. } => a == text,
+                ExplainRequest::Patching { clean: (a, _), .. } => a == text,
+            }
+    })
+}
+
 pub fn measure_keystroke_ms(launch: LaunchOptions, keystrokes: usize) -> anyhow::Result<Vec<f64>> {
     let ctx = egui::Context::default();
     let mut app = BertscopeApp::new(
@@ -57,7 +79,7 @@ pub fn measure_keystroke_ms(launch: LaunchOptions, keystrokes: usize) -> anyhow:
         app.set_text(text);
         loop {
             frame(&mut app);
-            if app.result().map(Arc::as_ptr) != before && !app.is_busy() {
+            if app.result().map(Arc::as_ptr) != before && !app.is_busy() && explained(&app) {
                 break;
             }
             if let Some(error) = app.analysis_error() {

@@ -39,6 +39,11 @@ pub struct BenchArgs {
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "KEYS")]
     pub keystroke: Option<usize>,
+    /// The tab open while --keystroke types (attribution: each keystroke waits for gradient ×
+    /// input too).
+    #[cfg(feature = "gui")]
+    #[arg(long, value_enum, default_value_t = bertscope::views::View::Heatmap)]
+    pub keystroke_view: bertscope::views::View,
 }
 
 /// `bench --analyses`: prints what the analyses add to the forward.
@@ -156,6 +161,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             model: Some(args.model.model.clone()),
             text: Some(KEYSTROKE_TEXT.to_owned()),
             device: args.model.device.parse()?,
+            view: Some(args.keystroke_view),
             ..Default::default()
         };
         let times = bertscope::bench::keystroke::measure_keystroke_ms(launch, keys.max(1))?;

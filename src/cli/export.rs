@@ -91,7 +91,7 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = FigureFormat::Png, requires = "all_heads")]
     pub format: FigureFormat,
     /// The attribution method --view attribution shows.
-    #[arg(long, value_enum, default_value_t = Method::IntegratedGradients)]
+    #[arg(long, value_enum, default_value_t = Method::GradXInput)]
     pub method: Method,
     /// The logit --view attribution, patching and logit-attribution explain (as dump's
     /// --target); logit-attribution takes next:I[:TOKEN] (default: after --token, else the

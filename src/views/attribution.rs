@@ -28,10 +28,10 @@ const VALUE: f32 = 64.0;
 )]
 pub enum Method {
     /// Integrated gradients (Captum's `LayerIntegratedGradients`, 50 Gauss–Legendre steps).
-    #[default]
     #[value(name = "ig")]
     IntegratedGradients,
-    /// Gradient × input.
+    /// Gradient × input (the default: it follows the text live).
+    #[default]
     #[value(name = "grad-x-input")]
     GradXInput,
     /// The gradient's L2 norm.
@@ -366,12 +366,14 @@ mod tab {
                 text,
                 options: AttributionOptions {
                     target,
+                    // Only what the method shows: gradient × input and its norm come with every
+                    // run (one backward pass); occlusion costs a forward per token.
                     ig_steps: if self.method.is_long() {
                         DEFAULT_IG_STEPS
                     } else {
                         0
                     },
-                    occlusion: true,
+                    occlusion: self.method == Method::Occlusion,
                 },
             })
         }
@@ -398,7 +400,7 @@ mod tab {
                             Method::IntegratedGradients => "Captum's LayerIntegratedGradients on the embedding output, 50 Gauss–Legendre steps; runs in the background, cancelled by typing",
                             Method::GradXInput => "Σ over the hidden dimension of the embedding output × the logit's gradient; live",
                             Method::GradNorm => "the L2 norm of the logit's gradient at each token (LIT's gradient norm); live",
-                            Method::Occlusion => "how much the logit drops when the token is replaced by the padding token; live",
+                            Method::Occlusion => "how much the logit drops when the token is replaced by the padding token (a forward pass per token); live",
                         });
                 }
                 ui.separator();
