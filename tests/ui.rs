@@ -1521,3 +1521,44 @@ fn logit_attribution_tab_snapshot() {
     assert_eq!(parts.target.position, Some(3));
     assert!((parts.total() - parts.logit).abs() < 1e-4);
 }
+
+#[test]
+fn why_in_the_predictions_tab_opens_the_attribution_of_that_prediction() {
+    let mut harness = app_harness("the cat sat on the [MASK].");
+    harness
+        .get(egui_kittest::kittest::by().predicate(|node| {
+            node.label().as_deref() == Some(View::Predictions.label()) && node.toggled().is_some()
+        }))
+        .click();
+    wait_until(&mut harness, |app| {
+        app.settings().view.view == View::Predictions
+    });
+    let button = harness
+        .query_all(
+            egui_kittest::kittest::by()
+                .predicate(|node| node.label().is_some_and(|label| label.starts_with("why "))),
+        )
+        .next()
+        .expect("a why? button for the mask's top prediction");
+    button.click();
+    wait_until(&mut harness, |app| {
+        app.settings().view.view == View::Attribution && attributed(app)
+    });
+    let prediction = &harness
+        .state()
+        .result()
+        .unwrap()
+        .analysis
+        .mlm
+        .as_ref()
+        .unwrap()[0];
+    let (position, top) = (prediction.position, prediction.top_k[0].clone());
+    let settings = harness.state().settings();
+    assert_eq!(
+        settings.tabs.attribution.target,
+        format!("mlm:{position}:{}", top.token)
+    );
+    let attribution = harness.state().explained().attribution().unwrap();
+    assert_eq!(attribution.target.position, Some(position));
+    assert_eq!(attribution.target.id, top.id);
+}

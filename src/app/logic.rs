@@ -379,6 +379,10 @@ impl BertscopeApp {
                     self.settings.use_pair = true;
                     self.text_changed();
                 }
+                UiAction::Why(target) => {
+                    self.settings.tabs.attribution.target = target;
+                    self.settings.view.view = crate::views::View::Attribution;
+                }
                 UiAction::Export => self.export_view(),
                 UiAction::ToggleAblation { layer, head } => {
                     let heads = &mut self.settings.view.ablated_heads;

@@ -203,6 +203,8 @@ pub enum UiAction {
     CancelCorpus,
     /// Save the corpus run's statistics (the app asks where).
     SaveCorpus,
+    /// Open the Attribution tab on this target (`--target`'s spelling): "why this prediction?".
+    Why(String),
     /// Explain a prediction (attribution, patching, logit attribution) off the UI thread,
     /// unless the same explanation was asked for last.
     Explain(crate::worker::ExplainRequest),

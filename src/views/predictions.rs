@@ -834,8 +834,86 @@ mod tab {
         }
     }
 
+    /// "Why?" buttons: each shown top prediction, explained in the Attribution tab.
+    fn why_buttons(ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+        let analysis = cx.run.analysis();
+        let selected = cx.state.selected_token.filter(|&t| t < analysis.len());
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for prediction in analysis.mlm.iter().flatten() {
+            if let Some(top) = prediction.top_k.first() {
+                targets.push((
+                    format!(
+                        "why {:?} at {}?",
+                        analysis.token_style.display(&top.token),
+                        prediction.position
+                    ),
+                    format!("mlm:{}:{}", prediction.position, top.token),
+                ));
+            }
+        }
+        if let Some(predictions) = &analysis.next_token {
+            let at = selected.unwrap_or(analysis.len().saturating_sub(1));
+            if let Some(top) = predictions
+                .iter()
+                .find(|p| p.position == at)
+                .and_then(|p| p.top_k.first())
+            {
+                targets.push((
+                    format!(
+                        "why {:?} after {at}?",
+                        analysis.token_style.display(&top.token)
+                    ),
+                    format!("next:{at}:{}", top.token),
+                ));
+            }
+        }
+        if let Some(top) = analysis
+            .classification
+            .as_ref()
+            .and_then(|c| c.labels.first())
+        {
+            targets.push((
+                format!("why {}?", top.label),
+                format!("label:{}", top.label),
+            ));
+        }
+        if let Some(answer) = &analysis.qa {
+            targets.push((
+                format!("why {:?}?", answer.answer),
+                "answer-start".to_owned(),
+            ));
+        }
+        if let Some(labels) = &analysis.token_classification {
+            let label = match selected {
+                Some(at) => labels.iter().find(|l| l.position == at),
+                None => labels.first(),
+            };
+            if let Some(label) = label {
+                targets.push((
+                    format!("why {} at {}?", label.label, label.position),
+                    format!("ner:{}:{}", label.position, label.label),
+                ));
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        ui.horizontal_wrapped(|ui| {
+            for (text, target) in targets {
+                if ui
+                    .button(text)
+                    .on_hover_text(format!("Which input tokens made the model give this: the Attribution tab, target {target}"))
+                    .clicked()
+                {
+                    cx.actions.push(UiAction::Why(target));
+                }
+            }
+        });
+    }
+
     /// What only the window can do, above the drawing.
     fn hints(ui: &mut egui::Ui, cx: &mut TabContext<'_>) {
+        why_buttons(ui, cx);
         let analysis = cx.run.analysis();
         if cx.run.result.intact.is_some()
             && ui
