@@ -446,6 +446,75 @@ pub fn bar_chart(
     scene
 }
 
+/// A grid of `rows` from (`left`, `top`), a cell of side `cell` every `pitch`, in diverging
+/// colours over ±`scale` (red positive, blue negative), each row numbered at its left;
+/// `region(row, column)` names each cell's target and its tooltip.
+pub fn diverging_grid(
+    scene: &mut Scene<'_>,
+    rows: &[Vec<f32>],
+    (left, top): (f32, f32),
+    (pitch, cell): (f32, f32),
+    scale: f32,
+    region: impl Fn(usize, usize) -> (super::scene::Target, String),
+) {
+    const SIZE: f32 = 11.0;
+    for (row, values) in rows.iter().enumerate() {
+        scene.text(
+            Text::new(
+                Point::new(left - 6.0, top + pitch * row as f32 + cell / 2.0),
+                row.to_string(),
+                SIZE,
+                Font::Sans,
+            )
+            .anchor(Align::End, Baseline::Middle),
+        );
+        for (column, &value) in values.iter().enumerate() {
+            let rect = Rect::from_size(
+                left + pitch * column as f32,
+                top + pitch * row as f32,
+                cell,
+                cell,
+            );
+            scene.fill(rect, Paint::Rgb(super::difference_color(value, scale)));
+            let (target, tooltip) = region(row, column);
+            scene.region(rect, target, None);
+            scene.label(rect, tooltip.clone(), Some(tooltip));
+        }
+    }
+}
+
+/// A bar from the line x = `centre` (right for positive values, left for negative), `half`
+/// long at ±`scale`, in the row from `top` `height` tall, coloured by its sign; its value
+/// beside the right end of the axis.
+pub fn diverging_bar(
+    scene: &mut Scene<'_>,
+    (centre, half): (f32, f32),
+    (top, height): (f32, f32),
+    value: f32,
+    scale: f32,
+) {
+    let length = value / scale * half;
+    let (x, width) = if length >= 0.0 {
+        (centre, length)
+    } else {
+        (centre + length, -length)
+    };
+    scene.fill(
+        Rect::from_size(x, top + 3.0, width.max(0.5), height - 6.0),
+        Paint::Rgb(super::difference_color(value.signum() * scale * 0.8, scale)),
+    );
+    scene.text(
+        Text::new(
+            Point::new(centre + half + 6.0, top + height / 2.0),
+            format!("{value:+.4}"),
+            11.0,
+            Font::Mono,
+        )
+        .anchor(Align::Start, Baseline::Middle)
+        .paint(Paint::FaintInk),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::model::attribution::Attribution;
 use crate::model::target::TargetHead;
 use crate::model::tokenizer::TokenStyle;
 use crate::render::difference_color;
-use crate::render::parts::{notes, notes_width};
+use crate::render::parts::{diverging_bar, notes, notes_width};
 use crate::render::scene::{
     Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
 };
@@ -228,26 +228,7 @@ fn bars(scene: &mut Scene<'_>, shown: &Shown, top: f32, width: f32) -> f32 {
             )
             .anchor(Align::End, Baseline::Middle),
         );
-        let length = value / shown.scale * half;
-        let (x, w) = if length >= 0.0 {
-            (centre, length)
-        } else {
-            (centre + length, -length)
-        };
-        scene.fill(
-            Rect::from_size(x, y + 3.0, w.max(0.5), ROW - 6.0),
-            Paint::Rgb(color(value.signum() * shown.scale * 0.8, shown.scale)),
-        );
-        scene.text(
-            Text::new(
-                Point::new(centre + half + 6.0, y + ROW / 2.0),
-                format!("{value:+.4}"),
-                SIZE - 1.0,
-                Font::Mono,
-            )
-            .anchor(Align::Start, Baseline::Middle)
-            .paint(Paint::FaintInk),
-        );
+        diverging_bar(scene, (centre, half), (y, ROW), value, shown.scale);
         scene.region(
             Rect::from_size(MARGIN, y, width - 2.0 * MARGIN, ROW),
             Target::Token(index),

@@ -4,10 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::patching::grid;
 use crate::model::logit_attribution::LogitAttribution;
-use crate::render::difference_color;
-use crate::render::parts::{grid_labels, notes, notes_width};
+use crate::render::parts::{diverging_bar, diverging_grid, grid_labels, notes, notes_width};
 use crate::render::scene::{
     Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
 };
@@ -122,15 +120,22 @@ impl super::Draw for LogitAttributionView {
             .flatten()
             .chain(others.iter().map(|(_, v)| v))
             .fold(1e-6f32, |m, v| m.max(v.abs()));
-        grid(&mut scene, &parts.heads, (LEFT, y), scale, |layer, head| {
-            (
-                Target::Head { layer, head },
-                format!(
-                    "layer {layer}, head {head}: {:+.4}",
-                    parts.heads[layer][head]
-                ),
-            )
-        });
+        diverging_grid(
+            &mut scene,
+            &parts.heads,
+            (LEFT, y),
+            (PITCH, CELL),
+            scale,
+            |layer, head| {
+                (
+                    Target::Head { layer, head },
+                    format!(
+                        "layer {layer}, head {head}: {:+.4}",
+                        parts.heads[layer][head]
+                    ),
+                )
+            },
+        );
         if let Some((layer, head)) = canvas.open.filter(|&(layer, _)| layer < parts.heads.len()) {
             scene.outline(
                 Rect::from_size(
@@ -155,26 +160,7 @@ impl super::Draw for LogitAttributionView {
                 )
                 .anchor(Align::End, Baseline::Middle),
             );
-            let length = value / scale * BARS / 2.0;
-            let (x, w) = if length >= 0.0 {
-                (centre, length)
-            } else {
-                (centre + length, -length)
-            };
-            scene.fill(
-                Rect::from_size(x, top + 3.0, w.max(0.5), ROW - 6.0),
-                Paint::Rgb(difference_color(value.signum() * scale * 0.8, scale)),
-            );
-            scene.text(
-                Text::new(
-                    Point::new(centre + BARS / 2.0 + 6.0, top + ROW / 2.0),
-                    format!("{value:+.4}"),
-                    SIZE,
-                    Font::Mono,
-                )
-                .anchor(Align::Start, Baseline::Middle)
-                .paint(Paint::FaintInk),
-            );
+            diverging_bar(&mut scene, (centre, BARS / 2.0), (top, ROW), *value, scale);
             scene.label(
                 Rect::from_size(MARGIN, top, LABELS + BARS + 60.0, ROW),
                 format!("{label}: {value:+.4}"),

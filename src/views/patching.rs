@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::patching::Patching;
 use crate::model::target::TargetHead;
-use crate::render::difference_color;
-use crate::render::parts::{grid_labels, notes, notes_width};
+use crate::render::parts::{diverging_grid, grid_labels, notes, notes_width};
 use crate::render::scene::{
     Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
 };
@@ -133,10 +132,11 @@ impl super::Draw for PatchingView {
         }
         y += room;
         let resid_scale = scale(&patching.resid_pre);
-        grid(
+        diverging_grid(
             &mut scene,
             &patching.resid_pre,
             (LEFT, y),
+            (PITCH, CELL),
             resid_scale,
             |layer, position| {
                 (
@@ -172,10 +172,11 @@ impl super::Draw for PatchingView {
             patching.head_out.first().map_or(0, Vec::len),
         );
         let head_scale = scale(&patching.head_out);
-        grid(
+        diverging_grid(
             &mut scene,
             &patching.head_out,
             (LEFT, y),
+            (PITCH, CELL),
             head_scale,
             |layer, head| {
                 (
@@ -210,40 +211,6 @@ impl super::Draw for PatchingView {
             scene,
             zoomable: Vec::new(),
         })
-    }
-}
-
-/// A grid of `rows` from (`left`, `top`) in diverging colours over ±`scale`; `region` names
-/// each cell's target and tooltip.
-pub(crate) fn grid(
-    scene: &mut Scene<'_>,
-    rows: &[Vec<f32>],
-    (left, top): (f32, f32),
-    scale: f32,
-    region: impl Fn(usize, usize) -> (Target, String),
-) {
-    for (row, values) in rows.iter().enumerate() {
-        scene.text(
-            Text::new(
-                Point::new(left - 6.0, top + PITCH * row as f32 + CELL / 2.0),
-                row.to_string(),
-                SIZE,
-                Font::Sans,
-            )
-            .anchor(Align::End, Baseline::Middle),
-        );
-        for (column, &value) in values.iter().enumerate() {
-            let rect = Rect::from_size(
-                left + PITCH * column as f32,
-                top + PITCH * row as f32,
-                CELL,
-                CELL,
-            );
-            scene.fill(rect, Paint::Rgb(difference_color(value, scale)));
-            let (target, tooltip) = region(row, column);
-            scene.region(rect, target, None);
-            scene.label(rect, tooltip.clone(), Some(tooltip));
-        }
     }
 }
 
