@@ -313,6 +313,11 @@ pub enum WorkerResponse {
         /// The result.
         result: Arc<Explanation>,
     },
+    /// An explanation was cancelled by a newer request; asking for it again runs it again.
+    ExplainCancelled {
+        /// The explain request.
+        id: u64,
+    },
     /// An explanation failed.
     ExplainFailed {
         /// The explain request.
@@ -716,6 +721,11 @@ impl Explanations {
         self.states.values_mut().find(|state| state.id == id)
     }
 
+    /// Forgets request `id` (cancelled), so that asking for it again runs it.
+    pub fn forget(&mut self, id: u64) {
+        self.states.retain(|_, state| state.id != id);
+    }
+
     /// Keeps `state` as the newest of its kind.
     pub fn insert(&mut self, state: ExplainState) {
         self.states.insert(state.request.kind(), state);
@@ -790,8 +800,8 @@ fn explain(
             id,
             result: Arc::new(result),
         }),
-        // A newer request is waiting; it answers the app.
-        Err(ModelError::Cancelled) => true,
+        // A newer request is waiting; the app may ask for this one again later.
+        Err(ModelError::Cancelled) => send(WorkerResponse::ExplainCancelled { id }),
         Err(err) => send(WorkerResponse::ExplainFailed {
             id,
             message: err.to_string(),
@@ -950,6 +960,78 @@ mod tests {
             vec![5, 7, 5],
             "corpus requests are kept, in order"
         );
+    }
+
+    fn explain_request(id: u64, text: &str, patching: bool) -> WorkerRequest {
+        let text = (text.to_owned(), None);
+        let request = if patching {
+            ExplainRequest::Patching {
+                clean: text.clone(),
+                corrupt: text,
+                target: TargetSpec::default(),
+            }
+        } else {
+            ExplainRequest::Attribution {
+                text,
+                options: AttributionOptions::default(),
+            }
+        };
+        WorkerRequest::Explain { id, request }
+    }
+
+    #[test]
+    fn only_the_newest_explanation_of_each_kind_runs() {
+        let pending = vec![
+            explain_request(1, "a", false),
+            explain_request(2, "a", true),
+            explain_request(3, "ab", false),
+            analyze_request(4),
+        ];
+        assert_eq!(ids(&coalesce(pending)), vec![2, 3, 4]);
+        let pending = vec![explain_request(5, "a", false), load_request(6)];
+        assert_eq!(
+            ids(&coalesce(pending)),
+            vec![6],
+            "explanations of the old model are stale"
+        );
+    }
+
+    #[test]
+    fn an_explanation_runs_and_a_cancelled_one_can_be_asked_again() {
+        let worker = Worker::spawn(|| {}).unwrap();
+        assert!(worker.send(load_fixture_request(1)));
+        assert!(worker.send(explain_request(2, "the cat sat on the [MASK].", false)));
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let mut explained = None;
+        while explained.is_none() && Instant::now() < deadline {
+            match worker.try_recv() {
+                Some(WorkerResponse::Explained { id: 2, result }) => explained = Some(result),
+                Some(WorkerResponse::ExplainFailed { message, .. }) => panic!("{message}"),
+                Some(_) => {}
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let Some(Explanation::Attribution(attribution)) = explained.as_deref() else {
+            panic!("no attribution: {explained:?}");
+        };
+        assert_eq!(
+            attribution.target.head,
+            crate::model::target::TargetHead::Mlm
+        );
+        assert!(attribution.integrated_gradients.is_some());
+        // The app forgets a cancelled request, so that asking for it again sends it.
+        let mut explanations = Explanations::default();
+        let WorkerRequest::Explain { request, .. } = explain_request(3, "a", false) else {
+            unreachable!()
+        };
+        explanations.insert(ExplainState {
+            id: 3,
+            request: request.clone(),
+            progress: None,
+            result: None,
+        });
+        explanations.forget(3);
+        assert!(explanations.get(request.kind()).is_none());
     }
 
     #[test]

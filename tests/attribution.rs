@@ -110,7 +110,7 @@ fn check(name: &str, path: ForwardPath) {
     );
     common::assert_near(
         &format!("{name}: baseline logit"),
-        f64::from(ours.baseline_logit),
+        f64::from(ours.baseline_logit.unwrap()),
         reference["baseline_logit"].as_f64().unwrap(),
         1e-4,
     );

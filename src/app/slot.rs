@@ -402,6 +402,7 @@ impl ModelSlot {
                     state.result = Some(Ok(result));
                 }
             }
+            WorkerResponse::ExplainCancelled { id } => self.explained.forget(id),
             WorkerResponse::ExplainFailed { id, message } => {
                 if let Some(state) = self.explained.by_id(id) {
                     state.result = Some(Err(message));

@@ -143,14 +143,22 @@ impl AttributionView {
         };
         let mut lines = vec![
             format!(
-                "why {what}? the {} logit {:.4} (baseline {:.4})",
+                "why {what}? the {} logit {:.4}{}",
                 serde_json::to_value(target.head)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default()
                     .replace('_', " "),
                 target.logit,
-                attribution.baseline_logit
+                // The baseline matters to the methods that compare with it.
+                attribution
+                    .baseline_logit
+                    .filter(|_| matches!(
+                        self.method,
+                        Method::IntegratedGradients | Method::Occlusion
+                    ))
+                    .map(|logit| format!(" (baseline {logit:.4})"))
+                    .unwrap_or_default()
             ),
             format!(
                 "{}: red raises the logit, blue lowers it; colours span ±{:.3}",

@@ -2,12 +2,11 @@
 //! [`Backend::batch_logits`], [`Backend::batch_gradients`] and [`Backend::trace`].
 //!
 //! Items of one input are laid side by side as columns (`[features, items·tokens]`, item-major
-//! within), so that every dense layer of every item is one matrix product over all columns (a
-//! 50-step integrated-gradients path at 128 tokens runs its products 1280 columns wide, where
-//! the kernels reach their best speed) and only attention works per item and head. The forward
-//! keeps what the backward needs (a tape); the backward is written out per operation, the
-//! transposes of the forward's products, because it runs only with respect to the activations:
-//! no weight gradient is computed for an attribution.
+//! within), so that every dense layer of every item is one matrix product over all columns and
+//! only attention works per item and head. The forward keeps what the backward needs (a tape);
+//! the backward is written out per operation, the transposes of the forward's products (with
+//! each layer's weights transposed once, so that `Wᵀ·G` reads them row-major), and runs only
+//! with respect to the activations: no weight gradient is computed for an attribution.
 //!
 //! [`Backend::batch_logits`]: super::super::Backend::batch_logits
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
@@ -67,6 +66,44 @@ struct Forward {
     last: Vec<f32>,
     layers: Vec<LayerTape>,
     final_norm: Option<NormTape>,
+}
+
+/// A layer's matrices transposed, for the backward pass: qkv, attention output, ffn in, ffn out.
+pub(super) struct Transposed([Vec<f32>; 4]);
+
+impl Transposed {
+    fn of(layer: &LayerWeights) -> Self {
+        let transpose = |linear: &Linear| {
+            let mut out = vec![0f32; linear.weight.len()];
+            transpose_into(&linear.weight, linear.outputs, linear.inputs, &mut out);
+            out
+        };
+        Self([
+            transpose(&layer.qkv),
+            transpose(&layer.attention_output),
+            transpose(&layer.ffn_in),
+            transpose(&layer.ffn_out),
+        ])
+    }
+}
+
+/// `Wᵀ·G (+ residual)` for a layer's `linear` from its transposed weight `wt`.
+fn backward_with(
+    linear: &Linear,
+    wt: &[f32],
+    grad: &[f32],
+    columns: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    super::kernels::dense(
+        wt,
+        None,
+        linear.inputs,
+        linear.outputs,
+        grad,
+        columns,
+        residual,
+    )
 }
 
 impl Linear {
@@ -492,8 +529,10 @@ impl CpuBackend {
         let layer = &self.weights.layers[index];
         let columns = shape.columns();
         let activation = self.config.hidden_act;
+        let Transposed([qkv_t, output_t, ffn_in_t, ffn_out_t]) =
+            self.transposed[index].get_or_init(|| Transposed::of(layer));
         let ffn_backward = |grad: &[f32]| {
-            let mut inner = layer.ffn_out.backward_columns(grad, columns, None);
+            let mut inner = backward_with(&layer.ffn_out, ffn_out_t, grad, columns, None);
             activation_backward(&mut inner, &tape.inner_pre, activation);
             inner
         };
@@ -505,10 +544,13 @@ impl CpuBackend {
                     &grad,
                     columns,
                 );
-                let d_attended =
-                    layer
-                        .ffn_in
-                        .backward_columns(&ffn_backward(&d_sum), columns, Some(&d_sum));
+                let d_attended = backward_with(
+                    &layer.ffn_in,
+                    ffn_in_t,
+                    &ffn_backward(&d_sum),
+                    columns,
+                    Some(&d_sum),
+                );
                 let d_sum = layer_norm_backward_columns(
                     &tape.attention_norm,
                     &layer.attention_norm.gamma,
@@ -522,9 +564,8 @@ impl CpuBackend {
                 layer.qkv.backward_columns(&d_qkv, columns, Some(&d_sum))
             }
             NormPlacement::Pre => {
-                let d_normed = layer
-                    .ffn_in
-                    .backward_columns(&ffn_backward(&grad), columns, None);
+                let d_normed =
+                    backward_with(&layer.ffn_in, ffn_in_t, &ffn_backward(&grad), columns, None);
                 let mut d_attended = layer_norm_backward_columns(
                     &tape.ffn_norm,
                     &layer.ffn_norm.gamma,
@@ -532,11 +573,15 @@ impl CpuBackend {
                     columns,
                 );
                 d_attended.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
-                let d_context = layer
-                    .attention_output
-                    .backward_columns(&d_attended, columns, None);
+                let d_context = backward_with(
+                    &layer.attention_output,
+                    output_t,
+                    &d_attended,
+                    columns,
+                    None,
+                );
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
-                let d_normed = layer.qkv.backward_columns(&d_qkv, columns, None);
+                let d_normed = backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None);
                 let mut d_input = layer_norm_backward_columns(
                     &tape.attention_norm,
                     &layer.attention_norm.gamma,

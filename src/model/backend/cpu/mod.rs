@@ -34,6 +34,10 @@ pub struct CpuBackend {
     /// Per layer, each head's G_h = W_O^hᵀ·W_O^h (`[heads, head_dim, head_dim]`), made the
     /// first time value norms are asked for: ‖v·W_O^h‖² = vᵀ·G_h·v.
     output_grams: Vec<std::sync::OnceLock<Vec<f32>>>,
+    /// Per layer, its four matrices transposed (`[inputs, outputs]`), made the first time a
+    /// gradient is asked for: the backward pass's `Wᵀ·G` then reads its weight row-major, as
+    /// the forward does (reading `W` transposed in place ran 1.5–2.7× slower).
+    transposed: Vec<std::sync::OnceLock<batch::Transposed>>,
 }
 
 /// The last hidden states, feature-major `[hidden, tokens]`.
@@ -68,10 +72,12 @@ impl CpuBackend {
     /// A backend for a model; the weights move in without copies.
     pub fn new(config: ModelConfig, weights: ModelWeights) -> Self {
         let output_grams = weights.layers.iter().map(|_| Default::default()).collect();
+        let transposed = weights.layers.iter().map(|_| Default::default()).collect();
         Self {
             config,
             weights,
             output_grams,
+            transposed,
         }
     }
 
