@@ -2,7 +2,8 @@
 //! shapes (12 layers, hidden 768, 12 heads, intermediate 3072, 512 positions; a small vocabulary),
 //! written here with the safetensors crate, run at 8, 128 and 512 tokens on the tuned CPU
 //! backend and on candle's ops. Attention must agree to 1e-5, hidden states to 1e-4, and the
-//! masked-LM head's top-5 exactly with probabilities to 1e-5.
+//! masked-LM head's top-5 exactly with probabilities to 1e-5; a masked-LM logit's gradients at
+//! 128 tokens to 1e-4 of the largest.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bertscope::model::attribution::AttributionOptions;
 use bertscope::model::{CapturedArray, DeviceChoice, ForwardPath, LoadedModel, ModelSource};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -175,6 +177,32 @@ fn backends_agree_on_a_bert_base_shaped_checkpoint_at_8_128_and_512_tokens() {
         .unwrap()
     });
     assert!(tuned.has_mlm_head() && tuned.has_nsp_head());
+    // The two backward passes (written out on the tuned path, candle's autograd on its own)
+    // give the same gradients at full size, relative to the largest.
+    let input = bertscope::bench::synthetic_input(&tuned, 128).unwrap();
+    let options = AttributionOptions {
+        target: "mlm:64".parse().unwrap(),
+        ig_steps: 0,
+        occlusion: false,
+    };
+    let [a, b] = [&tuned, &candle].map(|model| {
+        model
+            .attribution(&input, &options, &mut |_, _| true)
+            .unwrap()
+    });
+    assert_eq!(a.target.id, b.target.id, "the same top token");
+    for (what, x, y) in [
+        ("gradient × input", &a.grad_x_input, &b.grad_x_input),
+        ("gradient norm", &a.grad_norm, &b.grad_norm),
+    ] {
+        let largest = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let difference = slice_diff(x, y);
+        eprintln!("{what}: {difference:.1e} of {largest:.1e}");
+        assert!(
+            largest > 0.0 && difference <= 1e-4 * f64::from(largest),
+            "{what}: {difference:e}"
+        );
+    }
     for tokens in [8, 128, 512] {
         let input = bertscope::bench::synthetic_input(&tuned, tokens).unwrap();
         let positions = [1, tokens / 2, tokens - 2];
