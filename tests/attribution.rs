@@ -121,7 +121,7 @@ fn check(name: &str, path: ForwardPath) {
             "integrated_gradients",
             ours.integrated_gradients.as_ref().unwrap(),
         ),
-        ("occlusion", &ours.occlusion),
+        ("occlusion", ours.occlusion.as_ref().unwrap()),
     ] {
         assert_list(
             &format!("{name} ({path:?}): {key}"),

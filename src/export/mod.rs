@@ -265,17 +265,20 @@ fn explanation_csv(
         View::Attribution => {
             let attribution = data.attribution.ok_or_else(missing)?;
             csv.push_str("index,token,integrated_gradients,grad_x_input,grad_norm,occlusion\n");
-            for index in 0..attribution.grad_norm.len() {
-                let ig = attribution
-                    .integrated_gradients
+            // Methods that were not computed leave their column empty.
+            let cell = |values: &Option<Vec<f32>>, index: usize| {
+                values
                     .as_ref()
-                    .map_or(String::new(), |ig| ig[index].to_string());
+                    .map_or(String::new(), |values| values[index].to_string())
+            };
+            for index in 0..attribution.grad_norm.len() {
+                let ig = cell(&attribution.integrated_gradients, index);
+                let occlusion = cell(&attribution.occlusion, index);
                 csv.push_str(&format!(
-                    "{index},{},{ig},{},{},{}\n",
+                    "{index},{},{ig},{},{},{occlusion}\n",
                     quoted(&analysis.display_token(index)),
                     attribution.grad_x_input[index],
                     attribution.grad_norm[index],
-                    attribution.occlusion[index]
                 ));
             }
         }

@@ -31,9 +31,10 @@ pub struct Attribution {
     /// `Σ_i IG[i] − (f(x) − f(x′))`, when integrated gradients were computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ig_delta: Option<f32>,
-    /// `f(x) − f(x with token i's embedding replaced by the baseline's)`; 0 for special tokens
-    /// (and for every token when occlusion was not asked for).
-    pub occlusion: Vec<f32>,
+    /// `f(x) − f(x with token i's embedding replaced by the baseline's)`, 0 for special tokens;
+    /// when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub occlusion: Option<Vec<f32>>,
 }
 
 impl Attribution {
@@ -64,7 +65,7 @@ impl Attribution {
             grad_x_input: sum(&self.grad_x_input),
             grad_norm: norm(&self.grad_norm),
             integrated_gradients: self.integrated_gradients.as_deref().map(sum),
-            occlusion: sum(&self.occlusion),
+            occlusion: self.occlusion.as_deref().map(sum),
             ..self
         }
     }
@@ -299,7 +300,7 @@ impl LoadedModel {
             grad_norm,
             integrated_gradients,
             ig_delta,
-            occlusion,
+            occlusion: options.occlusion.then_some(occlusion),
         })
     }
 

@@ -66,7 +66,7 @@ impl Method {
             Self::IntegratedGradients => attribution.integrated_gradients.as_deref(),
             Self::GradXInput => Some(&attribution.grad_x_input),
             Self::GradNorm => Some(&attribution.grad_norm),
-            Self::Occlusion => Some(&attribution.occlusion),
+            Self::Occlusion => attribution.occlusion.as_deref(),
         }
     }
 
