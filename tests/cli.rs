@@ -1298,3 +1298,84 @@ fn attribution_errors_are_one_line() {
         assert!(line.contains(expected), "{all:?}: {line}");
     }
 }
+
+#[test]
+fn export_of_an_attribution_writes_its_values_to_csv_and_npz() {
+    use std::io::Read as _;
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("bert-sentiment").join("attribution.json")).unwrap(),
+    )
+    .unwrap();
+    let text = reference["text"].as_str().unwrap();
+    let list = |value: &serde_json::Value| -> Vec<f32> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("bert-sentiment");
+    let (npz, csv) = (dir.path().join("a.npz"), dir.path().join("a.csv"));
+    for out in [&npz, &csv] {
+        let output = bertscope(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text,
+            "--view",
+            "attribution",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(std::fs::read(&npz).unwrap())).unwrap();
+    for key in [
+        "grad_x_input",
+        "grad_norm",
+        "integrated_gradients",
+        "occlusion",
+    ] {
+        let mut data = Vec::new();
+        archive
+            .by_name(&format!("{key}.npy"))
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        let values: Vec<f32> = npyz::NpyFile::new(std::io::Cursor::new(data))
+            .unwrap()
+            .into_vec()
+            .unwrap();
+        let theirs = list(&reference[key]);
+        let largest = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let difference = common::max_abs_diff(key, &values, &theirs);
+        assert!(
+            difference <= 1e-4 * f64::from(largest),
+            "{key}: {difference:e}"
+        );
+    }
+    // The CSV: a header and a row per token, every method's column filled.
+    let table = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        rows[0],
+        "index,token,integrated_gradients,grad_x_input,grad_norm,occlusion"
+    );
+    assert_eq!(rows.len(), 1 + list(&reference["grad_norm"]).len());
+    let second: Vec<&str> = rows[2].split(',').collect();
+    let ig: f32 = second[2].parse().unwrap();
+    common::assert_near(
+        "the second token's integrated gradients",
+        f64::from(ig),
+        f64::from(list(&reference["integrated_gradients"])[1]),
+        1e-4,
+    );
+}

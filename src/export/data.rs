@@ -95,13 +95,18 @@ fn deflate_pays(values: &[f32], precision: Precision) -> bool {
     compressed.is_ok_and(|size| (size as f64) < 0.95 * bytes.len() as f64)
 }
 
+/// A named f32 array for an archive: its name (without `.npy`), shape and values.
+pub type NamedArray = (String, Vec<u64>, Vec<f32>);
+
 /// A compressed NumPy archive (`numpy.load` reads it): `attentions` `[layer, head, query, key]`
-/// in `precision`, `tokens` (unicode strings), `token_ids` and `segment_ids`.
+/// in `precision`, `tokens` (unicode strings), `token_ids`, `segment_ids`, and `extra` arrays
+/// (an explanation's values) in f32.
 /// Long because the `.npz` archive is written by hand (zip entries of `.npy` arrays) to stream maps
 /// without holding a second copy.
 pub fn attention_npz(
     analysis: &Analysis,
     precision: Precision,
+    extra: &[NamedArray],
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     use npyz::WriterBuilder as _;
@@ -187,6 +192,18 @@ pub fn attention_npz(
         writer.extend(ids.iter().copied())?;
         writer.finish()?;
     }
+    for (name, shape, values) in extra {
+        archive
+            .start_file(format!("{name}.npy"), small)
+            .map_err(zip_error)?;
+        let mut writer = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(&mut archive)
+            .begin_nd()?;
+        writer.extend(values.iter().copied())?;
+        writer.finish()?;
+    }
     archive.finish().map_err(zip_error)?;
     Ok(())
 }
@@ -256,7 +273,7 @@ mod tests {
         let analysis = tiny();
         for precision in [Precision::F32, Precision::F16] {
             let mut out = Vec::new();
-            attention_npz(&analysis, precision, &mut out).unwrap();
+            attention_npz(&analysis, precision, &[], &mut out).unwrap();
             let mut archive = zip::ZipArchive::new(std::io::Cursor::new(out)).unwrap();
             let mut names: Vec<String> = archive
                 .file_names()

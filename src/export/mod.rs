@@ -245,9 +245,59 @@ pub fn export_cancellable(
             }
         },
         ExportFormat::Npy => write_atomically(path, &mut |out| data::attention_npy(shown, out)),
-        ExportFormat::Npz => write_atomically(path, &mut |out| {
-            data::attention_npz(shown, export.precision, out)
+        ExportFormat::Npz => {
+            let extra = explanation_arrays(view, data);
+            write_atomically(path, &mut |out| {
+                data::attention_npz(shown, export.precision, &extra, out)
+            })
+        }
+    }
+}
+
+/// The arrays of an explanation view for a `.npz`: attribution's methods `[tokens]`, patching's
+/// `resid_pre` `[layer, token]` and `head_out` `[layer, head]`, logit attribution's parts; none
+/// for other views.
+fn explanation_arrays(view: View, data: &ModelData<'_>) -> Vec<data::NamedArray> {
+    let list =
+        |name: &str, values: &[f32]| (name.to_owned(), vec![values.len() as u64], values.to_vec());
+    let grid = |name: &str, rows: &[Vec<f32>]| {
+        let columns = rows.first().map_or(0, Vec::len);
+        (
+            name.to_owned(),
+            vec![rows.len() as u64, columns as u64],
+            rows.concat(),
+        )
+    };
+    match view {
+        View::Attribution => data.attribution.map_or_else(Vec::new, |a| {
+            let mut arrays = vec![
+                list("grad_x_input", &a.grad_x_input),
+                list("grad_norm", &a.grad_norm),
+            ];
+            arrays.extend(
+                a.integrated_gradients
+                    .as_deref()
+                    .map(|ig| list("integrated_gradients", ig)),
+            );
+            arrays.extend(a.occlusion.as_deref().map(|o| list("occlusion", o)));
+            arrays
         }),
+        View::Patching => data.patching.map_or_else(Vec::new, |p| {
+            vec![
+                grid("resid_pre", &p.resid_pre),
+                grid("head_out", &p.head_out),
+            ]
+        }),
+        View::LogitAttribution => data.logit_attribution.map_or_else(Vec::new, |p| {
+            vec![
+                grid("heads", &p.heads),
+                list("attn_bias", &p.attn_bias),
+                list("mlps", &p.mlps),
+                list("embed", &[p.embed]),
+                list("final_bias", &[p.final_bias]),
+            ]
+        }),
+        _ => Vec::new(),
     }
 }
 
