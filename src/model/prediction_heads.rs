@@ -53,7 +53,7 @@ pub fn top_k_softmax(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 /// The index of the largest value (the first, on ties, as `argmax` does).
-fn argmax(values: &[f32]) -> usize {
+pub(crate) fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

@@ -188,7 +188,9 @@ impl LoadedModel {
             plan.index.head,
             &[true],
         )?;
-        let output = plan.output.unwrap_or_else(|| argmax(&outputs) as usize);
+        let output = plan
+            .output
+            .unwrap_or_else(|| prediction_heads::argmax(&outputs));
         Ok(self.finish_target(&plan, output, outputs[output]))
     }
 
@@ -399,10 +401,4 @@ impl LoadedModel {
             )
         })
     }
-}
-
-fn argmax(values: &[f32]) -> u32 {
-    prediction_heads::top_k(values, 1)
-        .first()
-        .map_or(0, |&(id, _)| id)
 }

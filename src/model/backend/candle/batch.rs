@@ -14,6 +14,7 @@ use super::{activate, CandleBackend, Layer, Op};
 use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
+use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
 
 /// A head patch on the device: which (item, head) pairs are replaced, `[items, heads, 1, 1]`,
@@ -202,52 +203,21 @@ impl CandleBackend {
         };
         let mut x = rows.clone();
         for op in before {
-            x = match op {
-                Op::Dense(dense) => dense.forward(&x)?,
-                Op::TiedDecoder(bias) => {
-                    let logits = x.matmul(&self.word.t()?)?;
-                    match bias {
-                        Some(bias) => logits.broadcast_add(bias)?,
-                        None => logits,
-                    }
-                }
-                Op::Activation(activation) => activate(&x, *activation)?,
-                Op::Norm(norm) => norm.forward_differentiable(&x)?,
-            };
+            x = self.head_op(op, &x, true)?;
         }
         let items = rows.dim(0)?;
         if logit.output == TOP_OUTPUT {
-            let all = match last {
-                Op::Dense(dense) => dense.forward(&x)?,
-                Op::TiedDecoder(bias) => {
-                    let logits = x.matmul(&self.word.t()?)?;
-                    match bias {
-                        Some(bias) => logits.broadcast_add(bias)?,
-                        None => logits,
-                    }
-                }
-                Op::Activation(_) | Op::Norm(_) => {
-                    return Err(ModelError::Compute(
-                        "a head that does not end in a product".to_owned(),
-                    ))
-                }
-            };
+            if matches!(last, Op::Activation(_) | Op::Norm(_)) {
+                return Err(ModelError::Compute(
+                    "a head that does not end in a product".to_owned(),
+                ));
+            }
+            let all = self.head_op(last, &x, true)?;
             let host = all.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             // The first of equal maxima, as the predictions rank them.
             let outputs: Vec<usize> = host
                 .iter()
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                            if v > best.1 {
-                                (i, v)
-                            } else {
-                                best
-                            }
-                        })
-                        .0
-                })
+                .map(|row| prediction_heads::argmax(row))
                 .collect();
             let index: Vec<u32> = outputs.iter().map(|&o| o as u32).collect();
             let index = Tensor::from_vec(index, (items, 1), &self.device)?;

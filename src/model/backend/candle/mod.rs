@@ -448,20 +448,27 @@ impl CandleBackend {
             return Ok(Vec::new());
         };
         for op in ops {
-            x = match op {
-                Op::Dense(dense) => dense.forward(&x)?,
-                Op::TiedDecoder(bias) => {
-                    let logits = x.matmul(&self.word.t()?)?;
-                    match bias {
-                        Some(bias) => logits.broadcast_add(bias)?,
-                        None => logits,
-                    }
-                }
-                Op::Activation(activation) => activate(&x, *activation)?,
-                Op::Norm(norm) => norm.forward(&x)?,
-            };
+            x = self.head_op(op, &x, false)?;
         }
         Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// One step of a head on rows `x`; `differentiable` uses the LayerNorm candle's autograd
+    /// can differentiate.
+    fn head_op(&self, op: &Op, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        Ok(match op {
+            Op::Dense(dense) => dense.forward(x)?,
+            Op::TiedDecoder(bias) => {
+                let logits = x.matmul(&self.word.t()?)?;
+                match bias {
+                    Some(bias) => logits.broadcast_add(bias)?,
+                    None => logits,
+                }
+            }
+            Op::Activation(activation) => activate(x, *activation)?,
+            Op::Norm(norm) if differentiable => norm.forward_differentiable(x)?,
+            Op::Norm(norm) => norm.forward(x)?,
+        })
     }
 }
 

@@ -24,6 +24,7 @@ use crate::model::backend::{BatchRun, Gradients, LogitIndex, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, Norm};
+use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
 
 /// The shape of a batch: items of `tokens` columns each.
@@ -369,56 +370,13 @@ impl CpuBackend {
         let mut inputs = Vec::with_capacity(before.len());
         let mut x = column;
         for op in before {
-            let y = match op {
-                HeadOp::Linear(linear) => linear.forward_columns(&x, 1, None),
-                HeadOp::TiedDecoder { bias } => super::kernels::dense(
-                    &self.weights.embeddings.word,
-                    bias.as_deref(),
-                    self.config.vocab_size,
-                    self.config.hidden_size,
-                    &x,
-                    1,
-                    None,
-                ),
-                HeadOp::Activation(activation) => {
-                    let mut y = x.clone();
-                    activate(&mut y, *activation);
-                    y
-                }
-                HeadOp::Norm(norm) => {
-                    let mut y = x.clone();
-                    norm.forward_taped(&mut y, None, 1);
-                    y
-                }
-            };
+            let y = self.head_op(op, x.clone(), 1);
             inputs.push(x);
             x = y;
         }
         let output = if logit.output == TOP_OUTPUT {
-            let all = match last {
-                HeadOp::Linear(linear) => linear.forward_columns(&x, 1, None),
-                HeadOp::TiedDecoder { bias } => super::kernels::dense(
-                    &self.weights.embeddings.word,
-                    bias.as_deref(),
-                    self.config.vocab_size,
-                    self.config.hidden_size,
-                    &x,
-                    1,
-                    None,
-                ),
-                _ => Vec::new(),
-            };
             // The first of equal maxima, as the predictions rank them.
-            all.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
+            prediction_heads::argmax(&self.head_op(last, x.clone(), 1))
         } else {
             logit.output
         };

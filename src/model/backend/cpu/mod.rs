@@ -434,6 +434,30 @@ impl CpuBackend {
         xt
     }
 
+    /// One step of a head on feature-major columns `xt` (`[width, count]`).
+    fn head_op(&self, op: &HeadOp, mut xt: Vec<f32>, count: usize) -> Vec<f32> {
+        match op {
+            HeadOp::Linear(linear) => linear.forward_t(&xt, count, None),
+            HeadOp::TiedDecoder { bias } => dense(
+                &self.weights.embeddings.word,
+                bias.as_deref(),
+                self.config.vocab_size,
+                self.config.hidden_size,
+                &xt,
+                count,
+                None,
+            ),
+            HeadOp::Activation(activation) => {
+                activate(&mut xt, *activation);
+                xt
+            }
+            HeadOp::Norm(norm) => {
+                norm.forward_t(&mut xt, None, count);
+                xt
+            }
+        }
+    }
+
     /// Runs head number `head` on feature-major columns `xt` (`[hidden, count]`); returns the
     /// logits row-major, `[count, outputs]`.
     fn head_logits_t(&self, mut xt: Vec<f32>, count: usize, head: usize) -> Result<Vec<f32>> {
@@ -446,22 +470,7 @@ impl CpuBackend {
             return Ok(Vec::new());
         }
         for op in &head.ops {
-            match op {
-                HeadOp::Linear(linear) => xt = linear.forward_t(&xt, count, None),
-                HeadOp::TiedDecoder { bias } => {
-                    xt = dense(
-                        &self.weights.embeddings.word,
-                        bias.as_deref(),
-                        self.config.vocab_size,
-                        self.config.hidden_size,
-                        &xt,
-                        count,
-                        None,
-                    );
-                }
-                HeadOp::Activation(activation) => activate(&mut xt, *activation),
-                HeadOp::Norm(norm) => norm.forward_t(&mut xt, None, count),
-            }
+            xt = self.head_op(op, xt, count);
         }
         let outputs = xt.len() / count.max(1);
         let mut logits = vec![0f32; xt.len()];
