@@ -289,18 +289,15 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|x| *x *= inverse);
 }
 
-/// LayerNorm of each column of feature-major `xt` (`[features, columns]`), in place, after adding
-/// `residual` (same shape) when given. Statistics are taken in f64: cheap at these sizes and no
-/// less exact than transformers' f32.
-pub(super) fn layer_norm_columns(
+/// Adds `residual` to `xt` (`[features, columns]`) when given, then gives each column's mean and
+/// `1/√(variance + eps)`, in f64.
+fn column_statistics(
     xt: &mut [f32],
     residual: Option<&[f32]>,
-    gamma: &[f32],
-    beta: &[f32],
+    features: usize,
     eps: f64,
     columns: usize,
-) {
-    let features = gamma.len();
+) -> (Vec<f64>, Vec<f64>) {
     if let Some(residual) = residual {
         xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
     }
@@ -319,10 +316,25 @@ pub(super) fn layer_norm_columns(
             .zip(&mean)
             .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
     }
-    let inv_std: Vec<f64> = variance
+    let inv_std = variance
         .iter()
         .map(|v| 1.0 / (v / features as f64 + eps).sqrt())
         .collect();
+    (mean, inv_std)
+}
+
+/// LayerNorm of each column of feature-major `xt` (`[features, columns]`), in place, after adding
+/// `residual` (same shape) when given. Statistics are taken in f64: cheap at these sizes and no
+/// less exact than transformers' f32.
+pub(super) fn layer_norm_columns(
+    xt: &mut [f32],
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    columns: usize,
+) {
+    let (mean, inv_std) = column_statistics(xt, residual, gamma.len(), eps, columns);
     for ((row, &g), &b) in xt.chunks_exact_mut(columns).zip(gamma).zip(beta) {
         let (g, b) = (f64::from(g), f64::from(b));
         for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
@@ -420,29 +432,7 @@ pub(super) fn layer_norm_columns_taped(
     eps: f64,
     columns: usize,
 ) -> NormTape {
-    let features = gamma.len();
-    if let Some(residual) = residual {
-        xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
-    }
-    let mut mean = vec![0f64; columns];
-    for row in xt.chunks_exact(columns) {
-        mean.iter_mut()
-            .zip(row)
-            .for_each(|(m, &x)| *m += f64::from(x));
-    }
-    mean.iter_mut().for_each(|m| *m /= features as f64);
-    let mut variance = vec![0f64; columns];
-    for row in xt.chunks_exact(columns) {
-        variance
-            .iter_mut()
-            .zip(row)
-            .zip(&mean)
-            .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
-    }
-    let inv_std: Vec<f64> = variance
-        .iter()
-        .map(|v| 1.0 / (v / features as f64 + eps).sqrt())
-        .collect();
+    let (mean, inv_std) = column_statistics(xt, residual, gamma.len(), eps, columns);
     let mut normalized = vec![0f32; xt.len()];
     for (((row, out), &g), &b) in xt
         .chunks_exact_mut(columns)
