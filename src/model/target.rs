@@ -9,7 +9,7 @@ use super::backend::{ForwardInput, LogitIndex};
 use super::error::{ModelError, Result};
 use super::params::{HeadInput, HeadKind};
 use super::prediction_heads;
-use super::tokenizer::EncodedText;
+use super::tokenizer::{EncodedText, TokenStyle};
 use super::LoadedModel;
 
 /// The head a target reads, as the JSON names it.
@@ -130,6 +130,18 @@ pub struct Target {
     /// Which logit the backend reads.
     #[serde(skip)]
     pub index: LogitIndex,
+}
+
+impl Target {
+    /// Its name as views show it: a token in `style`'s readable spelling (`▁Paris` for
+    /// `ĠParis`), a label as it is.
+    pub fn display_name(&self, style: TokenStyle) -> Option<String> {
+        let name = self.name.as_deref()?;
+        Some(match self.head {
+            TargetHead::Mlm | TargetHead::NextToken => style.display(name),
+            _ => name.to_owned(),
+        })
+    }
 }
 
 /// Where a target reads, before its output is known.

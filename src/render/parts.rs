@@ -483,6 +483,25 @@ pub fn diverging_grid(
     }
 }
 
+/// Outlines cell (`row`, `column`) of a grid laid out as [`diverging_grid`] lays it out: the
+/// open head, in grids of heads.
+pub fn outline_grid_cell(
+    scene: &mut Scene<'_>,
+    (left, top): (f32, f32),
+    (pitch, cell): (f32, f32),
+    (row, column): (usize, usize),
+) {
+    scene.outline(
+        Rect::from_size(
+            left + pitch * column as f32 - 1.0,
+            top + pitch * row as f32 - 1.0,
+            cell + 2.0,
+            cell + 2.0,
+        ),
+        super::scene::Stroke::new(2.0, Paint::Accent),
+    );
+}
+
 /// A bar from the line x = `centre` (right for positive values, left for negative), `half`
 /// long at ±`scale`, in the row from `top` `height` tall, coloured by its sign; its value
 /// beside the right end of the axis.

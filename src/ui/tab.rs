@@ -15,7 +15,7 @@ use crate::render::matrix::MatrixZoom;
 use crate::render::scene::Hit;
 use crate::views::Computed;
 use crate::views::{Canvas, Figure, Inputs, ModelData};
-use crate::worker::{AnalysisResult, CorpusRun, Explanations, ModelInfo};
+use crate::worker::{AnalysisResult, CorpusRun, ExplainRequest, Explanations, ModelInfo};
 
 /// One tab of the main area: the GUI of a view.
 pub trait Tab {
@@ -114,6 +114,46 @@ impl Comparison<'_> {
 }
 
 impl TabContext<'_> {
+    /// Asks for `request` (the app sends it unless it was the last asked for) and says where it
+    /// stands: true once its result is in; otherwise shows its error, or a spinner with
+    /// `progress(done, total)` (or `busy` before the first report), and returns false.
+    pub fn explanation_ready(
+        &mut self,
+        ui: &mut egui::Ui,
+        request: &ExplainRequest,
+        busy: &str,
+        progress: &dyn Fn(usize, usize) -> String,
+    ) -> bool {
+        self.actions.push(UiAction::Explain(request.clone()));
+        let state = self
+            .explained
+            .get(request.kind())
+            .filter(|state| &state.request == request);
+        match state.and_then(|state| state.result.as_ref()) {
+            Some(Ok(_)) => true,
+            Some(Err(message)) => {
+                ui.colored_label(ui.visuals().error_fg_color, message);
+                false
+            }
+            None => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    match state.and_then(|state| state.progress) {
+                        Some((done, total)) => ui.add(
+                            egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                                .desired_width(200.0)
+                                .text(progress(done, total)),
+                        ),
+                        None => ui.label(busy),
+                    };
+                });
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_millis(100));
+                false
+            }
+        }
+    }
+
     /// The analysis the tab shows.
     pub fn analysis(&self) -> &Analysis {
         self.run.analysis()

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::words::words;
 use crate::model::attribution::Attribution;
-use crate::model::target::TargetHead;
 use crate::model::tokenizer::TokenStyle;
 use crate::render::difference_color;
 use crate::render::parts::{diverging_bar, notes, notes_width};
@@ -131,10 +130,7 @@ impl AttributionView {
 
     fn header(&self, attribution: &Attribution, shown: &Shown, style: TokenStyle) -> Vec<String> {
         let target = &attribution.target;
-        let name = target.name.as_deref().map(|name| match target.head {
-            TargetHead::Mlm | TargetHead::NextToken => style.display(name),
-            _ => name.to_owned(),
-        });
+        let name = target.display_name(style);
         let what = match (&name, target.position) {
             (Some(name), Some(position)) => format!("{name:?} at token {position}"),
             (Some(name), None) => format!("{name:?}"),
@@ -261,13 +257,7 @@ impl super::Draw for AttributionView {
         let style = inputs.analysis.token_style;
         let target = inputs
             .attribution
-            .and_then(|a| {
-                let name = a.target.name.as_deref()?;
-                Some(match a.target.head {
-                    TargetHead::Mlm | TargetHead::NextToken => style.display(name),
-                    _ => name.to_owned(),
-                })
-            })
+            .and_then(|a| a.target.display_name(style))
             .map(|name| format!(" of {name:?}"))
             .unwrap_or_default();
         format!("attribution{target} · {}", self.method.name())
@@ -326,9 +316,9 @@ mod tab {
     use crate::model::Analysis;
     use crate::render::scene::Hit;
     use crate::ui::tab::{Tab, TabContext};
-    use crate::ui::{token_click, UiAction, ViewState};
+    use crate::ui::{token_click, ViewState};
     use crate::views::Figure;
-    use crate::worker::{ExplainKind, ExplainRequest};
+    use crate::worker::ExplainRequest;
 
     /// The Attribution tab's own state.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -419,34 +409,14 @@ mod tab {
                     return;
                 }
             };
-            cx.actions.push(UiAction::Explain(request.clone()));
-            let state = cx
-                .explained
-                .get(ExplainKind::Attribution)
-                .filter(|state| state.request == request);
-            match state.and_then(|state| state.result.as_ref()) {
-                Some(Err(message)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, message);
-                    return;
-                }
-                Some(Ok(_)) => {}
-                None => {
-                    let progress = state.and_then(|state| state.progress);
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        match progress {
-                            Some((done, total)) => ui.add(
-                                egui::ProgressBar::new(done as f32 / total.max(1) as f32)
-                                    .desired_width(200.0)
-                                    .text(format!("{} · {done}/{total}", self.method.name())),
-                            ),
-                            None => ui.label(format!("computing {}…", self.method.name())),
-                        };
-                    });
-                    ui.ctx()
-                        .request_repaint_after(std::time::Duration::from_millis(100));
-                    return;
-                }
+            let method = self.method.name();
+            if !cx.explanation_ready(
+                ui,
+                &request,
+                &format!("computing {method}…"),
+                &|done, total| format!("{method} · {done}/{total}"),
+            ) {
+                return;
             }
             let selection = cx.state.selection();
             let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {

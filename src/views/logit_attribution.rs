@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::logit_attribution::LogitAttribution;
-use crate::render::parts::{diverging_bar, diverging_grid, grid_labels, notes, notes_width};
+use crate::render::parts::{
+    diverging_bar, diverging_grid, grid_labels, notes, notes_width, outline_grid_cell,
+};
 use crate::render::scene::{
     Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
 };
@@ -56,11 +58,12 @@ impl super::Draw for LogitAttributionView {
     const READS_WORDS: bool = false;
 
     fn title(&self, inputs: &super::Inputs<'_>) -> String {
-        match inputs.logit_attribution.and_then(|p| p.target.name.clone()) {
-            Some(name) => format!(
-                "logit attribution of {:?}",
-                inputs.analysis.token_style.display(&name)
-            ),
+        let style = inputs.analysis.token_style;
+        match inputs
+            .logit_attribution
+            .and_then(|p| p.target.display_name(style))
+        {
+            Some(name) => format!("logit attribution of {name:?}"),
             None => "logit attribution".to_owned(),
         }
     }
@@ -86,7 +89,7 @@ impl super::Draw for LogitAttributionView {
         let header = vec![
             format!(
                 "the logit of {} after token {}: {:.4} = the sum of every part below ({:.4})",
-                target.name.as_deref().map_or_else(|| format!("id {}", target.id), |n| format!("{:?}", style.display(n))),
+                target.display_name(style).map_or_else(|| format!("id {}", target.id), |n| format!("{n:?}")),
                 target.position.unwrap_or_default(),
                 parts.logit,
                 parts.total()
@@ -136,16 +139,8 @@ impl super::Draw for LogitAttributionView {
                 )
             },
         );
-        if let Some((layer, head)) = canvas.open.filter(|&(layer, _)| layer < parts.heads.len()) {
-            scene.outline(
-                Rect::from_size(
-                    LEFT + PITCH * head as f32 - 1.0,
-                    y + PITCH * layer as f32 - 1.0,
-                    CELL + 2.0,
-                    CELL + 2.0,
-                ),
-                Stroke::new(2.0, Paint::Accent),
-            );
+        if let Some(open) = canvas.open.filter(|&(layer, _)| layer < parts.heads.len()) {
+            outline_grid_cell(&mut scene, (LEFT, y), (PITCH, CELL), open);
         }
         y += PITCH * parts.heads.len() as f32 + 20.0;
         let centre = MARGIN + LABELS + BARS / 2.0;
@@ -203,7 +198,7 @@ mod tab {
     use crate::ui::tab::{Tab, TabContext};
     use crate::ui::{UiAction, ViewState};
     use crate::views::Figure;
-    use crate::worker::{ExplainKind, ExplainRequest};
+    use crate::worker::ExplainRequest;
 
     /// The Logit attribution tab's own state.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -252,26 +247,10 @@ mod tab {
                     output: Some(self.token.trim().to_owned()).filter(|t| !t.is_empty()),
                 },
             };
-            cx.actions.push(UiAction::Explain(request.clone()));
-            let state = cx
-                .explained
-                .get(ExplainKind::LogitAttribution)
-                .filter(|state| state.request == request);
-            match state.and_then(|state| state.result.as_ref()) {
-                Some(Err(message)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, message);
-                    return;
-                }
-                Some(Ok(_)) => {}
-                None => {
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        ui.label("taking the logit apart…");
-                    });
-                    ui.ctx()
-                        .request_repaint_after(std::time::Duration::from_millis(100));
-                    return;
-                }
+            if !cx.explanation_ready(ui, &request, "taking the logit apart…", &|done, total| {
+                format!("taking the logit apart · {done}/{total}")
+            }) {
+                return;
             }
             let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
                 return;

@@ -6,11 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::patching::Patching;
-use crate::model::target::TargetHead;
-use crate::render::parts::{diverging_grid, grid_labels, notes, notes_width};
-use crate::render::scene::{
-    Align, Baseline, Font, Paint, Point, Rect, Scene, Stroke, Target, Text,
-};
+use crate::render::parts::{diverging_grid, grid_labels, notes, notes_width, outline_grid_cell};
+use crate::render::scene::{Align, Baseline, Font, Point, Scene, Target, Text};
 use crate::render::text::text_width;
 
 const MARGIN: f32 = 8.0;
@@ -78,10 +75,7 @@ impl super::Draw for PatchingView {
         let patching = patching(inputs)?;
         let analysis = inputs.analysis;
         let target = &patching.target;
-        let name = target.name.as_deref().map(|name| match target.head {
-            TargetHead::Mlm | TargetHead::NextToken => analysis.token_style.display(name),
-            _ => name.to_owned(),
-        });
+        let name = target.display_name(analysis.token_style);
         let header = vec![
             format!(
                 "{} at {}: clean logit {:.4}, corrupted {:.4}",
@@ -188,18 +182,11 @@ impl super::Draw for PatchingView {
                 )
             },
         );
-        if let Some((layer, head)) = canvas.open {
-            if layer < patching.head_out.len() {
-                scene.outline(
-                    Rect::from_size(
-                        LEFT + PITCH * head as f32 - 1.0,
-                        y + PITCH * layer as f32 - 1.0,
-                        CELL + 2.0,
-                        CELL + 2.0,
-                    ),
-                    Stroke::new(2.0, Paint::Accent),
-                );
-            }
+        if let Some(open) = canvas
+            .open
+            .filter(|&(layer, _)| layer < patching.head_out.len())
+        {
+            outline_grid_cell(&mut scene, (LEFT, y), (PITCH, CELL), open);
         }
         y += PITCH * patching.head_out.len() as f32;
         let scales = vec![format!(
@@ -230,7 +217,7 @@ mod tab {
     use crate::ui::tab::{Tab, TabContext};
     use crate::ui::{UiAction, ViewState};
     use crate::views::Figure;
-    use crate::worker::{ExplainKind, ExplainRequest};
+    use crate::worker::ExplainRequest;
 
     /// The Patching tab's own state.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -317,34 +304,10 @@ mod tab {
                 corrupt: (self.corrupt.clone(), clean.text_b.clone()),
                 target,
             };
-            cx.actions.push(UiAction::Explain(request.clone()));
-            let state = cx
-                .explained
-                .get(ExplainKind::Patching)
-                .filter(|state| state.request == request);
-            match state.and_then(|state| state.result.as_ref()) {
-                Some(Err(message)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, message);
-                    return;
-                }
-                Some(Ok(_)) => {}
-                None => {
-                    let progress = state.and_then(|state| state.progress);
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        match progress {
-                            Some((done, total)) => ui.add(
-                                egui::ProgressBar::new(done as f32 / total.max(1) as f32)
-                                    .desired_width(200.0)
-                                    .text(format!("patching · {done}/{total} batches")),
-                            ),
-                            None => ui.label("patching…"),
-                        };
-                    });
-                    ui.ctx()
-                        .request_repaint_after(std::time::Duration::from_millis(100));
-                    return;
-                }
+            if !cx.explanation_ready(ui, &request, "patching…", &|done, total| {
+                format!("patching · {done}/{total} batches")
+            }) {
+                return;
             }
             let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
                 return;
