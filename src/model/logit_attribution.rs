@@ -71,8 +71,9 @@ impl LoadedModel {
         };
         let prepared = self.prepare(encoded)?;
         let input = prepared.input(&encoded.ids);
-        let target = self.resolve_target(&spec, encoded, &input)?;
         let backend = self.interventions();
+        let trace = backend.trace(&input)?;
+        let target = self.resolve_target(&spec, encoded, &input, &trace)?;
         let readout = backend
             .readout(target.index.head, target.index.output)?
             .ok_or_else(|| {
@@ -80,7 +81,6 @@ impl LoadedModel {
                     "this LM head computes more than one product, so its logit does not split into parts".to_owned(),
                 )
             })?;
-        let trace = backend.trace(&input)?;
         let (tokens, hidden) = (encoded.ids.len(), self.config.hidden_size);
         let layers = self.config.num_hidden_layers;
         let row = target.index.row;

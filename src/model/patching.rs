@@ -43,9 +43,9 @@ impl LoadedModel {
         let clean_prepared = self.prepare(clean)?;
         let corrupt_prepared = self.prepare(corrupt)?;
         let clean_input = clean_prepared.input(&clean.ids);
-        let target = self.resolve_target(spec, clean, &clean_input)?;
         let backend = self.interventions();
         let clean_trace = backend.trace(&clean_input)?;
+        let target = self.resolve_target(spec, clean, &clean_input, &clean_trace)?;
         let corrupt_trace = backend.trace(&corrupt_prepared.input(&corrupt.ids))?;
         let (layers, heads) = (
             self.config.num_hidden_layers,

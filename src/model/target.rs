@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::backend::{ForwardInput, LogitIndex};
+use super::backend::{ForwardInput, LogitIndex, Trace};
 use super::error::{ModelError, Result};
 use super::params::{HeadInput, HeadKind};
 use super::prediction_heads;
@@ -183,18 +183,18 @@ impl LoadedModel {
         heads
     }
 
-    /// Resolves `spec` on the run of `encoded` (positions and segments as given).
+    /// Resolves `spec` on the run of `encoded` (`input`: its positions and segments) that
+    /// `trace` traced.
     pub(crate) fn resolve_target(
         &self,
         spec: &TargetSpec,
         encoded: &EncodedText,
         input: &ForwardInput<'_>,
+        trace: &Trace,
     ) -> Result<Target> {
-        let plan = self.plan_target(spec, encoded, input)?;
-        let trace = self.interventions().trace(input)?;
+        let plan = self.plan_target(spec, encoded, input, Some(trace))?;
+        let last = self.last_states(trace, encoded.ids.len());
         let hidden = self.config.hidden_size;
-        let tokens = encoded.ids.len();
-        let last = &trace.states[(trace.states.len() / hidden - tokens) * hidden..];
         let outputs = self.row_logits(
             &last[plan.index.row * hidden..][..hidden],
             plan.index.head,
@@ -206,14 +206,21 @@ impl LoadedModel {
         Ok(self.finish_target(&plan, output, outputs[output]))
     }
 
+    /// The last layer's output before any final norm, `[tokens, hidden]`, of a trace.
+    fn last_states<'t>(&self, trace: &'t Trace, tokens: usize) -> &'t [f32] {
+        let hidden = self.config.hidden_size;
+        &trace.states[(trace.states.len() / hidden - tokens) * hidden..]
+    }
+
     /// Where a target reads (head, row) and which output, when `spec` or the head fixes it
-    /// (`None`: the top output, known once the model has run). Runs the model only for a
-    /// question-answering head's default span.
+    /// (`None`: the top output, known once the model has run). A question-answering head's
+    /// default span reads `trace`, or a run of its own when none is given.
     pub(crate) fn plan_target(
         &self,
         spec: &TargetSpec,
         encoded: &EncodedText,
         input: &ForwardInput<'_>,
+        trace: Option<&Trace>,
     ) -> Result<TargetPlan> {
         let head = match spec.head {
             Some(head) => head,
@@ -279,10 +286,16 @@ impl LoadedModel {
             TargetHead::QaStart | TargetHead::QaEnd => match spec.position {
                 Some(position) => check(position)?,
                 None => {
-                    let trace = self.interventions().trace(input)?;
-                    let hidden = self.config.hidden_size;
-                    let last = &trace.states[(trace.states.len() / hidden - tokens) * hidden..];
-                    let answer = self.answer_of(encoded, last, index)?;
+                    let own;
+                    let trace = match trace {
+                        Some(trace) => trace,
+                        None => {
+                            own = self.interventions().trace(input)?;
+                            &own
+                        }
+                    };
+                    let answer =
+                        self.answer_of(encoded, self.last_states(trace, tokens), index)?;
                     if head == TargetHead::QaStart {
                         answer.start
                     } else {
