@@ -656,12 +656,10 @@ impl CpuBackend {
         self.run_batch(run, true)
     }
 
-    /// [`Backend::trace`] on the CPU: one item from the embedding output.
-    pub(super) fn trace_cpu(&self, embedded: &[f32], tokens: usize) -> Trace {
+    /// [`Backend::trace`] on the CPU, from the embedding output `xt` (feature-major).
+    pub(super) fn trace_cpu(&self, mut xt: Vec<f32>, tokens: usize) -> Trace {
         let hidden = self.config.hidden_size;
         let shape = Shape { items: 1, tokens };
-        let mut xt = vec![0f32; hidden * tokens];
-        transpose_into(embedded, tokens, hidden, &mut xt);
         let layers = self.weights.layers.len();
         let mut states = Vec::with_capacity((layers + 1) * tokens * hidden);
         let mut contexts = Vec::with_capacity(layers * tokens * hidden);

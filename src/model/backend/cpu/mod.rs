@@ -496,12 +496,7 @@ impl Interventions for CpuBackend {
     }
 
     fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace> {
-        let hidden = self.config.hidden_size;
-        let tokens = input.ids.len();
-        let xt = self.embed_t(input);
-        let mut rows = vec![0f32; xt.len()];
-        transpose_into(&xt, hidden, tokens, &mut rows);
-        Ok(self.trace_cpu(&rows, tokens))
+        Ok(self.trace_cpu(self.embed_t(input), input.ids.len()))
     }
 
     fn head_outputs(&self, layer: usize, context: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
