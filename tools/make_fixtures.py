@@ -29,6 +29,7 @@ Then one tiny checkpoint per family and head (hidden 16, 2 layers, 4 heads, 64 p
 - xlmr-qa               XLMRobertaForQuestionAnswering, SentencePiece (Unigram) tokenizer.json.
 - gpt2-lm               GPT2LMHeadModel, lm_head tied to wte (absent), vocab.json + merges.txt.
 - gpt2-classifier       GPT2ForSequenceClassification with pad_token_id, tokenizer.json.
+- gpt2-untied           GPT2LMHeadModel with its own lm_head.weight (generation references only).
 
 Each folder gets reference.safetensors (attentions [L,H,T,T] and hidden states [L+1,T,D] per case)
 and cases.json: texts, tokens, ids, the segment ids the model received, dropped tokens, and each
@@ -932,14 +933,81 @@ def make_logit_attribution(folder_name, text, position):
     print(folder_name, "logit attribution", token, f"{result['logit']:.4f} = {total:.4f}")
 
 
+# Generation references (`--generation`): greedy ids of `generate(do_sample=False)` and the
+# distributions of transformers' own warpers, for the tied GPT-2 checkpoint and an untied one
+# (gpt2-untied, written here from gpt2-lm's vocabulary), in <fixture>/generation.json.
+GENERATION_PROMPT = "The quick brown fox"
+GENERATION_TOKENS = 40
+WARPER_SETTINGS = [(t, k, p) for t in (0.7, 1.3) for k in (5, 50) for p in (0.5, 0.9)]
+WARPER_PREFIXES = (0, 7, 23)
+
+
+def make_untied() -> None:
+    from transformers import GPT2Config as Config
+    torch.manual_seed(25)
+    source = FIXTURES / "gpt2-lm"
+    folder = fresh("gpt2-untied")
+    for name in ["vocab.json", "merges.txt"]:
+        shutil.copy(source / name, folder / name)
+    config = Config.from_pretrained(source)
+    config.tie_word_embeddings = False
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder)
+    assert "lm_head.weight" in load_file(folder / "model.safetensors")
+
+
+def make_generation(folder_name: str) -> None:
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    folder = FIXTURES / folder_name
+    tok = GPT2Tokenizer.from_pretrained(folder)
+    model = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    prompt = tok(GENERATION_PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(prompt, do_sample=False, max_new_tokens=GENERATION_TOKENS,
+                             pad_token_id=model.config.eos_token_id)
+    ids = out[0].tolist()
+    result = {"prompt": GENERATION_PROMPT, "prompt_ids": prompt[0].tolist(),
+              "greedy_ids": ids[prompt.shape[1]:], "warpers": []}
+    for extra in WARPER_PREFIXES:
+        prefix = ids[:prompt.shape[1] + extra]
+        with torch.no_grad():
+            logits = model(torch.tensor([prefix])).logits[:, -1, :]
+        probs = logits.softmax(-1)[0]
+        for t, k, p in WARPER_SETTINGS:
+            scores = TemperatureLogitsWarper(t)(None, logits.clone())
+            scores = TopKLogitsWarper(k)(None, scores)
+            scores = TopPLogitsWarper(p)(None, scores)
+            after = scores.softmax(-1)[0]
+            kept = torch.nonzero(torch.isfinite(scores[0])).flatten().tolist()
+            top = torch.topk(probs, 10).indices.tolist()
+            result["warpers"].append({
+                "prefix": prefix, "temperature": t, "top_k": k, "top_p": p,
+                "kept": kept, "prob_after": [after[i].item() for i in kept],
+                "top10": top, "prob": [probs[i].item() for i in top]})
+    (folder / "generation.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(folder_name, "greedy", len(result["greedy_ids"]), "tokens:", tok.decode(ids))
+
+
+def make_generations() -> None:
+    make_untied()
+    for name in ["gpt2-lm", "gpt2-untied"]:
+        make_generation(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", type=Path, help="the all-MiniLM-L6-v2 folder")
     parser.add_argument("--attribution", action="store_true",
                         help="only write the attribution references of the existing checkpoints")
+    parser.add_argument("--generation", action="store_true",
+                        help="only write gpt2-untied and the generation references")
     args = parser.parse_args()
     if args.attribution:
         make_attributions()
+        return
+    if args.generation:
+        make_generations()
         return
     if args.minilm is None:
         parser.error("--minilm is required")
@@ -949,6 +1017,7 @@ def main() -> None:
     make_families(args.minilm)
     torch.set_grad_enabled(True)
     make_attributions()
+    make_generations()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures written: {total / 1e6:.2f} MB")
 

@@ -1,11 +1,13 @@
 //! The `bertscope` command line (clap): the app by default, and one file per subcommand:
 //! `dump` writes everything a run captured as JSON, `export` writes figures and data files,
-//! `stats` head statistics over a corpus, `bench` times the forward pass.
+//! `stats` head statistics over a corpus, `generate` lets a causal model write, `bench` times
+//! the forward pass.
 
 mod app;
 mod bench;
 mod dump;
 mod export;
+mod generate;
 mod stats;
 
 use std::io::Write;
@@ -47,6 +49,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Head statistics (Clark et al. 2019) over a corpus: one text per line, a tab splits a pair.
     Stats(stats::StatsArgs),
+    /// Let a causal model (GPT-2) continue a prompt, token by token, greedy or sampled.
+    Generate(generate::GenerateArgs),
 }
 
 /// The text to run.
@@ -169,6 +173,7 @@ pub fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Stats(args)) => stats::run(args),
+        Some(Command::Generate(args)) => generate::run(args),
         None => app::run(cli.app),
     };
     match outcome {

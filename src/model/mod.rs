@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod family;
 pub mod family_id;
+pub mod generation;
 pub mod logit_attribution;
 pub mod params;
 pub mod patching;
@@ -45,7 +46,7 @@ pub use source::{DownloadProgress, ModelSource};
 
 use backend::candle::CandleBackend;
 use backend::cpu::CpuBackend;
-use backend::{Backend, ForwardInput, Interventions};
+use backend::{Backend, ForwardInput, Incremental, Interventions};
 use params::HeadInput;
 use tokenizer::{EncodedText, ModelTokenizer};
 use weights::WeightStore;
@@ -141,6 +142,7 @@ pub struct LoadedModel {
     tokenizer: ModelTokenizer,
     engine: Engine,
     heads: Vec<HeadSummary>,
+    generation: generation::GenerationDefaults,
 }
 
 /// What to run: a text, an optional second text, and extra masked-LM positions.
@@ -243,6 +245,10 @@ impl LoadedModel {
         let opened = device.open()?;
         let mut store = WeightStore::open(&files.weights, &files.folder)?;
         let weights = description.load_weights(&mut store, &config)?;
+        let generation = generation::GenerationDefaults::read(
+            &files.config,
+            files.generation_config.as_deref(),
+        )?;
         let heads = weights
             .heads
             .iter()
@@ -264,6 +270,7 @@ impl LoadedModel {
             tokenizer,
             engine,
             heads,
+            generation,
         };
         tracing::info!(
             model = %model.name,
@@ -484,6 +491,41 @@ impl LoadedModel {
             Engine::Cpu(backend) => backend,
             Engine::Candle(backend) => backend,
         }
+    }
+
+    /// The object-safe interface of the backend for generation with a key/value cache.
+    pub(crate) fn incremental(&self) -> &dyn Incremental {
+        match &self.engine {
+            Engine::Cpu(backend) => backend,
+            Engine::Candle(backend) => backend,
+        }
+    }
+
+    /// What the checkpoint says about decoding (`generation_config.json`, `eos_token_id`).
+    pub fn generation_defaults(&self) -> &generation::GenerationDefaults {
+        &self.generation
+    }
+
+    /// The language-model head generation reads, or one line saying why this model cannot
+    /// generate.
+    pub fn generation_head(&self) -> Result<usize> {
+        if !self.config.architecture.causal {
+            return Err(ModelError::BadInput(format!(
+                "{} is an encoder ({}), which predicts masked tokens but cannot write text; load a causal model with a language-model head, such as GPT-2",
+                self.name,
+                self.config.family.name()
+            )));
+        }
+        self.heads
+            .iter()
+            .position(|head| head.kind == HeadKind::NextToken)
+            .ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "{} has no language-model head (it was saved as {}); load a checkpoint saved with one, such as GPT2LMHeadModel",
+                    self.name,
+                    self.config.model_classes.join(", ")
+                ))
+            })
     }
 
     /// Head number `head` on host rows `[count, hidden]`, each first through any final norm

@@ -119,6 +119,8 @@ pub struct ModelFiles {
     pub weights: WeightFiles,
     /// The tokenizer.
     pub tokenizer: TokenizerFiles,
+    /// `generation_config.json`, the decoding defaults of a causal model, when there is one.
+    pub generation_config: Option<PathBuf>,
 }
 
 /// One step of a download, reported to whoever shows progress.
@@ -195,6 +197,7 @@ pub fn resolve_folder(folder: &Path) -> Result<ModelFiles> {
         config,
         weights,
         tokenizer,
+        generation_config: file("generation_config.json"),
     })
 }
 
@@ -344,6 +347,7 @@ fn resolve_hub(id: &str, progress: &mut dyn FnMut(DownloadProgress)) -> Result<M
         config,
         weights,
         tokenizer,
+        generation_config: fetch("generation_config.json").ok(),
     })
 }
 

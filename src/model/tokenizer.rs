@@ -347,6 +347,16 @@ impl ModelTokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The text of `ids`, special tokens spelled out, as transformers' `decode` gives it.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|err| {
+            ModelError::Compute(format!(
+                "cannot decode the tokens: {}",
+                first_line(&err.to_string())
+            ))
+        })
+    }
+
     /// Tokenizes a text or a pair with special tokens, truncating to the model's limit (longest
     /// sequence first, as transformers does) and counting what was dropped.
     pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<EncodedText> {

@@ -216,3 +216,80 @@ pub struct Readout {
     /// The logit's bias (0 without one).
     pub bias: f32,
 }
+
+/// Runs a causal model a few tokens at a time, keeping every layer's keys and values so that a
+/// generation step runs only its new token. Object-safe, unlike [`Backend`].
+pub trait Incremental {
+    /// Runs `input`, the tokens after the `cache.tokens()` already run (its positions are theirs
+    /// in the whole sequence), appends their keys and values to `cache`, and gives the last new
+    /// token's final state and attention rows.
+    fn extend(&self, cache: &mut KvCache, input: &ForwardInput<'_>) -> Result<Extended>;
+}
+
+/// What [`Incremental::extend`] gives back about the last token it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extended {
+    /// Its last hidden state, after any final LayerNorm: what the heads read, `[hidden]`.
+    pub last_state: Vec<f32>,
+    /// Its attention row in every head, `[layers, heads, keys]`, keys covering every token run
+    /// so far (itself included).
+    pub attention: Vec<f32>,
+}
+
+/// One layer's keys and values, in the form its backend keeps them.
+pub(crate) enum LayerKv {
+    /// Host arrays, token-major `[tokens, hidden]` (heads side by side in each row), so that a
+    /// step appends one row.
+    Host { keys: Vec<f32>, values: Vec<f32> },
+    /// Device tensors `[heads, tokens, head_dim]`.
+    Device {
+        keys: candle_core::Tensor,
+        values: candle_core::Tensor,
+    },
+}
+
+/// The keys and values of every layer for the tokens run so far. Empty at first; the backend
+/// that extends it first decides its form.
+#[derive(Default)]
+pub struct KvCache {
+    pub(crate) tokens: usize,
+    pub(crate) layers: Vec<LayerKv>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many tokens it holds.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Forgets every token from `tokens` on (regenerating from an earlier position).
+    pub fn truncate(&mut self, tokens: usize) -> Result<()> {
+        if tokens >= self.tokens {
+            return Ok(());
+        }
+        if tokens == 0 {
+            *self = Self::default();
+            return Ok(());
+        }
+        for layer in &mut self.layers {
+            match layer {
+                LayerKv::Host { keys, values } => {
+                    let width = keys.len() / self.tokens.max(1);
+                    keys.truncate(tokens * width);
+                    values.truncate(tokens * width);
+                }
+                LayerKv::Device { keys, values } => {
+                    *keys = keys.narrow(1, 0, tokens)?;
+                    *values = values.narrow(1, 0, tokens)?;
+                }
+            }
+        }
+        self.tokens = tokens;
+        Ok(())
+    }
+}

@@ -7,12 +7,13 @@
 //! attention mask adds zeros, so leaving it out is exact.
 
 mod batch;
+mod decode;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::{
-    Backend, BatchRun, Captured, EmbeddingRows, ForwardInput, Gradients, Interventions, Readout,
-    Trace,
+    Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
+    Interventions, KvCache, Readout, Trace,
 };
 use crate::model::captured::{CapturedArray, DeviceArray};
 use crate::model::config::{Activation, ModelConfig, NormPlacement};
@@ -109,9 +110,8 @@ enum Op {
     Norm(LayerNorm),
 }
 
-/// What one layer hands back besides its output.
+/// What one layer's attention captures.
 struct LayerCapture {
-    output: Tensor,
     /// `[heads, tokens, tokens]`.
     probs: Tensor,
     /// `[heads, tokens, head_dim]`.
@@ -205,17 +205,18 @@ impl CandleBackend {
         Ok(self.device.synchronize()?)
     }
 
-    fn layer_forward(
+    /// One layer over `x` `[tokens, hidden]`, its self-attention computed by `attention` (the
+    /// captured full square, or one step against a cache) from what the attention reads, which
+    /// also hands back what it captured.
+    fn layer_forward<C>(
         &self,
-        index: usize,
         layer: &Layer,
         x: &Tensor,
-        future: Option<&Tensor>,
-        input: &ForwardInput<'_>,
-    ) -> Result<LayerCapture> {
+        attention: impl FnOnce(&Tensor) -> Result<(Tensor, C)>,
+    ) -> Result<(Tensor, C)> {
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let (context, capture) = self.attention(index, layer, x, future, input)?;
+                let (context, capture) = attention(x)?;
                 let attended = layer
                     .attention_norm
                     .forward(&layer.attention_output.forward(&context)?.add(x)?)?;
@@ -223,29 +224,23 @@ impl CandleBackend {
                 let output = layer
                     .ffn_norm
                     .forward(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
-                Ok(LayerCapture { output, ..capture })
+                Ok((output, capture))
             }
             NormPlacement::Pre => {
-                let (context, capture) = self.attention(
-                    index,
-                    layer,
-                    &layer.attention_norm.forward(x)?,
-                    future,
-                    input,
-                )?;
+                let (context, capture) = attention(&layer.attention_norm.forward(x)?)?;
                 let attended = layer.attention_output.forward(&context)?.add(x)?;
                 let inner = activate(
                     &layer.ffn_in.forward(&layer.ffn_norm.forward(&attended)?)?,
                     self.config.hidden_act,
                 )?;
                 let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
-                Ok(LayerCapture { output, ..capture })
+                Ok((output, capture))
             }
         }
     }
 
     /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
-    /// and the capture (its `output` still the input, replaced by the caller). `future` marks
+    /// and the capture. `future` marks
     /// the keys after each query (`[tokens, tokens]`, 1 = masked) for causal models; `input`
     /// says which heads are ablated and whether to compute the value norms.
     fn attention(
@@ -307,7 +302,6 @@ impl CandleBackend {
         Ok((
             context,
             LayerCapture {
-                output: x.clone(),
                 probs,
                 queries,
                 keys,
@@ -345,8 +339,10 @@ impl Backend for CandleBackend {
         };
         hidden_states.push(hidden.clone());
         for (index, layer) in self.layers.iter().enumerate() {
-            let step = self.layer_forward(index, layer, &hidden, future.as_ref(), input)?;
-            hidden = step.output;
+            let (output, step) = self.layer_forward(layer, &hidden, |x| {
+                self.attention(index, layer, x, future.as_ref(), input)
+            })?;
+            hidden = output;
             if index + 1 == layers {
                 if let Some(norm) = &self.final_norm {
                     hidden = norm.forward(&hidden)?;
@@ -566,5 +562,11 @@ impl Interventions for CandleBackend {
 
     fn readout(&self, head: usize, output: usize) -> Result<Option<Readout>> {
         self.readout_candle(head, output)
+    }
+}
+
+impl Incremental for CandleBackend {
+    fn extend(&self, cache: &mut KvCache, input: &ForwardInput<'_>) -> Result<Extended> {
+        self.extend_candle(cache, input)
     }
 }

@@ -9,6 +9,7 @@
 //! are fused passes over the data.
 
 mod batch;
+mod decode;
 mod kernels;
 
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
@@ -19,8 +20,8 @@ use kernels::{
 };
 
 use super::{
-    Backend, BatchRun, Captured, EmbeddingRows, ForwardInput, Gradients, Interventions, Readout,
-    Trace,
+    Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
+    Interventions, KvCache, Readout, Trace,
 };
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
@@ -109,19 +110,19 @@ impl CpuBackend {
         grams
     }
 
-    /// One layer on feature-major input; fills the layer's captured probabilities, queries and
-    /// keys, and returns the feature-major output.
+    /// One layer on feature-major input, its self-attention computed by `attention` (the
+    /// captured full square, or one step against a cache) from what the attention reads;
+    /// returns the feature-major output.
     fn layer_forward(
         &self,
-        index: usize,
         layer: &LayerWeights,
         xt: &[f32],
         tokens: usize,
-        capture: LayerCapture<'_>,
+        attention: impl FnOnce(&[f32]) -> Vec<f32>,
     ) -> Vec<f32> {
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let context = self.attention(index, layer, xt, tokens, capture);
+                let context = attention(xt);
                 let mut attended = layer.attention_output.forward_t(&context, tokens, None);
                 layer
                     .attention_norm
@@ -137,7 +138,7 @@ impl CpuBackend {
             NormPlacement::Pre => {
                 let mut normed = xt.to_vec();
                 layer.attention_norm.forward_t(&mut normed, None, tokens);
-                let context = self.attention(index, layer, &normed, tokens, capture);
+                let context = attention(&normed);
                 let attended = layer.attention_output.forward_t(&context, tokens, Some(xt));
                 let mut normed = attended.clone();
                 layer.ffn_norm.forward_t(&mut normed, None, tokens);
@@ -296,24 +297,20 @@ impl Backend for CpuBackend {
         let per_layer_attention = heads * tokens * tokens;
         let per_layer_vectors = heads * tokens * head_dim;
         for (index, layer) in self.weights.layers.iter().enumerate() {
-            xt = self.layer_forward(
-                index,
-                layer,
-                &xt,
-                tokens,
-                LayerCapture {
-                    attention: &mut attentions[index * per_layer_attention..]
-                        [..per_layer_attention],
-                    queries: &mut queries[index * per_layer_vectors..][..per_layer_vectors],
-                    keys: &mut keys[index * per_layer_vectors..][..per_layer_vectors],
-                    value_norms: value_norms
-                        .as_mut()
-                        .map(|norms| &mut norms[index * heads * tokens..][..heads * tokens]),
-                    ablated: (0..heads)
-                        .map(|head| input.is_ablated(index, head))
-                        .collect(),
-                },
-            );
+            let capture = LayerCapture {
+                attention: &mut attentions[index * per_layer_attention..][..per_layer_attention],
+                queries: &mut queries[index * per_layer_vectors..][..per_layer_vectors],
+                keys: &mut keys[index * per_layer_vectors..][..per_layer_vectors],
+                value_norms: value_norms
+                    .as_mut()
+                    .map(|norms| &mut norms[index * heads * tokens..][..heads * tokens]),
+                ablated: (0..heads)
+                    .map(|head| input.is_ablated(index, head))
+                    .collect(),
+            };
+            xt = self.layer_forward(layer, &xt, tokens, |x| {
+                self.attention(index, layer, x, tokens, capture)
+            });
             if index + 1 == layers {
                 if let Some(norm) = &self.weights.final_norm {
                     norm.forward_t(&mut xt, None, tokens);
@@ -505,5 +502,11 @@ impl Interventions for CpuBackend {
 
     fn readout(&self, head: usize, output: usize) -> Result<Option<Readout>> {
         self.readout_cpu(head, output)
+    }
+}
+
+impl Incremental for CpuBackend {
+    fn extend(&self, cache: &mut KvCache, input: &ForwardInput<'_>) -> Result<Extended> {
+        self.extend_cpu(cache, input)
     }
 }

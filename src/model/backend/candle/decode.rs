@@ -1,0 +1,120 @@
+//! Incremental runs against a key/value cache in candle's ops: the GPU side of
+//! [`Incremental::extend`]. The cache stays on the device, `[heads, tokens, head_dim]` per
+//! layer, and grows by concatenation.
+//!
+//! [`Incremental::extend`]: super::super::Incremental::extend
+
+use candle_core::{DType, IndexOp, Tensor};
+
+use super::{CandleBackend, Layer};
+use crate::model::backend::{Extended, ForwardInput, KvCache, LayerKv};
+use crate::model::error::{ModelError, Result};
+
+impl CandleBackend {
+    /// [`super::super::Incremental::extend`] in candle's ops.
+    pub(super) fn extend_candle(
+        &self,
+        cache: &mut KvCache,
+        input: &ForwardInput<'_>,
+    ) -> Result<Extended> {
+        let new = input.ids.len();
+        if new == 0 {
+            return Err(ModelError::BadInput("no tokens to run".to_owned()));
+        }
+        let past = cache.tokens;
+        let mut updated = Vec::with_capacity(self.layers.len());
+        let mut rows = Vec::with_capacity(self.layers.len());
+        let mut hidden = self.embed(input)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let cached = match cache.layers.get(index) {
+                Some(LayerKv::Device { keys, values }) => Some((keys, values)),
+                Some(LayerKv::Host { .. }) => {
+                    return Err(ModelError::Compute(
+                        "the key/value cache belongs to another backend".to_owned(),
+                    ))
+                }
+                None => None,
+            };
+            let (output, (kv, last_rows)) = self.layer_forward(layer, &hidden, |x| {
+                self.cached_attention(index, layer, x, past, cached, input)
+            })?;
+            hidden = output;
+            updated.push(kv);
+            rows.push(last_rows);
+        }
+        if let Some(norm) = &self.final_norm {
+            hidden = norm.forward(&hidden)?;
+        }
+        cache.layers = updated;
+        cache.tokens = past + new;
+        let last_state = hidden.i(new - 1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let attention = Tensor::stack(&rows, 0)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Extended {
+            last_state,
+            attention,
+        })
+    }
+
+    /// Self-attention of the tokens `x` (`[new, hidden]`) after `past` cached ones: their
+    /// context vectors `[new, hidden]`, the layer's keys and values with theirs appended, and
+    /// the last new token's row of each head, `[heads, keys]`.
+    fn cached_attention(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        past: usize,
+        cached: Option<(&Tensor, &Tensor)>,
+        input: &ForwardInput<'_>,
+    ) -> Result<(Tensor, (LayerKv, Tensor))> {
+        let (new, hidden) = x.dims2()?;
+        let heads = self.config.num_attention_heads;
+        let head_dim = self.config.head_dim();
+        let qkv = layer
+            .query_key_value
+            .forward(x)?
+            .reshape((new, 3, heads, head_dim))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?;
+        let queries = qkv.get(0)?;
+        let (keys, values) = match cached {
+            Some((keys, values)) => (
+                Tensor::cat(&[keys, &qkv.get(1)?], 1)?,
+                Tensor::cat(&[values, &qkv.get(2)?], 1)?,
+            ),
+            None => (qkv.get(1)?, qkv.get(2)?),
+        };
+        let total = past + new;
+        let scale = f64::from(self.config.architecture.attention_scales[index]);
+        let mut scores = (queries.matmul(&keys.t()?.contiguous()?)? * scale)?;
+        if self.config.architecture.causal && new > 1 {
+            let mask: Vec<u8> = (0..new)
+                .flat_map(|query| (0..total).map(move |key| u8::from(key > past + query)))
+                .collect();
+            let future = Tensor::from_vec(mask, (new, total), &self.device)?;
+            let blocked =
+                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            scores = future
+                .broadcast_as(scores.shape())?
+                .where_cond(&blocked, &scores)?;
+        }
+        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if (0..heads).any(|head| input.is_ablated(index, head)) {
+            let kept: Vec<f32> = (0..heads)
+                .map(|head| f32::from(u8::from(!input.is_ablated(index, head))))
+                .collect();
+            let kept =
+                Tensor::from_vec(kept, (heads, 1, 1), &self.device)?.to_dtype(probs.dtype())?;
+            probs = probs.broadcast_mul(&kept)?;
+        }
+        let context = probs
+            .matmul(&values)?
+            .transpose(0, 1)?
+            .reshape((new, hidden))?;
+        let last_rows = probs.i((.., new - 1, ..))?.contiguous()?;
+        Ok((context, (LayerKv::Device { keys, values }, last_rows)))
+    }
+}
