@@ -154,6 +154,35 @@ def bench_attribution(folder: Path, seq_len: int, iters: int, threads: int) -> N
     print(f"gradient_ms {statistics.median(grads[2:]):.3f}")
 
 
+def bench_generate(folder: Path, seq_len: int, new_tokens: int, iters: int, threads: int) -> None:
+    """transformers' greedy `generate` with the cache and every step's attentions, as
+    `bench --generate` times it: the first token alone, then the per-token time of the rest."""
+    torch.set_num_threads(threads)
+    model = T.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = torch.randint(1000, 5000, (1, seq_len)) % model.config.vocab_size
+
+    def run(tokens):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(ids, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens,
+                           use_cache=True, output_attentions=True, return_dict_in_generate=True,
+                           pad_token_id=0)
+        return (time.perf_counter() - start) * 1e3
+
+    run(new_tokens)
+    firsts, per_token = [], []
+    for _ in range(iters):
+        first = run(1)
+        total = run(new_tokens)
+        firsts.append(first)
+        per_token.append((total - first) / (new_tokens - 1))
+    print(f"transformers {transformers_version()} eager GPT2LMHeadModel.generate, use_cache=True, "
+          f"output_attentions=True, greedy, {torch.get_num_threads()} threads, prompt {seq_len}, "
+          f"{new_tokens} new tokens")
+    print(f"first_token_ms {statistics.median(firsts):.3f}")
+    print(f"per_token_ms {statistics.median(per_token):.3f}")
+
+
 def transformers_version() -> str:
     return T.__version__
 
@@ -165,6 +194,8 @@ def main() -> None:
                         default="bert")
     parser.add_argument("--attribution", action="store_true",
                         help="time Captum's integrated gradients and one gradient instead (bert-classifier)")
+    parser.add_argument("--generate", type=int, metavar="TOKENS",
+                        help="time greedy generation of this many tokens instead (gpt2)")
     parser.add_argument("--large", action="store_true", help="bert-large shapes instead (bert only)")
     parser.add_argument("--tokenizer-from", type=Path, default=Path("../shared/models/all-MiniLM-L6-v2"))
     parser.add_argument("--model", type=Path, help="checkpoint folder to time")
@@ -175,7 +206,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_model:
         write_model(args.write_model, args.family, args.tokenizer_from, args.large)
-    if args.model and args.attribution:
+    if args.model and args.generate:
+        bench_generate(args.model, args.seq_len, args.generate, args.iters, args.threads)
+    elif args.model and args.attribution:
         bench_attribution(args.model, args.seq_len, args.iters, args.threads)
     elif args.model:
         bench(args.model, args.seq_len, args.iters, args.threads, args.device)

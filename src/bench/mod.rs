@@ -4,6 +4,7 @@
 
 pub mod analyses;
 pub mod attribution;
+pub mod generate;
 #[cfg(feature = "gui")]
 pub mod keystroke;
 #[cfg(feature = "gui")]

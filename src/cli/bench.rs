@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// one run, against the input with its middle token changed).
     #[arg(long)]
     pub attribution: bool,
+    /// Also time generating this many tokens after an input of --seq-len tokens, greedy with
+    /// the key/value cache (causal models): the first token (first_token_ms) and each later one
+    /// (per_token_ms), medians over --iters runs.
+    #[arg(long, value_name = "TOKENS")]
+    pub generate: Option<usize>,
     /// Also time this many frames of the app's overview (every layer × head), headless.
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "FRAMES")]
@@ -135,6 +140,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(ms) => println!("patching_ms {ms:.1} ({} patched runs)", times.patching_runs),
             Err(why) => println!("patching_ms n/a ({why})"),
         }
+    }
+    if let Some(new_tokens) = args.generate {
+        let times = bench::generate::time_generation(&model, &input, new_tokens, args.iters)?;
+        println!(
+            "first_token_ms {:.3} ({} prompt tokens; the forward with every map: {:.1} ms)",
+            times.first_ms,
+            input.ids.len(),
+            timings.median_ms()
+        );
+        println!(
+            "per_token_ms {:.3} ({} new tokens, greedy, with each step's attention rows)",
+            times.per_token_ms, times.new_tokens
+        );
     }
     #[cfg(feature = "gui")]
     if let Some(frames) = args.overview_frames {
