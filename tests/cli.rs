@@ -1379,3 +1379,134 @@ fn export_of_an_attribution_writes_its_values_to_csv_and_npz() {
         1e-4,
     );
 }
+
+#[test]
+fn generate_streams_the_text_and_writes_every_step() {
+    let model = fixture("gpt2-lm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("generation.json");
+    let output = bertscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "The quick brown fox",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "11",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        keys(&json),
+        [
+            "ids",
+            "prompt_ids",
+            "prompt_tokens",
+            "steps",
+            "stopped",
+            "text",
+            "tokens"
+        ]
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim_end_matches('\n'),
+        json["text"].as_str().unwrap()
+    );
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), json["ids"].as_array().unwrap().len());
+    let prompt = json["prompt_ids"].as_array().unwrap().len();
+    for (index, step) in steps.iter().enumerate() {
+        assert_eq!(
+            keys(step),
+            ["attentions", "chosen", "kept", "position", "top_k"]
+        );
+        assert_eq!(step["position"], prompt + index);
+        assert_eq!(keys(&step["chosen"]), ["id", "prob", "prob_after", "token"]);
+        assert_eq!(
+            keys(&step["top_k"][0]),
+            ["id", "logit", "prob", "prob_after", "token"]
+        );
+        assert_eq!(step["top_k"].as_array().unwrap().len(), 10);
+        assert!(step["kept"].as_u64().unwrap() <= 5);
+        // [layer][head][key]: the keys are the prompt and what was generated before.
+        let attentions = step["attentions"].as_array().unwrap();
+        assert_eq!(attentions.len(), 2);
+        assert_eq!(attentions[0].as_array().unwrap().len(), 4);
+        assert_eq!(attentions[0][0].as_array().unwrap().len(), prompt + index);
+    }
+    // The same seed, the same text.
+    let again = bertscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "The quick brown fox",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "11",
+    ]);
+    assert_eq!(again.stdout, output.stdout);
+}
+
+#[test]
+fn generate_refuses_bad_input_in_one_line_and_writes_nothing() {
+    let gpt2 = fixture("gpt2-lm");
+    let bert = fixture("tiny-legacy");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.json");
+    let cases: [(&Path, &str, &[&str], &str); 8] = [
+        (&gpt2, "", &[], "prompt is empty"),
+        (
+            &gpt2,
+            "hi",
+            &["--max-new-tokens", "0"],
+            "--max-new-tokens is 0",
+        ),
+        (&gpt2, "hi", &["--temperature", "0"], "temperature"),
+        (&gpt2, "hi", &["--temperature", "-1"], "temperature"),
+        (&gpt2, "hi", &["--top-k", "-3"], "--top-k"),
+        (&gpt2, "hi", &["--top-p", "1.2"], "top-p"),
+        (&gpt2, "hi", &["--greedy", "--top-k", "5"], "--greedy"),
+        (&bert, "the cat", &[], "encoder"),
+    ];
+    for (model, text, extra, expected) in cases {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = bertscope(&args);
+        assert!(!output.status.success(), "{extra:?}");
+        let line = stderr_line(&output);
+        assert!(line.contains(expected), "{extra:?}: {line}");
+        assert!(!out.exists(), "{extra:?} wrote a file");
+    }
+}
