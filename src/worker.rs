@@ -6,6 +6,8 @@
 //! than the model runs never builds a queue. A corpus run (head statistics over a file) goes a
 //! line at a time whenever nothing else waits.
 
+pub mod generation;
+
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
@@ -63,6 +65,13 @@ pub enum WorkerRequest {
         id: u64,
         /// What to explain.
         request: ExplainRequest,
+    },
+    /// Take a generation step with the current model (or only give the next distribution).
+    Generate {
+        /// Request id; responses carry it back.
+        id: u64,
+        /// What to generate from, and how.
+        request: generation::GenerateRequest,
     },
 }
 
@@ -325,6 +334,20 @@ pub enum WorkerResponse {
         /// One line for the user.
         message: String,
     },
+    /// A generation step (or the next distribution) is ready.
+    Generated {
+        /// The generate request.
+        id: u64,
+        /// What it gave.
+        update: Arc<generation::GenerationUpdate>,
+    },
+    /// A generation request failed.
+    GenerationFailed {
+        /// The generate request.
+        id: u64,
+        /// One line for the user.
+        message: String,
+    },
 }
 
 /// Where a corpus run stands.
@@ -505,8 +528,9 @@ impl Worker {
     }
 }
 
-/// Keeps only the requests worth running: the newest load, the newest analysis and the newest
-/// explanation of each kind sent after it, and every corpus request (each is cheap to take in,
+/// Keeps only the requests worth running: the newest load, the newest analysis, the newest
+/// explanation of each kind and the newest generation request sent after it, and every corpus
+/// request (each is cheap to take in,
 /// and their order matters).
 pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
     let last_load = pending
@@ -530,6 +554,10 @@ pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
         newest_explain(ExplainKind::Patching),
         newest_explain(ExplainKind::LogitAttribution),
     ];
+    let last_generate = pending
+        .iter()
+        .rposition(|request| matches!(request, WorkerRequest::Generate { .. }))
+        .filter(after_load);
     pending
         .into_iter()
         .enumerate()
@@ -537,6 +565,7 @@ pub fn coalesce(pending: Vec<WorkerRequest>) -> Vec<WorkerRequest> {
             Some(*index) == last_load
                 || Some(*index) == last_analyze
                 || explains.contains(&Some(*index))
+                || Some(*index) == last_generate
                 || matches!(
                     request,
                     WorkerRequest::RunCorpus { .. } | WorkerRequest::CancelCorpus { .. }
@@ -597,6 +626,7 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
     };
     let mut model: Option<LoadedModel> = None;
     let mut corpus: Option<CorpusJob> = None;
+    let mut session: Option<generation::GenerationSession> = None;
     // Requests that arrived during an explanation (and cancelled it), taken before new ones.
     let mut stashed: Vec<WorkerRequest> = Vec::new();
     loop {
@@ -643,8 +673,9 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
                 WorkerRequest::Load { id, source, device } => {
                     // The old model's memory is freed before the new one loads.
                     drop(model.take());
-                    // Statistics of the old model mean nothing for the new one.
+                    // Statistics and generations of the old model mean nothing for the new one.
                     corpus = None;
+                    session = None;
                     let (loaded, delivered) = load(id, &source, device, &send);
                     model = loaded;
                     delivered
@@ -682,6 +713,24 @@ fn run(requests: &Receiver<WorkerRequest>, responses: &Sender<WorkerResponse>, w
                         message: "no model is loaded".to_owned(),
                     }),
                     Some(model) => explain(model, id, &request, requests, &mut stashed, &send),
+                },
+                WorkerRequest::Generate { id, request } => match &model {
+                    None => send(WorkerResponse::GenerationFailed {
+                        id,
+                        message: "no model is loaded".to_owned(),
+                    }),
+                    Some(model) => {
+                        match generation::GenerationSession::answer(&mut session, model, &request) {
+                            Ok(update) => send(WorkerResponse::Generated {
+                                id,
+                                update: Arc::new(update),
+                            }),
+                            Err(err) => send(WorkerResponse::GenerationFailed {
+                                id,
+                                message: err.to_string(),
+                            }),
+                        }
+                    }
                 },
             };
             if !delivered {
@@ -923,9 +972,37 @@ mod tests {
                 | WorkerRequest::Analyze { id, .. }
                 | WorkerRequest::RunCorpus { id, .. }
                 | WorkerRequest::CancelCorpus { id }
-                | WorkerRequest::Explain { id, .. } => *id,
+                | WorkerRequest::Explain { id, .. }
+                | WorkerRequest::Generate { id, .. } => *id,
             })
             .collect()
+    }
+
+    fn generate_request(id: u64) -> WorkerRequest {
+        WorkerRequest::Generate {
+            id,
+            request: generation::GenerateRequest {
+                prompt: "The".to_owned(),
+                keep: usize::MAX,
+                step: true,
+                decoding: crate::model::generation::Decoding::Greedy,
+                seed: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn only_the_newest_generation_request_runs_after_a_load() {
+        let pending = vec![
+            generate_request(1),
+            analyze_request(2),
+            generate_request(3),
+            load_request(4),
+            generate_request(5),
+            analyze_request(6),
+            generate_request(7),
+        ];
+        assert_eq!(ids(&coalesce(pending)), [4, 6, 7]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use bertscope::model::{AnalysisRequest, DeviceChoice, LoadedModel, ModelSource};
 use bertscope::ui::scene::Rasters;
 use bertscope::ui::tab::{Shown, TabContext};
 use bertscope::ui::{UiAction, View, ViewState};
+use bertscope::views::generate::GenerateAction;
 use bertscope::views::{Computed, Tabs};
 use bertscope::worker::{self, AnalysisResult, ModelInfo, WorkerResponse};
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -134,6 +135,7 @@ impl TabState {
             comparison: None,
             corpus: self.corpus.as_ref(),
             explained: &self.explained,
+            generation: &Default::default(),
         };
         self.tabs.tab_mut(view).show(ui, &mut cx);
         for action in actions {
@@ -563,17 +565,22 @@ fn launched_app<'a>(
     size: [f32; 2],
     settled: impl Fn(&BertscopeApp) -> bool,
 ) -> Harness<'a, BertscopeApp> {
+    launched_app_with(Settings::default(), launch, size, settled)
+}
+
+/// [`launched_app`], starting from remembered `settings`.
+fn launched_app_with<'a>(
+    settings: Settings,
+    launch: LaunchOptions,
+    size: [f32; 2],
+    settled: impl Fn(&BertscopeApp) -> bool,
+) -> Harness<'a, BertscopeApp> {
     // Random weights predict any token, CJK included, which the test fonts cannot draw.
     let mut harness = builder()
         .with_size(size)
         .allow_missing_glyphs()
         .build_eframe(move |cc| {
-            BertscopeApp::new(
-                &cc.egui_ctx,
-                Settings::default(),
-                launch,
-                Default::default(),
-            )
+            BertscopeApp::new(&cc.egui_ctx, settings, launch, Default::default())
         });
     wait_until(&mut harness, settled);
     harness
@@ -1046,8 +1053,12 @@ fn comparing_two_models_aligns_layers_and_shows_their_difference() {
 #[test]
 fn every_registered_tab_snapshot() {
     let mut harness = compare_harness("tiny-vocab-only");
-    // Logit attribution's tab is there for causal models only.
-    for &view in View::ALL.iter().filter(|&&v| v != View::LogitAttribution) {
+    // Logit attribution's and Generate's tabs are there for causal models only
+    // (`generate_tab_snapshot_and_its_export` draws Generate's).
+    for &view in View::ALL
+        .iter()
+        .filter(|&&v| !matches!(v, View::LogitAttribution | View::Generate))
+    {
         harness
             .get(egui_kittest::kittest::by().predicate(|node| {
                 node.label().as_deref() == Some(view.label()) && node.toggled().is_some()
@@ -1078,15 +1089,13 @@ fn every_tab_draws_the_scene_its_export_writes() {
     let mut harness = compare_harness_on("tiny-vocab-only", TEXT);
     let dir = tempfile::tempdir().unwrap();
     for &view in View::ALL {
-        // Patching needs a corrupted text and logit attribution a pre-LayerNorm model: the
-        // snapshot tests of their tabs draw them; here the tab says what is missing and the
-        // export fails in one line.
-        if matches!(view, View::Patching | View::LogitAttribution) {
-            continue;
-        }
         // Patching needs a corrupted text and logit attribution a pre-LayerNorm model: their
         // tabs and exports are compared in `explanation_tabs_draw_the_scene_their_export_writes`.
-        if matches!(view, View::Patching | View::LogitAttribution) {
+        // Generate needs a causal model: `generate_tab_snapshot_and_its_export` compares it.
+        if matches!(
+            view,
+            View::Patching | View::LogitAttribution | View::Generate
+        ) {
             continue;
         }
         harness
@@ -1396,8 +1405,12 @@ fn every_control_on_every_tab_has_an_accessible_label() {
     use egui::accesskit::Role;
     let mut harness = compare_harness("tiny-vocab-only");
     let mut unlabelled = Vec::new();
-    // Logit attribution's tab is there for causal models only.
-    for &view in View::ALL.iter().filter(|&&v| v != View::LogitAttribution) {
+    // Logit attribution's and Generate's tabs are there for causal models only (Generate's
+    // controls are checked in `generate_tab_snapshot_and_its_export`).
+    for &view in View::ALL
+        .iter()
+        .filter(|&&v| !matches!(v, View::LogitAttribution | View::Generate))
+    {
         // The tab, not the Compare button beside the second model's field.
         harness
             .get(egui_kittest::kittest::by().predicate(|node| {
@@ -1561,4 +1574,158 @@ fn why_in_the_predictions_tab_opens_the_attribution_of_that_prediction() {
     let attribution = harness.state().explained().attribution().unwrap();
     assert_eq!(attribution.target.position, Some(position));
     assert_eq!(attribution.target.id, top.id);
+}
+
+/// The greedy ids transformers' `generate` gave for the gpt2-lm fixture's prompt.
+fn greedy_reference() -> (String, Vec<u32>) {
+    let text = std::fs::read_to_string(fixture("gpt2-lm").join("generation.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = json["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_u64().unwrap() as u32)
+        .collect();
+    (json["prompt"].as_str().unwrap().to_owned(), ids)
+}
+
+#[test]
+fn generate_steps_plays_regenerates_resets_and_yields_to_typing() {
+    let (prompt, expected) = greedy_reference();
+    let launch = LaunchOptions {
+        model: Some(fixture("gpt2-lm").display().to_string()),
+        text: Some(prompt.clone()),
+        view: Some(View::Generate),
+        ..LaunchOptions::default()
+    };
+    let mut harness = launched_app(launch, [1200.0, 800.0], |app| {
+        app.result().is_some() && app.generation().upcoming.is_some()
+    });
+    let ids = |app: &BertscopeApp| -> Vec<u32> {
+        app.generation().steps.iter().map(|s| s.chosen.id).collect()
+    };
+
+    // A step: transformers' greedy token joins the text, and every tab runs on the new text.
+    harness.get_by_label("Step").click();
+    wait_until(&mut harness, |app| app.generation().steps.len() == 1);
+    let app = harness.state();
+    assert_eq!(ids(app), expected[..1]);
+    assert_eq!(app.settings().text_a, app.generation().text);
+    assert_eq!(app.result().unwrap().request.text_a, app.generation().text);
+    assert!(app.settings().text_a.starts_with(&prompt));
+
+    // Play writes the tab's number of new tokens, each as transformers' greedy generate does.
+    harness.get_by_label("Play").click();
+    wait_until(&mut harness, |app| {
+        !app.generation().playing && app.generation().steps.len() > 1
+    });
+    let played = 1 + harness.state().settings().tabs.generate.max_new_tokens;
+    assert_eq!(ids(harness.state()), expected[..played]);
+    let analysis = &harness.state().result().unwrap().analysis;
+    assert!(
+        analysis.len() > 4 + played / 2,
+        "the heatmap grows a row per step"
+    );
+
+    // Regenerating from a token keeps what came before it and draws it again.
+    harness
+        .state_mut()
+        .apply(vec![UiAction::Generate(GenerateAction::RegenerateFrom(3))]);
+    wait_until(&mut harness, |app| app.generation().steps.len() == 4);
+    assert_eq!(ids(harness.state()), expected[..4]);
+
+    // Reset puts the prompt back.
+    harness.get_by_label("Reset").click();
+    wait_until(&mut harness, |app| !app.generation().started());
+    assert_eq!(harness.state().settings().text_a, prompt);
+
+    // Typing ends a generation: the text is the person's, and the next step starts from it.
+    harness.get_by_label("Step").click();
+    wait_until(&mut harness, |app| app.generation().steps.len() == 1);
+    replace_field_text(&mut harness, "Sentence A", "A different start");
+    wait_until(&mut harness, |app| app.generation().upcoming.is_some());
+    assert!(!harness.state().generation().started());
+    assert_eq!(harness.state().settings().text_a, "A different start");
+}
+
+/// The Generate tab: its figure is the one `export --view generate` writes with the same
+/// settings, every control has a name, and after a sampled step it looks as recorded.
+#[test]
+fn generate_tab_snapshot_and_its_export() {
+    use egui::accesskit::Role;
+    let (prompt, _) = greedy_reference();
+    let mut settings = Settings::default();
+    settings.tabs.generate = bertscope::views::generate::GenerateTab {
+        greedy: false,
+        temperature: 0.7,
+        top_k: 5,
+        top_p: 0.9,
+        ..Default::default()
+    };
+    let launch = LaunchOptions {
+        // A relative path keeps the snapshot free of this checkout's path.
+        model: Some("tests/fixtures/gpt2-lm".to_owned()),
+        text: Some(prompt.clone()),
+        view: Some(View::Generate),
+        ..LaunchOptions::default()
+    };
+    let mut harness = launched_app_with(settings, launch, [1400.0, 900.0], |app| {
+        app.result().is_some() && app.generation().upcoming.is_some()
+    });
+    let shown = harness.state_mut().open_tab_svg((900.0, 640.0)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("generate.svg");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bertscope"))
+        .args([
+            "export",
+            "--model",
+            fixture("gpt2-lm").to_str().unwrap(),
+            "--text",
+            &prompt,
+            "--view",
+            "generate",
+            "--temperature",
+            "0.7",
+            "--top-k",
+            "5",
+            "--top-p",
+            "0.9",
+            "--size",
+            "900x640",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(shown, std::fs::read_to_string(&out).unwrap());
+
+    let unlabelled: Vec<String> = harness
+        .query_all(egui_kittest::kittest::by().predicate(|node| {
+            matches!(
+                node.role(),
+                Role::Button | Role::CheckBox | Role::Slider | Role::SpinButton
+            ) && !node
+                .label()
+                .unwrap_or_default()
+                .chars()
+                .any(char::is_alphanumeric)
+        }))
+        .map(|control| format!("{:?}", control.accesskit_node().role()))
+        .collect();
+    assert!(unlabelled.is_empty(), "unlabelled: {unlabelled:?}");
+
+    harness.get_by_label("Step").click();
+    wait_until(&mut harness, |app| app.generation().steps.len() == 1);
+    harness.event(egui::Event::PointerGone);
+    harness.run_ok();
+    harness.mask(egui::Rect::from_min_max(
+        egui::pos2(0.0, 872.0),
+        egui::pos2(1400.0, 900.0),
+    ));
+    harness.snapshot("tab_generate");
 }

@@ -21,7 +21,7 @@ const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) type FigureValuesKey = (u64, Option<u64>, bool, (View, String));
 
 impl BertscopeApp {
-    fn next_id(&mut self) -> u64 {
+    pub(super) fn next_id(&mut self) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
         id
@@ -317,6 +317,7 @@ impl BertscopeApp {
                 slot.analyze(id, request);
             }
         }
+        self.generation_logic(primary.generated);
         if primary.new_result || comparison.new_result {
             // Difference maps depend on both results, which arrive separately.
             self.compare_textures.clear();
@@ -406,6 +407,7 @@ impl BertscopeApp {
                     let id = self.next_id();
                     self.primary.explain(id, request);
                 }
+                UiAction::Generate(action) => self.generate_action(action),
             }
         }
     }
@@ -680,6 +682,7 @@ impl BertscopeApp {
                 .as_ref()
                 .map(|(name, result)| (name.as_str(), &result.analysis)),
             &self.primary.explained,
+            &self.primary.generation,
         );
         let request = &shown.result.request;
         let scene = figure
@@ -794,9 +797,11 @@ impl BertscopeApp {
             .to_owned();
         let (path, result) = (path.to_owned(), Arc::clone(result));
         let explained = self.primary.explained.clone();
+        let generation = (view == Some(View::Generate)).then(|| self.primary.generation.clone());
         Ok(Box::new(move |cancel: &AtomicBool| {
             let request = &result.request;
             let data = ModelData {
+                generation: generation.as_ref(),
                 attribution: explained.attribution(),
                 patching: explained.patching(),
                 logit_attribution: explained.logit_attribution(),

@@ -2,6 +2,7 @@
 //! not drawing (worker responses, re-runs, actions, background values), `ui` the panels.
 
 mod background;
+mod generation;
 mod logic;
 mod slot;
 mod ui;
@@ -241,6 +242,11 @@ impl BertscopeApp {
         &self.primary.explained
     }
 
+    /// The Generate tab's generation.
+    pub fn generation(&self) -> &crate::worker::generation::GenerationState {
+        &self.primary.generation
+    }
+
     /// The current settings (what would be saved).
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -318,6 +324,8 @@ impl BertscopeApp {
             || self.primary.is_busy()
             || self.comparison.as_ref().is_some_and(ModelSlot::is_busy)
             || self.background_pending()
+            || self.primary.generation.pending.is_some()
+            || self.primary.generation.playing
     }
 }
 

@@ -11,6 +11,7 @@ use crate::analysis::words;
 use crate::model::{Analysis, AnalysisRequest, DeviceChoice, ModelSource};
 use crate::ui::scene::Rasters;
 use crate::ui::tab::Shown;
+use crate::worker::generation::{GenerateRequest, GenerationState};
 use crate::worker::{
     AnalysisResult, CorpusRun, ExplainRequest, ExplainState, Explanations, Worker, WorkerRequest,
     WorkerResponse,
@@ -29,6 +30,8 @@ pub struct Drained {
     pub loaded: bool,
     /// A new result arrived.
     pub new_result: bool,
+    /// A generation step or distribution arrived.
+    pub generated: bool,
 }
 
 /// A model, its worker, and its newest result.
@@ -58,6 +61,8 @@ pub struct ModelSlot {
     pub corpus: Option<CorpusRun>,
     /// The newest explanation of each kind asked for, and what came of it.
     pub explained: Explanations,
+    /// The generation of the Generate tab.
+    pub generation: GenerationState,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
 }
@@ -90,6 +95,7 @@ impl ModelSlot {
             flow: Background::default(),
             corpus: None,
             explained: Explanations::default(),
+            generation: GenerationState::default(),
             waker: ctx.clone(),
         }
     }
@@ -285,6 +291,16 @@ impl ModelSlot {
         true
     }
 
+    /// Asks for a generation step (or the next distribution) under request `id`, dropping the
+    /// answer to any request before it.
+    pub fn generate(&mut self, id: u64, request: GenerateRequest) {
+        if !self.is_ready() {
+            return;
+        }
+        self.generation.pending = Some(id);
+        self.send(WorkerRequest::Generate { id, request }, "");
+    }
+
     /// Whether the model is loaded.
     pub fn is_ready(&self) -> bool {
         matches!(self.status, ModelStatus::Ready(_))
@@ -343,6 +359,7 @@ impl ModelSlot {
                 // The old result belongs to the old model.
                 self.result = None;
                 self.explained = Explanations::default();
+                self.generation = GenerationState::default();
                 drained.loaded = true;
             }
             WorkerResponse::LoadFailed { id, message } if loading_id == Some(id) => {
@@ -408,6 +425,10 @@ impl ModelSlot {
                     state.result = Some(Err(message));
                 }
             }
+            WorkerResponse::Generated { id, update } => {
+                drained.generated |= self.generation.apply(id, &update);
+            }
+            WorkerResponse::GenerationFailed { id, message } => self.generation.fail(id, message),
             // Answers to requests that were superseded.
             _ => {}
         }

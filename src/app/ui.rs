@@ -85,13 +85,14 @@ impl BertscopeApp {
     /// The tabs shown, in order (Compare only with a second model).
     fn visible_tabs(&self) -> Vec<View> {
         let comparing = self.comparison.is_some();
-        // Logit attribution takes a next-token logit apart: only causal LMs have one.
+        // Logit attribution takes a next-token logit apart and Generate writes with it: only
+        // causal LMs have one.
         let causal = matches!(&self.primary.status, ModelStatus::Ready(info) if info.has(HeadKind::NextToken));
         View::ALL
             .iter()
             .copied()
             .filter(|&view| view != View::Compare || comparing)
-            .filter(|&view| view != View::LogitAttribution || causal)
+            .filter(|&view| !matches!(view, View::LogitAttribution | View::Generate) || causal)
             .collect()
     }
 
@@ -592,6 +593,7 @@ impl BertscopeApp {
             comparison,
             corpus: self.primary.corpus.as_ref(),
             explained: &self.primary.explained,
+            generation: &self.primary.generation,
         };
         tabs.tab_mut(view).show(ui, &mut cx);
         actions

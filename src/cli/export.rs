@@ -11,13 +11,15 @@ use bertscope::export::ExportFormat;
 use bertscope::views::View;
 
 use bertscope::model::attribution::{AttributionOptions, DEFAULT_IG_STEPS};
+use bertscope::model::generation::Decoding;
 use bertscope::model::target::{TargetHead, TargetSpec};
 use bertscope::model::LoadedModel;
 use bertscope::views::attribution::Method;
+use bertscope::worker::generation::{GenerateRequest, GenerationSession, GenerationState};
 use bertscope::worker::{ExplainRequest, Explanation};
 
 use super::dump::parse_target;
-use super::{input_notes, load, parse_head, parse_layer_head, InputArgs, ModelArgs};
+use super::{input_notes, load, parse_head, parse_layer_head, DecodingArgs, InputArgs, ModelArgs};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -104,6 +106,9 @@ pub struct ExportArgs {
     /// The corrupted sentence B, for pairs.
     #[arg(long)]
     pub corrupt_b: Option<String>,
+    /// How --view generate processes the next token's distribution.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
 }
 
 /// The smallest and largest side `--size` takes, in points.
@@ -203,6 +208,8 @@ impl ExportArgs {
             View::LogitAttribution => {
                 Figure::LogitAttribution(logit_attribution::LogitAttributionView)
             }
+            // The decoding comes from the flags and the checkpoint's defaults, in `run`.
+            View::Generate => Figure::Generate(Default::default()),
             View::Compare => {
                 let other = other.ok_or_else(|| {
                     anyhow::anyhow!("--view compare needs a second model: --compare M2")
@@ -265,8 +272,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         None
     };
     let explained = explanation(&args, &model)?;
+    let generation = next_token(&args, &model)?;
     let predicting: Vec<bertscope::model::HeadKind> = model.head_kinds().collect();
     let data = bertscope::export::ModelData {
+        generation: generation.as_ref().map(|(state, _)| state),
         attribution: match &explained {
             Some(Explanation::Attribution(attribution)) => Some(attribution),
             _ => None,
@@ -288,7 +297,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|(other, analysis)| (other.name(), analysis)),
     };
-    let figure = args.figure(&analysis, comparison.as_ref().map(|(_, analysis)| analysis))?;
+    let mut figure = args.figure(&analysis, comparison.as_ref().map(|(_, analysis)| analysis))?;
+    if let (bertscope::views::Figure::Generate(view), Some((_, decoding))) =
+        (&mut figure, &generation)
+    {
+        view.decoding = *decoding;
+    }
     let export = bertscope::export::Export {
         figure,
         scale: args.scale,
@@ -310,6 +324,38 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The next token's distribution after the text that --view generate draws, and how it is
+/// processed (the flags, then the checkpoint's defaults); `None` for other views.
+fn next_token(
+    args: &ExportArgs,
+    model: &LoadedModel,
+) -> anyhow::Result<Option<(GenerationState, Decoding)>> {
+    if args.view != View::Generate {
+        return Ok(None);
+    }
+    let decoding = args
+        .decoding
+        .request()
+        .resolve(model.generation_defaults())?;
+    let request = GenerateRequest {
+        prompt: args.input.text.clone(),
+        keep: usize::MAX,
+        step: false,
+        decoding,
+        seed: args.decoding.seed.unwrap_or(0),
+    };
+    let update = GenerationSession::answer(&mut None, model, &request)?;
+    let state = GenerationState {
+        prompt_ids: update.prompt_ids,
+        prompt_tokens: update.prompt_tokens,
+        text: update.text,
+        upcoming: update.upcoming.map(std::sync::Arc::new),
+        ended: update.ended,
+        ..GenerationState::default()
+    };
+    Ok(Some((state, decoding)))
 }
 
 /// The explanation --view attribution, patching or logit-attribution draws, computed now.

@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use bertscope::export::write_atomically;
-use bertscope::model::generation::{generate, DecodingRequest, GenerateOptions};
+use bertscope::model::generation::{generate, GenerateOptions};
 
-use super::{load, ModelArgs};
+use super::{load, DecodingArgs, ModelArgs};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -22,24 +22,8 @@ pub struct GenerateArgs {
     /// How many tokens to generate at most (cut to the model's positions, with a note).
     #[arg(long, default_value_t = 20)]
     pub max_new_tokens: usize,
-    /// Take the most probable token at every step (no sampling options then).
-    #[arg(long)]
-    pub greedy: bool,
-    /// Sample, dividing the logits by T (> 0); default: generation_config.json's, else 1.
-    #[arg(long, value_name = "T", allow_negative_numbers = true)]
-    pub temperature: Option<f64>,
-    /// Sample from the K most probable tokens and those tied with the K-th (0: all); default:
-    /// generation_config.json's, else 50.
-    #[arg(long, value_name = "K", allow_negative_numbers = true)]
-    pub top_k: Option<i64>,
-    /// Sample from the most probable tokens holding mass P, in (0, 1]; default:
-    /// generation_config.json's, else 1 (off).
-    #[arg(long, value_name = "P", allow_negative_numbers = true)]
-    pub top_p: Option<f64>,
-    /// Seed of the sampler: the same seed gives the same text on the same machine and path
-    /// (default 0).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
     /// Stop once the generated text contains this.
     #[arg(long)]
     pub stop: Option<String>,
@@ -67,13 +51,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         args.max_new_tokens > 0,
         "--max-new-tokens is 0; ask for at least one token"
     );
-    let request = DecodingRequest {
-        greedy: args.greedy,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
+    let request = args.decoding.request();
     // Options that contradict each other are refused before the model loads.
     request.resolve(&Default::default())?;
     let model = load(&args.model)?;
@@ -89,7 +67,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         decoding,
-        seed: args.seed.unwrap_or(0),
+        seed: args.decoding.seed.unwrap_or(0),
         stop: args.stop.clone(),
     };
     let stdout = std::io::stdout();

@@ -86,6 +86,42 @@ pub struct ModelArgs {
     pub candle: bool,
 }
 
+/// How a causal model chooses its next token (`generate`, and `export --view generate`).
+#[derive(Args, Clone, Default)]
+pub struct DecodingArgs {
+    /// Take the most probable token at every step (no sampling options then).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sample, dividing the logits by T (> 0); default: generation_config.json's, else 1.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Sample from the K most probable tokens and those tied with the K-th (0: all); default:
+    /// generation_config.json's, else 50.
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub top_k: Option<i64>,
+    /// Sample from the most probable tokens holding mass P, in (0, 1]; default:
+    /// generation_config.json's, else 1 (off).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+    /// Seed of the sampler: the same seed gives the same text on the same machine and path
+    /// (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl DecodingArgs {
+    /// What the flags ask for, before the checkpoint's defaults fill the gaps.
+    pub fn request(&self) -> bertscope::model::generation::DecodingRequest {
+        bertscope::model::generation::DecodingRequest {
+            greedy: self.greedy,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+}
+
 /// How `dump` runs the model (ablation) and shapes its maps (words).
 #[derive(Args, Clone)]
 pub struct RunArgs {

@@ -208,6 +208,8 @@ pub enum UiAction {
     /// Explain a prediction (attribution, patching, logit attribution) off the UI thread,
     /// unless the same explanation was asked for last.
     Explain(crate::worker::ExplainRequest),
+    /// What the Generate tab asks: a step, playing, stopping, resetting.
+    Generate(crate::views::generate::GenerateAction),
 }
 
 /// What a click on token `index` asks for: with shift or ctrl (⌘) held, adding it to the

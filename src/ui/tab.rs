@@ -15,6 +15,7 @@ use crate::render::matrix::MatrixZoom;
 use crate::render::scene::Hit;
 use crate::views::Computed;
 use crate::views::{Canvas, Figure, Inputs, ModelData};
+use crate::worker::generation::GenerationState;
 use crate::worker::{AnalysisResult, CorpusRun, ExplainRequest, Explanations, ModelInfo};
 
 /// One tab of the main area: the GUI of a view.
@@ -81,6 +82,8 @@ pub struct TabContext<'a> {
     pub corpus: Option<&'a CorpusRun>,
     /// The newest explanation of each kind (attribution, patching, logit attribution).
     pub explained: &'a Explanations,
+    /// The Generate tab's generation.
+    pub generation: &'a GenerationState,
 }
 
 /// The inputs of a tab's figure, from the run and what was computed (a function of the fields,
@@ -91,8 +94,10 @@ pub fn inputs_of<'a>(
     computed: &'a Computed,
     comparison: Option<(&'a str, &'a Analysis)>,
     explained: &'a Explanations,
+    generation: &'a GenerationState,
 ) -> Inputs<'a> {
     let data = ModelData {
+        generation: Some(generation),
         attribution: explained.attribution(),
         patching: explained.patching(),
         logit_attribution: explained.logit_attribution(),
@@ -167,6 +172,7 @@ impl TabContext<'_> {
             self.computed,
             self.comparison.as_ref().map(Comparison::named_run),
             self.explained,
+            self.generation,
         )
     }
 
@@ -209,6 +215,7 @@ impl TabContext<'_> {
             self.computed,
             self.comparison.as_ref().map(Comparison::named_run),
             self.explained,
+            self.generation,
         );
         if head_stats.is_some() {
             inputs.head_stats = head_stats;

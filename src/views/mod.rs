@@ -12,6 +12,7 @@
 pub mod attribution;
 pub mod compare;
 pub mod embeddings;
+pub mod generate;
 pub mod head_stats;
 pub mod heatmap;
 pub mod lens;
@@ -74,6 +75,8 @@ pub struct Inputs<'a> {
     pub patching: Option<&'a Patching>,
     /// A next-token logit taken apart by layer and head.
     pub logit_attribution: Option<&'a LogitAttribution>,
+    /// A generation and the distribution of its next step.
+    pub generation: Option<&'a crate::worker::generation::GenerationState>,
 }
 
 impl<'a> Inputs<'a> {
@@ -96,6 +99,7 @@ impl<'a> Inputs<'a> {
             attribution: None,
             patching: None,
             logit_attribution: None,
+            generation: None,
         }
     }
 }
@@ -174,6 +178,7 @@ impl Computed {
             attribution: data.attribution,
             patching: data.patching,
             logit_attribution: data.logit_attribution,
+            generation: data.generation,
             ..Inputs::of(model, shown)
         }
     }
@@ -202,6 +207,8 @@ pub struct ModelData<'a> {
     pub patching: Option<&'a Patching>,
     /// The newest logit attribution of the text.
     pub logit_attribution: Option<&'a LogitAttribution>,
+    /// The generation of the Generate tab, or the text's next-token distribution.
+    pub generation: Option<&'a crate::worker::generation::GenerationState>,
 }
 
 /// Where a view is drawn and what the window marks on it: the selection, the pointer's hit and
@@ -496,6 +503,8 @@ views! {
     /// A next-token logit taken apart by layer and head (causal models).
     #[value(name = "logit-attribution")]
     LogitAttribution => logit_attribution::LogitAttributionView / LogitAttributionTab,
+    /// A causal model writing step by step, and each step's distribution (causal models).
+    Generate => generate::GenerateView / GenerateTab,
 }
 
 /// Checks a layer and head against the model's shape, with a message naming the valid range.

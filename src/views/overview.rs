@@ -245,8 +245,14 @@ mod tab {
                 return;
             };
             let clicks_toggle = self.ablation_mode;
-            let inputs =
-                crate::ui::tab::inputs_of(cx.run, cx.info, cx.computed, None, cx.explained);
+            let inputs = crate::ui::tab::inputs_of(
+                cx.run,
+                cx.info,
+                cx.computed,
+                None,
+                cx.explained,
+                cx.generation,
+            );
             let selection = cx.state.selection();
             let open = match cx.state.head {
                 crate::analysis::HeadChoice::Head(head) => Some((cx.state.layer, head)),
