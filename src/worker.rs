@@ -188,6 +188,8 @@ pub struct ModelInfo {
     pub load_ms: f64,
     /// What the checkpoint gets wrong that loading let through (see [`LoadedModel::notes`]).
     pub notes: Vec<String>,
+    /// The logits processors `generation_config.json` asks for that generation does not apply.
+    pub generation_not_applied: Vec<String>,
 }
 
 impl ModelInfo {
@@ -876,6 +878,7 @@ impl ModelInfo {
             takes_pairs: config.architecture.takes_pairs,
             load_ms,
             notes: model.notes(),
+            generation_not_applied: model.generation_defaults().not_applied.clone(),
         }
     }
 }

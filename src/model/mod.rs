@@ -245,10 +245,13 @@ impl LoadedModel {
         let opened = device.open()?;
         let mut store = WeightStore::open(&files.weights, &files.folder)?;
         let weights = description.load_weights(&mut store, &config)?;
-        let generation = generation::GenerationDefaults::read(
-            &files.config,
-            files.generation_config.as_deref(),
-        )?;
+        // A broken generation_config.json costs only the decoding defaults, not the model.
+        let generation =
+            generation::GenerationDefaults::read(&files.config, files.generation_config.as_deref())
+                .or_else(|err| {
+                    tracing::warn!(%err, "generation_config.json ignored");
+                    generation::GenerationDefaults::read(&files.config, None)
+                })?;
         let heads = weights
             .heads
             .iter()

@@ -551,6 +551,15 @@ mod tab {
             if let Some(message) = &cx.generation.error {
                 ui.colored_label(ui.visuals().error_fg_color, message);
             }
+            if !cx.info.generation_not_applied.is_empty() {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!(
+                        "Note: generation_config.json asks for {}, which bertscope does not apply.",
+                        cx.info.generation_not_applied.join(", ")
+                    ),
+                );
+            }
             ui.weak(format!("next step: {}", decoding_name(&self.decoding())));
             let Some(figure) = self.figure(cx.state, cx.analysis(), None) else {
                 return;

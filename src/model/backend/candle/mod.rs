@@ -240,9 +240,9 @@ impl CandleBackend {
     }
 
     /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
-    /// and the capture. `future` marks
-    /// the keys after each query (`[tokens, tokens]`, 1 = masked) for causal models; `input`
-    /// says which heads are ablated and whether to compute the value norms.
+    /// and the capture. `future` marks the keys after each query (`[tokens, tokens]`, 1 =
+    /// masked) for causal models; `input` says which heads are ablated and whether to compute
+    /// the value norms.
     fn attention(
         &self,
         index: usize,

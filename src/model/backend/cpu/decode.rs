@@ -46,6 +46,16 @@ impl CpuBackend {
                 })
                 .collect();
         }
+        // Checked before any layer appends, so that a refused cache is left as it was.
+        if cache
+            .layers
+            .iter()
+            .any(|kv| !matches!(kv, LayerKv::Host { .. }))
+        {
+            return Err(ModelError::Compute(
+                "the key/value cache belongs to another backend".to_owned(),
+            ));
+        }
         let mut attention = vec![0f32; layers * heads * total];
         let mut xt = self.embed_t(input);
         for ((index, layer), (kv, last_rows)) in self.weights.layers.iter().enumerate().zip(
@@ -55,9 +65,7 @@ impl CpuBackend {
                 .zip(attention.chunks_mut(heads * total)),
         ) {
             let LayerKv::Host { keys, values } = kv else {
-                return Err(ModelError::Compute(
-                    "the key/value cache belongs to another backend".to_owned(),
-                ));
+                unreachable!("checked above");
             };
             let cached = CachedLayer {
                 keys,
