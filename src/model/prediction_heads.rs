@@ -45,7 +45,7 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
 pub fn top_k_softmax(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let best = top_k(logits, k.max(1));
     let max = best.first().map_or(0.0, |&(_, logit)| logit);
-    let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
+    let sum = super::backend::cpu::sum_exp(logits, max);
     best.into_iter()
         .take(k)
         .map(|(id, logit)| (id, (logit - max).exp() / sum))

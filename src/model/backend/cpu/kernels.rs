@@ -2,7 +2,10 @@
 //! element-wise passes (activations, softmax, LayerNorm), written branch-free and compiled for
 //! AVX2 and AVX-512 as well as the baseline so that they vectorise where the CPU allows.
 
-use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
+use rayon::prelude::{
+    IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSlice,
+    ParallelSliceMut,
+};
 
 use crate::model::config::Activation;
 
@@ -47,6 +50,63 @@ pub(super) fn dense(
     operands.run(&mut out, columns, 1.0, true, true);
     out
 }
+
+/// `X·Wᵀ (+ b)` row-major (`[columns, outputs]`) for feature-major `xt` (`[inputs, columns]`)
+/// and `w` `[outputs, inputs]`: a vocabulary head's logits in the layout their rows are read
+/// in, without a transpose of the whole `[outputs, columns]` array after the product.
+pub(super) fn dense_rows(
+    w: &[f32],
+    bias: Option<&[f32]>,
+    outputs: usize,
+    inputs: usize,
+    xt: &[f32],
+    columns: usize,
+) -> Vec<f32> {
+    assert_eq!(w.len(), outputs * inputs);
+    assert_eq!(xt.len(), inputs * columns);
+    let mut out = vec![0f32; outputs * columns];
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), outputs);
+        out.par_chunks_mut(outputs.max(1))
+            .for_each(|row| row.copy_from_slice(bias));
+    }
+    if columns == 1 {
+        // One row is one column: a generation step's head.
+        gemv(w, inputs, xt, &mut out);
+        return out;
+    }
+    // Each thread takes its own band of outputs (of the vocabulary), one product apiece.
+    let band = outputs
+        .div_ceil(rayon::current_num_threads().max(1) * 2)
+        .max(64);
+    let bands: Vec<(usize, usize)> = (0..outputs)
+        .step_by(band)
+        .map(|start| (start, band.min(outputs - start)))
+        .collect();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    bands.par_iter().for_each(|&(start, width)| {
+        let out_ptr = &out_ptr;
+        // SAFETY: the bands are disjoint column ranges of `out`, each written by one task;
+        // the view spans rows 0..columns of `out` from column `start`, inside its length.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(out_ptr.0.add(start), (columns - 1) * outputs + width)
+        };
+        MatMul {
+            m: columns,
+            n: width,
+            k: inputs,
+            lhs: Strided::transposed(xt, columns),
+            rhs: Strided::transposed(&w[start * inputs..], inputs),
+        }
+        .run(dst, outputs, 1.0, true, false);
+    });
+    out
+}
+
+/// A pointer shared by tasks that write disjoint parts of one array.
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand disjoint regions of one array to parallel tasks.
+unsafe impl Sync for SendPtr {}
 
 /// `out += W·x` for one column `x` (a generation step): each output is one row of `W` against
 /// `x`, rows shared among the threads. The `gemm` crate's kernels pack their operands for
@@ -359,6 +419,23 @@ fn softmax(row: &mut [f32]) {
     let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
     let inverse = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= inverse);
+}
+
+/// `Σ exp(x − shift)` over `values`, in the vectorised `exp` and 16 lanes of partial sums: a
+/// vocabulary row's softmax denominator (50,257 terms for GPT-2) without a libm call per term.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn sum_exp(values: &[f32], shift: f32) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        lanes
+            .iter_mut()
+            .zip(chunk)
+            .for_each(|(sum, &x)| *sum += exp(x - shift));
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - shift)).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Adds `residual` to `xt` (`[features, columns]`) when given, then gives each column's mean and
