@@ -1510,3 +1510,105 @@ fn generate_refuses_bad_input_in_one_line_and_writes_nothing() {
         assert!(!out.exists(), "{extra:?} wrote a file");
     }
 }
+
+#[test]
+fn sharded_statistics_merge_into_the_unsharded_report_and_refuse_mismatched_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "the cat sat on the mat.\n\nthe dog barked.\tit ran away.\nparis is in france.\na b c d\n\nhello, world!\nthe end.\n",
+    )
+    .unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let legacy = fixture("tiny-legacy").display().to_string();
+    let modern = fixture("tiny-modern").display().to_string();
+    let stats = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "stats",
+            "--model",
+            model,
+            "--corpus",
+            corpus.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = bertscope(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    for words in [false, true] {
+        let flag: &[&str] = if words { &["--words"] } else { &[] };
+        let mut parts = Vec::new();
+        for k in 1..=3 {
+            let part = path(&format!("part-{k}-{words}.json"));
+            let shard = format!("{k}/3");
+            stats(
+                &legacy,
+                &[&["--shard", &shard, "--out", &part], flag].concat(),
+            );
+            parts.push(part);
+        }
+        let part: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&parts[0]).unwrap()).unwrap();
+        assert_eq!(part["partial"], true);
+        assert_eq!(part["shard"]["index"], 1);
+        assert_eq!(part["words"], words);
+        assert_eq!(part["corpus_sha256"].as_str().unwrap().len(), 64);
+        let mut args = vec!["stats", "merge"];
+        args.extend(parts.iter().map(String::as_str));
+        let merged = bertscope(&args);
+        assert!(
+            merged.status.success(),
+            "{}",
+            String::from_utf8_lossy(&merged.stderr)
+        );
+        let merged: serde_json::Value = serde_json::from_slice(&merged.stdout).unwrap();
+        let whole: serde_json::Value =
+            serde_json::from_slice(&stats(&legacy, flag).stdout).unwrap();
+        assert_eq!(merged["lines"], whole["lines"]);
+        assert_eq!(merged["tokens"], whole["tokens"]);
+        for (a, b) in merged["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap())
+            .zip(
+                whole["heads"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|row| row.as_array().unwrap()),
+            )
+        {
+            assert_eq!(a["label"], b["label"]);
+            for key in ["cls", "sep", "punct", "self", "prev", "next", "entropy"] {
+                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-9, "{key}: {x} {y}");
+            }
+        }
+    }
+
+    // Parts of another model, of the other --words setting, and a missing or repeated shard are
+    // refused in one line.
+    let other = path("other-2.json");
+    stats(&modern, &["--shard", "2/3", "--out", &other]);
+    let [p1, p2, p3] = [1, 2, 3].map(|k| path(&format!("part-{k}-false.json")));
+    let words2 = path("part-2-true.json");
+    for (parts, expected) in [
+        (vec![&p1, &other, &p3], "different models"),
+        (vec![&p1, &words2, &p3], "--words"),
+        (vec![&p1, &p3], "shard 2/3 is missing"),
+        (vec![&p1, &p2, &p2, &p3], "shard 2/3 is given twice"),
+    ] {
+        let mut args = vec!["stats", "merge"];
+        args.extend(parts.iter().map(|p| p.as_str()));
+        let output = bertscope(&args);
+        assert!(!output.status.success());
+        let line = stderr_line(&output);
+        assert!(line.contains(expected), "{line}");
+    }
+}

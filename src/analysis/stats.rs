@@ -184,7 +184,7 @@ pub fn is_punctuation_token(analysis: &Analysis, index: usize) -> bool {
 }
 
 /// Running sums of one head's statistics over query rows, of one map or of a whole corpus.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct HeadSums {
     cls: f64,
     sep: f64,
@@ -237,6 +237,19 @@ impl HeadSums {
         }
         self.rows += tokens as f64;
         self.shifted_rows += tokens.saturating_sub(1) as f64;
+    }
+
+    /// Adds another run's sums (a shard of the same corpus).
+    pub fn merge(&mut self, other: &HeadSums) {
+        self.cls += other.cls;
+        self.sep += other.sep;
+        self.punct += other.punct;
+        self.self_ += other.self_;
+        self.entropy += other.entropy;
+        self.rows += other.rows;
+        self.prev += other.prev;
+        self.shifted_rows += other.shifted_rows;
+        self.next += other.next;
     }
 
     /// The means over every row added, and the label they give.
@@ -353,6 +366,158 @@ impl CorpusStats {
     }
 }
 
+/// One shard of a corpus: lines i (0-based, blank lines counted) with i mod `count` =
+/// `index` − 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// K, 1-based.
+    pub index: usize,
+    /// N.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// Parses `K/N` with 1 ≤ K ≤ N.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not a shard K/N with 1 ≤ K ≤ N, e.g. 3/8");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: usize = index.trim().parse().map_err(|_| bad())?;
+        let count: usize = count.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether 1-based line `number` belongs to it.
+    pub fn holds(self, number: usize) -> bool {
+        (number - 1) % self.count == self.index - 1
+    }
+}
+
+/// What `stats --shard` writes: the sums and counts of one shard (not the means), and what they
+/// are of, so that only parts of one corpus, model and setting are merged.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PartialReport {
+    /// Always true: this is a part, not a report.
+    pub partial: bool,
+    /// Which shard.
+    pub shard: Shard,
+    /// The model's name, for the merged report's figure.
+    pub model: String,
+    /// The corpus file's name, likewise.
+    pub corpus: String,
+    /// SHA-256 of the corpus file.
+    pub corpus_sha256: String,
+    /// SHA-256 of the model's config.json and weight files.
+    pub model_sha256: String,
+    /// Whether words (merged pieces) were counted, or pieces.
+    pub words: bool,
+    /// Texts added.
+    pub lines: usize,
+    /// Tokens (query rows) added.
+    pub tokens: usize,
+    /// Every head's sums, `[layer][head]` (empty when the shard held no text).
+    pub sums: Vec<Vec<HeadSums>>,
+}
+
+impl CorpusStats {
+    /// The part of shard `shard` of a corpus and model with these fingerprints.
+    pub fn partial(
+        &self,
+        shard: Shard,
+        (model, corpus): (&str, &str),
+        (corpus_sha256, model_sha256): (String, String),
+        words: bool,
+    ) -> PartialReport {
+        PartialReport {
+            partial: true,
+            shard,
+            model: model.to_owned(),
+            corpus: corpus.to_owned(),
+            corpus_sha256,
+            model_sha256,
+            words,
+            lines: self.lines,
+            tokens: self.tokens,
+            sums: self.sums.clone(),
+        }
+    }
+
+    /// The statistics of every part together, exactly as one run over the whole corpus gives
+    /// them (sums added in another order: within 1e-9); one line saying why when the parts are
+    /// of different corpora, models or settings, or a shard is missing or repeated.
+    pub fn merge(parts: &[PartialReport]) -> Result<Self, String> {
+        let first = parts.first().ok_or("no parts to merge")?;
+        let count = first.shard.count;
+        let mut seen = vec![false; count];
+        let mut merged = Self::default();
+        for part in parts {
+            if !part.partial {
+                return Err("a part is a finished report, not a partial one from --shard".into());
+            }
+            if part.corpus_sha256 != first.corpus_sha256 {
+                return Err(format!(
+                    "shards {}/{} and {}/{} are of different corpus files",
+                    first.shard.index, count, part.shard.index, part.shard.count
+                ));
+            }
+            if part.model_sha256 != first.model_sha256 {
+                return Err(format!(
+                    "shards {}/{} and {}/{} are of different models",
+                    first.shard.index, count, part.shard.index, part.shard.count
+                ));
+            }
+            if part.words != first.words {
+                return Err("some parts counted words and others pieces (--words)".into());
+            }
+            if part.shard.count != count {
+                return Err(format!(
+                    "parts of {count} and of {} shards cannot be merged",
+                    part.shard.count
+                ));
+            }
+            let index = part.shard.index;
+            if index == 0 || index > count {
+                return Err(format!("shard {index}/{count} does not exist"));
+            }
+            if std::mem::replace(&mut seen[index - 1], true) {
+                return Err(format!("shard {index}/{count} is given twice"));
+            }
+            if part.sums.is_empty() {
+                continue;
+            }
+            if merged.sums.is_empty() {
+                merged.sums = part.sums.clone();
+            } else if merged.sums.len() != part.sums.len()
+                || merged
+                    .sums
+                    .iter()
+                    .zip(&part.sums)
+                    .any(|(a, b)| a.len() != b.len())
+            {
+                return Err(format!("shard {index}/{count} has another number of heads"));
+            } else {
+                for (row, other) in merged.sums.iter_mut().zip(&part.sums) {
+                    for (sums, other) in row.iter_mut().zip(other) {
+                        sums.merge(other);
+                    }
+                }
+            }
+            merged.lines += part.lines;
+            merged.tokens += part.tokens;
+        }
+        if let Some(missing) = seen.iter().position(|&seen| !seen) {
+            return Err(format!("shard {}/{count} is missing", missing + 1));
+        }
+        Ok(merged)
+    }
+}
+
 /// The inputs of a corpus file's text: one per non-blank line, with its 1-based line number; a
 /// tab splits a line into sentence A and sentence B.
 pub fn corpus_requests(text: &str) -> Vec<(usize, AnalysisRequest)> {
@@ -394,6 +559,21 @@ impl CorpusStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_every_line_once() {
+        let shards: Vec<Shard> = ["1/3", "2/3", "3/3"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        for number in 1..=10 {
+            assert_eq!(shards.iter().filter(|s| s.holds(number)).count(), 1);
+        }
+        assert!(shards[0].holds(1) && shards[1].holds(2) && shards[0].holds(4));
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn statistics_of_a_previous_token_head() {

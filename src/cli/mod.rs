@@ -48,7 +48,7 @@ enum Command {
     /// Write a figure (.png, .svg) or data (.json, .csv, .npy, .npz) without opening a window.
     Export(export::ExportArgs),
     /// Head statistics (Clark et al. 2019) over a corpus: one text per line, a tab splits a pair.
-    Stats(stats::StatsArgs),
+    Stats(stats::StatsCommandLine),
     /// Let a causal model (GPT-2) continue a prompt, token by token, greedy or sampled.
     Generate(generate::GenerateArgs),
 }

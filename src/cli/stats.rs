@@ -7,18 +7,62 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 
-use bertscope::analysis::stats::Statistic;
+use bertscope::analysis::stats::{CorpusStats, PartialReport, Shard, Statistic};
 
 use super::{load, write_output, ModelArgs};
 
+/// `stats`, or `stats merge`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct StatsCommandLine {
+    #[command(subcommand)]
+    pub merge: Option<StatsSubcommand>,
+    #[command(flatten)]
+    pub run: StatsArgs,
+}
+
+/// What `stats` does besides running a corpus.
+#[derive(clap::Subcommand)]
+pub enum StatsSubcommand {
+    /// Combine the parts `stats --shard K/N` wrote into the report one run over the whole corpus
+    /// gives.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The parts, one per shard (part-*.json).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Write here instead of JSON on standard output: .json, .csv, or a .png or .svg figure.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// The statistic that colours a figure.
+    #[arg(long, value_enum, default_value_t = Statistic::Entropy)]
+    pub statistic: Statistic,
+    /// PNG figure scale: 1, 2 or 4.
+    #[arg(long, default_value_t = 2.0)]
+    pub scale: f32,
+}
+
+/// `stats` over a corpus. The model's options are spelled here rather than flattened from
+/// [`ModelArgs`], so that `stats merge` can go without them.
 #[derive(Args)]
 pub struct StatsArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// A local model folder (Hugging Face layout) or a Hub id such as bert-base-uncased.
+    #[arg(long, short, required = true)]
+    pub model: Option<String>,
+    /// cpu, cuda or metal (GPU back-ends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run candle's tensor ops (the GPU path) even on the CPU.
+    #[arg(long)]
+    pub candle: bool,
     /// A UTF-8 text file: one text per line (a tab splits sentence A from B); blank lines are
     /// skipped.
     #[arg(long)]
-    pub corpus: PathBuf,
+    #[arg(required = true)]
+    pub corpus: Option<PathBuf>,
     /// Write here instead of JSON on standard output: .json, .csv (a row per head), or a .png
     /// or .svg figure of the layers × heads grid.
     #[arg(long, short)]
@@ -32,25 +76,157 @@ pub struct StatsArgs {
     /// PNG figure scale: 1, 2 or 4.
     #[arg(long, default_value_t = 2.0)]
     pub scale: f32,
+    /// Run only shard K of N (lines i, 0-based and blank lines counted, with i mod N = K − 1)
+    /// and write a partial report of sums to --out (.json), for `stats merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
 }
 
-/// Runs `stats`.
-pub fn run(args: StatsArgs) -> anyhow::Result<()> {
-    use bertscope::analysis::stats::CorpusStats;
-    // Fail on a bad extension before spending time on the corpus.
+/// Runs `stats` or `stats merge`.
+pub fn run(args: StatsCommandLine) -> anyhow::Result<()> {
+    let StatsArgs {
+        model,
+        device,
+        candle,
+        corpus,
+        ..
+    } = &args.run;
+    match (args.merge, model, corpus) {
+        (Some(StatsSubcommand::Merge(merge)), _, _) => run_merge(merge),
+        (None, Some(model), Some(corpus)) => {
+            let model = ModelArgs {
+                model: model.clone(),
+                device: device.clone(),
+                candle: *candle,
+            };
+            let corpus = corpus.clone();
+            run_corpus(&args.run, &model, &corpus)
+        }
+        _ => anyhow::bail!("stats needs --model M --corpus FILE, or: stats merge PARTS"),
+    }
+}
+
+/// Runs `stats merge`.
+fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         bertscope::export::corpus_report_format(path)?;
         bertscope::export::check_scale(args.scale)?;
     }
-    let text = std::fs::read_to_string(&args.corpus)
-        .with_context(|| format!("{}: cannot read the corpus", args.corpus.display()))?;
-    let lines = bertscope::analysis::stats::corpus_requests(&text);
-    anyhow::ensure!(
-        !lines.is_empty(),
-        "{}: no text in the corpus",
-        args.corpus.display()
-    );
-    let model = load(&args.model)?;
+    let parts = args
+        .parts
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the part", path.display()))?;
+            serde_json::from_str::<PartialReport>(&text).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}: not a part written by stats --shard ({})",
+                    path.display(),
+                    err.to_string().lines().next().unwrap_or_default()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats = CorpusStats::merge(&parts).map_err(anyhow::Error::msg)?;
+    let first = &parts[0];
+    write_report(
+        &stats.report(),
+        args.out.as_deref(),
+        (&first.model, &first.corpus),
+        (args.statistic, args.scale),
+    )
+}
+
+/// Writes a report to `out` (its extension picks the format) or as JSON to standard output.
+fn write_report(
+    report: &bertscope::analysis::stats::CorpusReport,
+    out: Option<&std::path::Path>,
+    (model, corpus): (&str, &str),
+    (statistic, scale): (Statistic, f32),
+) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            bertscope::export::export_corpus_report(
+                path,
+                (model, corpus),
+                report,
+                statistic,
+                scale,
+            )?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        None => write_output(None, |out: &mut dyn Write| {
+            bertscope::export::data::corpus_report(report, false, out)
+        }),
+    }
+}
+
+/// SHA-256 of files, in order, as hex.
+fn sha256_of(paths: &[&std::path::Path]) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for path in paths {
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot read it to fingerprint it", path.display()))?;
+        std::io::copy(&mut file, &mut hasher)
+            .with_context(|| format!("{}: cannot read it to fingerprint it", path.display()))?;
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// SHA-256 of a model's config.json and weight files.
+fn model_sha256(model: &ModelArgs) -> anyhow::Result<String> {
+    use bertscope::model::source::{resolve, WeightFiles};
+    let files = resolve(
+        &bertscope::model::ModelSource::parse(&model.model)?,
+        &mut |_| {},
+    )?;
+    let mut paths = vec![files.config.as_path()];
+    match &files.weights {
+        WeightFiles::Single(path) => paths.push(path),
+        WeightFiles::Sharded { shards, .. } => paths.extend(shards.iter().map(PathBuf::as_path)),
+    }
+    sha256_of(&paths)
+}
+
+/// Runs `stats` over a corpus (or one shard of it).
+fn run_corpus(
+    args: &StatsArgs,
+    model_args: &ModelArgs,
+    corpus: &std::path::Path,
+) -> anyhow::Result<()> {
+    // Fail on a bad extension before spending time on the corpus.
+    if let Some(path) = &args.out {
+        if args.shard.is_some() {
+            anyhow::ensure!(
+                path.extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("json")),
+                "{}: a shard's part is JSON; give a path ending in .json",
+                path.display()
+            );
+        } else {
+            bertscope::export::corpus_report_format(path)?;
+            bertscope::export::check_scale(args.scale)?;
+        }
+    }
+    let text = std::fs::read_to_string(corpus)
+        .with_context(|| format!("{}: cannot read the corpus", corpus.display()))?;
+    let mut lines = bertscope::analysis::stats::corpus_requests(&text);
+    if let Some(shard) = args.shard {
+        lines.retain(|(number, _)| shard.holds(*number));
+    } else {
+        anyhow::ensure!(
+            !lines.is_empty(),
+            "{}: no text in the corpus",
+            corpus.display()
+        );
+    }
+    let model = load(model_args)?;
     let mut stats = CorpusStats::default();
     let started = Instant::now();
     let mut statistics = Duration::ZERO;
@@ -64,7 +240,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             if done > 0 {
                 eprintln!();
             }
-            anyhow::Error::from(err).context(format!("{} line {number}", args.corpus.display()))
+            anyhow::Error::from(err).context(format!("{} line {number}", corpus.display()))
         })?;
         if analysis.dropped_tokens > 0 {
             cut.push((*number, analysis.dropped_tokens));
@@ -90,28 +266,30 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     if !cut.is_empty() {
         eprintln!("{}", cut_note(&cut, model.config().max_tokens()));
     }
-    let report = stats.report();
-    match &args.out {
-        Some(path) => {
-            let corpus = args
-                .corpus
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            bertscope::export::export_corpus_report(
-                path,
-                (model.name(), &corpus),
-                &report,
-                args.statistic,
-                args.scale,
-            )?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => write_output(None, |out: &mut dyn Write| {
-            bertscope::export::data::corpus_report(&report, false, out)
-        })?,
+    let corpus_name = corpus
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if let Some(shard) = args.shard {
+        let fingerprints = (sha256_of(&[corpus])?, model_sha256(model_args)?);
+        let part = stats.partial(
+            shard,
+            (model.name(), &corpus_name),
+            fingerprints,
+            args.words,
+        );
+        return write_output(args.out.as_deref(), |out: &mut dyn Write| {
+            serde_json::to_writer(&mut *out, &part).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")
+        });
     }
-    Ok(())
+    write_report(
+        &stats.report(),
+        args.out.as_deref(),
+        (model.name(), &corpus_name),
+        (args.statistic, args.scale),
+    )
 }
 
 /// How many lines to name in the note on cut lines.
