@@ -20,7 +20,9 @@ impl BertscopeApp {
             decoding: tab.decoding(),
             seed: tab.seed,
         };
-        if step && self.primary.generation.app_text.is_none() {
+        // The first step starts from the text as it is now (an earlier failed first step may
+        // have left an older one).
+        if step && !self.primary.generation.started() {
             self.primary.generation.app_text = Some(self.settings.text_a.clone());
         }
         if !step {

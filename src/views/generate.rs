@@ -421,7 +421,7 @@ mod tab {
                         cx.actions.push(UiAction::Generate(GenerateAction::Stop));
                     }
                 } else if ui
-                    .add_enabled(can_step, egui::Button::new("Play"))
+                    .add_enabled(can_step && !busy, egui::Button::new("Play"))
                     .on_hover_text("Write the number of new tokens below, one step at a time (typing or Stop interrupts)")
                     .clicked()
                 {
