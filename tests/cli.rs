@@ -1612,3 +1612,46 @@ fn sharded_statistics_merge_into_the_unsharded_report_and_refuse_mismatched_part
         assert!(line.contains(expected), "{line}");
     }
 }
+
+#[test]
+fn bench_gemm_prints_the_dense_shapes_in_gflops() {
+    let model = fixture("tiny-legacy");
+    let output = bertscope(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--gemm",
+        "--seq-len",
+        "8",
+        "--iters",
+        "1",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("gemm ")).collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|row| row.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["cube", "qkv", "attention_output", "ffn_in", "ffn_out"]
+    );
+    // tiny-legacy: hidden 32 (queries, keys and values: 96 outputs), inner 64, 8 tokens.
+    assert!(rows[1].contains(" 96x8x32 "), "{}", rows[1]);
+    assert!(rows[4].contains(" 32x8x64 "), "{}", rows[4]);
+    for row in rows {
+        let gflops: f64 = row
+            .split_whitespace()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(gflops > 0.0, "{row}");
+    }
+}

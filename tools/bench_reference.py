@@ -183,6 +183,28 @@ def bench_generate(folder: Path, seq_len: int, new_tokens: int, iters: int, thre
     print(f"per_token_ms {statistics.median(per_token):.3f}")
 
 
+def bench_gemm(folder: Path, seq_len: int, iters: int, threads: int) -> None:
+    """torch's sgemm on the shapes `bench --gemm` times: W [m, k] @ X [k, n]."""
+    torch.set_num_threads(threads)
+    config = json.loads((folder / "config.json").read_text())
+    hidden = config.get("hidden_size") or config.get("n_embd") or config.get("dim")
+    inner = config.get("intermediate_size") or config.get("n_inner") or config.get("hidden_dim") or 4 * hidden
+    shapes = [("cube", 2048, 2048, 2048), ("qkv", 3 * hidden, seq_len, hidden),
+              ("attention_output", hidden, seq_len, hidden), ("ffn_in", inner, seq_len, hidden),
+              ("ffn_out", hidden, seq_len, inner)]
+    print(f"torch {torch.__version__} sgemm, {torch.get_num_threads()} threads, median of {iters} runs")
+    for name, m, n, k in shapes:
+        w, x = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(w, x)
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            torch.mm(w, x)
+            times.append((time.perf_counter() - start) * 1e3)
+        ms = statistics.median(times)
+        print(f"gemm {name} {m}x{n}x{k} {ms:.3f} ms {2 * m * n * k / (ms * 1e6):.1f} GFLOP/s")
+
+
 def transformers_version() -> str:
     return T.__version__
 
@@ -194,6 +216,8 @@ def main() -> None:
                         default="bert")
     parser.add_argument("--attribution", action="store_true",
                         help="time Captum's integrated gradients and one gradient instead (bert-classifier)")
+    parser.add_argument("--gemm", action="store_true",
+                        help="time torch's sgemm on the model's dense shapes instead")
     parser.add_argument("--generate", type=int, metavar="TOKENS",
                         help="time greedy generation of this many tokens instead (gpt2)")
     parser.add_argument("--large", action="store_true", help="bert-large shapes instead (bert only)")
@@ -206,7 +230,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.write_model:
         write_model(args.write_model, args.family, args.tokenizer_from, args.large)
-    if args.model and args.generate:
+    if args.model and args.gemm:
+        bench_gemm(args.model, args.seq_len, args.iters, args.threads)
+    elif args.model and args.generate:
         bench_generate(args.model, args.seq_len, args.generate, args.iters, args.threads)
     elif args.model and args.attribution:
         bench_attribution(args.model, args.seq_len, args.iters, args.threads)

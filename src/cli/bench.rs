@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// one run, against the input with its middle token changed).
     #[arg(long)]
     pub attribution: bool,
+    /// Time the dense-layer matrix product instead of a model: GFLOP/s at 2048³ and at the
+    /// model's four dense shapes for --seq-len tokens (compare `tools/bench_reference.py --gemm`,
+    /// torch's sgemm on the same shapes).
+    #[arg(long)]
+    pub gemm: bool,
     /// Also time generating this many tokens after an input of --seq-len tokens, greedy with
     /// the key/value cache (causal models): the first token (first_token_ms) and each later one
     /// (per_token_ms), medians over --iters runs.
@@ -49,6 +54,36 @@ pub struct BenchArgs {
     #[cfg(feature = "gui")]
     #[arg(long, value_enum, default_value_t = bertscope::views::View::Heatmap)]
     pub keystroke_view: bertscope::views::View,
+}
+
+/// `bench --gemm`: the dense-layer product's GFLOP/s at 2048³ and at the model's dense shapes.
+fn bench_gemm(args: &BenchArgs) -> anyhow::Result<()> {
+    let config = bertscope::model::ModelConfig::from_file(
+        &bertscope::model::source::resolve(
+            &bertscope::model::ModelSource::parse(&args.model.model)?,
+            &mut |_| {},
+        )?
+        .config,
+    )?;
+    let (hidden, inner, tokens) = (config.hidden_size, config.intermediate_size, args.seq_len);
+    println!(
+        "dense products W·Xᵀ (m outputs, n tokens, k inputs), {} threads, median of {} runs",
+        rayon::current_num_threads(),
+        args.iters
+    );
+    let shapes = [
+        ("cube", 2048, 2048, 2048),
+        ("qkv", 3 * hidden, tokens, hidden),
+        ("attention_output", hidden, tokens, hidden),
+        ("ffn_in", inner, tokens, hidden),
+        ("ffn_out", hidden, tokens, inner),
+    ];
+    for (name, m, n, k) in shapes {
+        let ms = bertscope::model::backend::cpu::time_dense_product(m, n, k, args.iters);
+        let gflops = 2.0 * (m * n * k) as f64 / (ms * 1e6);
+        println!("gemm {name} {m}x{n}x{k} {ms:.3} ms {gflops:.1} GFLOP/s");
+    }
+    Ok(())
 }
 
 /// `bench --analyses`: prints what the analyses add to the forward.
@@ -96,6 +131,9 @@ const KEYSTROKE_TEXT: &str = "The teacher explained how attention heads relate w
 /// Runs `bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
+    if args.gemm {
+        return bench_gemm(&args);
+    }
     let started = Instant::now();
     let model = load(&args.model)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -15,6 +15,28 @@ mod kernels;
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 pub(crate) use kernels::sum_exp;
+
+/// Times the dense-layer product `W·Xᵀ` (`[m, k]` by `[k, n]`, the kernel every CPU forward's
+/// dense layers run) on random-ish values: the median of `iters` runs after one warm-up, in
+/// milliseconds. For `bench --gemm`.
+pub fn time_dense_product(m: usize, n: usize, k: usize, iters: usize) -> f64 {
+    let w: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+        .collect();
+    let xt: Vec<f32> = (0..k * n)
+        .map(|i| ((i % 89) as f32 - 44.0) * 1e-3)
+        .collect();
+    let mut runs: Vec<f64> = (0..=iters.max(1))
+        .map(|_| {
+            let started = std::time::Instant::now();
+            std::hint::black_box(dense(&w, None, m, k, &xt, n, None));
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .skip(1)
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
 use kernels::{
     activate, dense, dense_rows, layer_norm_columns, softmax_rows, softmax_rows_causal,
     transpose_into, zeroed_capture, MatMul, Strided,
