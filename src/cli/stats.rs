@@ -1,4 +1,5 @@
-//! `bertscope stats`: head statistics over a corpus.
+//! `bertscope stats`: head statistics over a corpus, or a shard of it (`--shard K/N`), and
+//! `stats merge`, which adds the shards' parts into one report.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,8 +61,7 @@ pub struct StatsArgs {
     pub candle: bool,
     /// A UTF-8 text file: one text per line (a tab splits sentence A from B); blank lines are
     /// skipped.
-    #[arg(long)]
-    #[arg(required = true)]
+    #[arg(long, required = true)]
     pub corpus: Option<PathBuf>,
     /// Write here instead of JSON on standard output: .json, .csv (a row per head), or a .png
     /// or .svg figure of the layers × heads grid.
