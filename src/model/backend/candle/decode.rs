@@ -89,27 +89,17 @@ impl CandleBackend {
         };
         let total = past + new;
         let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let mut scores = (queries.matmul(&keys.t()?.contiguous()?)? * scale)?;
-        if self.config.architecture.causal && new > 1 {
+        let scores = (queries.matmul(&keys.t()?.contiguous()?)? * scale)?;
+        // Keys after each new query (it sits at `past + query`); one new token sees them all.
+        let future = if self.config.architecture.causal && new > 1 {
             let mask: Vec<u8> = (0..new)
                 .flat_map(|query| (0..total).map(move |key| u8::from(key > past + query)))
                 .collect();
-            let future = Tensor::from_vec(mask, (new, total), &self.device)?;
-            let blocked =
-                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
-            scores = future
-                .broadcast_as(scores.shape())?
-                .where_cond(&blocked, &scores)?;
-        }
-        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        if (0..heads).any(|head| input.is_ablated(index, head)) {
-            let kept: Vec<f32> = (0..heads)
-                .map(|head| f32::from(u8::from(!input.is_ablated(index, head))))
-                .collect();
-            let kept =
-                Tensor::from_vec(kept, (heads, 1, 1), &self.device)?.to_dtype(probs.dtype())?;
-            probs = probs.broadcast_mul(&kept)?;
-        }
+            Some(Tensor::from_vec(mask, (new, total), &self.device)?)
+        } else {
+            None
+        };
+        let probs = self.attention_probs(index, scores, future.as_ref(), input)?;
         let context = probs
             .matmul(&values)?
             .transpose(0, 1)?

@@ -267,24 +267,8 @@ impl CandleBackend {
         let values = qkv.get(2)?;
 
         let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let mut scores = (queries.matmul(&keys.t()?)? * scale)?;
-        if let Some(future) = future {
-            // Keys after the query get -inf, so the softmax gives them exactly 0.
-            let blocked =
-                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
-            scores = future
-                .broadcast_as(scores.shape())?
-                .where_cond(&blocked, &scores)?;
-        }
-        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        if (0..heads).any(|head| input.is_ablated(index, head)) {
-            let kept: Vec<f32> = (0..heads)
-                .map(|head| f32::from(u8::from(!input.is_ablated(index, head))))
-                .collect();
-            let kept =
-                Tensor::from_vec(kept, (heads, 1, 1), &self.device)?.to_dtype(probs.dtype())?;
-            probs = probs.broadcast_mul(&kept)?;
-        }
+        let scores = (queries.matmul(&keys.t()?)? * scale)?;
+        let probs = self.attention_probs(index, scores, future, input)?;
         let value_norms = if input.value_norms {
             // f_h = v_h · W_O[head's inputs, :]: [heads, tokens, hidden].
             let w = layer
@@ -308,6 +292,38 @@ impl CandleBackend {
                 value_norms,
             },
         ))
+    }
+}
+
+impl CandleBackend {
+    /// Layer `index`'s attention probabilities from its scores `[heads, queries, keys]`: keys
+    /// marked in `future` (`[queries, keys]`, 1 = after the query) get −∞, so the softmax gives
+    /// them exactly 0, and the heads `input` ablates are multiplied by zero.
+    fn attention_probs(
+        &self,
+        index: usize,
+        mut scores: Tensor,
+        future: Option<&Tensor>,
+        input: &ForwardInput<'_>,
+    ) -> Result<Tensor> {
+        let heads = self.config.num_attention_heads;
+        if let Some(future) = future {
+            let blocked =
+                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            scores = future
+                .broadcast_as(scores.shape())?
+                .where_cond(&blocked, &scores)?;
+        }
+        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if (0..heads).any(|head| input.is_ablated(index, head)) {
+            let kept: Vec<f32> = (0..heads)
+                .map(|head| f32::from(u8::from(!input.is_ablated(index, head))))
+                .collect();
+            let kept =
+                Tensor::from_vec(kept, (heads, 1, 1), &self.device)?.to_dtype(probs.dtype())?;
+            probs = probs.broadcast_mul(&kept)?;
+        }
+        Ok(probs)
     }
 }
 
