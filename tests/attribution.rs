@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::{fixture, floats, load_fixture as load};
 
 use bertscope::model::attribution::{Attribution, AttributionOptions};
 use bertscope::model::target::TargetSpec;
-use bertscope::model::{DeviceChoice, ForwardPath, LoadedModel, ModelSource};
+use bertscope::model::{ForwardPath, LoadedModel};
 use serde_json::Value;
 
 /// The fixtures that hold an `attribution.json`.
@@ -26,34 +26,9 @@ const FIXTURES: [&str; 8] = [
     "gpt2-classifier",
 ];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn load(name: &str, path: ForwardPath) -> LoadedModel {
-    LoadedModel::load_with(
-        &ModelSource::parse(fixture(name).to_str().unwrap()).unwrap(),
-        DeviceChoice::Cpu,
-        path,
-        &mut |_| {},
-    )
-    .unwrap()
-}
-
 fn reference(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name).join("attribution.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// Runs the reference's case through `model`.

@@ -6,34 +6,20 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{fixture, floats, load_fixture as load};
 
 use bertscope::model::generation::{
     generate, process, Decoding, GenerateOptions, Generator, Sampling, StopReason,
 };
 use bertscope::model::tokenizer::EncodedText;
-use bertscope::model::{DeviceChoice, ForwardPath, LoadedModel, ModelSource};
+use bertscope::model::{ForwardPath, LoadedModel};
 use serde_json::Value;
 
 /// The tied and the untied GPT-2 checkpoints.
 const FIXTURES: [&str; 2] = ["gpt2-lm", "gpt2-untied"];
 const PATHS: [ForwardPath; 2] = [ForwardPath::Auto, ForwardPath::Candle];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn load(name: &str, path: ForwardPath) -> LoadedModel {
-    LoadedModel::load_with(
-        &ModelSource::parse(fixture(name).to_str().unwrap()).unwrap(),
-        DeviceChoice::Cpu,
-        path,
-        &mut |_| {},
-    )
-    .unwrap()
-}
 
 fn reference(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name).join("generation.json")).unwrap();
@@ -46,15 +32,6 @@ fn ids(value: &Value) -> Vec<u32> {
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
         .collect()
 }
 

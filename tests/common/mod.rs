@@ -80,3 +80,35 @@ pub fn assert_png_drawn(path: &std::path::Path, colours: usize) {
         distinct.len()
     );
 }
+
+/// A fixture folder under `tests/fixtures`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A fixture loaded on the CPU along `path` (the tuned kernels or candle's ops).
+pub fn load_fixture(
+    name: &str,
+    path: bertscope::model::ForwardPath,
+) -> bertscope::model::LoadedModel {
+    bertscope::model::LoadedModel::load_with(
+        &bertscope::model::ModelSource::parse(fixture(name).to_str().expect("a UTF-8 path"))
+            .expect("a folder"),
+        bertscope::model::DeviceChoice::Cpu,
+        path,
+        &mut |_| {},
+    )
+    .expect("the fixture loads")
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(value: &serde_json::Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_f64().expect("a number") as f32)
+        .collect()
+}
