@@ -1288,7 +1288,7 @@ fn attribution_errors_are_one_line() {
             ],
             "tokens",
         ),
-        (vec!["--with", "logit-attribution"], "pre-LayerNorm"),
+        (vec!["--with", "logit-attribution"], "pre-norm"),
     ] {
         let mut all = vec!["dump", "--model", model, "--text", "a fine day"];
         all.extend(args);
@@ -1639,7 +1639,14 @@ fn bench_gemm_prints_the_dense_shapes_in_gflops() {
         .collect();
     assert_eq!(
         names,
-        ["cube", "qkv", "attention_output", "ffn_in", "ffn_out"]
+        [
+            "cube",
+            "qkv",
+            "attention_output",
+            "ffn_in",
+            "ffn_out",
+            "vocabulary"
+        ]
     );
     // tiny-legacy: hidden 32 (queries, keys and values: 96 outputs), inner 64, 8 tokens.
     assert!(rows[1].contains(" 96x8x32 "), "{}", rows[1]);
@@ -1654,4 +1661,94 @@ fn bench_gemm_prints_the_dense_shapes_in_gflops() {
             .unwrap();
         assert!(gflops > 0.0, "{row}");
     }
+}
+
+/// A newer family end to end on the command line: a Gemma 3 dump with the lens, attribution
+/// and logit attribution, its generation, a ModernBERT figure of a local layer with its window
+/// keyed, and a config naming an unsupported rope type refused in one line.
+#[test]
+fn newer_families_run_end_to_end_and_bad_configs_are_one_line() {
+    let gemma = fixture("gemma3-lm");
+    let gemma = gemma.to_str().unwrap();
+    let output = bertscope(&[
+        "dump",
+        "--model",
+        gemma,
+        "--text",
+        "Where does the teacher live?",
+        "--with",
+        "logit-lens,attribution,logit-attribution",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["model_type"], "gemma3_text");
+    assert_eq!(json["tokens"][0], "<s>");
+    for key in ["logit_lens", "attribution", "logit_attribution"] {
+        assert!(!json[key].is_null(), "{key}");
+    }
+    assert_eq!(json["logit_attribution"]["softcap"], 3.0);
+
+    let output = bertscope(&[
+        "generate",
+        "--model",
+        gemma,
+        "--text",
+        "The quick brown fox",
+        "--max-new-tokens",
+        "6",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(!output.stdout.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("local.svg");
+    let modernbert = fixture("modernbert-mlm");
+    let output = bertscope(&[
+        "export",
+        "--model",
+        modernbert.to_str().unwrap(),
+        "--text",
+        "The teacher lives in [MASK] near the old school in Paris.",
+        "--view",
+        "heatmap",
+        "--layer",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        svg.contains("outside the window"),
+        "the local layer keys its grey"
+    );
+    assert!(
+        svg.contains("local window of ±4 tokens"),
+        "and names its window"
+    );
+
+    for name in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture("llama-lm").join(name), dir.path().join(name)).unwrap();
+    }
+    let config = std::fs::read_to_string(fixture("llama-lm").join("config.json"))
+        .unwrap()
+        .replace("\"llama3\"", "\"yarn\"");
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let output = bertscope(&[
+        "dump",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--text",
+        "hello",
+    ]);
+    assert!(!output.status.success());
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("rope_parameters.rope_type 'yarn' is not supported"),
+        "{line}"
+    );
 }

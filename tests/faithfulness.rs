@@ -388,6 +388,46 @@ fn gpt2_sequence_classification_matches_transformers() {
 }
 
 #[test]
+fn llama_with_grouped_queries_llama3_rope_and_tied_embeddings_matches_transformers() {
+    check_family("llama-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn llama_sequence_classification_matches_transformers() {
+    check_family("llama-classifier", &[HeadKind::SequenceClassification]);
+}
+
+#[test]
+fn mistral_sliding_window_and_sentencepiece_match_transformers() {
+    check_family("mistral-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn qwen2_biases_layer_types_and_linear_rope_match_transformers() {
+    check_family("qwen2-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn qwen3_head_norms_wide_heads_and_bf16_weights_match_transformers() {
+    check_family("qwen3-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn gemma3_local_and_global_layers_norms_and_soft_caps_match_transformers() {
+    check_family("gemma3-lm", &[HeadKind::NextToken]);
+}
+
+#[test]
+fn modernbert_masked_lm_with_local_layers_matches_transformers() {
+    check_family("modernbert-mlm", &[HeadKind::MaskedLm]);
+}
+
+#[test]
+fn modernbert_mean_pooled_classification_matches_transformers() {
+    check_family("modernbert-classifier", &[HeadKind::SequenceClassification]);
+}
+
+#[test]
 fn modern_names_match_transformers() {
     let folder = fixture("tiny-modern");
     for model in load_both(&folder) {
@@ -576,6 +616,11 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
         ("tiny-legacy", "The cat sat on the [MASK], didn't it?"),
         ("roberta-mlm", "The cat sat on the <mask>, didn't it?"),
         ("gpt2-lm", "The cat sat on the mat, didn't it?"),
+        // Grouped queries (value norms through each query head's key/value head), a window,
+        // rotary positions (no position embeddings), Gemma's scaled embeddings and soft-cap.
+        ("llama-lm", "The cat sat on the mat, didn't it?"),
+        ("mistral-lm", "The cat sat on the mat, didn't it?"),
+        ("gemma3-lm", "The cat sat on the mat, didn't it?"),
     ] {
         let [tuned, candle] = load_both(&fixture(name));
         let mut request = AnalysisRequest::new(text);
@@ -657,7 +702,7 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
             let fields = |t: &bertscope::model::TokenEmbedding| -> Vec<f32> {
                 [
                     Some(t.word),
-                    Some(t.position_emb),
+                    t.position_emb,
                     t.segment,
                     Some(t.sum),
                     t.after_norm,
@@ -669,6 +714,10 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
             assert_close(&what, &fields(x), &fields(y), 1e-5);
         }
         let similarity = &parts_a.position_similarity;
+        if tuned.config().architecture.rotary(0).is_some() {
+            assert!(similarity.is_empty() && parts_b.position_similarity.is_empty());
+            continue;
+        }
         assert_eq!(similarity.len(), a.len() * a.len(), "{name}");
         assert_close(
             &format!("{name}: position similarity"),
@@ -684,7 +733,17 @@ fn both_paths_agree_on_norms_ablation_lens_and_embeddings() {
 /// attention row, on both paths (causal masking included).
 #[test]
 fn query_key_softmax_is_the_captured_attention() {
-    for name in ["tiny-legacy", "roberta-mlm", "gpt2-lm", "distilbert-mlm"] {
+    for name in [
+        "tiny-legacy",
+        "roberta-mlm",
+        "gpt2-lm",
+        "distilbert-mlm",
+        "llama-lm",
+        "mistral-lm",
+        "qwen3-lm",
+        "gemma3-lm",
+        "modernbert-mlm",
+    ] {
         for model in load_both(&fixture(name)) {
             let analysis = model
                 .analyze(&AnalysisRequest::new("The cat sat on the mat, didn't it?"))

@@ -17,9 +17,22 @@ use bertscope::model::tokenizer::EncodedText;
 use bertscope::model::{ForwardPath, LoadedModel};
 use serde_json::Value;
 
-/// The tied and the untied GPT-2 checkpoints.
-const FIXTURES: [&str; 2] = ["gpt2-lm", "gpt2-untied"];
+/// The tied and the untied GPT-2 checkpoints, and the Llama kin: grouped-query attention,
+/// rotary embeddings, sliding windows (Mistral's on every layer, Qwen2's on its second), which
+/// 40 new tokens after a 4–5 token prompt cross.
+const FIXTURES: [&str; 7] = [
+    "gpt2-lm",
+    "gpt2-untied",
+    "llama-lm",
+    "mistral-lm",
+    "qwen2-lm",
+    "qwen3-lm",
+    "gemma3-lm",
+];
 const PATHS: [ForwardPath; 2] = [ForwardPath::Auto, ForwardPath::Candle];
+/// The project's tolerance for probabilities against transformers (a temperature of 0.7
+/// stretches a Llama's logit differences of ~1e-6 past 1e-6 in probability).
+const PROBABILITY_TOLERANCE: f32 = 1e-5;
 
 fn reference(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name).join("generation.json")).unwrap();
@@ -94,7 +107,7 @@ fn warped_distributions_equal_transformers_warpers() {
                 for (&id, &expected) in kept.iter().zip(&floats(&case["prob_after"])) {
                     let got = processed.probs_after[id as usize];
                     assert!(
-                        (got - expected).abs() <= 1e-6,
+                        (got - expected).abs() <= PROBABILITY_TOLERANCE,
                         "{label}: {id} {got} {expected}"
                     );
                 }
@@ -106,7 +119,7 @@ fn warped_distributions_equal_transformers_warpers() {
                 for (&id, &expected) in ids(&case["top10"]).iter().zip(&floats(&case["prob"])) {
                     let got = processed.probs[id as usize];
                     assert!(
-                        (got - expected).abs() <= 1e-6,
+                        (got - expected).abs() <= PROBABILITY_TOLERANCE,
                         "{label}: {id} {got} {expected}"
                     );
                 }
@@ -134,15 +147,24 @@ fn encoded(model: &LoadedModel, ids: &[u32]) -> EncodedText {
 
 #[test]
 fn each_cached_step_equals_the_full_forward_last_row() {
-    let reference = reference("gpt2-lm");
+    for name in ["gpt2-lm", "mistral-lm", "qwen2-lm", "gemma3-lm"] {
+        for path in PATHS {
+            cached_steps_equal_full_forwards(name, path);
+        }
+    }
+}
+
+/// Twelve sampled steps of `name` on `path`, each against a full forward of its prefix.
+fn cached_steps_equal_full_forwards(name: &str, path: ForwardPath) {
+    let reference = reference(name);
     let prompt = ids(&reference["prompt_ids"]);
     let sampling = Decoding::Sample(Sampling {
         temperature: 1.3,
         top_k: 0,
         top_p: 1.0,
     });
-    for path in PATHS {
-        let model = load("gpt2-lm", path);
+    {
+        let model = load(name, path);
         let (layers, heads) = (
             model.config().num_hidden_layers,
             model.config().num_attention_heads,
@@ -162,7 +184,10 @@ fn each_cached_step_equals_the_full_forward_last_row() {
                     let last = &map[(tokens - 1) * tokens..];
                     assert_eq!(row.len(), tokens);
                     for (a, b) in row.iter().zip(last) {
-                        assert!((a - b).abs() <= 1e-5, "{path:?} {layer}:{head} {a} {b}");
+                        assert!(
+                            (a - b).abs() <= 1e-5,
+                            "{name} {path:?} {layer}:{head} {a} {b}"
+                        );
                     }
                 }
             }

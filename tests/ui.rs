@@ -528,7 +528,7 @@ fn causal_heatmap_draws_the_masked_triangle_snapshot() {
         "The quick brown fox jumps over the lazy dog.",
         None,
     );
-    assert!(result.analysis.is_masked(0, 1) && !result.analysis.is_masked(1, 0));
+    assert!(result.analysis.is_masked(0, 0, 1) && !result.analysis.is_masked(0, 1, 0));
     let mut state = TabState::new((result, info));
     state.view.layer = 1;
     let mut harness = tab_harness(View::Heatmap, state);

@@ -13,14 +13,15 @@ With --device cuda the model runs on the GPU and every attention map is copied t
 --write-model saves a random-weight checkpoint of a family's base shapes (--large: bert-large's):
 bert (BertForPreTraining, 12 layers, hidden 768, 12 heads), bert-classifier
 (BertForSequenceClassification, two labels; for --attribution, which times Captum), distilbert (DistilBertForMaskedLM,
-6 layers), roberta (RobertaForMaskedLM, 12 layers, vocabulary 50265) or gpt2 (GPT2LMHeadModel,
-124M, vocabulary 50257). BERT and DistilBERT get the bert-base-uncased tokenizer files from
+6 layers), roberta (RobertaForMaskedLM, 12 layers, vocabulary 50265), gpt2 (GPT2LMHeadModel,
+124M, vocabulary 50257), smollm2 (LlamaForCausalLM in SmolLM2-135M's shapes, bf16) or modernbert
+(ModernBertForMaskedLM in ModernBERT-base's shapes). BERT and DistilBERT get the bert-base-uncased tokenizer files from
 --tokenizer-from; RoBERTa and GPT-2 a small byte-level BPE tokenizer trained here (the ids it
 produces are a subset of the model's vocabulary, so the shapes timed are the real ones).
 
 The timed model computes what `bertscope bench` computes: the encoder with every attention map
-for the encoder families (whose heads need a mask or a pair to run), and GPT-2 with its LM head,
-whose next-token logits `bench` computes at every position. Prints `median_ms <float>` last.
+for the encoder families (whose heads need a mask or a pair to run), and GPT-2 and the Llama kin
+with their LM head, whose next-token logits `bench` computes at every position. Prints `median_ms <float>` last.
 """
 
 import argparse
@@ -43,6 +44,21 @@ def byte_level_tokenizer(folder: Path, specials: list[str]) -> None:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(CORPUS, vocab_size=1000, special_tokens=specials, show_progress=False)
     bpe.save_model(str(folder))
+
+
+def fast_tokenizer(folder: Path, specials: list[str], template: bool) -> None:
+    """A byte-level BPE tokenizer.json (the Llama kin and ModernBERT read no other), with
+    [CLS] … [SEP] framing when `template`."""
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=1000, special_tokens=specials, show_progress=False)
+    tokenizer = Tokenizer.from_str(bpe.to_str())
+    if template:
+        tokenizer.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 0), ("[SEP]", 1)])
+    T.PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(folder)
 
 
 def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) -> None:
@@ -70,6 +86,21 @@ def write_model(folder: Path, family: str, tokenizer_from: Path, large: bool) ->
         config = json.loads((folder / "config.json").read_text())
         config["bos_token_id"] = config["eos_token_id"] = 0
         (folder / "config.json").write_text(json.dumps(config, indent=2))
+    elif family == "smollm2":
+        # SmolLM2-135M's shapes, saved in bf16 as the Hub's checkpoint is.
+        config = T.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                               num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                               rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                               tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, **eager)
+        T.LlamaForCausalLM(config).eval().to(torch.bfloat16).save_pretrained(folder)
+        fast_tokenizer(folder, ["<|endoftext|>"], template=False)
+    elif family == "modernbert":
+        # ModernBERT-base's shapes.
+        config = T.ModernBertConfig(vocab_size=50368, hidden_size=768, intermediate_size=1152, num_hidden_layers=22,
+                                    num_attention_heads=12, pad_token_id=2, cls_token_id=0, sep_token_id=1,
+                                    **eager)
+        T.ModernBertForMaskedLM(config).eval().save_pretrained(folder)
+        fast_tokenizer(folder, ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"], template=True)
     if family in ("bert", "bert-classifier", "distilbert"):
         for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json"]:
             if (tokenizer_from / name).exists():
@@ -82,8 +113,10 @@ def bench(folder: Path, seq_len: int, iters: int, threads: int, device: str) -> 
     torch.set_num_threads(threads)
     model_type = json.loads((folder / "config.json").read_text())["model_type"]
     classes = {"bert": T.BertModel, "distilbert": T.DistilBertModel, "roberta": T.RobertaModel,
-               "xlm-roberta": T.XLMRobertaModel, "gpt2": T.GPT2LMHeadModel}
-    model = classes[model_type].from_pretrained(folder, attn_implementation="eager").eval().to(device)
+               "xlm-roberta": T.XLMRobertaModel, "gpt2": T.GPT2LMHeadModel, "llama": T.LlamaForCausalLM,
+               "modernbert": T.ModernBertModel}
+    model = classes[model_type].from_pretrained(folder, attn_implementation="eager",
+                                                dtype=torch.float32).eval().to(device)
     ids = torch.randint(1000, 5000, (1, seq_len))
     inputs = {"input_ids": ids}
     if model_type == "bert":
@@ -93,6 +126,8 @@ def bench(folder: Path, seq_len: int, iters: int, threads: int, device: str) -> 
         ids[0, 0], ids[0, -1] = 101, 102
     elif model_type in ("roberta", "xlm-roberta"):
         ids[0, 0], ids[0, -1] = 0, 2
+    elif model_type == "modernbert":
+        ids[0, 0], ids[0, -1] = 0, 1
     inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     times = []
     with torch.inference_mode():
@@ -158,7 +193,8 @@ def bench_generate(folder: Path, seq_len: int, new_tokens: int, iters: int, thre
     """transformers' greedy `generate` with the cache and every step's attentions, as
     `bench --generate` times it: the first token alone, then the per-token time of the rest."""
     torch.set_num_threads(threads)
-    model = T.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    model = T.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager",
+                                                   dtype=torch.float32).eval()
     ids = torch.randint(1000, 5000, (1, seq_len)) % model.config.vocab_size
 
     def run(tokens):
@@ -176,7 +212,7 @@ def bench_generate(folder: Path, seq_len: int, new_tokens: int, iters: int, thre
         total = run(new_tokens)
         firsts.append(first)
         per_token.append((total - first) / (new_tokens - 1))
-    print(f"transformers {transformers_version()} eager GPT2LMHeadModel.generate, use_cache=True, "
+    print(f"transformers {transformers_version()} eager {type(model).__name__}.generate, use_cache=True, "
           f"output_attentions=True, greedy, {torch.get_num_threads()} threads, prompt {seq_len}, "
           f"{new_tokens} new tokens")
     print(f"first_token_ms {statistics.median(firsts):.3f}")
@@ -184,22 +220,31 @@ def bench_generate(folder: Path, seq_len: int, new_tokens: int, iters: int, thre
 
 
 def bench_gemm(folder: Path, seq_len: int, iters: int, threads: int) -> None:
-    """torch's sgemm on the shapes `bench --gemm` times: W [m, k] @ X [k, n]."""
+    """torch's sgemm on the shapes `bench --gemm` times: W [m, k] @ X [k, n], and the vocabulary
+    head's X [n, k] @ Wᵀ."""
     torch.set_num_threads(threads)
     config = json.loads((folder / "config.json").read_text())
     hidden = config.get("hidden_size") or config.get("n_embd") or config.get("dim")
     inner = config.get("intermediate_size") or config.get("n_inner") or config.get("hidden_dim") or 4 * hidden
-    shapes = [("cube", 2048, 2048, 2048), ("qkv", 3 * hidden, seq_len, hidden),
-              ("attention_output", hidden, seq_len, hidden), ("ffn_in", inner, seq_len, hidden),
-              ("ffn_out", hidden, seq_len, inner)]
+    heads = config.get("num_attention_heads") or config.get("n_head") or config.get("n_heads")
+    head_dim = config.get("head_dim") or hidden // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    gated = config.get("model_type") in ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "modernbert")
+    queries = heads * head_dim
+    shapes = [("cube", 2048, 2048, 2048), ("qkv", queries + 2 * kv_heads * head_dim, seq_len, hidden),
+              ("attention_output", hidden, seq_len, queries),
+              ("ffn_in", (2 if gated else 1) * inner, seq_len, hidden), ("ffn_out", hidden, seq_len, inner),
+              ("vocabulary", config["vocab_size"], seq_len, hidden)]
     print(f"torch {torch.__version__} sgemm, {torch.get_num_threads()} threads, median of {iters} runs")
     for name, m, n, k in shapes:
         w, x = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(w, x)
+        # The vocabulary head as transformers runs it: logits [n, m] = X [n, k] @ Wᵀ.
+        product = (lambda: torch.mm(x.T, w.T)) if name == "vocabulary" else (lambda: torch.mm(w, x))
+        product()
         times = []
         for _ in range(iters):
             start = time.perf_counter()
-            torch.mm(w, x)
+            product()
             times.append((time.perf_counter() - start) * 1e3)
         ms = statistics.median(times)
         print(f"gemm {name} {m}x{n}x{k} {ms:.3f} ms {2 * m * n * k / (ms * 1e6):.1f} GFLOP/s")
@@ -212,7 +257,8 @@ def transformers_version() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-model", type=Path, help="folder to write a random checkpoint to")
-    parser.add_argument("--family", choices=["bert", "bert-classifier", "distilbert", "roberta", "gpt2"],
+    parser.add_argument("--family", choices=["bert", "bert-classifier", "distilbert", "roberta", "gpt2", "smollm2",
+                                             "modernbert"],
                         default="bert")
     parser.add_argument("--attribution", action="store_true",
                         help="time Captum's integrated gradients and one gradient instead (bert-classifier)")

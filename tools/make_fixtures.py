@@ -41,8 +41,14 @@ which only a few heads and rows are stored.
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
+
+# The tokenizer trainers sum scores in parallel, in no fixed order: one thread keeps the
+# fixtures' vocabularies the same from run to run.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["RAYON_NUM_THREADS"] = "1"
 
 import numpy as np
 import torch
@@ -624,6 +630,10 @@ def embedding_layer(model):
     for name in ("bert", "distilbert", "roberta"):
         if hasattr(model, name):
             return getattr(model, name).embeddings
+    if hasattr(model, "model"):
+        # The Llama kin's and Gemma's (scaled) token embeddings; ModernBERT's with their norm.
+        base = model.model
+        return base.embeddings if hasattr(base, "embeddings") else base.embed_tokens
     return model.transformer.drop
 
 
@@ -643,7 +653,10 @@ def resolve_target(model, tok, ids, spec, forward):
     heads = {"BertForSequenceClassification": "classification", "BertForQuestionAnswering": "qa_start",
              "BertForTokenClassification": "token_classification", "BertForPreTraining": "mlm",
              "DistilBertForMaskedLM": "mlm", "RobertaForMaskedLM": "mlm", "GPT2LMHeadModel": "next_token",
-             "GPT2ForSequenceClassification": "classification"}
+             "GPT2ForSequenceClassification": "classification", "LlamaForCausalLM": "next_token",
+             "MistralForCausalLM": "next_token", "Qwen2ForCausalLM": "next_token",
+             "Qwen3ForCausalLM": "next_token", "Gemma3ForCausalLM": "next_token",
+             "ModernBertForMaskedLM": "mlm"}
     kind = heads[type(model).__name__]
     name, _, rest = (spec or "").partition(":")
     position = int(rest.split(":")[0]) if rest.split(":")[0] else None
@@ -681,7 +694,7 @@ def qa_default_start(model, tok, ids, out):
 def make_attribution(folder_name, cls_name, text, text_b, spec, steps=50):
     from captum.attr import LayerIntegratedGradients
     folder = FIXTURES / folder_name
-    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager").eval()
+    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     enc = tok(text, text_b, return_tensors="pt")
     ids = enc["input_ids"]
@@ -789,6 +802,100 @@ def make_attributions() -> None:
     make_logit_attribution("gpt2-lm", "The quick brown fox jumps", 3)
 
 
+# The same references for the newer families (`--modern` writes them with their checkpoints):
+# rotary embeddings, grouped queries, windows, RMSNorm and (1 + w) norms, gated MLPs, Gemma's
+# post-norms and soft-capped logits, ModernBERT's identity norm and local layers.
+MODERN_ATTRIBUTION_CASES = [
+    ("llama-lm", "LlamaForCausalLM", "The quick brown fox jumps", None, "next:2"),
+    ("qwen3-lm", "Qwen3ForCausalLM", "Where does the teacher live?", None, None),
+    ("mistral-lm", "MistralForCausalLM", "Where does the teacher live? She lives near the old school.", None,
+     None),
+    ("gemma3-lm", "Gemma3ForCausalLM", "Where does the teacher live? She lives near the old school.", None,
+     None),
+    ("modernbert-mlm", "ModernBertForMaskedLM", "The teacher lives in [MASK] near the old school in Paris.",
+     None, None),
+]
+MODERN_PATCHING_CASES = [
+    ("llama-lm", "LlamaForCausalLM", "The quick brown fox jumps", "The quick brown cat jumps"),
+    ("gemma3-lm", "Gemma3ForCausalLM", "Where does the teacher live? She lives near the old church.",
+     "Where does the man live? She lives near the old school."),
+]
+
+
+def make_modern_attributions() -> None:
+    for case in MODERN_ATTRIBUTION_CASES:
+        make_attribution(*case)
+    for case in MODERN_PATCHING_CASES:
+        make_patching(*case)
+    make_rms_logit_attribution("llama-lm", "LlamaForCausalLM", "The quick brown fox jumps", 3)
+    make_rms_logit_attribution("gemma3-lm", "Gemma3ForCausalLM", "Where does the teacher live? She lives", 9)
+
+
+def make_rms_logit_attribution(folder_name, cls_name, text, position):
+    """Direct logit attribution under a final RMSNorm, from the modules' own outputs: the
+    embedding, each head's slice of `o_proj` (Gemma: each attention block's post-normed output),
+    each MLP's output (Gemma: post-normed), read with hooks; σ the RMS of the stream entering the
+    final norm; the logit before any soft-cap."""
+    folder = FIXTURES / folder_name
+    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    base = model.model
+    gemma = hasattr(base.layers[0], "post_feedforward_layernorm")
+    captured = {"z": {}, "attn": {}, "mlp": {}}
+    hooks = [base.embed_tokens.register_forward_hook(lambda m, i, o: captured.__setitem__("embed", o))]
+    for index, layer in enumerate(base.layers):
+        hooks.append(layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, args, index=index: captured["z"].__setitem__(index, args[0])))
+        attn_out = layer.post_attention_layernorm if gemma else layer.self_attn
+        mlp_out = layer.post_feedforward_layernorm if gemma else layer.mlp
+        hooks.append(attn_out.register_forward_hook(
+            lambda m, i, o, index=index: captured["attn"].__setitem__(index, o[0] if isinstance(o, tuple) else o)))
+        hooks.append(mlp_out.register_forward_hook(
+            lambda m, i, o, index=index: captured["mlp"].__setitem__(index, o)))
+    hooks.append(base.norm.register_forward_pre_hook(lambda m, args: captured.__setitem__("stream", args[0])))
+    with torch.no_grad():
+        model(input_ids=ids)
+    for hook in hooks:
+        hook.remove()
+    stream = captured["stream"][0, position].double()
+    norm = base.norm
+    gamma = norm.weight.double() + (1.0 if gemma else 0.0)
+    eps = norm.variance_epsilon if hasattr(norm, "variance_epsilon") else norm.eps
+    sigma = torch.sqrt((stream ** 2).mean() + eps)
+    w_all = model.lm_head.weight.double()
+    before_cap = (stream / sigma * gamma) @ w_all.T
+    token = int(before_cap.argmax())
+    w_u = w_all[token]
+
+    def part(c):
+        return float(((c.double() / sigma) * gamma * w_u).sum())
+
+    heads_n = model.config.num_attention_heads
+    head_dim = model.config.head_dim
+    heads, attention, mlps = [], [], []
+    for index, layer in enumerate(base.layers):
+        if gemma:
+            heads.append([])
+        else:
+            z = captured["z"][index][0, position]
+            w = layer.self_attn.o_proj.weight  # [out, in]
+            heads.append([part(w[:, h * head_dim:(h + 1) * head_dim] @ z[h * head_dim:(h + 1) * head_dim])
+                          for h in range(heads_n)])
+        attention.append(part(captured["attn"][index][0, position]))
+        mlps.append(part(captured["mlp"][index][0, position]))
+    result = {"text": text, "position": position, "id": token, "logit": float(before_cap[token]),
+              "softcap": model.config.final_logit_softcapping if gemma else None,
+              "embed": part(captured["embed"][0, position]), "heads": heads, "attention": attention,
+              "mlps": mlps, "final_bias": 0.0}
+    total = result["embed"] + sum(attention) + sum(mlps)
+    assert abs(total - result["logit"]) < 1e-4, (total, result["logit"])
+    if not gemma:
+        assert all(abs(sum(h) - a) < 1e-4 for h, a in zip(heads, attention))
+    (folder / "logit_attribution.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(folder_name, "logit attribution", token, f"{result['logit']:.4f} = {total:.4f}")
+
+
 # Activation patching references (<fixture>/patching.json): the corrupted run with the clean run's
 # residual stream entering layer l at position p, or one head's context vectors (the input of
 # the attention output projection) at layer l, put back.
@@ -804,6 +911,8 @@ def layers_of(model):
     """(layer modules, the attention output projection of a layer)."""
     if hasattr(model, "transformer") and hasattr(model.transformer, "h"):
         return model.transformer.h, lambda layer: layer.attn.c_proj
+    if hasattr(model, "model") and hasattr(model.model, "layers"):
+        return model.model.layers, lambda layer: layer.self_attn.o_proj
     if hasattr(model, "distilbert"):
         return model.distilbert.transformer.layer, lambda layer: layer.attention.out_lin
     base = model.bert if hasattr(model, "bert") else model.roberta
@@ -812,7 +921,7 @@ def layers_of(model):
 
 def make_patching(folder_name, cls_name, clean_text, corrupt_text):
     folder = FIXTURES / folder_name
-    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager").eval()
+    model = getattr(transformers, cls_name).from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     clean = tok(clean_text, return_tensors="pt")["input_ids"]
     corrupt = tok(corrupt_text, return_tensors="pt")["input_ids"]
@@ -823,7 +932,7 @@ def make_patching(folder_name, cls_name, clean_text, corrupt_text):
     layers, projection = layers_of(model)
     hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
     heads = model.config.num_attention_heads if hasattr(model.config, "num_attention_heads") else model.config.n_heads
-    head_dim = hidden // heads
+    head_dim = getattr(model.config, "head_dim", None) or hidden // heads
 
     def logit(ids):
         out = model(input_ids=ids)
@@ -887,7 +996,7 @@ def make_logit_attribution(folder_name, text, position):
     """Direct logit attribution of GPT-2's next-token logit at `position`, from the modules'
     own outputs: the embedding (`drop`), each head's slice of `c_proj`, its bias, each MLP."""
     folder = FIXTURES / folder_name
-    model = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     ids = tok(text, return_tensors="pt")["input_ids"]
     captured = {"z": {}, "mlp": {}}
@@ -959,9 +1068,11 @@ def make_untied() -> None:
 def make_generation(folder_name: str) -> None:
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     folder = FIXTURES / folder_name
-    tok = GPT2Tokenizer.from_pretrained(folder)
-    model = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
     prompt = tok(GENERATION_PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         out = model.generate(prompt, do_sample=False, max_new_tokens=GENERATION_TOKENS,
@@ -995,6 +1106,212 @@ def make_generations() -> None:
         make_generation(name)
 
 
+# The Llama kin (`--modern`): tiny random decoders with tokenizer.json, 2 layers, 4 query heads.
+MODERN_CASES = [
+    ("plain", "The cat sat on the mat.", None),
+    # Longer than every fixture's window of 8 keys, so that its masks are exercised.
+    ("long", "Where does the teacher live? She lives near the old school in Paris, next to the station.",
+     None),
+]
+
+
+# Seeds whose random models order every top-5 reliably and, for the language models, generate
+# 40 greedy tokens without meeting their end-of-text token.
+MODERN_SEEDS = {"llama-lm": 31, "mistral-lm": 40, "qwen2-lm": 33, "qwen3-lm": 38, "llama-classifier": 35,
+                "gemma3-lm": 41, "modernbert-mlm": 42, "modernbert-classifier": 43}
+
+
+def fast_tokenizer(tokenizer_object, folder: Path, bos: str | None, eos: str, **specials):
+    """Saves a `tokenizers` tokenizer as transformers' PreTrainedTokenizerFast (tokenizer.json +
+    tokenizer_config.json), adding `bos` in front of every text when given (Llama's framing)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+    if bos is not None:
+        tokenizer_object.post_processor = TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, tokenizer_object.token_to_id(bos))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, bos_token=bos, eos_token=eos, **specials)
+    tok.save_pretrained(folder)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def byte_level_tokenizer(specials: list[str]):
+    from tokenizers import Tokenizer
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=600, min_frequency=2, special_tokens=specials,
+                            show_progress=False)
+    return Tokenizer.from_str(bpe.to_str())
+
+
+def sentencepiece_tokenizer():
+    """xlmr-qa's SentencePiece (Unigram) tokenizer, whose specials are <s>, <pad>, </s>, <unk> and
+    <mask>: the Unigram trainer is not deterministic from run to run, so it is reused, not retrained."""
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(FIXTURES / "xlmr-qa" / "tokenizer.json"))
+
+
+def to_bf16_weights(model, folder: Path) -> None:
+    """Rounds every weight to bf16 (so the f32 reference computes with the stored values) and
+    saves the checkpoint in bf16, as the Hub's modern checkpoints are."""
+    import copy
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(torch.bfloat16).to(torch.float32)
+    # A copy is cast, not the model: casting would round its rotary frequencies too, which a
+    # bf16 checkpoint loaded in f32 computes afresh.
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(folder)
+
+
+def make_modern() -> None:
+    from transformers import (LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
+                              MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                              Qwen3Config, Qwen3ForCausalLM)
+    torch.set_grad_enabled(False)
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 48,
+             "max_position_embeddings": 64, "initializer_range": 0.3, "attn_implementation": "eager"}
+
+    # SmolLM2's shape in small: byte-level BPE, grouped-query attention, tied embeddings; and
+    # Llama 3.1's rope scaling with a short original context, so that it changes frequencies.
+    torch.manual_seed(MODERN_SEEDS["llama-lm"])
+    folder = fresh("llama-lm")
+    tok = fast_tokenizer(byte_level_tokenizer(["<|endoftext|>"]), folder, None, "<|endoftext|>")
+    config = LlamaConfig(vocab_size=len(tok), **shape, num_key_value_heads=2, tie_word_embeddings=True,
+                         bos_token_id=0, eos_token_id=0,
+                         rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 16})
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
+
+    # TinyLlama's tokenizer kind (SentencePiece pieces, <s> in front), Mistral's window.
+    torch.manual_seed(MODERN_SEEDS["mistral-lm"])
+    folder = fresh("mistral-lm")
+    tok = fast_tokenizer(sentencepiece_tokenizer(), folder, "<s>", "</s>", unk_token="<unk>")
+    model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), **shape, num_key_value_heads=4,
+                                             sliding_window=8, tie_word_embeddings=False,
+                                             bos_token_id=0, eos_token_id=2)).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
+
+    # Qwen2: q/k/v biases, a window on layers from max_window_layers on, linear rope scaling.
+    torch.manual_seed(MODERN_SEEDS["qwen2-lm"])
+    folder = fresh("qwen2-lm")
+    tok = fast_tokenizer(byte_level_tokenizer(["<|endoftext|>"]), folder, None, "<|endoftext|>")
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), **shape, num_key_value_heads=2,
+                                         use_sliding_window=True, sliding_window=8, max_window_layers=1,
+                                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
+                                         rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0,
+                                                          "factor": 2.0})).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
+
+    # Qwen3: per-head q/k RMSNorm, an explicit head_dim wider than hidden/heads, one key/value
+    # head, bf16 weights.
+    torch.manual_seed(MODERN_SEEDS["qwen3-lm"])
+    folder = fresh("qwen3-lm")
+    tok = fast_tokenizer(byte_level_tokenizer(["<|endoftext|>"]), folder, None, "<|endoftext|>")
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), **shape, num_key_value_heads=1, head_dim=16,
+                                         tie_word_embeddings=True, bos_token_id=0,
+                                         eos_token_id=0)).eval()
+    to_bf16_weights(model, folder)
+    reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
+
+    # A Llama classifier: `score` on the last token that is not padding.
+    torch.manual_seed(MODERN_SEEDS["llama-classifier"])
+    folder = fresh("llama-classifier")
+    tok = fast_tokenizer(byte_level_tokenizer(["<|endoftext|>"]), folder, None, "<|endoftext|>",
+                         pad_token="<|endoftext|>")
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), **shape, num_key_value_heads=2, pad_token_id=0,
+        **labels(["negative", "neutral", "positive"]))).eval()
+    model.save_pretrained(folder)
+    reference(model, tok, [("plain", "What a wonderful film!", None),
+                           ("padded", "Great movie!<|endoftext|><|endoftext|>", None)],
+              folder, 64, head="classification", segments=False)
+    # Gemma 3: a local layer (window 8, θ 10⁴) and a global one (θ 10⁶, linear scaling), √hidden
+    # embeddings, (1 + w) norms, query_pre_attn_scalar, the final logits' soft-cap (the 270M sets
+    # none; transformers 5.x's Gemma 3 attention never passes attn_logit_softcapping on, so no
+    # reference for it can come from there), SentencePiece pieces with <s> in front.
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    torch.manual_seed(MODERN_SEEDS["gemma3-lm"])
+    folder = fresh("gemma3-lm")
+    tok = fast_tokenizer(sentencepiece_tokenizer(), folder, "<s>", "</s>", unk_token="<unk>",
+                         pad_token="<pad>")
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=64,
+        initializer_range=0.3, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+        attn_logit_softcapping=None, final_logit_softcapping=3.0, pad_token_id=1, eos_token_id=2,
+        bos_token_id=0, attn_implementation="eager",
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0}})
+    model = Gemma3ForCausalLM(config).eval()
+    # transformers initialises the norms' w at 0 (scale 1); random ones test the (1 + w).
+    for name, parameter in model.named_parameters():
+        if "norm" in name:
+            parameter.data.normal_(0.0, 0.3)
+    model.save_pretrained(folder)
+    reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
+
+    # ModernBERT: a global layer, then two local ones seeing ±4 tokens (local_attention 8), no
+    # attention norm on layer 0, GeGLU, byte-level BPE with [CLS] … [SEP] framing.
+    from tokenizers.processors import TemplateProcessing
+    from transformers import (ModernBertConfig, ModernBertForMaskedLM,
+                              ModernBertForSequenceClassification, PreTrainedTokenizerFast)
+    specials = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"]
+    modern_shape = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
+                    "max_position_embeddings": 64, "local_attention": 8, "initializer_range": 0.3,
+                    "pad_token_id": 2, "cls_token_id": 0, "sep_token_id": 1, "bos_token_id": None,
+                    "eos_token_id": None, "attn_implementation": "eager"}
+
+    def modernbert_tokenizer(folder: Path):
+        tokenizer_object = byte_level_tokenizer(specials)
+        tokenizer_object.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", 0), ("[SEP]", 1)])
+        tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, cls_token="[CLS]", sep_token="[SEP]",
+                                      pad_token="[PAD]", unk_token="[UNK]",
+                                      mask_token=AddedToken("[MASK]", lstrip=True, special=True))
+        tok.save_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+
+    def random_norms(model):
+        # Random norm weights and biases test what the norms compute, not only their shapes.
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.data.normal_(1.0 if name.endswith("weight") else 0.0, 0.3)
+
+    torch.manual_seed(MODERN_SEEDS["modernbert-mlm"])
+    folder = fresh("modernbert-mlm")
+    tok = modernbert_tokenizer(folder)
+    model = ModernBertForMaskedLM(ModernBertConfig(vocab_size=len(tok), **modern_shape)).eval()
+    random_norms(model)
+    model.save_pretrained(folder)
+    reference(model, tok, [("mask", "The teacher lives in [MASK] near the old school in Paris.", None),
+                           ("pair", "Where is the [MASK]?", "It is next to the old church.")],
+              folder, 64, tok.mask_token_id, head="mlm", segments=False)
+
+    torch.manual_seed(MODERN_SEEDS["modernbert-classifier"])
+    folder = fresh("modernbert-classifier")
+    tok = modernbert_tokenizer(folder)
+    model = ModernBertForSequenceClassification(ModernBertConfig(
+        vocab_size=len(tok), **modern_shape, classifier_pooling="mean", norm_bias=True,
+        **labels(["negative", "positive"]))).eval()
+    random_norms(model)
+    model.save_pretrained(folder)
+    reference(model, tok, [("plain", "What a wonderful film, and such a fine cast!", None)], folder, 64,
+              head="classification", segments=False)
+
+    torch.set_grad_enabled(True)
+    for name in ["llama-lm", "mistral-lm", "qwen2-lm", "qwen3-lm", "gemma3-lm"]:
+        make_generation(name)
+    make_modern_attributions()
+    for name in ["llama-lm", "mistral-lm", "qwen2-lm", "qwen3-lm", "llama-classifier", "gemma3-lm",
+                 "modernbert-mlm", "modernbert-classifier"]:
+        config = json.loads((FIXTURES / name / "config.json").read_text())
+        print(name, {k: config.get(k) for k in ["layer_types", "rope_parameters", "sliding_window", "dtype"]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", type=Path, help="the all-MiniLM-L6-v2 folder")
@@ -1002,9 +1319,15 @@ def main() -> None:
                         help="only write the attribution references of the existing checkpoints")
     parser.add_argument("--generation", action="store_true",
                         help="only write gpt2-untied and the generation references")
+    parser.add_argument("--modern", action="store_true",
+                        help="only write the Llama-kin checkpoints and their references")
     args = parser.parse_args()
+    if args.modern:
+        make_modern()
+        return
     if args.attribution:
         make_attributions()
+        make_modern_attributions()
         return
     if args.generation:
         make_generations()
@@ -1018,6 +1341,7 @@ def main() -> None:
     torch.set_grad_enabled(True)
     make_attributions()
     make_generations()
+    make_modern()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"fixtures written: {total / 1e6:.2f} MB")
 

@@ -74,13 +74,29 @@ pub fn mask_future(values: &mut [f32], size: usize) {
     }
 }
 
-/// The map as views and figures colour it: [`attention_map`], with the cells a causal model
-/// cannot attend to (keys after the query) marked NaN, which the colour functions draw as masked.
+/// Marks the cells of layer `layer`'s `tokens × tokens` map that its queries cannot see (a
+/// causal model's later keys, keys outside a window) as masked (NaN).
+pub fn mask_unseen(analysis: &Analysis, layer: usize, values: &mut [f32]) {
+    let tokens = analysis.len();
+    if analysis.window(layer) == crate::model::KeyWindow::Whole {
+        if analysis.causal {
+            mask_future(values, tokens);
+        }
+        return;
+    }
+    for (query, row) in values.chunks_exact_mut(tokens).enumerate() {
+        let seen = analysis.keys_seen(layer, query);
+        row[..seen.start].fill(f32::NAN);
+        row[seen.end..].fill(f32::NAN);
+    }
+}
+
+/// The map as views and figures colour it: [`attention_map`], with the cells the layer's
+/// queries cannot see (keys after the query in a causal model, keys outside a window) marked
+/// NaN, which the colour functions draw as masked.
 pub fn shown_map(analysis: &Analysis, layer: usize, head: HeadChoice) -> Vec<f32> {
     let mut values = attention_map(analysis, layer, head);
-    if analysis.causal {
-        mask_future(&mut values, analysis.len());
-    }
+    mask_unseen(analysis, layer, &mut values);
     values
 }
 

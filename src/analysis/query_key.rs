@@ -15,7 +15,8 @@ pub struct QueryKey {
     pub keys: Vec<Vec<f32>>,
     /// q × k_j, element-wise, for every key `[tokens][head_dim]`.
     pub products: Vec<Vec<f32>>,
-    /// q·k_j/√d; `None` for keys a causal model cannot see.
+    /// q·k_j/√d (the model's own scale, soft-capped where it caps); `None` for keys the layer
+    /// hides from the query.
     pub scores: Vec<Option<f32>>,
     /// The softmax of the scores over the visible keys.
     pub softmax: Vec<f32>,
@@ -35,13 +36,22 @@ pub fn query_key(analysis: &Analysis, layer: usize, head: usize, query: usize) -
         .iter()
         .map(|key| key.iter().zip(&query_vector).map(|(k, q)| k * q).collect())
         .collect();
-    let scale = 1.0 / (head_dim as f64).sqrt();
+    let scale = analysis
+        .attention_scales
+        .get(layer)
+        .map_or(1.0 / (head_dim as f64).sqrt(), |&scale| f64::from(scale));
+    let cap = analysis.attention_softcap.map(f64::from);
     let scores: Vec<Option<f32>> = products
         .iter()
         .enumerate()
         .map(|(key, product)| {
-            (!analysis.is_masked(query, key))
-                .then(|| (product.iter().map(|&v| f64::from(v)).sum::<f64>() * scale) as f32)
+            (!analysis.is_masked(layer, query, key)).then(|| {
+                let score = product.iter().map(|&v| f64::from(v)).sum::<f64>() * scale;
+                (match cap {
+                    Some(cap) => (score / cap).tanh() * cap,
+                    None => score,
+                }) as f32
+            })
         })
         .collect();
     let max = scores

@@ -102,6 +102,8 @@ pub fn word_analysis(analysis: &Analysis, words: &Words) -> Option<Analysis> {
         keys: piece_means(&*analysis.keys.to_host().ok()?, words).into(),
         value_norms: None,
         attention_norms,
+        // A window counts tokens, not words: word maps mark no cell outside one.
+        windows: Vec::new(),
         ..analysis.clone()
     })
 }

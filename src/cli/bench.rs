@@ -65,7 +65,14 @@ fn bench_gemm(args: &BenchArgs) -> anyhow::Result<()> {
         )?
         .config,
     )?;
-    let (hidden, inner, tokens) = (config.hidden_size, config.intermediate_size, args.seq_len);
+    let (hidden, tokens) = (config.hidden_size, args.seq_len);
+    // A gated block's first layer computes the gate and the up projection in one product.
+    let inner = config.intermediate_size;
+    let ffn_in = if config.architecture.gated_ffn {
+        2 * inner
+    } else {
+        inner
+    };
     println!(
         "dense products W·Xᵀ (m outputs, n tokens, k inputs), {} threads, median of {} runs",
         rayon::current_num_threads(),
@@ -73,13 +80,23 @@ fn bench_gemm(args: &BenchArgs) -> anyhow::Result<()> {
     );
     let shapes = [
         ("cube", 2048, 2048, 2048),
-        ("qkv", 3 * hidden, tokens, hidden),
-        ("attention_output", hidden, tokens, hidden),
-        ("ffn_in", inner, tokens, hidden),
+        (
+            "qkv",
+            config.query_width() + 2 * config.kv_width(),
+            tokens,
+            hidden,
+        ),
+        ("attention_output", hidden, tokens, config.query_width()),
+        ("ffn_in", ffn_in, tokens, hidden),
         ("ffn_out", hidden, tokens, inner),
+        ("vocabulary", config.vocab_size, tokens, hidden),
     ];
     for (name, m, n, k) in shapes {
-        let ms = bertscope::model::backend::cpu::time_dense_product(m, n, k, args.iters);
+        let ms = if name == "vocabulary" {
+            bertscope::model::backend::cpu::time_vocabulary_product(m, n, k, args.iters)
+        } else {
+            bertscope::model::backend::cpu::time_dense_product(m, n, k, args.iters)
+        };
         let gflops = 2.0 * (m * n * k) as f64 / (ms * 1e6);
         println!("gemm {name} {m}x{n}x{k} {ms:.3} ms {gflops:.1} GFLOP/s");
     }

@@ -21,11 +21,11 @@ pub struct DumpArgs {
     pub out: Option<PathBuf>,
     /// Analyses to add, comma-separated: rollout (attention rollout after every layer), flow
     /// (attention flow into --flow-to), norms (norm-based attention), logit-lens (the
-    /// prediction head after every layer, at each mask or GPT-2's last token), embeddings (the
+    /// prediction head after every layer, at each mask or a causal LM's last token), embeddings (the
     /// sizes of the input embeddings' parts), head-stats (Clark et al.'s statistics of every
     /// head), attribution (which tokens made the target logit: gradient × input, gradient
     /// norm, integrated gradients, occlusion), patching (activation patching from --corrupt),
-    /// logit-attribution (the target logit by layer and head, for GPT-2).
+    /// logit-attribution (the target logit by layer and head, for pre-norm causal LMs).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub with: Vec<Extra>,
     /// The logit that attribution, patching and logit-attribution explain: mlm:I[:TOKEN],

@@ -23,8 +23,8 @@ use bertscope::model::{
     ModelSource,
 };
 
-/// See inside BERT, DistilBERT, RoBERTa and GPT-2: every layer and head, locally. Without a
-/// subcommand, opens the app.
+/// See inside BERT, RoBERTa, GPT-2, Llama-style decoders, Gemma 3 and ModernBERT: every layer
+/// and head, locally. Without a subcommand, opens the app.
 #[derive(Parser)]
 #[command(
     name = "bertscope",
@@ -49,7 +49,7 @@ enum Command {
     Export(export::ExportArgs),
     /// Head statistics (Clark et al. 2019) over a corpus: one text per line, a tab splits a pair.
     Stats(stats::StatsCommandLine),
-    /// Let a causal model (GPT-2) continue a prompt, token by token, greedy or sampled.
+    /// Let a causal model (GPT-2, Llama, Qwen, Gemma) continue a prompt, token by token, greedy or sampled.
     Generate(generate::GenerateArgs),
 }
 
@@ -60,7 +60,7 @@ pub struct InputArgs {
     #[arg(long, short)]
     pub text: String,
     /// Sentence B, making a pair: segment ids 1 for BERT, NSP when the model has the head, the
-    /// context for question-answering models. GPT-2 reads one text.
+    /// context for question-answering models. Causal models read one text.
     #[arg(long)]
     pub text_b: Option<String>,
 }

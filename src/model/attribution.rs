@@ -206,7 +206,7 @@ impl LoadedModel {
         // The output is chosen by the gradient's own run when the target leaves it open, so
         // that resolving the target costs no forward pass of its own.
         let plan = self.plan_target(&options.target, encoded, &input, None)?;
-        let backend = self.interventions();
+        let backend = self.interventions()?;
         let (tokens, hidden) = (encoded.ids.len(), self.config.hidden_size);
         let x = backend.embedding_output(&input)?;
         let baseline_ids = self.baseline_ids(encoded)?;

@@ -3,7 +3,7 @@
 
 use super::captured::CapturedArray;
 pub use super::captured::F32Array;
-use super::config::ProblemType;
+use super::config::{KeyWindow, ProblemType};
 use super::family_id::Family;
 use super::tokenizer::TokenStyle;
 
@@ -106,6 +106,13 @@ pub struct Analysis {
     pub token_style: TokenStyle,
     /// Whether attention is causal: weights above the diagonal are masked, not merely zero.
     pub causal: bool,
+    /// Per layer, which keys a query sees besides causality (sliding and local windows); empty
+    /// when every layer sees every key.
+    pub windows: Vec<KeyWindow>,
+    /// Per layer, the factor on `q·k` (usually `1/√head_dim`); empty: `1/√head_dim`.
+    pub attention_scales: Vec<f32>,
+    /// The soft-cap of attention scores, when the model caps them.
+    pub attention_softcap: Option<f32>,
     /// Token strings, special tokens included.
     pub tokens: Vec<String>,
     /// Vocabulary ids.
@@ -198,7 +205,23 @@ impl Analysis {
         target: usize,
     ) -> (Vec<f32>, usize) {
         let (mut values, side) = self.attentions.max_pooled(&[layer, head], target);
-        if self.causal {
+        if self.window(layer) != KeyWindow::Whole {
+            // A block is masked when none of its cells is seen.
+            let tokens = self.len();
+            let factor = super::captured::pool_factor(tokens, target);
+            for row in 0..side {
+                for col in 0..side {
+                    let keys = col * factor..((col + 1) * factor).min(tokens);
+                    let seen = (row * factor..((row + 1) * factor).min(tokens)).any(|query| {
+                        let seen = self.keys_seen(layer, query);
+                        seen.start < keys.end && keys.start < seen.end
+                    });
+                    if !seen {
+                        values[row * side + col] = f32::NAN;
+                    }
+                }
+            }
+        } else if self.causal {
             // Block (row, col) holds only keys after its queries exactly when col > row, for
             // any pooling factor.
             for row in 0..side {
@@ -221,10 +244,26 @@ impl Analysis {
             .unwrap_or_default()
     }
 
-    /// Whether the model could not see key `key` from query `query` (causal models, key after
-    /// query): such weights are masked rather than merely zero.
-    pub fn is_masked(&self, query: usize, key: usize) -> bool {
-        self.causal && key > query
+    /// Layer `layer`'s key window.
+    pub fn window(&self, layer: usize) -> KeyWindow {
+        self.windows.get(layer).copied().unwrap_or_default()
+    }
+
+    /// The keys query `query` sees in layer `layer`.
+    pub fn keys_seen(&self, layer: usize, query: usize) -> std::ops::Range<usize> {
+        self.window(layer).keys_seen(self.causal, query, self.len())
+    }
+
+    /// Whether layer `layer` could not see key `key` from query `query` (a causal model's key
+    /// after the query, a key outside the query's window): such weights are masked rather than
+    /// merely zero.
+    pub fn is_masked(&self, layer: usize, query: usize, key: usize) -> bool {
+        !self.keys_seen(layer, query).contains(&key)
+    }
+
+    /// Whether a masked key is hidden by layer `layer`'s window rather than by causality.
+    pub fn is_outside_window(&self, layer: usize, query: usize, key: usize) -> bool {
+        self.is_masked(layer, query, key) && !(self.causal && key > query)
     }
 }
 
@@ -240,6 +279,9 @@ pub(crate) mod tests {
             model_type: Family::Bert,
             token_style: TokenStyle::WordPiece,
             causal: false,
+            windows: Vec::new(),
+            attention_scales: Vec::new(),
+            attention_softcap: None,
             token_ids: vec![1, 2, 3],
             segment_ids: vec![0; 3],
             char_offsets: vec![None, Some((0, 3)), None],

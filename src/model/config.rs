@@ -21,6 +21,8 @@ pub enum Activation {
     Relu,
     /// `tanh` (BERT's pooler, RoBERTa's classification head).
     Tanh,
+    /// `silu` / `swish`: `x·σ(x)` (the gate of Llama's SwiGLU).
+    Silu,
 }
 
 impl Activation {
@@ -31,6 +33,7 @@ impl Activation {
             "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
             "relu" => Self::Relu,
             "tanh" => Self::Tanh,
+            "silu" | "swish" => Self::Silu,
             _ => return None,
         })
     }
@@ -68,6 +71,79 @@ pub enum Segments {
     Absent,
 }
 
+/// Which keys a query may see in one layer, besides causal masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "size")]
+pub enum KeyWindow {
+    /// Every key (or, causally, every earlier key).
+    #[default]
+    Whole,
+    /// A causal sliding window of this many keys, the query's own included: key `j` is seen
+    /// from query `i` when `i − W < j ≤ i` (transformers' `sliding_window_overlay`).
+    Sliding(usize),
+    /// A bidirectional local window: key `j` is seen from query `i` when `|i − j| ≤` this half
+    /// width (ModernBERT's `local_attention / 2`).
+    Local(usize),
+}
+
+impl KeyWindow {
+    /// The keys query `query` sees among `keys` (positions in the whole sequence), as one range.
+    pub fn keys_seen(self, causal: bool, query: usize, keys: usize) -> std::ops::Range<usize> {
+        let mut end = if causal { (query + 1).min(keys) } else { keys };
+        let start = match self {
+            Self::Whole => 0,
+            Self::Sliding(size) => (query + 1).saturating_sub(size),
+            Self::Local(half) => {
+                end = end.min(query + half + 1);
+                query.saturating_sub(half)
+            }
+        };
+        start.min(end)..end
+    }
+}
+
+/// Rotary position embeddings of one layer (RoFormer's, in transformers' "rotate half" layout):
+/// dimension pair `(f, f + d/2)` of each query and key at position `p` turns by `p·inv_freq[f]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotary {
+    /// One inverse frequency per dimension pair, `[head_dim / 2]`, computed as transformers
+    /// computes them in f32 (with any rope scaling applied).
+    pub inv_freq: Vec<f32>,
+    /// transformers' `attention_scaling`, multiplied into cos and sin (1 for the types read).
+    pub scaling: f32,
+}
+
+impl Rotary {
+    /// The plain rotary embedding of `head_dim`-wide heads with base `theta`:
+    /// `inv_freq[f] = 1/θ^(2f/d)`, in f32 as transformers computes it.
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        let dim = head_dim as f32;
+        let base = theta as f32;
+        Self {
+            inv_freq: (0..head_dim / 2)
+                .map(|pair| 1.0 / base.powf((2 * pair) as f32 / dim))
+                .collect(),
+            scaling: 1.0,
+        }
+    }
+
+    /// `cos` and `sin` of every position's angles, `[positions, head_dim / 2]` each, in f32 as
+    /// transformers computes them (`position · inv_freq`, then cos and sin).
+    pub fn tables(&self, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &position in positions {
+            for &inv_freq in &self.inv_freq {
+                let angle = position as f32 * inv_freq;
+                cos.push(angle.cos() * self.scaling);
+                sin.push(angle.sin() * self.scaling);
+            }
+        }
+        (cos, sin)
+    }
+}
+
 /// The order of operations of a family: everything a backend needs besides the weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Architecture {
@@ -90,6 +166,89 @@ pub struct Architecture {
     pub attention_scales: Vec<f32>,
     /// Whether the model reads a sentence pair.
     pub takes_pairs: bool,
+    /// Whether the feed-forward block is gated (Llama's SwiGLU): its first layer computes a
+    /// gate and an "up" projection, stacked, and the second reads `act(gate) · up`.
+    pub gated_ffn: bool,
+    /// Per layer, which keys a query sees besides causality; empty: every layer sees every key.
+    pub windows: Vec<KeyWindow>,
+    /// Per layer, the rotary embedding of its queries and keys; empty: none (the family adds
+    /// learned or sinusoidal position embeddings instead).
+    pub rotary: Vec<Option<Rotary>>,
+    /// A factor on the word embeddings (Gemma's `√hidden`).
+    pub embedding_scale: Option<f32>,
+    /// Soft-capping of every attention score, `c·tanh(s/c)`, after scaling and before the mask
+    /// (Gemma's `attn_logit_softcapping`).
+    pub attention_softcap: Option<f32>,
+    /// Soft-capping of the language-model head's logits (Gemma's `final_logit_softcapping`).
+    pub logit_softcap: Option<f32>,
+    /// The activation inside prediction and classification heads, where the config names it
+    /// apart from the layers' (ModernBERT's `classifier_activation`).
+    pub head_activation: Option<Activation>,
+    /// Whether a sequence classifier pools the mean of every token rather than reading one
+    /// (ModernBERT's `classifier_pooling = "mean"`).
+    pub mean_pooling: bool,
+    /// Whether each block's whole output is normalised before the residual sum (Gemma 3's
+    /// post-norms), so that an attention block's output does not split into its heads'.
+    pub block_post_norms: bool,
+}
+
+impl Architecture {
+    /// The plain order of operations most families share; descriptions change what differs.
+    pub fn new(norm: NormPlacement, causal: bool, attention_scales: Vec<f32>) -> Self {
+        Self {
+            norm,
+            causal,
+            embedding_norm: false,
+            final_norm: false,
+            positions: PositionIds::FromZero,
+            sinusoidal_positions: false,
+            segments: Segments::Absent,
+            attention_scales,
+            takes_pairs: false,
+            gated_ffn: false,
+            windows: Vec::new(),
+            rotary: Vec::new(),
+            embedding_scale: None,
+            attention_softcap: None,
+            logit_softcap: None,
+            head_activation: None,
+            mean_pooling: false,
+            block_post_norms: false,
+        }
+    }
+
+    /// Layer `layer`'s key window.
+    pub fn window(&self, layer: usize) -> KeyWindow {
+        self.windows.get(layer).copied().unwrap_or_default()
+    }
+
+    /// The keys query `query` sees in layer `layer`, among `keys`.
+    pub fn keys_seen(&self, layer: usize, query: usize, keys: usize) -> std::ops::Range<usize> {
+        self.window(layer).keys_seen(self.causal, query, keys)
+    }
+
+    /// Layer `layer`'s rotary embedding, when it has one.
+    pub fn rotary(&self, layer: usize) -> Option<&Rotary> {
+        self.rotary.get(layer).and_then(Option::as_ref)
+    }
+
+    /// Whether any layer limits its keys to a window.
+    pub fn has_windows(&self) -> bool {
+        self.windows
+            .iter()
+            .any(|window| *window != KeyWindow::Whole)
+    }
+
+    /// Whether this is an order of operations the batched runs behind attribution, patching
+    /// and logit attribution compute (LayerNorm, learned positions, one key/value head per
+    /// query head, an ungated feed-forward block, every key seen).
+    pub fn plain(&self) -> bool {
+        !self.gated_ffn
+            && self.rotary.is_empty()
+            && !self.has_windows()
+            && self.embedding_scale.is_none()
+            && self.attention_softcap.is_none()
+    }
 }
 
 /// What a sequence-classification head predicts, and so how its logits become scores.
@@ -126,8 +285,13 @@ pub struct ModelConfig {
     pub hidden_size: usize,
     /// Number of transformer layers.
     pub num_hidden_layers: usize,
-    /// Attention heads per layer.
+    /// Attention (query) heads per layer.
     pub num_attention_heads: usize,
+    /// Key/value heads per layer: fewer than the query heads under grouped-query attention,
+    /// where query head `h` reads key/value head `h / (heads / kv_heads)`.
+    pub num_key_value_heads: usize,
+    /// Width of one attention head (`hidden_size / num_attention_heads` unless the config says).
+    pub head_dim: usize,
     /// Width of the feed-forward block.
     pub intermediate_size: usize,
     /// Rows of the position-embedding table.
@@ -153,7 +317,22 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
+    }
+
+    /// The key/value head query head `head` reads.
+    pub fn kv_head(&self, head: usize) -> usize {
+        head / (self.num_attention_heads / self.num_key_value_heads.max(1)).max(1)
+    }
+
+    /// Width of all query heads together (`hidden_size` unless the config sets `head_dim`).
+    pub fn query_width(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_width(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
     }
 
     /// Longest input in tokens (special tokens included): the position table, less the
@@ -227,10 +406,30 @@ impl ModelConfig {
     }
 
     fn validate(&self, reader: &ConfigReader) -> Result<()> {
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.head_dim == 0 {
             return Err(reader.bad(format!(
                 "the hidden size {} is not a multiple of the {} attention heads",
                 self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if self.num_key_value_heads == 0
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(reader.bad(format!(
+                "the {} attention heads are not a multiple of the {} key/value heads",
+                self.num_attention_heads, self.num_key_value_heads
+            )));
+        }
+        let layers = self.num_hidden_layers;
+        let arch = &self.architecture;
+        if (!arch.windows.is_empty() && arch.windows.len() != layers)
+            || (!arch.rotary.is_empty() && arch.rotary.len() != layers)
+            || arch.attention_scales.len() != layers
+        {
+            return Err(reader.bad(format!(
+                "per-layer settings do not cover the {layers} layers"
             )));
         }
         if self.max_tokens() == 0 {
@@ -373,8 +572,141 @@ impl ConfigReader {
         let name = self.optional_str(names)?.unwrap_or(default);
         Activation::from_name(name).ok_or_else(|| {
             self.bad(format!(
-                "activation '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu and tanh are)"
+                "activation '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, tanh, silu and swish are)"
             ))
+        })
+    }
+
+    /// A JSON object under `name`, when present.
+    pub fn optional_object(&self, name: &str) -> Result<Option<&Map<String, Value>>> {
+        match self.find(&[name]) {
+            None => Ok(None),
+            Some((_, value)) => value
+                .as_object()
+                .map(Some)
+                .ok_or_else(|| self.bad(format!("key '{name}' must be an object"))),
+        }
+    }
+
+    /// A list of strings under `name`, when present (`layer_types`).
+    pub fn optional_strings(&self, name: &str) -> Result<Option<Vec<&str>>> {
+        match self.find(&[name]) {
+            None => Ok(None),
+            Some((_, value)) => value
+                .as_array()
+                .and_then(|list| list.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+                .map(Some)
+                .ok_or_else(|| self.bad(format!("key '{name}' must be a list of strings"))),
+        }
+    }
+
+    /// The rotary embedding of layers of type `layer_type` (`None`: the model has one kind),
+    /// read as transformers 5.x writes it (`rope_parameters`, nested by layer type where layers
+    /// differ) and as older checkpoints do (`rope_theta`, `rope_scaling`); `theta_keys` are
+    /// the older top-level keys of this layer type's θ, `default_theta` the family's default.
+    /// Rope types other than `default`, `linear` and `llama3` are refused, naming the key.
+    pub fn rotary(
+        &self,
+        head_dim: usize,
+        layer_type: Option<&str>,
+        theta_keys: &[&str],
+        default_theta: f64,
+    ) -> Result<Rotary> {
+        let nested = |name: &str| -> Result<Option<(String, &Map<String, Value>)>> {
+            let Some(object) = self.optional_object(name)? else {
+                return Ok(None);
+            };
+            Ok(Some(match layer_type.and_then(|kind| object.get(kind)) {
+                Some(Value::Object(inner)) => {
+                    (format!("{name}.{}", layer_type.unwrap_or("")), inner)
+                }
+                _ => (name.to_owned(), object),
+            }))
+        };
+        let (key, parameters) = match nested("rope_parameters")? {
+            Some(found) => (found.0, Some(found.1)),
+            None => match nested("rope_scaling")? {
+                Some(found) => (found.0, Some(found.1)),
+                None => ("rope_scaling".to_owned(), None),
+            },
+        };
+        let number = |name: &str| -> Result<Option<f64>> {
+            match parameters
+                .and_then(|p| p.get(name))
+                .filter(|v| !v.is_null())
+            {
+                None => Ok(None),
+                Some(value) => value
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| self.bad(format!("key '{key}.{name}' must be a number"))),
+            }
+        };
+        let theta = match number("rope_theta")? {
+            Some(theta) => theta,
+            None => self.optional_float(theta_keys)?.unwrap_or(default_theta),
+        };
+        let kind = parameters
+            .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if let Some(fraction) = number("partial_rotary_factor")?
+            .or(self.optional_float(&["partial_rotary_factor"])?)
+            .filter(|&f| f != 1.0)
+        {
+            return Err(self.bad(format!(
+                "partial_rotary_factor {fraction} is not supported (only 1.0 is: every dimension turns)"
+            )));
+        }
+        let mut inv_freq = Rotary::new(head_dim, theta).inv_freq;
+        let required = |name: &str| -> Result<f64> {
+            number(name)?
+                .ok_or_else(|| self.bad(format!("rope type '{kind}' needs key '{key}.{name}'")))
+        };
+        match kind {
+            "default" => {}
+            "linear" => {
+                let factor = required("factor")? as f32;
+                inv_freq.iter_mut().for_each(|f| *f /= factor);
+            }
+            "llama3" => {
+                let factor = required("factor")? as f32;
+                let low = required("low_freq_factor")?;
+                let high = required("high_freq_factor")?;
+                let context = match number("original_max_position_embeddings")? {
+                    Some(context) => context,
+                    None => self.size(&["max_position_embeddings"])? as f64,
+                };
+                let (low_wavelength, high_wavelength) = (context / low, context / high);
+                for f in &mut inv_freq {
+                    let wavelength = 2.0 * std::f32::consts::PI / *f;
+                    let scaled = if f64::from(wavelength) > low_wavelength {
+                        *f / factor
+                    } else {
+                        *f
+                    };
+                    // Wavelengths are finite and positive: the negations are plain comparisons.
+                    let wavelength_f64 = f64::from(wavelength);
+                    let medium =
+                        wavelength_f64 >= high_wavelength && wavelength_f64 <= low_wavelength;
+                    *f = if medium {
+                        let smooth = ((context as f32) / wavelength - low as f32)
+                            / (high as f32 - low as f32);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    };
+                }
+            }
+            other => {
+                return Err(self.bad(format!(
+                    "{key}.rope_type '{other}' is not supported (default, linear and llama3 are)"
+                )))
+            }
+        }
+        Ok(Rotary {
+            inv_freq,
+            scaling: 1.0,
         })
     }
 
@@ -507,6 +839,161 @@ mod tests {
             Some(ProblemType::MultiLabelClassification)
         );
         Ok(())
+    }
+
+    /// A config of `model_type` with a tiny decoder's shape and `extra` keys.
+    fn decoder(model_type: &str, extra: &str) -> Result<ModelConfig> {
+        parse(&format!(
+            r#"{{"model_type":"{model_type}","vocab_size":10,"hidden_size":8,"num_hidden_layers":3,
+            "num_attention_heads":2,"num_key_value_heads":1,"intermediate_size":16,
+            "max_position_embeddings":32{extra}}}"#
+        ))
+    }
+
+    fn rope_bases(config: &ModelConfig) -> Vec<f32> {
+        config
+            .architecture
+            .rotary
+            .iter()
+            .map(|rotary| 1.0 / rotary.as_ref().unwrap().inv_freq[1].powf(2.0))
+            .collect()
+    }
+
+    #[test]
+    fn older_qwen_keys_read_as_transformers_reads_them() -> Result<()> {
+        // Before 5.x: no layer_types, the window from max_window_layers on, rope_theta and a
+        // rope_scaling spelled with "type".
+        let config = decoder(
+            "qwen2",
+            r#","use_sliding_window":true,"sliding_window":4,"max_window_layers":1,
+            "rope_theta":1000000.0,"rope_scaling":{"type":"linear","factor":2.0}"#,
+        )?;
+        let arch = &config.architecture;
+        assert_eq!(
+            arch.windows,
+            [
+                KeyWindow::Whole,
+                KeyWindow::Sliding(4),
+                KeyWindow::Sliding(4)
+            ]
+        );
+        assert_eq!(config.head_dim(), 4);
+        let inv_freq = &arch.rotary(0).unwrap().inv_freq;
+        assert_eq!(inv_freq[0], 0.5, "θ⁰ = 1, halved by the linear factor");
+        assert!((inv_freq[1] - 0.5 / 1000.0).abs() < 1e-9, "{inv_freq:?}");
+        assert!(arch.gated_ffn && arch.causal);
+        // Without use_sliding_window transformers forgets the window.
+        let config = decoder("qwen3", r#","sliding_window":4,"max_window_layers":0"#)?;
+        assert!(!config.architecture.has_windows());
+        Ok(())
+    }
+
+    #[test]
+    fn sliding_windows_count_the_query_itself() {
+        let window = KeyWindow::Sliding(3);
+        assert_eq!(window.keys_seen(true, 0, 10), 0..1);
+        assert_eq!(window.keys_seen(true, 5, 10), 3..6);
+        assert_eq!(KeyWindow::Local(2).keys_seen(false, 5, 7), 3..7);
+        assert_eq!(KeyWindow::Local(2).keys_seen(false, 0, 7), 0..3);
+        assert_eq!(KeyWindow::Whole.keys_seen(false, 2, 7), 0..7);
+        assert_eq!(KeyWindow::Whole.keys_seen(true, 2, 7), 0..3);
+    }
+
+    #[test]
+    fn older_gemma_and_modernbert_keys_read_as_transformers_reads_them() -> Result<()> {
+        // Every second layer global; local layers with their own θ and no rope scaling.
+        let config = decoder(
+            "gemma3_text",
+            r#","head_dim":4,"sliding_window":5,"sliding_window_pattern":2,"rope_theta":1000.0,
+            "rope_local_base_freq":100.0,"rope_scaling":{"rope_type":"linear","factor":4.0},
+            "query_pre_attn_scalar":16,"final_logit_softcapping":30.0"#,
+        )?;
+        let arch = &config.architecture;
+        assert_eq!(
+            arch.windows,
+            [
+                KeyWindow::Sliding(5),
+                KeyWindow::Whole,
+                KeyWindow::Sliding(5)
+            ]
+        );
+        let thetas = rope_bases(&config);
+        assert!((thetas[0] - 100.0).abs() < 1e-3, "{thetas:?}");
+        assert!(
+            (thetas[1] - 16_000.0).abs() < 1.0,
+            "θ 1000 scaled by 4 twice: {thetas:?}"
+        );
+        assert_eq!(arch.attention_scales[0], 0.25);
+        assert_eq!(arch.embedding_scale, Some(8f32.sqrt()));
+        assert_eq!(arch.logit_softcap, Some(30.0));
+        let err = decoder("gemma3_text", r#","use_bidirectional_attention":true"#)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use_bidirectional_attention"), "{err}");
+        assert!(!err.contains('\n'));
+
+        let config = parse(
+            r#"{"model_type":"modernbert","vocab_size":10,"hidden_size":8,"num_hidden_layers":3,
+            "num_attention_heads":2,"intermediate_size":16,"global_attn_every_n_layers":2,
+            "local_attention":6,"global_rope_theta":1000.0,"local_rope_theta":50.0,
+            "classifier_pooling":"mean"}"#,
+        )?;
+        let arch = &config.architecture;
+        assert_eq!(
+            arch.windows,
+            [KeyWindow::Whole, KeyWindow::Local(3), KeyWindow::Whole]
+        );
+        let thetas = rope_bases(&config);
+        assert!((thetas[0] - 1000.0).abs() < 0.1 && (thetas[1] - 50.0).abs() < 1e-3);
+        assert!(!arch.causal && arch.mean_pooling && arch.embedding_norm);
+        Ok(())
+    }
+
+    #[test]
+    fn unsupported_rope_types_layer_types_and_activations_are_named_in_one_line() {
+        for (extra, named) in [
+            (
+                r#","rope_scaling":{"rope_type":"yarn","factor":2.0}"#,
+                "rope_scaling.rope_type 'yarn' is not supported",
+            ),
+            (
+                r#","rope_parameters":{"rope_type":"dynamic","rope_theta":10000.0}"#,
+                "rope_parameters.rope_type 'dynamic' is not supported",
+            ),
+            (
+                r#","rope_parameters":{"rope_type":"llama3","rope_theta":10000.0}"#,
+                "rope type 'llama3' needs key 'rope_parameters.factor'",
+            ),
+            (
+                r#","hidden_act":"relu2""#,
+                "activation 'relu2' is not supported",
+            ),
+            (
+                r#","layer_types":["full_attention","chunked_attention","full_attention"]"#,
+                "layer_types entry 'chunked_attention' is not supported",
+            ),
+            (
+                r#","partial_rotary_factor":0.5"#,
+                "partial_rotary_factor 0.5",
+            ),
+            (
+                r#","num_key_value_heads":3"#,
+                "not a multiple of the 3 key/value heads",
+            ),
+        ] {
+            let model_type = if extra.contains("layer_types") {
+                "qwen2"
+            } else {
+                "llama"
+            };
+            let err = decoder(model_type, extra)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{extra}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

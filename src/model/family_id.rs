@@ -14,16 +14,34 @@ pub enum Family {
     XlmRoberta,
     /// `gpt2`: GPT-2, causal.
     Gpt2,
+    /// `llama`: Llama-style decoders (SmolLM2, TinyLlama, Llama 3).
+    Llama,
+    /// `mistral`: Llama with a sliding window on every layer.
+    Mistral,
+    /// `qwen2`: Qwen2 and Qwen2.5 (biases on q, k and v).
+    Qwen2,
+    /// `qwen3`: Qwen3 (RMSNorm of each query and key head).
+    Qwen3,
+    /// `gemma3_text`: Gemma 3's text decoder (270M, 1B).
+    Gemma3,
+    /// `modernbert`: ModernBERT, a rotary encoder with local and global layers.
+    ModernBert,
 }
 
 impl Family {
     /// Every family, in the order messages list them.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 11] = [
         Self::Bert,
         Self::DistilBert,
         Self::Roberta,
         Self::XlmRoberta,
         Self::Gpt2,
+        Self::Llama,
+        Self::Mistral,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Gemma3,
+        Self::ModernBert,
     ];
 
     /// The `model_type` of `config.json`, also the name the dump and the app show.
@@ -34,6 +52,12 @@ impl Family {
             Self::Roberta => "roberta",
             Self::XlmRoberta => "xlm-roberta",
             Self::Gpt2 => "gpt2",
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3_text",
+            Self::ModernBert => "modernbert",
         }
     }
 
@@ -45,6 +69,12 @@ impl Family {
             Self::Roberta => "RoBERTa",
             Self::XlmRoberta => "XLM-RoBERTa",
             Self::Gpt2 => "GPT-2",
+            Self::Llama => "Llama",
+            Self::Mistral => "Mistral",
+            Self::Qwen2 => "Qwen2",
+            Self::Qwen3 => "Qwen3",
+            Self::Gemma3 => "Gemma 3",
+            Self::ModernBert => "ModernBERT",
         }
     }
 

@@ -707,9 +707,7 @@ pub fn generate(
         let step = generator.step(model, &options.decoding)?;
         let id = step.chosen.id;
         steps.push(step);
-        let continuation = model
-            .tokenizer()
-            .decode(&generator.ids()[generator.prompt_tokens()..])?;
+        let continuation = continuation_text(model, generator.ids(), generator.prompt_tokens())?;
         if !continuation.ends_with('\u{FFFD}') && continuation.len() > shown {
             if let Some(piece) = continuation.get(shown..) {
                 on_text(piece);
@@ -732,7 +730,7 @@ pub fn generate(
     }
     let ids = generator.ids()[generator.prompt_tokens()..].to_vec();
     let tokenizer = model.tokenizer();
-    let continuation = tokenizer.decode(&ids)?;
+    let continuation = continuation_text(model, generator.ids(), generator.prompt_tokens())?;
     if let Some(rest) = continuation.get(shown..).filter(|rest| !rest.is_empty()) {
         on_text(rest);
     }
@@ -750,6 +748,21 @@ pub fn generate(
         stopped,
         steps,
         notes,
+    })
+}
+
+/// The text of the tokens after the prompt's first `prompt` ones, as it reads after the
+/// prompt: decoded behind the prompt's last few tokens and cut after their text, because
+/// decoders treat a sequence's first piece apart (SentencePiece's `▁` loses its space there).
+fn continuation_text(model: &LoadedModel, ids: &[u32], prompt: usize) -> Result<String> {
+    const CONTEXT: usize = 4;
+    let tokenizer = model.tokenizer();
+    let start = prompt.saturating_sub(CONTEXT);
+    let context = tokenizer.decode(&ids[start..prompt])?;
+    let whole = tokenizer.decode(&ids[start..])?;
+    Ok(match whole.strip_prefix(&context) {
+        Some(rest) => rest.to_owned(),
+        None => tokenizer.decode(&ids[prompt..])?,
     })
 }
 

@@ -1,8 +1,12 @@
-//! Direct logit attribution for pre-LayerNorm causal models (GPT-2): the residual stream r that
-//! enters the final LayerNorm at a position is a sum of parts (the embedding, every head's
-//! output, every layer's attention output bias and MLP output), and with the stream's own
-//! σ = √(var(r) + ε) fixed, the logit is the sum of each part's `((c − mean c)/σ)·γ·W_U[t]`
-//! plus `β·W_U[t]` and any bias of the LM head.
+//! Direct logit attribution for pre-norm causal models (GPT-2, the Llama kin, Gemma 3): the
+//! residual stream r that enters the final norm at a position is a sum of parts (the embedding,
+//! every head's output, every layer's attention output bias and MLP output), and with the
+//! stream's own σ fixed, the logit is the sum of each part's `((c − mean c)/σ)·γ·W_U[t]` plus
+//! `β·W_U[t]` and any bias of the LM head. Under a final LayerNorm σ = √(var(r) + ε); under a
+//! final RMSNorm there is no mean and no β, and σ = √(mean(r²) + ε), the RMS of the whole
+//! stream. Gemma 3 normalises each block's whole output before adding it, so its attention
+//! does not split into heads: it gets one part per layer. A soft-capped head's logit is
+//! explained before the cap (`c·tanh(x/c)` is not a sum).
 
 use serde::Serialize;
 
@@ -17,14 +21,21 @@ use super::LoadedModel;
 pub struct LogitAttribution {
     /// The next-token logit explained.
     pub target: Target,
-    /// The logit, which the parts sum to.
+    /// The logit, which the parts sum to (before any final soft-cap).
     pub logit: f32,
+    /// The head's soft-cap, when it caps its logits: the prediction is `c·tanh(logit/c)`.
+    pub softcap: Option<f32>,
+    /// Whether the final norm subtracts the mean (LayerNorm) or not (RMSNorm).
+    pub centred: bool,
     /// The embedding's part (`wte + wpe`).
     pub embed: f32,
-    /// `[layer][head]`: each head's part.
+    /// `[layer][head]`: each head's part (empty where the attention does not split into heads:
+    /// Gemma 3's post-norms).
     pub heads: Vec<Vec<f32>>,
     /// `[layer]`: each attention output bias's part.
     pub attn_bias: Vec<f32>,
+    /// `[layer]`: each attention block's whole part (its heads and bias together).
+    pub attention: Vec<f32>,
     /// `[layer]`: each MLP's part.
     pub mlps: Vec<f32>,
     /// The final LayerNorm's shift (and the LM head's bias) read by the logit.
@@ -35,8 +46,7 @@ impl LogitAttribution {
     /// The sum of every part: the logit, up to rounding.
     pub fn total(&self) -> f32 {
         self.embed
-            + self.heads.iter().flatten().sum::<f32>()
-            + self.attn_bias.iter().sum::<f32>()
+            + self.attention.iter().sum::<f32>()
             + self.mlps.iter().sum::<f32>()
             + self.final_bias
     }
@@ -52,7 +62,7 @@ impl LoadedModel {
     ) -> Result<LogitAttribution> {
         if self.config.architecture.norm != NormPlacement::Pre {
             return Err(ModelError::BadInput(format!(
-                "logit attribution needs a pre-LayerNorm model such as GPT-2: {} normalises the residual stream after every layer, so the logit is not a sum of what the layers wrote",
+                "logit attribution needs a pre-norm model such as GPT-2: {} normalises the residual stream after every layer, so the logit is not a sum of what the layers wrote",
                 self.config.family.name()
             )));
         }
@@ -71,7 +81,7 @@ impl LoadedModel {
         };
         let prepared = self.prepare(encoded)?;
         let input = prepared.input(&encoded.ids);
-        let backend = self.interventions();
+        let backend = self.interventions()?;
         let trace = backend.trace(&input)?;
         let target = self.resolve_target(&spec, encoded, &input, &trace)?;
         let readout = backend
@@ -93,7 +103,11 @@ impl LoadedModel {
         let stream = at(&trace.states, layers);
         let (scale, mean_of): (Vec<f64>, bool) = match &readout.norm {
             Some((gamma, _, eps)) => {
-                let mean = stream.iter().sum::<f64>() / hidden as f64;
+                let mean = if readout.centred {
+                    stream.iter().sum::<f64>() / hidden as f64
+                } else {
+                    0.0
+                };
                 let variance =
                     stream.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / hidden as f64;
                 let sigma = (variance + eps).sqrt();
@@ -102,7 +116,7 @@ impl LoadedModel {
                     .zip(&readout.direction)
                     .map(|(&g, &w)| f64::from(g) * f64::from(w) / sigma)
                     .collect();
-                (scale, true)
+                (scale, readout.centred)
             }
             None => (
                 readout.direction.iter().map(|&w| f64::from(w)).collect(),
@@ -122,27 +136,39 @@ impl LoadedModel {
                 .sum::<f64>() as f32
         };
         let embed = at(&trace.states, 0);
+        let width = self.config.query_width();
+        let split_heads = !self.config.architecture.block_post_norms;
         let mut heads = Vec::with_capacity(layers);
         let mut attn_bias = Vec::with_capacity(layers);
+        let mut attention = Vec::with_capacity(layers);
         let mut mlps = Vec::with_capacity(layers);
         for layer in 0..layers {
-            let context: Vec<f32> =
-                trace.contexts[(layer * tokens + row) * hidden..][..hidden].to_vec();
-            let (outputs, bias) = backend.head_outputs(layer, &context)?;
-            let outputs: Vec<Vec<f64>> = outputs
-                .chunks_exact(hidden)
-                .map(|part| part.iter().map(|&v| f64::from(v)).collect())
-                .collect();
-            let bias: Vec<f64> = bias.iter().map(|&v| f64::from(v)).collect();
-            // The MLP's output is what the layer added beyond its attention.
             let before = at(&trace.states, layer);
+            let attended = at(&trace.attended, layer);
             let after = at(&trace.states, layer + 1);
-            let mlp: Vec<f64> = (0..hidden)
-                .map(|d| after[d] - before[d] - bias[d] - outputs.iter().map(|o| o[d]).sum::<f64>())
-                .collect();
-            heads.push(outputs.iter().map(|o| part(o)).collect());
-            attn_bias.push(part(&bias));
-            mlps.push(part(&mlp));
+            let difference = |a: &[f64], b: &[f64]| -> Vec<f64> {
+                a.iter().zip(b).map(|(a, b)| a - b).collect()
+            };
+            if split_heads {
+                let context: Vec<f32> =
+                    trace.contexts[(layer * tokens + row) * width..][..width].to_vec();
+                let (outputs, bias) = backend.head_outputs(layer, &context)?;
+                let outputs: Vec<Vec<f64>> = outputs
+                    .chunks_exact(hidden)
+                    .map(|part| part.iter().map(|&v| f64::from(v)).collect())
+                    .collect();
+                let bias: Vec<f64> = bias.iter().map(|&v| f64::from(v)).collect();
+                let parts: Vec<f32> = outputs.iter().map(|o| part(o)).collect();
+                attn_bias.push(part(&bias));
+                attention.push(parts.iter().sum::<f32>() + part(&bias));
+                heads.push(parts);
+            } else {
+                heads.push(Vec::new());
+                attn_bias.push(0.0);
+                attention.push(part(&difference(&attended, &before)));
+            }
+            // The MLP's output is what the layer added after its attention block.
+            mlps.push(part(&difference(&after, &attended)));
         }
         let final_bias = match &readout.norm {
             Some((_, beta, _)) => beta
@@ -152,12 +178,20 @@ impl LoadedModel {
                 .sum::<f64>() as f32,
             None => 0.0,
         } + readout.bias;
+        // A soft-capped logit is explained before its cap.
+        let logit = match readout.softcap {
+            Some(cap) => (target.logit / cap).clamp(-1.0, 1.0).atanh() * cap,
+            None => target.logit,
+        };
         Ok(LogitAttribution {
-            logit: target.logit,
+            logit,
+            softcap: readout.softcap,
+            centred: readout.centred,
             target,
             embed: part(&embed),
             heads,
             attn_bias,
+            attention,
             mlps,
             final_bias,
         })

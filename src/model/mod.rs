@@ -37,7 +37,7 @@ pub use capture::{
     TokenProbability,
 };
 pub use captured::CapturedArray;
-pub use config::{ModelConfig, ProblemType, Segments};
+pub use config::{KeyWindow, ModelConfig, ProblemType, Segments};
 pub use error::{ModelError, Result};
 pub use family_id::Family;
 pub use params::HeadKind;
@@ -488,12 +488,26 @@ impl LoadedModel {
         Ok(segment_ids)
     }
 
-    /// The object-safe interface of the backend, for batched runs and interventions.
-    pub(crate) fn interventions(&self) -> &dyn Interventions {
-        match &self.engine {
+    /// The object-safe interface of the backend, for batched runs and interventions. The
+    /// candle path's batched runs cover LayerNorm families with learned positions; for the
+    /// others (rotary embeddings, windows, gated MLPs, RMSNorm) it is refused in one line.
+    pub(crate) fn interventions(&self) -> Result<&dyn Interventions> {
+        let config = &self.config;
+        Ok(match &self.engine {
             Engine::Cpu(backend) => backend,
-            Engine::Candle(backend) => backend,
-        }
+            Engine::Candle(backend) => {
+                let one_kv_head_per_query_head = config.num_key_value_heads
+                    == config.num_attention_heads
+                    && config.query_width() == config.hidden_size;
+                if !config.architecture.plain() || !one_kv_head_per_query_head {
+                    return Err(ModelError::BadInput(format!(
+                        "attribution, activation patching and logit attribution of {} models run on the tuned CPU path only, not on candle's (--device cpu without --candle)",
+                        config.family.name()
+                    )));
+                }
+                backend
+            }
+        })
     }
 
     /// The object-safe interface of the backend for generation with a key/value cache.
@@ -616,8 +630,13 @@ impl LoadedModel {
                         HeadInput::LastNonPadding { pad: None } => tokens - 1,
                         _ => 0,
                     };
+                    let rows = if head.input == HeadInput::Mean {
+                        &every[..]
+                    } else {
+                        std::slice::from_ref(&row)
+                    };
                     classification = Some(prediction_heads::classification(
-                        &logits(&[row])?,
+                        &logits(rows)?,
                         &self.config,
                     ));
                 }
@@ -648,6 +667,9 @@ impl LoadedModel {
             model_type: self.config.family,
             token_style: self.tokenizer.style(),
             causal: self.config.architecture.causal,
+            windows: self.config.architecture.windows.clone(),
+            attention_scales: self.config.architecture.attention_scales.clone(),
+            attention_softcap: self.config.architecture.attention_softcap,
             tokens: encoded.tokens,
             token_ids: encoded.ids,
             segment_ids,

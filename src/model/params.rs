@@ -39,15 +39,30 @@ impl Linear {
     }
 }
 
-/// LayerNorm parameters over the last dimension.
+/// Which normalisation a [`Norm`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NormKind {
+    /// LayerNorm: `(x − mean)/√(var + ε)·γ + β`.
+    #[default]
+    Layer,
+    /// RMSNorm: `x/√(mean(x²) + ε)·γ`, no mean and no shift (β is zeros).
+    Rms,
+    /// No normalisation at all: the input passes unchanged (ModernBERT's first layer has no
+    /// attention norm).
+    Identity,
+}
+
+/// LayerNorm or RMSNorm parameters over the last dimension.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Norm {
-    /// Scale.
+    /// Scale (for Gemma's `(1 + w)` RMSNorm, already `1 + w`).
     pub gamma: Vec<f32>,
-    /// Shift.
+    /// Shift (zeros for RMSNorm).
     pub beta: Vec<f32>,
-    /// Added to the variance.
+    /// Added to the variance (or the mean square).
     pub eps: f64,
+    /// LayerNorm or RMSNorm.
+    pub kind: NormKind,
 }
 
 /// Token, position and (for some families) segment embeddings.
@@ -55,8 +70,9 @@ pub struct Norm {
 pub struct EmbeddingWeights {
     /// `[vocab, hidden]`.
     pub word: Vec<f32>,
-    /// `[max_positions, hidden]`.
-    pub position: Vec<f32>,
+    /// `[max_positions, hidden]`, for families with learned or sinusoidal positions (rotary
+    /// families have none).
+    pub position: Option<Vec<f32>>,
     /// `[segments, hidden]`, when the family has segment embeddings.
     pub segment: Option<Vec<f32>>,
     /// LayerNorm of the sum, when the family has one.
@@ -67,18 +83,26 @@ pub struct EmbeddingWeights {
 /// says: after each residual sum, or before each block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerWeights {
-    /// Query, key and value stacked: `[3·hidden, hidden]`.
+    /// Query, key and value stacked: `[heads·head_dim + 2·kv_heads·head_dim, hidden]`.
     pub qkv: Linear,
+    /// Qwen3's RMSNorm of each query head (width `head_dim`), before the rotary embedding.
+    pub query_norm: Option<Norm>,
+    /// The same for each key head.
+    pub key_norm: Option<Norm>,
     /// The projection of the heads' concatenated context vectors.
     pub attention_output: Linear,
     /// The attention block's LayerNorm.
     pub attention_norm: Norm,
-    /// The feed-forward block's first layer.
+    /// The feed-forward block's first layer (gated: the gate's rows, then the up projection's).
     pub ffn_in: Linear,
     /// The feed-forward block's second layer.
     pub ffn_out: Linear,
     /// The feed-forward block's LayerNorm.
     pub ffn_norm: Norm,
+    /// Gemma 3's norm of the attention block's output, before the residual sum.
+    pub attention_post_norm: Option<Norm>,
+    /// Gemma 3's norm of the feed-forward block's output, before the residual sum.
+    pub ffn_post_norm: Option<Norm>,
 }
 
 /// What a prediction head predicts.
@@ -127,6 +151,9 @@ pub enum HeadInput {
     },
     /// Every token.
     Every,
+    /// Every token, pooled into one row by the head's [`HeadOp::MeanPool`] (ModernBERT's
+    /// `classifier_pooling = "mean"`).
+    Mean,
 }
 
 /// One step of a head, applied to hidden-state rows in order.
@@ -143,6 +170,10 @@ pub enum HeadOp {
     Activation(Activation),
     /// A LayerNorm.
     Norm(Norm),
+    /// Soft-capping, `c·tanh(x/c)` (Gemma's `final_logit_softcapping`).
+    SoftCap(f32),
+    /// The mean of the rows read, one row out (ModernBERT's `classifier_pooling = "mean"`).
+    MeanPool,
 }
 
 /// A prediction head: what it predicts, what it reads and how it computes its logits.

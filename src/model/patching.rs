@@ -43,7 +43,7 @@ impl LoadedModel {
         let clean_prepared = self.prepare(clean)?;
         let corrupt_prepared = self.prepare(corrupt)?;
         let clean_input = clean_prepared.input(&clean.ids);
-        let backend = self.interventions();
+        let backend = self.interventions()?;
         let clean_trace = backend.trace(&clean_input)?;
         let target = self.resolve_target(spec, clean, &clean_input, &clean_trace)?;
         let corrupt_trace = backend.trace(&corrupt_prepared.input(&corrupt.ids))?;
@@ -113,7 +113,8 @@ impl LoadedModel {
                 step()?;
             }
             resid_pre.push(row);
-            let contexts = &clean_trace.contexts[layer * size..][..size];
+            let width = tokens * self.config.query_width();
+            let contexts = &clean_trace.contexts[layer * width..][..width];
             let mut row = Vec::with_capacity(heads);
             for chosen in (0..heads).collect::<Vec<_>>().chunks(per_batch) {
                 let states = corrupt_states.repeat(chosen.len());

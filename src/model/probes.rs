@@ -37,7 +37,7 @@ pub struct TokenEmbedding {
     /// ‖word embedding‖₂.
     pub word: f32,
     /// ‖position embedding‖₂.
-    pub position_emb: f32,
+    pub position_emb: Option<f32>,
     /// ‖segment embedding‖₂, for families that add one.
     pub segment: Option<f32>,
     /// ‖word + segment + position‖₂.
@@ -51,7 +51,8 @@ pub struct TokenEmbedding {
 pub struct EmbeddingBreakdown {
     /// Per token.
     pub tokens: Vec<TokenEmbedding>,
-    /// Cosine similarity of the tokens' position embeddings, `[token][token]` row-major.
+    /// Cosine similarity of the tokens' position embeddings, `[token][token]` row-major; empty
+    /// for families without position embeddings (rotary ones).
     pub position_similarity: Vec<f32>,
 }
 
@@ -195,16 +196,20 @@ impl LoadedModel {
             .map(|t| {
                 let row = |values: &[f32]| values[t * hidden..][..hidden].to_vec();
                 let word = row(&rows.word);
-                let position = row(&rows.position);
+                let position = rows.position.as_deref().map(row);
                 let segment = rows.segment.as_deref().map(row);
                 // transformers' order: (word + segment) + position.
                 let sum: Vec<f32> = (0..hidden)
-                    .map(|f| word[f] + segment.as_ref().map_or(0.0, |s| s[f]) + position[f])
+                    .map(|f| {
+                        word[f]
+                            + segment.as_ref().map_or(0.0, |s| s[f])
+                            + position.as_ref().map_or(0.0, |p| p[f])
+                    })
                     .collect();
                 TokenEmbedding {
                     position: t,
                     word: norm(&word),
-                    position_emb: norm(&position),
+                    position_emb: position.as_deref().map(norm),
                     segment: segment.as_deref().map(norm),
                     sum: norm(&sum),
                     after_norm: normalised.map(|state| norm(&state[t * hidden..][..hidden])),
@@ -213,7 +218,11 @@ impl LoadedModel {
             .collect();
         Ok(EmbeddingBreakdown {
             tokens,
-            position_similarity: cosine_similarities(&rows.position, hidden),
+            position_similarity: rows
+                .position
+                .as_deref()
+                .map(|table| cosine_similarities(table, hidden))
+                .unwrap_or_default(),
         })
     }
 }

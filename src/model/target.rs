@@ -290,7 +290,7 @@ impl LoadedModel {
                     let trace = match trace {
                         Some(trace) => trace,
                         None => {
-                            own = self.interventions().trace(input)?;
+                            own = self.interventions()?.trace(input)?;
                             &own
                         }
                     };

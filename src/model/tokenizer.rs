@@ -433,10 +433,21 @@ fn style_of(tokenizer: &Tokenizer) -> Option<TokenStyle> {
         ModelWrapper::Unigram(_) => return Some(TokenStyle::SentencePiece),
         ModelWrapper::BPE(_) | ModelWrapper::WordLevel(_) => {}
     }
-    match tokenizer.get_decoder()? {
+    decoder_style(tokenizer.get_decoder()?)
+}
+
+/// The style a decoder undoes: Llama's SentencePiece BPE decodes with a sequence that replaces
+/// `▁` by a space (and falls back to bytes).
+fn decoder_style(decoder: &DecoderWrapper) -> Option<TokenStyle> {
+    match decoder {
         DecoderWrapper::ByteLevel(_) => Some(TokenStyle::ByteLevel),
-        DecoderWrapper::Metaspace(_) => Some(TokenStyle::SentencePiece),
+        DecoderWrapper::Metaspace(_) | DecoderWrapper::Replace(_) => {
+            Some(TokenStyle::SentencePiece)
+        }
         DecoderWrapper::WordPiece(_) => Some(TokenStyle::WordPiece),
+        DecoderWrapper::Sequence(sequence) => {
+            sequence.get_decoders().iter().find_map(decoder_style)
+        }
         _ => None,
     }
 }
@@ -497,9 +508,17 @@ impl TokenizerOptions {
             chinese_chars: flag("tokenize_chinese_chars").unwrap_or(true),
             add_prefix_space: flag("add_prefix_space").unwrap_or(false),
             unk: token("unk_token").unwrap_or_else(|| specials.unk.to_owned()),
-            sep: token("sep_token").unwrap_or_else(|| specials.sep.to_owned()),
-            cls: token("cls_token").unwrap_or_else(|| specials.cls.to_owned()),
-            pad: token("pad_token").unwrap_or_else(|| specials.pad.to_owned()),
+            // Decoders name their framing tokens bos and eos, and often have no padding token:
+            // their end of text stands in for it, as transformers' pipelines use it.
+            sep: token("sep_token")
+                .or_else(|| token("eos_token"))
+                .unwrap_or_else(|| specials.sep.to_owned()),
+            cls: token("cls_token")
+                .or_else(|| token("bos_token"))
+                .unwrap_or_else(|| specials.cls.to_owned()),
+            pad: token("pad_token")
+                .or_else(|| token("eos_token"))
+                .unwrap_or_else(|| specials.pad.to_owned()),
             mask: token("mask_token").or_else(|| specials.mask.map(str::to_owned)),
         })
     }

@@ -10,7 +10,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 
 use super::error::{first_line, ModelError, Result};
-use super::params::{Linear, Norm};
+use super::params::{Linear, Norm, NormKind};
 use super::source::WeightFiles;
 
 /// Where a tensor name lives.
@@ -248,6 +248,66 @@ impl WeightStore {
             gamma: self.tensor(&format!("{stem}.weight"), scope, &[width])?,
             beta: self.tensor(&format!("{stem}.bias"), scope, &[width])?,
             eps,
+            kind: NormKind::Layer,
+        })
+    }
+
+    /// A LayerNorm whose bias may have been left out (`bias=False`: ModernBERT's `norm_bias`),
+    /// then zeros.
+    pub fn norm_optional_bias(
+        &self,
+        stem: &str,
+        scope: Scope,
+        width: usize,
+        eps: f64,
+    ) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.tensor(&format!("{stem}.weight"), scope, &[width])?,
+            beta: self
+                .tensor_optional(&format!("{stem}.bias"), scope, &[width])?
+                .unwrap_or_else(|| vec![0.0; width]),
+            eps,
+            kind: NormKind::Layer,
+        })
+    }
+
+    /// A `Linear` whose bias may have been left out (`bias=False`).
+    pub fn linear_optional_bias(
+        &self,
+        stem: &str,
+        scope: Scope,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Linear> {
+        let mut linear = self.linear_without_bias(stem, scope, inputs, outputs)?;
+        linear.bias = self.tensor_optional(&format!("{stem}.bias"), scope, &[outputs])?;
+        Ok(linear)
+    }
+
+    /// An RMSNorm: `{stem}.weight`, `[width]`.
+    pub fn rms_norm(&self, stem: &str, scope: Scope, width: usize, eps: f64) -> Result<Norm> {
+        self.rms_norm_offset(stem, scope, width, eps, 0.0)
+    }
+
+    /// An RMSNorm whose scale is `offset + weight` (Gemma's `1 + w`, added in f32 as
+    /// transformers adds it).
+    pub fn rms_norm_offset(
+        &self,
+        stem: &str,
+        scope: Scope,
+        width: usize,
+        eps: f64,
+        offset: f32,
+    ) -> Result<Norm> {
+        let mut gamma = self.tensor(&format!("{stem}.weight"), scope, &[width])?;
+        if offset != 0.0 {
+            gamma.iter_mut().for_each(|w| *w += offset);
+        }
+        Ok(Norm {
+            gamma,
+            beta: vec![0.0; width],
+            eps,
+            kind: NormKind::Rms,
         })
     }
 }

@@ -195,8 +195,8 @@ pub struct Matrix<'a, 'b> {
     pub labels: &'b [String],
     /// How the colours map to values, for the colour bar.
     pub scale: ColorScale,
-    /// Whether to explain the grey of masked cells (a causal model's attention).
-    pub masked: bool,
+    /// Which grey cells to explain (a causal model's later keys, keys outside a window).
+    pub masked: super::parts::MaskKey,
     /// Selected tokens, outlined.
     pub selection: &'b [usize],
     /// The cell under the pointer: its row and column get a crosshair and strong labels.
@@ -222,7 +222,12 @@ impl<'a> Matrix<'a, '_> {
 
     /// Room below the matrix: the masked key and the note.
     fn bottom_room(&self) -> f32 {
-        let key = if self.masked { 36.0 } else { 8.0 };
+        let entries = self.masked.entries() as f32;
+        let key = if entries > 0.0 {
+            8.0 + entries * 28.0 - (entries - 1.0) * (28.0 - 16.0 - super::parts::MASK_KEY_GAP)
+        } else {
+            8.0
+        };
         key + if self.note.is_some() { NOTE_ROOM } else { 0.0 }
     }
 

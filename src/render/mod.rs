@@ -32,9 +32,7 @@ pub fn head_thumbnail(
     let mut values =
         crate::analysis::norms::norm_map(analysis, layer, crate::analysis::HeadChoice::Head(head))?;
     let tokens = analysis.len();
-    if analysis.causal {
-        mask_future(&mut values, tokens);
-    }
+    crate::analysis::mask_unseen(analysis, layer, &mut values);
     Some(max_pool(
         &values,
         tokens,

@@ -21,8 +21,78 @@ const BAR_LABEL_GAP: f32 = 4.0;
 const BAR_FONT_SIZE: f32 = 11.0;
 /// The room a colour bar takes before its labels start.
 pub const BAR_ROOM_BEFORE_LABELS: f32 = BAR_GAP + COLOR_BAR_WIDTH + BAR_LABEL_GAP;
+/// Between two keys under a colour bar.
+pub const MASK_KEY_GAP: f32 = 6.0;
 /// The key under a colour bar of causal attention.
 const MASKED_LABEL: &str = "masked";
+/// The key under a colour bar of windowed attention.
+const WINDOW_LABEL: &str = "outside the window";
+
+/// Which kinds of masked (grey) cells a map has, for the keys under its colour bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaskKey {
+    /// Keys after the query, which a causal model never sees.
+    pub later: bool,
+    /// Keys outside a sliding or local window.
+    pub window: bool,
+}
+
+impl MaskKey {
+    /// No masked cells.
+    pub const NONE: Self = Self {
+        later: false,
+        window: false,
+    };
+
+    /// Only a causal model's later keys, when `causal`.
+    pub fn causal(causal: bool) -> Self {
+        Self {
+            later: causal,
+            window: false,
+        }
+    }
+
+    /// What layer `layer` of a run masks.
+    pub fn of(analysis: &crate::model::Analysis, layer: usize) -> Self {
+        Self {
+            later: analysis.causal,
+            window: analysis.window(layer) != crate::model::KeyWindow::Whole,
+        }
+    }
+
+    /// The keys to draw, in order.
+    fn labels(self) -> impl Iterator<Item = &'static str> {
+        [(self.later, MASKED_LABEL), (self.window, WINDOW_LABEL)]
+            .into_iter()
+            .filter_map(|(shown, label)| shown.then_some(label))
+    }
+
+    /// How many keys are drawn.
+    pub fn entries(self) -> usize {
+        self.labels().count()
+    }
+
+    /// The words a map's note adds for its grey cells (empty without any).
+    pub fn note(self, window: crate::model::KeyWindow) -> String {
+        use crate::model::KeyWindow;
+        let mut parts = Vec::new();
+        if self.later {
+            parts.push(" · grey: masked, a causal model sees only earlier tokens".to_owned());
+        }
+        if self.window {
+            parts.push(match window {
+                KeyWindow::Sliding(size) => format!(
+                    " · grey: outside the sliding window of {size} keys (the query's own included)"
+                ),
+                KeyWindow::Local(half) => {
+                    format!(" · grey: outside the local window of ±{half} tokens")
+                }
+                KeyWindow::Whole => String::new(),
+            });
+        }
+        parts.concat()
+    }
+}
 
 /// What a figure says above the drawing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,24 +198,23 @@ impl ColorScale {
             .map(|(fraction, value)| (fraction, tick_label(value, high - low)))
     }
 
-    /// The widest label beside the bar (the masked key's too, when it is drawn).
-    pub fn widest_label(self, masked: bool) -> f32 {
+    /// The widest label beside the bar (the masked keys' too, when they are drawn).
+    pub fn widest_label(self, masked: MaskKey) -> f32 {
         let ticks = widest(
             self.ticks().iter().map(|(_, label)| label),
             BAR_FONT_SIZE,
             Font::Sans,
         );
-        if masked {
-            ticks.max(text_width(MASKED_LABEL, BAR_FONT_SIZE, Font::Sans))
-        } else {
-            ticks
-        }
+        masked
+            .labels()
+            .map(|label| text_width(label, BAR_FONT_SIZE, Font::Sans))
+            .fold(ticks, f32::max)
     }
 }
 
 /// A vertical bar of the scale's colours from its low (bottom) to its high end, with three
-/// ticks; under it, when `masked`, the grey of masked cells, named.
-pub fn color_bar(scene: &mut Scene<'_>, bar: Rect, scale: ColorScale, masked: bool) {
+/// ticks; under it, the grey of each kind of masked cell `masked` names.
+pub fn color_bar(scene: &mut Scene<'_>, bar: Rect, scale: ColorScale, masked: MaskKey) {
     const STOPS: usize = 16;
     let stops = (0..=STOPS)
         .map(|step| {
@@ -166,13 +235,14 @@ pub fn color_bar(scene: &mut Scene<'_>, bar: Rect, scale: ColorScale, masked: bo
             .anchor(Align::Start, Baseline::Middle),
         );
     }
-    if masked {
-        let swatch = Rect::from_size(bar.min.x, bar.max.y + 14.0, bar.width(), bar.width());
+    for (entry, label) in masked.labels().enumerate() {
+        let top = bar.max.y + 14.0 + entry as f32 * (bar.width() + MASK_KEY_GAP);
+        let swatch = Rect::from_size(bar.min.x, top, bar.width(), bar.width());
         scene.fill(swatch, Paint::Rgb(MASKED_COLOR));
         scene.text(
             Text::new(
                 Point::new(swatch.max.x + BAR_LABEL_GAP, swatch.center().y),
-                MASKED_LABEL,
+                label,
                 BAR_FONT_SIZE,
                 Font::Sans,
             )

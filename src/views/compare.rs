@@ -8,6 +8,7 @@ use crate::analysis::compare::{difference, same_tokens};
 use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
 use crate::render::matrix::{Matrix, MatrixGeometry, MatrixZoom};
+use crate::render::parts::MaskKey;
 use crate::render::parts::{bar_chart, ColorScale};
 use crate::render::scene::{
     Align, Baseline, Font, Paint, Pixels, Point, Raster, RasterKey, Scene, Text,
@@ -91,7 +92,7 @@ pub fn scene<'a>(
                     labels: &[String],
                     raster: Raster<'a>,
                     scale: ColorScale,
-                    masked: bool| {
+                    masked: MaskKey| {
         let left = (block_width + GAP) * column as f32;
         scene.text(
             Text::new(Point::new(left, 0.0), title.clone(), TITLE, Font::Sans)
@@ -142,7 +143,7 @@ pub fn scene<'a>(
             &labels,
             raster,
             ColorScale::Sequential { max },
-            side.analysis.causal,
+            MaskKey::of(side.analysis, side.layer),
         );
         maps.push(values);
     }
@@ -166,7 +167,7 @@ pub fn scene<'a>(
             &labels,
             raster,
             ColorScale::Diverging { max_abs },
-            a.analysis.causal,
+            MaskKey::of(a.analysis, a.layer),
         );
     }
     let top = block_height + 12.0;
@@ -466,13 +467,20 @@ mod tab {
                             .pointer
                             .and_then(|p| shown.areas.iter().position(|area| area.contains(p)));
                         match slot.unwrap_or(usize::MAX) {
-                            0 => cell_tooltip(&shown.response, analysis, &a, row, column, "weight"),
+                            0 => cell_tooltip(
+                                &shown.response,
+                                analysis,
+                                Some(view.layer),
+                                &a,
+                                (row, column),
+                                "weight",
+                            ),
                             1 => cell_tooltip(
                                 &shown.response,
                                 &other.analysis,
+                                Some(view.other_layer),
                                 &b,
-                                row,
-                                column,
+                                (row, column),
                                 "weight",
                             ),
                             _ if identical => {
@@ -481,9 +489,9 @@ mod tab {
                                 cell_tooltip(
                                     &shown.response,
                                     analysis,
+                                    Some(view.layer),
                                     &difference,
-                                    row,
-                                    column,
+                                    (row, column),
                                     "difference A − B",
                                 );
                             }

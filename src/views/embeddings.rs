@@ -63,7 +63,7 @@ fn column_values(breakdown: &EmbeddingBreakdown) -> [Vec<Option<f32>>; 5] {
     let tokens = &breakdown.tokens;
     [
         tokens.iter().map(|t| Some(t.word)).collect(),
-        tokens.iter().map(|t| Some(t.position_emb)).collect(),
+        tokens.iter().map(|t| t.position_emb).collect(),
         tokens.iter().map(|t| t.segment).collect(),
         tokens.iter().map(|t| Some(t.sum)).collect(),
         tokens.iter().map(|t| t.after_norm).collect(),
@@ -83,7 +83,7 @@ pub fn natural_size(analysis: &Analysis, breakdown: &EmbeddingBreakdown) -> (f32
         }),
         labels: &labels,
         scale: ColorScale::Similarity,
-        masked: false,
+        masked: crate::render::parts::MaskKey::NONE,
         selection: &[],
         hovered: None,
         zoom: MatrixZoom::default(),
@@ -116,7 +116,8 @@ fn table_size(labels: &[String], breakdown: &EmbeddingBreakdown) -> (f32, f32) {
 }
 
 /// The table and the similarity matrix side by side in `width × height`: table rows are token
-/// regions (a click selects), the matrix's cells a grid whose geometry comes back too.
+/// regions (a click selects), the matrix's cells a grid whose geometry comes back too (no
+/// matrix for a model without position embeddings).
 /// Long because the table and the similarity matrix beside it share one layout pass (column widths,
 /// row heights, the selection and hover marks).
 pub fn scene<'a>(
@@ -125,7 +126,7 @@ pub fn scene<'a>(
     marks: &Marks<'_>,
     width: f32,
     height: f32,
-) -> (Scene<'a>, MatrixGeometry) {
+) -> (Scene<'a>, Option<MatrixGeometry>) {
     let labels: Vec<String> = (0..analysis.len())
         .map(|i| analysis.display_token(i))
         .collect();
@@ -248,6 +249,20 @@ pub fn scene<'a>(
     }
     let tokens = labels.len();
     let matrix_left = table_width + 2.0 * GAP;
+    if breakdown.position_similarity.len() != tokens * tokens {
+        scene.text(
+            Text::new(
+                Point::new(matrix_left, 0.0),
+                "No position embeddings: this model turns each query and key by its position (rotary embeddings) inside every layer",
+                11.0,
+                Font::Sans,
+            )
+            .anchor(Align::Start, Baseline::Top)
+            .paint(Paint::FaintInk),
+        );
+        scene.height = scene.height.max(y);
+        return (scene, None);
+    }
     scene.text(
         Text::new(
             Point::new(matrix_left, 0.0),
@@ -267,7 +282,7 @@ pub fn scene<'a>(
         }),
         labels: &labels,
         scale: ColorScale::Similarity,
-        masked: false,
+        masked: crate::render::parts::MaskKey::NONE,
         selection: marks.selection,
         hovered: marks.hovered,
         zoom: marks.zoom,
@@ -282,7 +297,7 @@ pub fn scene<'a>(
         (height - top).max(120.0),
     );
     scene.height = scene.height.max(y);
-    (scene, geometry)
+    (scene, Some(geometry))
 }
 
 /// The embeddings view (it has no parameter).
@@ -322,7 +337,7 @@ impl super::Draw for EmbeddingsView {
         let (scene, geometry) = scene(inputs.analysis, parts, &marks, canvas.width, canvas.height);
         Ok(super::Drawn {
             scene,
-            zoomable: vec![super::Zoomable::of_matrix(&geometry)],
+            zoomable: geometry.iter().map(super::Zoomable::of_matrix).collect(),
         })
     }
 }
@@ -381,7 +396,11 @@ mod tab {
             match shown.hovered {
                 Some(Hit::Cell { row, column }) => {
                     let tokens = analysis.len();
-                    let similarity = breakdown.position_similarity[row * tokens + column];
+                    let Some(&similarity) =
+                        breakdown.position_similarity.get(row * tokens + column)
+                    else {
+                        return;
+                    };
                     shown.response.clone().on_hover_ui_at_pointer(|ui| {
                         ui.label(format!(
                             "{} and {}",
@@ -395,8 +414,12 @@ mod tab {
                 Some(Hit::Token(token)) => {
                     if let Some(parts) = breakdown.tokens.iter().find(|t| t.position == token) {
                         shown.response.clone().on_hover_text_at_pointer(format!(
-                            "token {token}: word {:.6}, position {:.6}, sum {:.6}",
-                            parts.word, parts.position_emb, parts.sum
+                            "token {token}: word {:.6}, position {}, sum {:.6}",
+                            parts.word,
+                            parts
+                                .position_emb
+                                .map_or("none (rotary)".to_owned(), |norm| format!("{norm:.6}")),
+                            parts.sum
                         ));
                     }
                 }

@@ -108,7 +108,7 @@ pub fn scene(
             (pitch * layers as f32 - GAP).max(40.0),
         ),
         ColorScale::Sequential { max },
-        false,
+        crate::render::parts::MaskKey::NONE,
     );
     notes(&mut scene, 0.0, grid_bottom + 8.0, &key);
     scene.height = scene.height.max(LABEL_ROOM + 40.0 + 8.0);

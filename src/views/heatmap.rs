@@ -8,8 +8,9 @@ use crate::analysis::{shown_map, HeadChoice};
 use crate::model::Analysis;
 use crate::render::matrix::{Matrix, MatrixGeometry, MatrixZoom};
 use crate::render::parts::ColorScale;
+use crate::render::parts::MaskKey;
 use crate::render::scene::{Pixels, Raster, RasterKey, Scene};
-use crate::render::{heatmap_rgba, mask_future, max_value};
+use crate::render::{heatmap_rgba, max_value};
 
 /// What a heatmap (and the lines) show of a layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -68,9 +69,7 @@ impl Heatmap {
             MapKind::Attention => Some(shown_map(analysis, self.layer, self.head)),
             MapKind::Norms => {
                 let mut values = crate::analysis::norms::norm_map(analysis, self.layer, self.head)?;
-                if analysis.causal {
-                    mask_future(&mut values, analysis.len());
-                }
+                crate::analysis::mask_unseen(analysis, self.layer, &mut values);
                 Some(values)
             }
             MapKind::Rollout | MapKind::Flow(_) => combined.map(<[f32]>::to_vec),
@@ -97,13 +96,19 @@ impl Heatmap {
         ))
     }
 
-    /// The line under the map: what rows and columns are.
-    pub fn note(&self, causal: bool) -> String {
-        let masked = if causal {
-            " · grey: masked, a causal model sees only earlier tokens"
-        } else {
-            ""
-        };
+    /// Which grey cells the map has: a layer's own masks for its attention and norms, a causal
+    /// model's later keys for rollout (which composes layers, windows and all), none for flow.
+    pub fn mask_key(&self, analysis: &Analysis) -> MaskKey {
+        match self.kind {
+            MapKind::Attention | MapKind::Norms => MaskKey::of(analysis, self.layer),
+            MapKind::Rollout => MaskKey::causal(analysis.causal),
+            MapKind::Flow(_) => MaskKey::NONE,
+        }
+    }
+
+    /// The line under the map: what rows and columns are, and what its grey cells are.
+    pub fn note(&self, analysis: &Analysis) -> String {
+        let masked = self.mask_key(analysis).note(analysis.window(self.layer));
         match &self.kind {
             MapKind::Attention => {
                 format!("Rows: queries · columns: keys · each row sums to 1{masked}")
@@ -144,11 +149,11 @@ pub fn scene<'a>(
         }),
         labels: &labels,
         scale: ColorScale::Sequential { max },
-        masked: analysis.causal,
+        masked: view.mask_key(analysis),
         selection: marks.selection,
         hovered: marks.hovered,
         zoom: marks.zoom,
-        note: Some(view.note(analysis.causal)),
+        note: Some(view.note(analysis)),
         name: format!("Attention matrix, {tokens} × {tokens} tokens"),
     };
     let mut scene = Scene::new(width, height, "Heatmap");
@@ -168,11 +173,11 @@ pub fn natural_size(analysis: &Analysis, view: &Heatmap, max: f32) -> (f32, f32)
         }),
         labels: &labels,
         scale: ColorScale::Sequential { max },
-        masked: analysis.causal,
+        masked: view.mask_key(analysis),
         selection: &[],
         hovered: None,
         zoom: MatrixZoom::default(),
-        note: Some(view.note(analysis.causal)),
+        note: Some(view.note(analysis)),
         name: String::new(),
     }
     .natural_size()
@@ -391,12 +396,17 @@ mod tab {
                 return;
             };
             if let Some(Hit::Cell { row, column }) = shown.hovered {
+                let layer = matches!(
+                    cx.state.attention_kind,
+                    AttentionKind::Raw | AttentionKind::Norms
+                )
+                .then_some(cx.state.layer);
                 cell_tooltip(
                     &shown.response,
                     cx.analysis(),
+                    layer,
                     &values,
-                    row,
-                    column,
+                    (row, column),
                     "weight",
                 );
             }

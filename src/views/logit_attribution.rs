@@ -46,7 +46,12 @@ fn other_parts(parts: &LogitAttribution) -> Vec<(String, f32)> {
     let mut rows = vec![("embedding".to_owned(), parts.embed)];
     for (layer, (&bias, &mlp)) in parts.attn_bias.iter().zip(&parts.mlps).enumerate() {
         rows.push((format!("layer {layer} MLP"), mlp));
-        rows.push((format!("layer {layer} attn bias"), bias));
+        if parts.heads.get(layer).is_some_and(Vec::is_empty) {
+            // Attention that does not split into heads is one part.
+            rows.push((format!("layer {layer} attention"), parts.attention[layer]));
+        } else {
+            rows.push((format!("layer {layer} attn bias"), bias));
+        }
     }
     rows.push(("final norm bias".to_owned(), parts.final_bias));
     rows
@@ -86,16 +91,34 @@ impl super::Draw for LogitAttributionView {
         let parts = parts(inputs)?;
         let target = &parts.target;
         let style = inputs.analysis.token_style;
-        let header = vec![
+        let mut header = vec![
             format!(
                 "the logit of {} after token {}: {:.4} = the sum of every part below ({:.4})",
-                target.display_name(style).map_or_else(|| format!("id {}", target.id), |n| format!("{n:?}")),
+                target
+                    .display_name(style)
+                    .map_or_else(|| format!("id {}", target.id), |n| format!("{n:?}")),
                 target.position.unwrap_or_default(),
                 parts.logit,
                 parts.total()
             ),
-            "each part: ((c − mean c)/σ)·γ·W_U[token], σ of the whole stream entering the final LayerNorm; red raises the logit".to_owned(),
+            if parts.centred {
+                "each part: ((c − mean c)/σ)·γ·W_U[token], σ of the whole stream entering the final LayerNorm; red raises the logit".to_owned()
+            } else {
+                "each part: (c/σ)·γ·W_U[token], σ the RMS of the whole stream entering the final RMSNorm (no mean, no shift); red raises the logit".to_owned()
+            },
         ];
+        if let Some(cap) = parts.softcap {
+            header.push(format!(
+                "explained before the head's soft-cap: the prediction is {cap}·tanh(logit/{cap}) = {:.4}",
+                parts.target.logit
+            ));
+        }
+        if parts.heads.iter().all(Vec::is_empty) {
+            header.push(
+                "attention is one part per layer: each block's whole output is normalised before it is added, so it does not split into heads"
+                    .to_owned(),
+            );
+        }
         let (width, _) = self.natural_size(inputs);
         let width = canvas
             .width

@@ -44,13 +44,19 @@ pub fn natural_width(heads: usize) -> f32 {
 }
 
 /// The note under the grid.
-fn note(overview: Overview, causal: bool) -> String {
+fn note(overview: Overview, analysis: &Analysis) -> String {
     let what = if overview.norms {
         "‖α·f(x)‖"
     } else {
         "weight"
     };
-    let masked = if causal { " · grey: masked" } else { "" };
+    let windowed = (0..analysis.layers())
+        .any(|layer| analysis.window(layer) != crate::model::KeyWindow::Whole);
+    let masked = match (analysis.causal, windowed) {
+        (_, true) => " · grey: masked (later tokens, or outside a layer's window)",
+        (true, false) => " · grey: masked",
+        (false, false) => "",
+    };
     format!("rows: layers · columns: heads · each map coloured from 0 to its own largest {what}{masked}")
 }
 
@@ -144,11 +150,11 @@ pub fn scene<'a>(
         &mut scene,
         0.0,
         LABEL_ROOM + grid_height + 4.0,
-        &[note(overview, analysis.causal)],
+        &[note(overview, analysis)],
     );
     scene.width = scene.width.max(crate::render::parts::notes_width(
         0.0,
-        &[note(overview, analysis.causal)],
+        &[note(overview, analysis)],
     ));
     Ok(scene)
 }

@@ -53,10 +53,10 @@ impl<'a> ForwardInput<'a> {
 /// The embedding-table rows one input reads, host arrays `[tokens, hidden]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingRows {
-    /// Word (token) embeddings.
+    /// Word (token) embeddings as the model adds them (Gemma's scaled by `√hidden`).
     pub word: Vec<f32>,
-    /// Position embeddings.
-    pub position: Vec<f32>,
+    /// Position embeddings, for families that add them (rotary families do not).
+    pub position: Option<Vec<f32>>,
     /// Segment embeddings, for families that have them.
     pub segment: Option<Vec<f32>>,
 }
@@ -157,7 +157,7 @@ pub struct LogitIndex {
 pub struct HeadPatch<'a> {
     /// Per item, the head of the start layer whose context vectors are replaced.
     pub heads: &'a [usize],
-    /// The replacements: every head's context vectors at that layer, `[tokens, hidden]`.
+    /// The replacements: every head's context vectors at that layer, `[tokens, heads·head_dim]`.
     pub contexts: &'a [f32],
 }
 
@@ -201,20 +201,28 @@ pub struct Trace {
     /// `[layers + 1, tokens, hidden]`: what each layer reads, then the last layer's output
     /// before any final LayerNorm.
     pub states: Vec<f32>,
-    /// `[layers, tokens, hidden]`: each layer's heads' context vectors, head after head, as
-    /// they enter the attention output projection.
+    /// `[layers, tokens, hidden]`: each layer's residual stream after its attention block
+    /// (pre-LN families; post-LN ones: after the block's LayerNorm).
+    pub attended: Vec<f32>,
+    /// `[layers, tokens, heads·head_dim]`: each layer's heads' context vectors, head after
+    /// head, as they enter the attention output projection.
     pub contexts: Vec<f32>,
 }
 
-/// How a logit reads the residual stream r after the last layer: `norm(r)·direction + bias`.
+/// How a logit reads the residual stream r after the last layer: `norm(r)·direction + bias`,
+/// soft-capped afterwards where the head caps its logits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readout {
-    /// The final LayerNorm's scale, shift and epsilon, when the family has one.
+    /// The final norm's scale, shift and epsilon, when the family has one.
     pub norm: Option<(Vec<f32>, Vec<f32>, f64)>,
+    /// Whether that norm subtracts the mean (LayerNorm) or not (RMSNorm, whose shift is 0).
+    pub centred: bool,
     /// The logit's row of the vocabulary matrix.
     pub direction: Vec<f32>,
     /// The logit's bias (0 without one).
     pub bias: f32,
+    /// The head's soft-cap of its logits (Gemma's `final_logit_softcapping`), after the product.
+    pub softcap: Option<f32>,
 }
 
 /// Runs a causal model a few tokens at a time, keeping every layer's keys and values so that a

@@ -11,7 +11,7 @@ use super::parts::{
     encoder_layers, label_rows, masked_lm, question_answering, saved_as, token_classifier,
     two_layer_head, EncoderLayerNames, MaskedLmNames,
 };
-use super::{Description, Family};
+use super::{whole_heads, Description, Family};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -53,13 +53,15 @@ pub(super) fn encoder_config(
             name = family.name()
         )));
     }
-    let head_dim = hidden_size / num_attention_heads.max(1);
+    let head_dim = whole_heads(hidden_size, num_attention_heads);
     Ok(ModelConfig {
         family,
         vocab_size: config.size(&["vocab_size"])?,
         hidden_size,
         num_hidden_layers,
         num_attention_heads,
+        num_key_value_heads: num_attention_heads,
+        head_dim,
         intermediate_size: config.size(&["intermediate_size"])?,
         max_position_embeddings: config.size(&["max_position_embeddings"])?,
         type_vocab_size: config
@@ -81,6 +83,7 @@ pub(super) fn encoder_config(
             segments,
             attention_scales: vec![1.0 / (head_dim as f32).sqrt(); num_hidden_layers],
             takes_pairs: true,
+            ..Architecture::new(NormPlacement::Post, false, Vec::new())
         },
     })
 }
@@ -112,11 +115,11 @@ pub(super) fn encoder(
             Scope::Base,
             &[config.vocab_size, hidden],
         )?,
-        position: store.tensor(
+        position: Some(store.tensor(
             "embeddings.position_embeddings.weight",
             Scope::Base,
             &[config.max_position_embeddings, hidden],
-        )?,
+        )?),
         segment: Some(store.tensor(
             "embeddings.token_type_embeddings.weight",
             Scope::Base,

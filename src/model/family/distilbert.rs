@@ -10,7 +10,7 @@ use super::parts::{
     encoder_layers, label_rows, masked_lm, question_answering, token_classifier, two_layer_head,
     EncoderLayerNames, MaskedLmNames,
 };
-use super::{Description, Family};
+use super::{whole_heads, Description, Family};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -52,13 +52,15 @@ impl Description for DistilBert {
         let hidden_size = config.size(&["dim", "hidden_size"])?;
         let num_attention_heads = config.size(&["n_heads", "num_attention_heads"])?;
         let num_hidden_layers = config.size(&["n_layers", "num_hidden_layers"])?;
-        let head_dim = hidden_size / num_attention_heads.max(1);
+        let head_dim = whole_heads(hidden_size, num_attention_heads);
         Ok(ModelConfig {
             family: Family::DistilBert,
             vocab_size: config.size(&["vocab_size"])?,
             hidden_size,
             num_hidden_layers,
             num_attention_heads,
+            num_key_value_heads: num_attention_heads,
+            head_dim,
             intermediate_size: config.size(&["hidden_dim"])?,
             max_position_embeddings: config
                 .optional_size(&["max_position_embeddings"])?
@@ -82,6 +84,7 @@ impl Description for DistilBert {
                 segments: Segments::Absent,
                 attention_scales: vec![1.0 / (head_dim as f32).sqrt(); num_hidden_layers],
                 takes_pairs: true,
+                ..Architecture::new(NormPlacement::Post, false, Vec::new())
             },
         })
     }
@@ -113,7 +116,7 @@ impl Description for DistilBert {
                 Scope::Base,
                 &[config.vocab_size, hidden],
             )?,
-            position,
+            position: Some(position),
             segment: None,
             norm: Some(store.norm("embeddings.LayerNorm", Scope::Base, hidden, EPS)?),
         };

@@ -7,7 +7,7 @@
 //! not padding) and `GPT2ForTokenClassification`'s `classifier`.
 
 use super::parts::{head, label_rows, token_classifier};
-use super::{Description, Family};
+use super::{whole_heads, Description, Family};
 use crate::model::config::{
     Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -34,7 +34,7 @@ impl Description for Gpt2 {
                     .to_owned(),
             ));
         }
-        let head_dim = hidden_size / num_attention_heads.max(1);
+        let head_dim = whole_heads(hidden_size, num_attention_heads);
         let scale_by_head = config.optional_bool("scale_attn_weights")?.unwrap_or(true);
         let scale_by_layer = config
             .optional_bool("scale_attn_by_inverse_layer_idx")?
@@ -59,6 +59,8 @@ impl Description for Gpt2 {
             hidden_size,
             num_hidden_layers,
             num_attention_heads,
+            num_key_value_heads: num_attention_heads,
+            head_dim,
             intermediate_size: config
                 .optional_size(&["n_inner"])?
                 .unwrap_or(4 * hidden_size),
@@ -84,6 +86,7 @@ impl Description for Gpt2 {
                 segments: Segments::Absent,
                 attention_scales,
                 takes_pairs: false,
+                ..Architecture::new(NormPlacement::Pre, true, Vec::new())
             },
         })
     }
@@ -98,11 +101,11 @@ impl Description for Gpt2 {
         let eps = config.layer_norm_eps;
         let embeddings = EmbeddingWeights {
             word: store.tensor("wte.weight", Scope::Base, &[config.vocab_size, hidden])?,
-            position: store.tensor(
+            position: Some(store.tensor(
                 "wpe.weight",
                 Scope::Base,
                 &[config.max_position_embeddings, hidden],
-            )?,
+            )?),
             segment: None,
             norm: None,
         };
@@ -111,6 +114,10 @@ impl Description for Gpt2 {
                 let name = |part: &str| format!("h.{index}.{part}");
                 Ok(LayerWeights {
                     qkv: store.conv1d(&name("attn.c_attn"), Scope::Base, hidden, 3 * hidden)?,
+                    query_norm: None,
+                    key_norm: None,
+                    attention_post_norm: None,
+                    ffn_post_norm: None,
                     attention_output: store.conv1d(
                         &name("attn.c_proj"),
                         Scope::Base,

@@ -7,7 +7,10 @@
 
 mod bert;
 mod distilbert;
+mod gemma3;
 mod gpt2;
+mod llama;
+mod modernbert;
 mod parts;
 mod roberta;
 
@@ -32,6 +35,20 @@ impl Family {
                 family: Family::XlmRoberta,
             },
             Self::Gpt2 => &gpt2::Gpt2,
+            Self::Gemma3 => &gemma3::Gemma3,
+            Self::ModernBert => &modernbert::ModernBert,
+            Self::Llama => &llama::LlamaKin {
+                family: Family::Llama,
+            },
+            Self::Mistral => &llama::LlamaKin {
+                family: Family::Mistral,
+            },
+            Self::Qwen2 => &llama::LlamaKin {
+                family: Family::Qwen2,
+            },
+            Self::Qwen3 => &llama::LlamaKin {
+                family: Family::Qwen3,
+            },
         }
     }
 }
@@ -46,4 +63,13 @@ pub(crate) trait Description: Sync {
 
     /// Special tokens, framing and vocabulary files of the family's tokenizer.
     fn tokenizer(&self) -> TokenizerConventions;
+}
+
+/// Width of one head when `heads` divide `hidden` evenly; 0 (refused by validation) otherwise.
+pub(super) fn whole_heads(hidden: usize, heads: usize) -> usize {
+    if heads > 0 && hidden.is_multiple_of(heads) {
+        hidden / heads
+    } else {
+        0
+    }
 }

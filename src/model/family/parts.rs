@@ -47,6 +47,10 @@ pub(super) fn encoder_layers(
                 .collect::<Result<Vec<_>>>()?;
             Ok(LayerWeights {
                 qkv: Linear::stack(qkv),
+                query_norm: None,
+                key_norm: None,
+                attention_post_norm: None,
+                ffn_post_norm: None,
                 attention_output: linear(names.attention_output, hidden, hidden)?,
                 attention_norm: store.norm(
                     &name(names.attention_norm),

@@ -139,13 +139,14 @@ pub fn zoom_controls(ui: &mut egui::Ui, zoom: &mut MatrixZoom) {
 }
 
 /// The tooltip of a map's cell: who attends to whom, and the exact `what` (weight, difference);
-/// a causal model's masked cells and a flow's rows not computed say so instead.
+/// masked cells (of layer `layer`'s masks, or a causal model's later keys when the map is not
+/// one layer's) and a flow's rows not computed say so instead.
 pub fn cell_tooltip(
     response: &egui::Response,
     analysis: &crate::model::Analysis,
+    layer: Option<usize>,
     values: &[f32],
-    row: usize,
-    column: usize,
+    (row, column): (usize, usize),
     what: &str,
 ) {
     let tokens = analysis.len();
@@ -153,10 +154,24 @@ pub fn cell_tooltip(
         return;
     };
     let (query, key) = (analysis.display_token(row), analysis.display_token(column));
+    let later = analysis.causal && column > row;
+    let outside = layer.is_some_and(|layer| analysis.is_outside_window(layer, row, column));
     response.clone().on_hover_ui_at_pointer(|ui| {
-        if analysis.is_masked(row, column) {
+        if later || outside {
             ui.label(format!("{query} cannot attend to {key}"));
-            ui.weak("masked: a causal model only sees earlier tokens");
+            ui.weak(if later {
+                "masked: a causal model only sees earlier tokens".to_owned()
+            } else {
+                match layer.map(|layer| analysis.window(layer)) {
+                    Some(crate::model::KeyWindow::Sliding(size)) => format!(
+                        "outside the window: this layer's queries see only the last {size} tokens"
+                    ),
+                    Some(crate::model::KeyWindow::Local(half)) => format!(
+                        "outside the window: this layer's queries see only tokens within {half} of themselves"
+                    ),
+                    _ => "outside the window".to_owned(),
+                }
+            });
             ui.weak(format!("query {row}, key {column}"));
             return;
         }

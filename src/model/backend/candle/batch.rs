@@ -40,8 +40,8 @@ impl CandleBackend {
         )?))
     }
 
-    /// One layer over `x` `[items, tokens, hidden]`: its output and the heads' context vectors
-    /// `[items, tokens, hidden]`.
+    /// One layer over `x` `[items, tokens, hidden]`: its output, the residual stream after its
+    /// attention block and the heads' context vectors `[items, tokens, hidden]`.
     fn batch_layer(
         &self,
         index: usize,
@@ -49,7 +49,7 @@ impl CandleBackend {
         x: &Tensor,
         future: Option<&Tensor>,
         patch: Option<&DevicePatch>,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let activation = self.config.hidden_act;
         match self.config.architecture.norm {
             NormPlacement::Post => {
@@ -61,7 +61,7 @@ impl CandleBackend {
                 let output = layer
                     .ffn_norm
                     .forward_differentiable(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
-                Ok((output, context))
+                Ok((output, attended, context))
             }
             NormPlacement::Pre => {
                 let normed = layer.attention_norm.forward_differentiable(x)?;
@@ -70,7 +70,7 @@ impl CandleBackend {
                 let normed = layer.ffn_norm.forward_differentiable(&attended)?;
                 let inner = activate(&layer.ffn_in.forward(&normed)?, activation)?;
                 let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
-                Ok((output, context))
+                Ok((output, attended, context))
             }
         }
     }
@@ -238,7 +238,7 @@ impl CandleBackend {
                     .map(|bias| bias.narrow(0, logit.output, 1))
                     .transpose()?,
             ),
-            Op::Activation(_) | Op::Norm(_) => {
+            Op::Activation(_) | Op::Norm(_) | Op::SoftCap(_) | Op::MeanPool => {
                 return Err(ModelError::Compute(
                     "a head that does not end in a product".to_owned(),
                 ))
@@ -259,6 +259,7 @@ impl CandleBackend {
         let mut x = self.embed(input)?.unsqueeze(0)?;
         let future = self.future_mask(input.ids.len())?;
         let mut states = Vec::new();
+        let mut attended = Vec::new();
         let mut contexts = Vec::new();
         let host = |tensor: &Tensor| -> Result<Vec<f32>> {
             Ok(tensor
@@ -268,12 +269,18 @@ impl CandleBackend {
         };
         for (index, layer) in self.layers.iter().enumerate() {
             states.extend(host(&x)?);
-            let (output, context) = self.batch_layer(index, layer, &x, future.as_ref(), None)?;
+            let (output, after_attention, context) =
+                self.batch_layer(index, layer, &x, future.as_ref(), None)?;
             contexts.extend(host(&context)?);
+            attended.extend(host(&after_attention)?);
             x = output;
         }
         states.extend(host(&x)?);
-        Ok(Trace { states, contexts })
+        Ok(Trace {
+            states,
+            attended,
+            contexts,
+        })
     }
 
     /// [`Backend::head_outputs`] in candle's ops.
@@ -348,10 +355,13 @@ impl CandleBackend {
             )),
             None => None,
         };
+        // The candle path's batched runs are for LayerNorm families without soft-caps.
         Ok(Some(Readout {
             norm,
+            centred: true,
             direction,
             bias,
+            softcap: None,
         }))
     }
 }

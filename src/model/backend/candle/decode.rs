@@ -59,8 +59,9 @@ impl CandleBackend {
     }
 
     /// Self-attention of the tokens `x` (`[new, hidden]`) after `past` cached ones: their
-    /// context vectors `[new, hidden]`, the layer's keys and values with theirs appended, and
-    /// the last new token's row of each head, `[heads, keys]`.
+    /// context vectors `[new, heads·head_dim]`, the layer's keys and values with theirs appended
+    /// (`[kv_heads, tokens, head_dim]`), and the last new token's row of each head,
+    /// `[heads, keys]`.
     fn cached_attention(
         &self,
         index: usize,
@@ -70,40 +71,27 @@ impl CandleBackend {
         cached: Option<(&Tensor, &Tensor)>,
         input: &ForwardInput<'_>,
     ) -> Result<(Tensor, (LayerKv, Tensor))> {
-        let (new, hidden) = x.dims2()?;
+        let new = input.ids.len();
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
-        let qkv = layer
-            .query_key_value
-            .forward(x)?
-            .reshape((new, 3, heads, head_dim))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?;
-        let queries = qkv.get(0)?;
+        let (queries, new_keys, new_values) =
+            self.project_heads(index, layer, x, input.positions)?;
         let (keys, values) = match cached {
             Some((keys, values)) => (
-                Tensor::cat(&[keys, &qkv.get(1)?], 1)?,
-                Tensor::cat(&[values, &qkv.get(2)?], 1)?,
+                Tensor::cat(&[keys, &new_keys], 1)?,
+                Tensor::cat(&[values, &new_values], 1)?,
             ),
-            None => (qkv.get(1)?, qkv.get(2)?),
+            None => (new_keys, new_values),
         };
-        let total = past + new;
         let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let scores = (queries.matmul(&keys.t()?.contiguous()?)? * scale)?;
-        // Keys after each new query (it sits at `past + query`); one new token sees them all.
-        let future = if self.config.architecture.causal && new > 1 {
-            let mask: Vec<u8> = (0..new)
-                .flat_map(|query| (0..total).map(move |key| u8::from(key > past + query)))
-                .collect();
-            Some(Tensor::from_vec(mask, (new, total), &self.device)?)
-        } else {
-            None
-        };
-        let probs = self.attention_probs(index, scores, future.as_ref(), input)?;
+        let scores = self
+            .capped((queries.matmul(&self.per_query_head(&keys)?.t()?.contiguous()?)? * scale)?)?;
+        let hidden_keys = self.hidden_keys(index, past, new)?;
+        let probs = self.attention_probs(index, scores, hidden_keys.as_ref(), input)?;
         let context = probs
-            .matmul(&values)?
+            .matmul(&self.per_query_head(&values)?)?
             .transpose(0, 1)?
-            .reshape((new, hidden))?;
+            .reshape((new, heads * head_dim))?;
         let last_rows = probs.i((.., new - 1, ..))?.contiguous()?;
         Ok((context, (LayerKv::Device { keys, values }, last_rows)))
     }

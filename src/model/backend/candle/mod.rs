@@ -16,9 +16,9 @@ use super::{
     Interventions, KvCache, Readout, Trace,
 };
 use crate::model::captured::{CapturedArray, DeviceArray};
-use crate::model::config::{Activation, ModelConfig, NormPlacement};
+use crate::model::config::{Activation, KeyWindow, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
-use crate::model::params::{self, HeadOp, ModelWeights};
+use crate::model::params::{self, HeadOp, ModelWeights, NormKind};
 
 /// A dense layer `y = x·W + b` with `W` stored transposed, `[in, out]`, so every matmul reads
 /// both operands row-major.
@@ -48,11 +48,12 @@ impl Dense {
     }
 }
 
-/// LayerNorm over the last dimension.
+/// LayerNorm or RMSNorm over the last dimension.
 struct LayerNorm {
     gamma: Tensor,
     beta: Tensor,
     eps: f32,
+    kind: NormKind,
 }
 
 impl LayerNorm {
@@ -62,6 +63,7 @@ impl LayerNorm {
             gamma: Tensor::from_vec(norm.gamma, width, device)?,
             beta: Tensor::from_vec(norm.beta, width, device)?,
             eps: norm.eps as f32,
+            kind: norm.kind,
         })
     }
 
@@ -76,12 +78,11 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            x,
-            &self.gamma,
-            &self.beta,
-            self.eps,
-        )?)
+        Ok(match self.kind {
+            NormKind::Layer => candle_nn::ops::layer_norm(x, &self.gamma, &self.beta, self.eps)?,
+            NormKind::Rms => candle_nn::ops::rms_norm(x, &self.gamma, self.eps)?,
+            NormKind::Identity => x.clone(),
+        })
     }
 }
 
@@ -91,16 +92,21 @@ fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
         Activation::GeluTanh => x.gelu()?,
         Activation::Relu => x.relu()?,
         Activation::Tanh => x.tanh()?,
+        Activation::Silu => x.silu()?,
     })
 }
 
 struct Layer {
     query_key_value: Dense,
+    query_norm: Option<LayerNorm>,
+    key_norm: Option<LayerNorm>,
     attention_output: Dense,
     attention_norm: LayerNorm,
     ffn_in: Dense,
     ffn_out: Dense,
     ffn_norm: LayerNorm,
+    attention_post_norm: Option<LayerNorm>,
+    ffn_post_norm: Option<LayerNorm>,
 }
 
 enum Op {
@@ -108,6 +114,14 @@ enum Op {
     TiedDecoder(Option<Tensor>),
     Activation(Activation),
     Norm(LayerNorm),
+    SoftCap(f32),
+    MeanPool,
+}
+
+/// Soft-capping, `c·tanh(x/c)`, in transformers' order of operations.
+fn soft_cap(x: &Tensor, cap: f32) -> Result<Tensor> {
+    let cap = f64::from(cap);
+    Ok(((x / cap)?.tanh()? * cap)?)
 }
 
 /// What one layer's attention captures.
@@ -127,7 +141,7 @@ pub struct CandleBackend {
     config: ModelConfig,
     device: Device,
     word: Tensor,
-    position: Tensor,
+    position: Option<Tensor>,
     segment: Option<Tensor>,
     embedding_norm: Option<LayerNorm>,
     layers: Vec<Layer>,
@@ -148,13 +162,20 @@ impl CandleBackend {
             .layers
             .into_iter()
             .map(|layer| {
+                let norm = |norm: Option<params::Norm>| {
+                    norm.map(|norm| LayerNorm::new(norm, device)).transpose()
+                };
                 Ok(Layer {
                     query_key_value: Dense::new(layer.qkv, device)?,
+                    query_norm: norm(layer.query_norm)?,
+                    key_norm: norm(layer.key_norm)?,
                     attention_output: Dense::new(layer.attention_output, device)?,
                     attention_norm: LayerNorm::new(layer.attention_norm, device)?,
                     ffn_in: Dense::new(layer.ffn_in, device)?,
                     ffn_out: Dense::new(layer.ffn_out, device)?,
                     ffn_norm: LayerNorm::new(layer.ffn_norm, device)?,
+                    attention_post_norm: norm(layer.attention_post_norm)?,
+                    ffn_post_norm: norm(layer.ffn_post_norm)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -176,6 +197,8 @@ impl CandleBackend {
                             ),
                             HeadOp::Activation(activation) => Op::Activation(activation),
                             HeadOp::Norm(norm) => Op::Norm(LayerNorm::new(norm, device)?),
+                            HeadOp::SoftCap(cap) => Op::SoftCap(cap),
+                            HeadOp::MeanPool => Op::MeanPool,
                         })
                     })
                     .collect::<Result<Vec<_>>>()
@@ -184,7 +207,7 @@ impl CandleBackend {
         Ok(Self {
             device: device.clone(),
             word: table(embeddings.word)?,
-            position: table(embeddings.position)?,
+            position: embeddings.position.map(table).transpose()?,
             segment: embeddings.segment.map(table).transpose()?,
             embedding_norm: embeddings
                 .norm
@@ -220,7 +243,7 @@ impl CandleBackend {
                 let attended = layer
                     .attention_norm
                     .forward(&layer.attention_output.forward(&context)?.add(x)?)?;
-                let inner = activate(&layer.ffn_in.forward(&attended)?, self.config.hidden_act)?;
+                let inner = self.ffn_inner(layer, &attended)?;
                 let output = layer
                     .ffn_norm
                     .forward(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
@@ -228,47 +251,153 @@ impl CandleBackend {
             }
             NormPlacement::Pre => {
                 let (context, capture) = attention(&layer.attention_norm.forward(x)?)?;
-                let attended = layer.attention_output.forward(&context)?.add(x)?;
-                let inner = activate(
-                    &layer.ffn_in.forward(&layer.ffn_norm.forward(&attended)?)?,
-                    self.config.hidden_act,
-                )?;
-                let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
+                let post = |norm: &Option<LayerNorm>, out: Tensor| match norm {
+                    Some(norm) => norm.forward(&out),
+                    None => Ok(out),
+                };
+                let attended = post(
+                    &layer.attention_post_norm,
+                    layer.attention_output.forward(&context)?,
+                )?
+                .add(x)?;
+                let inner = self.ffn_inner(layer, &layer.ffn_norm.forward(&attended)?)?;
+                let output =
+                    post(&layer.ffn_post_norm, layer.ffn_out.forward(&inner)?)?.add(&attended)?;
                 Ok((output, capture))
             }
         }
     }
 
-    /// Self-attention over `x` `[tokens, hidden]`: the heads' context vectors `[tokens, hidden]`,
-    /// and the capture. `future` marks the keys after each query (`[tokens, tokens]`, 1 =
-    /// masked) for causal models; `input` says which heads are ablated and whether to compute
-    /// the value norms.
+    /// The feed-forward block's activated middle: `act(W₁·x + b₁)`, or for a gated block
+    /// `act(gate) · up`.
+    fn ffn_inner(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let stacked = layer.ffn_in.forward(x)?;
+        let act = self.config.hidden_act;
+        if !self.config.architecture.gated_ffn {
+            return activate(&stacked, act);
+        }
+        let inner = self.config.intermediate_size;
+        let last = stacked.rank() - 1;
+        Ok(activate(&stacked.narrow(last, 0, inner)?, act)?
+            .mul(&stacked.narrow(last, inner, inner)?)?)
+    }
+
+    /// Layer `index`'s queries `[heads, tokens, head_dim]`, keys and values
+    /// `[kv_heads, tokens, head_dim]` of `x` `[tokens, hidden]` at `positions`: projected, each
+    /// query and key head normalised where the family does, then turned by the rotary
+    /// embedding where it has one.
+    fn project_heads(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+        positions: &[u32],
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let tokens = positions.len();
+        let (heads, kv_heads) = (
+            self.config.num_attention_heads,
+            self.config.num_key_value_heads,
+        );
+        let head_dim = self.config.head_dim();
+        let (query_width, kv_width) = (self.config.query_width(), self.config.kv_width());
+        let qkv = layer.query_key_value.forward(x)?;
+        let split = |start: usize, count: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(1, start, count * head_dim)?
+                .reshape((tokens, count, head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?)
+        };
+        let mut queries = split(0, heads)?;
+        let mut keys = split(query_width, kv_heads)?;
+        let values = split(query_width + kv_width, kv_heads)?;
+        if let Some(norm) = &layer.query_norm {
+            queries = norm.forward(&queries)?;
+        }
+        if let Some(norm) = &layer.key_norm {
+            keys = norm.forward(&keys)?;
+        }
+        if let Some(rotary) = self.config.architecture.rotary(index) {
+            let (cos, sin) = rotary.tables(positions);
+            let half = head_dim / 2;
+            let cos =
+                Tensor::from_vec(cos, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
+            let sin =
+                Tensor::from_vec(sin, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
+            let turn = |x: &Tensor| -> Result<Tensor> {
+                Ok(candle_nn::rotary_emb::rope(&x.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?)
+            };
+            queries = turn(&queries)?;
+            keys = turn(&keys)?;
+        }
+        Ok((queries, keys, values))
+    }
+
+    /// Attention scores soft-capped where the family caps them.
+    fn capped(&self, scores: Tensor) -> Result<Tensor> {
+        match self.config.architecture.attention_softcap {
+            Some(cap) => soft_cap(&scores, cap),
+            None => Ok(scores),
+        }
+    }
+
+    /// Key or value heads `[kv_heads, tokens, head_dim]` repeated for the query heads that read
+    /// them, `[heads, tokens, head_dim]` (itself without grouped-query attention).
+    fn per_query_head(&self, kv: &Tensor) -> Result<Tensor> {
+        let heads = self.config.num_attention_heads;
+        if self.config.num_key_value_heads == heads {
+            return Ok(kv.clone());
+        }
+        let index: Vec<u32> = (0..heads)
+            .map(|head| self.config.kv_head(head) as u32)
+            .collect();
+        Ok(kv.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?)
+    }
+
+    /// The keys layer `index` hides from `queries` new queries after `past` earlier tokens
+    /// (`[queries, past + queries]`, 1 = masked): those after each query in causal models and
+    /// those outside its window; `None` when it hides none.
+    fn hidden_keys(&self, index: usize, past: usize, queries: usize) -> Result<Option<Tensor>> {
+        let total = past + queries;
+        let architecture = &self.config.architecture;
+        let mut any = false;
+        let mask: Vec<u8> = (past..total)
+            .flat_map(|query| {
+                let seen = architecture.keys_seen(index, query, total);
+                any |= seen.len() < total;
+                (0..total).map(move |key| u8::from(!seen.contains(&key)))
+            })
+            .collect();
+        Ok(if any {
+            Some(Tensor::from_vec(mask, (queries, total), &self.device)?)
+        } else {
+            None
+        })
+    }
+
+    /// Self-attention over `x` `[tokens, hidden]` at `positions`: the heads' context vectors
+    /// `[tokens, heads·head_dim]`, and the capture. `hidden_keys` is the layer's mask
+    /// ([`CandleBackend::hidden_keys`]); `input` says which heads are ablated and whether to
+    /// compute the value norms.
     fn attention(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        future: Option<&Tensor>,
+        hidden_keys: Option<&Tensor>,
         input: &ForwardInput<'_>,
     ) -> Result<(Tensor, LayerCapture)> {
-        let (tokens, hidden) = x.dims2()?;
+        let tokens = input.ids.len();
+        let hidden = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
-
-        // [tokens, 3·hidden] → [3, heads, tokens, head_dim]
-        let qkv = layer
-            .query_key_value
-            .forward(x)?
-            .reshape((tokens, 3, heads, head_dim))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?;
-        let queries = qkv.get(0)?;
-        let keys = qkv.get(1)?;
-        let values = qkv.get(2)?;
+        let (queries, keys, values) = self.project_heads(index, layer, x, input.positions)?;
+        let keys = self.per_query_head(&keys)?;
+        let values = self.per_query_head(&values)?;
 
         let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let scores = (queries.matmul(&keys.t()?)? * scale)?;
-        let probs = self.attention_probs(index, scores, future, input)?;
+        let scores = self.capped((queries.matmul(&keys.t()?)? * scale)?)?;
+        let probs = self.attention_probs(index, scores, hidden_keys, input)?;
         let value_norms = if input.value_norms {
             // f_h = v_h · W_O[head's inputs, :]: [heads, tokens, hidden].
             let w = layer
@@ -282,7 +411,7 @@ impl CandleBackend {
         let context = probs
             .matmul(&values)?
             .transpose(0, 1)?
-            .reshape((tokens, hidden))?;
+            .reshape((tokens, heads * head_dim))?;
         Ok((
             context,
             LayerCapture {
@@ -297,8 +426,8 @@ impl CandleBackend {
 
 impl CandleBackend {
     /// Layer `index`'s attention probabilities from its scores `[heads, queries, keys]`: keys
-    /// marked in `future` (`[queries, keys]`, 1 = after the query) get −∞, so the softmax gives
-    /// them exactly 0, and the heads `input` ablates are multiplied by zero.
+    /// marked in `future` (`[queries, keys]`, 1 = hidden from the query) get −∞, so the softmax
+    /// gives them exactly 0, and the heads `input` ablates are multiplied by zero.
     fn attention_probs(
         &self,
         index: usize,
@@ -335,7 +464,6 @@ impl Backend for CandleBackend {
     }
 
     fn forward(&self, input: &ForwardInput<'_>) -> Result<(Captured, Tensor)> {
-        let device = &self.device;
         let mut hidden = self.embed(input)?;
 
         let layers = self.layers.len();
@@ -344,19 +472,21 @@ impl Backend for CandleBackend {
         let mut queries = Vec::with_capacity(layers);
         let mut keys = Vec::with_capacity(layers);
         let mut value_norms = Vec::with_capacity(layers);
-        let tokens = input.ids.len();
-        let future = if self.config.architecture.causal {
-            let mask: Vec<u8> = (0..tokens)
-                .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
-                .collect();
-            Some(Tensor::from_vec(mask, (tokens, tokens), device)?)
-        } else {
-            None
-        };
         hidden_states.push(hidden.clone());
+        // One mask per kind of window, made once for the layers that share it.
+        let mut masks: Vec<(KeyWindow, Option<Tensor>)> = Vec::new();
         for (index, layer) in self.layers.iter().enumerate() {
+            let window = self.config.architecture.window(index);
+            let mask = match masks.iter().find(|(kind, _)| *kind == window) {
+                Some((_, mask)) => mask.clone(),
+                None => {
+                    let mask = self.hidden_keys(index, 0, input.ids.len())?;
+                    masks.push((window, mask.clone()));
+                    mask
+                }
+            };
             let (output, step) = self.layer_forward(layer, &hidden, |x| {
-                self.attention(index, layer, x, future.as_ref(), input)
+                self.attention(index, layer, x, mask.as_ref(), input)
             })?;
             hidden = output;
             if index + 1 == layers {
@@ -421,9 +551,17 @@ impl Backend for CandleBackend {
             let rows = table.index_select(&Tensor::new(ids, &self.device)?, 0)?;
             Ok(rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
+        let mut word = gather(&self.word, input.ids)?;
+        if let Some(scale) = self.config.architecture.embedding_scale {
+            word.iter_mut().for_each(|w| *w *= scale);
+        }
         Ok(EmbeddingRows {
-            word: gather(&self.word, input.ids)?,
-            position: gather(&self.position, input.positions)?,
+            word,
+            position: self
+                .position
+                .as_ref()
+                .map(|table| gather(table, input.positions))
+                .transpose()?,
             segment: match (&self.segment, input.segments) {
                 (Some(table), Some(segments)) => Some(gather(table, segments)?),
                 _ => None,
@@ -439,10 +577,15 @@ impl CandleBackend {
         let positions = Tensor::new(input.positions, device)?;
         // transformers adds word + segment first, then positions; the order matters in f32.
         let mut summed = self.word.index_select(&ids, 0)?;
+        if let Some(scale) = self.config.architecture.embedding_scale {
+            summed = (summed * f64::from(scale))?;
+        }
         if let (Some(table), Some(segments)) = (&self.segment, input.segments) {
             summed = summed.add(&table.index_select(&Tensor::new(segments, device)?, 0)?)?;
         }
-        summed = summed.add(&self.position.index_select(&positions, 0)?)?;
+        if let Some(table) = &self.position {
+            summed = summed.add(&table.index_select(&positions, 0)?)?;
+        }
         Ok(match &self.embedding_norm {
             Some(norm) => norm.forward(&summed)?,
             None => summed,
@@ -480,6 +623,9 @@ impl CandleBackend {
             Op::Activation(activation) => activate(x, *activation)?,
             Op::Norm(norm) if differentiable => norm.forward_differentiable(x)?,
             Op::Norm(norm) => norm.forward(x)?,
+            Op::SoftCap(cap) => soft_cap(x, *cap)?,
+            // The rows are the first dimension of a head's input, `[rows, hidden]`.
+            Op::MeanPool => x.mean_keepdim(0)?,
         })
     }
 }

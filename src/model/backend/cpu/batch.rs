@@ -12,18 +12,21 @@
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
 //! [`Backend::trace`]: super::super::Backend::trace
 
-use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+use rayon::prelude::{
+    IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSliceMut,
+};
 
 use super::kernels::{
-    activate, activation_backward, dense_backward, layer_norm_backward_columns,
-    layer_norm_columns_taped, softmax_rows, softmax_rows_causal, transpose_into, MatMul, NormTape,
+    activate, activation_backward, dense_backward, gate, gate_backward,
+    layer_norm_backward_columns, layer_norm_columns_taped, rms_norm_backward_columns,
+    rms_norm_columns_taped, rotate_columns, scores_to_probs, transpose_into, MatMul, NormTape,
     Strided,
 };
 use super::CpuBackend;
 use crate::model::backend::{BatchRun, Gradients, LogitIndex, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
-use crate::model::params::{HeadOp, LayerWeights, Linear, Norm};
+use crate::model::params::{HeadOp, LayerWeights, Linear, Norm, NormKind};
 use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
 
@@ -44,21 +47,67 @@ impl Shape {
 struct LayerTape {
     /// Post-LN: the norm of the attention block's sum; pre-LN: the norm of the layer input.
     attention_norm: NormTape,
-    /// `[3·hidden, columns]`.
+    /// The queries, keys and values the attention read (after any head norm and rotary
+    /// embedding), `[heads·head_dim + 2·kv_heads·head_dim, columns]`.
     qkv: Vec<f32>,
+    /// The head norms' tapes, when the family normalises each query and key head.
+    head_norms: Option<HeadNormTapes>,
     /// `[heads, items, tokens, tokens]`.
     probs: Vec<f32>,
+    /// Gemma 3's norm of the attention block's output.
+    attention_post_norm: Option<NormTape>,
     /// Post-LN: the norm of the feed-forward block's sum; pre-LN: the norm before it.
     ffn_norm: NormTape,
-    /// The feed-forward block's pre-activation values, `[inner, columns]`.
+    /// The feed-forward block's first-layer output, before the activation (gated: the gate's
+    /// rows, then the up projection's), `[inner or 2·inner, columns]`.
     inner_pre: Vec<f32>,
+    /// Gemma 3's norm of the feed-forward block's output.
+    ffn_post_norm: Option<NormTape>,
+}
+
+/// Each query head's and key head's norm tape (Qwen3's and Gemma 3's head norms).
+pub(super) struct HeadNormTapes {
+    /// Per query head, when the queries are normalised.
+    queries: Option<Vec<NormTape>>,
+    /// Per key head, when the keys are normalised.
+    keys: Option<Vec<NormTape>>,
 }
 
 /// One layer's output, and what it kept.
 struct LayerStep {
     output: Vec<f32>,
+    /// The residual stream after the attention block (pre-LN; post-LN: after its norm).
+    attended: Vec<f32>,
     context: Vec<f32>,
     tape: Option<LayerTape>,
+}
+
+/// What [`CpuBackend::batch_attention`] gives.
+struct BatchAttention {
+    context: Vec<f32>,
+    qkv: Vec<f32>,
+    head_norms: Option<HeadNormTapes>,
+    probs: Vec<f32>,
+}
+
+/// `W·x + b` normalised where the family does (Gemma 3's post-norms), plus `residual`; and
+/// the post-norm's tape.
+fn post_normed_sum(
+    linear: &Linear,
+    post_norm: Option<&Norm>,
+    xt: &[f32],
+    residual: &[f32],
+    columns: usize,
+) -> (Vec<f32>, Option<NormTape>) {
+    match post_norm {
+        None => (linear.forward_columns(xt, columns, Some(residual)), None),
+        Some(norm) => {
+            let mut out = linear.forward_columns(xt, columns, None);
+            let tape = norm.forward_taped(&mut out, None, columns);
+            out.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+            (out, Some(tape))
+        }
+    }
 }
 
 /// A forward pass's output columns and, when asked for, its tape.
@@ -134,8 +183,35 @@ impl Linear {
 
 impl Norm {
     fn forward_taped(&self, xt: &mut [f32], residual: Option<&[f32]>, columns: usize) -> NormTape {
-        layer_norm_columns_taped(xt, residual, &self.gamma, &self.beta, self.eps, columns)
+        match self.kind {
+            NormKind::Layer => {
+                layer_norm_columns_taped(xt, residual, &self.gamma, &self.beta, self.eps, columns)
+            }
+            NormKind::Rms => rms_norm_columns_taped(xt, residual, &self.gamma, self.eps, columns),
+            NormKind::Identity => {
+                if let Some(residual) = residual {
+                    xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+                }
+                NormTape::default()
+            }
+        }
     }
+
+    /// The gradient with respect to the norm's input from its output's gradient.
+    fn backward(&self, tape: &NormTape, grad: &[f32], columns: usize) -> Vec<f32> {
+        match self.kind {
+            NormKind::Layer => layer_norm_backward_columns(tape, &self.gamma, grad, columns),
+            NormKind::Rms => rms_norm_backward_columns(tape, &self.gamma, grad, columns),
+            NormKind::Identity => grad.to_vec(),
+        }
+    }
+}
+
+/// Every column's position in its item: `0..tokens`, once per item.
+fn item_positions(shape: Shape) -> Vec<u32> {
+    (0..shape.columns())
+        .map(|column| (column % shape.tokens) as u32)
+        .collect()
 }
 
 impl CpuBackend {
@@ -174,7 +250,7 @@ impl CpuBackend {
         };
         if let Some(patch) = run.head_patch {
             if patch.heads.len() != shape.items
-                || patch.contexts.len() != run.tokens * hidden
+                || patch.contexts.len() != run.tokens * self.config.query_width()
                 || patch
                     .heads
                     .iter()
@@ -214,6 +290,8 @@ impl CpuBackend {
     }
 
     /// One layer over a batch's columns; `patch` replaces a head's context per item.
+    /// Long because it is the layer in order (norms, attention, output, residual sums, the
+    /// feed-forward block), each step kept on the tape when `taped`.
     fn batch_layer(
         &self,
         index: usize,
@@ -224,71 +302,145 @@ impl CpuBackend {
         taped: bool,
     ) -> LayerStep {
         let columns = shape.columns();
-        let activation = self.config.hidden_act;
-        let (output, context, tape) = match self.config.architecture.norm {
+        let ffn = |x: &[f32]| {
+            let inner_pre = layer.ffn_in.forward_columns(x, columns, None);
+            let inner = self.activated(&inner_pre);
+            (inner_pre, inner)
+        };
+        let (output, attended, context, tape) = match self.config.architecture.norm {
             NormPlacement::Post => {
-                let (context, qkv, probs) = self.batch_attention(index, layer, xt, shape, patch);
-                let mut attended = layer
-                    .attention_output
-                    .forward_columns(&context, columns, None);
+                let attention = self.batch_attention(index, layer, xt, shape, patch, taped);
+                let mut attended =
+                    layer
+                        .attention_output
+                        .forward_columns(&attention.context, columns, None);
                 let attention_norm =
                     layer
                         .attention_norm
                         .forward_taped(&mut attended, Some(xt), columns);
-                let inner_pre = layer.ffn_in.forward_columns(&attended, columns, None);
-                let mut inner = inner_pre.clone();
-                activate(&mut inner, activation);
+                let (inner_pre, inner) = ffn(&attended);
                 let mut output = layer.ffn_out.forward_columns(&inner, columns, None);
                 let ffn_norm = layer
                     .ffn_norm
                     .forward_taped(&mut output, Some(&attended), columns);
                 let tape = LayerTape {
                     attention_norm,
-                    qkv,
-                    probs,
+                    qkv: attention.qkv,
+                    head_norms: attention.head_norms,
+                    probs: attention.probs,
+                    attention_post_norm: None,
                     ffn_norm,
                     inner_pre,
+                    ffn_post_norm: None,
                 };
-                (output, context, tape)
+                (output, attended, attention.context, tape)
             }
             NormPlacement::Pre => {
                 let mut normed = xt.to_vec();
                 let attention_norm = layer
                     .attention_norm
                     .forward_taped(&mut normed, None, columns);
-                let (context, qkv, probs) =
-                    self.batch_attention(index, layer, &normed, shape, patch);
-                let attended = layer
-                    .attention_output
-                    .forward_columns(&context, columns, Some(xt));
+                let attention = self.batch_attention(index, layer, &normed, shape, patch, taped);
+                let (attended, attention_post_norm) = post_normed_sum(
+                    &layer.attention_output,
+                    layer.attention_post_norm.as_ref(),
+                    &attention.context,
+                    xt,
+                    columns,
+                );
                 let mut normed = attended.clone();
                 let ffn_norm = layer.ffn_norm.forward_taped(&mut normed, None, columns);
-                let inner_pre = layer.ffn_in.forward_columns(&normed, columns, None);
-                let mut inner = inner_pre.clone();
-                activate(&mut inner, activation);
-                let output = layer
-                    .ffn_out
-                    .forward_columns(&inner, columns, Some(&attended));
+                let (inner_pre, inner) = ffn(&normed);
+                let (output, ffn_post_norm) = post_normed_sum(
+                    &layer.ffn_out,
+                    layer.ffn_post_norm.as_ref(),
+                    &inner,
+                    &attended,
+                    columns,
+                );
                 let tape = LayerTape {
                     attention_norm,
-                    qkv,
-                    probs,
+                    qkv: attention.qkv,
+                    head_norms: attention.head_norms,
+                    probs: attention.probs,
+                    attention_post_norm,
                     ffn_norm,
                     inner_pre,
+                    ffn_post_norm,
                 };
-                (output, context, tape)
+                (output, attended, attention.context, tape)
             }
         };
         LayerStep {
             output,
+            attended,
             context,
             tape: taped.then_some(tape),
         }
     }
 
-    /// Self-attention of every item and head: the context vectors `[hidden, columns]`, the
-    /// stacked queries, keys and values `[3·hidden, columns]` and the probabilities
-    /// `[heads, items, tokens, tokens]`.
+    /// The feed-forward block's activated middle from its first layer's output.
+    fn activated(&self, inner_pre: &[f32]) -> Vec<f32> {
+        if self.config.architecture.gated_ffn {
+            gate(inner_pre, self.config.hidden_act)
+        } else {
+            let mut inner = inner_pre.to_vec();
+            activate(&mut inner, self.config.hidden_act);
+            inner
+        }
+    }
+
+    /// Layer `index`'s queries, keys and values of feature-major `xt` at `positions`, as
+    /// [`CpuBackend::project_heads`] computes them; with `taped`, the head norms' tapes too.
+    pub(super) fn project_heads_taped(
+        &self,
+        index: usize,
+        layer: &LayerWeights,
+        xt: &[f32],
+        positions: &[u32],
+        taped: bool,
+    ) -> (Vec<f32>, Option<HeadNormTapes>) {
+        let columns = positions.len();
+        let head_block = self.config.head_dim() * columns;
+        let query_rows = self.config.query_width() * columns;
+        let key_rows = self.config.kv_width() * columns;
+        let mut qkv = layer.qkv.forward_t(xt, columns, None);
+        let (queries, rest) = qkv.split_at_mut(query_rows);
+        let keys = &mut rest[..key_rows];
+        let normalise = |heads: &mut [f32], norm: &Option<Norm>| -> Option<Vec<NormTape>> {
+            let norm = norm.as_ref()?;
+            if taped {
+                return Some(
+                    heads
+                        .par_chunks_mut(head_block)
+                        .map(|head| norm.forward_taped(head, None, columns))
+                        .collect(),
+                );
+            }
+            heads
+                .par_chunks_mut(head_block)
+                .for_each(|head| norm.forward_t(head, None, columns));
+            None
+        };
+        let head_norms = HeadNormTapes {
+            queries: normalise(queries, &layer.query_norm),
+            keys: normalise(keys, &layer.key_norm),
+        };
+        if let Some(rotary) = self.config.architecture.rotary(index) {
+            let (cos, sin) = rotary.tables(positions);
+            queries
+                .par_chunks_mut(head_block)
+                .chain(keys.par_chunks_mut(head_block))
+                .for_each(|head| rotate_columns(head, columns, &cos, &sin));
+        }
+        let taped_any = head_norms.queries.is_some() || head_norms.keys.is_some();
+        (qkv, taped_any.then_some(head_norms))
+    }
+
+    /// Self-attention of every item and head: the context vectors `[heads·head_dim, columns]`,
+    /// the queries, keys and values it read, their head norms' tapes (when `taped`) and the
+    /// probabilities `[heads, items, tokens, tokens]`.
+    /// Long because scores, soft-cap, mask, softmax, patch and context run per item and head.
     fn batch_attention(
         &self,
         index: usize,
@@ -296,22 +448,30 @@ impl CpuBackend {
         xt: &[f32],
         shape: Shape,
         patch: Option<(&[usize], &[f32])>,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let hidden = self.config.hidden_size;
+        taped: bool,
+    ) -> BatchAttention {
         let head_dim = self.config.head_dim();
-        let scale = self.config.architecture.attention_scales[index];
-        let causal = self.config.architecture.causal;
+        let query_width = self.config.query_width();
+        let kv_width = self.config.kv_width();
+        let architecture = &self.config.architecture;
+        let scale = architecture.attention_scales[index];
+        let causal = architecture.causal;
+        let window = architecture.window(index);
+        let softcap = architecture.attention_softcap;
         let (tokens, columns) = (shape.tokens, shape.columns());
-        let qkv = layer.qkv.forward_columns(xt, columns, None);
-        let mut context = vec![0f32; hidden * columns];
+        let (qkv, head_norms) =
+            self.project_heads_taped(index, layer, xt, &item_positions(shape), taped);
+        let mut context = vec![0f32; query_width * columns];
         let mut probs = vec![0f32; self.config.num_attention_heads * shape.items * tokens * tokens];
         context
             .par_chunks_mut(head_dim * columns)
             .zip(probs.par_chunks_mut(shape.items * tokens * tokens))
             .enumerate()
             .for_each(|(head, (context, probs))| {
-                let rows = |block: usize| &qkv[(block * hidden + head * head_dim) * columns..];
-                let (q, k, v) = (rows(0), rows(1), rows(2));
+                let kv = self.config.kv_head(head) * head_dim;
+                let q = &qkv[head * head_dim * columns..];
+                let k = &qkv[(query_width + kv) * columns..];
+                let v = &qkv[(query_width + kv_width + kv) * columns..];
                 for (item, map) in probs.chunks_exact_mut(tokens * tokens).enumerate() {
                     let first = item * tokens;
                     MatMul {
@@ -322,16 +482,12 @@ impl CpuBackend {
                         rhs: Strided::row_major(&k[first..], columns),
                     }
                     .run(map, tokens, scale, false, false);
-                    if causal {
-                        softmax_rows_causal(map, tokens, 0);
-                    } else {
-                        softmax_rows(map, tokens);
-                    }
+                    scores_to_probs(map, tokens, 0, (causal, window), softcap);
                     if let Some((heads, clean)) = patch.filter(|(heads, _)| heads[item] == head) {
                         debug_assert_eq!(heads.len(), shape.items);
                         for (d, row) in context.chunks_exact_mut(columns).enumerate() {
                             for (t, value) in row[first..first + tokens].iter_mut().enumerate() {
-                                *value = clean[t * hidden + head * head_dim + d];
+                                *value = clean[t * query_width + head * head_dim + d];
                             }
                         }
                         continue;
@@ -347,7 +503,12 @@ impl CpuBackend {
                     .run(&mut context[first..], columns, 1.0, false, false);
                 }
             });
-        (context, qkv, probs)
+        BatchAttention {
+            context,
+            qkv,
+            head_norms,
+            probs,
+        }
     }
 
     /// Runs the logit's head on one column of the last hidden states; returns the logit and,
@@ -362,7 +523,12 @@ impl CpuBackend {
             self.weights.heads.get(logit.head).ok_or_else(|| {
                 ModelError::Compute(format!("the model has no head {}", logit.head))
             })?;
-        let Some((last, before)) = head.ops.split_last() else {
+        // A final soft-cap (Gemma's) is applied to the product's one output below.
+        let (ops, cap) = match head.ops.split_last() {
+            Some((HeadOp::SoftCap(cap), ops)) => (ops, Some(*cap)),
+            _ => (head.ops.as_slice(), None),
+        };
+        let Some((last, before)) = ops.split_last() else {
             return Err(ModelError::Compute("a head without operations".to_owned()));
         };
         // Every op but the last runs whole; the last, a product into the outputs, gives only
@@ -392,17 +558,24 @@ impl CpuBackend {
                     bias.as_ref().map_or(0.0, |bias| bias[output]),
                 )
             }
-            HeadOp::Activation(_) | HeadOp::Norm(_) => {
+            HeadOp::Activation(_) | HeadOp::Norm(_) | HeadOp::SoftCap(_) | HeadOp::MeanPool => {
                 return Err(ModelError::Compute(
                     "a head that does not end in a product".to_owned(),
                 ))
             }
         };
         let value = row.iter().zip(&x).map(|(w, x)| w * x).sum::<f32>() + bias;
+        let (value, slope) = match cap {
+            Some(cap) => {
+                let t = (value / cap).tanh();
+                (t * cap, 1.0 - t * t)
+            }
+            None => (value, 1.0),
+        };
         if !backward {
             return Ok((value, output, None));
         }
-        let mut grad = row;
+        let mut grad: Vec<f32> = row.iter().map(|w| w * slope).collect();
         for (op, input) in before.iter().zip(&inputs).rev() {
             grad = match op {
                 HeadOp::Linear(linear) => linear.backward_columns(&grad, 1, None),
@@ -421,8 +594,20 @@ impl CpuBackend {
                 HeadOp::Norm(norm) => {
                     let mut copy = input.clone();
                     let tape = norm.forward_taped(&mut copy, None, 1);
-                    layer_norm_backward_columns(&tape, &norm.gamma, &grad, 1)
+                    norm.backward(&tape, &grad, 1)
                 }
+                HeadOp::SoftCap(cap) => {
+                    grad.iter_mut().zip(input).for_each(|(g, &x)| {
+                        let t = (x / cap).tanh();
+                        *g *= 1.0 - t * t;
+                    });
+                    grad
+                }
+                // A mean-pooled head reads every column, not the one a batched run reads.
+                HeadOp::MeanPool => return Err(ModelError::BadInput(
+                    "a mean-pooled classifier is not attributed yet: its logit reads every token"
+                        .to_owned(),
+                )),
             };
         }
         Ok((value, output, Some(grad)))
@@ -459,7 +644,7 @@ impl CpuBackend {
             });
         };
         if let (Some(norm), Some(tape)) = (&self.weights.final_norm, &forward.final_norm) {
-            grad = layer_norm_backward_columns(tape, &norm.gamma, &grad, columns);
+            grad = norm.backward(tape, &grad, columns);
         }
         for (index, tape) in (run.start_layer..self.weights.layers.len())
             .zip(&forward.layers)
@@ -477,6 +662,7 @@ impl CpuBackend {
     }
 
     /// The gradient with respect to a layer's input from its output's gradient.
+    /// Long because it is the layer's forward backwards, step by step.
     fn layer_backward(
         &self,
         index: usize,
@@ -487,34 +673,36 @@ impl CpuBackend {
         let layer = &self.weights.layers[index];
         let columns = shape.columns();
         let activation = self.config.hidden_act;
+        let gated = self.config.architecture.gated_ffn;
         let Transposed([qkv_t, output_t, ffn_in_t, ffn_out_t]) =
             self.transposed[index].get_or_init(|| Transposed::of(layer));
+        // From the feed-forward block's output to its first layer's input.
         let ffn_backward = |grad: &[f32]| {
-            let mut inner = backward_with(&layer.ffn_out, ffn_out_t, grad, columns, None);
-            activation_backward(&mut inner, &tape.inner_pre, activation);
-            inner
+            let inner = backward_with(&layer.ffn_out, ffn_out_t, grad, columns, None);
+            let inner_pre = if gated {
+                gate_backward(&inner, &tape.inner_pre, activation)
+            } else {
+                let mut inner = inner;
+                activation_backward(&mut inner, &tape.inner_pre, activation);
+                inner
+            };
+            backward_with(&layer.ffn_in, ffn_in_t, &inner_pre, columns, None)
         };
+        // Through a post-norm, when the block has one.
+        let through =
+            |norm: &Option<Norm>, tape: &Option<NormTape>, grad: &[f32]| match (norm, tape) {
+                (Some(norm), Some(tape)) => norm.backward(tape, grad, columns),
+                _ => grad.to_vec(),
+            };
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let d_sum = layer_norm_backward_columns(
-                    &tape.ffn_norm,
-                    &layer.ffn_norm.gamma,
-                    &grad,
-                    columns,
-                );
-                let d_attended = backward_with(
-                    &layer.ffn_in,
-                    ffn_in_t,
-                    &ffn_backward(&d_sum),
-                    columns,
-                    Some(&d_sum),
-                );
-                let d_sum = layer_norm_backward_columns(
-                    &tape.attention_norm,
-                    &layer.attention_norm.gamma,
-                    &d_attended,
-                    columns,
-                );
+                let d_sum = layer.ffn_norm.backward(&tape.ffn_norm, &grad, columns);
+                let mut d_attended = ffn_backward(&d_sum);
+                d_attended.iter_mut().zip(&d_sum).for_each(|(d, g)| *d += g);
+                let d_sum =
+                    layer
+                        .attention_norm
+                        .backward(&tape.attention_norm, &d_attended, columns);
                 let d_context = layer
                     .attention_output
                     .backward_columns(&d_sum, columns, None);
@@ -522,30 +710,23 @@ impl CpuBackend {
                 layer.qkv.backward_columns(&d_qkv, columns, Some(&d_sum))
             }
             NormPlacement::Pre => {
-                let d_normed =
-                    backward_with(&layer.ffn_in, ffn_in_t, &ffn_backward(&grad), columns, None);
-                let mut d_attended = layer_norm_backward_columns(
-                    &tape.ffn_norm,
-                    &layer.ffn_norm.gamma,
-                    &d_normed,
-                    columns,
-                );
+                let d_out = through(&layer.ffn_post_norm, &tape.ffn_post_norm, &grad);
+                let d_normed = ffn_backward(&d_out);
+                let mut d_attended = layer.ffn_norm.backward(&tape.ffn_norm, &d_normed, columns);
                 d_attended.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
-                let d_context = backward_with(
-                    &layer.attention_output,
-                    output_t,
+                let d_out = through(
+                    &layer.attention_post_norm,
+                    &tape.attention_post_norm,
                     &d_attended,
-                    columns,
-                    None,
                 );
+                let d_context =
+                    backward_with(&layer.attention_output, output_t, &d_out, columns, None);
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
                 let d_normed = backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None);
-                let mut d_input = layer_norm_backward_columns(
-                    &tape.attention_norm,
-                    &layer.attention_norm.gamma,
-                    &d_normed,
-                    columns,
-                );
+                let mut d_input =
+                    layer
+                        .attention_norm
+                        .backward(&tape.attention_norm, &d_normed, columns);
                 d_input
                     .iter_mut()
                     .zip(&d_attended)
@@ -555,8 +736,12 @@ impl CpuBackend {
         }
     }
 
-    /// The gradient with respect to the stacked queries, keys and values, `[3·hidden, columns]`,
-    /// from the context vectors' gradient `[hidden, columns]`.
+    /// The gradient with respect to the query, key and value projections' output
+    /// (`[heads·head_dim + 2·kv_heads·head_dim, columns]`) from the context vectors' gradient
+    /// `[heads·head_dim, columns]`: through the attention, then back through the rotary
+    /// embedding and the head norms where the family has them.
+    /// Long because the softmax, soft-cap, score and grouped key/value gradients run per item
+    /// and head, in one pass over each head's blocks.
     fn attention_backward(
         &self,
         index: usize,
@@ -564,25 +749,40 @@ impl CpuBackend {
         d_context: &[f32],
         shape: Shape,
     ) -> Vec<f32> {
-        let hidden = self.config.hidden_size;
         let head_dim = self.config.head_dim();
+        let heads = self.config.num_attention_heads;
+        let query_width = self.config.query_width();
+        let kv_width = self.config.kv_width();
         let scale = self.config.architecture.attention_scales[index];
+        let softcap = self.config.architecture.attention_softcap;
         let (tokens, columns) = (shape.tokens, shape.columns());
         let block = head_dim * columns;
-        let mut d_qkv = vec![0f32; 3 * hidden * columns];
-        let (d_q, rest) = d_qkv.split_at_mut(hidden * columns);
-        let (d_k, d_v) = rest.split_at_mut(hidden * columns);
+        let mut d_queries = vec![0f32; query_width * columns];
+        // Each query head's share of its key/value head's gradients, summed below.
+        let mut d_keys = vec![0f32; heads * block];
+        let mut d_values = vec![0f32; heads * block];
         let qkv = &tape.qkv;
-        d_q.par_chunks_mut(block)
-            .zip(d_k.par_chunks_mut(block))
-            .zip(d_v.par_chunks_mut(block))
+        d_queries
+            .par_chunks_mut(block)
+            .zip(d_keys.par_chunks_mut(block))
+            .zip(d_values.par_chunks_mut(block))
             .enumerate()
             .for_each(|(head, ((d_q, d_k), d_v))| {
-                let rows = |block: usize| &qkv[(block * hidden + head * head_dim) * columns..];
-                let (q, k, v) = (rows(0), rows(1), rows(2));
+                let kv = self.config.kv_head(head) * head_dim;
+                let q = &qkv[head * block..];
+                let k = &qkv[(query_width + kv) * columns..];
+                let v = &qkv[(query_width + kv_width + kv) * columns..];
                 let d_c = &d_context[head * block..][..block];
                 let maps = &tape.probs[head * shape.items * tokens * tokens..];
                 let mut d_scores = vec![0f32; tokens * tokens];
+                let mut capped = vec![
+                    0f32;
+                    if softcap.is_some() {
+                        tokens * tokens
+                    } else {
+                        0
+                    }
+                ];
                 for item in 0..shape.items {
                     let first = item * tokens;
                     let map = &maps[item * tokens * tokens..][..tokens * tokens];
@@ -615,6 +815,21 @@ impl CpuBackend {
                             .zip(p_row)
                             .for_each(|(d, &p)| *d = p * (*d - dot));
                     }
+                    if let Some(cap) = softcap {
+                        // Through c·tanh(s/c), recomputing the scores: d/ds = 1 − tanh²(s/c).
+                        MatMul {
+                            m: tokens,
+                            n: tokens,
+                            k: head_dim,
+                            lhs: Strided::transposed(&q[first..], columns),
+                            rhs: Strided::row_major(&k[first..], columns),
+                        }
+                        .run(&mut capped, tokens, scale, false, false);
+                        d_scores.iter_mut().zip(&capped).for_each(|(d, &s)| {
+                            let t = (s / cap).tanh();
+                            *d *= 1.0 - t * t;
+                        });
+                    }
                     // S = scale·Qᵀ·K: dQ = scale·K·dSᵀ, dK = scale·Q·dS.
                     MatMul {
                         m: head_dim,
@@ -634,7 +849,56 @@ impl CpuBackend {
                     .run(&mut d_k[first..], columns, scale, false, false);
                 }
             });
+        // Grouped queries: a key/value head's gradient is the sum of its query heads'.
+        let mut d_qkv = d_queries;
+        d_qkv.resize((query_width + 2 * kv_width) * columns, 0.0);
+        for (shares, offset) in [(&d_keys, query_width), (&d_values, query_width + kv_width)] {
+            for (head, share) in shares.chunks_exact(block).enumerate() {
+                let at = (offset + self.config.kv_head(head) * head_dim) * columns;
+                d_qkv[at..at + block]
+                    .iter_mut()
+                    .zip(share)
+                    .for_each(|(d, s)| *d += s);
+            }
+        }
+        self.unproject_heads(index, tape, &mut d_qkv, shape);
         d_qkv
+    }
+
+    /// Takes the gradient with respect to the rotated, normalised queries and keys back to the
+    /// projection's output: the rotary embedding's transpose (a turn by −θ), then each head
+    /// norm's backward pass.
+    fn unproject_heads(&self, index: usize, tape: &LayerTape, d_qkv: &mut [f32], shape: Shape) {
+        let columns = shape.columns();
+        let block = self.config.head_dim() * columns;
+        let (d_queries, rest) = d_qkv.split_at_mut(self.config.query_width() * columns);
+        let d_keys = &mut rest[..self.config.kv_width() * columns];
+        if let Some(rotary) = self.config.architecture.rotary(index) {
+            let (cos, sin) = rotary.tables(&item_positions(shape));
+            let back: Vec<f32> = sin.iter().map(|s| -s).collect();
+            d_queries
+                .par_chunks_mut(block)
+                .chain(d_keys.par_chunks_mut(block))
+                .for_each(|head| rotate_columns(head, columns, &cos, &back));
+        }
+        let layer = &self.weights.layers[index];
+        if let Some(tapes) = &tape.head_norms {
+            for (grads, tapes, norm) in [
+                (d_queries, &tapes.queries, &layer.query_norm),
+                (d_keys, &tapes.keys, &layer.key_norm),
+            ] {
+                let (Some(tapes), Some(norm)) = (tapes, norm) else {
+                    continue;
+                };
+                grads
+                    .par_chunks_mut(block)
+                    .zip(tapes.par_iter())
+                    .for_each(|(grad, tape)| {
+                        let back = norm.backward(tape, grad, columns);
+                        grad.copy_from_slice(&back);
+                    });
+            }
+        }
     }
 
     /// [`Backend::batch_logits`] on the CPU.
@@ -659,22 +923,31 @@ impl CpuBackend {
     /// [`Backend::trace`] on the CPU, from the embedding output `xt` (feature-major).
     pub(super) fn trace_cpu(&self, mut xt: Vec<f32>, tokens: usize) -> Trace {
         let hidden = self.config.hidden_size;
+        let width = self.config.query_width();
         let shape = Shape { items: 1, tokens };
         let layers = self.weights.layers.len();
         let mut states = Vec::with_capacity((layers + 1) * tokens * hidden);
-        let mut contexts = Vec::with_capacity(layers * tokens * hidden);
+        let mut attended = Vec::with_capacity(layers * tokens * hidden);
+        let mut contexts = Vec::with_capacity(layers * tokens * width);
         let mut rows = vec![0f32; tokens * hidden];
+        let mut context_rows = vec![0f32; tokens * width];
         for (index, layer) in self.weights.layers.iter().enumerate() {
             transpose_into(&xt, hidden, tokens, &mut rows);
             states.extend_from_slice(&rows);
             let step = self.batch_layer(index, layer, &xt, shape, None, false);
-            transpose_into(&step.context, hidden, tokens, &mut rows);
-            contexts.extend_from_slice(&rows);
+            transpose_into(&step.context, width, tokens, &mut context_rows);
+            contexts.extend_from_slice(&context_rows);
+            transpose_into(&step.attended, hidden, tokens, &mut rows);
+            attended.extend_from_slice(&rows);
             xt = step.output;
         }
         transpose_into(&xt, hidden, tokens, &mut rows);
         states.extend_from_slice(&rows);
-        Trace { states, contexts }
+        Trace {
+            states,
+            attended,
+            contexts,
+        }
     }
 
     /// [`Backend::head_outputs`] on the CPU.
@@ -730,7 +1003,11 @@ impl CpuBackend {
             .heads
             .get(head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
-        let (direction, bias) = match head.ops.as_slice() {
+        let (ops, softcap) = match head.ops.split_last() {
+            Some((HeadOp::SoftCap(cap), ops)) => (ops, Some(*cap)),
+            _ => (head.ops.as_slice(), None),
+        };
+        let (direction, bias) = match ops {
             [HeadOp::TiedDecoder { bias }] => (
                 self.weights.embeddings.word[output * hidden..][..hidden].to_vec(),
                 bias.as_ref().map_or(0.0, |bias| bias[output]),
@@ -741,14 +1018,13 @@ impl CpuBackend {
             ),
             _ => return Ok(None),
         };
+        let norm = self.weights.final_norm.as_ref();
         Ok(Some(crate::model::backend::Readout {
-            norm: self
-                .weights
-                .final_norm
-                .as_ref()
-                .map(|norm| (norm.gamma.clone(), norm.beta.clone(), norm.eps)),
+            norm: norm.map(|norm| (norm.gamma.clone(), norm.beta.clone(), norm.eps)),
+            centred: norm.is_none_or(|norm| norm.kind == NormKind::Layer),
             direction,
             bias,
+            softcap,
         }))
     }
 }

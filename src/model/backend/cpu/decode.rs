@@ -8,13 +8,13 @@
 
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
 
-use super::kernels::{softmax_rows, softmax_rows_causal, MatMul, Strided};
+use super::kernels::{scores_to_probs, MatMul, Strided};
 use super::CpuBackend;
 use crate::model::backend::{Extended, ForwardInput, KvCache, LayerKv};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::LayerWeights;
 
-/// One layer's cached keys and values, token-major `[tokens, hidden]`, and where its new
+/// One layer's cached keys and values, token-major `[tokens, kv_heads·head_dim]`, and where its new
 /// tokens' attention rows go.
 struct CachedLayer<'a> {
     keys: &'a mut Vec<f32>,
@@ -76,7 +76,7 @@ impl CpuBackend {
                     .collect(),
             };
             xt = self.layer_forward(layer, &xt, new, |x| {
-                self.cached_attention(index, layer, x, new, cached)
+                self.cached_attention(index, layer, x, input.positions, cached)
             });
         }
         if let Some(norm) = &self.weights.final_norm {
@@ -90,21 +90,25 @@ impl CpuBackend {
         })
     }
 
-    /// Self-attention of `new` tokens (feature-major `xt`) after the cached ones: appends their
-    /// keys and values to the cache and returns their context vectors, feature-major
-    /// `[hidden, new]`.
+    /// Self-attention of the tokens at `positions` (feature-major `xt`) after the cached ones:
+    /// appends their keys and values to the cache and returns their context vectors,
+    /// feature-major `[heads·head_dim, new]`.
     fn cached_attention(
         &self,
         index: usize,
         layer: &LayerWeights,
         xt: &[f32],
-        new: usize,
+        positions: &[u32],
         cached: CachedLayer<'_>,
     ) -> Vec<f32> {
-        let hidden = self.config.hidden_size;
+        let new = positions.len();
         let head_dim = self.config.head_dim();
         let scale = self.config.architecture.attention_scales[index];
         let causal = self.config.architecture.causal;
+        let window = self.config.architecture.window(index);
+        let softcap = self.config.architecture.attention_softcap;
+        let query_width = self.config.query_width();
+        let kv_width = self.config.kv_width();
         let CachedLayer {
             keys,
             values,
@@ -112,21 +116,22 @@ impl CpuBackend {
             ablated,
         } = cached;
 
-        // [3·hidden, new]: rows of queries, then keys, then values.
-        let qkv = layer.qkv.forward_t(xt, new, None);
-        let past = keys.len() / hidden;
+        // Rows of queries, then keys, then values.
+        let qkv = self.project_heads(index, layer, xt, positions);
+        let past = keys.len() / kv_width;
         let total = past + new;
         for t in 0..new {
-            keys.extend((0..hidden).map(|f| qkv[(hidden + f) * new + t]));
-            values.extend((0..hidden).map(|f| qkv[(2 * hidden + f) * new + t]));
+            keys.extend((0..kv_width).map(|f| qkv[(query_width + f) * new + t]));
+            values.extend((0..kv_width).map(|f| qkv[(query_width + kv_width + f) * new + t]));
         }
         let (keys, values) = (&*keys, &*values);
-        let mut context_t = vec![0f32; hidden * new];
+        let mut context_t = vec![0f32; query_width * new];
         context_t
             .par_chunks_mut(head_dim * new)
             .zip(last_rows.par_chunks_mut(total))
             .enumerate()
             .for_each(|(head, (context, last_row))| {
+                let kv_column = self.config.kv_head(head) * head_dim;
                 let mut probs = vec![0f32; new * total];
                 // scores = (q·kᵀ)·scale: queries [head_dim, new] feature-major, keys token-major.
                 MatMul {
@@ -134,24 +139,20 @@ impl CpuBackend {
                     n: total,
                     k: head_dim,
                     lhs: Strided::transposed(&qkv[head * head_dim * new..], new),
-                    rhs: Strided::transposed(&keys[head * head_dim..], hidden),
+                    rhs: Strided::transposed(&keys[kv_column..], kv_width),
                 }
                 .run(&mut probs, total, scale, false, false);
                 if ablated[head] {
                     last_row.fill(0.0);
                     return;
                 }
-                if causal {
-                    softmax_rows_causal(&mut probs, total, past);
-                } else {
-                    softmax_rows(&mut probs, total);
-                }
+                scores_to_probs(&mut probs, total, past, (causal, window), softcap);
                 // contextᵀ = vᵀ·probsᵀ: [head_dim, new] of [head_dim, total].
                 MatMul {
                     m: head_dim,
                     n: new,
                     k: total,
-                    lhs: Strided::transposed(&values[head * head_dim..], hidden),
+                    lhs: Strided::transposed(&values[kv_column..], kv_width),
                     rhs: Strided::transposed(&probs, total),
                 }
                 .run(context, new, 1.0, false, false);

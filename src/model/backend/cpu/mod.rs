@@ -20,6 +20,24 @@ pub(crate) use kernels::sum_exp;
 /// dense layers run) on random-ish values: the median of `iters` runs after one warm-up, in
 /// milliseconds. For `bench --gemm`.
 pub fn time_dense_product(m: usize, n: usize, k: usize, iters: usize) -> f64 {
+    time_product(m, n, k, iters, |w, xt| dense(w, None, m, k, xt, n, None))
+}
+
+/// Times a vocabulary head's product, logits row-major `[n, m]` for a `[m, k]` matrix and `n`
+/// columns (the kernel a next-token head runs), as [`time_dense_product`] does.
+pub fn time_vocabulary_product(m: usize, n: usize, k: usize, iters: usize) -> f64 {
+    time_product(m, n, k, iters, |w, xt| dense_rows(w, None, m, k, xt, n))
+}
+
+/// The median of `iters` runs of `product` on a `[m, k]` matrix and `[k, n]` columns of
+/// random-ish values, after one warm-up, in milliseconds.
+fn time_product(
+    m: usize,
+    n: usize,
+    k: usize,
+    iters: usize,
+    product: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+) -> f64 {
     let w: Vec<f32> = (0..m * k)
         .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
         .collect();
@@ -29,7 +47,7 @@ pub fn time_dense_product(m: usize, n: usize, k: usize, iters: usize) -> f64 {
     let mut runs: Vec<f64> = (0..=iters.max(1))
         .map(|_| {
             let started = std::time::Instant::now();
-            std::hint::black_box(dense(&w, None, m, k, &xt, n, None));
+            std::hint::black_box(product(&w, &xt));
             started.elapsed().as_secs_f64() * 1e3
         })
         .skip(1)
@@ -38,8 +56,8 @@ pub fn time_dense_product(m: usize, n: usize, k: usize, iters: usize) -> f64 {
     runs[runs.len() / 2]
 }
 use kernels::{
-    activate, dense, dense_rows, layer_norm_columns, softmax_rows, softmax_rows_causal,
-    transpose_into, zeroed_capture, MatMul, Strided,
+    activate, dense, dense_rows, gate, layer_norm_columns, rms_norm_columns, scores_to_probs,
+    soft_cap, transpose_into, zeroed_capture, MatMul, Strided,
 };
 
 use super::{
@@ -48,7 +66,7 @@ use super::{
 };
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
-use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm};
+use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm, NormKind};
 use crate::model::{CapturedArray, F32Array};
 
 /// A model on the CPU: its configuration and its weights as found by the description.
@@ -88,7 +106,17 @@ impl Linear {
 impl Norm {
     /// Normalises each column of feature-major `xt` in place, after adding `residual` when given.
     fn forward_t(&self, xt: &mut [f32], residual: Option<&[f32]>, columns: usize) {
-        layer_norm_columns(xt, residual, &self.gamma, &self.beta, self.eps, columns);
+        match self.kind {
+            NormKind::Layer => {
+                layer_norm_columns(xt, residual, &self.gamma, &self.beta, self.eps, columns);
+            }
+            NormKind::Rms => rms_norm_columns(xt, residual, &self.gamma, self.eps, columns),
+            NormKind::Identity => {
+                if let Some(residual) = residual {
+                    xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+                }
+            }
+        }
     }
 }
 
@@ -150,8 +178,7 @@ impl CpuBackend {
                 layer
                     .attention_norm
                     .forward_t(&mut attended, Some(xt), tokens);
-                let mut inner = layer.ffn_in.forward_t(&attended, tokens, None);
-                activate(&mut inner, self.config.hidden_act);
+                let inner = self.ffn_inner(layer, &attended, tokens);
                 let mut output = layer.ffn_out.forward_t(&inner, tokens, None);
                 layer
                     .ffn_norm
@@ -162,18 +189,56 @@ impl CpuBackend {
                 let mut normed = xt.to_vec();
                 layer.attention_norm.forward_t(&mut normed, None, tokens);
                 let context = attention(&normed);
-                let attended = layer.attention_output.forward_t(&context, tokens, Some(xt));
+                let attended = block_output(
+                    &layer.attention_output,
+                    layer.attention_post_norm.as_ref(),
+                    &context,
+                    xt,
+                    tokens,
+                );
                 let mut normed = attended.clone();
                 layer.ffn_norm.forward_t(&mut normed, None, tokens);
-                let mut inner = layer.ffn_in.forward_t(&normed, tokens, None);
-                activate(&mut inner, self.config.hidden_act);
-                layer.ffn_out.forward_t(&inner, tokens, Some(&attended))
+                let inner = self.ffn_inner(layer, &normed, tokens);
+                block_output(
+                    &layer.ffn_out,
+                    layer.ffn_post_norm.as_ref(),
+                    &inner,
+                    &attended,
+                    tokens,
+                )
             }
         }
     }
 
-    /// Multi-head self-attention of a layer over feature-major `xt`; returns the heads' context
-    /// vectors, feature-major `[hidden, tokens]`.
+    /// The feed-forward block's activated middle over feature-major `xt`: `act(W₁·x + b₁)`, or
+    /// for a gated block `act(gate) · up`.
+    fn ffn_inner(&self, layer: &LayerWeights, xt: &[f32], tokens: usize) -> Vec<f32> {
+        let mut inner = layer.ffn_in.forward_t(xt, tokens, None);
+        if self.config.architecture.gated_ffn {
+            gate(&inner, self.config.hidden_act)
+        } else {
+            activate(&mut inner, self.config.hidden_act);
+            inner
+        }
+    }
+
+    /// Layer `index`'s queries, keys and values of feature-major `xt` at `positions`,
+    /// feature-major `[heads·head_dim + 2·kv_heads·head_dim, tokens]`: projected, each head's
+    /// query and key normalised where the family does (Qwen3), then turned by the rotary
+    /// embedding where the family has one.
+    fn project_heads(
+        &self,
+        index: usize,
+        layer: &LayerWeights,
+        xt: &[f32],
+        positions: &[u32],
+    ) -> Vec<f32> {
+        self.project_heads_taped(index, layer, xt, positions, false)
+            .0
+    }
+
+    /// Multi-head self-attention of a layer over feature-major `xt` at `positions`; returns the
+    /// heads' context vectors, feature-major `[heads·head_dim, tokens]`.
     /// Long because the scores, the mask, the softmax, ablation and the value norms are computed in
     /// one pass over a head's blocks for speed.
     fn attention(
@@ -181,17 +246,23 @@ impl CpuBackend {
         index: usize,
         layer: &LayerWeights,
         xt: &[f32],
-        tokens: usize,
+        positions: &[u32],
         capture: LayerCapture<'_>,
     ) -> Vec<f32> {
-        let hidden = self.config.hidden_size;
+        let tokens = positions.len();
         let head_dim = self.config.head_dim();
         let scale = self.config.architecture.attention_scales[index];
         let causal = self.config.architecture.causal;
+        let window = self.config.architecture.window(index);
+        let softcap = self.config.architecture.attention_softcap;
+        let query_width = self.config.query_width();
+        let kv_width = self.config.kv_width();
 
-        // [3·hidden, tokens]: rows of queries, then keys, then values.
-        let qkv = layer.qkv.forward_t(xt, tokens, None);
-        let mut context_t = vec![0f32; hidden * tokens];
+        // Rows of queries, then keys, then values.
+        let qkv = self.project_heads(index, layer, xt, positions);
+        let key_of = |head: usize| (query_width + self.config.kv_head(head) * head_dim) * tokens;
+        let value_of = |head: usize| key_of(head) + kv_width * tokens;
+        let mut context_t = vec![0f32; query_width * tokens];
         let head_block = head_dim * tokens;
         capture
             .attention
@@ -202,39 +273,41 @@ impl CpuBackend {
             .enumerate()
             .for_each(|(head, (((probs, context), query_out), key_out))| {
                 let q = &qkv[head * head_block..][..head_block];
-                let k = &qkv[(hidden + head * head_dim) * tokens..][..head_block];
-                let v = &qkv[(2 * hidden + head * head_dim) * tokens..][..head_block];
+                let k = &qkv[key_of(head)..][..head_block];
+                let v = &qkv[value_of(head)..][..head_block];
                 // A block of query rows at a time, so that its scores stay in cache from the
                 // product through the softmax to the context: one pass over the captured map
                 // instead of three.
                 for first in (0..tokens).step_by(QUERY_BLOCK) {
                     let rows = QUERY_BLOCK.min(tokens - first);
                     let block = &mut probs[first * tokens..(first + rows) * tokens];
+                    // Only the keys some row of the block sees: a causal block stops at its last
+                    // query, a windowed one spans its windows. The rest of the (zeroed) captured
+                    // block stays 0, as the softmax would leave it.
+                    let seen = window.keys_seen(causal, first, tokens).start
+                        ..window.keys_seen(causal, first + rows - 1, tokens).end;
                     // scores = (q·kᵀ)·scale, with q and k stored [head_dim, tokens].
                     MatMul {
                         m: rows,
-                        n: tokens,
+                        n: seen.len(),
                         k: head_dim,
                         lhs: Strided::transposed(&q[first..], tokens),
-                        rhs: Strided::row_major(k, tokens),
+                        rhs: Strided::row_major(&k[seen.start..], tokens),
                     }
-                    .run(block, tokens, scale, false, false);
+                    .run(&mut block[seen.start..], tokens, scale, false, false);
                     if capture.ablated[head] {
                         block.fill(0.0);
                         continue;
                     }
-                    if causal {
-                        softmax_rows_causal(block, tokens, first);
-                    } else {
-                        softmax_rows(block, tokens);
-                    }
-                    // contextᵀ[:, block] = vᵀ·blockᵀ: [head_dim, rows] of [head_dim, tokens].
+                    scores_to_probs(block, tokens, first, (causal, window), softcap);
+                    // contextᵀ[:, block] = vᵀ·blockᵀ: [head_dim, rows] of [head_dim, tokens],
+                    // over the keys seen.
                     MatMul {
                         m: head_dim,
                         n: rows,
-                        k: tokens,
-                        lhs: Strided::row_major(v, tokens),
-                        rhs: Strided::transposed(block, tokens),
+                        k: seen.len(),
+                        lhs: Strided::row_major(&v[seen.start..], tokens),
+                        rhs: Strided::transposed(&block[seen.start..], tokens),
                     }
                     .run(&mut context[first..], tokens, 1.0, false, false);
                 }
@@ -248,7 +321,7 @@ impl CpuBackend {
                 .zip(grams.par_chunks(head_dim * head_dim))
                 .enumerate()
                 .for_each(|(head, (norms, gram))| {
-                    let v = &qkv[(2 * hidden + head * head_dim) * tokens..][..head_block];
+                    let v = &qkv[value_of(head)..][..head_block];
                     // ‖W_O^h·v‖² = vᵀ·G_h·v: [head_dim, tokens] through a head_dim² matrix
                     // instead of a [hidden, tokens] product.
                     let mut gv = vec![0f32; head_block];
@@ -272,6 +345,26 @@ impl CpuBackend {
                 });
         }
         context_t
+    }
+}
+
+/// A pre-norm block's output added to its residual stream `residual`: `W·x + b`, normalised
+/// first where the family does (Gemma 3's post-norms).
+fn block_output(
+    output: &Linear,
+    post_norm: Option<&Norm>,
+    xt: &[f32],
+    residual: &[f32],
+    tokens: usize,
+) -> Vec<f32> {
+    match post_norm {
+        None => output.forward_t(xt, tokens, Some(residual)),
+        Some(norm) => {
+            let mut out = output.forward_t(xt, tokens, None);
+            norm.forward_t(&mut out, None, tokens);
+            out.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+            out
+        }
     }
 }
 
@@ -332,7 +425,7 @@ impl Backend for CpuBackend {
                     .collect(),
             };
             xt = self.layer_forward(layer, &xt, tokens, |x| {
-                self.attention(index, layer, x, tokens, capture)
+                self.attention(index, layer, x, input.positions, capture)
             });
             if index + 1 == layers {
                 if let Some(norm) = &self.weights.final_norm {
@@ -413,9 +506,16 @@ impl Backend for CpuBackend {
                 .copied()
                 .collect()
         };
+        let mut word = gather(&embeddings.word, input.ids);
+        if let Some(scale) = self.config.architecture.embedding_scale {
+            word.iter_mut().for_each(|w| *w *= scale);
+        }
         Ok(EmbeddingRows {
-            word: gather(&embeddings.word, input.ids),
-            position: gather(&embeddings.position, input.positions),
+            word,
+            position: embeddings
+                .position
+                .as_deref()
+                .map(|table| gather(table, input.positions)),
             segment: match (&embeddings.segment, input.segments) {
                 (Some(table), Some(segments)) => Some(gather(table, segments)),
                 _ => None,
@@ -429,11 +529,15 @@ impl CpuBackend {
     fn embed_t(&self, input: &ForwardInput<'_>) -> Vec<f32> {
         let hidden = self.config.hidden_size;
         let tokens = input.ids.len();
+        let scale = self.config.architecture.embedding_scale;
         let embeddings = &self.weights.embeddings;
         let mut xt = vec![0f32; hidden * tokens];
         for t in 0..tokens {
             let word = &embeddings.word[input.ids[t] as usize * hidden..][..hidden];
-            let position = &embeddings.position[input.positions[t] as usize * hidden..][..hidden];
+            let position = embeddings
+                .position
+                .as_deref()
+                .map(|table| &table[input.positions[t] as usize * hidden..][..hidden]);
             let segment = match (&embeddings.segment, input.segments) {
                 (Some(table), Some(segments)) => {
                     Some(&table[segments[t] as usize * hidden..][..hidden])
@@ -441,11 +545,18 @@ impl CpuBackend {
                 _ => None,
             };
             for f in 0..hidden {
-                let summed = match segment {
-                    Some(segment) => word[f] + segment[f],
+                let word = match scale {
+                    Some(scale) => word[f] * scale,
                     None => word[f],
                 };
-                xt[f * tokens + t] = summed + position[f];
+                let summed = match segment {
+                    Some(segment) => word + segment[f],
+                    None => word,
+                };
+                xt[f * tokens + t] = match position {
+                    Some(position) => summed + position[f],
+                    None => summed,
+                };
             }
         }
         if let Some(norm) = &embeddings.norm {
@@ -475,12 +586,20 @@ impl CpuBackend {
                 norm.forward_t(&mut xt, None, count);
                 xt
             }
+            HeadOp::SoftCap(cap) => {
+                soft_cap(&mut xt, *cap);
+                xt
+            }
+            HeadOp::MeanPool => xt
+                .chunks_exact(count)
+                .map(|row| row.iter().sum::<f32>() / count as f32)
+                .collect(),
         }
     }
 
     /// Runs head number `head` on feature-major columns `xt` (`[hidden, count]`); returns the
     /// logits row-major, `[count, outputs]`.
-    fn head_logits_t(&self, mut xt: Vec<f32>, count: usize, head: usize) -> Result<Vec<f32>> {
+    fn head_logits_t(&self, mut xt: Vec<f32>, mut count: usize, head: usize) -> Result<Vec<f32>> {
         let head = self
             .weights
             .heads
@@ -489,16 +608,27 @@ impl CpuBackend {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let Some((last, before)) = head.ops.split_last() else {
+        // Soft-capping after the last product works on row-major logits as well.
+        let caps = head
+            .ops
+            .iter()
+            .rev()
+            .take_while(|op| matches!(op, HeadOp::SoftCap(_)))
+            .count();
+        let (ops, caps) = head.ops.split_at(head.ops.len() - caps);
+        let Some((last, before)) = ops.split_last() else {
             return Err(ModelError::Compute("the head has no operations".to_owned()));
         };
         for op in before {
             xt = self.head_op(op, xt, count);
+            if matches!(op, HeadOp::MeanPool) {
+                count = 1;
+            }
         }
         // The last product writes the logits row-major at once: for a vocabulary head they are
         // the largest array of the run, and transposing them cost as much as a tenth of it.
         let hidden = xt.len() / count;
-        Ok(match last {
+        let mut logits = match last {
             HeadOp::Linear(linear) => dense_rows(
                 &linear.weight,
                 linear.bias.as_deref(),
@@ -517,12 +647,23 @@ impl CpuBackend {
             ),
             op => {
                 let xt = self.head_op(op, xt, count);
+                let count = if matches!(op, HeadOp::MeanPool) {
+                    1
+                } else {
+                    count
+                };
                 let outputs = xt.len() / count;
                 let mut logits = vec![0f32; xt.len()];
                 transpose_into(&xt, outputs, count, &mut logits);
                 logits
             }
-        })
+        };
+        for cap in caps {
+            if let HeadOp::SoftCap(cap) = cap {
+                soft_cap(&mut logits, *cap);
+            }
+        }
+        Ok(logits)
     }
 }
 
