@@ -8,25 +8,9 @@ use crate::model::target::TargetSpec;
 use crate::model::tokenizer::EncodedText;
 use crate::model::{LoadedModel, Result};
 
-/// Medians and single runs of the attribution benchmarks, in milliseconds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttributionTimes {
-    /// Gradient × input and the gradient norm (target resolution included), median of runs.
-    pub gradient_ms: f64,
-    /// Integrated gradients with Captum's default 50 steps (and the gradient at the input).
-    pub integrated_gradients_ms: f64,
-    /// Activation patching of every layer's positions and heads, or why it could not run.
-    pub patching_ms: std::result::Result<f64, String>,
-    /// The forwards patching runs: layers × (tokens + heads).
-    pub patching_runs: usize,
-}
-
-/// Times the attribution methods on `input` (its default target), gradients `iters` times.
-pub fn time_attribution(
-    model: &LoadedModel,
-    input: &EncodedText,
-    iters: usize,
-) -> Result<AttributionTimes> {
+/// Gradient × input and the gradient norm (target resolution included): the median of `iters`
+/// runs after one untimed run, in milliseconds.
+pub fn time_gradient(model: &LoadedModel, input: &EncodedText, iters: usize) -> Result<f64> {
     let gradient_only = AttributionOptions {
         target: TargetSpec::default(),
         ig_steps: 0,
@@ -40,28 +24,38 @@ pub fn time_attribution(
         model.attribution(input, &gradient_only, &mut go_on)?;
         runs.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    let started = Instant::now();
+    Ok(super::median(&runs))
+}
+
+/// Integrated gradients with Captum's default 50 steps (and the gradient at the input): one
+/// run, in milliseconds.
+pub fn time_integrated_gradients(model: &LoadedModel, input: &EncodedText) -> Result<f64> {
     let all = AttributionOptions {
         ig_steps: DEFAULT_IG_STEPS,
         occlusion: false,
         ..AttributionOptions::default()
     };
-    model.attribution(input, &all, &mut go_on)?;
-    let integrated_gradients_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    model.attribution(input, &all, &mut |_, _| true)?;
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
 
+/// Activation patching of every layer's positions and heads against the input with its inner
+/// tokens changed: one run, in milliseconds, or why it could not run; and the patched
+/// forwards it ran (layers × (tokens + heads)).
+pub fn time_patching(
+    model: &LoadedModel,
+    input: &EncodedText,
+) -> (std::result::Result<f64, String>, usize) {
     let corrupt = corrupted(model, input);
     let started = Instant::now();
     let patching_ms = model
-        .patching(input, &corrupt, &TargetSpec::default(), &mut go_on)
+        .patching(input, &corrupt, &TargetSpec::default(), &mut |_, _| true)
         .map(|_| started.elapsed().as_secs_f64() * 1e3)
         .map_err(|err| err.to_string());
     let config = model.config();
-    Ok(AttributionTimes {
-        gradient_ms: super::median(&runs),
-        integrated_gradients_ms,
-        patching_ms,
-        patching_runs: config.num_hidden_layers * (input.ids.len() + config.num_attention_heads),
-    })
+    let runs = config.num_hidden_layers * (input.ids.len() + config.num_attention_heads);
+    (patching_ms, runs)
 }
 
 /// The input with every token but the first and last replaced by another of the vocabulary's:

@@ -12,6 +12,8 @@
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
 //! [`Backend::trace`]: super::super::Backend::trace
 
+use std::borrow::Cow;
+
 use rayon::prelude::{
     IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSliceMut,
 };
@@ -41,10 +43,52 @@ impl Shape {
     fn columns(self) -> usize {
         self.items * self.tokens
     }
+
+    /// The columns a layer's output has: every column, or one per item when the layer
+    /// computes only the row `read_row` of each item.
+    fn out_columns(self, read_row: Option<usize>) -> usize {
+        read_row.map_or(self.columns(), |_| self.items)
+    }
+}
+
+/// The columns of `xt` (`[features, items·tokens]`) at `row` of each item, `[features, items]`.
+fn read_columns(xt: &[f32], shape: Shape, row: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(xt.len() / shape.tokens);
+    for feature in xt.chunks_exact(shape.columns()) {
+        out.extend((0..shape.items).map(|item| feature[item * shape.tokens + row]));
+    }
+    out
+}
+
+/// [`read_columns`] backwards: `[features, items]` at `row` of each item, zero elsewhere.
+fn spread_columns(read: &[f32], shape: Shape, row: usize) -> Vec<f32> {
+    let columns = shape.columns();
+    let mut out = vec![0f32; read.len() * shape.tokens];
+    for (feature, values) in out
+        .chunks_exact_mut(columns)
+        .zip(read.chunks_exact(shape.items))
+    {
+        for (item, &value) in values.iter().enumerate() {
+            feature[item * shape.tokens + row] = value;
+        }
+    }
+    out
+}
+
+/// `xt`, or its columns at `read_row` of each item when the layer computes only those.
+fn read_or_all(xt: &[f32], shape: Shape, read_row: Option<usize>) -> Cow<'_, [f32]> {
+    match read_row {
+        Some(row) => Cow::Owned(read_columns(xt, shape, row)),
+        None => Cow::Borrowed(xt),
+    }
 }
 
 /// What one layer's backward pass needs of its forward.
 struct LayerTape {
+    /// The row of each item the layer computed its output at, when it computed only that
+    /// (the last layer, read by a head): every tensor after the attention then has one column
+    /// per item, and the probabilities one query row.
+    read_row: Option<usize>,
     /// Post-LN: the norm of the attention block's sum; pre-LN: the norm of the layer input.
     attention_norm: NormTape,
     /// The queries, keys and values the attention read (after any head norm and rotary
@@ -52,7 +96,7 @@ struct LayerTape {
     qkv: Vec<f32>,
     /// The head norms' tapes, when the family normalises each query and key head.
     head_norms: Option<HeadNormTapes>,
-    /// `[heads, items, tokens, tokens]`.
+    /// `[heads, items, query rows, tokens]`.
     probs: Vec<f32>,
     /// Gemma 3's norm of the attention block's output.
     attention_post_norm: Option<NormTape>,
@@ -262,26 +306,39 @@ impl CpuBackend {
         Ok(shape)
     }
 
-    /// Runs every layer from the batch's start layer, keeping the tape when `taped`.
-    fn batch_forward(&self, run: &BatchRun<'_>, shape: Shape, taped: bool) -> Forward {
+    /// Runs every layer from the batch's start layer, keeping the tape when `taped`. With
+    /// `read_row`, the last layer computes only that row of each item, all a head reads: its
+    /// queries, attention output and feed-forward block then run on one column per item,
+    /// and the last hidden states are `[hidden, items]`.
+    fn batch_forward(
+        &self,
+        run: &BatchRun<'_>,
+        shape: Shape,
+        taped: bool,
+        read_row: Option<usize>,
+    ) -> Forward {
         let hidden = self.config.hidden_size;
         let mut xt = vec![0f32; hidden * shape.columns()];
         transpose_into(run.states, shape.columns(), hidden, &mut xt);
         let mut tapes = Vec::new();
+        let last = self.weights.layers.len().saturating_sub(1);
+        let mut out_columns = shape.columns();
         for (index, layer) in self.weights.layers.iter().enumerate().skip(run.start_layer) {
             let patch = (index == run.start_layer)
                 .then_some(run.head_patch)
                 .flatten()
                 .map(|patch| (patch.heads, patch.contexts));
-            let step = self.batch_layer(index, layer, &xt, shape, patch, taped);
+            let read_row = read_row.filter(|_| index == last);
+            let step = self.batch_layer(index, layer, &xt, shape, patch, taped, read_row);
             xt = step.output;
+            out_columns = shape.out_columns(read_row);
             tapes.extend(step.tape);
         }
         let final_norm = self
             .weights
             .final_norm
             .as_ref()
-            .map(|norm| norm.forward_taped(&mut xt, None, shape.columns()));
+            .map(|norm| norm.forward_taped(&mut xt, None, out_columns));
         Forward {
             last: xt,
             layers: tapes,
@@ -289,9 +346,12 @@ impl CpuBackend {
         }
     }
 
-    /// One layer over a batch's columns; `patch` replaces a head's context per item.
+    /// One layer over a batch's columns; `patch` replaces a head's context per item. With
+    /// `read_row`, the output (and everything after the keys and values) is only that row of
+    /// each item.
     /// Long because it is the layer in order (norms, attention, output, residual sums, the
     /// feed-forward block), each step kept on the tape when `taped`.
+    #[allow(clippy::too_many_arguments)]
     fn batch_layer(
         &self,
         index: usize,
@@ -300,30 +360,36 @@ impl CpuBackend {
         shape: Shape,
         patch: Option<(&[usize], &[f32])>,
         taped: bool,
+        read_row: Option<usize>,
     ) -> LayerStep {
         let columns = shape.columns();
+        let out_columns = shape.out_columns(read_row);
         let ffn = |x: &[f32]| {
-            let inner_pre = layer.ffn_in.forward_columns(x, columns, None);
+            let inner_pre = layer.ffn_in.forward_columns(x, out_columns, None);
             let inner = self.activated(&inner_pre);
             (inner_pre, inner)
         };
         let (output, attended, context, tape) = match self.config.architecture.norm {
             NormPlacement::Post => {
-                let attention = self.batch_attention(index, layer, xt, shape, patch, taped);
+                let attention =
+                    self.batch_attention(index, layer, xt, shape, patch, taped, read_row);
                 let mut attended =
                     layer
                         .attention_output
-                        .forward_columns(&attention.context, columns, None);
+                        .forward_columns(&attention.context, out_columns, None);
+                let residual = read_or_all(xt, shape, read_row);
                 let attention_norm =
                     layer
                         .attention_norm
-                        .forward_taped(&mut attended, Some(xt), columns);
+                        .forward_taped(&mut attended, Some(&residual), out_columns);
                 let (inner_pre, inner) = ffn(&attended);
-                let mut output = layer.ffn_out.forward_columns(&inner, columns, None);
-                let ffn_norm = layer
-                    .ffn_norm
-                    .forward_taped(&mut output, Some(&attended), columns);
+                let mut output = layer.ffn_out.forward_columns(&inner, out_columns, None);
+                let ffn_norm =
+                    layer
+                        .ffn_norm
+                        .forward_taped(&mut output, Some(&attended), out_columns);
                 let tape = LayerTape {
+                    read_row,
                     attention_norm,
                     qkv: attention.qkv,
                     head_norms: attention.head_norms,
@@ -340,25 +406,27 @@ impl CpuBackend {
                 let attention_norm = layer
                     .attention_norm
                     .forward_taped(&mut normed, None, columns);
-                let attention = self.batch_attention(index, layer, &normed, shape, patch, taped);
+                let attention =
+                    self.batch_attention(index, layer, &normed, shape, patch, taped, read_row);
                 let (attended, attention_post_norm) = post_normed_sum(
                     &layer.attention_output,
                     layer.attention_post_norm.as_ref(),
                     &attention.context,
-                    xt,
-                    columns,
+                    &read_or_all(xt, shape, read_row),
+                    out_columns,
                 );
                 let mut normed = attended.clone();
-                let ffn_norm = layer.ffn_norm.forward_taped(&mut normed, None, columns);
+                let ffn_norm = layer.ffn_norm.forward_taped(&mut normed, None, out_columns);
                 let (inner_pre, inner) = ffn(&normed);
                 let (output, ffn_post_norm) = post_normed_sum(
                     &layer.ffn_out,
                     layer.ffn_post_norm.as_ref(),
                     &inner,
                     &attended,
-                    columns,
+                    out_columns,
                 );
                 let tape = LayerTape {
+                    read_row,
                     attention_norm,
                     qkv: attention.qkv,
                     head_norms: attention.head_norms,
@@ -439,8 +507,10 @@ impl CpuBackend {
 
     /// Self-attention of every item and head: the context vectors `[heads·head_dim, columns]`,
     /// the queries, keys and values it read, their head norms' tapes (when `taped`) and the
-    /// probabilities `[heads, items, tokens, tokens]`.
+    /// probabilities `[heads, items, tokens, tokens]`; with `read_row`, only that query row of
+    /// each item (contexts `[heads·head_dim, items]`, probabilities `[heads, items, 1, tokens]`).
     /// Long because scores, soft-cap, mask, softmax, patch and context run per item and head.
+    #[allow(clippy::too_many_arguments)]
     fn batch_attention(
         &self,
         index: usize,
@@ -449,6 +519,7 @@ impl CpuBackend {
         shape: Shape,
         patch: Option<(&[usize], &[f32])>,
         taped: bool,
+        read_row: Option<usize>,
     ) -> BatchAttention {
         let head_dim = self.config.head_dim();
         let query_width = self.config.query_width();
@@ -461,32 +532,38 @@ impl CpuBackend {
         let (tokens, columns) = (shape.tokens, shape.columns());
         let (qkv, head_norms) =
             self.project_heads_taped(index, layer, xt, &item_positions(shape), taped);
-        let mut context = vec![0f32; query_width * columns];
-        let mut probs = vec![0f32; self.config.num_attention_heads * shape.items * tokens * tokens];
+        // Query rows per item, the first one's position, and the contexts' columns.
+        let (queries, first_query) = read_row.map_or((tokens, 0), |row| (1, row));
+        let out_columns = shape.out_columns(read_row);
+        let mut context = vec![0f32; query_width * out_columns];
+        let mut probs =
+            vec![0f32; self.config.num_attention_heads * shape.items * queries * tokens];
         context
-            .par_chunks_mut(head_dim * columns)
-            .zip(probs.par_chunks_mut(shape.items * tokens * tokens))
+            .par_chunks_mut(head_dim * out_columns)
+            .zip(probs.par_chunks_mut(shape.items * queries * tokens))
             .enumerate()
             .for_each(|(head, (context, probs))| {
                 let kv = self.config.kv_head(head) * head_dim;
                 let q = &qkv[head * head_dim * columns..];
                 let k = &qkv[(query_width + kv) * columns..];
                 let v = &qkv[(query_width + kv_width + kv) * columns..];
-                for (item, map) in probs.chunks_exact_mut(tokens * tokens).enumerate() {
+                for (item, map) in probs.chunks_exact_mut(queries * tokens).enumerate() {
                     let first = item * tokens;
+                    let out_first = item * queries;
                     MatMul {
-                        m: tokens,
+                        m: queries,
                         n: tokens,
                         k: head_dim,
-                        lhs: Strided::transposed(&q[first..], columns),
+                        lhs: Strided::transposed(&q[first + first_query..], columns),
                         rhs: Strided::row_major(&k[first..], columns),
                     }
                     .run(map, tokens, scale, false, false);
-                    scores_to_probs(map, tokens, 0, (causal, window), softcap);
+                    scores_to_probs(map, tokens, first_query, (causal, window), softcap);
                     if let Some((heads, clean)) = patch.filter(|(heads, _)| heads[item] == head) {
                         debug_assert_eq!(heads.len(), shape.items);
-                        for (d, row) in context.chunks_exact_mut(columns).enumerate() {
-                            for (t, value) in row[first..first + tokens].iter_mut().enumerate() {
+                        for (d, row) in context.chunks_exact_mut(out_columns).enumerate() {
+                            let row = &mut row[out_first..out_first + queries];
+                            for (t, value) in (first_query..).zip(row) {
                                 *value = clean[t * query_width + head * head_dim + d];
                             }
                         }
@@ -495,12 +572,18 @@ impl CpuBackend {
                     // contextᵀ[:, item] = vᵀ·mapᵀ.
                     MatMul {
                         m: head_dim,
-                        n: tokens,
+                        n: queries,
                         k: tokens,
                         lhs: Strided::row_major(&v[first..], columns),
                         rhs: Strided::transposed(map, tokens),
                     }
-                    .run(&mut context[first..], columns, 1.0, false, false);
+                    .run(
+                        &mut context[out_first..],
+                        out_columns,
+                        1.0,
+                        false,
+                        false,
+                    );
                 }
             });
         BatchAttention {
@@ -617,13 +700,27 @@ impl CpuBackend {
     fn run_batch(&self, run: &BatchRun<'_>, backward: bool) -> Result<Gradients> {
         let shape = self.batch_shape(run)?;
         let hidden = self.config.hidden_size;
-        let columns = shape.columns();
-        let forward = self.batch_forward(run, shape, backward);
+        // The head reads one row of each item, so the last layer computes only that row; a
+        // mean-pooled head would read every row.
+        let reads_one_row = self
+            .weights
+            .heads
+            .get(run.logit.head)
+            .is_some_and(|head| !head.ops.iter().any(|op| matches!(op, HeadOp::MeanPool)));
+        let read_row = reads_one_row.then_some(run.logit.row);
+        let forward = self.batch_forward(run, shape, backward, read_row);
+        // The last states' columns: one per item when the last layer ran, every column when
+        // the run starts past it (and holds only the states it was given).
+        let columns = forward.last.len() / hidden;
         let mut logits = Vec::with_capacity(shape.items);
         let mut outputs = Vec::with_capacity(shape.items);
         let mut grad = backward.then(|| vec![0f32; hidden * columns]);
         for item in 0..shape.items {
-            let at = item * shape.tokens + run.logit.row;
+            let at = if columns == shape.columns() {
+                item * shape.tokens + run.logit.row
+            } else {
+                item
+            };
             let column: Vec<f32> = (0..hidden)
                 .map(|f| forward.last[f * columns + at])
                 .collect();
@@ -653,7 +750,7 @@ impl CpuBackend {
             grad = self.layer_backward(index, tape, grad, shape);
         }
         let mut states = vec![0f32; grad.len()];
-        transpose_into(&grad, hidden, columns, &mut states);
+        transpose_into(&grad, hidden, shape.columns(), &mut states);
         Ok(Gradients {
             logits,
             outputs,
@@ -672,13 +769,19 @@ impl CpuBackend {
     ) -> Vec<f32> {
         let layer = &self.weights.layers[index];
         let columns = shape.columns();
+        // Everything after the keys and values has these columns (see `LayerTape::read_row`).
+        let out_columns = shape.out_columns(tape.read_row);
+        let spread = |grad: Vec<f32>| match tape.read_row {
+            Some(row) => spread_columns(&grad, shape, row),
+            None => grad,
+        };
         let activation = self.config.hidden_act;
         let gated = self.config.architecture.gated_ffn;
         let Transposed([qkv_t, output_t, ffn_in_t, ffn_out_t]) =
             self.transposed[index].get_or_init(|| Transposed::of(layer));
         // From the feed-forward block's output to its first layer's input.
         let ffn_backward = |grad: &[f32]| {
-            let inner = backward_with(&layer.ffn_out, ffn_out_t, grad, columns, None);
+            let inner = backward_with(&layer.ffn_out, ffn_out_t, grad, out_columns, None);
             let inner_pre = if gated {
                 gate_backward(&inner, &tape.inner_pre, activation)
             } else {
@@ -686,33 +789,35 @@ impl CpuBackend {
                 activation_backward(&mut inner, &tape.inner_pre, activation);
                 inner
             };
-            backward_with(&layer.ffn_in, ffn_in_t, &inner_pre, columns, None)
+            backward_with(&layer.ffn_in, ffn_in_t, &inner_pre, out_columns, None)
         };
         // Through a post-norm, when the block has one.
         let through =
             |norm: &Option<Norm>, tape: &Option<NormTape>, grad: &[f32]| match (norm, tape) {
-                (Some(norm), Some(tape)) => norm.backward(tape, grad, columns),
+                (Some(norm), Some(tape)) => norm.backward(tape, grad, out_columns),
                 _ => grad.to_vec(),
             };
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let d_sum = layer.ffn_norm.backward(&tape.ffn_norm, &grad, columns);
+                let d_sum = layer.ffn_norm.backward(&tape.ffn_norm, &grad, out_columns);
                 let mut d_attended = ffn_backward(&d_sum);
                 d_attended.iter_mut().zip(&d_sum).for_each(|(d, g)| *d += g);
                 let d_sum =
                     layer
                         .attention_norm
-                        .backward(&tape.attention_norm, &d_attended, columns);
-                let d_context = layer
-                    .attention_output
-                    .backward_columns(&d_sum, columns, None);
+                        .backward(&tape.attention_norm, &d_attended, out_columns);
+                let d_context =
+                    backward_with(&layer.attention_output, output_t, &d_sum, out_columns, None);
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
-                layer.qkv.backward_columns(&d_qkv, columns, Some(&d_sum))
+                backward_with(&layer.qkv, qkv_t, &d_qkv, columns, Some(&spread(d_sum)))
             }
             NormPlacement::Pre => {
                 let d_out = through(&layer.ffn_post_norm, &tape.ffn_post_norm, &grad);
                 let d_normed = ffn_backward(&d_out);
-                let mut d_attended = layer.ffn_norm.backward(&tape.ffn_norm, &d_normed, columns);
+                let mut d_attended =
+                    layer
+                        .ffn_norm
+                        .backward(&tape.ffn_norm, &d_normed, out_columns);
                 d_attended.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
                 let d_out = through(
                     &layer.attention_post_norm,
@@ -720,7 +825,7 @@ impl CpuBackend {
                     &d_attended,
                 );
                 let d_context =
-                    backward_with(&layer.attention_output, output_t, &d_out, columns, None);
+                    backward_with(&layer.attention_output, output_t, &d_out, out_columns, None);
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
                 let d_normed = backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None);
                 let mut d_input =
@@ -729,7 +834,7 @@ impl CpuBackend {
                         .backward(&tape.attention_norm, &d_normed, columns);
                 d_input
                     .iter_mut()
-                    .zip(&d_attended)
+                    .zip(&spread(d_attended))
                     .for_each(|(d, g)| *d += g);
                 d_input
             }
@@ -757,10 +862,20 @@ impl CpuBackend {
         let softcap = self.config.architecture.attention_softcap;
         let (tokens, columns) = (shape.tokens, shape.columns());
         let block = head_dim * columns;
-        let mut d_queries = vec![0f32; query_width * columns];
-        // Each query head's share of its key/value head's gradients, summed below.
-        let mut d_keys = vec![0f32; heads * block];
-        let mut d_values = vec![0f32; heads * block];
+        // The query rows the forward computed (see `LayerTape::read_row`).
+        let (queries, first_query) = tape.read_row.map_or((tokens, 0), |row| (1, row));
+        let out_columns = shape.out_columns(tape.read_row);
+        let mut d_qkv = vec![0f32; (query_width + 2 * kv_width) * columns];
+        let (d_queries, d_kv) = d_qkv.split_at_mut(query_width * columns);
+        // Without grouping each head writes its key and value gradients in place; grouped,
+        // each query head's share of its key/value head's gradients is summed below.
+        let grouped = kv_width != query_width;
+        let mut shares = vec![0f32; if grouped { 2 * heads * block } else { 0 }];
+        let (d_keys, d_values) = if grouped {
+            shares.split_at_mut(heads * block)
+        } else {
+            d_kv.split_at_mut(kv_width * columns)
+        };
         let qkv = &tape.qkv;
         d_queries
             .par_chunks_mut(block)
@@ -772,26 +887,21 @@ impl CpuBackend {
                 let q = &qkv[head * block..];
                 let k = &qkv[(query_width + kv) * columns..];
                 let v = &qkv[(query_width + kv_width + kv) * columns..];
-                let d_c = &d_context[head * block..][..block];
-                let maps = &tape.probs[head * shape.items * tokens * tokens..];
-                let mut d_scores = vec![0f32; tokens * tokens];
-                let mut capped = vec![
-                    0f32;
-                    if softcap.is_some() {
-                        tokens * tokens
-                    } else {
-                        0
-                    }
-                ];
+                let d_c = &d_context[head * head_dim * out_columns..][..head_dim * out_columns];
+                let map_len = queries * tokens;
+                let maps = &tape.probs[head * shape.items * map_len..];
+                let mut d_scores = vec![0f32; map_len];
+                let mut capped = vec![0f32; if softcap.is_some() { map_len } else { 0 }];
                 for item in 0..shape.items {
                     let first = item * tokens;
-                    let map = &maps[item * tokens * tokens..][..tokens * tokens];
+                    let (q_first, out_first) = (first + first_query, item * queries);
+                    let map = &maps[item * map_len..][..map_len];
                     // dP = dCᵀ·V (C = V·Pᵀ per head, feature-major).
                     MatMul {
-                        m: tokens,
+                        m: queries,
                         n: tokens,
                         k: head_dim,
-                        lhs: Strided::transposed(&d_c[first..], columns),
+                        lhs: Strided::transposed(&d_c[out_first..], out_columns),
                         rhs: Strided::row_major(&v[first..], columns),
                     }
                     .run(&mut d_scores, tokens, 1.0, false, false);
@@ -799,8 +909,8 @@ impl CpuBackend {
                     MatMul {
                         m: head_dim,
                         n: tokens,
-                        k: tokens,
-                        lhs: Strided::row_major(&d_c[first..], columns),
+                        k: queries,
+                        lhs: Strided::row_major(&d_c[out_first..], out_columns),
                         rhs: Strided::row_major(map, tokens),
                     }
                     .run(&mut d_v[first..], columns, 1.0, false, false);
@@ -818,10 +928,10 @@ impl CpuBackend {
                     if let Some(cap) = softcap {
                         // Through c·tanh(s/c), recomputing the scores: d/ds = 1 − tanh²(s/c).
                         MatMul {
-                            m: tokens,
+                            m: queries,
                             n: tokens,
                             k: head_dim,
-                            lhs: Strided::transposed(&q[first..], columns),
+                            lhs: Strided::transposed(&q[q_first..], columns),
                             rhs: Strided::row_major(&k[first..], columns),
                         }
                         .run(&mut capped, tokens, scale, false, false);
@@ -833,33 +943,40 @@ impl CpuBackend {
                     // S = scale·Qᵀ·K: dQ = scale·K·dSᵀ, dK = scale·Q·dS.
                     MatMul {
                         m: head_dim,
-                        n: tokens,
+                        n: queries,
                         k: tokens,
                         lhs: Strided::row_major(&k[first..], columns),
                         rhs: Strided::transposed(&d_scores, tokens),
                     }
-                    .run(&mut d_q[first..], columns, scale, false, false);
+                    .run(&mut d_q[q_first..], columns, scale, false, false);
                     MatMul {
                         m: head_dim,
                         n: tokens,
-                        k: tokens,
-                        lhs: Strided::row_major(&q[first..], columns),
+                        k: queries,
+                        lhs: Strided::row_major(&q[q_first..], columns),
                         rhs: Strided::row_major(&d_scores, tokens),
                     }
                     .run(&mut d_k[first..], columns, scale, false, false);
                 }
             });
-        // Grouped queries: a key/value head's gradient is the sum of its query heads'.
-        let mut d_qkv = d_queries;
-        d_qkv.resize((query_width + 2 * kv_width) * columns, 0.0);
-        for (shares, offset) in [(&d_keys, query_width), (&d_values, query_width + kv_width)] {
-            for (head, share) in shares.chunks_exact(block).enumerate() {
-                let at = (offset + self.config.kv_head(head) * head_dim) * columns;
-                d_qkv[at..at + block]
-                    .iter_mut()
-                    .zip(share)
-                    .for_each(|(d, s)| *d += s);
-            }
+        if grouped {
+            // A key/value head's gradient is the sum of its query heads' shares.
+            let (d_keys, d_values) = shares.split_at(heads * block);
+            d_kv.par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(slot, d_head)| {
+                    let kv_heads = kv_width / head_dim;
+                    let (shares, kv) = if slot < kv_heads {
+                        (d_keys, slot)
+                    } else {
+                        (d_values, slot - kv_heads)
+                    };
+                    for (head, share) in shares.chunks_exact(block).enumerate() {
+                        if self.config.kv_head(head) == kv {
+                            d_head.iter_mut().zip(share).for_each(|(d, s)| *d += s);
+                        }
+                    }
+                });
         }
         self.unproject_heads(index, tape, &mut d_qkv, shape);
         d_qkv
@@ -934,7 +1051,7 @@ impl CpuBackend {
         for (index, layer) in self.weights.layers.iter().enumerate() {
             transpose_into(&xt, hidden, tokens, &mut rows);
             states.extend_from_slice(&rows);
-            let step = self.batch_layer(index, layer, &xt, shape, None, false);
+            let step = self.batch_layer(index, layer, &xt, shape, None, false, None);
             transpose_into(&step.context, width, tokens, &mut context_rows);
             contexts.extend_from_slice(&context_rows);
             transpose_into(&step.attended, hidden, tokens, &mut rows);

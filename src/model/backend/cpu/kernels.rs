@@ -3,8 +3,8 @@
 //! AVX2 and AVX-512 as well as the baseline so that they vectorise where the CPU allows.
 
 use rayon::prelude::{
-    IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSlice,
-    ParallelSliceMut,
+    IndexedParallelIterator, IntoParallelIterator, IntoParallelRefIterator, ParallelIterator,
+    ParallelSlice, ParallelSliceMut,
 };
 
 use crate::model::config::{Activation, KeyWindow};
@@ -24,29 +24,34 @@ pub(super) fn dense(
     assert_eq!(w.len(), outputs * inputs);
     assert!(bias.is_none_or(|bias| bias.len() == outputs));
     assert_eq!(xt.len(), inputs * columns);
-    let mut out = match residual {
-        Some(residual) => {
-            assert_eq!(residual.len(), outputs * columns);
-            residual.to_vec()
+    assert!(residual.is_none_or(|residual| residual.len() == outputs * columns));
+    let mut out = vec![0f32; outputs * columns];
+    // The residual, then the bias, then the product: the order of the sums in every path.
+    let seed = |first_output: usize, dst: &mut [f32]| {
+        if let Some(residual) = residual {
+            dst.copy_from_slice(&residual[first_output * columns..][..dst.len()]);
         }
-        None => vec![0f32; outputs * columns],
+        if let Some(bias) = bias {
+            for (row, &b) in dst.chunks_exact_mut(columns).zip(&bias[first_output..]) {
+                row.iter_mut().for_each(|x| *x += b);
+            }
+        }
     };
-    if let Some(bias) = bias {
-        for (row, &b) in out.chunks_exact_mut(columns).zip(bias) {
-            row.iter_mut().for_each(|x| *x += b);
-        }
-    }
+    let seeded = residual.is_some() || bias.is_some();
     if columns == 1 {
+        seed(0, &mut out);
         gemv(w, inputs, xt, &mut out);
         return out;
     }
-    // Each thread takes its own band of outputs, one single-threaded product apiece: at a
-    // sentence's width (128 tokens) this ran bert-base's forward ~10% faster and SmolLM2's ~4%
-    // than the gemm crate splitting each product itself, and as fast at 512 tokens.
+    // Each thread takes its own band of outputs, one single-threaded product apiece, and seeds
+    // it itself: at a sentence's width (128 tokens) this ran bert-base's forward ~10% faster
+    // and SmolLM2's ~4% than the gemm crate splitting each product itself, and as fast at 512
+    // tokens.
     let band = outputs.div_ceil(rayon::current_num_threads().max(1)).max(1);
     out.par_chunks_mut(band * columns)
         .enumerate()
         .for_each(|(index, dst)| {
+            seed(index * band, dst);
             MatMul {
                 m: dst.len() / columns,
                 n: columns,
@@ -54,9 +59,35 @@ pub(super) fn dense(
                 lhs: Strided::row_major(&w[index * band * inputs..], inputs),
                 rhs: Strided::row_major(xt, columns),
             }
-            .run(dst, columns, 1.0, true, false);
+            .run(dst, columns, 1.0, seeded, false);
         });
     out
+}
+
+/// `f` over ranges of columns in parallel, its per-column results concatenated in column
+/// order: each column's arithmetic is what one pass over every column does, so the results
+/// are the same to the bit.
+fn by_column_ranges<T: Send>(
+    columns: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync,
+) -> Vec<T> {
+    let chunk = columns
+        .div_ceil(rayon::current_num_threads().max(1) * 2)
+        .max(32);
+    let starts: Vec<usize> = (0..columns).step_by(chunk).collect();
+    let parts: Vec<Vec<T>> = starts
+        .into_par_iter()
+        .map(|start| f(start..(start + chunk).min(columns)))
+        .collect();
+    parts.into_iter().flatten().collect()
+}
+
+/// `xt += residual`, in parallel chunks.
+fn add_residual(xt: &mut [f32], residual: &[f32]) {
+    assert_eq!(xt.len(), residual.len());
+    xt.par_chunks_mut(16384)
+        .zip(residual.par_chunks(16384))
+        .for_each(|(x, r)| x.iter_mut().zip(r).for_each(|(x, r)| *x += r));
 }
 
 /// `X·Wᵀ (+ b)` row-major (`[columns, outputs]`) for feature-major `xt` (`[inputs, columns]`)
@@ -555,28 +586,32 @@ fn column_statistics(
     columns: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     if let Some(residual) = residual {
-        xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+        add_residual(xt, residual);
     }
-    let mut mean = vec![0f64; columns];
-    for row in xt.chunks_exact(columns) {
-        mean.iter_mut()
-            .zip(row)
-            .for_each(|(m, &x)| *m += f64::from(x));
-    }
-    mean.iter_mut().for_each(|m| *m /= features as f64);
-    let mut variance = vec![0f64; columns];
-    for row in xt.chunks_exact(columns) {
-        variance
-            .iter_mut()
-            .zip(row)
-            .zip(&mean)
-            .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
-    }
-    let inv_std = variance
-        .iter()
-        .map(|v| 1.0 / (v / features as f64 + eps).sqrt())
-        .collect();
-    (mean, inv_std)
+    let xt = &*xt;
+    by_column_ranges(columns, |range| {
+        let mut mean = vec![0f64; range.len()];
+        for row in xt.chunks_exact(columns) {
+            mean.iter_mut()
+                .zip(&row[range.clone()])
+                .for_each(|(m, &x)| *m += f64::from(x));
+        }
+        mean.iter_mut().for_each(|m| *m /= features as f64);
+        let mut variance = vec![0f64; range.len()];
+        for row in xt.chunks_exact(columns) {
+            variance
+                .iter_mut()
+                .zip(&row[range.clone()])
+                .zip(&mean)
+                .for_each(|((v, &x), m)| *v += (f64::from(x) - m).powi(2));
+        }
+        mean.into_iter()
+            .zip(variance)
+            .map(|(m, v)| (m, 1.0 / (v / features as f64 + eps).sqrt()))
+            .collect()
+    })
+    .into_iter()
+    .unzip()
 }
 
 /// RMSNorm of each column of feature-major `xt` (`[features, columns]`), in place, after adding
@@ -589,12 +624,12 @@ pub(super) fn rms_norm_columns(
     columns: usize,
 ) {
     let inv_rms = rms_statistics(xt, residual, gamma.len(), eps, columns);
-    for (row, &g) in xt.chunks_exact_mut(columns).zip(gamma) {
+    xt.par_chunks_mut(columns).zip(gamma).for_each(|(row, &g)| {
         for (x, s) in row.iter_mut().zip(&inv_rms) {
             // transformers rounds the normalised value to f32 before the scale.
             *x = ((f64::from(*x) * s) as f32) * g;
         }
-    }
+    });
 }
 
 /// `1/√(mean(x²) + ε)` of each column, after adding `residual` to `xt` when given.
@@ -606,19 +641,22 @@ fn rms_statistics(
     columns: usize,
 ) -> Vec<f64> {
     if let Some(residual) = residual {
-        xt.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+        add_residual(xt, residual);
     }
-    let mut squares = vec![0f64; columns];
-    for row in xt.chunks_exact(columns) {
+    let xt = &*xt;
+    by_column_ranges(columns, |range| {
+        let mut squares = vec![0f64; range.len()];
+        for row in xt.chunks_exact(columns) {
+            squares
+                .iter_mut()
+                .zip(&row[range.clone()])
+                .for_each(|(m, &x)| *m += f64::from(x) * f64::from(x));
+        }
         squares
-            .iter_mut()
-            .zip(row)
-            .for_each(|(m, &x)| *m += f64::from(x) * f64::from(x));
-    }
-    squares
-        .iter()
-        .map(|m| 1.0 / (m / features as f64 + eps).sqrt())
-        .collect()
+            .iter()
+            .map(|m| 1.0 / (m / features as f64 + eps).sqrt())
+            .collect()
+    })
 }
 
 /// LayerNorm of each column of feature-major `xt` (`[features, columns]`), in place, after adding
@@ -633,12 +671,15 @@ pub(super) fn layer_norm_columns(
     columns: usize,
 ) {
     let (mean, inv_std) = column_statistics(xt, residual, gamma.len(), eps, columns);
-    for ((row, &g), &b) in xt.chunks_exact_mut(columns).zip(gamma).zip(beta) {
-        let (g, b) = (f64::from(g), f64::from(b));
-        for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
-            *x = ((f64::from(*x) - m) * s * g + b) as f32;
-        }
-    }
+    xt.par_chunks_mut(columns)
+        .zip(gamma)
+        .zip(beta)
+        .for_each(|((row, &g), &b)| {
+            let (g, b) = (f64::from(g), f64::from(b));
+            for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
+                *x = ((f64::from(*x) - m) * s * g + b) as f32;
+            }
+        });
 }
 
 /// `Wᵀ·G (+ residual)`: the gradient with respect to a dense layer's input, for `w`
@@ -738,19 +779,18 @@ pub(super) fn layer_norm_columns_taped(
 ) -> NormTape {
     let (mean, inv_std) = column_statistics(xt, residual, gamma.len(), eps, columns);
     let mut normalized = vec![0f32; xt.len()];
-    for (((row, out), &g), &b) in xt
-        .chunks_exact_mut(columns)
-        .zip(normalized.chunks_exact_mut(columns))
+    xt.par_chunks_mut(columns)
+        .zip(normalized.par_chunks_mut(columns))
         .zip(gamma)
         .zip(beta)
-    {
-        let (g, b) = (f64::from(g), f64::from(b));
-        for (((x, o), m), s) in row.iter_mut().zip(out).zip(&mean).zip(&inv_std) {
-            let hat = (f64::from(*x) - m) * s;
-            *o = hat as f32;
-            *x = (hat * g + b) as f32;
-        }
-    }
+        .for_each(|(((row, out), &g), &b)| {
+            let (g, b) = (f64::from(g), f64::from(b));
+            for (((x, o), m), s) in row.iter_mut().zip(out).zip(&mean).zip(&inv_std) {
+                let hat = (f64::from(*x) - m) * s;
+                *o = hat as f32;
+                *x = (hat * g + b) as f32;
+            }
+        });
     NormTape {
         normalized,
         inv_std,
@@ -768,17 +808,16 @@ pub(super) fn rms_norm_columns_taped(
 ) -> NormTape {
     let inv_rms = rms_statistics(xt, residual, gamma.len(), eps, columns);
     let mut normalized = vec![0f32; xt.len()];
-    for ((row, out), &g) in xt
-        .chunks_exact_mut(columns)
-        .zip(normalized.chunks_exact_mut(columns))
+    xt.par_chunks_mut(columns)
+        .zip(normalized.par_chunks_mut(columns))
         .zip(gamma)
-    {
-        for ((x, o), s) in row.iter_mut().zip(out).zip(&inv_rms) {
-            let hat = (f64::from(*x) * s) as f32;
-            *o = hat;
-            *x = hat * g;
-        }
-    }
+        .for_each(|((row, out), &g)| {
+            for ((x, o), s) in row.iter_mut().zip(out).zip(&inv_rms) {
+                let hat = (f64::from(*x) * s) as f32;
+                *o = hat;
+                *x = hat * g;
+            }
+        });
     NormTape {
         normalized,
         inv_std: inv_rms,
@@ -817,44 +856,48 @@ fn norm_backward_columns(
     centred: bool,
 ) -> Vec<f32> {
     let features = gamma.len() as f64;
-    let mut mean_g = vec![0f64; columns];
-    let mut mean_gx = vec![0f64; columns];
-    for ((row, hat), &g) in grad
-        .chunks_exact(columns)
-        .zip(tape.normalized.chunks_exact(columns))
-        .zip(gamma)
-    {
-        let g = f64::from(g);
-        for (((a, b), &d), &h) in mean_g.iter_mut().zip(&mut mean_gx).zip(row).zip(hat) {
-            let scaled = f64::from(d) * g;
-            *a += scaled;
-            *b += scaled * f64::from(h);
-        }
-    }
-    if !centred {
-        mean_g.fill(0.0);
-    }
-    mean_g.iter_mut().for_each(|a| *a /= features);
-    mean_gx.iter_mut().for_each(|b| *b /= features);
-    let mut out = vec![0f32; grad.len()];
-    for (((out, row), hat), &g) in out
-        .chunks_exact_mut(columns)
-        .zip(grad.chunks_exact(columns))
-        .zip(tape.normalized.chunks_exact(columns))
-        .zip(gamma)
-    {
-        let g = f64::from(g);
-        for (((((o, &d), &h), a), b), s) in out
-            .iter_mut()
-            .zip(row)
-            .zip(hat)
-            .zip(&mean_g)
-            .zip(&mean_gx)
-            .zip(&tape.inv_std)
+    let (mean_g, mean_gx): (Vec<f64>, Vec<f64>) = by_column_ranges(columns, |range| {
+        let mut mean_g = vec![0f64; range.len()];
+        let mut mean_gx = vec![0f64; range.len()];
+        for ((row, hat), &g) in grad
+            .chunks_exact(columns)
+            .zip(tape.normalized.chunks_exact(columns))
+            .zip(gamma)
         {
-            *o = ((f64::from(d) * g - a - f64::from(h) * b) * s) as f32;
+            let g = f64::from(g);
+            let (row, hat) = (&row[range.clone()], &hat[range.clone()]);
+            for (((a, b), &d), &h) in mean_g.iter_mut().zip(&mut mean_gx).zip(row).zip(hat) {
+                let scaled = f64::from(d) * g;
+                *a += scaled;
+                *b += scaled * f64::from(h);
+            }
         }
-    }
+        mean_g
+            .into_iter()
+            .zip(mean_gx)
+            .map(|(a, b)| (if centred { a / features } else { 0.0 }, b / features))
+            .collect()
+    })
+    .into_iter()
+    .unzip();
+    let mut out = vec![0f32; grad.len()];
+    out.par_chunks_mut(columns)
+        .zip(grad.par_chunks(columns))
+        .zip(tape.normalized.par_chunks(columns))
+        .zip(gamma)
+        .for_each(|(((out, row), hat), &g)| {
+            let g = f64::from(g);
+            for (((((o, &d), &h), a), b), s) in out
+                .iter_mut()
+                .zip(row)
+                .zip(hat)
+                .zip(&mean_g)
+                .zip(&mean_gx)
+                .zip(&tape.inv_std)
+            {
+                *o = ((f64::from(d) * g - a - f64::from(h) * b) * s) as f32;
+            }
+        });
     out
 }
 
