@@ -19,7 +19,7 @@ use rayon::prelude::{
 };
 
 use super::kernels::{
-    activate, activation_backward, dense_backward, gate, gate_backward,
+    activated, activation_backward, dense_backward, gate, gate_backward,
     layer_norm_backward_columns, layer_norm_columns_taped, rms_norm_backward_columns,
     rms_norm_columns_taped, rotate_columns, scores_to_probs, transpose_into, MatMul, NormTape,
     Strided,
@@ -452,9 +452,7 @@ impl CpuBackend {
         if self.config.architecture.gated_ffn {
             gate(inner_pre, self.config.hidden_act)
         } else {
-            let mut inner = inner_pre.to_vec();
-            activate(&mut inner, self.config.hidden_act);
-            inner
+            activated(inner_pre, self.config.hidden_act)
         }
     }
 
