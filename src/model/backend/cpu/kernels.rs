@@ -369,10 +369,7 @@ pub(super) fn gate(stacked: &[f32], activation: Activation) -> Vec<f32> {
         let at = index * ELEMENTWISE_CHUNK;
         chunk.copy_from_slice(&gates[at..][..chunk.len()]);
         activate_chunk(chunk, activation);
-        chunk
-            .iter_mut()
-            .zip(&up[at..])
-            .for_each(|(o, &u)| *o *= u);
+        chunk.iter_mut().zip(&up[at..]).for_each(|(o, &u)| *o *= u);
     })
 }
 
@@ -940,12 +937,27 @@ fn norm_backward_columns(
 }
 
 /// Transposes a row-major `rows × cols` block into `dst` (`cols × rows`).
+/// Large blocks are split into bands of destination rows, one task each.
 pub(super) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &value) in row.iter().enumerate() {
-            dst[c * rows + r] = value;
+    /// Destination rows (source columns) per task: each task reads a 256-byte run of every
+    /// source row.
+    const BAND: usize = 64;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    let band = |first: usize, dst: &mut [f32]| {
+        let width = dst.len() / rows.max(1);
+        for (r, row) in src.chunks_exact(cols).enumerate() {
+            for (c, &value) in row[first..first + width].iter().enumerate() {
+                dst[c * rows + r] = value;
+            }
         }
+    };
+    if rows * cols < 1 << 16 || rows == 0 {
+        band(0, dst);
+        return;
     }
+    dst.par_chunks_mut(BAND * rows)
+        .enumerate()
+        .for_each(|(index, dst)| band(index * BAND, dst));
 }
 
 #[cfg(test)]
