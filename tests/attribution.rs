@@ -226,7 +226,7 @@ fn logit_attribution_matches_the_modules_outputs_and_sums_to_the_logit() {
 
 /// The newer families (written by `tools/make_fixtures.py --modern`): rotary embeddings,
 /// grouped queries, windows, RMSNorm and `(1 + w)` norms, gated MLPs, Gemma's post-norms and
-/// soft-capped logits, ModernBERT's local layers. Their batched runs are the tuned CPU path's.
+/// soft-capped logits, ModernBERT's local layers. Both paths run their batched runs.
 const MODERN_FIXTURES: [&str; 5] = [
     "llama-lm",
     "qwen3-lm",
@@ -239,6 +239,7 @@ const MODERN_FIXTURES: [&str; 5] = [
 fn attribution_of_the_newer_families_matches_torch_autograd_and_captum() {
     for name in MODERN_FIXTURES {
         check(name, ForwardPath::Auto);
+        check(name, ForwardPath::Candle);
     }
 }
 
@@ -246,24 +247,8 @@ fn attribution_of_the_newer_families_matches_torch_autograd_and_captum() {
 fn patching_of_the_newer_families_matches_hooks_in_transformers() {
     for name in ["llama-lm", "gemma3-lm"] {
         check_patching(name, ForwardPath::Auto);
+        check_patching(name, ForwardPath::Candle);
     }
-}
-
-#[test]
-fn candles_path_refuses_the_newer_families_batched_runs_in_one_line() {
-    let model = load("llama-lm", ForwardPath::Candle);
-    let encoded = model
-        .tokenizer()
-        .encode("The quick brown fox", None)
-        .unwrap();
-    let err = model
-        .logit_attribution(&encoded, &TargetSpec::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("tuned CPU path") && !err.contains('\n'),
-        "{err}"
-    );
 }
 
 /// Direct logit attribution under a final RMSNorm: per head for Llama; per layer for Gemma 3,
@@ -271,9 +256,12 @@ fn candles_path_refuses_the_newer_families_batched_runs_in_one_line() {
 /// soft-cap.
 #[test]
 fn rms_logit_attribution_matches_the_modules_outputs_and_sums_to_the_logit() {
-    for name in ["llama-lm", "gemma3-lm"] {
+    for (name, path) in ["llama-lm", "gemma3-lm"]
+        .into_iter()
+        .flat_map(|name| [(name, ForwardPath::Auto), (name, ForwardPath::Candle)])
+    {
         let reference = read_json(name, "logit_attribution.json");
-        let model = load(name, ForwardPath::Auto);
+        let model = load(name, path);
         let encoded = model
             .tokenizer()
             .encode(reference["text"].as_str().unwrap(), None)

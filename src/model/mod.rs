@@ -488,25 +488,11 @@ impl LoadedModel {
         Ok(segment_ids)
     }
 
-    /// The object-safe interface of the backend, for batched runs and interventions. The
-    /// candle path's batched runs cover LayerNorm families with learned positions; for the
-    /// others (rotary embeddings, windows, gated MLPs, RMSNorm) it is refused in one line.
+    /// The object-safe interface of the backend, for batched runs and interventions.
     pub(crate) fn interventions(&self) -> Result<&dyn Interventions> {
-        let config = &self.config;
         Ok(match &self.engine {
             Engine::Cpu(backend) => backend,
-            Engine::Candle(backend) => {
-                let one_kv_head_per_query_head = config.num_key_value_heads
-                    == config.num_attention_heads
-                    && config.query_width() == config.hidden_size;
-                if !config.architecture.plain() || !one_kv_head_per_query_head {
-                    return Err(ModelError::BadInput(format!(
-                        "attribution, activation patching and logit attribution of {} models run on the tuned CPU path only, not on candle's (--device cpu without --candle)",
-                        config.family.name()
-                    )));
-                }
-                backend
-            }
+            Engine::Candle(backend) => backend,
         })
     }
 

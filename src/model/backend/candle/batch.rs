@@ -1,8 +1,8 @@
 //! Batched runs from a layer on, in candle's ops, differentiated by candle's autograd: the
 //! GPU side of [`Backend::batch_logits`], [`Backend::batch_gradients`] and [`Backend::trace`].
-//! Items are a leading batch dimension (`[items, tokens, hidden]`). The LayerNorms and softmaxes
-//! are candle's composed ops, which its autograd differentiates, instead of its fused kernels,
-//! which it cannot.
+//! Items are a leading batch dimension (`[items, tokens, hidden]`). The norms, softmaxes and
+//! rotary embeddings are candle's composed ops, which its autograd differentiates, instead of
+//! its fused kernels, which it cannot.
 //!
 //! [`Backend::batch_logits`]: super::super::Backend::batch_logits
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
@@ -10,10 +10,11 @@
 
 use candle_core::{DType, IndexOp, Tensor, Var, D};
 
-use super::{activate, CandleBackend, Layer, Op};
+use super::{soft_cap, CandleBackend, Layer, LayerNorm, Op};
 use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
+use crate::model::params::NormKind;
 use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
 
@@ -25,39 +26,23 @@ struct DevicePatch {
 }
 
 impl CandleBackend {
-    /// Keys after each query, `[tokens, tokens]` (1 = masked), for causal models.
-    fn future_mask(&self, tokens: usize) -> Result<Option<Tensor>> {
-        if !self.config.architecture.causal {
-            return Ok(None);
-        }
-        let mask: Vec<u8> = (0..tokens)
-            .flat_map(|query| (0..tokens).map(move |key| u8::from(key > query)))
-            .collect();
-        Ok(Some(Tensor::from_vec(
-            mask,
-            (tokens, tokens),
-            &self.device,
-        )?))
-    }
-
     /// One layer over `x` `[items, tokens, hidden]`: its output, the residual stream after its
-    /// attention block and the heads' context vectors `[items, tokens, hidden]`.
+    /// attention block and the heads' context vectors `[items, tokens, heads·head_dim]`, in the
+    /// order of the forward's `layer_forward` with differentiable norms.
     fn batch_layer(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        future: Option<&Tensor>,
         patch: Option<&DevicePatch>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let activation = self.config.hidden_act;
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let context = self.batch_attention(index, layer, x, future, patch)?;
+                let context = self.batch_attention(index, layer, x, patch)?;
                 let attended = layer
                     .attention_norm
                     .forward_differentiable(&layer.attention_output.forward(&context)?.add(x)?)?;
-                let inner = activate(&layer.ffn_in.forward(&attended)?, activation)?;
+                let inner = self.ffn_inner(layer, &attended)?;
                 let output = layer
                     .ffn_norm
                     .forward_differentiable(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
@@ -65,54 +50,111 @@ impl CandleBackend {
             }
             NormPlacement::Pre => {
                 let normed = layer.attention_norm.forward_differentiable(x)?;
-                let context = self.batch_attention(index, layer, &normed, future, patch)?;
-                let attended = layer.attention_output.forward(&context)?.add(x)?;
+                let context = self.batch_attention(index, layer, &normed, patch)?;
+                let post = |norm: &Option<LayerNorm>, out: Tensor| match norm {
+                    Some(norm) => norm.forward_differentiable(&out),
+                    None => Ok(out),
+                };
+                let attended = post(
+                    &layer.attention_post_norm,
+                    layer.attention_output.forward(&context)?,
+                )?
+                .add(x)?;
                 let normed = layer.ffn_norm.forward_differentiable(&attended)?;
-                let inner = activate(&layer.ffn_in.forward(&normed)?, activation)?;
-                let output = layer.ffn_out.forward(&inner)?.add(&attended)?;
+                let inner = self.ffn_inner(layer, &normed)?;
+                let output =
+                    post(&layer.ffn_post_norm, layer.ffn_out.forward(&inner)?)?.add(&attended)?;
                 Ok((output, attended, context))
             }
         }
     }
 
-    /// Self-attention of every item: the context vectors `[items, tokens, hidden]`.
+    /// Layer `index`'s queries `[items, heads, tokens, head_dim]`, and keys and values repeated
+    /// for the query heads that read them, of `x` `[items, tokens, hidden]` at positions
+    /// `0..tokens`: [`CandleBackend::project_heads`] with differentiable head norms and rotary
+    /// embedding.
+    fn batch_project_heads(
+        &self,
+        index: usize,
+        layer: &Layer,
+        x: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (items, tokens, _) = x.dims3()?;
+        let (heads, kv_heads) = (
+            self.config.num_attention_heads,
+            self.config.num_key_value_heads,
+        );
+        let head_dim = self.config.head_dim();
+        let (query_width, kv_width) = (self.config.query_width(), self.config.kv_width());
+        let qkv = layer.query_key_value.forward(x)?;
+        let split = |start: usize, count: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, start, count * head_dim)?
+                .reshape((items, tokens, count, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let mut queries = split(0, heads)?;
+        let mut keys = split(query_width, kv_heads)?;
+        let mut values = split(query_width + kv_width, kv_heads)?;
+        if let Some(norm) = &layer.query_norm {
+            queries = norm.forward_differentiable(&queries)?;
+        }
+        if let Some(norm) = &layer.key_norm {
+            keys = norm.forward_differentiable(&keys)?;
+        }
+        if let Some(rotary) = self.config.architecture.rotary(index) {
+            let positions: Vec<u32> = (0..tokens as u32).collect();
+            let (cos, sin) = rotary.tables(&positions);
+            let half = head_dim / 2;
+            let cos =
+                Tensor::from_vec(cos, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
+            let sin =
+                Tensor::from_vec(sin, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
+            queries = candle_nn::rotary_emb::rope_slow(&queries, &cos, &sin)?;
+            keys = candle_nn::rotary_emb::rope_slow(&keys, &cos, &sin)?;
+        }
+        if kv_heads != heads {
+            let index: Vec<u32> = (0..heads)
+                .map(|head| self.config.kv_head(head) as u32)
+                .collect();
+            let index = Tensor::new(index.as_slice(), &self.device)?;
+            keys = keys.index_select(&index, 1)?;
+            values = values.index_select(&index, 1)?;
+        }
+        Ok((queries, keys, values))
+    }
+
+    /// Self-attention of every item: the context vectors `[items, tokens, heads·head_dim]`.
     fn batch_attention(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        future: Option<&Tensor>,
         patch: Option<&DevicePatch>,
     ) -> Result<Tensor> {
-        let (items, tokens, hidden) = x.dims3()?;
-        let heads = self.config.num_attention_heads;
-        let head_dim = self.config.head_dim();
-        // [items, tokens, 3·hidden] → [3, items, heads, tokens, head_dim]
-        let qkv = layer
-            .query_key_value
-            .forward(x)?
-            .reshape((items, tokens, 3, heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (queries, keys, values) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let (items, tokens, _) = x.dims3()?;
+        let (queries, keys, values) = self.batch_project_heads(index, layer, x)?;
         let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let mut scores = (queries.matmul(&keys.t()?)? * scale)?;
-        if let Some(future) = future {
+        let mut scores = self.capped((queries.matmul(&keys.t()?)? * scale)?)?;
+        if let Some(hidden) = self.hidden_keys(index, 0, tokens)? {
             let blocked =
                 Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
-            scores = future
+            scores = hidden
                 .broadcast_as(scores.shape())?
                 .where_cond(&blocked, &scores)?;
         }
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let mut context = probs.matmul(&values.contiguous()?)?;
+        let mut context = probs.matmul(&values)?;
         if let Some(patch) = patch {
             let kept = patch.chosen.affine(-1.0, 1.0)?;
             context = context
                 .broadcast_mul(&kept)?
                 .add(&patch.contexts.broadcast_mul(&patch.chosen)?)?;
         }
-        Ok(context.transpose(1, 2)?.reshape((items, tokens, hidden))?)
+        Ok(context
+            .transpose(1, 2)?
+            .reshape((items, tokens, self.config.query_width()))?)
     }
 
     /// The head patch of a run, on the device.
@@ -159,13 +201,10 @@ impl CandleBackend {
         let states = Tensor::from_slice(run.states, (items, run.tokens, hidden), &self.device)?;
         let var = backward.then(|| Var::from_tensor(&states)).transpose()?;
         let mut x = var.as_ref().map_or(states, |var| var.as_tensor().clone());
-        let future = self.future_mask(run.tokens)?;
         let patch = self.device_patch(run, items)?;
         for (index, layer) in self.layers.iter().enumerate().skip(run.start_layer) {
             let patch = patch.as_ref().filter(|_| index == run.start_layer);
-            x = self
-                .batch_layer(index, layer, &x, future.as_ref(), patch)?
-                .0;
+            x = self.batch_layer(index, layer, &x, patch)?.0;
         }
         if let Some(norm) = &self.final_norm {
             x = norm.forward_differentiable(&x)?;
@@ -198,13 +237,29 @@ impl CandleBackend {
             .heads
             .get(logit.head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {}", logit.head)))?;
+        // A final soft-cap (Gemma's) is applied to the product's one output below.
+        let (ops, cap) = match ops.split_last() {
+            Some((Op::SoftCap(cap), ops)) => (ops, Some(*cap)),
+            _ => (ops.as_slice(), None),
+        };
         let Some((last, before)) = ops.split_last() else {
             return Err(ModelError::Compute("a head without operations".to_owned()));
         };
+        if before.iter().any(|op| matches!(op, Op::MeanPool)) {
+            // The batch hands the head one row of each item; a mean-pooled head reads them all.
+            return Err(ModelError::BadInput(
+                "a mean-pooled classifier is not attributed yet: its logit reads every token"
+                    .to_owned(),
+            ));
+        }
         let mut x = rows.clone();
         for op in before {
             x = self.head_op(op, &x, true)?;
         }
+        let capped = |logits: Tensor| match cap {
+            Some(cap) => soft_cap(&logits, cap),
+            None => Ok(logits),
+        };
         let items = rows.dim(0)?;
         if logit.output == TOP_OUTPUT {
             if matches!(last, Op::Activation(_) | Op::Norm(_)) {
@@ -221,7 +276,7 @@ impl CandleBackend {
                 .collect();
             let index: Vec<u32> = outputs.iter().map(|&o| o as u32).collect();
             let index = Tensor::from_vec(index, (items, 1), &self.device)?;
-            return Ok((all.gather(&index, 1)?.squeeze(1)?, outputs));
+            return Ok((capped(all.gather(&index, 1)?.squeeze(1)?)?, outputs));
         }
         let (column, bias) = match last {
             Op::Dense(dense) => (
@@ -249,7 +304,7 @@ impl CandleBackend {
             Some(bias) => product.broadcast_add(&bias)?,
             None => product,
         };
-        Ok((product.squeeze(1)?, vec![logit.output; items]))
+        Ok((capped(product.squeeze(1)?)?, vec![logit.output; items]))
     }
 
     /// [`Backend::trace`] in candle's ops.
@@ -257,7 +312,6 @@ impl CandleBackend {
     /// [`Backend::trace`]: super::super::Backend::trace
     pub(super) fn trace_candle(&self, input: &ForwardInput<'_>) -> Result<Trace> {
         let mut x = self.embed(input)?.unsqueeze(0)?;
-        let future = self.future_mask(input.ids.len())?;
         let mut states = Vec::new();
         let mut attended = Vec::new();
         let mut contexts = Vec::new();
@@ -269,8 +323,7 @@ impl CandleBackend {
         };
         for (index, layer) in self.layers.iter().enumerate() {
             states.extend(host(&x)?);
-            let (output, after_attention, context) =
-                self.batch_layer(index, layer, &x, future.as_ref(), None)?;
+            let (output, after_attention, context) = self.batch_layer(index, layer, &x, None)?;
             contexts.extend(host(&context)?);
             attended.extend(host(&after_attention)?);
             x = output;
@@ -297,7 +350,7 @@ impl CandleBackend {
             .ok_or_else(|| ModelError::Compute(format!("there is no layer {layer}")))?;
         let (hidden, heads) = (self.config.hidden_size, self.config.num_attention_heads);
         let head_dim = self.config.head_dim();
-        if context.len() != hidden {
+        if context.len() != self.config.query_width() {
             return Err(ModelError::Compute(
                 "a context row of the wrong width".to_owned(),
             ));
@@ -339,7 +392,11 @@ impl CandleBackend {
                 None => 0.0,
             })
         };
-        let (direction, bias) = match ops.as_slice() {
+        let (ops, softcap) = match ops.split_last() {
+            Some((Op::SoftCap(cap), ops)) => (ops, Some(*cap)),
+            _ => (ops.as_slice(), None),
+        };
+        let (direction, bias) = match ops {
             [Op::TiedDecoder(bias)] => (vector(&self.word.i(output)?)?, scalar(bias)?),
             [Op::Dense(dense)] => (
                 vector(&dense.weight_t.i((.., output))?)?,
@@ -355,13 +412,15 @@ impl CandleBackend {
             )),
             None => None,
         };
-        // The candle path's batched runs are for LayerNorm families without soft-caps.
         Ok(Some(Readout {
             norm,
-            centred: true,
+            centred: self
+                .final_norm
+                .as_ref()
+                .is_none_or(|norm| norm.kind == NormKind::Layer),
             direction,
             bias,
-            softcap: None,
+            softcap,
         }))
     }
 }

@@ -67,14 +67,15 @@ impl LayerNorm {
         })
     }
 
-    /// The same, in ops candle can differentiate (its fused kernel has no backward pass).
+    /// The same, in ops candle can differentiate (its fused kernels have no backward pass).
     fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            &self.gamma,
-            &self.beta,
-            self.eps,
-        )?)
+        Ok(match self.kind {
+            NormKind::Layer => {
+                candle_nn::ops::layer_norm_slow(x, &self.gamma, &self.beta, self.eps)?
+            }
+            NormKind::Rms => candle_nn::ops::rms_norm_slow(x, &self.gamma, self.eps)?,
+            NormKind::Identity => x.clone(),
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
