@@ -544,6 +544,43 @@ fn real_minilm_checkpoint_matches_transformers_at_512_tokens() {
     }
 }
 
+/// A run whose captured arrays reuse an earlier run's memory (kept once a capture is dropped,
+/// and for a model without masking not cleared first) gives exactly the run on fresh memory:
+/// every element of the maps is written. The earlier run is longer, so what it left sits
+/// across the later run's heads and rows, where any element left unwritten would show.
+#[test]
+fn a_run_on_kept_capture_memory_equals_a_run_on_fresh_memory() {
+    let Some(folder) = minilm_folder() else {
+        return;
+    };
+    let case: LongCase = serde_json::from_str(
+        &std::fs::read_to_string(fixture("minilm-reference").join("long.json")).expect("long.json"),
+    )
+    .expect("long.json parses");
+    let [model, _] = load_both(&folder);
+    // About 400 tokens: a kept buffer is reused for an array of at least half its size.
+    let words: Vec<&str> = case.text.split_whitespace().collect();
+    let shorter = (1..words.len())
+        .map(|count| words[..count].join(" "))
+        .find(|text| model.tokenizer().encode(text, None).unwrap().ids.len() >= 400)
+        .expect("the long text has 400 tokens");
+    let maps = |analysis: &Analysis| -> Vec<f32> {
+        (0..analysis.layers())
+            .flat_map(|layer| (0..analysis.heads()).map(move |head| (layer, head)))
+            .flat_map(|(layer, head)| analysis.attention(layer, head).to_vec())
+            .collect()
+    };
+    // The first run stays alive, so that its own memory is not the one the last run reuses.
+    let first = model
+        .analyze(&AnalysisRequest::new(shorter.clone()))
+        .unwrap();
+    let longer = model.analyze(&AnalysisRequest::new(case.text)).unwrap();
+    assert_eq!(longer.len(), 512);
+    drop(longer);
+    let again = model.analyze(&AnalysisRequest::new(shorter)).unwrap();
+    assert!(maps(&first) == maps(&again), "the attention maps differ");
+}
+
 /// The same top-k predictions: positions, ids in order, and probabilities to 1e-5.
 fn assert_same_predictions(what: &str, ours: &[TokenPrediction], theirs: &[TokenPrediction]) {
     for (x, y) in pairs(what, ours, theirs) {

@@ -81,9 +81,10 @@ pub(crate) mod recycled {
 
     static KEPT: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
-    /// A zeroed buffer of `len` floats: a kept one whose capacity fits (no more than twice the
-    /// length, so that little is wasted), else `None`.
-    pub(crate) fn take(len: usize) -> Option<Vec<f32>> {
+    /// A buffer of `len` floats, zeroed when `zeroed` (else holding an earlier run's values,
+    /// for a caller that writes every element): a kept one whose capacity fits (no more than
+    /// twice the length, so that little is wasted), else `None`.
+    pub(crate) fn take(len: usize, zeroed: bool) -> Option<Vec<f32>> {
         if len * 4 < SMALLEST_BYTES {
             return None;
         }
@@ -94,11 +95,13 @@ pub(crate) mod recycled {
         let mut buffer = kept.swap_remove(index);
         drop(kept);
         buffer.truncate(len);
-        // Zeroed by every thread, not serially by this one (a 512-token bert-base run's maps
-        // are 151 MB).
-        buffer
-            .par_chunks_mut(1 << 16)
-            .for_each(|chunk| chunk.fill(0.0));
+        if zeroed {
+            // Zeroed by every thread, not serially by this one (a 512-token bert-base run's
+            // maps are 151 MB).
+            buffer
+                .par_chunks_mut(1 << 16)
+                .for_each(|chunk| chunk.fill(0.0));
+        }
         buffer.resize(len, 0.0);
         Some(buffer)
     }

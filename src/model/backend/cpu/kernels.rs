@@ -487,12 +487,14 @@ fn gelu_tanh_slice(values: &mut [f32]) {
     }
 }
 
-/// A zeroed buffer of `len` floats for a large captured array: one kept from an earlier run's
-/// dropped capture when one fits, else fresh memory, which is faulted in one page at a time on
-/// first write; asking for transparent huge pages (2 MiB) turns the ~37,000 faults of a
-/// 512-token bert-base run's attention maps (151 MB) into ~75.
-pub(super) fn zeroed_capture(len: usize) -> Vec<f32> {
-    if let Some(buffer) = crate::model::captured::recycled::take(len) {
+/// A buffer of `len` floats for a large captured array: one kept from an earlier run's dropped
+/// capture when one fits, else fresh memory, which is faulted in one page at a time on first
+/// write; asking for transparent huge pages (2 MiB) turns the ~37,000 faults of a 512-token
+/// bert-base run's attention maps (151 MB) into ~75. Zeroed when `zeroed`; without it, for a
+/// capture whose every element the caller writes, a kept buffer keeps its old values, so that
+/// the maps of a model without masking are not cleared before being overwritten.
+pub(super) fn capture_buffer(len: usize, zeroed: bool) -> Vec<f32> {
+    if let Some(buffer) = crate::model::captured::recycled::take(len, zeroed) {
         return buffer;
     }
     let buffer = vec![0f32; len];

@@ -56,15 +56,15 @@ fn time_product(
     runs[runs.len() / 2]
 }
 use kernels::{
-    activate, dense, dense_rows, gate, layer_norm_columns, rms_norm_columns, scores_to_probs,
-    soft_cap, transpose_into, zeroed_capture, MatMul, Strided,
+    activate, capture_buffer, dense, dense_rows, gate, layer_norm_columns, rms_norm_columns,
+    scores_to_probs, soft_cap, transpose_into, MatMul, Strided,
 };
 
 use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
     Interventions, KvCache, Readout, Trace,
 };
-use crate::model::config::{ModelConfig, NormPlacement};
+use crate::model::config::{KeyWindow, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm, NormKind};
 use crate::model::{CapturedArray, F32Array};
@@ -399,10 +399,14 @@ impl Backend for CpuBackend {
         let head_dim = config.head_dim();
         let layers = self.weights.layers.len();
 
-        let mut hidden_states = zeroed_capture((layers + 1) * tokens * hidden);
-        let mut attentions = zeroed_capture(layers * heads * tokens * tokens);
-        let mut queries = zeroed_capture(layers * heads * tokens * head_dim);
-        let mut keys = zeroed_capture(layers * heads * tokens * head_dim);
+        // Every element of these is written below, except the keys a query does not see
+        // (causal or windowed attention), which must read 0.
+        let masked = config.architecture.causal
+            || (0..layers).any(|index| config.architecture.window(index) != KeyWindow::Whole);
+        let mut hidden_states = capture_buffer((layers + 1) * tokens * hidden, false);
+        let mut attentions = capture_buffer(layers * heads * tokens * tokens, masked);
+        let mut queries = capture_buffer(layers * heads * tokens * head_dim, false);
+        let mut keys = capture_buffer(layers * heads * tokens * head_dim, false);
         let mut value_norms = input
             .value_norms
             .then(|| vec![0f32; layers * heads * tokens]);
