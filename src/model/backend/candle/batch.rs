@@ -69,62 +69,6 @@ impl CandleBackend {
         }
     }
 
-    /// Layer `index`'s queries `[items, heads, tokens, head_dim]`, and keys and values repeated
-    /// for the query heads that read them, of `x` `[items, tokens, hidden]` at positions
-    /// `0..tokens`: [`CandleBackend::project_heads`] with differentiable head norms and rotary
-    /// embedding.
-    fn batch_project_heads(
-        &self,
-        index: usize,
-        layer: &Layer,
-        x: &Tensor,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (items, tokens, _) = x.dims3()?;
-        let (heads, kv_heads) = (
-            self.config.num_attention_heads,
-            self.config.num_key_value_heads,
-        );
-        let head_dim = self.config.head_dim();
-        let (query_width, kv_width) = (self.config.query_width(), self.config.kv_width());
-        let qkv = layer.query_key_value.forward(x)?;
-        let split = |start: usize, count: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(2, start, count * head_dim)?
-                .reshape((items, tokens, count, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let mut queries = split(0, heads)?;
-        let mut keys = split(query_width, kv_heads)?;
-        let mut values = split(query_width + kv_width, kv_heads)?;
-        if let Some(norm) = &layer.query_norm {
-            queries = norm.forward_differentiable(&queries)?;
-        }
-        if let Some(norm) = &layer.key_norm {
-            keys = norm.forward_differentiable(&keys)?;
-        }
-        if let Some(rotary) = self.config.architecture.rotary(index) {
-            let positions: Vec<u32> = (0..tokens as u32).collect();
-            let (cos, sin) = rotary.tables(&positions);
-            let half = head_dim / 2;
-            let cos =
-                Tensor::from_vec(cos, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
-            let sin =
-                Tensor::from_vec(sin, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
-            queries = candle_nn::rotary_emb::rope_slow(&queries, &cos, &sin)?;
-            keys = candle_nn::rotary_emb::rope_slow(&keys, &cos, &sin)?;
-        }
-        if kv_heads != heads {
-            let index: Vec<u32> = (0..heads)
-                .map(|head| self.config.kv_head(head) as u32)
-                .collect();
-            let index = Tensor::new(index.as_slice(), &self.device)?;
-            keys = keys.index_select(&index, 1)?;
-            values = values.index_select(&index, 1)?;
-        }
-        Ok((queries, keys, values))
-    }
-
     /// Self-attention of every item: the context vectors `[items, tokens, heads·head_dim]`.
     fn batch_attention(
         &self,
@@ -134,7 +78,9 @@ impl CandleBackend {
         patch: Option<&DevicePatch>,
     ) -> Result<Tensor> {
         let (items, tokens, _) = x.dims3()?;
-        let (queries, keys, values) = self.batch_project_heads(index, layer, x)?;
+        let positions: Vec<u32> = (0..tokens as u32).collect();
+        let (queries, keys, values) = self.project_heads(index, layer, x, &positions, true)?;
+        let (keys, values) = (self.per_query_head(&keys)?, self.per_query_head(&values)?);
         let scale = f64::from(self.config.architecture.attention_scales[index]);
         let mut scores = self.capped((queries.matmul(&keys.t()?)? * scale)?)?;
         if let Some(hidden) = self.hidden_keys(index, 0, tokens)? {

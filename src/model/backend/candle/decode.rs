@@ -75,7 +75,7 @@ impl CandleBackend {
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
         let (queries, new_keys, new_values) =
-            self.project_heads(index, layer, x, input.positions)?;
+            self.project_heads(index, layer, x, input.positions, false)?;
         let (keys, values) = match cached {
             Some((keys, values)) => (
                 Tensor::cat(&[keys, &new_keys], 1)?,

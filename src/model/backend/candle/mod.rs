@@ -283,18 +283,22 @@ impl CandleBackend {
             .mul(&stacked.narrow(last, inner, inner)?)?)
     }
 
-    /// Layer `index`'s queries `[heads, tokens, head_dim]`, keys and values
-    /// `[kv_heads, tokens, head_dim]` of `x` `[tokens, hidden]` at `positions`: projected, each
-    /// query and key head normalised where the family does, then turned by the rotary
-    /// embedding where it has one.
+    /// Layer `index`'s queries `[…, heads, tokens, head_dim]`, keys and values
+    /// `[…, kv_heads, tokens, head_dim]` of `x` `[…, tokens, hidden]` (any leading item
+    /// dimension) at `positions`: projected, each query and key head normalised where the family
+    /// does, then turned by the rotary embedding where it has one. With `differentiable`, in
+    /// the composed ops candle's autograd differentiates instead of its fused kernels.
     fn project_heads(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
         positions: &[u32],
+        differentiable: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let tokens = positions.len();
+        let leading = &x.dims()[..x.rank() - 2];
+        let last = x.rank() - 1;
         let (heads, kv_heads) = (
             self.config.num_attention_heads,
             self.config.num_key_value_heads,
@@ -303,20 +307,28 @@ impl CandleBackend {
         let (query_width, kv_width) = (self.config.query_width(), self.config.kv_width());
         let qkv = layer.query_key_value.forward(x)?;
         let split = |start: usize, count: usize| -> Result<Tensor> {
+            let shape = [leading, &[tokens, count, head_dim]].concat();
             Ok(qkv
-                .narrow(1, start, count * head_dim)?
-                .reshape((tokens, count, head_dim))?
-                .transpose(0, 1)?
+                .narrow(last, start, count * head_dim)?
+                .reshape(shape)?
+                .transpose(last - 1, last)?
                 .contiguous()?)
+        };
+        let normed = |norm: &LayerNorm, x: &Tensor| {
+            if differentiable {
+                norm.forward_differentiable(x)
+            } else {
+                norm.forward(x)
+            }
         };
         let mut queries = split(0, heads)?;
         let mut keys = split(query_width, kv_heads)?;
         let values = split(query_width + kv_width, kv_heads)?;
         if let Some(norm) = &layer.query_norm {
-            queries = norm.forward(&queries)?;
+            queries = normed(norm, &queries)?;
         }
         if let Some(norm) = &layer.key_norm {
-            keys = norm.forward(&keys)?;
+            keys = normed(norm, &keys)?;
         }
         if let Some(rotary) = self.config.architecture.rotary(index) {
             let (cos, sin) = rotary.tables(positions);
@@ -325,8 +337,23 @@ impl CandleBackend {
                 Tensor::from_vec(cos, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
             let sin =
                 Tensor::from_vec(sin, (tokens, half), &self.device)?.to_dtype(queries.dtype())?;
+            // Both ropes take `[items, heads, tokens, head_dim]`.
             let turn = |x: &Tensor| -> Result<Tensor> {
-                Ok(candle_nn::rotary_emb::rope(&x.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?)
+                let batched = if leading.is_empty() {
+                    x.unsqueeze(0)?
+                } else {
+                    x.clone()
+                };
+                let turned = if differentiable {
+                    candle_nn::rotary_emb::rope_slow(&batched, &cos, &sin)?
+                } else {
+                    candle_nn::rotary_emb::rope(&batched, &cos, &sin)?
+                };
+                Ok(if leading.is_empty() {
+                    turned.squeeze(0)?
+                } else {
+                    turned
+                })
             };
             queries = turn(&queries)?;
             keys = turn(&keys)?;
@@ -342,8 +369,8 @@ impl CandleBackend {
         }
     }
 
-    /// Key or value heads `[kv_heads, tokens, head_dim]` repeated for the query heads that read
-    /// them, `[heads, tokens, head_dim]` (itself without grouped-query attention).
+    /// Key or value heads `[…, kv_heads, tokens, head_dim]` repeated for the query heads that
+    /// read them, `[…, heads, tokens, head_dim]` (itself without grouped-query attention).
     fn per_query_head(&self, kv: &Tensor) -> Result<Tensor> {
         let heads = self.config.num_attention_heads;
         if self.config.num_key_value_heads == heads {
@@ -352,7 +379,8 @@ impl CandleBackend {
         let index: Vec<u32> = (0..heads)
             .map(|head| self.config.kv_head(head) as u32)
             .collect();
-        Ok(kv.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?)
+        let axis = kv.rank() - 3;
+        Ok(kv.index_select(&Tensor::new(index.as_slice(), &self.device)?, axis)?)
     }
 
     /// The keys layer `index` hides from `queries` new queries after `past` earlier tokens
@@ -392,7 +420,8 @@ impl CandleBackend {
         let hidden = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
-        let (queries, keys, values) = self.project_heads(index, layer, x, input.positions)?;
+        let (queries, keys, values) =
+            self.project_heads(index, layer, x, input.positions, false)?;
         let keys = self.per_query_head(&keys)?;
         let values = self.per_query_head(&values)?;
 
