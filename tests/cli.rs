@@ -1752,3 +1752,99 @@ fn newer_families_run_end_to_end_and_bad_configs_are_one_line() {
         "{line}"
     );
 }
+
+#[test]
+fn finetune_trains_writes_a_folder_and_refuses_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("bert-sentiment");
+    let model = model.to_str().unwrap();
+    let data = dir.path().join("reviews.csv");
+    std::fs::write(
+        &data,
+        "review,stars,label\nGreat film!,5,POSITIVE\nDull.,1,NEGATIVE\nLovely.,4,POSITIVE\n",
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
+    let out = dir.path().join("tuned");
+    let out_arg = out.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "finetune", "--model", model, "--out", out_arg, "--epochs", "2",
+        ];
+        args.extend_from_slice(extra);
+        bertscope(&args)
+    };
+    let output = run(&["--train", data, "--eval", data, "--batch-size", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch 2: train loss"), "{stderr}");
+    assert!(stderr.contains("accuracy"), "{stderr}");
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training_log.json")).unwrap())
+            .unwrap();
+    assert_eq!(log["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(log["epochs"].as_array().unwrap().len(), 2);
+    // The folder is a model bertscope runs, with the labels it learned.
+    let (json, _) = dump_json(out_arg, &["--text", "Great film!"]);
+    assert_eq!(
+        json["classification"]["labels"].as_array().unwrap().len(),
+        2
+    );
+
+    let missing = dir.path().join("absent.csv");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--train", missing.to_str().unwrap()],
+            "cannot read the data file",
+        ),
+        (
+            vec!["--train", data, "--label-column", "sentiment"],
+            "no label column 'sentiment'; the columns are review, stars, label",
+        ),
+        (
+            vec!["--train", data, "--text-column", "label"],
+            "the label column 'label' is also a text column",
+        ),
+        (
+            vec!["--train", data, "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+    ];
+    for (args, message) in cases {
+        let output = run(&args);
+        assert!(!output.status.success(), "{args:?}");
+        let line = stderr_line(&output);
+        assert!(line.contains(message), "{args:?}: {line}");
+    }
+    let one_label = dir.path().join("one.csv");
+    std::fs::write(&one_label, "text,label\na,x\nb,x\n").unwrap();
+    let output = run(&["--train", one_label.to_str().unwrap()]);
+    assert!(stderr_line(&output).contains("every example has the label 'x'"));
+    // A folder someone else owns is never written into.
+    let taken = dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("notes.txt"), "mine").unwrap();
+    let output = bertscope(&[
+        "finetune",
+        "--model",
+        model,
+        "--train",
+        data,
+        "--out",
+        taken.to_str().unwrap(),
+    ]);
+    assert!(stderr_line(&output).contains("is not a folder bertscope fine-tuned into"));
+    // A family without a classification model says so.
+    let gemma = fixture("gemma3-lm");
+    let output = bertscope(&[
+        "finetune",
+        "--model",
+        gemma.to_str().unwrap(),
+        "--train",
+        data,
+        "--out",
+        dir.path().join("g").to_str().unwrap(),
+    ]);
+    assert!(stderr_line(&output).contains("has no sequence-classification model"));
+    assert!(!dir.path().join("g").exists());
+}

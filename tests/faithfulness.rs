@@ -17,7 +17,7 @@ use bertscope::model::{
     ModelSource, TokenPrediction, TokenProbability,
 };
 use candle_core::{Device, Tensor};
-use common::{assert_close, assert_near, pairs};
+use common::{assert_close, assert_near, minilm_folder, pairs};
 use serde::Deserialize;
 
 const ATTENTION_TOLERANCE: f64 = 1e-5;
@@ -453,28 +453,6 @@ fn vocab_only_tokenizer_and_untied_decoder_match_transformers() {
         assert!(model.has_mlm_head() && !model.has_nsp_head());
         check_against_reference(&model, &folder);
     }
-}
-
-/// The real pretrained checkpoint: `BERTSCOPE_TEST_MODEL`, else `../shared/models/all-MiniLM-L6-v2`;
-/// `None` (the test is skipped) only when the variable is unset and the default is absent.
-fn minilm_folder() -> Option<PathBuf> {
-    let folder = match std::env::var_os("BERTSCOPE_TEST_MODEL") {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2"),
-    };
-    if !folder.is_dir() {
-        assert!(
-            std::env::var_os("BERTSCOPE_TEST_MODEL").is_none(),
-            "BERTSCOPE_TEST_MODEL={} is not a folder",
-            folder.display()
-        );
-        eprintln!(
-            "skipped: no MiniLM checkpoint at {} (set BERTSCOPE_TEST_MODEL)",
-            folder.display()
-        );
-        return None;
-    }
-    Some(folder)
 }
 
 #[test]

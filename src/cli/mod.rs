@@ -1,12 +1,13 @@
 //! The `bertscope` command line (clap): the app by default, and one file per subcommand:
 //! `dump` writes everything a run captured as JSON, `export` writes figures and data files,
-//! `stats` head statistics over a corpus, `generate` lets a causal model write, `bench` times
-//! the forward pass.
+//! `stats` head statistics over a corpus, `generate` lets a causal model write, `finetune`
+//! trains a classifier on a person's data, `bench` times the forward pass.
 
 mod app;
 mod bench;
 mod dump;
 mod export;
+mod finetune;
 mod generate;
 mod stats;
 
@@ -51,6 +52,8 @@ enum Command {
     Stats(stats::StatsCommandLine),
     /// Let a causal model (GPT-2, Llama, Qwen, Gemma) continue a prompt, token by token, greedy or sampled.
     Generate(generate::GenerateArgs),
+    /// Fine-tune a sequence classifier on your own labelled data (CSV, TSV or JSON Lines) and write a Hugging Face folder.
+    Finetune(finetune::FinetuneArgs),
 }
 
 /// The text to run.
@@ -210,6 +213,7 @@ pub fn main() -> ExitCode {
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Stats(args)) => stats::run(args),
         Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Finetune(args)) => finetune::run(args),
         None => app::run(cli.app),
     };
     match outcome {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod family;
 pub mod family_id;
+pub mod finetune;
 pub mod generation;
 pub mod logit_attribution;
 pub mod params;

@@ -201,3 +201,127 @@ pub struct ModelWeights {
     /// The heads the checkpoint has.
     pub heads: Vec<HeadWeights>,
 }
+
+/// What a parameter array is, for the optimiser: weight decay applies to matrices and
+/// embedding tables, not to biases and norms (transformers' Trainer's grouping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParameterRole {
+    /// An embedding table.
+    Embedding,
+    /// A dense layer's weight.
+    Weight,
+    /// A dense layer's bias.
+    Bias,
+    /// A norm's scale or shift.
+    Norm,
+}
+
+impl ParameterRole {
+    /// Whether the Trainer's weight decay applies.
+    pub fn decays(self) -> bool {
+        matches!(self, Self::Embedding | Self::Weight)
+    }
+}
+
+impl Linear {
+    fn arrays_mut<'a>(&'a mut self, out: &mut Vec<(ParameterRole, &'a mut Vec<f32>)>) {
+        out.push((ParameterRole::Weight, &mut self.weight));
+        if let Some(bias) = &mut self.bias {
+            out.push((ParameterRole::Bias, bias));
+        }
+    }
+}
+
+impl Norm {
+    fn arrays_mut<'a>(&'a mut self, out: &mut Vec<(ParameterRole, &'a mut Vec<f32>)>) {
+        // RMSNorm's shift is zeros it never reads; an identity reads neither.
+        match self.kind {
+            NormKind::Layer => {
+                out.push((ParameterRole::Norm, &mut self.gamma));
+                out.push((ParameterRole::Norm, &mut self.beta));
+            }
+            NormKind::Rms => out.push((ParameterRole::Norm, &mut self.gamma)),
+            NormKind::Identity => {}
+        }
+    }
+}
+
+impl ModelWeights {
+    /// How many of [`ModelWeights::arrays_mut`]'s arrays, the last ones, belong to the heads.
+    pub fn head_array_count(&self) -> usize {
+        let count = |norm: &Norm| match norm.kind {
+            NormKind::Layer => 2,
+            NormKind::Rms => 1,
+            NormKind::Identity => 0,
+        };
+        self.heads
+            .iter()
+            .flat_map(|head| &head.ops)
+            .map(|op| match op {
+                HeadOp::Linear(linear) => 1 + usize::from(linear.bias.is_some()),
+                HeadOp::TiedDecoder { bias } => usize::from(bias.is_some()),
+                HeadOp::Norm(norm) => count(norm),
+                HeadOp::Activation(_) | HeadOp::SoftCap(_) | HeadOp::MeanPool => 0,
+            })
+            .sum()
+    }
+
+    /// Every parameter array, in one fixed order: the embeddings (word, position, segment,
+    /// norm), each layer (query-key-value, query and key norms, attention output, attention
+    /// norm, feed-forward in and out, feed-forward norm, post-norms), the final norm, then each
+    /// head's operations. Weights and gradients in this order are what the trainer exchanges
+    /// with a backend.
+    pub fn arrays_mut(&mut self) -> Vec<(ParameterRole, &mut Vec<f32>)> {
+        let mut out = Vec::new();
+        let embeddings = &mut self.embeddings;
+        out.push((ParameterRole::Embedding, &mut embeddings.word));
+        if let Some(position) = &mut embeddings.position {
+            out.push((ParameterRole::Embedding, position));
+        }
+        if let Some(segment) = &mut embeddings.segment {
+            out.push((ParameterRole::Embedding, segment));
+        }
+        if let Some(norm) = &mut embeddings.norm {
+            norm.arrays_mut(&mut out);
+        }
+        for layer in &mut self.layers {
+            layer.qkv.arrays_mut(&mut out);
+            if let Some(norm) = &mut layer.query_norm {
+                norm.arrays_mut(&mut out);
+            }
+            if let Some(norm) = &mut layer.key_norm {
+                norm.arrays_mut(&mut out);
+            }
+            layer.attention_output.arrays_mut(&mut out);
+            layer.attention_norm.arrays_mut(&mut out);
+            layer.ffn_in.arrays_mut(&mut out);
+            layer.ffn_out.arrays_mut(&mut out);
+            layer.ffn_norm.arrays_mut(&mut out);
+            if let Some(norm) = &mut layer.attention_post_norm {
+                norm.arrays_mut(&mut out);
+            }
+            if let Some(norm) = &mut layer.ffn_post_norm {
+                norm.arrays_mut(&mut out);
+            }
+        }
+        if let Some(norm) = &mut self.final_norm {
+            norm.arrays_mut(&mut out);
+        }
+        for head in &mut self.heads {
+            for op in &mut head.ops {
+                match op {
+                    HeadOp::Linear(linear) => linear.arrays_mut(&mut out),
+                    HeadOp::TiedDecoder { bias: Some(bias) } => {
+                        out.push((ParameterRole::Bias, bias));
+                    }
+                    HeadOp::Norm(norm) => norm.arrays_mut(&mut out),
+                    HeadOp::TiedDecoder { bias: None }
+                    | HeadOp::Activation(_)
+                    | HeadOp::SoftCap(_)
+                    | HeadOp::MeanPool => {}
+                }
+            }
+        }
+        out
+    }
+}

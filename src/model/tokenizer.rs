@@ -360,6 +360,17 @@ impl ModelTokenizer {
     /// Tokenizes a text or a pair with special tokens, truncating to the model's limit (longest
     /// sequence first, as transformers does) and counting what was dropped.
     pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<EncodedText> {
+        self.encode_within(text_a, text_b, self.max_len)
+    }
+
+    /// [`ModelTokenizer::encode`] truncating to `max_len` tokens (at most the model's limit).
+    pub fn encode_within(
+        &self,
+        text_a: &str,
+        text_b: Option<&str>,
+        max_len: usize,
+    ) -> Result<EncodedText> {
+        let max_len = max_len.min(self.max_len);
         let input = |a: &str, b: Option<&str>| -> EncodeInput {
             match b {
                 Some(b) => (a.to_owned(), b.to_owned()).into(),
@@ -378,11 +389,11 @@ impl ModelTokenizer {
             .map_err(failed)?;
         let full_len = encoding.len();
         let mut dropped_tokens = 0;
-        if full_len > self.max_len {
+        if full_len > max_len {
             let mut truncating = self.inner.clone();
             truncating
                 .with_truncation(Some(TruncationParams {
-                    max_length: self.max_len,
+                    max_length: max_len,
                     strategy: TruncationStrategy::LongestFirst,
                     ..TruncationParams::default()
                 }))
@@ -392,7 +403,7 @@ impl ModelTokenizer {
                 .map_err(|err| {
                     ModelError::BadInput(format!(
                         "the text has {full_len} tokens, more than the model's {} and too many to truncate ({})",
-                        self.max_len,
+                        max_len,
                         first_line(&err.to_string())
                     ))
                 })?;

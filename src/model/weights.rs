@@ -3,7 +3,7 @@
 //! `LayerNorm.weight/bias` or the legacy `LayerNorm.gamma/beta`. Tensors come out as host f32 in
 //! the canonical layouts of [`super::params`]; family descriptions say which names to read.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -28,6 +28,40 @@ pub struct WeightStore {
     names: HashSet<String>,
     folder: PathBuf,
     base_prefix: String,
+    /// Tensors added in memory under their stored names (a new classifier head to train).
+    added: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// When set, every tensor reads as its elements' addresses instead of its values.
+    addresses: Option<Addresses>,
+    /// While reading addresses: each stored name read, with the canonical name and scope it
+    /// was read under.
+    read_as: std::cell::RefCell<BTreeMap<String, (String, Scope)>>,
+}
+
+/// Where each element of a checkpoint lives, for writing weights back under the names they were
+/// read from. Element `e` of stored tensor `name` reads as the f32 whose bits are
+/// `first[name] + e`: loading copies and transposes values but never computes with them, so
+/// the bits of every loaded element name its source. Address 0 is no stored element (a zero a
+/// description fills in itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Addresses {
+    /// The first address of each stored tensor, and its shape.
+    pub tensors: BTreeMap<String, (u32, Vec<usize>)>,
+    /// The base model's prefix in the checkpoint (`bert.`), or empty.
+    pub base_prefix: String,
+}
+
+impl Addresses {
+    /// The stored tensor and element an address names.
+    pub fn locate(&self, address: u32) -> Option<(&str, usize)> {
+        // Tensors are few; ranges are searched in address order.
+        self.tensors
+            .iter()
+            .find(|(_, (first, shape))| {
+                let len = shape.iter().product::<usize>() as u32;
+                address >= *first && address < first + len
+            })
+            .map(|(name, (first, _))| (name.as_str(), (address - first) as usize))
+    }
 }
 
 impl WeightStore {
@@ -69,7 +103,84 @@ impl WeightStore {
             names,
             folder: folder.to_owned(),
             base_prefix: String::new(),
+            added: HashMap::new(),
+            addresses: None,
+            read_as: std::cell::RefCell::new(BTreeMap::new()),
         })
+    }
+
+    /// Adds a tensor under its stored name (with any base prefix), shadowing a stored one.
+    pub fn add(&mut self, name: String, shape: Vec<usize>, values: Vec<f32>) {
+        self.names.insert(name.clone());
+        self.added.insert(name, (shape, values));
+    }
+
+    /// Every stored tensor's name and shape, added ones included.
+    pub fn stored_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        let mut shapes: BTreeMap<String, Vec<usize>> = self
+            .tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
+        for (name, (shape, _)) in &self.added {
+            shapes.insert(name.clone(), shape.clone());
+        }
+        shapes
+    }
+
+    /// From now on tensors read as their elements' addresses ([`Addresses`]), which this
+    /// returns; refused for checkpoints with more elements than addresses can name.
+    pub fn read_addresses(&mut self) -> Result<Addresses> {
+        // Bit patterns from 0x7f80_0000 on are infinities and NaNs, which a copy may alter.
+        const LIMIT: u64 = 0x7f80_0000;
+        let mut next: u64 = 1;
+        let mut tensors = BTreeMap::new();
+        for (name, shape) in self.stored_shapes() {
+            let len = shape.iter().product::<usize>() as u64;
+            tensors.insert(name, (next as u32, shape));
+            next += len;
+            if next >= LIMIT {
+                return Err(ModelError::BadWeights {
+                    path: self.folder.clone(),
+                    reason: "too many weights to fine-tune (more than 2.1 billion)".to_owned(),
+                });
+            }
+        }
+        let addresses = Addresses {
+            tensors,
+            base_prefix: self.base_prefix.clone(),
+        };
+        self.addresses = Some(addresses.clone());
+        Ok(addresses)
+    }
+
+    /// While reading addresses, each stored tensor read so far: the canonical name and scope it
+    /// was read under.
+    pub fn read_as(&self) -> BTreeMap<String, (String, Scope)> {
+        self.read_as.borrow().clone()
+    }
+
+    /// The tensor's values as stored, f32 (for writing back elements nothing loaded).
+    pub fn stored_values(&self, name: &str) -> Result<Vec<f32>> {
+        if let Some((_, values)) = self.added.get(name) {
+            return Ok(values.clone());
+        }
+        self.tensors
+            .load(name, &Device::Cpu)
+            .and_then(|tensor| tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .map_err(|err| ModelError::BadWeights {
+                path: self.folder.clone(),
+                reason: format!(
+                    "cannot read tensor '{name}' ({})",
+                    first_line(&err.to_string())
+                ),
+            })
+    }
+
+    /// The prefix the base model is stored under (`bert.`), or empty.
+    pub fn base_prefix(&self) -> &str {
+        &self.base_prefix
     }
 
     /// Stores the base model under `prefix` when the checkpoint has `probe` there (a task
@@ -114,6 +225,9 @@ impl WeightStore {
     /// The shape a tensor is stored with, when present (a classifier's label count is its rows).
     pub fn shape(&self, canonical: &str, scope: Scope) -> Option<Vec<usize>> {
         let name = self.stored_name(canonical, scope)?;
+        if let Some((shape, _)) = self.added.get(&name) {
+            return Some(shape.clone());
+        }
         self.tensors
             .get(&name)
             .ok()
@@ -152,6 +266,34 @@ impl WeightStore {
                 first_line(&err.to_string())
             ),
         };
+        let stored_shape = match self.added.get(&name) {
+            Some((shape, _)) => shape.clone(),
+            None => self
+                .tensors
+                .get(&name)
+                .map_err(|err| unreadable(&err))?
+                .shape()
+                .to_vec(),
+        };
+        if stored_shape != shape {
+            return Err(ModelError::ShapeMismatch {
+                folder: self.folder.clone(),
+                name,
+                found: stored_shape,
+                expected: shape.to_vec(),
+            });
+        }
+        if let Some(addresses) = &self.addresses {
+            self.read_as
+                .borrow_mut()
+                .insert(name.clone(), (canonical.to_owned(), scope));
+            let first = addresses.tensors.get(&name).map_or(0, |(first, _)| *first);
+            let len = shape.iter().product::<usize>() as u32;
+            return Ok(Some((first..first + len).map(f32::from_bits).collect()));
+        }
+        if let Some((_, values)) = self.added.get(&name) {
+            return Ok(Some(values.clone()));
+        }
         let view = self.tensors.get(&name).map_err(|err| unreadable(&err))?;
         if view.shape() != shape {
             return Err(ModelError::ShapeMismatch {
@@ -299,6 +441,12 @@ impl WeightStore {
         eps: f64,
         offset: f32,
     ) -> Result<Norm> {
+        if offset != 0.0 && self.addresses.is_some() {
+            return Err(ModelError::BadInput(
+                "a norm stored as an offset scale (Gemma's 1 + w) cannot be written back yet"
+                    .to_owned(),
+            ));
+        }
         let mut gamma = self.tensor(&format!("{stem}.weight"), scope, &[width])?;
         if offset != 0.0 {
             gamma.iter_mut().for_each(|w| *w += offset);

@@ -112,3 +112,26 @@ pub fn floats(value: &serde_json::Value) -> Vec<f32> {
         .map(|v| v.as_f64().expect("a number") as f32)
         .collect()
 }
+
+/// The real pretrained checkpoint: `BERTSCOPE_TEST_MODEL`, else `../shared/models/all-MiniLM-L6-v2`;
+/// `None` (the test is skipped) only when the variable is unset and the default is absent.
+pub fn minilm_folder() -> Option<std::path::PathBuf> {
+    let folder = match std::env::var_os("BERTSCOPE_TEST_MODEL") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/models/all-MiniLM-L6-v2"),
+    };
+    if !folder.is_dir() {
+        assert!(
+            std::env::var_os("BERTSCOPE_TEST_MODEL").is_none(),
+            "BERTSCOPE_TEST_MODEL={} is not a folder",
+            folder.display()
+        );
+        eprintln!(
+            "skipped: no MiniLM checkpoint at {} (set BERTSCOPE_TEST_MODEL)",
+            folder.display()
+        );
+        return None;
+    }
+    Some(folder)
+}

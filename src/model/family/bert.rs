@@ -12,6 +12,10 @@ use super::parts::{
     two_layer_head, EncoderLayerNames, MaskedLmNames,
 };
 use super::{whole_heads, Description, Family};
+use super::{
+    ClassifierLayout, DropoutKey, DropoutKeys, HeadTensor,
+    HeadWidth::{Hidden, Labels},
+};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -86,6 +90,24 @@ pub(super) fn encoder_config(
             ..Architecture::new(NormPlacement::Post, false, Vec::new())
         },
     })
+}
+
+/// BERT's and RoBERTa's `hidden_dropout_prob`.
+const HIDDEN_DROPOUT: DropoutKey = DropoutKey::new(&["hidden_dropout_prob"], 0.1);
+
+/// Their classification heads' dropout: `classifier_dropout`, else `hidden_dropout_prob`.
+pub(super) const CLASSIFIER_DROPOUT: DropoutKey =
+    DropoutKey::new(&["classifier_dropout", "hidden_dropout_prob"], 0.1);
+
+/// Where BERT and RoBERTa drop out, with a head's dropouts `head`.
+pub(super) const fn encoder_dropouts(head: &'static [(usize, DropoutKey)]) -> DropoutKeys {
+    DropoutKeys {
+        embedding: HIDDEN_DROPOUT,
+        attention: DropoutKey::new(&["attention_probs_dropout_prob"], 0.1),
+        attention_output: Some(HIDDEN_DROPOUT),
+        ffn_output: HIDDEN_DROPOUT,
+        head,
+    }
 }
 
 /// How BERT and RoBERTa spell an encoder layer.
@@ -194,6 +216,24 @@ impl Description for Bert {
             layers,
             final_norm: None,
             heads,
+        })
+    }
+
+    fn classifier(&self) -> Option<ClassifierLayout> {
+        const TENSORS: &[HeadTensor] = &[
+            HeadTensor::weight("pooler.dense.weight", Scope::Base, Hidden, Hidden),
+            HeadTensor::bias("pooler.dense.bias", Scope::Base, Hidden),
+            HeadTensor::weight("classifier.weight", Scope::Top, Labels, Hidden),
+            HeadTensor::bias("classifier.bias", Scope::Top, Labels),
+        ];
+        Some(ClassifierLayout {
+            class: "BertForSequenceClassification",
+            base_prefix: "bert.",
+            tensors: TENSORS,
+            // Pooler, tanh, dropout, classifier.
+            dropouts: encoder_dropouts(&[(2, CLASSIFIER_DROPOUT)]),
+            padded_positions: false,
+            padded_words: true,
         })
     }
 

@@ -11,6 +11,10 @@ use super::parts::{
     EncoderLayerNames, MaskedLmNames,
 };
 use super::{whole_heads, Description, Family};
+use super::{
+    ClassifierLayout, DropoutKey, DropoutKeys, HeadTensor,
+    HeadWidth::{Hidden, Labels},
+};
 use crate::model::config::{
     Activation, Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -157,6 +161,34 @@ impl Description for DistilBert {
             layers,
             final_norm: None,
             heads,
+        })
+    }
+
+    fn classifier(&self) -> Option<ClassifierLayout> {
+        const TENSORS: &[HeadTensor] = &[
+            HeadTensor::weight("pre_classifier.weight", Scope::Top, Hidden, Hidden),
+            HeadTensor::bias("pre_classifier.bias", Scope::Top, Hidden),
+            HeadTensor::weight("classifier.weight", Scope::Top, Labels, Hidden),
+            HeadTensor::bias("classifier.bias", Scope::Top, Labels),
+        ];
+        const HEAD_DROPOUT: &[(usize, DropoutKey)] =
+            &[(2, DropoutKey::new(&["seq_classif_dropout"], 0.2))];
+        const DROPOUT: DropoutKey = DropoutKey::new(&["dropout"], 0.1);
+        Some(ClassifierLayout {
+            class: "DistilBertForSequenceClassification",
+            base_prefix: "distilbert.",
+            tensors: TENSORS,
+            dropouts: DropoutKeys {
+                embedding: DROPOUT,
+                attention: DropoutKey::new(&["attention_dropout"], 0.1),
+                // DistilBERT's attention output goes straight into the residual sum.
+                attention_output: None,
+                ffn_output: DROPOUT,
+                // pre_classifier, ReLU, dropout, classifier.
+                head: HEAD_DROPOUT,
+            },
+            padded_positions: false,
+            padded_words: true,
         })
     }
 

@@ -8,6 +8,10 @@
 
 use super::parts::{head, label_rows, token_classifier};
 use super::{whole_heads, Description, Family};
+use super::{
+    ClassifierLayout, DropoutKey, DropoutKeys, HeadTensor,
+    HeadWidth::{Hidden, Labels},
+};
 use crate::model::config::{
     Architecture, ConfigReader, ModelConfig, NormPlacement, PositionIds, Segments,
 };
@@ -181,6 +185,30 @@ impl Description for Gpt2 {
             layers,
             final_norm,
             heads,
+        })
+    }
+
+    fn classifier(&self) -> Option<ClassifierLayout> {
+        const TENSORS: &[HeadTensor] = &[HeadTensor::weight(
+            "score.weight",
+            Scope::Top,
+            Labels,
+            Hidden,
+        )];
+        const RESIDUAL: DropoutKey = DropoutKey::new(&["resid_pdrop"], 0.1);
+        Some(ClassifierLayout {
+            class: "GPT2ForSequenceClassification",
+            base_prefix: "transformer.",
+            tensors: TENSORS,
+            dropouts: DropoutKeys {
+                embedding: DropoutKey::new(&["embd_pdrop"], 0.1),
+                attention: DropoutKey::new(&["attn_pdrop"], 0.1),
+                attention_output: Some(RESIDUAL),
+                ffn_output: RESIDUAL,
+                head: &[],
+            },
+            padded_positions: false,
+            padded_words: false,
         })
     }
 

@@ -7,8 +7,13 @@
 //! from `tokenizer.json`.
 
 use super::bert::{encoder, encoder_config};
+use super::bert::{encoder_dropouts, CLASSIFIER_DROPOUT};
 use super::parts::{
     label_rows, masked_lm, question_answering, token_classifier, two_layer_head, MaskedLmNames,
+};
+use super::{
+    ClassifierLayout, HeadTensor,
+    HeadWidth::{Hidden, Labels},
 };
 use super::{Description, Family};
 use crate::model::config::{Activation, ConfigReader, ModelConfig, PositionIds, Segments};
@@ -76,6 +81,28 @@ impl Description for Roberta {
             layers,
             final_norm: None,
             heads,
+        })
+    }
+
+    fn classifier(&self) -> Option<ClassifierLayout> {
+        const TENSORS: &[HeadTensor] = &[
+            HeadTensor::weight("classifier.dense.weight", Scope::Top, Hidden, Hidden),
+            HeadTensor::bias("classifier.dense.bias", Scope::Top, Hidden),
+            HeadTensor::weight("classifier.out_proj.weight", Scope::Top, Labels, Hidden),
+            HeadTensor::bias("classifier.out_proj.bias", Scope::Top, Labels),
+        ];
+        Some(ClassifierLayout {
+            class: if self.family == Family::XlmRoberta {
+                "XLMRobertaForSequenceClassification"
+            } else {
+                "RobertaForSequenceClassification"
+            },
+            base_prefix: "roberta.",
+            tensors: TENSORS,
+            // Dropout, dense, tanh, dropout, out_proj.
+            dropouts: encoder_dropouts(&[(0, CLASSIFIER_DROPOUT), (2, CLASSIFIER_DROPOUT)]),
+            padded_positions: true,
+            padded_words: true,
         })
     }
 

@@ -10,6 +10,7 @@
 
 use candle_core::{DType, IndexOp, Tensor, Var, D};
 
+use super::train::Training;
 use super::{soft_cap, CandleBackend, Layer, LayerNorm, Op};
 use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
 use crate::model::config::NormPlacement;
@@ -20,7 +21,7 @@ use crate::model::target::TOP_OUTPUT;
 
 /// A head patch on the device: which (item, head) pairs are replaced, `[items, heads, 1, 1]`,
 /// and the replacements, `[heads, tokens, head_dim]`.
-struct DevicePatch {
+pub(super) struct DevicePatch {
     chosen: Tensor,
     contexts: Tensor,
 }
@@ -28,42 +29,54 @@ struct DevicePatch {
 impl CandleBackend {
     /// One layer over `x` `[items, tokens, hidden]`: its output, the residual stream after its
     /// attention block and the heads' context vectors `[items, tokens, heads·head_dim]`, in the
-    /// order of the forward's `layer_forward` with differentiable norms.
-    fn batch_layer(
+    /// order of the forward's `layer_forward` with differentiable norms. A training run also
+    /// masks padding and drops out where the family does.
+    pub(super) fn batch_layer(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
         patch: Option<&DevicePatch>,
+        training: Option<&Training<'_>>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        let dropped = |x: Tensor, rate: fn(&Training<'_>) -> f32| match training {
+            Some(training) => training.dropped(&x, rate(training)),
+            None => Ok(x),
+        };
+        let attention_output = |context: &Tensor| {
+            dropped(layer.attention_output.forward(context)?, |training| {
+                training.rates.attention_output
+            })
+        };
+        let ffn_output = |inner: &Tensor| {
+            dropped(layer.ffn_out.forward(inner)?, |training| {
+                training.rates.ffn_output
+            })
+        };
         match self.config.architecture.norm {
             NormPlacement::Post => {
-                let context = self.batch_attention(index, layer, x, patch)?;
+                let context = self.batch_attention(index, layer, x, patch, training)?;
                 let attended = layer
                     .attention_norm
-                    .forward_differentiable(&layer.attention_output.forward(&context)?.add(x)?)?;
+                    .forward_differentiable(&attention_output(&context)?.add(x)?)?;
                 let inner = self.ffn_inner(layer, &attended)?;
                 let output = layer
                     .ffn_norm
-                    .forward_differentiable(&layer.ffn_out.forward(&inner)?.add(&attended)?)?;
+                    .forward_differentiable(&ffn_output(&inner)?.add(&attended)?)?;
                 Ok((output, attended, context))
             }
             NormPlacement::Pre => {
                 let normed = layer.attention_norm.forward_differentiable(x)?;
-                let context = self.batch_attention(index, layer, &normed, patch)?;
+                let context = self.batch_attention(index, layer, &normed, patch, training)?;
                 let post = |norm: &Option<LayerNorm>, out: Tensor| match norm {
                     Some(norm) => norm.forward_differentiable(&out),
                     None => Ok(out),
                 };
-                let attended = post(
-                    &layer.attention_post_norm,
-                    layer.attention_output.forward(&context)?,
-                )?
-                .add(x)?;
+                let attended =
+                    post(&layer.attention_post_norm, attention_output(&context)?)?.add(x)?;
                 let normed = layer.ffn_norm.forward_differentiable(&attended)?;
                 let inner = self.ffn_inner(layer, &normed)?;
-                let output =
-                    post(&layer.ffn_post_norm, layer.ffn_out.forward(&inner)?)?.add(&attended)?;
+                let output = post(&layer.ffn_post_norm, ffn_output(&inner)?)?.add(&attended)?;
                 Ok((output, attended, context))
             }
         }
@@ -76,6 +89,7 @@ impl CandleBackend {
         layer: &Layer,
         x: &Tensor,
         patch: Option<&DevicePatch>,
+        training: Option<&Training<'_>>,
     ) -> Result<Tensor> {
         let (items, tokens, _) = x.dims3()?;
         let positions: Vec<u32> = (0..tokens as u32).collect();
@@ -90,7 +104,17 @@ impl CandleBackend {
                 .broadcast_as(scores.shape())?
                 .where_cond(&blocked, &scores)?;
         }
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        if let Some(padding) = training.and_then(|training| training.padding.as_ref()) {
+            let blocked =
+                Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+            scores = padding
+                .broadcast_as(scores.shape())?
+                .where_cond(&blocked, &scores)?;
+        }
+        let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        if let Some(training) = training {
+            probs = training.dropped(&probs, training.rates.attention)?;
+        }
         let mut context = probs.matmul(&values)?;
         if let Some(patch) = patch {
             let kept = patch.chosen.affine(-1.0, 1.0)?;
@@ -150,7 +174,7 @@ impl CandleBackend {
         let patch = self.device_patch(run, items)?;
         for (index, layer) in self.layers.iter().enumerate().skip(run.start_layer) {
             let patch = patch.as_ref().filter(|_| index == run.start_layer);
-            x = self.batch_layer(index, layer, &x, patch)?.0;
+            x = self.batch_layer(index, layer, &x, patch, None)?.0;
         }
         if let Some(norm) = &self.final_norm {
             x = norm.forward_differentiable(&x)?;
@@ -269,7 +293,8 @@ impl CandleBackend {
         };
         for (index, layer) in self.layers.iter().enumerate() {
             states.extend(host(&x)?);
-            let (output, after_attention, context) = self.batch_layer(index, layer, &x, None)?;
+            let (output, after_attention, context) =
+                self.batch_layer(index, layer, &x, None, None)?;
             contexts.extend(host(&context)?);
             attended.extend(host(&after_attention)?);
             x = output;

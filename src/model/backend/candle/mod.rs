@@ -8,8 +8,11 @@
 
 mod batch;
 mod decode;
+mod train;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+pub use train::{DropoutRates, Dropouts, TrainBatch};
+
+use candle_core::{DType, Device, IndexOp, Shape, Tensor, Var};
 
 use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
@@ -20,31 +23,80 @@ use crate::model::config::{Activation, KeyWindow, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{self, HeadOp, ModelWeights, NormKind};
 
-/// A dense layer `y = x·W + b` with `W` stored transposed, `[in, out]`, so every matmul reads
-/// both operands row-major.
+/// Makes the backend's parameter tensors on a device: plain tensors, or variables candle's
+/// autograd differentiates with respect to (for training).
+#[derive(Clone, Copy)]
+struct Maker<'a> {
+    device: &'a Device,
+    trainable: bool,
+}
+
+impl Maker<'_> {
+    fn tensor(&self, values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+        Ok(if self.trainable {
+            Var::from_vec(values, shape, self.device)?.into_inner()
+        } else {
+            Tensor::from_vec(values, shape, self.device)?
+        })
+    }
+}
+
+/// A dense layer `y = x·W + b` with `W` read transposed, `[in, out]`: stored so for inference,
+/// so every matmul reads both operands row-major; a view of the trainable `[out, in]` weight
+/// for training.
 struct Dense {
     weight_t: Tensor,
     bias: Option<Tensor>,
+    /// The trainable weight `[out, in]`, whose view `weight_t` is.
+    weight: Option<Tensor>,
 }
 
 impl Dense {
-    fn new(linear: params::Linear, device: &Device) -> Result<Self> {
-        let weight = Tensor::from_vec(linear.weight, (linear.outputs, linear.inputs), device)?;
-        Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
-            bias: linear
-                .bias
-                .map(|bias| Tensor::from_vec(bias, linear.outputs, device))
-                .transpose()?,
+    fn new(linear: params::Linear, maker: Maker<'_>) -> Result<Self> {
+        let weight = maker.tensor(linear.weight, (linear.outputs, linear.inputs))?;
+        let bias = linear
+            .bias
+            .map(|bias| maker.tensor(bias, linear.outputs))
+            .transpose()?;
+        Ok(if maker.trainable {
+            Self {
+                weight_t: weight.t()?,
+                bias,
+                weight: Some(weight),
+            }
+        } else {
+            Self {
+                weight_t: weight.t()?.contiguous()?,
+                bias,
+                weight: None,
+            }
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let product = x.broadcast_matmul(&self.weight_t)?;
+        let product = if self.weight.is_some() && x.rank() > 2 {
+            // Rows of every item in one product, which reads the transposed view as it is.
+            let dims = x.dims();
+            let rows = dims[..dims.len() - 1].iter().product::<usize>();
+            let outputs = self.weight_t.dim(1)?;
+            let mut shape = dims[..dims.len() - 1].to_vec();
+            shape.push(outputs);
+            x.reshape((rows, dims[dims.len() - 1]))?
+                .matmul(&self.weight_t)?
+                .reshape(shape)?
+        } else {
+            x.broadcast_matmul(&self.weight_t)?
+        };
         Ok(match &self.bias {
             Some(bias) => product.broadcast_add(bias)?,
             None => product,
         })
+    }
+
+    /// The trainable tensors: weight `[out, in]`, then bias.
+    fn parameters<'a>(&'a self, out: &mut Vec<&'a Tensor>) {
+        out.extend(self.weight.as_ref());
+        out.extend(self.bias.as_ref());
     }
 }
 
@@ -57,14 +109,23 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn new(norm: params::Norm, device: &Device) -> Result<Self> {
+    fn new(norm: params::Norm, maker: Maker<'_>) -> Result<Self> {
         let width = norm.gamma.len();
         Ok(Self {
-            gamma: Tensor::from_vec(norm.gamma, width, device)?,
-            beta: Tensor::from_vec(norm.beta, width, device)?,
+            gamma: maker.tensor(norm.gamma, width)?,
+            beta: maker.tensor(norm.beta, width)?,
             eps: norm.eps as f32,
             kind: norm.kind,
         })
+    }
+
+    /// The trainable tensors, as [`params::ModelWeights::arrays_mut`] lists a norm's arrays.
+    fn parameters<'a>(&'a self, out: &mut Vec<&'a Tensor>) {
+        match self.kind {
+            NormKind::Layer => out.extend([&self.gamma, &self.beta]),
+            NormKind::Rms => out.push(&self.gamma),
+            NormKind::Identity => {}
+        }
     }
 
     /// The same, in ops candle can differentiate (its fused kernels have no backward pass).
@@ -153,10 +214,35 @@ pub struct CandleBackend {
 impl CandleBackend {
     /// Uploads the weights to `device`.
     pub fn new(config: ModelConfig, weights: ModelWeights, device: &Device) -> Result<Self> {
+        Self::build(
+            config,
+            weights,
+            Maker {
+                device,
+                trainable: false,
+            },
+        )
+    }
+
+    /// Uploads the weights to `device` as variables, for training; [`CandleBackend::parameters`]
+    /// lists them.
+    pub fn trainable(config: ModelConfig, weights: ModelWeights, device: &Device) -> Result<Self> {
+        Self::build(
+            config,
+            weights,
+            Maker {
+                device,
+                trainable: true,
+            },
+        )
+    }
+
+    fn build(config: ModelConfig, weights: ModelWeights, maker: Maker<'_>) -> Result<Self> {
+        let device = maker.device;
         let hidden = config.hidden_size;
         let table = |values: Vec<f32>| {
             let rows = values.len() / hidden.max(1);
-            Tensor::from_vec(values, (rows, hidden), device)
+            maker.tensor(values, (rows, hidden))
         };
         let embeddings = weights.embeddings;
         let layers = weights
@@ -164,17 +250,17 @@ impl CandleBackend {
             .into_iter()
             .map(|layer| {
                 let norm = |norm: Option<params::Norm>| {
-                    norm.map(|norm| LayerNorm::new(norm, device)).transpose()
+                    norm.map(|norm| LayerNorm::new(norm, maker)).transpose()
                 };
                 Ok(Layer {
-                    query_key_value: Dense::new(layer.qkv, device)?,
+                    query_key_value: Dense::new(layer.qkv, maker)?,
                     query_norm: norm(layer.query_norm)?,
                     key_norm: norm(layer.key_norm)?,
-                    attention_output: Dense::new(layer.attention_output, device)?,
-                    attention_norm: LayerNorm::new(layer.attention_norm, device)?,
-                    ffn_in: Dense::new(layer.ffn_in, device)?,
-                    ffn_out: Dense::new(layer.ffn_out, device)?,
-                    ffn_norm: LayerNorm::new(layer.ffn_norm, device)?,
+                    attention_output: Dense::new(layer.attention_output, maker)?,
+                    attention_norm: LayerNorm::new(layer.attention_norm, maker)?,
+                    ffn_in: Dense::new(layer.ffn_in, maker)?,
+                    ffn_out: Dense::new(layer.ffn_out, maker)?,
+                    ffn_norm: LayerNorm::new(layer.ffn_norm, maker)?,
                     attention_post_norm: norm(layer.attention_post_norm)?,
                     ffn_post_norm: norm(layer.ffn_post_norm)?,
                 })
@@ -188,16 +274,16 @@ impl CandleBackend {
                     .into_iter()
                     .map(|op| {
                         Ok(match op {
-                            HeadOp::Linear(linear) => Op::Dense(Dense::new(linear, device)?),
+                            HeadOp::Linear(linear) => Op::Dense(Dense::new(linear, maker)?),
                             HeadOp::TiedDecoder { bias } => Op::TiedDecoder(
                                 bias.map(|bias| {
                                     let len = bias.len();
-                                    Tensor::from_vec(bias, len, device)
+                                    maker.tensor(bias, len)
                                 })
                                 .transpose()?,
                             ),
                             HeadOp::Activation(activation) => Op::Activation(activation),
-                            HeadOp::Norm(norm) => Op::Norm(LayerNorm::new(norm, device)?),
+                            HeadOp::Norm(norm) => Op::Norm(LayerNorm::new(norm, maker)?),
                             HeadOp::SoftCap(cap) => Op::SoftCap(cap),
                             HeadOp::MeanPool => Op::MeanPool,
                         })
@@ -212,12 +298,12 @@ impl CandleBackend {
             segment: embeddings.segment.map(table).transpose()?,
             embedding_norm: embeddings
                 .norm
-                .map(|norm| LayerNorm::new(norm, device))
+                .map(|norm| LayerNorm::new(norm, maker))
                 .transpose()?,
             layers,
             final_norm: weights
                 .final_norm
-                .map(|norm| LayerNorm::new(norm, device))
+                .map(|norm| LayerNorm::new(norm, maker))
                 .transpose()?,
             heads,
             config,

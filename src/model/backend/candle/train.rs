@@ -1,0 +1,235 @@
+//! Training runs in candle's ops: a batch of padded sequences through the embeddings, every
+//! layer and a classification head, with dropout where the family drops out, for candle's
+//! autograd to differentiate with respect to the weights of a [`CandleBackend::trainable`]
+//! backend. The layers are the batched runs' (`batch_layer`), so a trained model computes what
+//! attribution differentiates.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::{CandleBackend, Op};
+use crate::model::error::{ModelError, Result};
+
+/// A batch of sequences padded to one length, item after item.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainBatch<'a> {
+    /// Vocabulary ids, `[items, tokens]`.
+    pub ids: &'a [u32],
+    /// Rows of the position table, `[items, tokens]`.
+    pub positions: &'a [u32],
+    /// Rows of the segment table, `[items, tokens]`, for families that have one.
+    pub segments: Option<&'a [u32]>,
+    /// 1 for a token of the text, 0 for padding, `[items, tokens]`.
+    pub real: &'a [u8],
+    /// The row of each item its classification head reads.
+    pub rows: &'a [u32],
+    /// Tokens per item.
+    pub tokens: usize,
+}
+
+/// Dropout probabilities of a training run, where the family drops out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DropoutRates {
+    /// The embedding output.
+    pub embedding: f32,
+    /// The attention probabilities.
+    pub attention: f32,
+    /// The attention block's projected output.
+    pub attention_output: f32,
+    /// The feed-forward block's output.
+    pub ffn_output: f32,
+    /// Before head operation `i`.
+    pub head: Vec<(usize, f32)>,
+}
+
+/// Dropout while training: its rates and the seeded generator that draws its masks, so that a
+/// run repeats.
+pub struct Dropouts {
+    /// The probabilities.
+    pub rates: DropoutRates,
+    /// Draws the masks.
+    pub rng: RefCell<StdRng>,
+}
+
+/// What a training run adds to a batched layer: the padding mask and dropout.
+pub(super) struct Training<'a> {
+    /// `[items, 1, 1, tokens]`, 1 where a key is padding; `None` without padding.
+    pub(super) padding: Option<Tensor>,
+    pub(super) rates: &'a DropoutRates,
+    /// `None` when evaluating, which drops nothing.
+    rng: Option<&'a RefCell<StdRng>>,
+}
+
+impl Training<'_> {
+    /// `x` with each element zeroed with probability `rate` and the rest scaled by
+    /// `1 / (1 − rate)`, as `torch.nn.Dropout` does in training.
+    pub(super) fn dropped(&self, x: &Tensor, rate: f32) -> Result<Tensor> {
+        let Some(rng) = self.rng else {
+            return Ok(x.clone());
+        };
+        if rate <= 0.0 {
+            return Ok(x.clone());
+        }
+        if rate >= 1.0 {
+            return Ok(x.zeros_like()?);
+        }
+        let scale = 1.0 / (1.0 - rate);
+        let mut rng = rng.borrow_mut();
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.random::<f32>() < rate {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok(x.mul(&mask)?)
+    }
+}
+
+impl CandleBackend {
+    /// Every trainable tensor, in the order of [`crate::model::params::ModelWeights::arrays_mut`]:
+    /// the trainer pairs them with the weights it writes back.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.word];
+        out.extend(self.position.as_ref());
+        out.extend(self.segment.as_ref());
+        if let Some(norm) = &self.embedding_norm {
+            norm.parameters(&mut out);
+        }
+        for layer in &self.layers {
+            layer.query_key_value.parameters(&mut out);
+            if let Some(norm) = &layer.query_norm {
+                norm.parameters(&mut out);
+            }
+            if let Some(norm) = &layer.key_norm {
+                norm.parameters(&mut out);
+            }
+            layer.attention_output.parameters(&mut out);
+            layer.attention_norm.parameters(&mut out);
+            layer.ffn_in.parameters(&mut out);
+            layer.ffn_out.parameters(&mut out);
+            layer.ffn_norm.parameters(&mut out);
+            if let Some(norm) = &layer.attention_post_norm {
+                norm.parameters(&mut out);
+            }
+            if let Some(norm) = &layer.ffn_post_norm {
+                norm.parameters(&mut out);
+            }
+        }
+        if let Some(norm) = &self.final_norm {
+            norm.parameters(&mut out);
+        }
+        for ops in &self.heads {
+            for op in ops {
+                match op {
+                    Op::Dense(dense) => dense.parameters(&mut out),
+                    Op::TiedDecoder(Some(bias)) => out.push(bias),
+                    Op::Norm(norm) => norm.parameters(&mut out),
+                    Op::TiedDecoder(None) | Op::Activation(_) | Op::SoftCap(_) | Op::MeanPool => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The logits of head `head` for every item of `batch`, `[items, outputs]`, in ops candle's
+    /// autograd differentiates. With `dropouts` the run is a training run; without, an
+    /// evaluation (nothing dropped).
+    pub fn classifier_logits(
+        &self,
+        batch: &TrainBatch<'_>,
+        head: usize,
+        dropouts: Option<&Dropouts>,
+    ) -> Result<Tensor> {
+        let hidden = self.config.hidden_size;
+        let (items, tokens) = (batch.rows.len(), batch.tokens);
+        let cells = items * tokens;
+        if items == 0
+            || tokens == 0
+            || batch.ids.len() != cells
+            || batch.positions.len() != cells
+            || batch.real.len() != cells
+            || batch
+                .segments
+                .is_some_and(|segments| segments.len() != cells)
+            || batch.rows.iter().any(|&row| row as usize >= tokens)
+        {
+            return Err(ModelError::Compute(
+                "a training batch whose parts do not agree".to_owned(),
+            ));
+        }
+        let device = &self.device;
+        let rows = |ids: &[u32], table: &Tensor| -> Result<Tensor> {
+            Ok(table.index_select(&Tensor::from_slice(ids, cells, device)?, 0)?)
+        };
+        // transformers adds word + segment first, then positions, as `embed` does.
+        let mut x = rows(batch.ids, &self.word)?;
+        if let Some(scale) = self.config.architecture.embedding_scale {
+            x = (x * f64::from(scale))?;
+        }
+        if let (Some(table), Some(segments)) = (&self.segment, batch.segments) {
+            x = x.add(&rows(segments, table)?)?;
+        }
+        if let Some(table) = &self.position {
+            x = x.add(&rows(batch.positions, table)?)?;
+        }
+        let mut x = x.reshape((items, tokens, hidden))?;
+        if let Some(norm) = &self.embedding_norm {
+            x = norm.forward_differentiable(&x)?;
+        }
+        let padding = if batch.real.iter().all(|&real| real == 1) {
+            None
+        } else {
+            let hidden_keys: Vec<u8> = batch.real.iter().map(|&real| u8::from(real == 0)).collect();
+            Some(Tensor::from_vec(
+                hidden_keys,
+                (items, 1, 1, tokens),
+                device,
+            )?)
+        };
+        let no_dropout = DropoutRates::default();
+        let training = Training {
+            padding,
+            rates: dropouts.map_or(&no_dropout, |dropouts| &dropouts.rates),
+            rng: dropouts.map(|dropouts| &dropouts.rng),
+        };
+        x = training.dropped(&x, training.rates.embedding)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            x = self.batch_layer(index, layer, &x, None, Some(&training))?.0;
+        }
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward_differentiable(&x)?;
+        }
+        let picks: Vec<u32> = batch
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(item, &row)| (item * tokens) as u32 + row)
+            .collect();
+        let mut x = x
+            .reshape((cells, hidden))?
+            .index_select(&Tensor::new(picks.as_slice(), device)?, 0)?;
+        let ops = self
+            .heads
+            .get(head)
+            .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
+        for (index, op) in ops.iter().enumerate() {
+            if matches!(op, Op::MeanPool) {
+                return Err(ModelError::BadInput(
+                    "a mean-pooled classifier is not trained yet".to_owned(),
+                ));
+            }
+            for &(_, rate) in training.rates.head.iter().filter(|(at, _)| *at == index) {
+                x = training.dropped(&x, rate)?;
+            }
+            x = self.head_op(op, &x, true)?;
+        }
+        Ok(x.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,239 @@
+//! Writing the fine-tuned model as a Hugging Face folder: `config.json`, `model.safetensors`
+//! (f32, under the class's names), the tokenizer's files and `training_log.json`. Every file is
+//! written to a temporary file beside it and renamed into place, so the folder never holds a
+//! half-written file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use super::data::Task;
+use super::{EpochReport, FineTuneOptions, StepReport, Trainee};
+use crate::model::error::{ModelError, Result};
+use crate::model::source::ModelFiles;
+use crate::model::weights::WeightStore;
+
+/// The files written besides the tokenizer's.
+pub(super) const WRITTEN: &[&str] = &["config.json", "model.safetensors", "training_log.json"];
+
+/// Tokenizer files copied when the model has them.
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+];
+
+/// `training_log.json`: the options, each step and each epoch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct TrainingLog {
+    options: serde_json::Value,
+    problem_type: &'static str,
+    labels: Vec<String>,
+    pub(super) epochs: Vec<EpochReport>,
+    pub(super) steps: Vec<StepReport>,
+}
+
+impl TrainingLog {
+    pub(super) fn new(options: &FineTuneOptions, task: &Task) -> Self {
+        let path = |path: &Path| path.display().to_string();
+        Self {
+            options: serde_json::json!({
+                "train": path(&options.train),
+                "eval": options.eval.as_deref().map(path),
+                "epochs": options.epochs,
+                "batch_size": options.batch_size,
+                "lr": options.lr,
+                "weight_decay": options.weight_decay,
+                "warmup_steps": options.warmup_steps,
+                "max_grad_norm": options.max_grad_norm,
+                "max_len": options.max_len,
+                "seed": options.seed,
+                "dropout": options.dropout,
+                "shuffle": options.shuffle,
+                "freeze_encoder": options.freeze_encoder,
+                "device": options.device.to_string(),
+            }),
+            problem_type: task.problem_type().name(),
+            labels: task.labels(),
+            epochs: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// Whether `path` is absent, an empty folder, or a folder fine-tuning wrote before.
+pub(super) fn can_write_to(path: &Path) -> bool {
+    if !path.exists() {
+        return true;
+    }
+    if !path.is_dir() {
+        return false;
+    }
+    let empty = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none());
+    empty || path.join("training_log.json").is_file()
+}
+
+/// Each array's values under the names the folder stores them by: every element goes where its
+/// address says; a tensor's elements no array holds come from `base`.
+pub(super) fn scatter(
+    trainee: &Trainee,
+    arrays: &[Vec<f32>],
+    mut base: impl FnMut(&str) -> Result<Vec<f32>>,
+) -> Result<BTreeMap<String, Vec<f32>>> {
+    let mut ranges: Vec<(u32, u32, &str)> = trainee
+        .addresses
+        .tensors
+        .iter()
+        .map(|(name, (first, shape))| {
+            (
+                *first,
+                first + shape.iter().product::<usize>() as u32,
+                name.as_str(),
+            )
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut stored: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    for (index, values) in arrays.iter().enumerate() {
+        if !trainee.trainable[index] && !stored_array(trainee, index, &ranges) {
+            continue;
+        }
+        let mut current: Option<(u32, u32, &str)> = None;
+        for (address, &value) in trainee.probe[index].iter().zip(values) {
+            let address = address.to_bits();
+            if address == 0 {
+                continue;
+            }
+            let range = match current {
+                Some(range) if address >= range.0 && address < range.1 => range,
+                _ => {
+                    let at = ranges.partition_point(|range| range.1 <= address);
+                    match ranges.get(at) {
+                        Some(&range) if address >= range.0 => range,
+                        _ => continue,
+                    }
+                }
+            };
+            current = Some(range);
+            let target = match stored.entry(range.2) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => entry.insert(base(range.2)?),
+            };
+            target[(address - range.0) as usize] = value;
+        }
+    }
+    let mut named = BTreeMap::new();
+    for (stored_name, values) in stored {
+        let name = trainee
+            .names
+            .get(stored_name)
+            .cloned()
+            .unwrap_or_else(|| stored_name.to_owned());
+        named.insert(name, values);
+    }
+    Ok(named)
+}
+
+/// Whether an array holds addresses (it was read from the checkpoint, not computed).
+fn stored_array(trainee: &Trainee, index: usize, ranges: &[(u32, u32, &str)]) -> bool {
+    let end = ranges.last().map_or(0, |range| range.1);
+    trainee.probe[index]
+        .iter()
+        .all(|value| value.to_bits() < end)
+}
+
+/// Writes the folder: weights under the class's names, the config, the tokenizer, the log.
+pub(super) fn write_folder(
+    out: &Path,
+    files: &ModelFiles,
+    config_text: &str,
+    trainee: &Trainee,
+    store: &WeightStore,
+    log: &TrainingLog,
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|err| ModelError::Io {
+        path: out.to_owned(),
+        reason: format!("cannot create the folder ({err})"),
+    })?;
+    let values = trainee.values()?;
+    let named = scatter(trainee, &values, |name| store.stored_values(name))?;
+    let shapes: BTreeMap<&str, Vec<usize>> = trainee
+        .addresses
+        .tensors
+        .iter()
+        .filter_map(|(stored, (_, shape))| {
+            trainee
+                .names
+                .get(stored)
+                .map(|name| (name.as_str(), shape.clone()))
+        })
+        .collect();
+    let bytes: Vec<(&str, Vec<u8>, Vec<usize>)> = named
+        .iter()
+        .map(|(name, values)| {
+            let shape = shapes
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or_else(|| vec![values.len()]);
+            let data = values
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect();
+            (name.as_str(), data, shape)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (*name, view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| ModelError::Compute(format!("cannot lay out the weights ({err})")))?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_owned(),
+        "pt".to_owned(),
+    )]));
+    let serialized = safetensors::tensor::serialize(views, metadata)
+        .map_err(|err| ModelError::Compute(format!("cannot lay out the weights ({err})")))?;
+    write_atomically(&out.join("model.safetensors"), &serialized)?;
+    write_atomically(&out.join("config.json"), config_text.as_bytes())?;
+    for name in TOKENIZER_FILES {
+        let source = files.folder.join(name);
+        if source.is_file() {
+            let content = std::fs::read(&source).map_err(|err| ModelError::Io {
+                path: source.clone(),
+                reason: format!("cannot read the tokenizer file ({err})"),
+            })?;
+            write_atomically(&out.join(name), &content)?;
+        }
+    }
+    let log_text = serde_json::to_vec_pretty(log)
+        .map_err(|err| ModelError::Compute(format!("cannot write the training log ({err})")))?;
+    write_atomically(&out.join("training_log.json"), &log_text)
+}
+
+/// Writes `content` to a temporary file in `path`'s folder and renames it into place.
+fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let fail = |err: std::io::Error| ModelError::Io {
+        path: path.to_owned(),
+        reason: format!("cannot write it ({err})"),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".bertscope-").suffix(".part");
+    // Temporary files are private (0600); the finished file is an ordinary one.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut file = builder.tempfile_in(folder).map_err(fail)?;
+    file.write_all(content).map_err(fail)?;
+    file.as_file().sync_all().map_err(fail)?;
+    file.persist(path).map_err(|err| fail(err.error))?;
+    Ok(())
+}
