@@ -7,6 +7,7 @@
 //! line at a time whenever nothing else waits.
 
 pub mod generation;
+pub mod training;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};

@@ -136,6 +136,8 @@ impl TabState {
             corpus: self.corpus.as_ref(),
             explained: &self.explained,
             generation: &Default::default(),
+            training: None,
+            training_preview: None,
         };
         self.tabs.tab_mut(view).show(ui, &mut cx);
         for action in actions {
@@ -1092,9 +1094,10 @@ fn every_tab_draws_the_scene_its_export_writes() {
         // Patching needs a corrupted text and logit attribution a pre-LayerNorm model: their
         // tabs and exports are compared in `explanation_tabs_draw_the_scene_their_export_writes`.
         // Generate needs a causal model: `generate_tab_snapshot_and_its_export` compares it.
+        // Train draws a fine-tuning run: `the_train_tab_fine_tunes_draws_its_export_and_compares`.
         if matches!(
             view,
-            View::Patching | View::LogitAttribution | View::Generate
+            View::Patching | View::LogitAttribution | View::Generate | View::Train
         ) {
             continue;
         }
@@ -1728,4 +1731,99 @@ fn generate_tab_snapshot_and_its_export() {
         egui::pos2(1400.0, 900.0),
     ));
     harness.snapshot("tab_generate");
+}
+
+/// The Train tab fine-tunes the loaded model off the UI thread, draws the run as `export --view
+/// train` draws the folder it wrote, and opens the fine-tuned model beside the original.
+#[test]
+fn the_train_tab_fine_tunes_draws_its_export_and_compares() {
+    const TEXT: &str = "a great film";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("reviews.csv");
+    std::fs::write(
+        &data,
+        "text,label\nGreat film!,POSITIVE\nDull.,NEGATIVE\nLovely.,POSITIVE\nAwful plot.,NEGATIVE\n",
+    )
+    .unwrap();
+    // Named as the model, which the figures' captions name.
+    let out = dir.path().join("bert-sentiment");
+    let mut settings = Settings::default();
+    let train = &mut settings.tabs.train;
+    train.data = data.display().to_string();
+    train.eval = data.display().to_string();
+    train.out = out.display().to_string();
+    train.epochs = 2;
+    train.batch_size = 2;
+    let launch = LaunchOptions {
+        model: Some("tests/fixtures/bert-sentiment".to_owned()),
+        text: Some(TEXT.to_owned()),
+        view: Some(View::Train),
+        ..LaunchOptions::default()
+    };
+    let mut harness = launched_app_with(settings, launch, [1400.0, 900.0], |app| {
+        app.result().is_some()
+    });
+    // The data is read off the UI thread; Train is enabled once its preview is in.
+    let train_button = || {
+        egui_kittest::kittest::by()
+            .predicate(|node| node.label().as_deref() == Some("Train") && node.toggled().is_none())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.get(train_button()).accesskit_node().is_disabled() {
+        assert!(Instant::now() < deadline, "the data file was never read");
+        harness.step();
+    }
+    harness.get(train_button()).click();
+    wait_until(&mut harness, |app| {
+        app.training().is_some_and(|job| !job.running())
+    });
+    let job = harness.state().training().unwrap();
+    assert_eq!(
+        job.state,
+        worker::training::TrainingState::Finished,
+        "{:?}",
+        job.state
+    );
+    assert_eq!(job.progress.steps.len(), 4);
+    assert_eq!(job.progress.epochs.len(), 2);
+    assert!(job.progress.epochs[1]
+        .eval
+        .as_ref()
+        .unwrap()
+        .accuracy
+        .is_some());
+    harness.run_ok();
+    let shown = harness.state_mut().open_tab_svg((900.0, 640.0)).unwrap();
+    let exported = dir.path().join("train.svg");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bertscope"))
+        .args([
+            "export",
+            "--model",
+            out.to_str().unwrap(),
+            "--text",
+            TEXT,
+            "--view",
+            "train",
+        ])
+        .args(["--size", "900x640", "--out", exported.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(shown, std::fs::read_to_string(&exported).unwrap());
+
+    harness.get_by_label("Compare with the original").click();
+    wait_until(&mut harness, |app| {
+        app.comparison().is_some_and(|slot| slot.result.is_some())
+    });
+    let app = harness.state();
+    assert_eq!(app.settings().view.view, View::Compare);
+    assert_eq!(app.settings().model, out.display().to_string());
+    assert_eq!(
+        app.comparison().unwrap().requested(),
+        Some("tests/fixtures/bert-sentiment")
+    );
 }

@@ -20,6 +20,9 @@ const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// model's, whether the run is read as words, and the figure's view and key.
 pub(super) type FigureValuesKey = (u64, Option<u64>, bool, (View, String));
 
+/// What the Train tab's preview depends on: its data file and the columns chosen.
+pub(super) type PreviewKey = (std::path::PathBuf, crate::model::finetune::data::Columns);
+
 impl BertscopeApp {
     pub(super) fn next_id(&mut self) -> u64 {
         let id = self.next_request_id;
@@ -291,7 +294,13 @@ impl BertscopeApp {
         let deadline = Instant::now() + DRAIN_BUDGET;
         let primary = self.primary.drain(deadline);
         if primary.loaded {
-            self.settings.model = self.primary.name().unwrap_or_default().to_owned();
+            // What loads it again: a folder's whole path, not its display name.
+            self.settings.model = self
+                .primary
+                .requested()
+                .or(self.primary.name())
+                .unwrap_or_default()
+                .to_owned();
             self.request_analysis();
             if let Some(path) = self.launch_corpus.take() {
                 self.settings.tabs.head_stats.corpus_path = path.display().to_string();
@@ -358,6 +367,7 @@ impl BertscopeApp {
         }
 
         self.poll_export(ctx);
+        self.training_logic();
         self.screenshot_logic(ctx);
     }
 
@@ -408,6 +418,84 @@ impl BertscopeApp {
                     self.primary.explain(id, request);
                 }
                 UiAction::Generate(action) => self.generate_action(action),
+                UiAction::PickTrainingData => self.pick_training_data(),
+                UiAction::StartTraining(options) => self.start_training(*options),
+                UiAction::CancelTraining => {
+                    if let Some(job) = &self.training {
+                        job.cancel();
+                    }
+                }
+                UiAction::CompareFineTuned(folder) => self.compare_fine_tuned(&folder),
+            }
+        }
+    }
+
+    /// The Train tab's preview key: its data file and columns (`None` without a file).
+    pub(super) fn preview_key(&self) -> Option<PreviewKey> {
+        let tab = &self.settings.tabs.train;
+        let path = tab.data.trim();
+        (!path.is_empty()).then(|| (std::path::PathBuf::from(path), tab.columns()))
+    }
+
+    /// Takes in the fine-tuning run's news, and reads the Train tab's data file for its preview
+    /// while the tab is open (logic, every frame).
+    fn training_logic(&mut self) {
+        if let Some(job) = &mut self.training {
+            job.poll();
+        }
+        if self.settings.view.view != View::Train {
+            return;
+        }
+        if let Some(key) = self.preview_key() {
+            let (path, columns) = key.clone();
+            self.training_preview.request(key, &self.waker, move || {
+                crate::model::finetune::data::preview(&path, &columns)
+                    .map_err(|err| err.to_string())
+            });
+        }
+    }
+
+    /// Fine-tunes the loaded model as the Train tab asks, on a thread of its own.
+    fn start_training(&mut self, mut options: crate::model::finetune::FineTuneOptions) {
+        if self.training.as_ref().is_some_and(|job| job.running()) {
+            return;
+        }
+        let Some(model) = self.primary.requested().map(str::to_owned) else {
+            return;
+        };
+        options.device = self.device;
+        let waker = self.waker.clone();
+        self.training = Some(crate::worker::training::TrainingJob::start(
+            model,
+            options,
+            move || waker.request_repaint(),
+        ));
+    }
+
+    /// Opens a fine-tuned folder as the model, with the model it came from as the second one,
+    /// and shows the Compare tab.
+    fn compare_fine_tuned(&mut self, folder: &std::path::Path) {
+        let Some(original) = self.training.as_ref().map(|job| job.source.clone()) else {
+            return;
+        };
+        self.load_model(folder.display().to_string());
+        let ctx = self.waker.clone();
+        self.load_comparison(&ctx, original);
+        self.settings.view.view = View::Compare;
+    }
+
+    /// Asks for the Train tab's data file (native dialog).
+    fn pick_training_data(&mut self) {
+        let dialog = rfd::FileDialog::new()
+            .set_title("Choose labelled data: CSV, TSV or JSON Lines with a header")
+            .add_filter("Data", &["csv", "tsv", "jsonl", "json"])
+            .add_filter("All files", &["*"]);
+        match dialog.pick_file() {
+            Some(path) => self.settings.tabs.train.data = path.display().to_string(),
+            None => {
+                self.export_note = Some(
+                    "No file chosen. If no dialog appeared, type the data file's path.".to_owned(),
+                );
             }
         }
     }
@@ -683,6 +771,7 @@ impl BertscopeApp {
                 .map(|(name, result)| (name.as_str(), &result.analysis)),
             &self.primary.explained,
             &self.primary.generation,
+            self.training.as_ref().map(|job| &job.progress),
         );
         let request = &shown.result.request;
         let scene = figure
@@ -798,10 +887,12 @@ impl BertscopeApp {
         let (path, result) = (path.to_owned(), Arc::clone(result));
         let explained = self.primary.explained.clone();
         let generation = (view == Some(View::Generate)).then(|| self.primary.generation.clone());
+        let training = self.training.as_ref().map(|job| job.progress.clone());
         Ok(Box::new(move |cancel: &AtomicBool| {
             let request = &result.request;
             let data = ModelData {
                 generation: generation.as_ref(),
+                training: training.as_ref(),
                 attribution: explained.attribution(),
                 patching: explained.patching(),
                 logit_attribution: explained.logit_attribution(),

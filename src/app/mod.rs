@@ -169,6 +169,10 @@ pub struct BertscopeApp {
     selection_in_words: bool,
     /// `--corpus`, run once the model is loaded.
     launch_corpus: Option<PathBuf>,
+    /// The Train tab's fine-tuning run, once one was started.
+    training: Option<crate::worker::training::TrainingJob>,
+    /// The Train tab's data file, read off the UI thread for its preview.
+    training_preview: Background<logic::PreviewKey, crate::model::finetune::data::Preview>,
 }
 
 impl BertscopeApp {
@@ -224,6 +228,8 @@ impl BertscopeApp {
             show_shortcuts: false,
             selection_in_words: false,
             launch_corpus: launch.corpus.clone(),
+            training: None,
+            training_preview: Background::default(),
         };
         if launch.corpus.is_some() {
             app.settings.view.view = View::Heads;
@@ -235,6 +241,11 @@ impl BertscopeApp {
             app.load_comparison(ctx, compare);
         }
         app
+    }
+
+    /// The Train tab's fine-tuning run, once one was started.
+    pub fn training(&self) -> Option<&crate::worker::training::TrainingJob> {
+        self.training.as_ref()
     }
 
     /// The newest explanation of each kind the tabs asked for.

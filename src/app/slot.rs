@@ -65,6 +65,8 @@ pub struct ModelSlot {
     pub generation: GenerationState,
     /// Wakes the UI when a background value (projection, rollout, statistics) is ready.
     waker: egui::Context,
+    /// The model as the user gave it (a folder's whole path, or a Hub id), last asked for.
+    requested: Option<String>,
 }
 
 impl ModelSlot {
@@ -97,6 +99,7 @@ impl ModelSlot {
             explained: Explanations::default(),
             generation: GenerationState::default(),
             waker: ctx.clone(),
+            requested: None,
         }
     }
 
@@ -211,6 +214,7 @@ impl ModelSlot {
 
     /// Loads `name` (a folder or Hub id) under request `id`.
     pub fn load(&mut self, id: u64, name: String, device: DeviceChoice) {
+        self.requested = Some(name.clone());
         let source = match ModelSource::parse(&name) {
             Ok(source) => source,
             Err(err) => {
@@ -315,6 +319,12 @@ impl ModelSlot {
     pub fn is_busy(&self) -> bool {
         matches!(self.status, ModelStatus::Loading { .. })
             || self.latest_analysis_id != self.answered_analysis_id
+    }
+
+    /// The model as the user asked for it: a folder's whole path or a Hub id, what loads it
+    /// again (where [`ModelSlot::name`] of a folder is its last component).
+    pub fn requested(&self) -> Option<&str> {
+        self.requested.as_deref()
     }
 
     /// The name the user gave for the model being loaded or shown.

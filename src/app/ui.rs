@@ -406,15 +406,21 @@ impl BertscopeApp {
         let mut export_clicked = false;
         let mut cancel_export = false;
         ui.horizontal(|ui| {
-        for (number, view) in self.visible_tabs().into_iter().enumerate() {
-            ui.selectable_value(&mut self.settings.view.view, view, view.label())
-                .on_hover_text(format!("{} (key {})", view.description(), number + 1));
-        }
-        ui.separator();
-        let reads_words = self.settings.view.view.reads_words();
-        ui.add_enabled(reads_words, egui::Checkbox::new(&mut self.settings.view.words, "Words"))
-            .on_hover_text("Merge subword pieces into words (Clark et al. 2019): attention to a word is the sum over its pieces, from a word the mean, so rows still sum to 1 (W)")
-            .on_disabled_hover_text("This tab shows subword pieces: predictions, the lens, embeddings and query·key belong to pieces, and two models split words differently");
+        // The tabs wrap onto a second line rather than run under the export controls.
+        const EXPORT_ROOM: f32 = 330.0;
+        let tabs_width = (ui.available_width() - EXPORT_ROOM).max(200.0);
+        let wrapping = egui::Layout::left_to_right(egui::Align::Center).with_main_wrap(true);
+        ui.allocate_ui_with_layout(egui::vec2(tabs_width, 0.0), wrapping, |ui| {
+            for (number, view) in self.visible_tabs().into_iter().enumerate() {
+                ui.selectable_value(&mut self.settings.view.view, view, view.label())
+                    .on_hover_text(format!("{} (key {})", view.description(), number + 1));
+            }
+            ui.separator();
+            let reads_words = self.settings.view.view.reads_words();
+            ui.add_enabled(reads_words, egui::Checkbox::new(&mut self.settings.view.words, "Words"))
+                .on_hover_text("Merge subword pieces into words (Clark et al. 2019): attention to a word is the sum over its pieces, from a word the mean, so rows still sum to 1 (W)")
+                .on_disabled_hover_text("This tab shows subword pieces: predictions, the lens, embeddings and query·key belong to pieces, and two models split words differently");
+        });
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             let hover = "Save this view as a PNG or SVG figure, or the attention data as JSON, CSV (this head), .npy or compressed .npz (Ctrl+E)";
             let exporting = self.export_job.as_ref().map(|job| {
@@ -565,6 +571,7 @@ impl BertscopeApp {
             self.compare_textures
                 .reset(ids.0.unwrap_or_default() << 32 ^ ids.1.unwrap_or_default());
         }
+        let preview_key = self.preview_key();
         let words = shown.words();
         // Resets the images when the result changed.
         self.primary.rasters_of(words);
@@ -594,6 +601,10 @@ impl BertscopeApp {
             corpus: self.primary.corpus.as_ref(),
             explained: &self.primary.explained,
             generation: &self.primary.generation,
+            training: self.training.as_ref(),
+            training_preview: preview_key
+                .as_ref()
+                .and_then(|key| self.training_preview.get(key)),
         };
         tabs.tab_mut(view).show(ui, &mut cx);
         actions

@@ -154,7 +154,7 @@ impl ExportArgs {
         use bertscope::views::heatmap::{Heatmap, MapKind};
         use bertscope::views::{
             attribution, compare, embeddings, head_stats, lens, lines, logit_attribution, overview,
-            patching, predictions, projection, query_key, Figure,
+            patching, predictions, projection, query_key, train, Figure,
         };
         let kind = if self.rollout {
             MapKind::Rollout
@@ -210,6 +210,7 @@ impl ExportArgs {
             }
             // The decoding comes from the flags and the checkpoint's defaults, in `run`.
             View::Generate => Figure::Generate(Default::default()),
+            View::Train => Figure::Train(train::TrainView),
             View::Compare => {
                 let other = other.ok_or_else(|| {
                     anyhow::anyhow!("--view compare needs a second model: --compare M2")
@@ -274,7 +275,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let explained = explanation(&args, &model)?;
     let generation = next_token(&args, &model)?;
     let predicting: Vec<bertscope::model::HeadKind> = model.head_kinds().collect();
+    // A folder `finetune` wrote keeps its run, which `--view train` draws.
+    let training = if args.view == View::Train {
+        let log = std::path::Path::new(&args.model.model).join("training_log.json");
+        anyhow::ensure!(
+            log.is_file(),
+            "--view train draws a fine-tuning run: give --model a folder `bertscope finetune` wrote (it has training_log.json)"
+        );
+        Some(bertscope::model::finetune::TrainingProgress::from_log(
+            &log,
+        )?)
+    } else {
+        None
+    };
     let data = bertscope::export::ModelData {
+        training: training.as_ref(),
         generation: generation.as_ref().map(|(state, _)| state),
         attribution: match &explained {
             Some(Explanation::Attribution(attribution)) => Some(attribution),

@@ -210,6 +210,14 @@ pub enum UiAction {
     Explain(crate::worker::ExplainRequest),
     /// What the Generate tab asks: a step, playing, stopping, resetting.
     Generate(crate::views::generate::GenerateAction),
+    /// Ask for the Train tab's data file (a dialog).
+    PickTrainingData,
+    /// Fine-tune the loaded model as the Train tab says, off the UI thread.
+    StartTraining(Box<crate::model::finetune::FineTuneOptions>),
+    /// Stop fine-tuning after the current step.
+    CancelTraining,
+    /// Open this fine-tuned folder, with the model it came from beside it in the Compare tab.
+    CompareFineTuned(std::path::PathBuf),
 }
 
 /// What a click on token `index` asks for: with shift or ctrl (⌘) held, adding it to the

@@ -10,12 +10,15 @@ use egui::Sense;
 use super::scene::{Rasters, SceneResponse};
 use super::{UiAction, ViewState};
 use crate::analysis::stats::HeadStats;
+use crate::model::finetune::data::Preview;
+use crate::model::finetune::TrainingProgress;
 use crate::model::Analysis;
 use crate::render::matrix::MatrixZoom;
 use crate::render::scene::Hit;
 use crate::views::Computed;
 use crate::views::{Canvas, Figure, Inputs, ModelData};
 use crate::worker::generation::GenerationState;
+use crate::worker::training::TrainingJob;
 use crate::worker::{AnalysisResult, CorpusRun, ExplainRequest, Explanations, ModelInfo};
 
 /// One tab of the main area: the GUI of a view.
@@ -84,6 +87,10 @@ pub struct TabContext<'a> {
     pub explained: &'a Explanations,
     /// The Generate tab's generation.
     pub generation: &'a GenerationState,
+    /// The Train tab's fine-tuning run, once one was started.
+    pub training: Option<&'a TrainingJob>,
+    /// The Train tab's data file, read (or why it cannot be), once ready.
+    pub training_preview: Option<Result<&'a Preview, &'a str>>,
 }
 
 /// The inputs of a tab's figure, from the run and what was computed (a function of the fields,
@@ -95,9 +102,11 @@ pub fn inputs_of<'a>(
     comparison: Option<(&'a str, &'a Analysis)>,
     explained: &'a Explanations,
     generation: &'a GenerationState,
+    training: Option<&'a TrainingProgress>,
 ) -> Inputs<'a> {
     let data = ModelData {
         generation: Some(generation),
+        training,
         attribution: explained.attribution(),
         patching: explained.patching(),
         logit_attribution: explained.logit_attribution(),
@@ -173,6 +182,7 @@ impl TabContext<'_> {
             self.comparison.as_ref().map(Comparison::named_run),
             self.explained,
             self.generation,
+            self.training.map(|job| &job.progress),
         )
     }
 
@@ -216,6 +226,7 @@ impl TabContext<'_> {
             self.comparison.as_ref().map(Comparison::named_run),
             self.explained,
             self.generation,
+            self.training.map(|job| &job.progress),
         );
         if head_stats.is_some() {
             inputs.head_stats = head_stats;

@@ -23,6 +23,7 @@ pub mod patching;
 pub mod predictions;
 pub mod projection;
 pub mod query_key;
+pub mod train;
 
 use std::sync::Arc;
 
@@ -77,6 +78,8 @@ pub struct Inputs<'a> {
     pub logit_attribution: Option<&'a LogitAttribution>,
     /// A generation and the distribution of its next step.
     pub generation: Option<&'a crate::worker::generation::GenerationState>,
+    /// A fine-tuning run's steps and epochs.
+    pub training: Option<&'a crate::model::finetune::TrainingProgress>,
 }
 
 impl<'a> Inputs<'a> {
@@ -100,6 +103,7 @@ impl<'a> Inputs<'a> {
             patching: None,
             logit_attribution: None,
             generation: None,
+            training: None,
         }
     }
 }
@@ -179,6 +183,7 @@ impl Computed {
             patching: data.patching,
             logit_attribution: data.logit_attribution,
             generation: data.generation,
+            training: data.training,
             ..Inputs::of(model, shown)
         }
     }
@@ -209,6 +214,8 @@ pub struct ModelData<'a> {
     pub logit_attribution: Option<&'a LogitAttribution>,
     /// The generation of the Generate tab, or the text's next-token distribution.
     pub generation: Option<&'a crate::worker::generation::GenerationState>,
+    /// The Train tab's fine-tuning run.
+    pub training: Option<&'a crate::model::finetune::TrainingProgress>,
 }
 
 /// Where a view is drawn and what the window marks on it: the selection, the pointer's hit and
@@ -505,6 +512,8 @@ views! {
     LogitAttribution => logit_attribution::LogitAttributionView / LogitAttributionTab,
     /// A causal model writing step by step, and each step's distribution (causal models).
     Generate => generate::GenerateView / GenerateTab,
+    /// Fine-tuning the model as a classifier on a labelled file.
+    Train => train::TrainView / TrainTab,
 }
 
 /// Checks a layer and head against the model's shape, with a message naming the valid range.

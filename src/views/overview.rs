@@ -258,6 +258,7 @@ mod tab {
                 None,
                 cx.explained,
                 cx.generation,
+                None,
             );
             let selection = cx.state.selection();
             let open = match cx.state.head {

@@ -232,6 +232,54 @@ fn continued_names(
     (task(names.into_iter().map(str::to_owned).collect()), false)
 }
 
+/// A data file as the Train tab shows it before training: its examples, the task its labels
+/// describe and how many examples carry each label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// The file read.
+    pub dataset: Dataset,
+    /// The task (as for a model without a head).
+    pub task: Task,
+    /// Each label and its examples (regression: none).
+    pub counts: Vec<(String, usize)>,
+}
+
+/// Reads `path` for the Train tab's preview.
+pub fn preview(path: &Path, columns: &Columns) -> Result<Preview> {
+    let dataset = read(path, columns)?;
+    let labels: Vec<&str> = dataset
+        .examples
+        .iter()
+        .map(|ex| ex.label.as_str())
+        .collect();
+    let (task, _) = infer_task(&labels, None, path)?;
+    let counts = match &task {
+        Task::SingleLabel(names) | Task::MultiLabel(names) => names
+            .iter()
+            .enumerate()
+            .map(|(id, name)| {
+                let count = dataset
+                    .examples
+                    .iter()
+                    .filter(|ex| {
+                        task.target(&ex.label).is_ok_and(|target| match &task {
+                            Task::MultiLabel(_) => target[id] > 0.5,
+                            _ => target[0] as usize == id,
+                        })
+                    })
+                    .count();
+                (name.clone(), count)
+            })
+            .collect(),
+        Task::Regression => Vec::new(),
+    };
+    Ok(Preview {
+        dataset,
+        task,
+        counts,
+    })
+}
+
 /// Reads a CSV, TSV (by its `.tsv` extension, or a header with tabs and no commas) or JSON
 /// Lines file (`.jsonl`/`.json`, or a first line that is an object).
 pub fn read(path: &Path, columns: &Columns) -> Result<Dataset> {

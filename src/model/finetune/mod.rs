@@ -101,7 +101,7 @@ impl FineTuneOptions {
 }
 
 /// Evaluation metrics of one epoch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// The mean loss.
     pub loss: f64,
@@ -120,7 +120,7 @@ pub struct Metrics {
 }
 
 /// One finished epoch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochReport {
     /// 1-based.
     pub epoch: usize,
@@ -132,7 +132,7 @@ pub struct EpochReport {
 }
 
 /// One optimiser step.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepReport {
     /// 1-based, over the whole run.
     pub step: usize,
@@ -191,6 +191,35 @@ pub struct Summary {
     pub cancelled: bool,
     /// The first step's gradients (before clipping) by the names the folder stores, when asked.
     pub first_gradients: Option<BTreeMap<String, Vec<f32>>>,
+}
+
+/// A run's events so far, as a window or a figure shows them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingProgress {
+    /// The model trained (folder or Hub id).
+    pub model: String,
+    /// The run as it started.
+    pub prepared: Option<Prepared>,
+    /// Every step so far.
+    pub steps: Vec<StepReport>,
+    /// Every finished epoch.
+    pub epochs: Vec<EpochReport>,
+}
+
+impl TrainingProgress {
+    /// Adds an event.
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::Prepared(prepared) => self.prepared = Some(prepared.clone()),
+            Event::Step(step) => self.steps.push(*step),
+            Event::Epoch(epoch) => self.epochs.push(epoch.clone()),
+        }
+    }
+
+    /// Steps of the whole run, once it is prepared.
+    pub fn total_steps(&self) -> Option<usize> {
+        self.prepared.as_ref().map(|prepared| prepared.steps)
+    }
 }
 
 /// One example, tokenized, with its target.
@@ -347,7 +376,10 @@ pub fn fine_tune(
         cancelled: false,
         first_gradients: None,
     };
-    let mut log = save::TrainingLog::new(options, &task);
+    let mut log = save::TrainingLog::new(source, options, &task);
+    log.examples = train_set.len();
+    log.eval_examples = eval_set.as_ref().map_or(0, Vec::len);
+    log.new_head = !continues;
     let started = Instant::now();
     let mut seen = 0usize;
     for epoch in 1..=options.epochs {
@@ -1053,6 +1085,13 @@ fn pearson(x: &[f64], y: &[f64]) -> f64 {
         0.0
     } else {
         cov / (vx * vy).sqrt()
+    }
+}
+
+impl TrainingProgress {
+    /// The run a folder's `training_log.json` records, as far as it went.
+    pub fn from_log(path: &Path) -> Result<Self> {
+        save::read_log(path)
     }
 }
 

@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::Path;
 
 use super::data::Task;
-use super::{EpochReport, FineTuneOptions, StepReport, Trainee};
+use super::{EpochReport, FineTuneOptions, Prepared, StepReport, Trainee, TrainingProgress};
 use crate::model::error::{ModelError, Result};
 use crate::model::source::ModelFiles;
+use crate::model::source::ModelSource;
 use crate::model::weights::WeightStore;
 
 /// The files written besides the tokenizer's.
@@ -29,20 +30,57 @@ const TOKENIZER_FILES: &[&str] = &[
     "spiece.model",
 ];
 
-/// `training_log.json`: the options, each step and each epoch.
-#[derive(Debug, Clone, serde::Serialize)]
+/// `training_log.json`: the model and options, the data, each step and each epoch.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct TrainingLog {
+    model: String,
     options: serde_json::Value,
-    problem_type: &'static str,
+    problem_type: String,
     labels: Vec<String>,
+    pub(super) examples: usize,
+    pub(super) eval_examples: usize,
+    pub(super) new_head: bool,
     pub(super) epochs: Vec<EpochReport>,
     pub(super) steps: Vec<StepReport>,
 }
 
+/// Reads a `training_log.json` back as the run's progress.
+pub(super) fn read_log(path: &Path) -> Result<TrainingProgress> {
+    let bad = |reason: String| ModelError::BadInput(format!("{}: {reason}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| bad(format!("cannot read the training log ({err})")))?;
+    let log: TrainingLog = serde_json::from_str(&text)
+        .map_err(|err| bad(format!("not a training log bertscope wrote ({err})")))?;
+    let task = match log.problem_type.as_str() {
+        "regression" => Task::Regression,
+        "multi_label_classification" => Task::MultiLabel(log.labels.clone()),
+        _ => Task::SingleLabel(log.labels.clone()),
+    };
+    let steps = log.steps.last().map_or(0, |step| step.steps);
+    Ok(TrainingProgress {
+        model: log.model,
+        prepared: Some(Prepared {
+            examples: log.examples,
+            eval_examples: log.eval_examples,
+            steps,
+            task,
+            columns: (String::new(), None, String::new()),
+            new_head: log.new_head,
+            notes: Vec::new(),
+        }),
+        steps: log.steps,
+        epochs: log.epochs,
+    })
+}
+
 impl TrainingLog {
-    pub(super) fn new(options: &FineTuneOptions, task: &Task) -> Self {
+    pub(super) fn new(source: &ModelSource, options: &FineTuneOptions, task: &Task) -> Self {
         let path = |path: &Path| path.display().to_string();
         Self {
+            model: source.display_name(),
+            examples: 0,
+            eval_examples: 0,
+            new_head: false,
             options: serde_json::json!({
                 "train": path(&options.train),
                 "eval": options.eval.as_deref().map(path),
@@ -59,7 +97,7 @@ impl TrainingLog {
                 "freeze_encoder": options.freeze_encoder,
                 "device": options.device.to_string(),
             }),
-            problem_type: task.problem_type().name(),
+            problem_type: task.problem_type().name().to_owned(),
             labels: task.labels(),
             epochs: Vec::new(),
             steps: Vec::new(),
