@@ -250,6 +250,37 @@ def bench_gemm(folder: Path, seq_len: int, iters: int, threads: int) -> None:
         print(f"gemm {name} {m}x{n}x{k} {ms:.3f} ms {2 * m * n * k / (ms * 1e6):.1f} GFLOP/s")
 
 
+def bench_train(folder: Path, seq_len: int, batch: int, iters: int, threads: int) -> None:
+    """Fine-tuning steps as the Trainer takes them: the model as a new 2-label classifier in train
+    mode (the config's dropout), loss, backward, clip_grad_norm_(1.0), AdamW, zero_grad."""
+    torch.set_num_threads(threads)
+    model = T.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2,
+                                                                 dtype=torch.float32)
+    tok = T.AutoTokenizer.from_pretrained(folder)
+    model.train()
+    text = "the quick brown fox jumps over the lazy dog and runs away " * seq_len
+    enc = tok([text] * batch, truncation=True, max_length=seq_len, return_tensors="pt")
+    labels = torch.tensor([i % 2 for i in range(batch)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.999), eps=1e-8)
+    times = []
+    for _ in range(iters + 2):
+        start = time.perf_counter()
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append((time.perf_counter() - start) * 1e3)
+    times = times[2:]
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"transformers {transformers_version()} {type(model).__name__} training steps, "
+          f"batch {batch} x {seq_len} tokens, {torch.get_num_threads()} threads")
+    print("train_step_runs_ms [" + ", ".join(f"{t:.1f}" for t in times) + "]")
+    print(f"train_step_ms {statistics.median(times):.1f}")
+    print(f"peak_memory_mb {peak:.0f}")
+
+
 def transformers_version() -> str:
     return T.__version__
 
@@ -266,6 +297,8 @@ def main() -> None:
                         help="time torch's sgemm on the model's dense shapes instead")
     parser.add_argument("--generate", type=int, metavar="TOKENS",
                         help="time greedy generation of this many tokens instead (gpt2)")
+    parser.add_argument("--train", type=int, metavar="BATCH",
+                        help="time fine-tuning steps on batches of this many texts instead")
     parser.add_argument("--large", action="store_true", help="bert-large shapes instead (bert only)")
     parser.add_argument("--tokenizer-from", type=Path, default=Path("../shared/models/all-MiniLM-L6-v2"))
     parser.add_argument("--model", type=Path, help="checkpoint folder to time")
@@ -280,6 +313,8 @@ def main() -> None:
         bench_gemm(args.model, args.seq_len, args.iters, args.threads)
     elif args.model and args.generate:
         bench_generate(args.model, args.seq_len, args.generate, args.iters, args.threads)
+    elif args.model and args.train:
+        bench_train(args.model, args.seq_len, args.train, args.iters, args.threads)
     elif args.model and args.attribution:
         bench_attribution(args.model, args.seq_len, args.iters, args.threads)
     elif args.model:

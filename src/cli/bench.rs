@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// torch's sgemm on the same shapes).
     #[arg(long)]
     pub gemm: bool,
+    /// Time fine-tuning steps instead of the forward: the model as a two-label classifier on
+    /// batches of this many texts of --seq-len tokens; prints each step's median (train_step_ms)
+    /// and the process's peak memory (compare `tools/bench_reference.py --train`).
+    #[arg(long, value_name = "BATCH")]
+    pub train: Option<usize>,
     /// Also time generating this many tokens after an input of --seq-len tokens, greedy with
     /// the key/value cache (causal models): the first token (first_token_ms) and each later one
     /// (per_token_ms), medians over --iters runs.
@@ -54,6 +59,36 @@ pub struct BenchArgs {
     #[cfg(feature = "gui")]
     #[arg(long, value_enum, default_value_t = bertscope::views::View::Heatmap)]
     pub keystroke_view: bertscope::views::View,
+}
+
+/// `bench --train`: fine-tuning steps of the model as a classifier, and the peak memory.
+fn bench_train(args: &BenchArgs, batch: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(batch > 0, "--train takes the batch size, at least 1");
+    let source = bertscope::model::ModelSource::parse(&args.model.model)?;
+    let device = args.model.device.parse()?;
+    println!(
+        "fine-tuning {} as a 2-label classifier, batch {batch} x {} tokens, {} threads",
+        args.model.model,
+        args.seq_len,
+        rayon::current_num_threads()
+    );
+    let times =
+        bertscope::model::finetune::bench_steps(&source, args.seq_len, batch, args.iters, device)?;
+    let runs: Vec<String> = times.iter().map(|ms| format!("{ms:.1}")).collect();
+    println!("train_step_runs_ms {}", runs.join(" "));
+    println!("train_step_ms {:.1}", bench::median(&times));
+    // The kernel's high-water mark of the process's resident memory.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|line| line.starts_with("VmHWM:")) {
+            let kb: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse().ok())
+                .unwrap_or(0.0);
+            println!("peak_memory_mb {:.0}", kb / 1024.0);
+        }
+    }
+    Ok(())
 }
 
 /// `bench --gemm`: the dense-layer product's GFLOP/s at 2048³ and at the model's dense shapes.
@@ -150,6 +185,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
     if args.gemm {
         return bench_gemm(&args);
+    }
+    if let Some(batch) = args.train {
+        return bench_train(&args, batch);
     }
     let started = Instant::now();
     let model = load(&args.model)?;

@@ -259,90 +259,38 @@ pub fn fine_tune(
             options.out.display()
         )));
     }
-    let files = source::resolve(source, &mut |_| {})?;
-    let config_text = std::fs::read_to_string(&files.config).map_err(|err| ModelError::Io {
-        path: files.config.clone(),
-        reason: format!("cannot read the model config ({err})"),
-    })?;
-    let original = ModelConfig::from_json(&config_text, &files.config)?;
-    let description = original.family.description();
-    let layout = description.classifier().ok_or_else(|| {
-        ModelError::BadInput(format!(
-            "{} has no sequence-classification model to fine-tune (BERT, DistilBERT, RoBERTa, XLM-R and GPT-2 have)",
-            original.family.name()
-        ))
-    })?;
-    let tokenizer = ModelTokenizer::load(
-        &files.tokenizer,
-        &description.tokenizer(),
-        original.family.name(),
-        original.max_tokens(),
-    )?;
-    let mut store = WeightStore::open(&files.weights, &files.folder)?;
-    description.load_weights(&mut store, &original)?;
-    // The pass above found the base prefix; an existing head is every layout tensor present.
-    let existing = existing_head(&store, &original, &layout);
-
+    let mut checkpoint = Checkpoint::open(source)?;
     let train = data::read(&options.train, &options.columns)?;
     let labels: Vec<&str> = train.examples.iter().map(|ex| ex.label.as_str()).collect();
-    let (task, continues) = data::infer_task(&labels, existing.as_ref(), &options.train)?;
+    let (task, continues) =
+        data::infer_task(&labels, checkpoint.existing.as_ref(), &options.train)?;
     let eval = options
         .eval
         .as_ref()
         .map(|path| data::read(path, &options.columns).map(|set| (path, set)))
         .transpose()?;
-
-    let mut config_json: Map<String, Value> =
-        serde_json::from_str(&config_text).map_err(|err| ModelError::BadConfig {
-            path: files.config.clone(),
-            reason: format!("not valid JSON ({err})"),
-        })?;
-    // A regression head that continues keeps its name (`stars`), as its labels do.
-    let labels = match task {
-        Task::Regression if continues => existing
-            .as_ref()
-            .map_or_else(|| task.labels(), |head| head.labels.clone()),
-        _ => task.labels(),
-    };
-    rewrite_config(
-        &mut config_json,
-        &layout,
-        &task,
-        &labels,
-        options.dropout,
-        &original,
+    let Model {
+        trainee,
+        config,
+        config_json,
+        config_text,
+    } = checkpoint.prepare(&task, continues, options)?;
+    let (files, store, tokenizer, layout) = (
+        &checkpoint.files,
+        &checkpoint.store,
+        &checkpoint.tokenizer,
+        &checkpoint.layout,
     );
-    let config_text = serde_json::to_string_pretty(&Value::Object(config_json.clone()))
-        .map_err(|err| ModelError::Compute(err.to_string()))?;
-    let config = ModelConfig::from_json(&config_text, &files.config)?;
-    if !continues {
-        add_new_head(
-            &mut store,
-            &config,
-            &config_json,
-            &layout,
-            &task,
-            options.seed,
-        );
-    }
-    let device = options.device.open()?;
-    let trainee = Trainee::load(
-        &mut store,
-        &config,
-        &layout,
-        options.freeze_encoder,
-        &device,
-    )?;
 
     let mut notes = Vec::new();
     let train_set = encode(
-        &train, &task, &tokenizer, &config, options, &mut notes, "training",
+        &train, &task, tokenizer, &config, options, &mut notes, "training",
     )?;
     let eval_set = match &eval {
         Some((path, set)) => {
             let what = format!("evaluation ({})", path.display());
             Some(encode(
-                set, &task, &tokenizer, &config, options, &mut notes, &what,
+                set, &task, tokenizer, &config, options, &mut notes, &what,
             )?)
         }
         None => None,
@@ -365,7 +313,7 @@ pub fn fine_tune(
         .or(tokenizer.pad_id())
         .unwrap_or_default();
     let dropouts = Dropouts {
-        rates: dropout_rates(&config_json, &layout),
+        rates: dropout_rates(&config_json, layout),
         rng: RefCell::new(rand::rngs::StdRng::seed_from_u64(options.seed)),
     };
     let mut order_rng = rand::rngs::StdRng::seed_from_u64(options.seed);
@@ -391,18 +339,16 @@ pub fn fine_tune(
         for chunk in order.chunks(options.batch_size) {
             let step = summary.steps.len();
             let batch = Batch::new(&train_set, chunk, padding, &config)?;
-            let logits = trainee
-                .backend
-                .classifier_logits(&batch.view(), 0, Some(&dropouts))?;
-            let loss = task_loss(&task, &logits, &batch.targets)?;
-            let loss_value = f64::from(loss.to_scalar::<f32>()?);
-            let mut grads = trainee.gradients(&loss)?;
-            if step == 0 && options.keep_first_gradients {
-                summary.first_gradients = Some(trainee.named_gradients(&grads)?);
-            }
-            let grad_norm = clip_gradients(&mut grads, options.max_grad_norm)?;
             let lr = options.lr * linear_schedule(step, options.warmup_steps, total_steps);
-            adam.step(&trainee.parameters, &trainee.decays, &grads, lr)?;
+            let keep =
+                (step == 0 && options.keep_first_gradients).then_some(&mut summary.first_gradients);
+            let (loss_value, grad_norm) = trainee.step(
+                &batch,
+                &task,
+                &dropouts,
+                (&mut adam, lr, options.max_grad_norm),
+                keep,
+            )?;
             seen += chunk.len();
             let report = StepReport {
                 step: step + 1,
@@ -441,11 +387,125 @@ pub fn fine_tune(
             eval,
         };
         log.epochs.push(report.clone());
-        save::write_folder(&options.out, &files, &config_text, &trainee, &store, &log)?;
+        save::write_folder(&options.out, files, &config_text, &trainee, store, &log)?;
         summary.epochs.push(report.clone());
         events(&Event::Epoch(report));
     }
     Ok(summary)
+}
+
+/// A checkpoint opened for fine-tuning: its files, config, classifier layout, tokenizer and
+/// weights, and the classification head it already has.
+struct Checkpoint {
+    files: source::ModelFiles,
+    original: ModelConfig,
+    layout: ClassifierLayout,
+    tokenizer: ModelTokenizer,
+    store: WeightStore,
+    existing: Option<ExistingHead>,
+}
+
+/// A model made ready to train: its backend and parameters, and its new `config.json`.
+struct Model {
+    trainee: Trainee,
+    config: ModelConfig,
+    config_json: Map<String, Value>,
+    config_text: String,
+}
+
+impl Checkpoint {
+    fn open(source: &ModelSource) -> Result<Self> {
+        let files = source::resolve(source, &mut |_| {})?;
+        let original = ModelConfig::from_file(&files.config)?;
+        let description = original.family.description();
+        let layout = description.classifier().ok_or_else(|| {
+            ModelError::BadInput(format!(
+                "{} has no sequence-classification model to fine-tune (BERT, DistilBERT, RoBERTa, XLM-R and GPT-2 have)",
+                original.family.name()
+            ))
+        })?;
+        let tokenizer = ModelTokenizer::load(
+            &files.tokenizer,
+            &description.tokenizer(),
+            original.family.name(),
+            original.max_tokens(),
+        )?;
+        let mut store = WeightStore::open(&files.weights, &files.folder)?;
+        description.load_weights(&mut store, &original)?;
+        // The pass above found the base prefix; an existing head is every layout tensor present.
+        let existing = existing_head(&store, &original, &layout);
+        Ok(Self {
+            files,
+            original,
+            layout,
+            tokenizer,
+            store,
+            existing,
+        })
+    }
+
+    /// Rewrites the config for `task`, adds a new head unless the checkpoint's continues
+    /// (`continues`), and uploads the weights as variables.
+    fn prepare(
+        &mut self,
+        task: &Task,
+        continues: bool,
+        options: &FineTuneOptions,
+    ) -> Result<Model> {
+        let files = &self.files;
+        let config_text = std::fs::read_to_string(&files.config).map_err(|err| ModelError::Io {
+            path: files.config.clone(),
+            reason: format!("cannot read the model config ({err})"),
+        })?;
+        let mut config_json: Map<String, Value> =
+            serde_json::from_str(&config_text).map_err(|err| ModelError::BadConfig {
+                path: files.config.clone(),
+                reason: format!("not valid JSON ({err})"),
+            })?;
+        // A regression head that continues keeps its name (`stars`), as its labels do.
+        let labels = match task {
+            Task::Regression if continues => self
+                .existing
+                .as_ref()
+                .map_or_else(|| task.labels(), |head| head.labels.clone()),
+            _ => task.labels(),
+        };
+        rewrite_config(
+            &mut config_json,
+            &self.layout,
+            task,
+            &labels,
+            options.dropout,
+            &self.original,
+        );
+        let config_text = serde_json::to_string_pretty(&Value::Object(config_json.clone()))
+            .map_err(|err| ModelError::Compute(err.to_string()))?;
+        let config = ModelConfig::from_json(&config_text, &files.config)?;
+        if !continues {
+            add_new_head(
+                &mut self.store,
+                &config,
+                &config_json,
+                &self.layout,
+                task,
+                options.seed,
+            );
+        }
+        let device = options.device.open()?;
+        let trainee = Trainee::load(
+            &mut self.store,
+            &config,
+            &self.layout,
+            options.freeze_encoder,
+            &device,
+        )?;
+        Ok(Model {
+            trainee,
+            config,
+            config_json,
+            config_text,
+        })
+    }
 }
 
 fn check_options(options: &FineTuneOptions) -> Result<()> {
@@ -626,6 +686,31 @@ fn add_new_head(
 }
 
 impl Trainee {
+    /// One optimiser step on `batch`: the loss, its gradients (kept by name in `keep` when
+    /// given), clipping and AdamW at `lr`. Returns the loss and the gradient norm before
+    /// clipping.
+    fn step(
+        &self,
+        batch: &Batch,
+        task: &Task,
+        dropouts: &Dropouts,
+        (adam, lr, max_grad_norm): (&mut AdamW, f64, f64),
+        keep: Option<&mut Option<BTreeMap<String, Vec<f32>>>>,
+    ) -> Result<(f64, f64)> {
+        let logits = self
+            .backend
+            .classifier_logits(&batch.view(), 0, Some(dropouts))?;
+        let loss = task_loss(task, &logits, &batch.targets)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        let mut grads = self.gradients(&loss)?;
+        if let Some(keep) = keep {
+            *keep = Some(self.named_gradients(&grads)?);
+        }
+        let grad_norm = clip_gradients(&mut grads, max_grad_norm)?;
+        adam.step(&self.parameters, &self.decays, &grads, lr)?;
+        Ok((loss_value, grad_norm))
+    }
+
     fn load(
         store: &mut WeightStore,
         config: &ModelConfig,
@@ -1103,4 +1188,52 @@ pub fn written_files() -> &'static [&'static str] {
 /// Whether `path` looks like a folder [`fine_tune`] may write: absent, empty, or written by it.
 pub fn can_write_to(path: &Path) -> bool {
     save::can_write_to(path)
+}
+
+/// Times fine-tuning `source` as a two-label classifier: `iters` optimiser steps (forward,
+/// backward, clipping, AdamW), after two untimed ones, on batches of `batch_size` texts of
+/// `seq_len` tokens, with the config's dropout (`bench --train`; `tools/bench_reference.py
+/// --train` times transformers the same way). Returns each timed step in milliseconds.
+pub fn bench_steps(
+    source: &ModelSource,
+    seq_len: usize,
+    batch_size: usize,
+    iters: usize,
+    device: DeviceChoice,
+) -> Result<Vec<f64>> {
+    let mut checkpoint = Checkpoint::open(source)?;
+    let task = Task::SingleLabel(vec!["LABEL_0".to_owned(), "LABEL_1".to_owned()]);
+    let mut options = FineTuneOptions::new("bench", "bench");
+    options.device = device;
+    options.max_len = seq_len;
+    options.batch_size = batch_size;
+    let model = checkpoint.prepare(&task, false, &options)?;
+    let text = "the quick brown fox jumps over the lazy dog and runs away ".repeat(seq_len);
+    let encoded = checkpoint.tokenizer.encode_within(&text, None, seq_len)?;
+    let set: Vec<Encoded> = (0..batch_size)
+        .map(|item| Encoded {
+            ids: encoded.ids.clone(),
+            segments: vec![0; encoded.ids.len()],
+            target: vec![(item % 2) as f32],
+        })
+        .collect();
+    let chosen: Vec<usize> = (0..batch_size).collect();
+    let pad = model.config.pad_token_id.unwrap_or_default();
+    let batch = Batch::new(&set, &chosen, pad, &model.config)?;
+    let dropouts = Dropouts {
+        rates: dropout_rates(&model.config_json, &checkpoint.layout),
+        rng: RefCell::new(rand::rngs::StdRng::seed_from_u64(0)),
+    };
+    let mut adam = AdamW::new(model.trainee.parameters.len(), 0.0);
+    let mut times = Vec::with_capacity(iters);
+    for run in 0..iters + 2 {
+        let started = Instant::now();
+        model
+            .trainee
+            .step(&batch, &task, &dropouts, (&mut adam, 5e-5, 1.0), None)?;
+        if run >= 2 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
 }

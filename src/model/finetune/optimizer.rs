@@ -2,7 +2,8 @@
 //! clipping by global norm (`torch.nn.utils.clip_grad_norm_`) and the linear schedule with
 //! warmup (`get_linear_schedule_with_warmup`), each in torch's order of operations.
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 use crate::model::error::Result;
 
@@ -18,6 +19,8 @@ pub struct AdamW {
     pub weight_decay: f64,
     steps: i32,
     moments: Vec<Option<(Tensor, Tensor)>>,
+    /// The moments of parameters on the host, updated in place.
+    host_moments: Vec<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl AdamW {
@@ -30,6 +33,7 @@ impl AdamW {
             weight_decay,
             steps: 0,
             moments: vec![None; parameters],
+            host_moments: vec![None; parameters],
         }
     }
 
@@ -50,6 +54,21 @@ impl AdamW {
             let Some(grad) = grad else {
                 continue;
             };
+            if matches!(parameter.device(), Device::Cpu) {
+                let decay = if decays[index] {
+                    self.weight_decay
+                } else {
+                    0.0
+                };
+                let update = Update {
+                    lr,
+                    decay,
+                    step_size,
+                    bias_correction2_sqrt,
+                };
+                self.step_on_host(index, parameter, grad, update)?;
+                continue;
+            }
             let (first, second) = match self.moments[index].take() {
                 Some(moments) => moments,
                 None => (grad.zeros_like()?, grad.zeros_like()?),
@@ -66,6 +85,59 @@ impl AdamW {
             parameter.set(&value)?;
             self.moments[index] = Some((first, second));
         }
+        Ok(())
+    }
+}
+
+/// One step's constants.
+#[derive(Clone, Copy)]
+struct Update {
+    lr: f64,
+    decay: f64,
+    step_size: f64,
+    bias_correction2_sqrt: f64,
+}
+
+/// Parameters per thread's share of a host update.
+const CHUNK: usize = 1 << 14;
+
+impl AdamW {
+    /// [`AdamW::step`] of one parameter on the CPU: one pass over its values, moments and
+    /// gradient, on every thread, where candle's ops would make a dozen single-threaded passes.
+    fn step_on_host(
+        &mut self,
+        index: usize,
+        parameter: &Var,
+        grad: &Tensor,
+        update: Update,
+    ) -> Result<()> {
+        let shape = parameter.shape().clone();
+        let mut values = parameter.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let grad = grad.flatten_all()?.to_vec1::<f32>()?;
+        let len = values.len();
+        let (first, second) =
+            self.host_moments[index].get_or_insert_with(|| (vec![0.0; len], vec![0.0; len]));
+        let (beta1, beta2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let shrink = (1.0 - update.lr * update.decay) as f32;
+        let (step_size, correction) =
+            (update.step_size as f32, update.bias_correction2_sqrt as f32);
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(first.par_chunks_mut(CHUNK))
+            .zip(second.par_chunks_mut(CHUNK))
+            .zip(grad.par_chunks(CHUNK))
+            .for_each(|(((values, first), second), grad)| {
+                for (((p, m), v), &g) in values.iter_mut().zip(first).zip(second).zip(grad) {
+                    if update.decay != 0.0 {
+                        *p *= shrink;
+                    }
+                    *m += (g - *m) * (1.0 - beta1);
+                    *v = *v * beta2 + g * g * (1.0 - beta2);
+                    let denominator = v.sqrt() / correction + eps;
+                    *p -= step_size * *m / denominator;
+                }
+            });
+        parameter.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
         Ok(())
     }
 }
