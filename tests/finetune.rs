@@ -234,3 +234,26 @@ fn fine_tuning_minilm_on_the_example_reviews_learns_them() {
     .unwrap();
     assert_eq!(model.labels(), ["negative", "positive"]);
 }
+
+#[test]
+fn a_frozen_encoder_stays_as_it_was_while_the_head_learns() {
+    let folder = fixture("bert-sentiment");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("head-only");
+    let mut options = FineTuneOptions::new(folder.join("finetune.csv"), &out);
+    options.epochs = 1;
+    options.lr = 1e-2;
+    options.weight_decay = 0.1;
+    options.freeze_encoder = true;
+    let source = ModelSource::parse(folder.to_str().unwrap()).unwrap();
+    fine_tune(&source, &options, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let (before, after) = (
+        tensors(&folder.join("model.safetensors")),
+        tensors(&out.join("model.safetensors")),
+    );
+    for (name, values) in &after {
+        let moved = values != &before[name];
+        let head = name.starts_with("classifier.");
+        assert_eq!(moved, head, "{name}: moved {moved}");
+    }
+}

@@ -66,7 +66,8 @@ pub struct FinetuneArgs {
     /// Keep the file's order instead of shuffling each epoch.
     #[arg(long)]
     pub no_shuffle: bool,
-    /// Train only the classification head.
+    /// Train only the classification head; the base model (BERT's pooler included) stays as it
+    /// is, as freezing `model.bert` does.
     #[arg(long)]
     pub freeze_encoder: bool,
     /// The folder to write (absent, empty, or an earlier fine-tuning's).

@@ -65,7 +65,7 @@ pub struct FineTuneOptions {
     pub dropout: Option<f64>,
     /// Shuffle the training examples each epoch.
     pub shuffle: bool,
-    /// Train only the head.
+    /// Train only the head outside the base model (BERT's pooler, part of `bert.`, stays).
     pub freeze_encoder: bool,
     /// The folder to write.
     pub out: PathBuf,
@@ -733,8 +733,9 @@ impl Trainee {
         let mut weights = classifier_only(description.load_weights(store, config)?)?;
         let addresses = store.read_addresses()?;
         let mut probe = classifier_only(description.load_weights(store, config)?)?;
-        let names = store
-            .read_as()
+        let read_as = store.read_as();
+        let names = read_as
+            .clone()
             .into_iter()
             .map(|(stored, (canonical, scope))| {
                 let renamed = match scope {
@@ -766,7 +767,18 @@ impl Trainee {
             // An array a description computes (DistilBERT's sinusoidal positions) holds no
             // addresses; like transformers, training leaves it as it is.
             let stored = probe[index].iter().all(|value| value.to_bits() < end);
-            let in_head = index >= count - head_arrays;
+            // "Head only" trains what lies outside the base model, as freezing
+            // `model.bert` does: BERT's pooler stays with the encoder.
+            let in_base = || {
+                probe[index]
+                    .iter()
+                    .map(|value| value.to_bits())
+                    .find(|&address| address != 0)
+                    .and_then(|address| addresses.locate(address))
+                    .and_then(|(name, _)| read_as.get(name))
+                    .is_none_or(|(_, scope)| *scope == Scope::Base)
+            };
+            let in_head = index >= count - head_arrays && !in_base();
             trainable.push(stored && (in_head || !freeze_encoder));
             checks.push((array.len(), array.first().copied(), array.last().copied()));
         }
