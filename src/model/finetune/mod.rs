@@ -259,16 +259,17 @@ pub fn fine_tune(
             options.out.display()
         )));
     }
-    let mut checkpoint = Checkpoint::open(source)?;
+    // The data first: a bad file is said before the model loads.
     let train = data::read(&options.train, &options.columns)?;
-    let labels: Vec<&str> = train.examples.iter().map(|ex| ex.label.as_str()).collect();
-    let (task, continues) =
-        data::infer_task(&labels, checkpoint.existing.as_ref(), &options.train)?;
     let eval = options
         .eval
         .as_ref()
         .map(|path| data::read(path, &options.columns).map(|set| (path, set)))
         .transpose()?;
+    let mut checkpoint = Checkpoint::open(source)?;
+    let labels: Vec<&str> = train.examples.iter().map(|ex| ex.label.as_str()).collect();
+    let (task, continues) =
+        data::infer_task(&labels, checkpoint.existing.as_ref(), &options.train)?;
     let Model {
         trainee,
         config,
