@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use bertscope::model::finetune::data::{Columns, Task};
+use bertscope::model::finetune::data::Columns;
 use bertscope::model::finetune::{fine_tune, Event, FineTuneOptions, Metrics};
 use bertscope::model::{DeviceChoice, ModelSource};
 
@@ -140,7 +140,6 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
 #[derive(Default)]
 struct Progress {
     open_line: bool,
-    task: Option<Task>,
 }
 
 impl Progress {
@@ -155,15 +154,7 @@ impl Progress {
         match event {
             Event::Prepared(prepared) => {
                 let (text, text_b, label) = &prepared.columns;
-                let kind = match &prepared.task {
-                    Task::SingleLabel(names) => {
-                        format!("{} labels ({})", names.len(), names.join(", "))
-                    }
-                    Task::MultiLabel(names) => {
-                        format!("multi-label, {} labels ({})", names.len(), names.join(", "))
-                    }
-                    Task::Regression => "regression".to_owned(),
-                };
+                let kind = prepared.task.describe();
                 eprintln!(
                     "{} training and {} evaluation examples; text: {text}{}, label: {label}; {kind}; {} head; {} steps",
                     prepared.examples,
@@ -175,7 +166,6 @@ impl Progress {
                 for note in &prepared.notes {
                     eprintln!("note: {note}");
                 }
-                self.task = Some(prepared.task.clone());
             }
             Event::Step(step) => {
                 const WIDTH: usize = 24;
@@ -198,7 +188,12 @@ impl Progress {
             }
             Event::Epoch(epoch) => {
                 self.end_line();
-                let eval = epoch.eval.as_ref().map(describe).unwrap_or_default();
+                let eval: String = epoch
+                    .eval
+                    .iter()
+                    .flat_map(Metrics::parts)
+                    .map(|part| format!(", {part}"))
+                    .collect();
                 eprintln!(
                     "epoch {}: train loss {:.4}{eval}",
                     epoch.epoch, epoch.train_loss
@@ -206,20 +201,6 @@ impl Progress {
             }
         }
     }
-}
-
-fn describe(metrics: &Metrics) -> String {
-    let mut parts = vec![format!("eval loss {:.4}", metrics.loss)];
-    let mut add = |name: &str, value: Option<f64>| {
-        if let Some(value) = value {
-            parts.push(format!("{name} {value:.4}"));
-        }
-    };
-    add("accuracy", metrics.accuracy);
-    add("macro-F1", metrics.macro_f1);
-    add("MSE", metrics.mse);
-    add("Pearson r", metrics.pearson);
-    format!(", {}", parts.join(", "))
 }
 
 fn clock(seconds: f64) -> String {

@@ -6,6 +6,7 @@
 //! - [`backend`]: the tuned CPU kernels and candle's ops, behind one trait.
 //! - [`LoadedModel::run`] assembles an [`Analysis`] from any backend, in one place.
 
+pub mod atomic_file;
 pub mod attribution;
 pub mod backend;
 pub mod capture;

@@ -5,8 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::finetune::data::Task;
-use crate::model::finetune::{EpochReport, TrainingProgress};
+use crate::model::finetune::{EpochReport, Metrics, TrainingProgress};
 use crate::render::parts::{bar_color, notes};
 use crate::render::scene::{Align, Baseline, Font, Paint, Point, Rect, Scene, Shape, Stroke, Text};
 
@@ -20,37 +19,13 @@ const AXIS: f32 = 56.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TrainView;
 
-/// What the labels ask for, in words.
-pub fn task_words(task: &Task) -> String {
-    match task {
-        Task::SingleLabel(names) => format!("{} labels ({})", names.len(), names.join(", ")),
-        Task::MultiLabel(names) => {
-            format!("multi-label, {} labels ({})", names.len(), names.join(", "))
-        }
-        Task::Regression => "regression".to_owned(),
-    }
-}
-
 /// One epoch's line of the table.
 pub fn epoch_line(epoch: &EpochReport) -> String {
     let mut parts = vec![
         format!("epoch {}", epoch.epoch),
         format!("train loss {:.4}", epoch.train_loss),
     ];
-    if let Some(eval) = &epoch.eval {
-        parts.push(format!("eval loss {:.4}", eval.loss));
-        let named = [
-            ("accuracy", eval.accuracy),
-            ("macro-F1", eval.macro_f1),
-            ("MSE", eval.mse),
-            ("Pearson r", eval.pearson),
-        ];
-        for (name, value) in named {
-            if let Some(value) = value {
-                parts.push(format!("{name} {value:.4}"));
-            }
-        }
-    }
+    parts.extend(epoch.eval.iter().flat_map(Metrics::parts));
     parts.join(" · ")
 }
 
@@ -111,7 +86,7 @@ impl super::Draw for TrainView {
                 progress.model,
                 prepared.examples,
                 prepared.eval_examples,
-                task_words(&prepared.task),
+                prepared.task.describe(),
                 if prepared.new_head {
                     "a new"
                 } else {
@@ -288,7 +263,7 @@ mod tab {
 
     use serde::{Deserialize, Serialize};
 
-    use super::{task_words, TrainView};
+    use super::TrainView;
     use crate::model::finetune::data::Columns;
     use crate::model::finetune::FineTuneOptions;
     use crate::model::Analysis;
@@ -508,7 +483,7 @@ mod tab {
                             .as_ref()
                             .map(|b| format!(" · second text: {b}"))
                             .unwrap_or_default(),
-                        task_words(&preview.task)
+                        preview.task.describe()
                     ));
                     ui.horizontal_wrapped(|ui| {
                         ui.weak("labels:");

@@ -72,6 +72,17 @@ impl Task {
         }
     }
 
+    /// What the labels ask for, in words (`2 labels (neg, pos)`, `regression`).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::SingleLabel(names) => format!("{} labels ({})", names.len(), names.join(", ")),
+            Self::MultiLabel(names) => {
+                format!("multi-label, {} labels ({})", names.len(), names.join(", "))
+            }
+            Self::Regression => "regression".to_owned(),
+        }
+    }
+
     /// The head's outputs.
     pub fn outputs(&self) -> usize {
         match self {

@@ -119,6 +119,25 @@ pub struct Metrics {
     pub pearson: Option<f64>,
 }
 
+impl Metrics {
+    /// The loss and each metric there is, as `name value` to four decimals.
+    pub fn parts(&self) -> Vec<String> {
+        let named = [
+            ("accuracy", self.accuracy),
+            ("macro-F1", self.macro_f1),
+            ("MSE", self.mse),
+            ("Pearson r", self.pearson),
+        ];
+        std::iter::once(format!("eval loss {:.4}", self.loss))
+            .chain(
+                named
+                    .into_iter()
+                    .filter_map(|(name, value)| Some(format!("{name} {:.4}", value?))),
+            )
+            .collect()
+    }
+}
+
 /// One finished epoch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochReport {
@@ -207,6 +226,11 @@ pub struct TrainingProgress {
 }
 
 impl TrainingProgress {
+    /// The run a folder's `training_log.json` records, as far as it went.
+    pub fn from_log(path: &Path) -> Result<Self> {
+        save::read_log(path)
+    }
+
     /// Adds an event.
     pub fn record(&mut self, event: &Event) {
         match event {
@@ -235,6 +259,8 @@ struct Trainee {
     parameters: Vec<Var>,
     decays: Vec<bool>,
     trainable: Vec<bool>,
+    /// Whether each array was read from the checkpoint (holds addresses), not computed.
+    stored: Vec<bool>,
     /// Each array's addresses in the checkpoint ([`WeightStore::read_addresses`]).
     probe: Vec<Vec<f32>>,
     addresses: Addresses,
@@ -399,6 +425,8 @@ pub fn fine_tune(
 /// weights, and the classification head it already has.
 struct Checkpoint {
     files: source::ModelFiles,
+    /// `config.json` as written.
+    config_text: String,
     original: ModelConfig,
     layout: ClassifierLayout,
     tokenizer: ModelTokenizer,
@@ -417,7 +445,11 @@ struct Model {
 impl Checkpoint {
     fn open(source: &ModelSource) -> Result<Self> {
         let files = source::resolve(source, &mut |_| {})?;
-        let original = ModelConfig::from_file(&files.config)?;
+        let config_text = std::fs::read_to_string(&files.config).map_err(|err| ModelError::Io {
+            path: files.config.clone(),
+            reason: format!("cannot read the model config ({err})"),
+        })?;
+        let original = ModelConfig::from_json(&config_text, &files.config)?;
         let description = original.family.description();
         let layout = description.classifier().ok_or_else(|| {
             ModelError::BadInput(format!(
@@ -437,6 +469,7 @@ impl Checkpoint {
         let existing = existing_head(&store, &original, &layout);
         Ok(Self {
             files,
+            config_text,
             original,
             layout,
             tokenizer,
@@ -454,12 +487,8 @@ impl Checkpoint {
         options: &FineTuneOptions,
     ) -> Result<Model> {
         let files = &self.files;
-        let config_text = std::fs::read_to_string(&files.config).map_err(|err| ModelError::Io {
-            path: files.config.clone(),
-            reason: format!("cannot read the model config ({err})"),
-        })?;
         let mut config_json: Map<String, Value> =
-            serde_json::from_str(&config_text).map_err(|err| ModelError::BadConfig {
+            serde_json::from_str(&self.config_text).map_err(|err| ModelError::BadConfig {
                 path: files.config.clone(),
                 reason: format!("not valid JSON ({err})"),
             })?;
@@ -598,10 +627,9 @@ fn rewrite_config(
         json.insert("pad_token_id".into(), eos.into());
     }
     // The weights are written in f32 whatever the checkpoint stored.
-    for key in ["dtype", "torch_dtype"] {
-        if json.contains_key(key) || key == "dtype" {
-            json.insert(key.into(), "float32".into());
-        }
+    json.insert("dtype".into(), "float32".into());
+    if json.contains_key("torch_dtype") {
+        json.insert("torch_dtype".into(), "float32".into());
     }
     if let Some(p) = dropout {
         let keys = layout.dropouts;
@@ -762,6 +790,7 @@ impl Trainee {
         let count = arrays.len();
         let mut decays = Vec::with_capacity(count);
         let mut trainable = Vec::with_capacity(count);
+        let mut stored_arrays = Vec::with_capacity(count);
         let mut checks = Vec::with_capacity(count);
         for (index, (role, array)) in arrays.into_iter().enumerate() {
             decays.push(role.decays());
@@ -781,6 +810,7 @@ impl Trainee {
             };
             let in_head = index >= count - head_arrays && !in_base();
             trainable.push(stored && (in_head || !freeze_encoder));
+            stored_arrays.push(stored);
             checks.push((array.len(), array.first().copied(), array.last().copied()));
         }
         let padding_rows = padding_rows(config, layout, &weights, device)?;
@@ -816,6 +846,7 @@ impl Trainee {
             parameters,
             decays,
             trainable,
+            stored: stored_arrays,
             probe,
             addresses,
             names,
@@ -1184,23 +1215,6 @@ fn pearson(x: &[f64], y: &[f64]) -> f64 {
     } else {
         cov / (vx * vy).sqrt()
     }
-}
-
-impl TrainingProgress {
-    /// The run a folder's `training_log.json` records, as far as it went.
-    pub fn from_log(path: &Path) -> Result<Self> {
-        save::read_log(path)
-    }
-}
-
-/// The files of a model folder written by [`fine_tune`] after each epoch.
-pub fn written_files() -> &'static [&'static str] {
-    save::WRITTEN
-}
-
-/// Whether `path` looks like a folder [`fine_tune`] may write: absent, empty, or written by it.
-pub fn can_write_to(path: &Path) -> bool {
-    save::can_write_to(path)
 }
 
 /// Times fine-tuning `source` as a two-label classifier: `iters` optimiser steps (forward,

@@ -4,18 +4,15 @@
 //! half-written file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use super::data::Task;
 use super::{EpochReport, FineTuneOptions, Prepared, StepReport, Trainee, TrainingProgress};
+use crate::model::atomic_file::write_atomically;
 use crate::model::error::{ModelError, Result};
 use crate::model::source::ModelFiles;
 use crate::model::source::ModelSource;
 use crate::model::weights::WeightStore;
-
-/// The files written besides the tokenizer's.
-pub(super) const WRITTEN: &[&str] = &["config.json", "model.safetensors", "training_log.json"];
 
 /// Tokenizer files copied when the model has them.
 const TOKENIZER_FILES: &[&str] = &[
@@ -139,7 +136,7 @@ pub(super) fn scatter(
     ranges.sort_unstable();
     let mut stored: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
     for (index, values) in arrays.iter().enumerate() {
-        if !trainee.trainable[index] && !stored_array(trainee, index, &ranges) {
+        if !trainee.stored[index] {
             continue;
         }
         let mut current: Option<(u32, u32, &str)> = None;
@@ -176,14 +173,6 @@ pub(super) fn scatter(
         named.insert(name, values);
     }
     Ok(named)
-}
-
-/// Whether an array holds addresses (it was read from the checkpoint, not computed).
-fn stored_array(trainee: &Trainee, index: usize, ranges: &[(u32, u32, &str)]) -> bool {
-    let end = ranges.last().map_or(0, |range| range.1);
-    trainee.probe[index]
-        .iter()
-        .all(|value| value.to_bits() < end)
 }
 
 /// Writes the folder: weights under the class's names, the config, the tokenizer, the log.
@@ -240,8 +229,11 @@ pub(super) fn write_folder(
     )]));
     let serialized = safetensors::tensor::serialize(views, metadata)
         .map_err(|err| ModelError::Compute(format!("cannot lay out the weights ({err})")))?;
-    write_atomically(&out.join("model.safetensors"), &serialized)?;
-    write_atomically(&out.join("config.json"), config_text.as_bytes())?;
+    let write = |name: &str, content: &[u8]| {
+        write_atomically(&out.join(name), |file| file.write_all(content))
+    };
+    write("model.safetensors", &serialized)?;
+    write("config.json", config_text.as_bytes())?;
     for name in TOKENIZER_FILES {
         let source = files.folder.join(name);
         if source.is_file() {
@@ -249,29 +241,10 @@ pub(super) fn write_folder(
                 path: source.clone(),
                 reason: format!("cannot read the tokenizer file ({err})"),
             })?;
-            write_atomically(&out.join(name), &content)?;
+            write(name, &content)?;
         }
     }
     let log_text = serde_json::to_vec_pretty(log)
         .map_err(|err| ModelError::Compute(format!("cannot write the training log ({err})")))?;
-    write_atomically(&out.join("training_log.json"), &log_text)
-}
-
-/// Writes `content` to a temporary file in `path`'s folder and renames it into place.
-fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let fail = |err: std::io::Error| ModelError::Io {
-        path: path.to_owned(),
-        reason: format!("cannot write it ({err})"),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".bertscope-").suffix(".part");
-    // Temporary files are private (0600); the finished file is an ordinary one.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut file = builder.tempfile_in(folder).map_err(fail)?;
-    file.write_all(content).map_err(fail)?;
-    file.as_file().sync_all().map_err(fail)?;
-    file.persist(path).map_err(|err| fail(err.error))?;
-    Ok(())
+    write("training_log.json", &log_text)
 }
