@@ -10,6 +10,7 @@
 
 use candle_core::{DType, IndexOp, Tensor, Var, D};
 
+use super::fused;
 use super::train::Training;
 use super::{soft_cap, CandleBackend, Layer, LayerNorm, Op};
 use crate::model::backend::{BatchRun, ForwardInput, Gradients, LogitIndex, Readout, Trace};
@@ -96,6 +97,71 @@ impl CandleBackend {
         let (queries, keys, values) = self.project_heads(index, layer, x, &positions, true)?;
         let (keys, values) = (self.per_query_head(&keys)?, self.per_query_head(&values)?);
         let scale = f64::from(self.config.architecture.attention_scales[index]);
+        let padding_keys = training.and_then(|training| training.padding_keys.as_deref());
+        let mut probs =
+            if fused::on_host(&queries) && self.config.architecture.attention_softcap.is_none() {
+                let hidden = self.host_hidden_keys(index, items, tokens, padding_keys);
+                fused::attention_softmax(&queries.matmul(&keys.t()?)?, scale as f32, hidden)?
+            } else {
+                self.composed_attention_probs(index, &queries, &keys, scale, training)?
+            };
+        if let Some(training) = training {
+            probs = training.dropped(&probs, training.rates.attention)?;
+        }
+        let mut context = probs.matmul(&values)?;
+        if let Some(patch) = patch {
+            let kept = patch.chosen.affine(-1.0, 1.0)?;
+            context = context
+                .broadcast_mul(&kept)?
+                .add(&patch.contexts.broadcast_mul(&patch.chosen)?)?;
+        }
+        Ok(context
+            .transpose(1, 2)?
+            .reshape((items, tokens, self.config.query_width()))?)
+    }
+
+    /// The keys each query of each item may not see, `[items, tokens, tokens]` on the host: the
+    /// layer's own mask (causality, windows) and padding (`[items, tokens]`, 1 = padding).
+    fn host_hidden_keys(
+        &self,
+        index: usize,
+        items: usize,
+        tokens: usize,
+        padding_keys: Option<&[u8]>,
+    ) -> Option<fused::HiddenKeys> {
+        let layer_mask = self.hidden_key_mask(index, 0, tokens);
+        if layer_mask.is_none() && padding_keys.is_none() {
+            return None;
+        }
+        let hidden: Vec<u8> = (0..items * tokens * tokens)
+            .map(|at| {
+                let (item, query, key) =
+                    (at / (tokens * tokens), (at / tokens) % tokens, at % tokens);
+                let by_layer = layer_mask
+                    .as_ref()
+                    .is_some_and(|mask| mask[query * tokens + key] != 0);
+                let by_padding =
+                    padding_keys.is_some_and(|padding| padding[item * tokens + key] != 0);
+                u8::from(by_layer || by_padding)
+            })
+            .collect();
+        Some(fused::HiddenKeys {
+            queries: tokens,
+            keys: tokens,
+            hidden: std::sync::Arc::new(hidden),
+        })
+    }
+
+    /// The attention probabilities in candle's composed ops, which run on every device.
+    fn composed_attention_probs(
+        &self,
+        index: usize,
+        queries: &Tensor,
+        keys: &Tensor,
+        scale: f64,
+        training: Option<&Training<'_>>,
+    ) -> Result<Tensor> {
+        let tokens = queries.dim(D::Minus2)?;
         let mut scores = self.capped((queries.matmul(&keys.t()?)? * scale)?)?;
         if let Some(hidden) = self.hidden_keys(index, 0, tokens)? {
             let blocked =
@@ -111,20 +177,7 @@ impl CandleBackend {
                 .broadcast_as(scores.shape())?
                 .where_cond(&blocked, &scores)?;
         }
-        let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        if let Some(training) = training {
-            probs = training.dropped(&probs, training.rates.attention)?;
-        }
-        let mut context = probs.matmul(&values)?;
-        if let Some(patch) = patch {
-            let kept = patch.chosen.affine(-1.0, 1.0)?;
-            context = context
-                .broadcast_mul(&kept)?
-                .add(&patch.contexts.broadcast_mul(&patch.chosen)?)?;
-        }
-        Ok(context
-            .transpose(1, 2)?
-            .reshape((items, tokens, self.config.query_width()))?)
+        Ok(candle_nn::ops::softmax(&scores, D::Minus1)?)
     }
 
     /// The head patch of a run, on the device.

@@ -8,6 +8,7 @@
 
 mod batch;
 mod decode;
+mod fused;
 mod train;
 
 pub use train::{DropoutRates, Dropouts, TrainBatch};
@@ -128,9 +129,13 @@ impl LayerNorm {
         }
     }
 
-    /// The same, in ops candle can differentiate (its fused kernels have no backward pass).
+    /// The same, in ops candle can differentiate (its fused kernels have no backward pass):
+    /// on the host, one fused op with its own backward pass.
     fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.kind {
+            NormKind::Layer if fused::on_host(x) => {
+                fused::layer_norm(x, &self.gamma, &self.beta, self.eps)?
+            }
             NormKind::Layer => {
                 candle_nn::ops::layer_norm_slow(x, &self.gamma, &self.beta, self.eps)?
             }
@@ -148,7 +153,11 @@ impl LayerNorm {
     }
 }
 
+/// The activation of `x`: on the host the tuned kernel, fused with its backward pass.
 fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    if fused::on_host(x) {
+        return Ok(fused::activate(x, activation)?);
+    }
     Ok(match activation {
         Activation::GeluErf => x.gelu_erf()?,
         Activation::GeluTanh => x.gelu()?,
@@ -473,6 +482,14 @@ impl CandleBackend {
     /// (`[queries, past + queries]`, 1 = masked): those after each query in causal models and
     /// those outside its window; `None` when it hides none.
     fn hidden_keys(&self, index: usize, past: usize, queries: usize) -> Result<Option<Tensor>> {
+        self.hidden_key_mask(index, past, queries)
+            .map(|mask| Tensor::from_vec(mask, (queries, past + queries), &self.device))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// [`CandleBackend::hidden_keys`] on the host.
+    fn hidden_key_mask(&self, index: usize, past: usize, queries: usize) -> Option<Vec<u8>> {
         let total = past + queries;
         let architecture = &self.config.architecture;
         let mut any = false;
@@ -483,11 +500,7 @@ impl CandleBackend {
                 (0..total).map(move |key| u8::from(!seen.contains(&key)))
             })
             .collect();
-        Ok(if any {
-            Some(Tensor::from_vec(mask, (queries, total), &self.device)?)
-        } else {
-            None
-        })
+        any.then_some(mask)
     }
 
     /// Self-attention over `x` `[tokens, hidden]` at `positions`: the heads' context vectors

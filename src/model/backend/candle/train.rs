@@ -58,6 +58,8 @@ pub struct Dropouts {
 pub(super) struct Training<'a> {
     /// `[items, 1, 1, tokens]`, 1 where a key is padding; `None` without padding.
     pub(super) padding: Option<Tensor>,
+    /// The same on the host, `[items, tokens]`, for the fused attention softmax.
+    pub(super) padding_keys: Option<Vec<u8>>,
     pub(super) rates: &'a DropoutRates,
     /// `None` when evaluating, which drops nothing.
     rng: Option<&'a RefCell<StdRng>>,
@@ -78,6 +80,12 @@ impl Training<'_> {
         }
         let scale = 1.0 / (1.0 - rate);
         let mut rng = rng.borrow_mut();
+        if super::fused::on_host(x) {
+            let keep: Vec<u8> = (0..x.elem_count())
+                .map(|_| u8::from(rng.random::<f32>() >= rate))
+                .collect();
+            return Ok(super::fused::dropout(x, keep, scale)?);
+        }
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| {
                 if rng.random::<f32>() < rate {
@@ -183,19 +191,21 @@ impl CandleBackend {
         if let Some(norm) = &self.embedding_norm {
             x = norm.forward_differentiable(&x)?;
         }
-        let padding = if batch.real.iter().all(|&real| real == 1) {
-            None
-        } else {
-            let hidden_keys: Vec<u8> = batch.real.iter().map(|&real| u8::from(real == 0)).collect();
-            Some(Tensor::from_vec(
-                hidden_keys,
-                (items, 1, 1, tokens),
-                device,
-            )?)
-        };
+        let padding_keys = (!batch.real.iter().all(|&real| real == 1)).then(|| {
+            batch
+                .real
+                .iter()
+                .map(|&real| u8::from(real == 0))
+                .collect::<Vec<u8>>()
+        });
+        let padding = padding_keys
+            .as_ref()
+            .map(|keys| Tensor::from_slice(keys, (items, 1, 1, tokens), device))
+            .transpose()?;
         let no_dropout = DropoutRates::default();
         let training = Training {
             padding,
+            padding_keys,
             rates: dropouts.map_or(&no_dropout, |dropouts| &dropouts.rates),
             rng: dropouts.map(|dropouts| &dropouts.rng),
         };

@@ -354,7 +354,7 @@ fn activate_chunk(chunk: &mut [f32], activation: Activation) {
 }
 
 /// The feed-forward activation of `values`, copied and activated in one parallel pass.
-pub(super) fn activated(values: &[f32], activation: Activation) -> Vec<f32> {
+pub(in crate::model::backend) fn activated(values: &[f32], activation: Activation) -> Vec<f32> {
     filled_in_parallel(values.len(), ELEMENTWISE_CHUNK, |index, chunk| {
         chunk.copy_from_slice(&values[index * ELEMENTWISE_CHUNK..][..chunk.len()]);
         activate_chunk(chunk, activation);
@@ -574,7 +574,7 @@ pub(super) fn scores_to_probs(
 
 /// Softmax of one row, in place.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn softmax(row: &mut [f32]) {
+pub(in crate::model::backend) fn softmax(row: &mut [f32]) {
     const LANES: usize = 16;
     // Lane-wise maxima vectorise; a single running maximum is one long dependency chain.
     let mut maxima = [f32::NEG_INFINITY; LANES];
@@ -756,7 +756,11 @@ pub(super) fn dense_backward(
 
 /// Multiplies `grad` in place by the activation's derivative at the pre-activation values
 /// `pre` (same length).
-pub(super) fn activation_backward(grad: &mut [f32], pre: &[f32], activation: Activation) {
+pub(in crate::model::backend) fn activation_backward(
+    grad: &mut [f32],
+    pre: &[f32],
+    activation: Activation,
+) {
     assert_eq!(grad.len(), pre.len());
     grad.par_chunks_mut(4096)
         .zip(pre.par_chunks(4096))

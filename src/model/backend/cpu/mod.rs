@@ -10,7 +10,7 @@
 
 mod batch;
 mod decode;
-mod kernels;
+pub(in crate::model::backend) mod kernels;
 
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 

@@ -1,0 +1,600 @@
+//! Fused host ops with their own backward passes, for the runs candle's autograd differentiates
+//! on the CPU (fine-tuning above all): LayerNorm, the feed-forward activation, the attention
+//! softmax with its scale and masks, and dropout. Composed of candle's element-wise ops, each of
+//! these is five to ten passes over memory forward and as many backward, and every intermediate
+//! stays alive on the tape until the backward pass ends; fused, each is one pass each way and
+//! keeps only its input or output. On other devices (and other dtypes) the callers keep the
+//! composed ops, which candle runs there.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::model::backend::cpu::kernels;
+use crate::model::config::Activation;
+
+/// Rows each parallel task of a row-wise op takes.
+const ROWS_PER_TASK: usize = 16;
+
+/// True when the fused ops compute `x`: f32 in host memory.
+pub(super) fn on_host(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The f32 elements a contiguous host tensor's layout covers.
+fn host_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("a fused op needs contiguous input".into()))?;
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+fn f32_storage(values: Vec<f32>) -> CpuStorage {
+    CpuStorage::F32(values)
+}
+
+/// The feed-forward (or head) activation of `x`, differentiable.
+pub(super) fn activate(x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Activate(activation))
+}
+
+struct Activate(Activation);
+
+impl CustomOp1 for Activate {
+    fn name(&self) -> &'static str {
+        "bertscope-activation"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = host_slice(storage, layout)?;
+        Ok((
+            f32_storage(kernels::activated(x, self.0)),
+            layout.shape().clone(),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(
+            &x.contiguous()?,
+            &ActivationGrad(self.0),
+        )?))
+    }
+}
+
+/// `(grad, pre-activation) → grad · act'(pre)`.
+struct ActivationGrad(Activation);
+
+impl CustomOp2 for ActivationGrad {
+    fn name(&self) -> &'static str {
+        "bertscope-activation-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+        pre: &CpuStorage,
+        pre_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut out = host_slice(grad, grad_layout)?.to_vec();
+        let pre = host_slice(pre, pre_layout)?;
+        if out.len() != pre.len() {
+            candle_core::bail!("an activation's gradient and input differ in size");
+        }
+        kernels::activation_backward(&mut out, pre, self.0);
+        Ok((f32_storage(out), grad_layout.shape().clone()))
+    }
+}
+
+/// LayerNorm over the last dimension of `x`, differentiable with respect to `x`, `gamma` and
+/// `beta`; the statistics in f64, as the tuned CPU backend takes them.
+pub(super) fn layer_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        LayerNormOp {
+            eps: f64::from(eps),
+        },
+    )
+}
+
+struct LayerNormOp {
+    eps: f64,
+}
+
+/// A row's mean and `1/σ`.
+fn row_statistics(row: &[f32], eps: f64) -> (f64, f64) {
+    let width = row.len() as f64;
+    let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / width;
+    let variance = row
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / width;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "bertscope-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        beta: &CpuStorage,
+        beta_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = host_slice(x, x_layout)?;
+        let gamma = host_slice(gamma, gamma_layout)?;
+        let beta = host_slice(beta, beta_layout)?;
+        let width = gamma.len();
+        if width == 0 || beta.len() != width || x.len() % width != 0 {
+            candle_core::bail!("a LayerNorm's input and parameters differ in width");
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(width * ROWS_PER_TASK)
+            .zip(x.par_chunks(width * ROWS_PER_TASK))
+            .for_each(|(out, x)| {
+                for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                    let (mean, inv_std) = row_statistics(x, self.eps);
+                    for (((o, &x), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        *o = ((f64::from(x) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32;
+                    }
+                }
+            });
+        Ok((f32_storage(out), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let width = gamma.elem_count();
+        let rows = x.elem_count() / width;
+        // One pass gives all three: `[rows, width]` of dx, then dγ and dβ.
+        let stacked = x.contiguous()?.apply_op3_no_bwd(
+            &gamma.contiguous()?,
+            &grad.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        Ok((
+            Some(stacked.narrow(0, 0, rows)?.reshape(x.shape())?),
+            Some(stacked.get(rows)?),
+            Some(stacked.get(rows + 1)?),
+        ))
+    }
+}
+
+/// `(x, γ, grad) → [dx rows…, dγ, dβ]`, `[rows + 2, width]`: with `ĝ = grad·γ` and `x̂` the
+/// normalised input, `dx = (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` per row, `dγ = Σ grad·x̂`,
+/// `dβ = Σ grad` over rows.
+struct LayerNormGrad {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "bertscope-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = host_slice(x, x_layout)?;
+        let gamma = host_slice(gamma, gamma_layout)?;
+        let grad = host_slice(grad, grad_layout)?;
+        let width = gamma.len();
+        if width == 0 || x.len() != grad.len() || x.len() % width != 0 {
+            candle_core::bail!("a LayerNorm's gradient and input differ in size");
+        }
+        let rows = x.len() / width;
+        let mut out = vec![0f32; x.len() + 2 * width];
+        let (dx, _) = out.split_at_mut(x.len());
+        // Each task's rows give their dx and their part of dγ and dβ, summed after.
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = dx
+            .par_chunks_mut(width * ROWS_PER_TASK)
+            .zip(x.par_chunks(width * ROWS_PER_TASK))
+            .zip(grad.par_chunks(width * ROWS_PER_TASK))
+            .map(|((dx, x), grad)| {
+                let mut d_gamma = vec![0f64; width];
+                let mut d_beta = vec![0f64; width];
+                let mut hat = vec![0f64; width];
+                for ((dx, x), grad) in dx
+                    .chunks_exact_mut(width)
+                    .zip(x.chunks_exact(width))
+                    .zip(grad.chunks_exact(width))
+                {
+                    let (mean, inv_std) = row_statistics(x, self.eps);
+                    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                    for ((((h, &x), &d), &g), (dg, db)) in hat
+                        .iter_mut()
+                        .zip(x)
+                        .zip(grad)
+                        .zip(gamma)
+                        .zip(d_gamma.iter_mut().zip(d_beta.iter_mut()))
+                    {
+                        *h = (f64::from(x) - mean) * inv_std;
+                        let scaled = f64::from(d) * f64::from(g);
+                        sum_g += scaled;
+                        sum_gx += scaled * *h;
+                        *dg += f64::from(d) * *h;
+                        *db += f64::from(d);
+                    }
+                    let (mean_g, mean_gx) = (sum_g / width as f64, sum_gx / width as f64);
+                    for (((o, &h), &d), &g) in dx.iter_mut().zip(&hat).zip(grad).zip(gamma) {
+                        *o =
+                            ((f64::from(d) * f64::from(g) - mean_g - h * mean_gx) * inv_std) as f32;
+                    }
+                }
+                (d_gamma, d_beta)
+            })
+            .collect();
+        let (d_gamma, d_beta) = out[x.len()..].split_at_mut(width);
+        for (part_gamma, part_beta) in parts {
+            d_gamma
+                .iter_mut()
+                .zip(part_gamma)
+                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+            d_beta
+                .iter_mut()
+                .zip(part_beta)
+                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+        }
+        Ok((f32_storage(out), Shape::from((rows + 2, width))))
+    }
+}
+
+/// Which keys each query of each item may not see, on the host: `[items, queries, keys]`, 1 =
+/// hidden.
+#[derive(Clone)]
+pub(super) struct HiddenKeys {
+    pub(super) queries: usize,
+    pub(super) keys: usize,
+    pub(super) hidden: Arc<Vec<u8>>,
+}
+
+/// The attention probabilities of raw scores `[items, heads, queries, keys]`: each score times
+/// `scale`, the keys `hidden` hides left out (probability exactly 0), a softmax over each row;
+/// differentiable with respect to the scores.
+pub(super) fn attention_softmax(
+    scores: &Tensor,
+    scale: f32,
+    hidden: Option<HiddenKeys>,
+) -> candle_core::Result<Tensor> {
+    let (items, heads, queries, keys) = scores.dims4()?;
+    if let Some(hidden) = &hidden {
+        if hidden.queries != queries
+            || hidden.keys != keys
+            || hidden.hidden.len() != items * queries * keys
+        {
+            candle_core::bail!("an attention mask that does not fit its scores");
+        }
+    }
+    scores.contiguous()?.apply_op1(AttentionSoftmax {
+        scale,
+        hidden,
+        heads,
+    })
+}
+
+struct AttentionSoftmax {
+    scale: f32,
+    hidden: Option<HiddenKeys>,
+    heads: usize,
+}
+
+impl CustomOp1 for AttentionSoftmax {
+    fn name(&self) -> &'static str {
+        "bertscope-attention-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let scores = host_slice(storage, layout)?;
+        let keys = *layout.shape().dims().last().unwrap_or(&1);
+        let queries = layout
+            .shape()
+            .dims()
+            .iter()
+            .rev()
+            .nth(1)
+            .copied()
+            .unwrap_or(1);
+        let mut out = scores.to_vec();
+        out.par_chunks_mut(keys * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                for (offset, row) in rows.chunks_exact_mut(keys).enumerate() {
+                    let index = task * ROWS_PER_TASK + offset;
+                    row.iter_mut().for_each(|x| *x *= self.scale);
+                    let hidden = self.hidden.as_ref().map(|hidden| {
+                        let item = index / (self.heads * queries);
+                        let query = index % queries;
+                        &hidden.hidden[(item * queries + query) * keys..][..keys]
+                    });
+                    if let Some(hidden) = hidden {
+                        row.iter_mut()
+                            .zip(hidden)
+                            .filter(|(_, &hidden)| hidden != 0)
+                            .for_each(|(x, _)| *x = f32::NEG_INFINITY);
+                    }
+                    kernels::softmax(row);
+                    if let Some(hidden) = hidden {
+                        row.iter_mut()
+                            .zip(hidden)
+                            .filter(|(_, &hidden)| hidden != 0)
+                            .for_each(|(x, _)| *x = 0.0);
+                    }
+                }
+            });
+        Ok((f32_storage(out), layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(
+            &probs.contiguous()?,
+            &SoftmaxGrad { scale: self.scale },
+        )?))
+    }
+}
+
+/// `(grad, P) → scale · P·(grad − Σ grad·P)` per row: the gradient of scaled scores through a
+/// softmax (hidden keys have P = 0 and get 0).
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "bertscope-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+        probs: &CpuStorage,
+        probs_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut out = host_slice(grad, grad_layout)?.to_vec();
+        let probs = host_slice(probs, probs_layout)?;
+        let keys = *grad_layout.shape().dims().last().unwrap_or(&1);
+        if out.len() != probs.len() {
+            candle_core::bail!("a softmax's gradient and output differ in size");
+        }
+        out.par_chunks_mut(keys * ROWS_PER_TASK)
+            .zip(probs.par_chunks(keys * ROWS_PER_TASK))
+            .for_each(|(grad, probs)| {
+                for (grad, probs) in grad.chunks_exact_mut(keys).zip(probs.chunks_exact(keys)) {
+                    let dot: f32 = grad.iter().zip(probs).map(|(g, p)| g * p).sum();
+                    grad.iter_mut()
+                        .zip(probs)
+                        .for_each(|(g, &p)| *g = self.scale * p * (*g - dot));
+                }
+            });
+        Ok((f32_storage(out), grad_layout.shape().clone()))
+    }
+}
+
+/// `x` times a dropout mask: `keep[i]` 1 keeps element `i`, scaled by `scale`, 0 drops it.
+/// The mask is kept as bytes for the backward pass, which applies the same mask to the gradient.
+pub(super) fn dropout(x: &Tensor, keep: Vec<u8>, scale: f32) -> candle_core::Result<Tensor> {
+    if keep.len() != x.elem_count() {
+        candle_core::bail!("a dropout mask that does not fit its input");
+    }
+    x.contiguous()?.apply_op1(Dropout {
+        keep: Arc::new(keep),
+        scale,
+    })
+}
+
+struct Dropout {
+    keep: Arc<Vec<u8>>,
+    scale: f32,
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "bertscope-dropout"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = host_slice(storage, layout)?;
+        if x.len() != self.keep.len() {
+            candle_core::bail!("a dropout mask that does not fit its input");
+        }
+        let out = x
+            .par_iter()
+            .zip(self.keep.par_iter())
+            .map(|(&x, &keep)| if keep != 0 { x * self.scale } else { 0.0 })
+            .collect();
+        Ok((f32_storage(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // The same mask and scale: dropout is linear in its input.
+        let again = Dropout {
+            keep: Arc::clone(&self.keep),
+            scale: self.scale,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&again)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// The largest difference between two tensors' elements.
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn random(shape: &[usize], seed: u64) -> Var {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let count = shape.iter().product();
+        let values: Vec<f32> = (0..count).map(|_| rng.random_range(-2.0..2.0)).collect();
+        Var::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Gradients of `Σ f(inputs)·weights` with respect to each input.
+    fn gradients(output: &Tensor, inputs: &[&Var], weights: &Tensor) -> Vec<Tensor> {
+        let grads = output
+            .mul(weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        inputs
+            .iter()
+            .map(|var| grads.get(var.as_tensor()).unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn layer_norm_matches_candles_composed_ops_and_their_gradients() {
+        let (x, gamma, beta) = (random(&[3, 5, 24], 1), random(&[24], 2), random(&[24], 3));
+        let weights = random(&[3, 5, 24], 4).as_tensor().detach();
+        let fused = layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
+        let composed = candle_nn::ops::layer_norm_slow(&x, &gamma, &beta, 1e-5).unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-5);
+        let inputs = [&x, &gamma, &beta];
+        for (a, b) in gradients(&fused, &inputs, &weights)
+            .iter()
+            .zip(gradients(&composed, &inputs, &weights))
+        {
+            assert!(max_difference(a, &b) < 1e-4, "{}", max_difference(a, &b));
+        }
+    }
+
+    #[test]
+    fn activations_match_candles_and_their_gradients() {
+        let x = random(&[4, 40], 5);
+        let weights = random(&[4, 40], 6).as_tensor().detach();
+        for (activation, composed) in [
+            (Activation::GeluErf, x.gelu_erf().unwrap()),
+            (Activation::Relu, x.relu().unwrap()),
+            (Activation::Tanh, x.tanh().unwrap()),
+            (Activation::Silu, x.silu().unwrap()),
+        ] {
+            let fused = activate(&x, activation).unwrap();
+            assert!(max_difference(&fused, &composed) < 1e-5, "{activation:?}");
+            let (a, b) = (
+                &gradients(&fused, &[&x], &weights)[0],
+                &gradients(&composed, &[&x], &weights)[0],
+            );
+            assert!(max_difference(a, b) < 1e-4, "{activation:?}");
+        }
+    }
+
+    #[test]
+    fn attention_softmax_scales_masks_and_differentiates() {
+        let scores = random(&[2, 3, 4, 4], 7);
+        let weights = random(&[2, 3, 4, 4], 8).as_tensor().detach();
+        // Item 1's last key is padding; every query is causal.
+        let hidden: Vec<u8> = (0..2 * 4 * 4)
+            .map(|i| {
+                let (item, query, key) = (i / 16, (i / 4) % 4, i % 4);
+                u8::from(key > query || (item == 1 && key == 3))
+            })
+            .collect();
+        let mask = Tensor::from_vec(hidden.clone(), (2, 1, 4, 4), &Device::Cpu).unwrap();
+        let fused = attention_softmax(
+            &scores,
+            0.5,
+            Some(HiddenKeys {
+                queries: 4,
+                keys: 4,
+                hidden: Arc::new(hidden),
+            }),
+        )
+        .unwrap();
+        let blocked = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)
+            .unwrap()
+            .broadcast_as((2, 3, 4, 4))
+            .unwrap();
+        let scaled = (scores.as_tensor() * 0.5).unwrap();
+        let masked = mask
+            .broadcast_as((2, 3, 4, 4))
+            .unwrap()
+            .where_cond(&blocked, &scaled)
+            .unwrap();
+        let composed = candle_nn::ops::softmax(&masked, 3).unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-6);
+        let (a, b) = (
+            &gradients(&fused, &[&scores], &weights)[0],
+            &gradients(&composed, &[&scores], &weights)[0],
+        );
+        assert!(max_difference(a, b) < 1e-5);
+    }
+
+    #[test]
+    fn dropout_drops_and_scales_the_gradient_alike() {
+        let x = random(&[2, 6], 9);
+        let keep: Vec<u8> = (0..12).map(|i| u8::from(i % 3 != 0)).collect();
+        let dropped = dropout(&x, keep.clone(), 1.5).unwrap();
+        let grads = dropped.sum_all().unwrap().backward().unwrap();
+        let grad = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+        let values = x
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let out = dropped.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((i, &keep), grad) in keep.iter().enumerate().zip(grad.to_vec1::<f32>().unwrap()) {
+            let factor = if keep == 1 { 1.5 } else { 0.0 };
+            assert_eq!(out[i], values[i] * factor);
+            assert_eq!(grad, factor);
+        }
+    }
+}
