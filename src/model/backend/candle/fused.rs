@@ -268,6 +268,179 @@ impl CustomOp3 for LayerNormGrad {
     }
 }
 
+/// A dense layer `x·Wᵀ + b` over the last dimension of `x` (`[…, in]`), for `weight`
+/// `[out, in]` and `bias` `[out]` (zeros without one), differentiable with respect to all
+/// three: one op each way instead of candle's reshape, matmul and broadcast add, whose backward
+/// passes sum the bias gradient in a strided single-threaded reduction.
+pub(super) fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let bias = match bias {
+        Some(bias) => bias.contiguous()?,
+        None => Tensor::zeros(weight.dim(0)?, DType::F32, x.device())?,
+    };
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias, Linear)
+}
+
+struct Linear;
+
+/// Rows of `[rows, columns]` per thread: one band each, each band one single-threaded product
+/// (the tuned forward's `dense` splits its products the same way).
+fn band(rows: usize) -> usize {
+    rows.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "bertscope-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (outputs, inputs) = weight_layout.shape().dims2()?;
+        let (x, weight) = (host_slice(x, x_layout)?, host_slice(weight, weight_layout)?);
+        let bias = host_slice(bias, bias_layout)?;
+        let dims = x_layout.shape().dims();
+        if inputs == 0 || dims.last() != Some(&inputs) || bias.len() != outputs {
+            candle_core::bail!("a dense layer's input, weight and bias do not fit");
+        }
+        let rows = x.len() / inputs;
+        let band = band(rows);
+        let out = kernels::filled_in_parallel(rows * outputs, band * outputs, |index, dst| {
+            dst.chunks_exact_mut(outputs)
+                .for_each(|row| row.copy_from_slice(bias));
+            kernels::MatMul {
+                m: dst.len() / outputs,
+                n: outputs,
+                k: inputs,
+                lhs: kernels::Strided::row_major(&x[index * band * inputs..], inputs),
+                rhs: kernels::Strided::transposed(weight, inputs),
+            }
+            .run(dst, outputs, 1.0, true, false);
+        });
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("checked above") = outputs;
+        Ok((f32_storage(out), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (outputs, inputs) = weight.dims2()?;
+        let x_count = x.elem_count();
+        let stacked = x.contiguous()?.apply_op3_no_bwd(
+            &weight.contiguous()?,
+            &grad.contiguous()?,
+            &LinearGrad,
+        )?;
+        Ok((
+            Some(stacked.narrow(0, 0, x_count)?.reshape(x.shape())?),
+            Some(
+                stacked
+                    .narrow(0, x_count, outputs * inputs)?
+                    .reshape((outputs, inputs))?,
+            ),
+            Some(stacked.narrow(0, x_count + outputs * inputs, outputs)?),
+        ))
+    }
+}
+
+/// `(x, W, G) → [dx = G·W, dW = Gᵀ·x, db = Σ_rows G]`, flattened one after another.
+struct LinearGrad;
+
+impl CustomOp3 for LinearGrad {
+    fn name(&self) -> &'static str {
+        "bertscope-linear-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (outputs, inputs) = weight_layout.shape().dims2()?;
+        let (x, weight) = (host_slice(x, x_layout)?, host_slice(weight, weight_layout)?);
+        let grad = host_slice(grad, grad_layout)?;
+        let rows = x.len() / inputs.max(1);
+        if inputs == 0 || outputs == 0 || x.len() != rows * inputs || grad.len() != rows * outputs {
+            candle_core::bail!("a dense layer's gradient does not fit its input");
+        }
+        let mut out = vec![0f32; rows * inputs + outputs * inputs + outputs];
+        let (d_x, rest) = out.split_at_mut(rows * inputs);
+        let (d_weight, d_bias) = rest.split_at_mut(outputs * inputs);
+        let rows_band = band(rows);
+        d_x.par_chunks_mut(rows_band * inputs)
+            .enumerate()
+            .for_each(|(index, dst)| {
+                kernels::MatMul {
+                    m: dst.len() / inputs,
+                    n: inputs,
+                    k: outputs,
+                    lhs: kernels::Strided::row_major(&grad[index * rows_band * outputs..], outputs),
+                    rhs: kernels::Strided::row_major(weight, inputs),
+                }
+                .run(dst, inputs, 1.0, false, false);
+            });
+        let outputs_band = band(outputs);
+        d_weight
+            .par_chunks_mut(outputs_band * inputs)
+            .enumerate()
+            .for_each(|(index, dst)| {
+                kernels::MatMul {
+                    m: dst.len() / inputs,
+                    n: inputs,
+                    k: rows,
+                    lhs: kernels::Strided::transposed(&grad[index * outputs_band..], outputs),
+                    rhs: kernels::Strided::row_major(x, inputs),
+                }
+                .run(dst, inputs, 1.0, false, false);
+            });
+        let sums = grad
+            .par_chunks(outputs * ROWS_PER_TASK)
+            .map(|rows| {
+                let mut sums = vec![0f64; outputs];
+                for row in rows.chunks_exact(outputs) {
+                    sums.iter_mut()
+                        .zip(row)
+                        .for_each(|(sum, &g)| *sum += f64::from(g));
+                }
+                sums
+            })
+            .reduce(
+                || vec![0f64; outputs],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        d_bias
+            .iter_mut()
+            .zip(sums)
+            .for_each(|(d, sum)| *d = sum as f32);
+        let total = out.len();
+        Ok((f32_storage(out), Shape::from(total)))
+    }
+}
+
 /// Which keys each query of each item may not see, on the host: `[items, queries, keys]`, 1 =
 /// hidden.
 #[derive(Clone)]
@@ -595,6 +768,31 @@ mod tests {
             let factor = if keep == 1 { 1.5 } else { 0.0 };
             assert_eq!(out[i], values[i] * factor);
             assert_eq!(grad, factor);
+        }
+    }
+
+    #[test]
+    fn linear_matches_candles_product_and_its_gradients() {
+        let (x, weight, bias) = (
+            random(&[2, 7, 12], 10),
+            random(&[5, 12], 11),
+            random(&[5], 12),
+        );
+        let weights = random(&[2, 7, 5], 13).as_tensor().detach();
+        let fused = linear(&x, &weight, Some(&bias)).unwrap();
+        let composed = x
+            .broadcast_matmul(&weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-5);
+        let inputs = [&x, &weight, &bias];
+        for (a, b) in gradients(&fused, &inputs, &weights)
+            .iter()
+            .zip(gradients(&composed, &inputs, &weights))
+        {
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_difference(a, &b) < 1e-4, "{}", max_difference(a, &b));
         }
     }
 }

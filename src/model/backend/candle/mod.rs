@@ -75,6 +75,9 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(weight) = self.weight.as_ref().filter(|_| fused::on_host(x)) {
+            return Ok(fused::linear(x, weight, self.bias.as_ref())?);
+        }
         let product = if self.weight.is_some() && x.rank() > 2 {
             // Rows of every item in one product, which reads the transposed view as it is.
             let dims = x.dims();

@@ -65,7 +65,7 @@ pub(super) fn dense(
 /// parallel: each thread zeroes the chunk it fills, while the cache line is its own, instead of
 /// the allocating thread zeroing every buffer alone first (glibc's `calloc` clears reused heap
 /// memory serially: 4% of integrated gradients' time).
-pub(super) fn filled_in_parallel(
+pub(in crate::model::backend) fn filled_in_parallel(
     len: usize,
     chunk: usize,
     fill: impl Fn(usize, &mut [f32]) + Sync,
@@ -241,14 +241,14 @@ fn tail_dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// A matrix operand: element `(r, c)` is at `r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]
-pub(super) struct Strided<'a> {
+pub(in crate::model::backend) struct Strided<'a> {
     data: &'a [f32],
     row_stride: usize,
     col_stride: usize,
 }
 
 impl<'a> Strided<'a> {
-    pub(super) fn row_major(data: &'a [f32], columns: usize) -> Self {
+    pub(in crate::model::backend) fn row_major(data: &'a [f32], columns: usize) -> Self {
         Self {
             data,
             row_stride: columns,
@@ -257,7 +257,7 @@ impl<'a> Strided<'a> {
     }
 
     /// The transpose of a row-major matrix with `columns` columns.
-    pub(super) fn transposed(data: &'a [f32], columns: usize) -> Self {
+    pub(in crate::model::backend) fn transposed(data: &'a [f32], columns: usize) -> Self {
         Self {
             data,
             row_stride: 1,
@@ -273,16 +273,16 @@ impl<'a> Strided<'a> {
 }
 
 /// `dst (m×n, row-major with row stride dst_row_stride) (+)= scale · lhs (m×k) · rhs (k×n)`.
-pub(super) struct MatMul<'a> {
-    pub(super) m: usize,
-    pub(super) n: usize,
-    pub(super) k: usize,
-    pub(super) lhs: Strided<'a>,
-    pub(super) rhs: Strided<'a>,
+pub(in crate::model::backend) struct MatMul<'a> {
+    pub(in crate::model::backend) m: usize,
+    pub(in crate::model::backend) n: usize,
+    pub(in crate::model::backend) k: usize,
+    pub(in crate::model::backend) lhs: Strided<'a>,
+    pub(in crate::model::backend) rhs: Strided<'a>,
 }
 
 impl MatMul<'_> {
-    pub(super) fn run(
+    pub(in crate::model::backend) fn run(
         &self,
         dst: &mut [f32],
         dst_row_stride: usize,
