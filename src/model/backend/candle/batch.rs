@@ -93,11 +93,26 @@ impl CandleBackend {
         training: Option<&Training<'_>>,
     ) -> Result<Tensor> {
         let (items, tokens, _) = x.dims3()?;
+        let scale = f64::from(self.config.architecture.attention_scales[index]);
+        let padding_keys = training.and_then(|training| training.padding_keys.as_deref());
+        if self.fuses_attention(index, layer, x) && patch.is_none() {
+            let heads = self.config.num_attention_heads;
+            let hidden = self.host_hidden_keys(index, items, tokens, padding_keys);
+            let dropout = training.and_then(|training| {
+                training.dropout_mask(items * heads * tokens * tokens, training.rates.attention)
+            });
+            let qkv = layer.query_key_value.forward(x)?;
+            return Ok(fused::attention(
+                &qkv,
+                heads,
+                scale as f32,
+                hidden,
+                dropout,
+            )?);
+        }
         let positions: Vec<u32> = (0..tokens as u32).collect();
         let (queries, keys, values) = self.project_heads(index, layer, x, &positions, true)?;
         let (keys, values) = (self.per_query_head(&keys)?, self.per_query_head(&values)?);
-        let scale = f64::from(self.config.architecture.attention_scales[index]);
-        let padding_keys = training.and_then(|training| training.padding_keys.as_deref());
         let mut probs =
             if fused::on_host(&queries) && self.config.architecture.attention_softcap.is_none() {
                 let hidden = self.host_hidden_keys(index, items, tokens, padding_keys);
@@ -118,6 +133,19 @@ impl CandleBackend {
         Ok(context
             .transpose(1, 2)?
             .reshape((items, tokens, self.config.query_width()))?)
+    }
+
+    /// Whether layer `index`'s attention over `x` runs as one fused host op: plain multi-head
+    /// attention (no query or key norms, rotary embedding, soft-capping or shared key heads).
+    fn fuses_attention(&self, index: usize, layer: &Layer, x: &Tensor) -> bool {
+        let architecture = &self.config.architecture;
+        fused::on_host(x)
+            && layer.query_norm.is_none()
+            && layer.key_norm.is_none()
+            && architecture.rotary(index).is_none()
+            && architecture.attention_softcap.is_none()
+            && self.config.num_key_value_heads == self.config.num_attention_heads
+            && self.config.query_width() == self.config.kv_width()
     }
 
     /// The keys each query of each item may not see, `[items, tokens, tokens]` on the host: the

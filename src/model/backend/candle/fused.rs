@@ -512,19 +512,7 @@ impl CustomOp1 for AttentionSoftmax {
                         let query = index % queries;
                         &hidden.hidden[(item * queries + query) * keys..][..keys]
                     });
-                    if let Some(hidden) = hidden {
-                        row.iter_mut()
-                            .zip(hidden)
-                            .filter(|(_, &hidden)| hidden != 0)
-                            .for_each(|(x, _)| *x = f32::NEG_INFINITY);
-                    }
-                    kernels::softmax(row);
-                    if let Some(hidden) = hidden {
-                        row.iter_mut()
-                            .zip(hidden)
-                            .filter(|(_, &hidden)| hidden != 0)
-                            .for_each(|(x, _)| *x = 0.0);
-                    }
+                    softmax_without(row, hidden);
                 }
             });
         Ok((f32_storage(out), layout.shape().clone()))
@@ -578,6 +566,319 @@ impl CustomOp2 for SoftmaxGrad {
                 }
             });
         Ok((f32_storage(out), grad_layout.shape().clone()))
+    }
+}
+
+/// Self-attention of every item from its stacked projections `qkv` `[items, tokens,
+/// 3·heads·head_dim]` (queries, then keys, then values; a head's columns together): the context
+/// vectors `[items, tokens, heads·head_dim]`, differentiable with respect to `qkv`. Each
+/// head's scores are scaled, the `hidden` keys left out, a softmax taken, `dropout` (a keep
+/// mask over `[items, heads, tokens, tokens]` and its scale) applied, and the values mixed,
+/// without the split heads, the scores or the dropped probabilities ever being tensors: the op
+/// keeps only the probabilities (and the mask) for its backward pass.
+pub(super) fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    hidden: Option<HiddenKeys>,
+    dropout: Option<(Vec<u8>, f32)>,
+) -> candle_core::Result<Tensor> {
+    let (items, tokens, width) = qkv.dims3()?;
+    if heads == 0 || width % (3 * heads) != 0 {
+        candle_core::bail!("stacked projections that are not three times the heads");
+    }
+    if hidden.as_ref().is_some_and(|hidden| {
+        hidden.queries != tokens
+            || hidden.keys != tokens
+            || hidden.hidden.len() != items * tokens * tokens
+    }) || dropout
+        .as_ref()
+        .is_some_and(|(keep, _)| keep.len() != items * heads * tokens * tokens)
+    {
+        candle_core::bail!("an attention mask that does not fit its scores");
+    }
+    qkv.contiguous()?.apply_op1(Attention {
+        shape: AttentionShape {
+            items,
+            tokens,
+            heads,
+            head_dim: width / (3 * heads),
+        },
+        scale,
+        hidden,
+        dropout: dropout.map(|(keep, scale)| (Arc::new(keep), scale)),
+        probs: std::sync::OnceLock::new(),
+    })
+}
+
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    items: usize,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Columns of a row of the stacked projections.
+    fn stacked(&self) -> usize {
+        3 * self.heads * self.head_dim
+    }
+
+    /// Columns of a row of the context vectors.
+    fn context(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Elements of one head's `[tokens, tokens]` map.
+    fn map(&self) -> usize {
+        self.tokens * self.tokens
+    }
+
+    /// Whether each item's product splits its work across the threads itself (fewer items
+    /// than threads) instead of the items being spread over them.
+    fn parallel_products(&self) -> bool {
+        self.items < rayon::current_num_threads()
+    }
+}
+
+struct Attention {
+    shape: AttentionShape,
+    scale: f32,
+    hidden: Option<HiddenKeys>,
+    dropout: Option<(Arc<Vec<u8>>, f32)>,
+    /// The probabilities `[items, heads, tokens, tokens]`, written by the forward pass.
+    probs: std::sync::OnceLock<Vec<f32>>,
+}
+
+impl Attention {
+    /// Item `item`, head `head`'s keep mask, if any.
+    fn keep(&self, item: usize, head: usize) -> Option<(&[u8], f32)> {
+        let shape = &self.shape;
+        self.dropout.as_ref().map(|(keep, scale)| {
+            (
+                &keep[(item * shape.heads + head) * shape.map()..][..shape.map()],
+                *scale,
+            )
+        })
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "bertscope-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = host_slice(storage, layout)?;
+        let shape = self.shape;
+        let (tokens, head_dim) = (shape.tokens, shape.head_dim);
+        let (stacked, context) = (shape.stacked(), shape.context());
+        let parallel = shape.parallel_products();
+        let mut probs = vec![0f32; shape.items * shape.heads * shape.map()];
+        let mut out = vec![0f32; shape.items * tokens * context];
+        out.par_chunks_mut(tokens * context)
+            .zip(probs.par_chunks_mut(shape.heads * shape.map()))
+            .enumerate()
+            .for_each(|(item, (out, probs))| {
+                let qkv = &qkv[item * tokens * stacked..][..tokens * stacked];
+                let mut dropped = vec![0f32; shape.map()];
+                for (head, probs) in probs.chunks_exact_mut(shape.map()).enumerate() {
+                    let (query, key, value) = (
+                        head * head_dim,
+                        context + head * head_dim,
+                        2 * context + head * head_dim,
+                    );
+                    kernels::MatMul {
+                        m: tokens,
+                        n: tokens,
+                        k: head_dim,
+                        lhs: kernels::Strided::row_major(&qkv[query..], stacked),
+                        rhs: kernels::Strided::transposed(&qkv[key..], stacked),
+                    }
+                    .run(probs, tokens, self.scale, false, parallel);
+                    for (query, row) in probs.chunks_exact_mut(tokens).enumerate() {
+                        let hidden = self.hidden.as_ref().map(|hidden| {
+                            &hidden.hidden[(item * tokens + query) * tokens..][..tokens]
+                        });
+                        softmax_without(row, hidden);
+                    }
+                    let mixed: &[f32] = match self.keep(item, head) {
+                        Some((keep, scale)) => {
+                            dropped.iter_mut().zip(&*probs).zip(keep).for_each(
+                                |((d, &p), &keep)| *d = if keep != 0 { p * scale } else { 0.0 },
+                            );
+                            &dropped
+                        }
+                        None => probs,
+                    };
+                    kernels::MatMul {
+                        m: tokens,
+                        n: head_dim,
+                        k: tokens,
+                        lhs: kernels::Strided::row_major(mixed, tokens),
+                        rhs: kernels::Strided::row_major(&qkv[value..], stacked),
+                    }
+                    .run(
+                        &mut out[head * head_dim..],
+                        context,
+                        1.0,
+                        false,
+                        parallel,
+                    );
+                }
+            });
+        if self.probs.set(probs).is_err() {
+            candle_core::bail!("an attention op ran twice");
+        }
+        Ok((
+            f32_storage(out),
+            Shape::from((shape.items, tokens, context)),
+        ))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionGrad(self),
+        )?))
+    }
+}
+
+/// A softmax of `row` in place over the keys `hidden` does not hide (1 = hidden), which get
+/// exactly 0.
+fn softmax_without(row: &mut [f32], hidden: Option<&[u8]>) {
+    let Some(hidden) = hidden else {
+        kernels::softmax(row);
+        return;
+    };
+    row.iter_mut()
+        .zip(hidden)
+        .filter(|(_, &hidden)| hidden != 0)
+        .for_each(|(x, _)| *x = f32::NEG_INFINITY);
+    kernels::softmax(row);
+    row.iter_mut()
+        .zip(hidden)
+        .filter(|(_, &hidden)| hidden != 0)
+        .for_each(|(x, _)| *x = 0.0);
+}
+
+/// `(qkv, d context) → d qkv` of an [`Attention`]: per head, with `P` its probabilities, `P'`
+/// them dropped out and `dC` the context's gradient: `dV = P'ᵀ·dC`, `dP = (dC·Vᵀ)` masked and
+/// scaled as the dropout was, `dS = scale·P·(dP − Σ dP·P)`, `dQ = dS·K`, `dK = dSᵀ·Q`.
+struct AttentionGrad<'a>(&'a Attention);
+
+impl CustomOp2 for AttentionGrad<'_> {
+    fn name(&self) -> &'static str {
+        "bertscope-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qkv: &CpuStorage,
+        qkv_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = self.0;
+        let shape = op.shape;
+        let (qkv, grad) = (host_slice(qkv, qkv_layout)?, host_slice(grad, grad_layout)?);
+        let probs = op.probs.get().ok_or_else(|| {
+            candle_core::Error::Msg("an attention op's backward before its forward".into())
+        })?;
+        let (tokens, head_dim) = (shape.tokens, shape.head_dim);
+        let (stacked, context) = (shape.stacked(), shape.context());
+        if grad.len() != shape.items * tokens * context
+            || qkv.len() != shape.items * tokens * stacked
+        {
+            candle_core::bail!("an attention op's gradient does not fit it");
+        }
+        let parallel = shape.parallel_products();
+        let mut out = vec![0f32; qkv.len()];
+        out.par_chunks_mut(tokens * stacked)
+            .enumerate()
+            .for_each(|(item, d_qkv)| {
+                let qkv = &qkv[item * tokens * stacked..][..tokens * stacked];
+                let grad = &grad[item * tokens * context..][..tokens * context];
+                let mut d_probs = vec![0f32; shape.map()];
+                let mut dropped = vec![0f32; shape.map()];
+                for head in 0..shape.heads {
+                    let probs = &probs[(item * shape.heads + head) * shape.map()..][..shape.map()];
+                    let (query, key, value) = (
+                        head * head_dim,
+                        context + head * head_dim,
+                        2 * context + head * head_dim,
+                    );
+                    let d_context = kernels::Strided::row_major(&grad[head * head_dim..], context);
+                    let keep = op.keep(item, head);
+                    let mixed: &[f32] =
+                        match keep {
+                            Some((keep, scale)) => {
+                                dropped.iter_mut().zip(probs).zip(keep).for_each(
+                                    |((d, &p), &keep)| *d = if keep != 0 { p * scale } else { 0.0 },
+                                );
+                                &dropped
+                            }
+                            None => probs,
+                        };
+                    // dV = P'ᵀ·dC
+                    kernels::MatMul {
+                        m: tokens,
+                        n: head_dim,
+                        k: tokens,
+                        lhs: kernels::Strided::transposed(mixed, tokens),
+                        rhs: d_context,
+                    }
+                    .run(&mut d_qkv[value..], stacked, 1.0, false, parallel);
+                    // dP' = dC·Vᵀ
+                    kernels::MatMul {
+                        m: tokens,
+                        n: tokens,
+                        k: head_dim,
+                        lhs: d_context,
+                        rhs: kernels::Strided::transposed(&qkv[value..], stacked),
+                    }
+                    .run(&mut d_probs, tokens, 1.0, false, parallel);
+                    if let Some((keep, scale)) = keep {
+                        d_probs
+                            .iter_mut()
+                            .zip(keep)
+                            .for_each(|(d, &keep)| *d = if keep != 0 { *d * scale } else { 0.0 });
+                    }
+                    for (d, p) in d_probs
+                        .chunks_exact_mut(tokens)
+                        .zip(probs.chunks_exact(tokens))
+                    {
+                        let dot: f32 = d.iter().zip(p).map(|(d, p)| d * p).sum();
+                        d.iter_mut()
+                            .zip(p)
+                            .for_each(|(d, &p)| *d = op.scale * p * (*d - dot));
+                    }
+                    // dQ = dS·K
+                    kernels::MatMul {
+                        m: tokens,
+                        n: head_dim,
+                        k: tokens,
+                        lhs: kernels::Strided::row_major(&d_probs, tokens),
+                        rhs: kernels::Strided::row_major(&qkv[key..], stacked),
+                    }
+                    .run(&mut d_qkv[query..], stacked, 1.0, false, parallel);
+                    // dK = dSᵀ·Q
+                    kernels::MatMul {
+                        m: tokens,
+                        n: head_dim,
+                        k: tokens,
+                        lhs: kernels::Strided::transposed(&d_probs, tokens),
+                        rhs: kernels::Strided::row_major(&qkv[query..], stacked),
+                    }
+                    .run(&mut d_qkv[key..], stacked, 1.0, false, parallel);
+                }
+            });
+        Ok((f32_storage(out), qkv_layout.shape().clone()))
     }
 }
 
@@ -794,5 +1095,59 @@ mod tests {
             assert_eq!(a.dims(), b.dims());
             assert!(max_difference(a, &b) < 1e-4, "{}", max_difference(a, &b));
         }
+    }
+
+    #[test]
+    fn fused_attention_matches_the_composed_heads_and_their_gradients() {
+        let (items, tokens, heads, head_dim) = (2, 5, 3, 4);
+        let width = heads * head_dim;
+        let qkv = random(&[items, tokens, 3 * width], 14);
+        let weights = random(&[items, tokens, width], 15).as_tensor().detach();
+        let hidden: Vec<u8> = (0..items * tokens * tokens)
+            .map(|i| u8::from(i / (tokens * tokens) == 1 && i % tokens == tokens - 1))
+            .collect();
+        let keep: Vec<u8> = (0..items * heads * tokens * tokens)
+            .map(|i| u8::from(i % 7 != 3))
+            .collect();
+        let mask = HiddenKeys {
+            queries: tokens,
+            keys: tokens,
+            hidden: Arc::new(hidden),
+        };
+        let fused = attention(
+            &qkv,
+            heads,
+            0.5,
+            Some(mask.clone()),
+            Some((keep.clone(), 1.25)),
+        )
+        .unwrap();
+        let split = |start: usize| {
+            qkv.narrow(2, start, width)
+                .unwrap()
+                .reshape((items, tokens, heads, head_dim))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (split(0), split(width), split(2 * width));
+        let scores = q.matmul(&k.t().unwrap()).unwrap();
+        let probs = attention_softmax(&scores, 0.5, Some(mask)).unwrap();
+        let composed = dropout(&probs, keep, 1.25)
+            .unwrap()
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((items, tokens, width))
+            .unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-5);
+        let (a, b) = (
+            &gradients(&fused, &[&qkv], &weights)[0],
+            &gradients(&composed, &[&qkv], &weights)[0],
+        );
+        assert!(max_difference(a, b) < 1e-5, "{}", max_difference(a, b));
     }
 }

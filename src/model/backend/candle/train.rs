@@ -66,6 +66,20 @@ pub(super) struct Training<'a> {
 }
 
 impl Training<'_> {
+    /// A dropout mask over `count` elements (1 = kept) and the scale of what it keeps,
+    /// `1 / (1 − rate)`, drawn as [`Training::dropped`] draws it; `None` when nothing drops.
+    pub(super) fn dropout_mask(&self, count: usize, rate: f32) -> Option<(Vec<u8>, f32)> {
+        let rng = self.rng.filter(|_| rate > 0.0)?;
+        if rate >= 1.0 {
+            return Some((vec![0; count], 0.0));
+        }
+        let mut rng = rng.borrow_mut();
+        let keep = (0..count)
+            .map(|_| u8::from(rng.random::<f32>() >= rate))
+            .collect();
+        Some((keep, 1.0 / (1.0 - rate)))
+    }
+
     /// `x` with each element zeroed with probability `rate` and the rest scaled by
     /// `1 / (1 − rate)`, as `torch.nn.Dropout` does in training.
     pub(super) fn dropped(&self, x: &Tensor, rate: f32) -> Result<Tensor> {
@@ -78,14 +92,14 @@ impl Training<'_> {
         if rate >= 1.0 {
             return Ok(x.zeros_like()?);
         }
-        let scale = 1.0 / (1.0 - rate);
-        let mut rng = rng.borrow_mut();
         if super::fused::on_host(x) {
-            let keep: Vec<u8> = (0..x.elem_count())
-                .map(|_| u8::from(rng.random::<f32>() >= rate))
-                .collect();
+            let (keep, scale) = self
+                .dropout_mask(x.elem_count(), rate)
+                .expect("a training run with a positive rate");
             return Ok(super::fused::dropout(x, keep, scale)?);
         }
+        let scale = 1.0 / (1.0 - rate);
+        let mut rng = rng.borrow_mut();
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| {
                 if rng.random::<f32>() < rate {
