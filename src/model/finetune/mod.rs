@@ -25,7 +25,7 @@ use rand_distr::{Distribution, Normal};
 use serde_json::{Map, Value};
 
 use self::data::{Columns, Dataset, ExistingHead, Task};
-use self::optimizer::{clip_gradients, linear_schedule, AdamW};
+use self::optimizer::{gradient_clip, linear_schedule, AdamW};
 use super::backend::candle::{CandleBackend, DropoutRates, Dropouts, TrainBatch};
 use super::config::{ModelConfig, Segments};
 use super::error::{ModelError, Result};
@@ -267,7 +267,7 @@ struct Trainee {
     /// Stored name → the name the fine-tuned folder gives it.
     names: BTreeMap<String, String>,
     /// Row masks of gradients for tables with a padding row: (array, mask `[rows, 1]`).
-    padding_rows: Vec<(usize, Tensor)>,
+    padding_rows: Vec<(usize, usize, Tensor)>,
 }
 
 /// Fine-tunes `source` as `options` say, reporting to `events`; `cancel` stops it after the
@@ -731,12 +731,12 @@ impl Trainee {
             .classifier_logits(&batch.view(), 0, Some(dropouts))?;
         let loss = task_loss(task, &logits, &batch.targets)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
-        let mut grads = self.gradients(&loss)?;
+        let grads = self.gradients(&loss)?;
         if let Some(keep) = keep {
             *keep = Some(self.named_gradients(&grads)?);
         }
-        let grad_norm = clip_gradients(&mut grads, max_grad_norm)?;
-        adam.step(&self.parameters, &self.decays, &grads, lr)?;
+        let (grad_norm, grad_scale) = gradient_clip(&grads, max_grad_norm)?;
+        adam.step(&self.parameters, &self.decays, &grads, grad_scale, lr)?;
         Ok((loss_value, grad_norm))
     }
 
@@ -867,9 +867,9 @@ impl Trainee {
                     .flatten()
             })
             .collect();
-        for (index, mask) in &self.padding_rows {
+        for (index, row, mask) in &self.padding_rows {
             if let Some(grad) = &mut grads[*index] {
-                *grad = grad.broadcast_mul(mask)?;
+                optimizer::zero_row(grad, *row, mask)?;
             }
         }
         Ok(grads)
@@ -907,13 +907,14 @@ fn host(tensor: &Tensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()?)
 }
 
-/// Masks `[rows, 1]` that zero the gradient of a table's padding row (torch's `padding_idx`).
+/// The tables whose padding row gets no gradient (torch's `padding_idx`): each parameter's
+/// index, the row, and a mask `[rows, 1]` that is 0 there.
 fn padding_rows(
     config: &ModelConfig,
     layout: &ClassifierLayout,
     weights: &ModelWeights,
     device: &Device,
-) -> Result<Vec<(usize, Tensor)>> {
+) -> Result<Vec<(usize, usize, Tensor)>> {
     let Some(pad) = config.pad_token_id.map(|pad| pad as usize) else {
         return Ok(Vec::new());
     };
@@ -928,11 +929,11 @@ fn padding_rows(
     let hidden = config.hidden_size.max(1);
     let mut out = Vec::new();
     if layout.padded_words {
-        out.extend(mask(weights.embeddings.word.len() / hidden)?.map(|mask| (0, mask)));
+        out.extend(mask(weights.embeddings.word.len() / hidden)?.map(|mask| (0, pad, mask)));
     }
     if layout.padded_positions {
         if let Some(position) = &weights.embeddings.position {
-            out.extend(mask(position.len() / hidden)?.map(|mask| (1, mask)));
+            out.extend(mask(position.len() / hidden)?.map(|mask| (1, pad, mask)));
         }
     }
     Ok(out)

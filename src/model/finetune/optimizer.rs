@@ -2,7 +2,7 @@
 //! clipping by global norm (`torch.nn.utils.clip_grad_norm_`) and the linear schedule with
 //! warmup (`get_linear_schedule_with_warmup`), each in torch's order of operations.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 use crate::model::error::Result;
@@ -37,13 +37,15 @@ impl AdamW {
         }
     }
 
-    /// One step at learning rate `lr`: parameter `i` moves by its gradient `grads[i]` (none:
-    /// it stays, as torch skips parameters without a gradient) and decays when `decays[i]`.
+    /// One step at learning rate `lr`: parameter `i` moves by its gradient `grads[i]` times
+    /// `grad_scale` (the clipping factor, [`gradient_clip`]; none: it stays, as torch skips
+    /// parameters without a gradient) and decays when `decays[i]`.
     pub fn step(
         &mut self,
         parameters: &[Var],
         decays: &[bool],
         grads: &[Option<Tensor>],
+        grad_scale: f64,
         lr: f64,
     ) -> Result<()> {
         self.steps += 1;
@@ -54,7 +56,7 @@ impl AdamW {
             let Some(grad) = grad else {
                 continue;
             };
-            if matches!(parameter.device(), Device::Cpu) {
+            if on_host(parameter.as_tensor()) && on_host(grad) {
                 let decay = if decays[index] {
                     self.weight_decay
                 } else {
@@ -65,10 +67,18 @@ impl AdamW {
                     decay,
                     step_size,
                     bias_correction2_sqrt,
+                    grad_scale,
                 };
                 self.step_on_host(index, parameter, grad, update)?;
                 continue;
             }
+            // torch scales the gradients in place before the step: `g.mul_(clip_coef)`.
+            let grad = if grad_scale == 1.0 {
+                grad.clone()
+            } else {
+                (grad * grad_scale)?
+            };
+            let grad = &grad;
             let (first, second) = match self.moments[index].take() {
                 Some(moments) => moments,
                 None => (grad.zeros_like()?, grad.zeros_like()?),
@@ -89,6 +99,19 @@ impl AdamW {
     }
 }
 
+/// True for a contiguous f32 tensor in host memory, which the host passes read in place.
+fn on_host(tensor: &Tensor) -> bool {
+    tensor.device().is_cpu() && tensor.dtype() == DType::F32 && tensor.is_contiguous()
+}
+
+/// The elements of a contiguous host tensor's layout.
+fn host_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("a host pass needs contiguous values".into()))?;
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
 /// One step's constants.
 #[derive(Clone, Copy)]
 struct Update {
@@ -96,14 +119,78 @@ struct Update {
     decay: f64,
     step_size: f64,
     bias_correction2_sqrt: f64,
+    grad_scale: f64,
 }
 
 /// Parameters per thread's share of a host update.
 const CHUNK: usize = 1 << 14;
 
+/// AdamW's update of one chunk of a parameter, in f32 as torch's: the decay factor `shrink`
+/// (exactly 1 without decay), then the moments, then the move.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn adam_chunk(
+    values: &mut [f32],
+    first: &mut [f32],
+    second: &mut [f32],
+    grad: &[f32],
+    [grad_scale, shrink, beta1, beta2, eps, step_size, correction]: [f32; 7],
+) {
+    for (((p, m), v), &g) in values.iter_mut().zip(first).zip(second).zip(grad) {
+        let g = if grad_scale == 1.0 { g } else { g * grad_scale };
+        *p *= shrink;
+        *m += (g - *m) * (1.0 - beta1);
+        *v = *v * beta2 + g * g * (1.0 - beta2);
+        let denominator = v.sqrt() / correction + eps;
+        *p -= step_size * *m / denominator;
+    }
+}
+
+/// [`AdamW::step`] of one host parameter, in place: one pass over its values, moments and
+/// gradient on every thread, without copying the parameter or the gradient out of candle.
+struct HostUpdate<'a> {
+    moments: std::cell::RefCell<&'a mut (Vec<f32>, Vec<f32>)>,
+    constants: [f32; 7],
+}
+
+impl InplaceOp2 for HostUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "bertscope-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        values: &mut CpuStorage,
+        values_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let grad = host_slice(grad, grad_layout)?;
+        let (start, end) = values_layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("a parameter that is not contiguous".into()))?;
+        let CpuStorage::F32(values) = values else {
+            candle_core::bail!("a parameter that is not f32");
+        };
+        let values = &mut values[start..end];
+        let constants = self.constants;
+        let mut moments = self.moments.borrow_mut();
+        let (first, second) = &mut **moments;
+        if grad.len() != values.len() || first.len() != values.len() {
+            candle_core::bail!("a gradient that does not fit its parameter");
+        }
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(first.par_chunks_mut(CHUNK))
+            .zip(second.par_chunks_mut(CHUNK))
+            .zip(grad.par_chunks(CHUNK))
+            .for_each(|(((values, first), second), grad)| {
+                adam_chunk(values, first, second, grad, constants);
+            });
+        Ok(())
+    }
+}
+
 impl AdamW {
-    /// [`AdamW::step`] of one parameter on the CPU: one pass over its values, moments and
-    /// gradient, on every thread, where candle's ops would make a dozen single-threaded passes.
     fn step_on_host(
         &mut self,
         index: usize,
@@ -111,53 +198,97 @@ impl AdamW {
         grad: &Tensor,
         update: Update,
     ) -> Result<()> {
-        let shape = parameter.shape().clone();
-        let mut values = parameter.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-        let grad = grad.flatten_all()?.to_vec1::<f32>()?;
-        let len = values.len();
-        let (first, second) =
+        let len = parameter.elem_count();
+        let moments =
             self.host_moments[index].get_or_insert_with(|| (vec![0.0; len], vec![0.0; len]));
-        let (beta1, beta2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
-        let shrink = (1.0 - update.lr * update.decay) as f32;
-        let (step_size, correction) =
-            (update.step_size as f32, update.bias_correction2_sqrt as f32);
-        values
-            .par_chunks_mut(CHUNK)
-            .zip(first.par_chunks_mut(CHUNK))
-            .zip(second.par_chunks_mut(CHUNK))
-            .zip(grad.par_chunks(CHUNK))
-            .for_each(|(((values, first), second), grad)| {
-                for (((p, m), v), &g) in values.iter_mut().zip(first).zip(second).zip(grad) {
-                    if update.decay != 0.0 {
-                        *p *= shrink;
-                    }
-                    *m += (g - *m) * (1.0 - beta1);
-                    *v = *v * beta2 + g * g * (1.0 - beta2);
-                    let denominator = v.sqrt() / correction + eps;
-                    *p -= step_size * *m / denominator;
-                }
-            });
-        parameter.set(&Tensor::from_vec(values, shape, &Device::Cpu)?)?;
+        let constants = [
+            update.grad_scale as f32,
+            (1.0 - update.lr * update.decay) as f32,
+            self.beta1 as f32,
+            self.beta2 as f32,
+            self.eps as f32,
+            update.step_size as f32,
+            update.bias_correction2_sqrt as f32,
+        ];
+        parameter.as_tensor().inplace_op2(
+            grad,
+            &HostUpdate {
+                moments: std::cell::RefCell::new(moments),
+                constants,
+            },
+        )?;
         Ok(())
     }
 }
 
-/// Scales the gradients so their global L2 norm is at most `max_norm`, as
-/// `clip_grad_norm_` does (`max_norm / (norm + 1e-6)`, capped at 1); returns the norm before.
-pub fn clip_gradients(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+/// Zeroes row `row` of `grad` (`[rows, width]`), as torch leaves a table's `padding_idx` row
+/// without gradient: in place on the host, else through `mask` (`[rows, 1]`, 0 at that row).
+pub fn zero_row(grad: &mut Tensor, row: usize, mask: &Tensor) -> Result<()> {
+    if on_host(grad) && grad.rank() == 2 {
+        return Ok(grad.inplace_op1(&ZeroRow(row))?);
+    }
+    *grad = grad.broadcast_mul(mask)?;
+    Ok(())
+}
+
+struct ZeroRow(usize);
+
+impl InplaceOp1 for ZeroRow {
+    fn name(&self) -> &'static str {
+        "bertscope-zero-row"
+    }
+
+    fn cpu_fwd(&self, values: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let (rows, width) = layout.shape().dims2()?;
+        let start = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("a gradient that is not contiguous".into()))?
+            .0;
+        let CpuStorage::F32(values) = values else {
+            candle_core::bail!("a gradient that is not f32");
+        };
+        if self.0 < rows {
+            values[start + self.0 * width..][..width].fill(0.0);
+        }
+        Ok(())
+    }
+}
+
+/// The global L2 norm of the gradients and the factor `clip_grad_norm_` scales them by to
+/// bring it to at most `max_norm` (`max_norm / (norm + 1e-6)`, capped at 1; 1 when `max_norm`
+/// is not positive), for [`AdamW::step`].
+pub fn gradient_clip(grads: &[Option<Tensor>], max_norm: f64) -> Result<(f64, f64)> {
     let mut squares = 0f64;
     for grad in grads.iter().flatten() {
-        let norm = f64::from(grad.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt());
-        squares += norm * norm;
+        squares += sum_of_squares(grad)?;
     }
     let norm = squares.sqrt();
-    if max_norm > 0.0 {
-        let scale = (max_norm / (norm + 1e-6)).min(1.0);
-        for grad in grads.iter_mut().flatten() {
-            *grad = (&*grad * scale)?;
+    let scale = if max_norm > 0.0 {
+        (max_norm / (norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    };
+    Ok((norm, scale))
+}
+
+/// `Σ x²` over a gradient: on the host one parallel pass in place.
+fn sum_of_squares(grad: &Tensor) -> Result<f64> {
+    if on_host(grad) {
+        let (storage, layout) = grad.storage_and_layout();
+        if let candle_core::Storage::Cpu(storage) = &*storage {
+            return Ok(host_slice(storage, layout)?
+                .par_chunks(CHUNK)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|&x| f64::from(x) * f64::from(x))
+                        .sum::<f64>()
+                })
+                .sum());
         }
     }
-    Ok(norm)
+    let norm = f64::from(grad.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt());
+    Ok(norm * norm)
 }
 
 /// `get_linear_schedule_with_warmup`'s factor of the learning rate at step `step` (0-based):
@@ -194,6 +325,7 @@ mod tests {
             std::slice::from_ref(&parameter),
             &[true],
             &[Some(grad)],
+            1.0,
             0.01,
         )
         .unwrap();
@@ -207,14 +339,61 @@ mod tests {
     #[test]
     fn clipping_scales_to_the_maximum_norm() {
         let device = candle_core::Device::Cpu;
-        let mut grads = vec![
+        let grads = vec![
             Some(Tensor::from_vec(vec![3.0f32], 1, &device).unwrap()),
             None,
             Some(Tensor::from_vec(vec![4.0f32], 1, &device).unwrap()),
         ];
-        let norm = clip_gradients(&mut grads, 1.0).unwrap();
+        let (norm, scale) = gradient_clip(&grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-9);
-        let first = grads[0].as_ref().unwrap().to_vec1::<f32>().unwrap()[0];
-        assert!((first - 0.6).abs() < 1e-6);
+        assert!((scale - 0.2).abs() < 1e-6);
+        assert_eq!(gradient_clip(&grads, 10.0).unwrap().1, 1.0);
+    }
+
+    #[test]
+    fn the_host_step_and_the_tensor_step_agree() {
+        // The host pass runs on the CPU; the tensor ops are what other devices run.
+        let device = candle_core::Device::Cpu;
+        let values: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let grads: Vec<f32> = (0..40).map(|i| (i as f32 * 0.91).cos()).collect();
+        let on_host = Var::from_vec(values.clone(), 40, &device).unwrap();
+        let composed = Var::from_vec(values, 40, &device).unwrap();
+        let grad = Tensor::from_vec(grads, 40, &device).unwrap();
+        let (mut host_adam, mut tensor_adam) = (AdamW::new(1, 0.01), AdamW::new(1, 0.01));
+        for _ in 0..3 {
+            host_adam
+                .step(
+                    std::slice::from_ref(&on_host),
+                    &[true],
+                    &[Some(grad.clone())],
+                    0.5,
+                    0.1,
+                )
+                .unwrap();
+            // Through the tensor ops: the same step with the moments kept as tensors.
+            tensor_adam.steps += 1;
+            let (c1, c2) = (
+                1.0 - tensor_adam.beta1.powi(tensor_adam.steps),
+                (1.0 - tensor_adam.beta2.powi(tensor_adam.steps)).sqrt(),
+            );
+            let g = (&grad * 0.5).unwrap();
+            let (m, v) = tensor_adam.moments[0]
+                .take()
+                .unwrap_or_else(|| (g.zeros_like().unwrap(), g.zeros_like().unwrap()));
+            let m = (&m + ((&g - &m).unwrap() * 0.1).unwrap()).unwrap();
+            let v = ((&v * 0.999).unwrap() + (g.sqr().unwrap() * 0.001).unwrap()).unwrap();
+            let value = (composed.as_tensor() * (1.0 - 0.1 * 0.01)).unwrap();
+            let denominator = ((v.sqrt().unwrap() / c2).unwrap() + 1e-8).unwrap();
+            let moved = (value - (m.div(&denominator).unwrap() * (0.1 / c1)).unwrap()).unwrap();
+            composed.set(&moved).unwrap();
+            tensor_adam.moments[0] = Some((m, v));
+        }
+        let (a, b) = (
+            on_host.as_tensor().to_vec1::<f32>().unwrap(),
+            composed.as_tensor().to_vec1::<f32>().unwrap(),
+        );
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
     }
 }
