@@ -20,6 +20,32 @@ use crate::model::params::NormKind;
 use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
 
+/// `norm(dropout(a) + residual)`, how a post-norm block ends, with dropout at the rate `rate`
+/// gives when training: on the host one fused op that keeps only its output on the tape.
+fn residual_norm(
+    norm: &LayerNorm,
+    a: &Tensor,
+    residual: &Tensor,
+    training: Option<&Training<'_>>,
+    rate: fn(&Training<'_>) -> f32,
+) -> Result<Tensor> {
+    if fused::on_host(a) && norm.kind == NormKind::Layer {
+        let dropout =
+            training.and_then(|training| training.dropout_mask(a.elem_count(), rate(training)));
+        return Ok(fused::residual_layer_norm(
+            a,
+            residual,
+            (&norm.gamma, &norm.beta, norm.eps),
+            dropout,
+        )?);
+    }
+    let dropped = match training {
+        Some(training) => training.dropped(a, rate(training))?,
+        None => a.clone(),
+    };
+    norm.forward_differentiable(&dropped.add(residual)?)
+}
+
 /// A head patch on the device: which (item, head) pairs are replaced, `[items, heads, 1, 1]`,
 /// and the replacements, `[heads, tokens, head_dim]`.
 pub(super) struct DevicePatch {
@@ -44,26 +70,25 @@ impl CandleBackend {
             Some(training) => training.dropped(&x, rate(training)),
             None => Ok(x),
         };
-        let attention_output = |context: &Tensor| {
-            dropped(layer.attention_output.forward(context)?, |training| {
-                training.rates.attention_output
-            })
-        };
-        let ffn_output = |inner: &Tensor| {
-            dropped(layer.ffn_out.forward(inner)?, |training| {
-                training.rates.ffn_output
-            })
-        };
+        let attention_rate = |training: &Training<'_>| training.rates.attention_output;
+        let ffn_rate = |training: &Training<'_>| training.rates.ffn_output;
         match self.config.architecture.norm {
             NormPlacement::Post => {
                 let context = self.batch_attention(index, layer, x, patch, training)?;
-                let attended = layer
-                    .attention_norm
-                    .forward_differentiable(&attention_output(&context)?.add(x)?)?;
-                let inner = self.ffn_inner(layer, &attended)?;
-                let output = layer
-                    .ffn_norm
-                    .forward_differentiable(&ffn_output(&inner)?.add(&attended)?)?;
+                let attended = residual_norm(
+                    &layer.attention_norm,
+                    &layer.attention_output.forward(&context)?,
+                    x,
+                    training,
+                    attention_rate,
+                )?;
+                let output = residual_norm(
+                    &layer.ffn_norm,
+                    &self.ffn_block(layer, &attended)?,
+                    &attended,
+                    training,
+                    ffn_rate,
+                )?;
                 Ok((output, attended, context))
             }
             NormPlacement::Pre => {
@@ -73,13 +98,36 @@ impl CandleBackend {
                     Some(norm) => norm.forward_differentiable(&out),
                     None => Ok(out),
                 };
-                let attended =
-                    post(&layer.attention_post_norm, attention_output(&context)?)?.add(x)?;
+                let attended = post(
+                    &layer.attention_post_norm,
+                    dropped(layer.attention_output.forward(&context)?, attention_rate)?,
+                )?
+                .add(x)?;
                 let normed = layer.ffn_norm.forward_differentiable(&attended)?;
-                let inner = self.ffn_inner(layer, &normed)?;
-                let output = post(&layer.ffn_post_norm, ffn_output(&inner)?)?.add(&attended)?;
+                let output = post(
+                    &layer.ffn_post_norm,
+                    dropped(self.ffn_block(layer, &normed)?, ffn_rate)?,
+                )?
+                .add(&attended)?;
                 Ok((output, attended, context))
             }
+        }
+    }
+
+    /// The feed-forward block's output before dropout. On the host with trainable weights the
+    /// activation is fused into the second layer, so its output is never kept on the tape.
+    fn ffn_block(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let second = &layer.ffn_out;
+        match &second.weight {
+            Some(weight) if fused::on_host(x) && !self.config.architecture.gated_ffn => {
+                Ok(fused::activated_linear(
+                    &layer.ffn_in.forward(x)?,
+                    self.config.hidden_act,
+                    weight,
+                    second.bias.as_ref(),
+                )?)
+            }
+            _ => second.forward(&self.ffn_inner(layer, x)?),
         }
     }
 

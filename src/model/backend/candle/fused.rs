@@ -277,15 +277,51 @@ pub(super) fn linear(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
+    linear_of(x, weight, bias, None)
+}
+
+/// [`linear`] of `activation(x)`: the feed-forward block's second layer over its first's
+/// output. The activated values (as wide as the block) are made in the forward pass and again
+/// in the backward, never kept between: the tape keeps one `[tokens, intermediate]` tensor
+/// per layer instead of two.
+pub(super) fn activated_linear(
+    x: &Tensor,
+    activation: Activation,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    linear_of(x, weight, bias, Some(activation))
+}
+
+fn linear_of(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    input_activation: Option<Activation>,
+) -> candle_core::Result<Tensor> {
     let bias = match bias {
         Some(bias) => bias.contiguous()?,
         None => Tensor::zeros(weight.dim(0)?, DType::F32, x.device())?,
     };
     x.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias, Linear)
+        .apply_op3(&weight.contiguous()?, &bias, Linear { input_activation })
 }
 
-struct Linear;
+/// A dense layer, of its input activated by `input_activation` when given.
+#[derive(Clone, Copy)]
+struct Linear {
+    input_activation: Option<Activation>,
+}
+
+impl Linear {
+    /// The layer's input: `x`, or its activation.
+    fn input<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match self.input_activation {
+            Some(activation) => std::borrow::Cow::Owned(kernels::activated(x, activation)),
+            None => std::borrow::Cow::Borrowed(x),
+        }
+    }
+}
 
 /// Rows of `[rows, columns]` per thread: one band each, each band one single-threaded product
 /// (the tuned forward's `dense` splits its products the same way).
@@ -316,6 +352,7 @@ impl CustomOp3 for Linear {
         }
         let rows = x.len() / inputs;
         let band = band(rows);
+        let x = self.input(x);
         let out = kernels::filled_in_parallel(rows * outputs, band * outputs, |index, dst| {
             dst.chunks_exact_mut(outputs)
                 .for_each(|row| row.copy_from_slice(bias));
@@ -346,7 +383,7 @@ impl CustomOp3 for Linear {
         let stacked = x.contiguous()?.apply_op3_no_bwd(
             &weight.contiguous()?,
             &grad.contiguous()?,
-            &LinearGrad,
+            &LinearGrad(*self),
         )?;
         Ok((
             Some(stacked.narrow(0, 0, x_count)?.reshape(x.shape())?),
@@ -360,8 +397,9 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// `(x, W, G) → [dx = G·W, dW = Gᵀ·x, db = Σ_rows G]`, flattened one after another.
-struct LinearGrad;
+/// `(x, W, G) → [dx = G·W, dW = Gᵀ·x, db = Σ_rows G]`, flattened one after another; with an
+/// input activation `a`, `dW = Gᵀ·a(x)` and `dx = (G·W)·a'(x)`.
+struct LinearGrad(Linear);
 
 impl CustomOp3 for LinearGrad {
     fn name(&self) -> &'static str {
@@ -384,6 +422,7 @@ impl CustomOp3 for LinearGrad {
         if inputs == 0 || outputs == 0 || x.len() != rows * inputs || grad.len() != rows * outputs {
             candle_core::bail!("a dense layer's gradient does not fit its input");
         }
+        let input = self.0.input(x);
         let mut out = vec![0f32; rows * inputs + outputs * inputs + outputs];
         let (d_x, rest) = out.split_at_mut(rows * inputs);
         let (d_weight, d_bias) = rest.split_at_mut(outputs * inputs);
@@ -400,6 +439,9 @@ impl CustomOp3 for LinearGrad {
                 }
                 .run(dst, inputs, 1.0, false, false);
             });
+        if let Some(activation) = self.0.input_activation {
+            kernels::activation_backward(d_x, x, activation);
+        }
         let outputs_band = band(outputs);
         d_weight
             .par_chunks_mut(outputs_band * inputs)
@@ -410,7 +452,7 @@ impl CustomOp3 for LinearGrad {
                     n: inputs,
                     k: rows,
                     lhs: kernels::Strided::transposed(&grad[index * outputs_band..], outputs),
-                    rhs: kernels::Strided::row_major(x, inputs),
+                    rhs: kernels::Strided::row_major(&input, inputs),
                 }
                 .run(dst, inputs, 1.0, false, false);
             });
@@ -438,6 +480,239 @@ impl CustomOp3 for LinearGrad {
             .for_each(|(d, sum)| *d = sum as f32);
         let total = out.len();
         Ok((f32_storage(out), Shape::from(total)))
+    }
+}
+
+/// `LayerNorm(dropout(a) + residual)` over the last dimension, as a post-norm block ends:
+/// differentiable with respect to `a`, `residual`, `gamma` and `beta`. `dropout` is a keep mask
+/// over `a` and its scale. The dropped values and the sum are made again in the backward pass
+/// instead of being kept: the tape keeps the block's output alone.
+pub(super) fn residual_layer_norm(
+    a: &Tensor,
+    residual: &Tensor,
+    (gamma, beta, eps): (&Tensor, &Tensor, f32),
+    dropout: Option<(Vec<u8>, f32)>,
+) -> candle_core::Result<Tensor> {
+    if a.shape() != residual.shape()
+        || dropout
+            .as_ref()
+            .is_some_and(|(keep, _)| keep.len() != a.elem_count())
+    {
+        candle_core::bail!("a residual sum whose parts do not fit");
+    }
+    // γ and β ride as one `[2, width]` argument: a custom op takes at most three.
+    let gamma_beta = Tensor::stack(&[gamma, beta], 0)?;
+    a.contiguous()?.apply_op3(
+        &residual.contiguous()?,
+        &gamma_beta,
+        ResidualLayerNorm {
+            eps: f64::from(eps),
+            dropout: dropout.map(|(keep, scale)| (Arc::new(keep), scale)),
+        },
+    )
+}
+
+struct ResidualLayerNorm {
+    eps: f64,
+    dropout: Option<(Arc<Vec<u8>>, f32)>,
+}
+
+impl ResidualLayerNorm {
+    /// Row `row` of `dropout(a) + residual` into `sum`.
+    fn sum_row(&self, row: usize, a: &[f32], residual: &[f32], sum: &mut [f32]) {
+        let width = sum.len();
+        match &self.dropout {
+            Some((keep, scale)) => {
+                let keep = &keep[row * width..][..width];
+                for (((s, &a), &r), &k) in sum.iter_mut().zip(a).zip(residual).zip(keep) {
+                    *s = if k != 0 { a * scale + r } else { r };
+                }
+            }
+            None => {
+                for ((s, &a), &r) in sum.iter_mut().zip(a).zip(residual) {
+                    *s = a + r;
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp3 for ResidualLayerNorm {
+    fn name(&self) -> &'static str {
+        "bertscope-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+        gamma_beta: &CpuStorage,
+        gamma_beta_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, residual) = (
+            host_slice(a, a_layout)?,
+            host_slice(residual, residual_layout)?,
+        );
+        let gamma_beta = host_slice(gamma_beta, gamma_beta_layout)?;
+        let width = gamma_beta.len() / 2;
+        let (gamma, beta) = gamma_beta.split_at(width);
+        if width == 0 || a.len() % width != 0 || a.len() != residual.len() {
+            candle_core::bail!("a LayerNorm's input and parameters differ in width");
+        }
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(width * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (offset, out) in out.chunks_exact_mut(width).enumerate() {
+                    let row = task * ROWS_PER_TASK + offset;
+                    let span = row * width..(row + 1) * width;
+                    self.sum_row(row, &a[span.clone()], &residual[span], out);
+                    let (mean, inv_std) = row_statistics(out, self.eps);
+                    for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
+                        *o =
+                            ((f64::from(*o) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32;
+                    }
+                }
+            });
+        Ok((f32_storage(out), a_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        residual: &Tensor,
+        gamma_beta: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let count = a.elem_count();
+        let width = gamma_beta.elem_count() / 2;
+        let (a_values, residual, grad, gamma_beta) = (
+            a.contiguous()?,
+            residual.contiguous()?,
+            grad.contiguous()?,
+            gamma_beta.contiguous()?,
+        );
+        let out = with_host_slices(&[&a_values, &residual, &grad, &gamma_beta], |slices| {
+            let [a, residual, grad, gamma_beta] = slices else {
+                candle_core::bail!("four slices asked for");
+            };
+            self.gradients(a, residual, grad, &gamma_beta[..width])
+        })?;
+        let stacked = Tensor::from_vec(out, 2 * count + 2 * width, a.device())?;
+        Ok((
+            Some(stacked.narrow(0, 0, count)?.reshape(a.shape())?),
+            Some(stacked.narrow(0, count, count)?.reshape(a.shape())?),
+            Some(
+                stacked
+                    .narrow(0, 2 * count, 2 * width)?
+                    .reshape((2, width))?,
+            ),
+        ))
+    }
+}
+
+/// `f` over the elements of contiguous host f32 tensors, read in place.
+fn with_host_slices<R>(
+    tensors: &[&Tensor],
+    f: impl FnOnce(&[&[f32]]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            candle_core::Storage::Cpu(storage) => host_slice(storage, layout),
+            _ => candle_core::bail!("a fused op's tensor is not in host memory"),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    f(&slices)
+}
+
+impl ResidualLayerNorm {
+    /// `[da, d residual, dγ, dβ]` from the output's gradient: [`LayerNormGrad`]'s arithmetic on
+    /// the sum, whose gradient passes to the residual as it is and to `a` through the mask.
+    fn gradients(
+        &self,
+        a: &[f32],
+        residual: &[f32],
+        grad: &[f32],
+        gamma: &[f32],
+    ) -> candle_core::Result<Vec<f32>> {
+        let count = a.len();
+        let width = gamma.len();
+        if width == 0 || count % width != 0 || residual.len() != count || grad.len() != count {
+            candle_core::bail!("a LayerNorm's gradient and input differ in size");
+        }
+        let mut out = vec![0f32; 2 * count + 2 * width];
+        let (d_a, rest) = out.split_at_mut(count);
+        let (d_residual, d_parameters) = rest.split_at_mut(count);
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = d_a
+            .par_chunks_mut(width * ROWS_PER_TASK)
+            .zip(d_residual.par_chunks_mut(width * ROWS_PER_TASK))
+            .enumerate()
+            .map(|(task, (d_a, d_residual))| {
+                let mut d_gamma = vec![0f64; width];
+                let mut d_beta = vec![0f64; width];
+                let mut sum = vec![0f32; width];
+                let mut hat = vec![0f64; width];
+                for (offset, (d_a, d_residual)) in d_a
+                    .chunks_exact_mut(width)
+                    .zip(d_residual.chunks_exact_mut(width))
+                    .enumerate()
+                {
+                    let row = task * ROWS_PER_TASK + offset;
+                    let span = row * width..(row + 1) * width;
+                    self.sum_row(row, &a[span.clone()], &residual[span.clone()], &mut sum);
+                    let grad = &grad[span];
+                    let (mean, inv_std) = row_statistics(&sum, self.eps);
+                    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                    for ((((h, &x), &d), &g), (dg, db)) in hat
+                        .iter_mut()
+                        .zip(&sum)
+                        .zip(grad)
+                        .zip(gamma)
+                        .zip(d_gamma.iter_mut().zip(d_beta.iter_mut()))
+                    {
+                        *h = (f64::from(x) - mean) * inv_std;
+                        let scaled = f64::from(d) * f64::from(g);
+                        sum_g += scaled;
+                        sum_gx += scaled * *h;
+                        *dg += f64::from(d) * *h;
+                        *db += f64::from(d);
+                    }
+                    let (mean_g, mean_gx) = (sum_g / width as f64, sum_gx / width as f64);
+                    for (((o, &h), &d), &g) in d_residual.iter_mut().zip(&hat).zip(grad).zip(gamma)
+                    {
+                        *o =
+                            ((f64::from(d) * f64::from(g) - mean_g - h * mean_gx) * inv_std) as f32;
+                    }
+                    match &self.dropout {
+                        Some((keep, scale)) => {
+                            let keep = &keep[row * width..][..width];
+                            for ((o, &d), &k) in d_a.iter_mut().zip(&*d_residual).zip(keep) {
+                                *o = if k != 0 { d * scale } else { 0.0 };
+                            }
+                        }
+                        None => d_a.copy_from_slice(d_residual),
+                    }
+                }
+                (d_gamma, d_beta)
+            })
+            .collect();
+        let (d_gamma, d_beta) = d_parameters.split_at_mut(width);
+        for (part_gamma, part_beta) in parts {
+            d_gamma
+                .iter_mut()
+                .zip(part_gamma)
+                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+            d_beta
+                .iter_mut()
+                .zip(part_beta)
+                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+        }
+        Ok(out)
     }
 }
 
@@ -1149,5 +1424,55 @@ mod tests {
             &gradients(&composed, &[&qkv], &weights)[0],
         );
         assert!(max_difference(a, b) < 1e-5, "{}", max_difference(a, b));
+    }
+
+    #[test]
+    fn the_activated_linear_matches_an_activation_then_a_product() {
+        let (x, weight, bias) = (
+            random(&[3, 4, 10], 16),
+            random(&[6, 10], 17),
+            random(&[6], 18),
+        );
+        let weights = random(&[3, 4, 6], 19).as_tensor().detach();
+        let fused = activated_linear(&x, Activation::GeluErf, &weight, Some(&bias)).unwrap();
+        let composed = linear(
+            &activate(&x, Activation::GeluErf).unwrap(),
+            &weight,
+            Some(&bias),
+        )
+        .unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-6);
+        let inputs = [&x, &weight, &bias];
+        for (a, b) in gradients(&fused, &inputs, &weights)
+            .iter()
+            .zip(gradients(&composed, &inputs, &weights))
+        {
+            assert!(max_difference(a, &b) < 1e-5, "{}", max_difference(a, &b));
+        }
+    }
+
+    #[test]
+    fn the_residual_layer_norm_matches_dropout_a_sum_and_a_layer_norm() {
+        let (a, residual) = (random(&[2, 3, 16], 20), random(&[2, 3, 16], 21));
+        let (gamma, beta) = (random(&[16], 22), random(&[16], 23));
+        let weights = random(&[2, 3, 16], 24).as_tensor().detach();
+        let keep: Vec<u8> = (0..96).map(|i| u8::from(i % 5 != 2)).collect();
+        let fused = residual_layer_norm(
+            &a,
+            &residual,
+            (&gamma, &beta, 1e-12),
+            Some((keep.clone(), 1.25)),
+        )
+        .unwrap();
+        let summed = dropout(&a, keep, 1.25).unwrap().add(&residual).unwrap();
+        let composed = candle_nn::ops::layer_norm_slow(&summed, &gamma, &beta, 1e-12).unwrap();
+        assert!(max_difference(&fused, &composed) < 1e-5);
+        let inputs = [&a, &residual, &gamma, &beta];
+        for (a, b) in gradients(&fused, &inputs, &weights)
+            .iter()
+            .zip(gradients(&composed, &inputs, &weights))
+        {
+            assert!(max_difference(a, &b) < 1e-4, "{}", max_difference(a, &b));
+        }
     }
 }
