@@ -20,7 +20,7 @@ pub struct AdamW {
     steps: i32,
     moments: Vec<Option<(Tensor, Tensor)>>,
     /// The moments of parameters on the host, updated in place.
-    host_moments: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    host_moments: Vec<Option<HostMoments>>,
 }
 
 impl AdamW {
@@ -125,6 +125,31 @@ struct Update {
 /// Parameters per thread's share of a host update.
 const CHUNK: usize = 1 << 14;
 
+/// Parameters per block whose update is skipped while it has never had a gradient.
+const BLOCK: usize = 1 << 10;
+
+/// A host parameter's moments, and which blocks of them have ever been moved.
+#[derive(Clone)]
+struct HostMoments {
+    first: Vec<f32>,
+    second: Vec<f32>,
+    /// Per [`BLOCK`]: whether any gradient in it has ever been non-zero. A block that has not,
+    /// with a zero gradient now and no decay, would be left exactly as it is by the update
+    /// (`m = v = 0`, a move of `0/ε`): the rows of an embedding table the data never reads
+    /// are most of it, and skipping them is most of the update's time.
+    moved: Vec<bool>,
+}
+
+impl HostMoments {
+    fn new(len: usize) -> Self {
+        Self {
+            first: vec![0.0; len],
+            second: vec![0.0; len],
+            moved: vec![false; len.div_ceil(BLOCK)],
+        }
+    }
+}
+
 /// AdamW's update of one chunk of a parameter, in f32 as torch's: the decay factor `shrink`
 /// (exactly 1 without decay), then the moments, then the move.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -148,7 +173,7 @@ fn adam_chunk(
 /// [`AdamW::step`] of one host parameter, in place: one pass over its values, moments and
 /// gradient on every thread, without copying the parameter or the gradient out of candle.
 struct HostUpdate<'a> {
-    moments: std::cell::RefCell<&'a mut (Vec<f32>, Vec<f32>)>,
+    moments: std::cell::RefCell<&'a mut HostMoments>,
     constants: [f32; 7],
 }
 
@@ -173,8 +198,13 @@ impl InplaceOp2 for HostUpdate<'_> {
         };
         let values = &mut values[start..end];
         let constants = self.constants;
+        let decays = constants[1] != 1.0;
         let mut moments = self.moments.borrow_mut();
-        let (first, second) = &mut **moments;
+        let HostMoments {
+            first,
+            second,
+            moved,
+        } = &mut **moments;
         if grad.len() != values.len() || first.len() != values.len() {
             candle_core::bail!("a gradient that does not fit its parameter");
         }
@@ -183,8 +213,21 @@ impl InplaceOp2 for HostUpdate<'_> {
             .zip(first.par_chunks_mut(CHUNK))
             .zip(second.par_chunks_mut(CHUNK))
             .zip(grad.par_chunks(CHUNK))
-            .for_each(|(((values, first), second), grad)| {
-                adam_chunk(values, first, second, grad, constants);
+            .zip(moved.par_chunks_mut(CHUNK / BLOCK))
+            .for_each(|((((values, first), second), grad), moved)| {
+                for ((((values, first), second), grad), moved) in values
+                    .chunks_mut(BLOCK)
+                    .zip(first.chunks_mut(BLOCK))
+                    .zip(second.chunks_mut(BLOCK))
+                    .zip(grad.chunks(BLOCK))
+                    .zip(moved)
+                {
+                    if !*moved && !decays && grad.iter().all(|&g| g == 0.0) {
+                        continue;
+                    }
+                    *moved = true;
+                    adam_chunk(values, first, second, grad, constants);
+                }
             });
         Ok(())
     }
@@ -199,8 +242,7 @@ impl AdamW {
         update: Update,
     ) -> Result<()> {
         let len = parameter.elem_count();
-        let moments =
-            self.host_moments[index].get_or_insert_with(|| (vec![0.0; len], vec![0.0; len]));
+        let moments = self.host_moments[index].get_or_insert_with(|| HostMoments::new(len));
         let constants = [
             update.grad_scale as f32,
             (1.0 - update.lr * update.decay) as f32,
@@ -348,6 +390,50 @@ mod tests {
         assert!((norm - 5.0).abs() < 1e-9);
         assert!((scale - 0.2).abs() < 1e-6);
         assert_eq!(gradient_clip(&grads, 10.0).unwrap().1, 1.0);
+    }
+
+    #[test]
+    fn blocks_that_never_had_a_gradient_stay_and_the_rest_move() {
+        let device = candle_core::Device::Cpu;
+        let len = 3 * BLOCK;
+        let parameter = Var::from_vec(vec![1.0f32; len], len, &device).unwrap();
+        // Only the middle block gets a gradient, on the first step alone.
+        let mut sparse = vec![0f32; len];
+        sparse[BLOCK + 5] = 0.5;
+        let grads = [
+            Tensor::from_vec(sparse, len, &device).unwrap(),
+            Tensor::zeros(len, DType::F32, &device).unwrap(),
+        ];
+        let mut adam = AdamW::new(1, 0.0);
+        for grad in grads {
+            adam.step(
+                std::slice::from_ref(&parameter),
+                &[true],
+                &[Some(grad)],
+                1.0,
+                0.1,
+            )
+            .unwrap();
+        }
+        let values = parameter.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(values[..BLOCK]
+            .iter()
+            .chain(&values[2 * BLOCK..])
+            .all(|&v| v == 1.0));
+        // The moved element keeps moving on its first moment after its gradient is gone.
+        assert!(values[BLOCK + 5] < 1.0 - 0.15, "{}", values[BLOCK + 5]);
+        // With decay every block moves.
+        let mut decaying = AdamW::new(1, 0.5);
+        decaying
+            .step(
+                std::slice::from_ref(&parameter),
+                &[true],
+                &[Some(Tensor::zeros(len, DType::F32, &device).unwrap())],
+                1.0,
+                0.1,
+            )
+            .unwrap();
+        assert!(parameter.as_tensor().to_vec1::<f32>().unwrap()[0] < 1.0);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 use std::cell::RefCell;
 
 use candle_core::{DType, Tensor};
-use rand::rngs::StdRng;
-use rand::Rng;
+use rand::rngs::{SmallRng, StdRng};
+use rand::{Rng, RngCore, SeedableRng};
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
 
 use super::{CandleBackend, Op};
 use crate::model::error::{ModelError, Result};
@@ -65,49 +66,52 @@ pub(super) struct Training<'a> {
     rng: Option<&'a RefCell<StdRng>>,
 }
 
+/// Mask elements each parallel task draws, from its own generator.
+const MASK_CHUNK: usize = 1 << 16;
+
 impl Training<'_> {
-    /// A dropout mask over `count` elements (1 = kept) and the scale of what it keeps,
-    /// `1 / (1 − rate)`, drawn as [`Training::dropped`] draws it; `None` when nothing drops.
+    /// A dropout mask over `count` elements (1 = kept, each dropped with probability `rate`)
+    /// and the scale of what it keeps, `1 / (1 − rate)`; `None` when nothing drops. The run's
+    /// generator gives one seed per mask; chunks of the mask are drawn in parallel from fast
+    /// generators seeded from it and their index, so that a run repeats on any thread count.
     pub(super) fn dropout_mask(&self, count: usize, rate: f32) -> Option<(Vec<u8>, f32)> {
         let rng = self.rng.filter(|_| rate > 0.0)?;
         if rate >= 1.0 {
             return Some((vec![0; count], 0.0));
         }
-        let mut rng = rng.borrow_mut();
-        let keep = (0..count)
-            .map(|_| u8::from(rng.random::<f32>() >= rate))
-            .collect();
+        let seed: u64 = rng.borrow_mut().random();
+        // Dropped when a uniform 32-bit draw is below rate·2³².
+        let threshold = (f64::from(rate) * 4_294_967_296.0) as u64;
+        let mut keep = vec![0u8; count];
+        keep.par_chunks_mut(MASK_CHUNK)
+            .enumerate()
+            .for_each(|(index, chunk)| {
+                let mut rng = SmallRng::seed_from_u64(
+                    seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                for pair in chunk.chunks_mut(2) {
+                    let bits = rng.next_u64();
+                    pair[0] = u8::from(bits & 0xFFFF_FFFF >= threshold);
+                    if let Some(second) = pair.get_mut(1) {
+                        *second = u8::from(bits >> 32 >= threshold);
+                    }
+                }
+            });
         Some((keep, 1.0 / (1.0 - rate)))
     }
 
     /// `x` with each element zeroed with probability `rate` and the rest scaled by
     /// `1 / (1 − rate)`, as `torch.nn.Dropout` does in training.
     pub(super) fn dropped(&self, x: &Tensor, rate: f32) -> Result<Tensor> {
-        let Some(rng) = self.rng else {
+        let Some((keep, scale)) = self.dropout_mask(x.elem_count(), rate) else {
             return Ok(x.clone());
         };
-        if rate <= 0.0 {
-            return Ok(x.clone());
-        }
-        if rate >= 1.0 {
-            return Ok(x.zeros_like()?);
-        }
         if super::fused::on_host(x) {
-            let (keep, scale) = self
-                .dropout_mask(x.elem_count(), rate)
-                .expect("a training run with a positive rate");
             return Ok(super::fused::dropout(x, keep, scale)?);
         }
-        let scale = 1.0 / (1.0 - rate);
-        let mut rng = rng.borrow_mut();
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random::<f32>() < rate {
-                    0.0
-                } else {
-                    scale
-                }
-            })
+        let mask: Vec<f32> = keep
+            .into_iter()
+            .map(|keep| if keep != 0 { scale } else { 0.0 })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok(x.mul(&mask)?)
@@ -255,5 +259,55 @@ impl CandleBackend {
             x = self.head_op(op, &x, true)?;
         }
         Ok(x.to_dtype(DType::F32)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masks(seed: u64, count: usize, rate: f32) -> (Vec<u8>, Vec<u8>) {
+        let rng = RefCell::new(StdRng::seed_from_u64(seed));
+        let rates = DropoutRates::default();
+        let training = Training {
+            padding: None,
+            padding_keys: None,
+            rates: &rates,
+            rng: Some(&rng),
+        };
+        let first = training.dropout_mask(count, rate).unwrap();
+        let second = training.dropout_mask(count, rate).unwrap();
+        assert!((first.1 - 1.0 / (1.0 - rate)).abs() < 1e-6);
+        (first.0, second.0)
+    }
+
+    #[test]
+    fn dropout_masks_drop_at_their_rate_and_repeat_from_a_seed() {
+        let count = 3 * MASK_CHUNK + 7;
+        let (first, second) = masks(5, count, 0.25);
+        let dropped = first.iter().filter(|&&keep| keep == 0).count() as f64 / count as f64;
+        assert!((dropped - 0.25).abs() < 0.01, "{dropped}");
+        assert_ne!(first, second, "each mask is drawn afresh");
+        assert_eq!(masks(5, count, 0.25), (first, second), "the same seed, the same masks");
+        assert_ne!(masks(6, count, 0.25).0, masks(5, count, 0.25).0);
+    }
+
+    #[test]
+    fn nothing_drops_when_evaluating_or_at_rate_zero() {
+        let rates = DropoutRates::default();
+        let evaluating = Training {
+            padding: None,
+            padding_keys: None,
+            rates: &rates,
+            rng: None,
+        };
+        assert!(evaluating.dropout_mask(10, 0.5).is_none());
+        let rng = RefCell::new(StdRng::seed_from_u64(0));
+        let training = Training {
+            rng: Some(&rng),
+            ..evaluating
+        };
+        assert!(training.dropout_mask(10, 0.0).is_none());
+        assert_eq!(training.dropout_mask(3, 1.0), Some((vec![0; 3], 0.0)));
     }
 }
