@@ -142,7 +142,7 @@ impl CustomOp3 for LayerNormOp {
         let gamma = host_slice(gamma, gamma_layout)?;
         let beta = host_slice(beta, beta_layout)?;
         let width = gamma.len();
-        if width == 0 || beta.len() != width || x.len() % width != 0 {
+        if width == 0 || beta.len() != width || !x.len().is_multiple_of(width) {
             candle_core::bail!("a LayerNorm's input and parameters differ in width");
         }
         let mut out = vec![0f32; x.len()];
@@ -208,7 +208,7 @@ impl CustomOp3 for LayerNormGrad {
         let gamma = host_slice(gamma, gamma_layout)?;
         let grad = host_slice(grad, grad_layout)?;
         let width = gamma.len();
-        if width == 0 || x.len() != grad.len() || x.len() % width != 0 {
+        if width == 0 || x.len() != grad.len() || !x.len().is_multiple_of(width) {
             candle_core::bail!("a LayerNorm's gradient and input differ in size");
         }
         let rows = x.len() / width;
@@ -558,7 +558,7 @@ impl CustomOp3 for ResidualLayerNorm {
         let gamma_beta = host_slice(gamma_beta, gamma_beta_layout)?;
         let width = gamma_beta.len() / 2;
         let (gamma, beta) = gamma_beta.split_at(width);
-        if width == 0 || a.len() % width != 0 || a.len() != residual.len() {
+        if width == 0 || !a.len().is_multiple_of(width) || a.len() != residual.len() {
             candle_core::bail!("a LayerNorm's input and parameters differ in width");
         }
         let mut out = vec![0f32; a.len()];
@@ -642,7 +642,11 @@ impl ResidualLayerNorm {
     ) -> candle_core::Result<Vec<f32>> {
         let count = a.len();
         let width = gamma.len();
-        if width == 0 || count % width != 0 || residual.len() != count || grad.len() != count {
+        if width == 0
+            || !count.is_multiple_of(width)
+            || residual.len() != count
+            || grad.len() != count
+        {
             candle_core::bail!("a LayerNorm's gradient and input differ in size");
         }
         let mut out = vec![0f32; 2 * count + 2 * width];
@@ -859,7 +863,7 @@ pub(super) fn attention(
     dropout: Option<(Vec<u8>, f32)>,
 ) -> candle_core::Result<Tensor> {
     let (items, tokens, width) = qkv.dims3()?;
-    if heads == 0 || width % (3 * heads) != 0 {
+    if heads == 0 || !width.is_multiple_of(3 * heads) {
         candle_core::bail!("stacked projections that are not three times the heads");
     }
     if hidden.as_ref().is_some_and(|hidden| {

@@ -288,7 +288,11 @@ mod tests {
         let dropped = first.iter().filter(|&&keep| keep == 0).count() as f64 / count as f64;
         assert!((dropped - 0.25).abs() < 0.01, "{dropped}");
         assert_ne!(first, second, "each mask is drawn afresh");
-        assert_eq!(masks(5, count, 0.25), (first, second), "the same seed, the same masks");
+        assert_eq!(
+            masks(5, count, 0.25),
+            (first, second),
+            "the same seed, the same masks"
+        );
         assert_ne!(masks(6, count, 0.25).0, masks(5, count, 0.25).0);
     }
 
