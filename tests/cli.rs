@@ -352,10 +352,11 @@ fn check_bench(name: &str, model: &str, seq_len: usize, iters: usize, shape: &st
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "{name}: {stdout}");
     let lines: Vec<&str> = stdout.trim_end().lines().collect();
+    assert!(lines[0].starts_with("isa "), "{name}: {}", lines[0]);
     assert!(
-        lines[0].starts_with("model ") && lines[0].contains(shape),
+        lines[1].starts_with("model ") && lines[1].contains(shape),
         "{name}: {}",
-        lines[0]
+        lines[1]
     );
     let number = |text: &str| -> f64 {
         let value: f64 = text.trim().parse().unwrap();
@@ -1613,6 +1614,40 @@ fn sharded_statistics_merge_into_the_unsharded_report_and_refuse_mismatched_part
     }
 }
 
+/// `BERTSCOPE_ISA` caps the kernels' level, which `bench` prints; a name that is no level is
+/// said in one line and changes nothing.
+#[test]
+fn bertscope_isa_caps_the_level_bench_runs_at() {
+    let model = fixture("tiny-legacy");
+    let run = |isa: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bertscope"))
+            .args(["bench", "--model", model.to_str().unwrap(), "--gemm"])
+            .args(["--seq-len", "8", "--iters", "1"])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("BERTSCOPE_ISA", isa)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let first = stdout.lines().next().unwrap().to_owned();
+        // Every product still runs and prints.
+        assert_eq!(stdout.lines().filter(|l| l.starts_with("gemm ")).count(), 6);
+        (first, stderr)
+    };
+    let (first, stderr) = run("baseline");
+    assert!(first.starts_with("isa baseline (this CPU runs "), "{first}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let (first, stderr) = run("neon");
+    assert!(!first.starts_with("isa baseline"), "{first}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line on stderr: {stderr}"
+    );
+    assert!(stderr.contains("BERTSCOPE_ISA=neon is not avx512, avx2 or baseline"));
+}
+
 #[test]
 fn bench_gemm_prints_the_dense_shapes_in_gflops() {
     let model = fixture("tiny-legacy");
@@ -1751,6 +1786,93 @@ fn newer_families_run_end_to_end_and_bad_configs_are_one_line() {
         line.contains("rope_parameters.rope_type 'yarn' is not supported"),
         "{line}"
     );
+}
+
+/// Ctrl-C stops a run after its step, with status 130, and the folder holds the last whole
+/// epoch.
+#[cfg(target_os = "linux")]
+#[test]
+fn finetune_stops_on_ctrl_c_with_the_last_epoch_written() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("reviews.csv");
+    let mut rows = String::from("text,label\n");
+    for index in 0..400 {
+        let label = if index % 2 == 0 {
+            "POSITIVE"
+        } else {
+            "NEGATIVE"
+        };
+        rows.push_str(&format!("review number {index},{label}\n"));
+    }
+    std::fs::write(&data, rows).unwrap();
+    let out = dir.path().join("tuned");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bertscope"))
+        .args([
+            "finetune",
+            "--model",
+            fixture("bert-sentiment").to_str().unwrap(),
+            "--train",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1000",
+            "--batch-size",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let stderr = Arc::clone(&stderr);
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = pipe.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    while !stderr.lock().unwrap().contains("epoch 1: train loss") {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no epoch ended: {}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a plain signal to the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped: "), "{stderr}");
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training_log.json")).unwrap())
+            .unwrap();
+    let epochs = log["epochs"].as_array().unwrap().len();
+    assert!((1..1000).contains(&epochs), "{epochs}");
+    assert!(
+        stderr.contains(&format!("holds epoch {epochs}")),
+        "{stderr}"
+    );
+    // Nothing half-written beside the folder's files.
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with('.') && !name.ends_with(".part"), "{name}");
+    }
 }
 
 #[test]

@@ -21,7 +21,13 @@ const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) type FigureValuesKey = (u64, Option<u64>, bool, (View, String));
 
 /// What the Train tab's preview depends on: its data file and the columns chosen.
-pub(super) type PreviewKey = (std::path::PathBuf, crate::model::finetune::data::Columns);
+/// The Train tab's preview key: its data file, its columns and the file's modification time
+/// and size (so that a file edited on disk is read again).
+pub(super) type PreviewKey = (
+    std::path::PathBuf,
+    crate::model::finetune::data::Columns,
+    Option<(Option<std::time::SystemTime>, u64)>,
+);
 
 impl BertscopeApp {
     pub(super) fn next_id(&mut self) -> u64 {
@@ -430,11 +436,18 @@ impl BertscopeApp {
         }
     }
 
-    /// The Train tab's preview key: its data file and columns (`None` without a file).
+    /// The Train tab's preview key (`None` without a file).
     pub(super) fn preview_key(&self) -> Option<PreviewKey> {
         let tab = &self.settings.tabs.train;
         let path = tab.data.trim();
-        (!path.is_empty()).then(|| (std::path::PathBuf::from(path), tab.columns()))
+        if path.is_empty() {
+            return None;
+        }
+        let path = std::path::PathBuf::from(path);
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .map(|metadata| (metadata.modified().ok(), metadata.len()));
+        Some((path, tab.columns(), stamp))
     }
 
     /// Takes in the fine-tuning run's news, and reads the Train tab's data file for its preview
@@ -447,7 +460,7 @@ impl BertscopeApp {
             return;
         }
         if let Some(key) = self.preview_key() {
-            let (path, columns) = key.clone();
+            let (path, columns, _) = key.clone();
             self.training_preview.request(key, &self.waker, move || {
                 crate::model::finetune::data::preview(&path, &columns)
                     .map_err(|err| err.to_string())

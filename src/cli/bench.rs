@@ -66,6 +66,7 @@ fn bench_train(args: &BenchArgs, batch: usize) -> anyhow::Result<()> {
     anyhow::ensure!(batch > 0, "--train takes the batch size, at least 1");
     let source = bertscope::model::ModelSource::parse(&args.model.model)?;
     let device = args.model.device.parse()?;
+    print_isa();
     println!(
         "fine-tuning {} as a 2-label classifier, batch {batch} x {} tokens, {} threads",
         args.model.model,
@@ -108,6 +109,7 @@ fn bench_gemm(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         inner
     };
+    print_isa();
     println!(
         "dense products W·Xᵀ (m outputs, n tokens, k inputs), {} threads, median of {} runs",
         rayon::current_num_threads(),
@@ -184,6 +186,16 @@ fn bench_analyses(
     Ok(())
 }
 
+/// The first line of every benchmark: the instruction-set level the CPU kernels run.
+fn print_isa() {
+    use bertscope::model::backend::cpu::isa::{isa, Isa, ISA_VARIABLE};
+    println!(
+        "isa {} (this CPU runs {}; {ISA_VARIABLE} caps it)",
+        isa().name(),
+        Isa::detected().name()
+    );
+}
+
 /// What `bench --keystroke` starts from before typing: a sentence of about 16 tokens.
 #[cfg(feature = "gui")]
 const KEYSTROKE_TEXT: &str = "The teacher explained how attention heads relate words";
@@ -202,6 +214,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let input = bench::synthetic_input(&model, args.seq_len)?;
     let config = model.config();
+    print_isa();
     println!(
         "model {} ({}, {} layers x {} heads, hidden {}), device {} ({}), {} threads",
         model.name(),

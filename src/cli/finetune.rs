@@ -130,6 +130,8 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
             ),
             None => eprintln!("stopped before the first epoch ended; nothing was written"),
         }
+        // A script can tell an interrupted run from a finished one, as the shell tells SIGINT.
+        std::process::exit(130);
     } else {
         eprintln!("wrote {}", options.out.display());
     }

@@ -5,6 +5,7 @@
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
+use crate::model::backend::cpu::isa::dispatched;
 use crate::model::error::Result;
 
 /// `torch.optim.AdamW` with per-parameter weight decay.
@@ -150,23 +151,25 @@ impl HostMoments {
     }
 }
 
-/// AdamW's update of one chunk of a parameter, in f32 as torch's: the decay factor `shrink`
-/// (exactly 1 without decay), then the moments, then the move.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn adam_chunk(
-    values: &mut [f32],
-    first: &mut [f32],
-    second: &mut [f32],
-    grad: &[f32],
-    [grad_scale, shrink, beta1, beta2, eps, step_size, correction]: [f32; 7],
-) {
-    for (((p, m), v), &g) in values.iter_mut().zip(first).zip(second).zip(grad) {
-        let g = if grad_scale == 1.0 { g } else { g * grad_scale };
-        *p *= shrink;
-        *m += (g - *m) * (1.0 - beta1);
-        *v = *v * beta2 + g * g * (1.0 - beta2);
-        let denominator = v.sqrt() / correction + eps;
-        *p -= step_size * *m / denominator;
+dispatched! {
+    /// AdamW's update of one chunk of a parameter, in f32 as torch's: the decay factor `shrink`
+    /// (exactly 1 without decay), then the moments, then the move.
+    fn adam_chunk(
+        values: &mut [f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        grad: &[f32],
+        constants: [f32; 7],
+    ) {
+        let [grad_scale, shrink, beta1, beta2, eps, step_size, correction] = constants;
+        for (((p, m), v), &g) in values.iter_mut().zip(first).zip(second).zip(grad) {
+            let g = if grad_scale == 1.0 { g } else { g * grad_scale };
+            *p *= shrink;
+            *m += (g - *m) * (1.0 - beta1);
+            *v = *v * beta2 + g * g * (1.0 - beta2);
+            let denominator = v.sqrt() / correction + eps;
+            *p -= step_size * *m / denominator;
+        }
     }
 }
 

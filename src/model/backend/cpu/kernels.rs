@@ -7,6 +7,7 @@ use rayon::prelude::{
     ParallelSlice, ParallelSliceMut,
 };
 
+use super::isa::dispatched;
 use crate::model::config::{Activation, KeyWindow};
 
 /// `W·Xᵀ + b (+ residual)` with `w` `[outputs, inputs]` and `xt` `[inputs, columns]`, both
@@ -186,39 +187,40 @@ fn gemv(w: &[f32], inputs: usize, x: &[f32], out: &mut [f32]) {
         });
 }
 
-/// Four rows of `W` against `x` at once, sharing each load of `x`, each in 16 lanes of fused
-/// multiply-adds summed pairwise at the end: a single row with one long reduction spent more
-/// time summing its lanes than reading its weights.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn rows_dot(rows: &[f32], inputs: usize, x: &[f32], out: &mut [f32]) {
-    const LANES: usize = 16;
-    let body = inputs - inputs % LANES;
-    let mut quads = rows.chunks_exact(4 * inputs);
-    let mut outs = out.chunks_exact_mut(4);
-    for (quad, y) in (&mut quads).zip(&mut outs) {
-        let (r0, rest) = quad.split_at(inputs);
-        let (r1, rest) = rest.split_at(inputs);
-        let (r2, r3) = rest.split_at(inputs);
-        let mut acc = [[0f32; LANES]; 4];
-        for start in (0..body).step_by(LANES) {
-            let xs = &x[start..start + LANES];
-            for (acc, row) in acc.iter_mut().zip([r0, r1, r2, r3]) {
-                let ws = &row[start..start + LANES];
-                for ((sum, &w), &v) in acc.iter_mut().zip(ws).zip(xs) {
-                    *sum = w.mul_add(v, *sum);
+dispatched! {
+    /// Four rows of `W` against `x` at once, sharing each load of `x`, each in 16 lanes of fused
+    /// multiply-adds summed pairwise at the end: a single row with one long reduction spent more
+    /// time summing its lanes than reading its weights.
+    fn rows_dot(rows: &[f32], inputs: usize, x: &[f32], out: &mut [f32]) {
+        const LANES: usize = 16;
+        let body = inputs - inputs % LANES;
+        let mut quads = rows.chunks_exact(4 * inputs);
+        let mut outs = out.chunks_exact_mut(4);
+        for (quad, y) in (&mut quads).zip(&mut outs) {
+            let (r0, rest) = quad.split_at(inputs);
+            let (r1, rest) = rest.split_at(inputs);
+            let (r2, r3) = rest.split_at(inputs);
+            let mut acc = [[0f32; LANES]; 4];
+            for start in (0..body).step_by(LANES) {
+                let xs = &x[start..start + LANES];
+                for (acc, row) in acc.iter_mut().zip([r0, r1, r2, r3]) {
+                    let ws = &row[start..start + LANES];
+                    for ((sum, &w), &v) in acc.iter_mut().zip(ws).zip(xs) {
+                        *sum = w.mul_add(v, *sum);
+                    }
                 }
             }
+            for ((y, acc), row) in y.iter_mut().zip(acc).zip([r0, r1, r2, r3]) {
+                *y += lanes_sum(acc) + tail_dot(&row[body..], &x[body..]);
+            }
         }
-        for ((y, acc), row) in y.iter_mut().zip(acc).zip([r0, r1, r2, r3]) {
-            *y += lanes_sum(acc) + tail_dot(&row[body..], &x[body..]);
+        for (row, y) in quads
+            .remainder()
+            .chunks_exact(inputs)
+            .zip(outs.into_remainder())
+        {
+            *y += tail_dot(row, x);
         }
-    }
-    for (row, y) in quads
-        .remainder()
-        .chunks_exact(inputs)
-        .zip(outs.into_remainder())
-    {
-        *y += tail_dot(row, x);
     }
 }
 
@@ -308,25 +310,24 @@ impl MatMul<'_> {
         // SAFETY: the asserts above keep every element gemm touches inside the three slices,
         // and `dst` is borrowed mutably, so it cannot alias the operands.
         unsafe {
-            gemm::gemm(
+            super::isa::gemm(
                 self.m,
                 self.n,
                 self.k,
                 dst.as_mut_ptr(),
-                1,
-                dst_row_stride as isize,
+                (1, dst_row_stride as isize),
                 accumulate,
-                self.lhs.data.as_ptr(),
-                self.lhs.col_stride as isize,
-                self.lhs.row_stride as isize,
-                self.rhs.data.as_ptr(),
-                self.rhs.col_stride as isize,
-                self.rhs.row_stride as isize,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
+                (
+                    self.lhs.data.as_ptr(),
+                    self.lhs.col_stride as isize,
+                    self.lhs.row_stride as isize,
+                ),
+                (
+                    self.rhs.data.as_ptr(),
+                    self.rhs.col_stride as isize,
+                    self.rhs.row_stride as isize,
+                ),
+                (1.0, scale),
                 parallelism,
             );
         }
@@ -401,11 +402,12 @@ pub(super) fn gate_backward(grad: &[f32], stacked: &[f32], activation: Activatio
     d_gate
 }
 
-/// `silu(x) = x·σ(x) = x / (1 + e^{−x})`, as PyTorch computes it.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn silu_slice(values: &mut [f32]) {
-    for x in values.iter_mut() {
-        *x /= 1.0 + exp(-*x);
+dispatched! {
+    /// `silu(x) = x·σ(x) = x / (1 + e^{−x})`, as PyTorch computes it.
+    fn silu_slice(values: &mut [f32]) {
+        for x in values.iter_mut() {
+            *x /= 1.0 + exp(-*x);
+        }
     }
 }
 
@@ -468,22 +470,24 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * exp(-a * a)).copysign(x)
 }
 
-/// transformers' `gelu`: `x·Φ(x)` with the error function.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn gelu_erf_slice(values: &mut [f32]) {
-    for x in values.iter_mut() {
-        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+dispatched! {
+    /// transformers' `gelu`: `x·Φ(x)` with the error function.
+    fn gelu_erf_slice(values: &mut [f32]) {
+        for x in values.iter_mut() {
+            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+        }
     }
 }
 
-/// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation, with `tanh(y) = 1 − 2/(e^{2y}+1)`.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn gelu_tanh_slice(values: &mut [f32]) {
-    let sqrt_2_over_pi = (2.0 / std::f32::consts::PI).sqrt();
-    for x in values.iter_mut() {
-        let inner = sqrt_2_over_pi * (*x + 0.044715 * *x * *x * *x);
-        let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
-        *x = 0.5 * *x * (1.0 + tanh);
+dispatched! {
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation, with `tanh(y) = 1 − 2/(e^{2y}+1)`.
+    fn gelu_tanh_slice(values: &mut [f32]) {
+        let sqrt_2_over_pi = (2.0 / std::f32::consts::PI).sqrt();
+        for x in values.iter_mut() {
+            let inner = sqrt_2_over_pi * (*x + 0.044715 * *x * *x * *x);
+            let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
+            *x = 0.5 * *x * (1.0 + tanh);
+        }
     }
 }
 
@@ -572,49 +576,51 @@ pub(super) fn scores_to_probs(
     }
 }
 
-/// Softmax of one row, in place.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(in crate::model::backend) fn softmax(row: &mut [f32]) {
-    const LANES: usize = 16;
-    // Lane-wise maxima vectorise; a single running maximum is one long dependency chain.
-    let mut maxima = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        maxima
-            .iter_mut()
-            .zip(chunk)
-            .for_each(|(max, &x)| *max = max.max(x));
+dispatched! {
+    /// Softmax of one row, in place.
+    pub(in crate::model::backend) fn softmax(row: &mut [f32]) {
+        const LANES: usize = 16;
+        // Lane-wise maxima vectorise; a single running maximum is one long dependency chain.
+        let mut maxima = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            maxima
+                .iter_mut()
+                .zip(chunk)
+                .for_each(|(max, &x)| *max = max.max(x));
+        }
+        let max = (maxima.iter().chain(chunks.remainder()))
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        // Lane-wise partial sums vectorise; a single running sum would not.
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            lanes.iter_mut().zip(chunk).for_each(|(sum, x)| *sum += x);
+        }
+        let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        let inverse = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inverse);
     }
-    let max = (maxima.iter().chain(chunks.remainder()))
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    // Lane-wise partial sums vectorise; a single running sum would not.
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        lanes.iter_mut().zip(chunk).for_each(|(sum, x)| *sum += x);
-    }
-    let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-    let inverse = 1.0 / sum;
-    row.iter_mut().for_each(|x| *x *= inverse);
 }
 
-/// `Σ exp(x − shift)` over `values`, in the vectorised `exp` and 16 lanes of partial sums: a
-/// vocabulary row's softmax denominator (50,257 terms for GPT-2) without a libm call per term.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(crate) fn sum_exp(values: &[f32], shift: f32) -> f32 {
-    const LANES: usize = 16;
-    let mut lanes = [0f32; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        lanes
-            .iter_mut()
-            .zip(chunk)
-            .for_each(|(sum, &x)| *sum += exp(x - shift));
+dispatched! {
+    /// `Σ exp(x − shift)` over `values`, in the vectorised `exp` and 16 lanes of partial sums: a
+    /// vocabulary row's softmax denominator (50,257 terms for GPT-2) without a libm call per term.
+    pub(crate) fn sum_exp(values: &[f32], shift: f32) -> f32 {
+        const LANES: usize = 16;
+        let mut lanes = [0f32; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            lanes
+                .iter_mut()
+                .zip(chunk)
+                .for_each(|(sum, &x)| *sum += exp(x - shift));
+        }
+        let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - shift)).sum();
+        lanes.iter().sum::<f32>() + tail
     }
-    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - shift)).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Adds `residual` to `xt` (`[features, columns]`) when given, then gives each column's mean and
@@ -783,25 +789,27 @@ pub(in crate::model::backend) fn activation_backward(
         });
 }
 
-/// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn gelu_erf_backward(grad: &mut [f32], pre: &[f32]) {
-    let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
-    for (g, &x) in grad.iter_mut().zip(pre) {
-        let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        *g *= cdf + x * inv_sqrt_2pi * exp(-0.5 * x * x);
+dispatched! {
+    /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
+    fn gelu_erf_backward(grad: &mut [f32], pre: &[f32]) {
+        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+        for (g, &x) in grad.iter_mut().zip(pre) {
+            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            *g *= cdf + x * inv_sqrt_2pi * exp(-0.5 * x * x);
+        }
     }
 }
 
-/// The derivative of the tanh approximation of GELU.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn gelu_tanh_backward(grad: &mut [f32], pre: &[f32]) {
-    let sqrt_2_over_pi = (2.0 / std::f32::consts::PI).sqrt();
-    for (g, &x) in grad.iter_mut().zip(pre) {
-        let inner = sqrt_2_over_pi * (x + 0.044715 * x * x * x);
-        let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
-        let d_inner = sqrt_2_over_pi * (1.0 + 3.0 * 0.044715 * x * x);
-        *g *= 0.5 * (1.0 + tanh) + 0.5 * x * (1.0 - tanh * tanh) * d_inner;
+dispatched! {
+    /// The derivative of the tanh approximation of GELU.
+    fn gelu_tanh_backward(grad: &mut [f32], pre: &[f32]) {
+        let sqrt_2_over_pi = (2.0 / std::f32::consts::PI).sqrt();
+        for (g, &x) in grad.iter_mut().zip(pre) {
+            let inner = sqrt_2_over_pi * (x + 0.044715 * x * x * x);
+            let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
+            let d_inner = sqrt_2_over_pi * (1.0 + 3.0 * 0.044715 * x * x);
+            *g *= 0.5 * (1.0 + tanh) + 0.5 * x * (1.0 - tanh * tanh) * d_inner;
+        }
     }
 }
 
@@ -969,6 +977,48 @@ pub(super) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The element-wise kernels at every level the CPU runs give what the baseline gives: the
+    /// same arithmetic in the same order, only wider.
+    #[test]
+    fn every_level_computes_the_element_wise_kernels_alike() {
+        use super::super::isa::{with_level, Isa};
+        let values: Vec<f32> = (0..1001).map(|i| (i as f32 * 0.37).sin() * 6.0).collect();
+        let run = |level| {
+            with_level(level, || {
+                let mut outputs = Vec::new();
+                for kernel in [gelu_erf_slice, gelu_tanh_slice, silu_slice, softmax] {
+                    let mut out = values.clone();
+                    kernel(&mut out);
+                    outputs.push(out);
+                }
+                for backward in [gelu_erf_backward, gelu_tanh_backward] {
+                    let mut grad = vec![1.0; values.len()];
+                    backward(&mut grad, &values);
+                    outputs.push(grad);
+                }
+                let mut dots = vec![0.0; 7];
+                rows_dot(&values[..7 * 143], 143, &values[..143], &mut dots);
+                outputs.push(dots);
+                outputs.push(vec![sum_exp(&values, 1.0)]);
+                outputs
+            })
+        };
+        let baseline = run(Isa::Baseline);
+        for level in [Isa::Avx2, Isa::Avx512] {
+            if level > Isa::detected() {
+                continue;
+            }
+            for (index, (wide, base)) in run(level).iter().zip(&baseline).enumerate() {
+                for (a, b) in wide.iter().zip(base) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "{level:?} {index}: {a} {b}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn dense_matches_naive_product() {

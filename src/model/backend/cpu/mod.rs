@@ -10,6 +10,7 @@
 
 mod batch;
 mod decode;
+pub mod isa;
 pub(in crate::model::backend) mod kernels;
 
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
