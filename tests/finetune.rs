@@ -165,6 +165,13 @@ fn gpt2_fine_tuning_matches_transformers() {
     matches_transformers("gpt2-classifier");
 }
 
+/// Grouped-query attention, rotary embeddings, RMSNorm and the gated MLP run candle's composed
+/// ops where the fused host ops do not reach; the Trainer leaves the RMSNorms undecayed.
+#[test]
+fn llama_fine_tuning_matches_transformers() {
+    matches_transformers("llama-classifier");
+}
+
 #[test]
 fn a_new_head_starts_as_transformers_initialises_it() {
     // New labels: RoBERTa's classifier is drawn anew; with a learning rate of 0 it is written

@@ -7,16 +7,18 @@ Trainer's optimiser, clipping and schedule, dropout 0 and no shuffling:
 - finetune.safetensors    `grad.<name>`: the first step's gradients (before clipping), and
                           `delta.<name>`: each parameter's change over all steps.
 
-Run with the venv that has torch and transformers: python tools/make_finetune_reference.py
+Run with the venv that has torch and transformers: python tools/make_finetune_reference.py [NAME...]
 """
 import csv
 import json
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
                           get_linear_schedule_with_warmup)
+from transformers.trainer_pt_utils import get_parameter_names
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 OPTIONS = {"batch_size": 4, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 1,
@@ -41,23 +43,25 @@ DATA = {
     "gpt2-classifier": (False, ["positive", "negative", "positive", "positive", "negative",
                                 "neutral", "neutral", "negative", "positive", "neutral",
                                 "positive", "neutral"]),
+    "llama-classifier": (False, ["positive", "negative", "positive", "positive", "negative",
+                                 "neutral", "neutral", "negative", "positive", "neutral",
+                                 "positive", "neutral"]),
 }
 
 
 def decay_names(model):
-    """The Trainer's grouping: every parameter but biases and those of LayerNorm modules."""
-    norms = {name for name, module in model.named_modules()
-             if isinstance(module, torch.nn.LayerNorm)}
-    out = set()
-    for name, _ in model.named_parameters():
-        module = name.rsplit(".", 1)[0]
-        if "bias" not in name and module not in norms:
-            out.add(name)
-    return out
+    """The Trainer's grouping (`Trainer.get_decay_parameter_names`): every parameter but those
+    of LayerNorm modules and those whose name says bias or norm (RMSNorm's too)."""
+    patterns = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+    return set(get_parameter_names(model, [torch.nn.LayerNorm], patterns))
 
 
 def main():
+    # Names on the command line regenerate only those fixtures.
+    chosen = sys.argv[1:] or list(DATA)
     for name, (pairs, labels) in DATA.items():
+        if name not in chosen:
+            continue
         folder = FIXTURES / name
         rows = [(text, pair, label) for text, pair, label in zip(TEXTS, PAIRS, labels)]
         with open(folder / "finetune.csv", "w", newline="") as out:

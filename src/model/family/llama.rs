@@ -19,6 +19,10 @@
 
 use super::parts::{head, label_rows, saved_as};
 use super::{whole_heads, Description, Family};
+use super::{
+    ClassifierLayout, DropoutKey, DropoutKeys, HeadTensor,
+    HeadWidth::{Hidden, Labels},
+};
 use crate::model::config::{
     Architecture, ConfigReader, KeyWindow, ModelConfig, NormPlacement, Rotary,
 };
@@ -191,6 +195,38 @@ impl Description for LlamaKin {
 
     fn tokenizer(&self) -> TokenizerConventions {
         decoder_tokenizer(matches!(self.family, Family::Qwen2 | Family::Qwen3))
+    }
+
+    fn classifier(&self) -> Option<ClassifierLayout> {
+        // `score`, without a bias, on the last token that is not padding.
+        const TENSORS: &[HeadTensor] = &[HeadTensor::weight(
+            "score.weight",
+            Scope::Top,
+            Labels,
+            Hidden,
+        )];
+        // The attention probabilities are all these models drop out.
+        const NONE: DropoutKey = DropoutKey::new(&[], 0.0);
+        Some(ClassifierLayout {
+            class: match self.family {
+                Family::Mistral => "MistralForSequenceClassification",
+                Family::Qwen2 => "Qwen2ForSequenceClassification",
+                Family::Qwen3 => "Qwen3ForSequenceClassification",
+                _ => "LlamaForSequenceClassification",
+            },
+            base_prefix: "model.",
+            tensors: TENSORS,
+            dropouts: DropoutKeys {
+                embedding: NONE,
+                attention: DropoutKey::new(&["attention_dropout"], 0.0),
+                attention_output: None,
+                ffn_output: NONE,
+                head: &[],
+            },
+            padded_positions: false,
+            // `embed_tokens` is built with `padding_idx = pad_token_id`.
+            padded_words: true,
+        })
     }
 }
 

@@ -453,7 +453,7 @@ impl Checkpoint {
         let description = original.family.description();
         let layout = description.classifier().ok_or_else(|| {
             ModelError::BadInput(format!(
-                "{} has no sequence-classification model to fine-tune (BERT, DistilBERT, RoBERTa, XLM-R and GPT-2 have)",
+                "{} has no sequence-classification model to fine-tune (BERT, DistilBERT, RoBERTa, XLM-R, GPT-2 and the Llama kin have)",
                 original.family.name()
             ))
         })?;
@@ -619,11 +619,14 @@ fn rewrite_config(
     json.insert("problem_type".into(), task.problem_type().name().into());
     json.remove("num_labels");
     if original.pad_token_id.is_none() {
-        // GPT2ForSequenceClassification needs a padding token to find each text's last token.
-        let eos = json
-            .get("eos_token_id")
-            .and_then(Value::as_u64)
-            .unwrap_or(50256);
+        // A decoder's classifier needs a padding token to find each text's last token: its
+        // end-of-text token (the first, where the config lists several), GPT-2's if none.
+        let eos = match json.get("eos_token_id") {
+            Some(Value::Array(ids)) => ids.first().and_then(Value::as_u64),
+            Some(id) => id.as_u64(),
+            None => None,
+        }
+        .unwrap_or(50256);
         json.insert("pad_token_id".into(), eos.into());
     }
     // The weights are written in f32 whatever the checkpoint stored.
