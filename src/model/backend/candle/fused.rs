@@ -1,10 +1,12 @@
 //! Fused host ops with their own backward passes, for the runs candle's autograd differentiates
-//! on the CPU (fine-tuning above all): LayerNorm, the feed-forward activation, the attention
-//! softmax with its scale and masks, and dropout. Composed of candle's element-wise ops, each of
-//! these is five to ten passes over memory forward and as many backward, and every intermediate
-//! stays alive on the tape until the backward pass ends; fused, each is one pass each way and
-//! keeps only its input or output. On other devices (and other dtypes) the callers keep the
-//! composed ops, which candle runs there.
+//! on the CPU (fine-tuning above all): the dense layer (with the feed-forward activation folded
+//! into the second one), the attention of plain multi-head layers, the attention softmax with
+//! its scale and masks, LayerNorm (alone, or after a post-norm block's dropout and residual
+//! sum), the activations and dropout. Composed of candle's element-wise ops, each of these is
+//! five to ten passes over memory forward and as many backward, and every intermediate stays
+//! alive on the tape until the backward pass ends; fused, each is one pass each way and keeps
+//! only its input or output. On other devices (and other dtypes) the callers keep the composed
+//! ops, which candle runs there.
 
 use std::sync::Arc;
 
