@@ -2,7 +2,8 @@
 //! GPU side of [`Backend::batch_logits`], [`Backend::batch_gradients`] and [`Backend::trace`].
 //! Items are a leading batch dimension (`[items, tokens, hidden]`). The norms, softmaxes and
 //! rotary embeddings are candle's composed ops, which its autograd differentiates, instead of
-//! its fused kernels, which it cannot.
+//! its fused kernels, which it cannot; in host memory the dense layers, plain attention,
+//! softmaxes, LayerNorms and dropout are this backend's own fused ops (`fused.rs`) instead.
 //!
 //! [`Backend::batch_logits`]: super::super::Backend::batch_logits
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
