@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 use crate::model::backend::cpu::isa::dispatched;
+use crate::model::backend::cpu::zeroed_huge;
 use crate::model::error::Result;
 
 /// `torch.optim.AdamW` with per-parameter weight decay.
@@ -144,8 +145,8 @@ struct HostMoments {
 impl HostMoments {
     fn new(len: usize) -> Self {
         Self {
-            first: vec![0.0; len],
-            second: vec![0.0; len],
+            first: zeroed_huge(len),
+            second: zeroed_huge(len),
             moved: vec![false; len.div_ceil(BLOCK)],
         }
     }

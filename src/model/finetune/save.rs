@@ -134,37 +134,47 @@ pub(super) fn scatter(
         })
         .collect();
     ranges.sort_unstable();
-    let mut stored: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    // The stored tensors met so far, by name, and their values: looked up when an array's
+    // elements move on to another tensor, not once per element.
+    let mut stored: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut buffers: Vec<Vec<f32>> = Vec::new();
     for (index, values) in arrays.iter().enumerate() {
         if !trainee.stored[index] {
             continue;
         }
-        let mut current: Option<(u32, u32, &str)> = None;
+        let mut current: Option<((u32, u32, &str), usize)> = None;
         for (address, &value) in trainee.probe[index].iter().zip(values) {
             let address = address.to_bits();
             if address == 0 {
                 continue;
             }
-            let range = match current {
-                Some(range) if address >= range.0 && address < range.1 => range,
+            let (range, buffer) = match current {
+                Some((range, buffer)) if address >= range.0 && address < range.1 => (range, buffer),
                 _ => {
                     let at = ranges.partition_point(|range| range.1 <= address);
-                    match ranges.get(at) {
+                    let range = match ranges.get(at) {
                         Some(&range) if address >= range.0 => range,
                         _ => continue,
-                    }
+                    };
+                    let buffer = match stored.get(range.2) {
+                        Some(&buffer) => buffer,
+                        None => {
+                            buffers.push(base(range.2)?);
+                            stored.insert(range.2, buffers.len() - 1);
+                            buffers.len() - 1
+                        }
+                    };
+                    (range, buffer)
                 }
             };
-            current = Some(range);
-            let target = match stored.entry(range.2) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(entry) => entry.insert(base(range.2)?),
-            };
-            target[(address - range.0) as usize] = value;
+            current = Some((range, buffer));
+            buffers[buffer][(address - range.0) as usize] = value;
         }
     }
+    let mut buffers: Vec<Option<Vec<f32>>> = buffers.into_iter().map(Some).collect();
     let mut named = BTreeMap::new();
-    for (stored_name, values) in stored {
+    for (stored_name, buffer) in stored {
+        let values = buffers[buffer].take().unwrap_or_default();
         let name = trainee
             .names
             .get(stored_name)
@@ -208,10 +218,10 @@ pub(super) fn write_folder(
                 .get(name.as_str())
                 .cloned()
                 .unwrap_or_else(|| vec![values.len()]);
-            let data = values
-                .iter()
-                .flat_map(|value| value.to_le_bytes())
-                .collect();
+            let mut data = vec![0u8; 4 * values.len()];
+            for (bytes, value) in data.chunks_exact_mut(4).zip(values) {
+                bytes.copy_from_slice(&value.to_le_bytes());
+            }
             (name.as_str(), data, shape)
         })
         .collect();

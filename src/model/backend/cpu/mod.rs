@@ -13,6 +13,8 @@ mod decode;
 pub mod isa;
 pub(in crate::model::backend) mod kernels;
 
+pub(crate) use kernels::zeroed_huge;
+
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 pub(crate) use kernels::sum_exp;
