@@ -5,6 +5,7 @@
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
+use crate::model::backend::candle::host_slice;
 use crate::model::backend::cpu::isa::dispatched;
 use crate::model::backend::cpu::zeroed_huge;
 use crate::model::error::Result;
@@ -104,14 +105,6 @@ impl AdamW {
 /// True for a contiguous f32 tensor in host memory, which the host passes read in place.
 fn on_host(tensor: &Tensor) -> bool {
     tensor.device().is_cpu() && tensor.dtype() == DType::F32 && tensor.is_contiguous()
-}
-
-/// The elements of a contiguous host tensor's layout.
-fn host_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("a host pass needs contiguous values".into()))?;
-    Ok(&storage.as_slice::<f32>()?[start..end])
 }
 
 /// One step's constants.

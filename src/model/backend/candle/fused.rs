@@ -25,7 +25,10 @@ pub(super) fn on_host(x: &Tensor) -> bool {
 }
 
 /// The f32 elements a contiguous host tensor's layout covers.
-fn host_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn host_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("a fused op needs contiguous input".into()))?;
@@ -126,6 +129,61 @@ fn row_statistics(row: &[f32], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (variance + eps).sqrt())
 }
 
+/// LayerNorm of one row `x` into `out`: `(x − mean)/σ·γ + β`, the statistics in f64.
+fn normalize_row(x: &[f32], out: &mut [f32], (gamma, beta): (&[f32], &[f32]), eps: f64) {
+    let (mean, inv_std) = row_statistics(x, eps);
+    for (((o, &x), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *o = ((f64::from(x) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32;
+    }
+}
+
+/// One row's LayerNorm backward pass: with `ĝ = grad·γ` and `x̂` the normalised input,
+/// `dx = (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` into `dx`, `grad·x̂` added to `d_gamma` and `grad`
+/// to `d_beta`; `hat` is scratch as wide as the row.
+fn layer_norm_row_backward(
+    (x, grad, gamma): (&[f32], &[f32], &[f32]),
+    eps: f64,
+    hat: &mut [f64],
+    (d_gamma, d_beta): (&mut [f64], &mut [f64]),
+    dx: &mut [f32],
+) {
+    let (mean, inv_std) = row_statistics(x, eps);
+    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+    for ((((h, &x), &d), &g), (dg, db)) in hat
+        .iter_mut()
+        .zip(x)
+        .zip(grad)
+        .zip(gamma)
+        .zip(d_gamma.iter_mut().zip(d_beta.iter_mut()))
+    {
+        *h = (f64::from(x) - mean) * inv_std;
+        let scaled = f64::from(d) * f64::from(g);
+        sum_g += scaled;
+        sum_gx += scaled * *h;
+        *dg += f64::from(d) * *h;
+        *db += f64::from(d);
+    }
+    let width = x.len() as f64;
+    let (mean_g, mean_gx) = (sum_g / width, sum_gx / width);
+    for (((o, &h), &d), &g) in dx.iter_mut().zip(&*hat).zip(grad).zip(gamma) {
+        *o = ((f64::from(d) * f64::from(g) - mean_g - h * mean_gx) * inv_std) as f32;
+    }
+}
+
+/// Sums the parallel tasks' parts of dγ and dβ into `d_gamma` and `d_beta`.
+fn add_parameter_parts(d_gamma: &mut [f32], d_beta: &mut [f32], parts: Vec<(Vec<f64>, Vec<f64>)>) {
+    for (part_gamma, part_beta) in parts {
+        d_gamma
+            .iter_mut()
+            .zip(part_gamma)
+            .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+        d_beta
+            .iter_mut()
+            .zip(part_beta)
+            .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
+    }
+}
+
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "bertscope-layer-norm"
@@ -152,10 +210,7 @@ impl CustomOp3 for LayerNormOp {
             .zip(x.par_chunks(width * ROWS_PER_TASK))
             .for_each(|(out, x)| {
                 for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                    let (mean, inv_std) = row_statistics(x, self.eps);
-                    for (((o, &x), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
-                        *o = ((f64::from(x) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32;
-                    }
+                    normalize_row(x, out, (gamma, beta), self.eps);
                 }
             });
         Ok((f32_storage(out), x_layout.shape().clone()))
@@ -230,42 +285,19 @@ impl CustomOp3 for LayerNormGrad {
                     .zip(x.chunks_exact(width))
                     .zip(grad.chunks_exact(width))
                 {
-                    let (mean, inv_std) = row_statistics(x, self.eps);
-                    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                    for ((((h, &x), &d), &g), (dg, db)) in hat
-                        .iter_mut()
-                        .zip(x)
-                        .zip(grad)
-                        .zip(gamma)
-                        .zip(d_gamma.iter_mut().zip(d_beta.iter_mut()))
-                    {
-                        *h = (f64::from(x) - mean) * inv_std;
-                        let scaled = f64::from(d) * f64::from(g);
-                        sum_g += scaled;
-                        sum_gx += scaled * *h;
-                        *dg += f64::from(d) * *h;
-                        *db += f64::from(d);
-                    }
-                    let (mean_g, mean_gx) = (sum_g / width as f64, sum_gx / width as f64);
-                    for (((o, &h), &d), &g) in dx.iter_mut().zip(&hat).zip(grad).zip(gamma) {
-                        *o =
-                            ((f64::from(d) * f64::from(g) - mean_g - h * mean_gx) * inv_std) as f32;
-                    }
+                    layer_norm_row_backward(
+                        (x, grad, gamma),
+                        self.eps,
+                        &mut hat,
+                        (&mut d_gamma, &mut d_beta),
+                        dx,
+                    );
                 }
                 (d_gamma, d_beta)
             })
             .collect();
         let (d_gamma, d_beta) = out[x.len()..].split_at_mut(width);
-        for (part_gamma, part_beta) in parts {
-            d_gamma
-                .iter_mut()
-                .zip(part_gamma)
-                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
-            d_beta
-                .iter_mut()
-                .zip(part_beta)
-                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
-        }
+        add_parameter_parts(d_gamma, d_beta, parts);
         Ok((f32_storage(out), Shape::from((rows + 2, width))))
     }
 }
@@ -567,15 +599,12 @@ impl CustomOp3 for ResidualLayerNorm {
         out.par_chunks_mut(width * ROWS_PER_TASK)
             .enumerate()
             .for_each(|(task, out)| {
+                let mut sum = vec![0f32; width];
                 for (offset, out) in out.chunks_exact_mut(width).enumerate() {
                     let row = task * ROWS_PER_TASK + offset;
                     let span = row * width..(row + 1) * width;
-                    self.sum_row(row, &a[span.clone()], &residual[span], out);
-                    let (mean, inv_std) = row_statistics(out, self.eps);
-                    for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
-                        *o =
-                            ((f64::from(*o) - mean) * inv_std * f64::from(g) + f64::from(b)) as f32;
-                    }
+                    self.sum_row(row, &a[span.clone()], &residual[span], &mut sum);
+                    normalize_row(&sum, out, (gamma, beta), self.eps);
                 }
             });
         Ok((f32_storage(out), a_layout.shape().clone()))
@@ -671,29 +700,13 @@ impl ResidualLayerNorm {
                     let row = task * ROWS_PER_TASK + offset;
                     let span = row * width..(row + 1) * width;
                     self.sum_row(row, &a[span.clone()], &residual[span.clone()], &mut sum);
-                    let grad = &grad[span];
-                    let (mean, inv_std) = row_statistics(&sum, self.eps);
-                    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                    for ((((h, &x), &d), &g), (dg, db)) in hat
-                        .iter_mut()
-                        .zip(&sum)
-                        .zip(grad)
-                        .zip(gamma)
-                        .zip(d_gamma.iter_mut().zip(d_beta.iter_mut()))
-                    {
-                        *h = (f64::from(x) - mean) * inv_std;
-                        let scaled = f64::from(d) * f64::from(g);
-                        sum_g += scaled;
-                        sum_gx += scaled * *h;
-                        *dg += f64::from(d) * *h;
-                        *db += f64::from(d);
-                    }
-                    let (mean_g, mean_gx) = (sum_g / width as f64, sum_gx / width as f64);
-                    for (((o, &h), &d), &g) in d_residual.iter_mut().zip(&hat).zip(grad).zip(gamma)
-                    {
-                        *o =
-                            ((f64::from(d) * f64::from(g) - mean_g - h * mean_gx) * inv_std) as f32;
-                    }
+                    layer_norm_row_backward(
+                        (&sum, &grad[span], gamma),
+                        self.eps,
+                        &mut hat,
+                        (&mut d_gamma, &mut d_beta),
+                        d_residual,
+                    );
                     match &self.dropout {
                         Some((keep, scale)) => {
                             let keep = &keep[row * width..][..width];
@@ -708,16 +721,7 @@ impl ResidualLayerNorm {
             })
             .collect();
         let (d_gamma, d_beta) = d_parameters.split_at_mut(width);
-        for (part_gamma, part_beta) in parts {
-            d_gamma
-                .iter_mut()
-                .zip(part_gamma)
-                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
-            d_beta
-                .iter_mut()
-                .zip(part_beta)
-                .for_each(|(d, p)| *d = (f64::from(*d) + p) as f32);
-        }
+        add_parameter_parts(d_gamma, d_beta, parts);
         Ok(out)
     }
 }
@@ -943,6 +947,27 @@ impl Attention {
             )
         })
     }
+
+    /// Item `item`, head `head`'s probabilities as they mix the values: `probs` itself, or
+    /// with its dropout applied, written into `dropped`.
+    fn mixed<'a>(
+        &self,
+        (item, head): (usize, usize),
+        probs: &'a [f32],
+        dropped: &'a mut [f32],
+    ) -> &'a [f32] {
+        match self.keep(item, head) {
+            Some((keep, scale)) => {
+                dropped
+                    .iter_mut()
+                    .zip(probs)
+                    .zip(keep)
+                    .for_each(|((d, &p), &keep)| *d = if keep != 0 { p * scale } else { 0.0 });
+                dropped
+            }
+            None => probs,
+        }
+    }
 }
 
 impl CustomOp1 for Attention {
@@ -988,15 +1013,7 @@ impl CustomOp1 for Attention {
                         });
                         softmax_without(row, hidden);
                     }
-                    let mixed: &[f32] = match self.keep(item, head) {
-                        Some((keep, scale)) => {
-                            dropped.iter_mut().zip(&*probs).zip(keep).for_each(
-                                |((d, &p), &keep)| *d = if keep != 0 { p * scale } else { 0.0 },
-                            );
-                            &dropped
-                        }
-                        None => probs,
-                    };
+                    let mixed = self.mixed((item, head), probs, &mut dropped);
                     kernels::MatMul {
                         m: tokens,
                         n: head_dim,
@@ -1096,16 +1113,7 @@ impl CustomOp2 for AttentionGrad<'_> {
                     );
                     let d_context = kernels::Strided::row_major(&grad[head * head_dim..], context);
                     let keep = op.keep(item, head);
-                    let mixed: &[f32] =
-                        match keep {
-                            Some((keep, scale)) => {
-                                dropped.iter_mut().zip(probs).zip(keep).for_each(
-                                    |((d, &p), &keep)| *d = if keep != 0 { p * scale } else { 0.0 },
-                                );
-                                &dropped
-                            }
-                            None => probs,
-                        };
+                    let mixed = op.mixed((item, head), probs, &mut dropped);
                     // dV = P'ᵀ·dC
                     kernels::MatMul {
                         m: tokens,

@@ -11,6 +11,7 @@ mod decode;
 mod fused;
 mod train;
 
+pub(crate) use fused::host_slice;
 pub use train::{DropoutRates, Dropouts, TrainBatch};
 
 use candle_core::{DType, Device, IndexOp, Shape, Tensor, Var};
