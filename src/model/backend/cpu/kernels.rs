@@ -3,8 +3,8 @@
 //! AVX2 and AVX-512 as well as the baseline so that they vectorise where the CPU allows.
 
 use rayon::prelude::{
-    IndexedParallelIterator, IntoParallelIterator, IntoParallelRefIterator, ParallelIterator,
-    ParallelSlice, ParallelSliceMut,
+    IndexedParallelIterator, IntoParallelIterator, ParallelIterator, ParallelSlice,
+    ParallelSliceMut,
 };
 
 use super::isa::dispatched;
@@ -117,7 +117,11 @@ fn add_residual(xt: &mut [f32], residual: &[f32]) {
 
 /// `X·Wᵀ (+ b)` row-major (`[columns, outputs]`) for feature-major `xt` (`[inputs, columns]`)
 /// and `w` `[outputs, inputs]`: a vocabulary head's logits in the layout their rows are read
-/// in, without a transpose of the whole `[outputs, columns]` array after the product.
+/// in. Each task multiplies a tile of outputs as [`dense`] does, `W·Xᵀ` with the weights read
+/// where they lie, and transposes the tile, still in cache, into its columns of the output.
+/// Multiplying into the row-major layout directly made the `gemm` crate repack the whole
+/// vocabulary matrix on every call (113 MB for SmolLM2's): 134 GFLOP/s against 203 for the
+/// layers' products, and 7% of SmolLM2's forward spent packing.
 pub(super) fn dense_rows(
     w: &[f32],
     bias: Option<&[f32]>,
@@ -126,44 +130,67 @@ pub(super) fn dense_rows(
     xt: &[f32],
     columns: usize,
 ) -> Vec<f32> {
+    /// Outputs per tile: 256 outputs of 128 tokens are 128 KiB, which stay in L2 from the
+    /// product to the transpose.
+    const TILE: usize = 256;
     assert_eq!(w.len(), outputs * inputs);
     assert_eq!(xt.len(), inputs * columns);
-    let mut out = vec![0f32; outputs * columns];
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), outputs);
-        out.par_chunks_mut(outputs.max(1))
-            .for_each(|row| row.copy_from_slice(bias));
-    }
+    assert!(bias.is_none_or(|bias| bias.len() == outputs));
     if columns == 1 {
         // One row is one column: a generation step's head.
+        let mut out = bias.map_or_else(|| vec![0f32; outputs], <[f32]>::to_vec);
         gemv(w, inputs, xt, &mut out);
         return out;
     }
-    // Each thread takes its own band of outputs (of the vocabulary), one product apiece.
-    let band = outputs
-        .div_ceil(rayon::current_num_threads().max(1) * 2)
-        .max(64);
-    let bands: Vec<(usize, usize)> = (0..outputs)
-        .step_by(band)
-        .map(|start| (start, band.min(outputs - start)))
-        .collect();
+    // Huge pages: the logits of a vocabulary at 128 tokens are 25 MB, 6,000 page faults in
+    // 4 KiB pages.
+    let mut out = zeroed_huge(outputs * columns);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    bands.par_iter().for_each(|&(start, width)| {
-        let out_ptr = &out_ptr;
-        // SAFETY: the bands are disjoint column ranges of `out`, each written by one task;
-        // the view spans rows 0..columns of `out` from column `start`, inside its length.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(out_ptr.0.add(start), (columns - 1) * outputs + width)
-        };
-        MatMul {
-            m: columns,
-            n: width,
-            k: inputs,
-            lhs: Strided::transposed(xt, columns),
-            rhs: Strided::transposed(&w[start * inputs..], inputs),
-        }
-        .run(dst, outputs, 1.0, true, false);
-    });
+    (0..outputs.div_ceil(TILE)).into_par_iter().for_each_init(
+        Vec::new,
+        |tile: &mut Vec<f32>, index| {
+            let out_ptr = &out_ptr;
+            let start = index * TILE;
+            let width = TILE.min(outputs - start);
+            tile.clear();
+            tile.resize(width * columns, 0.0);
+            // The bias, then the product: the order of the sums in every path.
+            if let Some(bias) = bias {
+                for (row, &b) in tile.chunks_exact_mut(columns).zip(&bias[start..]) {
+                    row.fill(b);
+                }
+            }
+            MatMul {
+                m: width,
+                n: columns,
+                k: inputs,
+                lhs: Strided::row_major(&w[start * inputs..], inputs),
+                rhs: Strided::row_major(xt, columns),
+            }
+            .run(tile, columns, 1.0, bias.is_some(), false);
+            // In 16 × 16 blocks: each block reads 16 cache lines of the tile and writes 16
+            // of the output; a column at a time re-read the whole tile from L2 per column.
+            for first_column in (0..columns).step_by(16) {
+                let column_end = (first_column + 16).min(columns);
+                for first_offset in (0..width).step_by(16) {
+                    let offset_end = (first_offset + 16).min(width);
+                    for column in first_column..column_end {
+                        for offset in first_offset..offset_end {
+                            // SAFETY: `column·outputs + start + offset` lies inside `out`
+                            // (`offset < width ≤ outputs − start`), and the tiles' output
+                            // ranges are disjoint, so no two tasks write one element.
+                            unsafe {
+                                out_ptr
+                                    .0
+                                    .add(column * outputs + start + offset)
+                                    .write(tile[offset * columns + column]);
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
     out
 }
 
@@ -1047,6 +1074,38 @@ mod tests {
                         .map(|i| w[o * inputs + i] * xt[i * columns + c])
                         .sum::<f32>();
                 assert!((out[o * columns + c] - expected).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// The vocabulary head's row-major product against a plain loop: several tiles and a
+    /// partial one, with and without a bias, and the one-column (generation) path.
+    #[test]
+    fn dense_rows_matches_naive_product() {
+        let (outputs, inputs) = (600, 37);
+        let w: Vec<f32> = (0..outputs * inputs)
+            .map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5)
+            .collect();
+        let bias: Vec<f32> = (0..outputs).map(|i| (i % 5) as f32 - 2.0).collect();
+        for columns in [1, 3, 130] {
+            let xt: Vec<f32> = (0..inputs * columns)
+                .map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.5)
+                .collect();
+            for bias in [None, Some(&bias[..])] {
+                let out = dense_rows(&w, bias, outputs, inputs, &xt, columns);
+                for c in 0..columns {
+                    for o in 0..outputs {
+                        let expected = bias.map_or(0.0, |bias| bias[o])
+                            + (0..inputs)
+                                .map(|p| w[o * inputs + p] * xt[p * columns + c])
+                                .sum::<f32>();
+                        assert!(
+                            (out[c * outputs + o] - expected).abs() < 1e-3,
+                            "column {c} output {o}: {} vs {expected}",
+                            out[c * outputs + o]
+                        );
+                    }
+                }
             }
         }
     }
