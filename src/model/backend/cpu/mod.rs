@@ -67,7 +67,7 @@ use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
     Interventions, KvCache, Readout, Trace,
 };
-use crate::model::config::{KeyWindow, ModelConfig, NormPlacement};
+use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm, NormKind};
 use crate::model::{CapturedArray, F32Array};
@@ -278,6 +278,13 @@ impl CpuBackend {
                 let q = &qkv[head * head_block..][..head_block];
                 let k = &qkv[key_of(head)..][..head_block];
                 let v = &qkv[value_of(head)..][..head_block];
+                // The values token-major (`[tokens, head_dim]`), so that the context product
+                // reads each block of probabilities where it lies: multiplying by the block
+                // transposed made the gemm crate pack every block (5% of SmolLM2's forward at
+                // 512 tokens).
+                let mut v_rows = vec![0f32; head_block];
+                transpose_into(v, head_dim, tokens, &mut v_rows);
+                let mut block_context = vec![0f32; QUERY_BLOCK.min(tokens) * head_dim];
                 // A block of query rows at a time, so that its scores stay in cache from the
                 // product through the softmax to the context: one pass over the captured map
                 // instead of three.
@@ -285,10 +292,18 @@ impl CpuBackend {
                     let rows = QUERY_BLOCK.min(tokens - first);
                     let block = &mut probs[first * tokens..(first + rows) * tokens];
                     // Only the keys some row of the block sees: a causal block stops at its last
-                    // query, a windowed one spans its windows. The rest of the (zeroed) captured
-                    // block stays 0, as the softmax would leave it.
+                    // query, a windowed one spans its windows. The rest of the captured block
+                    // is set to 0 here, as the softmax would leave it (the capture is not
+                    // cleared beforehand: at 512 tokens of SmolLM2 that was 283 MB of `memset`
+                    // per forward, half of it then overwritten).
                     let seen = window.keys_seen(causal, first, tokens).start
                         ..window.keys_seen(causal, first + rows - 1, tokens).end;
+                    if seen.start > 0 || seen.end < tokens {
+                        for row in block.chunks_exact_mut(tokens) {
+                            row[..seen.start].fill(0.0);
+                            row[seen.end..].fill(0.0);
+                        }
+                    }
                     // scores = (q·kᵀ)·scale, with q and k stored [head_dim, tokens].
                     MatMul {
                         m: rows,
@@ -303,16 +318,22 @@ impl CpuBackend {
                         continue;
                     }
                     scores_to_probs(block, tokens, first, (causal, window), softcap);
-                    // contextᵀ[:, block] = vᵀ·blockᵀ: [head_dim, rows] of [head_dim, tokens],
-                    // over the keys seen.
+                    // The block's context rows = block·v over the keys seen, `[rows, head_dim]`,
+                    // then written into contextᵀ's columns `first..first + rows`.
+                    let block_context = &mut block_context[..rows * head_dim];
                     MatMul {
-                        m: head_dim,
-                        n: rows,
+                        m: rows,
+                        n: head_dim,
                         k: seen.len(),
-                        lhs: Strided::row_major(&v[seen.start..], tokens),
-                        rhs: Strided::transposed(&block[seen.start..], tokens),
+                        lhs: Strided::row_major(&block[seen.start..], tokens),
+                        rhs: Strided::row_major(&v_rows[seen.start * head_dim..], head_dim),
                     }
-                    .run(&mut context[first..], tokens, 1.0, false, false);
+                    .run(block_context, head_dim, 1.0, false, false);
+                    for (row, values) in block_context.chunks_exact(head_dim).enumerate() {
+                        for (feature, &value) in values.iter().enumerate() {
+                            context[feature * tokens + first + row] = value;
+                        }
+                    }
                 }
                 transpose_into(q, head_dim, tokens, query_out);
                 transpose_into(k, head_dim, tokens, key_out);
@@ -402,12 +423,10 @@ impl Backend for CpuBackend {
         let head_dim = config.head_dim();
         let layers = self.weights.layers.len();
 
-        // Every element of these is written below, except the keys a query does not see
-        // (causal or windowed attention), which must read 0.
-        let masked = config.architecture.causal
-            || (0..layers).any(|index| config.architecture.window(index) != KeyWindow::Whole);
+        // Every element of these is written below (the keys a query does not see, of causal or
+        // windowed attention, as zeros by `attention`), so none is cleared first.
         let mut hidden_states = capture_buffer((layers + 1) * tokens * hidden, false);
-        let mut attentions = capture_buffer(layers * heads * tokens * tokens, masked);
+        let mut attentions = capture_buffer(layers * heads * tokens * tokens, false);
         let mut queries = capture_buffer(layers * heads * tokens * head_dim, false);
         let mut keys = capture_buffer(layers * heads * tokens * head_dim, false);
         let mut value_norms = input
