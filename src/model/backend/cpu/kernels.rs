@@ -186,9 +186,11 @@ pub(super) fn dense_rows(
         gemv(w, inputs, xt, &mut out);
         return out;
     }
-    // Huge pages: the logits of a vocabulary at 128 tokens are 25 MB, 6,000 page faults in
-    // 4 KiB pages.
-    let mut out = zeroed_huge(outputs * columns);
+    // Every element is written below (each tile's block transpose covers its outputs at every
+    // column), so the logits may hold an earlier pass's values: memory kept from it where there
+    // is some, as the captures are (a vocabulary's logits at 256 rows are 50 MB, faulted in and
+    // cleared by the kernel on every pass otherwise), else fresh memory in huge pages.
+    let mut out = capture_buffer(outputs * columns, false);
     let out_ptr = SendPtr(out.as_mut_ptr());
     (0..outputs.div_ceil(TILE)).into_par_iter().for_each_init(
         Vec::new,
@@ -1212,6 +1214,25 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Logits large enough to come from the kept memory are written whole over whatever an
+    /// earlier pass left there.
+    #[test]
+    fn dense_rows_overwrites_kept_memory() {
+        let (outputs, inputs, columns) = (4099, 3, 520);
+        crate::model::captured::recycled::give(vec![f32::NAN; outputs * columns]);
+        let w: Vec<f32> = (0..outputs * inputs).map(|i| (i % 7) as f32).collect();
+        let xt: Vec<f32> = (0..inputs * columns).map(|i| (i % 3) as f32).collect();
+        let out = dense_rows(&w, None, outputs, inputs, &xt, columns);
+        for c in 0..columns {
+            for o in 0..outputs {
+                let expected: f32 = (0..inputs)
+                    .map(|p| w[o * inputs + p] * xt[p * columns + c])
+                    .sum();
+                assert_eq!(out[c * outputs + o], expected, "column {c} output {o}");
             }
         }
     }
