@@ -163,11 +163,25 @@ impl AttributionView {
             ),
         ];
         if let (Method::IntegratedGradients, Some(delta)) = (self.method, attribution.ig_delta) {
-            lines.push(format!(
-                "convergence: Σ IG − (f(x) − f(baseline)) = {delta:.2e}"
+            lines.push(convergence_line(
+                delta,
+                target.logit,
+                attribution.baseline_logit,
             ));
         }
         lines
+    }
+}
+
+/// How far integrated gradients are from completeness. A `delta` within f32 rounding of the
+/// logits is said as such rather than printed: its digits are rounding noise, which differ
+/// between CPUs (AVX2 and AVX-512 sum in different orders).
+fn convergence_line(delta: f32, logit: f32, baseline: Option<f32>) -> String {
+    let rounding = 1e-5 * logit.abs().max(baseline.map_or(0.0, f32::abs)).max(1.0);
+    if delta.abs() < rounding {
+        format!("convergence: |Σ IG − (f(x) − f(baseline))| < {rounding:.0e}, f32 rounding")
+    } else {
+        format!("convergence: Σ IG − (f(x) − f(baseline)) = {delta:.2e}")
     }
 }
 
@@ -431,5 +445,22 @@ mod tab {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::convergence_line;
+
+    #[test]
+    fn convergence_within_rounding_is_said_not_printed() {
+        assert_eq!(
+            convergence_line(-5.4e-7, 2.5, Some(-0.3)),
+            "convergence: |Σ IG − (f(x) − f(baseline))| < 2e-5, f32 rounding"
+        );
+        assert_eq!(
+            convergence_line(3.2e-3, 2.5, Some(-0.3)),
+            "convergence: Σ IG − (f(x) − f(baseline)) = 3.20e-3"
+        );
     }
 }
