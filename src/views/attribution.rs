@@ -178,8 +178,10 @@ impl AttributionView {
 /// between CPUs (AVX2 and AVX-512 sum in different orders).
 fn convergence_line(delta: f32, logit: f32, baseline: Option<f32>) -> String {
     let rounding = 1e-5 * logit.abs().max(baseline.map_or(0.0, f32::abs)).max(1.0);
-    if delta.abs() < rounding {
-        format!("convergence: |Σ IG − (f(x) − f(baseline))| < {rounding:.0e}, f32 rounding")
+    // Compared with the bound as printed (one digit), so that what is said holds.
+    let said = format!("{rounding:.0e}");
+    if delta.abs() < said.parse().unwrap_or(rounding) {
+        format!("convergence: |Σ IG − (f(x) − f(baseline))| < {said}, f32 rounding")
     } else {
         format!("convergence: Σ IG − (f(x) − f(baseline)) = {delta:.2e}")
     }
@@ -461,6 +463,11 @@ mod tests {
         assert_eq!(
             convergence_line(3.2e-3, 2.5, Some(-0.3)),
             "convergence: Σ IG − (f(x) − f(baseline)) = 3.20e-3"
+        );
+        // Under the bound (2.5e-5) but not under the one printed (2e-5).
+        assert_eq!(
+            convergence_line(2.2e-5, 2.5, None),
+            "convergence: Σ IG − (f(x) − f(baseline)) = 2.20e-5"
         );
     }
 }
