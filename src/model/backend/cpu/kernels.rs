@@ -188,8 +188,8 @@ pub(super) fn dense_rows(
     }
     // Every element is written below (each tile's block transpose covers its outputs at every
     // column), so the logits may hold an earlier pass's values: memory kept from it where there
-    // is some, as the captures are (a vocabulary's logits at 256 rows are 50 MB, faulted in and
-    // cleared by the kernel on every pass otherwise), else fresh memory in huge pages.
+    // is some, as the captures are (a vocabulary's logits at 256 rows are 50 MB, otherwise
+    // allocated and cleared again on every pass), else fresh memory in huge pages.
     let mut out = capture_buffer(outputs * columns, false);
     let out_ptr = SendPtr(out.as_mut_ptr());
     (0..outputs.div_ceil(TILE)).into_par_iter().for_each_init(
