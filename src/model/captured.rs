@@ -65,6 +65,44 @@ impl Drop for F32Array {
     }
 }
 
+/// Floats whose memory goes back to [`recycled`] when dropped: a head's logits (a vocabulary
+/// head's over 256 rows are 50 MB), which the next pass's logits or the next run's captures
+/// then reuse instead of a new allocation cleared on every pass.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct KeptFloats(Vec<f32>);
+
+impl KeptFloats {
+    /// Wraps values that may come from [`recycled`] or anywhere else.
+    pub fn new(values: Vec<f32>) -> Self {
+        Self(values)
+    }
+
+    /// The values as a plain vector, which is then the caller's to keep.
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for KeptFloats {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KeptFloats {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for KeptFloats {
+    fn drop(&mut self) {
+        recycled::give(std::mem::take(&mut self.0));
+    }
+}
+
 /// Large captured arrays' memory, kept from one run for the next. A fresh allocation of a
 /// run's attention maps (277 MB for ModernBERT-base at 512 tokens) is faulted in and zeroed by
 /// the kernel page by page, a fifth of that run's time; a buffer kept from the last run of a

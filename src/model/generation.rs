@@ -560,7 +560,9 @@ impl Generator {
             let positions = model.config().position_ids(&self.ids);
             let input = ForwardInput::new(&self.ids[run..], &positions[run..], None);
             let extended = model.incremental().extend(&mut self.cache, &input)?;
-            let logits = model.row_logits(&extended.last_state, self.head, &[false])?;
+            let logits = model
+                .row_logits(&extended.last_state, self.head, &[false])?
+                .into_vec();
             self.next = Some(NextToken {
                 logits,
                 attention: extended.attention,

@@ -540,7 +540,7 @@ impl LoadedModel {
         rows: &[f32],
         head: usize,
         final_norm: &[bool],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<captured::KeptFloats> {
         match &self.engine {
             Engine::Cpu(backend) => backend.head_logits_of_rows(rows, head, final_norm),
             Engine::Candle(backend) => backend.head_logits_of_rows(rows, head, final_norm),
@@ -746,8 +746,6 @@ impl LoadedModel {
             if !(options.lens && rows.contains(&last_row)) {
                 let logits = backend.head_logits(last, index, rows)?;
                 predictions.extend(self.vocabulary_predictions(rows, &logits, head.outputs, top_k));
-                // For the next pass's logits, or the next run's.
-                captured::recycled::give(logits);
                 continue;
             }
             // The lens at the last token rides along with the pass that covers it: these rows'
@@ -767,7 +765,6 @@ impl LoadedModel {
             let (own, lens) = logits.split_at(rows.len() * head.outputs);
             predictions.extend(self.vocabulary_predictions(rows, own, head.outputs, top_k));
             logit_lens = Some(self.lens_from_logits(&[last_row], lens, head.outputs, top_k));
-            captured::recycled::give(logits);
         }
         Ok((predictions, logit_lens))
     }

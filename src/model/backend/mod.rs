@@ -7,7 +7,7 @@
 pub mod candle;
 pub mod cpu;
 
-use super::captured::CapturedArray;
+use super::captured::{CapturedArray, KeptFloats};
 use super::config::ModelConfig;
 use super::error::Result;
 
@@ -94,8 +94,9 @@ pub trait Backend: Interventions {
     fn forward(&self, input: &ForwardInput<'_>) -> Result<(Captured, Self::Last)>;
 
     /// Runs head number `head` (an index into the weights' heads) on rows `rows` of the last
-    /// hidden states; returns the logits row-major, `[rows, outputs]`.
-    fn head_logits(&self, last: &Self::Last, head: usize, rows: &[usize]) -> Result<Vec<f32>>;
+    /// hidden states; returns the logits row-major, `[rows, outputs]`, in memory that is kept
+    /// for the next pass once they are dropped.
+    fn head_logits(&self, last: &Self::Last, head: usize, rows: &[usize]) -> Result<KeptFloats>;
 
     /// Runs head number `head` on host hidden-state rows `[count, hidden]` (a logit lens reads
     /// earlier layers' states this way), each row first through the final LayerNorm where
@@ -106,7 +107,7 @@ pub trait Backend: Interventions {
         rows: &[f32],
         head: usize,
         final_norm: &[bool],
-    ) -> Result<Vec<f32>>;
+    ) -> Result<KeptFloats>;
 
     /// The embedding-table rows the input reads.
     fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows>;

@@ -20,7 +20,7 @@ use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
     Interventions, KvCache, Readout, Trace,
 };
-use crate::model::captured::{CapturedArray, DeviceArray};
+use crate::model::captured::{CapturedArray, DeviceArray, KeptFloats};
 use crate::model::config::{Activation, KeyWindow, ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{self, HeadOp, ModelWeights, NormKind};
@@ -647,13 +647,13 @@ impl Backend for CandleBackend {
         Ok((captured, hidden))
     }
 
-    fn head_logits(&self, last: &Tensor, head: usize, rows: &[usize]) -> Result<Vec<f32>> {
+    fn head_logits(&self, last: &Tensor, head: usize, rows: &[usize]) -> Result<KeptFloats> {
         if rows.is_empty() {
-            return self.run_head(None, head);
+            return self.run_head(None, head).map(KeptFloats::new);
         }
         let index: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
         let x = last.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
-        self.run_head(Some(x), head)
+        self.run_head(Some(x), head).map(KeptFloats::new)
     }
 
     fn head_logits_of_rows(
@@ -661,10 +661,10 @@ impl Backend for CandleBackend {
         rows: &[f32],
         head: usize,
         final_norm: &[bool],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<KeptFloats> {
         let hidden = self.config.hidden_size;
         if rows.is_empty() {
-            return self.run_head(None, head);
+            return self.run_head(None, head).map(KeptFloats::new);
         }
         let count = rows.len() / hidden.max(1);
         let mut x = Tensor::from_slice(rows, (count, hidden), &self.device)?;
@@ -676,7 +676,7 @@ impl Backend for CandleBackend {
                 Tensor::from_vec(flags, (count, 1), &self.device)?.broadcast_as((count, hidden))?;
             x = flags.where_cond(&norm.forward(&x)?, &x)?;
         }
-        self.run_head(Some(x), head)
+        self.run_head(Some(x), head).map(KeptFloats::new)
     }
 
     fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows> {

@@ -67,6 +67,7 @@ use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
     Interventions, KvCache, Readout, Trace,
 };
+use crate::model::captured::KeptFloats;
 use crate::model::config::{ModelConfig, NormPlacement};
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, ModelWeights, Norm, NormKind};
@@ -489,7 +490,7 @@ impl Backend for CpuBackend {
         ))
     }
 
-    fn head_logits(&self, last: &CpuLast, head: usize, rows: &[usize]) -> Result<Vec<f32>> {
+    fn head_logits(&self, last: &CpuLast, head: usize, rows: &[usize]) -> Result<KeptFloats> {
         // The chosen tokens' columns, feature-major [hidden, rows].
         let xt: Vec<f32> = last
             .columns_t
@@ -504,7 +505,7 @@ impl Backend for CpuBackend {
         rows: &[f32],
         head: usize,
         final_norm: &[bool],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<KeptFloats> {
         let hidden = self.config.hidden_size;
         let count = rows.len() / hidden.max(1);
         let mut rows = rows.to_vec();
@@ -625,14 +626,14 @@ impl CpuBackend {
 
     /// Runs head number `head` on feature-major columns `xt` (`[hidden, count]`); returns the
     /// logits row-major, `[count, outputs]`.
-    fn head_logits_t(&self, mut xt: Vec<f32>, mut count: usize, head: usize) -> Result<Vec<f32>> {
+    fn head_logits_t(&self, mut xt: Vec<f32>, mut count: usize, head: usize) -> Result<KeptFloats> {
         let head = self
             .weights
             .heads
             .get(head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(KeptFloats::default());
         }
         // Soft-capping after the last product works on row-major logits as well.
         let caps = head
@@ -689,7 +690,7 @@ impl CpuBackend {
                 soft_cap(&mut logits, *cap);
             }
         }
-        Ok(logits)
+        Ok(KeptFloats::new(logits))
     }
 }
 
