@@ -90,6 +90,12 @@ def main() -> None:
                         help="the Python with torch and transformers")
     args = parser.parse_args()
 
+    if not args.bertscope.is_file():
+        sys.exit(f"{args.bertscope} does not exist: build it first (cargo build --release)")
+    if not Path(args.python).is_file():
+        sys.exit(f"{args.python} does not exist: give --python, a Python with torch and transformers")
+    if not (args.model / "config.json").is_file():
+        sys.exit(f"{args.model} holds no config.json: write one with bench_reference.py --write-model")
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     common = ["--model", str(args.model), "--seq-len", str(args.seq_len)]
     if args.attribution:
