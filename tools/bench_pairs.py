@@ -18,6 +18,7 @@ venv with torch and transformers, and Captum for --attribution). Uses only the s
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def main() -> None:
 
     if not args.bertscope.is_file():
         sys.exit(f"{args.bertscope} does not exist: build it first (cargo build --release)")
-    if not Path(args.python).is_file():
+    if not shutil.which(args.python):
         sys.exit(f"{args.python} does not exist: give --python, a Python with torch and transformers")
     if not (args.model / "config.json").is_file():
         sys.exit(f"{args.model} holds no config.json: write one with bench_reference.py --write-model")
