@@ -16,13 +16,16 @@ use super::error::{ModelError, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct F32Array {
     shape: Vec<usize>,
-    values: Vec<f32>,
+    values: KeptFloats,
 }
 
 impl F32Array {
     /// Wraps values in a shape; `None` when the sizes disagree.
     pub fn new(shape: Vec<usize>, values: Vec<f32>) -> Option<Self> {
-        (shape.iter().product::<usize>() == values.len()).then_some(Self { shape, values })
+        (shape.iter().product::<usize>() == values.len()).then_some(Self {
+            shape,
+            values: KeptFloats::new(values),
+        })
     }
 
     /// The size of each dimension.
@@ -58,16 +61,10 @@ impl F32Array {
     }
 }
 
-/// A dropped array's memory goes back to [`recycled`] for the next run's captures.
-impl Drop for F32Array {
-    fn drop(&mut self) {
-        recycled::give(std::mem::take(&mut self.values));
-    }
-}
-
-/// Floats whose memory goes back to [`recycled`] when dropped: a head's logits (a vocabulary
-/// head's over 256 rows are 50 MB), which the next pass's logits or the next run's captures
-/// then reuse instead of a new allocation cleared on every pass.
+/// Floats whose memory goes back to [`recycled`] when dropped: a captured array's (its
+/// values), or a head's logits (a vocabulary head's over 256 rows are 50 MB), which the next
+/// pass's logits or the next run's captures then reuse instead of a new allocation cleared on
+/// every pass.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct KeptFloats(Vec<f32>);
 
@@ -88,12 +85,6 @@ impl std::ops::Deref for KeptFloats {
 
     fn deref(&self) -> &[f32] {
         &self.0
-    }
-}
-
-impl std::ops::DerefMut for KeptFloats {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
     }
 }
 

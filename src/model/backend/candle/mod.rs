@@ -649,11 +649,11 @@ impl Backend for CandleBackend {
 
     fn head_logits(&self, last: &Tensor, head: usize, rows: &[usize]) -> Result<KeptFloats> {
         if rows.is_empty() {
-            return self.run_head(None, head).map(KeptFloats::new);
+            return self.run_head(None, head);
         }
         let index: Vec<u32> = rows.iter().map(|&row| row as u32).collect();
         let x = last.index_select(&Tensor::new(index.as_slice(), &self.device)?, 0)?;
-        self.run_head(Some(x), head).map(KeptFloats::new)
+        self.run_head(Some(x), head)
     }
 
     fn head_logits_of_rows(
@@ -664,7 +664,7 @@ impl Backend for CandleBackend {
     ) -> Result<KeptFloats> {
         let hidden = self.config.hidden_size;
         if rows.is_empty() {
-            return self.run_head(None, head).map(KeptFloats::new);
+            return self.run_head(None, head);
         }
         let count = rows.len() / hidden.max(1);
         let mut x = Tensor::from_slice(rows, (count, hidden), &self.device)?;
@@ -676,7 +676,7 @@ impl Backend for CandleBackend {
                 Tensor::from_vec(flags, (count, 1), &self.device)?.broadcast_as((count, hidden))?;
             x = flags.where_cond(&norm.forward(&x)?, &x)?;
         }
-        self.run_head(Some(x), head).map(KeptFloats::new)
+        self.run_head(Some(x), head)
     }
 
     fn embedding_rows(&self, input: &ForwardInput<'_>) -> Result<EmbeddingRows> {
@@ -727,18 +727,20 @@ impl CandleBackend {
 
     /// Runs head number `head` on rows `[count, hidden]` (`None`: no rows); returns the logits
     /// row-major.
-    fn run_head(&self, x: Option<Tensor>, head: usize) -> Result<Vec<f32>> {
+    fn run_head(&self, x: Option<Tensor>, head: usize) -> Result<KeptFloats> {
         let ops = self
             .heads
             .get(head)
             .ok_or_else(|| ModelError::Compute(format!("the model has no head {head}")))?;
         let Some(mut x) = x else {
-            return Ok(Vec::new());
+            return Ok(KeptFloats::default());
         };
         for op in ops {
             x = self.head_op(op, &x, false)?;
         }
-        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(KeptFloats::new(
+            x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+        ))
     }
 
     /// One step of a head on rows `x`; `differentiable` uses the LayerNorm candle's autograd
