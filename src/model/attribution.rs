@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::backend::{BatchRun, ForwardInput, Interventions, LogitIndex};
+use super::backend::{BatchRun, ForwardInput, Interventions, LogitIndex, PathRun};
 use super::config::Segments;
 use super::error::{ModelError, Result};
 use super::target::{Target, TargetSpec};
@@ -316,39 +316,108 @@ impl LoadedModel {
     ) -> Result<Vec<f32>> {
         let hidden = self.config.hidden_size;
         let (alphas, weights) = gauss_legendre(steps);
-        let difference: Vec<f32> = x.iter().zip(x_base).map(|(a, b)| a - b).collect();
-        let mut summed = vec![0f32; x.len()];
         let points: Vec<(f32, f32)> = alphas
             .iter()
             .zip(&weights)
             .map(|(&alpha, &weight)| (alpha as f32, weight as f32))
             .collect();
-        for chunk in points.chunks(per_batch) {
-            let mut states = Vec::with_capacity(chunk.len() * x.len());
-            for &(alpha, _) in chunk {
-                states.extend(x_base.iter().zip(&difference).map(|(b, d)| b + alpha * d));
-            }
-            let gradients = backend.batch_gradients(&from_embeddings(tokens, &states, logit))?;
-            for (&(_, weight), gradient) in chunk.iter().zip(gradients.states.chunks_exact(x.len()))
-            {
-                summed
-                    .iter_mut()
-                    .zip(gradient)
-                    .for_each(|(sum, g)| *sum += g * weight);
-            }
-            step()?;
-        }
+        let path = PathRun {
+            tokens,
+            from: x_base,
+            to: x,
+            points: &points,
+            per_batch,
+            logit,
+        };
+        let summed = backend.path_gradient(&path, step)?;
         Ok(summed
             .chunks_exact(hidden)
-            .zip(difference.chunks_exact(hidden))
-            .map(|(grad, difference)| grad.iter().zip(difference).map(|(g, d)| g * d).sum())
+            .zip(x.chunks_exact(hidden).zip(x_base.chunks_exact(hidden)))
+            .map(|(grad, (x, x_base))| {
+                grad.iter()
+                    .zip(x.iter().zip(x_base))
+                    .map(|(g, (x, b))| g * (x - b))
+                    .sum()
+            })
             .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
     use super::gauss_legendre;
+    use crate::model::backend::{path_gradient_by_items, LogitIndex, PathRun};
+    use crate::model::target::TOP_OUTPUT;
+    use crate::model::{DeviceChoice, ForwardPath, LoadedModel, ModelSource};
+
+    /// The CPU backend's path gradient, which folds the points into the first layer of
+    /// post-LN families and of ModernBERT, in batches of a few points, against each point's
+    /// own gradient in one batch: a post-LN, a pre-LN with an identity first norm, a pre-LN.
+    #[test]
+    fn folded_path_gradients_match_each_points_own() {
+        for name in ["bert-sentiment", "modernbert-mlm", "gpt2-lm"] {
+            let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name);
+            let source = ModelSource::parse(folder.to_str().unwrap()).unwrap();
+            let model =
+                LoadedModel::load_with(&source, DeviceChoice::Cpu, ForwardPath::Auto, &mut |_| {})
+                    .unwrap();
+            let encoded = model
+                .tokenizer()
+                .encode("the film was a quiet delight", None)
+                .unwrap();
+            let prepared = model.prepare(&encoded).unwrap();
+            let backend = model.interventions().unwrap();
+            let to = backend
+                .embedding_output(&prepared.input(&encoded.ids))
+                .unwrap();
+            let baseline = model.baseline_ids(&encoded).unwrap();
+            let from = backend
+                .embedding_output(&prepared.input(&baseline))
+                .unwrap();
+            let (alphas, weights) = gauss_legendre(9);
+            let points: Vec<(f32, f32)> = alphas
+                .iter()
+                .zip(&weights)
+                .map(|(&a, &w)| (a as f32, w as f32))
+                .collect();
+            let tokens = encoded.ids.len();
+            let path = |per_batch| PathRun {
+                tokens,
+                from: &from,
+                to: &to,
+                points: &points,
+                per_batch,
+                logit: LogitIndex {
+                    head: 0,
+                    row: tokens - 1,
+                    output: TOP_OUTPUT,
+                },
+            };
+            let mut batches = 0;
+            let folded = backend
+                .path_gradient(&path(4), &mut || {
+                    batches += 1;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(batches, 3, "{name}: 9 points in batches of 4");
+            let each = path_gradient_by_items(backend, &path(9), &mut || Ok(())).unwrap();
+            let scale = each.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let off = folded
+                .iter()
+                .zip(&each)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                scale > 0.0 && off <= 1e-5 * scale,
+                "{name}: off by {off} of {scale}"
+            );
+        }
+    }
 
     #[test]
     fn gauss_legendre_integrates_polynomials_exactly() {

@@ -126,6 +126,18 @@ pub trait Interventions {
     /// the item started from.
     fn batch_gradients(&self, run: &BatchRun<'_>) -> Result<Gradients>;
 
+    /// Integrated gradients' weighted sum of gradients along `path`, `[tokens, hidden]`, in
+    /// batches of [`PathRun::per_batch`] points, calling `step` after each batch (which may
+    /// stop the run with its error). Each point's item is a batched run from the embedding
+    /// output; a backend may share work between the points, which lie on one line.
+    fn path_gradient(
+        &self,
+        path: &PathRun<'_>,
+        step: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<f32>> {
+        path_gradient_by_items(self, path, step)
+    }
+
     /// One plain run's residual stream and head contexts at every layer.
     fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace>;
 
@@ -183,6 +195,72 @@ impl BatchRun<'_> {
     pub fn items(&self, hidden: usize) -> usize {
         self.states.len() / (self.tokens * hidden).max(1)
     }
+}
+
+/// Integrated gradients' straight path from `from` (the baseline's embedding output) to `to`
+/// (the input's), both `[tokens, hidden]`: the points `from + α·(to − from)` with their
+/// quadrature weights.
+#[derive(Debug, Clone, Copy)]
+pub struct PathRun<'a> {
+    /// Tokens of the input.
+    pub tokens: usize,
+    /// The path's start, `[tokens, hidden]`.
+    pub from: &'a [f32],
+    /// The path's end, `[tokens, hidden]`.
+    pub to: &'a [f32],
+    /// `(α, weight)` of each point.
+    pub points: &'a [(f32, f32)],
+    /// Points per batched run.
+    pub per_batch: usize,
+    /// The logit differentiated.
+    pub logit: LogitIndex,
+}
+
+impl PathRun<'_> {
+    /// `from + α·(to − from)` of every point of `points`, item after item.
+    pub fn states(&self, points: &[(f32, f32)]) -> Vec<f32> {
+        let mut states = Vec::with_capacity(points.len() * self.from.len());
+        for &(alpha, _) in points {
+            states.extend(
+                self.from
+                    .iter()
+                    .zip(self.to)
+                    .map(|(from, to)| from + alpha * (to - from)),
+            );
+        }
+        states
+    }
+}
+
+/// [`Interventions::path_gradient`] from each point's own gradient: a batched run per
+/// [`PathRun::per_batch`] points, each item's gradient weighted and summed.
+pub fn path_gradient_by_items<B: Interventions + ?Sized>(
+    backend: &B,
+    path: &PathRun<'_>,
+    step: &mut dyn FnMut() -> Result<()>,
+) -> Result<Vec<f32>> {
+    let mut summed = vec![0f32; path.to.len()];
+    for chunk in path.points.chunks(path.per_batch.max(1)) {
+        let states = path.states(chunk);
+        let gradients = backend.batch_gradients(&BatchRun {
+            tokens: path.tokens,
+            start_layer: 0,
+            states: &states,
+            head_patch: None,
+            logit: path.logit,
+        })?;
+        for (&(_, weight), gradient) in chunk
+            .iter()
+            .zip(gradients.states.chunks_exact(summed.len()))
+        {
+            summed
+                .iter_mut()
+                .zip(gradient)
+                .for_each(|(sum, g)| *sum += g * weight);
+        }
+        step()?;
+    }
+    Ok(summed)
 }
 
 /// What [`Backend::batch_gradients`] returns.

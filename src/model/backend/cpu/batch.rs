@@ -15,7 +15,8 @@
 use std::borrow::Cow;
 
 use rayon::prelude::{
-    IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSliceMut,
+    IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSlice,
+    ParallelSliceMut,
 };
 
 use super::kernels::{
@@ -25,7 +26,9 @@ use super::kernels::{
     Strided,
 };
 use super::CpuBackend;
-use crate::model::backend::{BatchRun, Gradients, LogitIndex, Trace};
+use crate::model::backend::{
+    path_gradient_by_items, BatchRun, Gradients, LogitIndex, PathRun, Trace,
+};
 use crate::model::config::NormPlacement;
 use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, Norm, NormKind};
@@ -80,6 +83,63 @@ fn read_or_all(xt: &[f32], shape: Shape, read_row: Option<usize>) -> Cow<'_, [f3
     match read_row {
         Some(row) => Cow::Owned(read_columns(xt, shape, row)),
         None => Cow::Borrowed(xt),
+    }
+}
+
+/// What a batched run replaces in the layer it starts from.
+#[derive(Default)]
+struct Replaced<'a> {
+    /// Activation patching: per item, the head whose context vectors are replaced, and every
+    /// head's replacements `[tokens, heads·head_dim]`.
+    head: Option<(&'a [usize], &'a [f32])>,
+    /// The query, key and value product's output `[width, columns]`, computed by the caller.
+    qkv: Option<Vec<f32>>,
+}
+
+/// Integrated gradients' points folded into the first layer, where it reads the embedding
+/// output through its query, key and value product alone (see
+/// [`CpuBackend::path_gradient_cpu`]).
+struct PathFold<'a> {
+    /// `(α, weight)` of each item.
+    points: &'a [(f32, f32)],
+    /// The product's output at the path's start, `[width, tokens]`.
+    from_qkv: &'a [f32],
+    /// Its output at the end minus that at the start, `[width, tokens]`.
+    delta_qkv: &'a [f32],
+}
+
+impl PathFold<'_> {
+    /// The product's output at every item's point, `from + α·delta`, `[width, items·tokens]`.
+    fn interpolated(&self, tokens: usize) -> Vec<f32> {
+        let columns = self.points.len() * tokens;
+        let mut out = vec![0f32; self.from_qkv.len() * self.points.len()];
+        out.par_chunks_mut(columns)
+            .zip(self.from_qkv.par_chunks(tokens))
+            .zip(self.delta_qkv.par_chunks(tokens))
+            .for_each(|((out, from), delta)| {
+                for (out, &(alpha, _)) in out.chunks_exact_mut(tokens).zip(self.points) {
+                    for ((out, from), delta) in out.iter_mut().zip(from).zip(delta) {
+                        *out = from + alpha * delta;
+                    }
+                }
+            });
+        out
+    }
+
+    /// `Σ_i weight_i · values[:, item i]`: `[rows, items·tokens]` to `[rows, tokens]`.
+    fn weighted_sum(&self, values: &[f32], tokens: usize) -> Vec<f32> {
+        let columns = self.points.len() * tokens;
+        let mut out = vec![0f32; values.len() / self.points.len()];
+        out.par_chunks_mut(tokens)
+            .zip(values.par_chunks(columns))
+            .for_each(|(out, row)| {
+                for (item, &(_, weight)) in row.chunks_exact(tokens).zip(self.points) {
+                    out.iter_mut()
+                        .zip(item)
+                        .for_each(|(out, value)| *out += weight * value);
+                }
+            });
+        out
     }
 }
 
@@ -316,6 +376,7 @@ impl CpuBackend {
         shape: Shape,
         taped: bool,
         read_row: Option<usize>,
+        fold: Option<&PathFold<'_>>,
     ) -> Forward {
         let hidden = self.config.hidden_size;
         let mut xt = vec![0f32; hidden * shape.columns()];
@@ -323,13 +384,18 @@ impl CpuBackend {
         let mut tapes = Vec::new();
         let last = self.weights.layers.len().saturating_sub(1);
         let mut out_columns = shape.columns();
+        let mut first_qkv = fold.map(|fold| fold.interpolated(shape.tokens));
         for (index, layer) in self.weights.layers.iter().enumerate().skip(run.start_layer) {
-            let patch = (index == run.start_layer)
-                .then_some(run.head_patch)
-                .flatten()
-                .map(|patch| (patch.heads, patch.contexts));
+            let replaced = if index == run.start_layer {
+                Replaced {
+                    head: run.head_patch.map(|patch| (patch.heads, patch.contexts)),
+                    qkv: first_qkv.take(),
+                }
+            } else {
+                Replaced::default()
+            };
             let read_row = read_row.filter(|_| index == last);
-            let step = self.batch_layer(index, layer, &xt, shape, patch, taped, read_row);
+            let step = self.batch_layer(index, layer, &xt, shape, replaced, taped, read_row);
             xt = step.output;
             out_columns = shape.out_columns(read_row);
             tapes.extend(step.tape);
@@ -346,7 +412,7 @@ impl CpuBackend {
         }
     }
 
-    /// One layer over a batch's columns; `patch` replaces a head's context per item. With
+    /// One layer over a batch's columns, with what `replaced` gives in place of its own. With
     /// `read_row`, the output (and everything after the keys and values) is only that row of
     /// each item.
     /// Long because it is the layer in order (norms, attention, output, residual sums, the
@@ -358,7 +424,7 @@ impl CpuBackend {
         layer: &LayerWeights,
         xt: &[f32],
         shape: Shape,
-        patch: Option<(&[usize], &[f32])>,
+        replaced: Replaced<'_>,
         taped: bool,
         read_row: Option<usize>,
     ) -> LayerStep {
@@ -372,7 +438,7 @@ impl CpuBackend {
         let (output, attended, context, tape) = match self.config.architecture.norm {
             NormPlacement::Post => {
                 let attention =
-                    self.batch_attention(index, layer, xt, shape, patch, taped, read_row);
+                    self.batch_attention(index, layer, xt, shape, replaced, taped, read_row);
                 let mut attended =
                     layer
                         .attention_output
@@ -407,7 +473,7 @@ impl CpuBackend {
                     .attention_norm
                     .forward_taped(&mut normed, None, columns);
                 let attention =
-                    self.batch_attention(index, layer, &normed, shape, patch, taped, read_row);
+                    self.batch_attention(index, layer, &normed, shape, replaced, taped, read_row);
                 let (attended, attention_post_norm) = post_normed_sum(
                     &layer.attention_output,
                     layer.attention_post_norm.as_ref(),
@@ -458,6 +524,7 @@ impl CpuBackend {
 
     /// Layer `index`'s queries, keys and values of feature-major `xt` at `positions`, as
     /// [`CpuBackend::project_heads`] computes them; with `taped`, the head norms' tapes too.
+    /// `product` is the projection's output where the caller has it.
     pub(super) fn project_heads_taped(
         &self,
         index: usize,
@@ -465,12 +532,13 @@ impl CpuBackend {
         xt: &[f32],
         positions: &[u32],
         taped: bool,
+        product: Option<Vec<f32>>,
     ) -> (Vec<f32>, Option<HeadNormTapes>) {
         let columns = positions.len();
         let head_block = self.config.head_dim() * columns;
         let query_rows = self.config.query_width() * columns;
         let key_rows = self.config.kv_width() * columns;
-        let mut qkv = layer.qkv.forward_t(xt, columns, None);
+        let mut qkv = product.unwrap_or_else(|| layer.qkv.forward_t(xt, columns, None));
         let (queries, rest) = qkv.split_at_mut(query_rows);
         let keys = &mut rest[..key_rows];
         let normalise = |heads: &mut [f32], norm: &Option<Norm>| -> Option<Vec<NormTape>> {
@@ -515,7 +583,7 @@ impl CpuBackend {
         layer: &LayerWeights,
         xt: &[f32],
         shape: Shape,
-        patch: Option<(&[usize], &[f32])>,
+        replaced: Replaced<'_>,
         taped: bool,
         read_row: Option<usize>,
     ) -> BatchAttention {
@@ -528,8 +596,12 @@ impl CpuBackend {
         let window = architecture.window(index);
         let softcap = architecture.attention_softcap;
         let (tokens, columns) = (shape.tokens, shape.columns());
+        let Replaced {
+            head: patch,
+            qkv: product,
+        } = replaced;
         let (qkv, head_norms) =
-            self.project_heads_taped(index, layer, xt, &item_positions(shape), taped);
+            self.project_heads_taped(index, layer, xt, &item_positions(shape), taped, product);
         // Query rows per item, the first one's position, and the contexts' columns.
         let (queries, first_query) = read_row.map_or((tokens, 0), |row| (1, row));
         let out_columns = shape.out_columns(read_row);
@@ -694,8 +766,15 @@ impl CpuBackend {
         Ok((value, output, Some(grad)))
     }
 
-    /// The logit of every item, and with `backward` the gradients with respect to the states.
-    fn run_batch(&self, run: &BatchRun<'_>, backward: bool) -> Result<Gradients> {
+    /// The logit of every item, and with `backward` the gradients with respect to the states;
+    /// with `fold`, the first layer's product interpolated and the gradients' weighted sum,
+    /// one item's states.
+    fn run_batch(
+        &self,
+        run: &BatchRun<'_>,
+        backward: bool,
+        fold: Option<&PathFold<'_>>,
+    ) -> Result<Gradients> {
         let shape = self.batch_shape(run)?;
         let hidden = self.config.hidden_size;
         // The head reads one row of each item, so the last layer computes only that row; a
@@ -706,7 +785,7 @@ impl CpuBackend {
             .get(run.logit.head)
             .is_some_and(|head| !head.ops.iter().any(|op| matches!(op, HeadOp::MeanPool)));
         let read_row = reads_one_row.then_some(run.logit.row);
-        let forward = self.batch_forward(run, shape, backward, read_row);
+        let forward = self.batch_forward(run, shape, backward, read_row, fold);
         // The last states' columns: one per item when the last layer ran, every column when
         // the run starts past it (and holds only the states it was given).
         let columns = forward.last.len() / hidden;
@@ -745,10 +824,11 @@ impl CpuBackend {
             .zip(&forward.layers)
             .rev()
         {
-            grad = self.layer_backward(index, tape, grad, shape);
+            let fold = fold.filter(|_| index == 0);
+            grad = self.layer_backward(index, tape, grad, shape, fold);
         }
         let mut states = vec![0f32; grad.len()];
-        transpose_into(&grad, hidden, shape.columns(), &mut states);
+        transpose_into(&grad, hidden, grad.len() / hidden, &mut states);
         Ok(Gradients {
             logits,
             outputs,
@@ -756,7 +836,8 @@ impl CpuBackend {
         })
     }
 
-    /// The gradient with respect to a layer's input from its output's gradient.
+    /// The gradient with respect to a layer's input from its output's gradient; with `fold`
+    /// (the first layer of a path), its weighted sum over the items, `[hidden, tokens]`.
     /// Long because it is the layer's forward backwards, step by step.
     fn layer_backward(
         &self,
@@ -764,6 +845,7 @@ impl CpuBackend {
         tape: &LayerTape,
         grad: Vec<f32>,
         shape: Shape,
+        fold: Option<&PathFold<'_>>,
     ) -> Vec<f32> {
         let layer = &self.weights.layers[index];
         let columns = shape.columns();
@@ -807,7 +889,17 @@ impl CpuBackend {
                 let d_context =
                     backward_with(&layer.attention_output, output_t, &d_sum, out_columns, None);
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
-                backward_with(&layer.qkv, qkv_t, &d_qkv, columns, Some(&spread(d_sum)))
+                let d_sum = spread(d_sum);
+                match fold {
+                    Some(fold) => backward_with(
+                        &layer.qkv,
+                        qkv_t,
+                        &fold.weighted_sum(&d_qkv, shape.tokens),
+                        shape.tokens,
+                        Some(&fold.weighted_sum(&d_sum, shape.tokens)),
+                    ),
+                    None => backward_with(&layer.qkv, qkv_t, &d_qkv, columns, Some(&d_sum)),
+                }
             }
             NormPlacement::Pre => {
                 let d_out = through(&layer.ffn_post_norm, &tape.ffn_post_norm, &grad);
@@ -825,6 +917,17 @@ impl CpuBackend {
                 let d_context =
                     backward_with(&layer.attention_output, output_t, &d_out, out_columns, None);
                 let d_qkv = self.attention_backward(index, tape, &d_context, shape);
+                let d_attended = spread(d_attended);
+                // Folded only where the attention norm is an identity (see
+                // `path_gradient_cpu`), so that the sum may come before it.
+                let (d_qkv, d_attended, columns) = match fold {
+                    Some(fold) => (
+                        fold.weighted_sum(&d_qkv, shape.tokens),
+                        fold.weighted_sum(&d_attended, shape.tokens),
+                        shape.tokens,
+                    ),
+                    None => (d_qkv, d_attended, columns),
+                };
                 let d_normed = backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None);
                 let mut d_input =
                     layer
@@ -832,7 +935,7 @@ impl CpuBackend {
                         .backward(&tape.attention_norm, &d_normed, columns);
                 d_input
                     .iter_mut()
-                    .zip(&spread(d_attended))
+                    .zip(&d_attended)
                     .for_each(|(d, g)| *d += g);
                 d_input
             }
@@ -1020,7 +1123,7 @@ impl CpuBackend {
     ///
     /// [`Backend::batch_logits`]: super::super::Backend::batch_logits
     pub(super) fn batch_logits_cpu(&self, run: &BatchRun<'_>) -> Result<Vec<f32>> {
-        Ok(self.run_batch(run, false)?.logits)
+        Ok(self.run_batch(run, false, None)?.logits)
     }
 
     /// [`Backend::batch_gradients`] on the CPU.
@@ -1032,7 +1135,64 @@ impl CpuBackend {
                 "gradients of patched runs are not computed".to_owned(),
             ));
         }
-        self.run_batch(run, true)
+        self.run_batch(run, true, None)
+    }
+
+    /// [`Interventions::path_gradient`] on the CPU. Where the first layer reads the embedding
+    /// output through its query, key and value product alone (post-LN families; ModernBERT,
+    /// whose first attention norm is an identity), the product is linear along the path:
+    /// its output at every point is interpolated from its outputs at the two ends, and the
+    /// gradient that flows back through it is summed over the batch's points, weighted,
+    /// before one product with its transpose. For bert-base that saves about 2% of
+    /// integrated gradients' work; other families run each point whole.
+    ///
+    /// [`Interventions::path_gradient`]: crate::model::backend::Interventions::path_gradient
+    pub(super) fn path_gradient_cpu(
+        &self,
+        path: &PathRun<'_>,
+        step: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<f32>> {
+        let Some(first) = self.weights.layers.first().filter(|layer| {
+            self.config.architecture.norm == NormPlacement::Post
+                || layer.attention_norm.kind == NormKind::Identity
+        }) else {
+            return path_gradient_by_items(self, path, step);
+        };
+        let (hidden, tokens) = (self.config.hidden_size, path.tokens);
+        let product = |rows: &[f32]| {
+            let mut xt = vec![0f32; rows.len()];
+            transpose_into(rows, tokens, hidden, &mut xt);
+            first.qkv.forward_t(&xt, tokens, None)
+        };
+        let from_qkv = product(path.from);
+        let delta_qkv: Vec<f32> = product(path.to)
+            .iter()
+            .zip(&from_qkv)
+            .map(|(to, from)| to - from)
+            .collect();
+        let mut summed = vec![0f32; path.to.len()];
+        for points in path.points.chunks(path.per_batch.max(1)) {
+            let states = path.states(points);
+            let run = BatchRun {
+                tokens,
+                start_layer: 0,
+                states: &states,
+                head_patch: None,
+                logit: path.logit,
+            };
+            let fold = PathFold {
+                points,
+                from_qkv: &from_qkv,
+                delta_qkv: &delta_qkv,
+            };
+            let gradients = self.run_batch(&run, true, Some(&fold))?;
+            summed
+                .iter_mut()
+                .zip(&gradients.states)
+                .for_each(|(sum, g)| *sum += g);
+            step()?;
+        }
+        Ok(summed)
     }
 
     /// [`Backend::trace`] on the CPU, from the embedding output `xt` (feature-major).
@@ -1049,7 +1209,7 @@ impl CpuBackend {
         for (index, layer) in self.weights.layers.iter().enumerate() {
             transpose_into(&xt, hidden, tokens, &mut rows);
             states.extend_from_slice(&rows);
-            let step = self.batch_layer(index, layer, &xt, shape, None, false, None);
+            let step = self.batch_layer(index, layer, &xt, shape, Replaced::default(), false, None);
             transpose_into(&step.context, width, tokens, &mut context_rows);
             contexts.extend_from_slice(&context_rows);
             transpose_into(&step.attended, hidden, tokens, &mut rows);

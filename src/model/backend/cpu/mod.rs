@@ -65,7 +65,7 @@ use kernels::{
 
 use super::{
     Backend, BatchRun, Captured, EmbeddingRows, Extended, ForwardInput, Gradients, Incremental,
-    Interventions, KvCache, Readout, Trace,
+    Interventions, KvCache, PathRun, Readout, Trace,
 };
 use crate::model::captured::KeptFloats;
 use crate::model::config::{ModelConfig, NormPlacement};
@@ -237,7 +237,7 @@ impl CpuBackend {
         xt: &[f32],
         positions: &[u32],
     ) -> Vec<f32> {
-        self.project_heads_taped(index, layer, xt, positions, false)
+        self.project_heads_taped(index, layer, xt, positions, false, None)
             .0
     }
 
@@ -708,6 +708,14 @@ impl Interventions for CpuBackend {
 
     fn batch_gradients(&self, run: &BatchRun<'_>) -> Result<Gradients> {
         self.batch_gradients_cpu(run)
+    }
+
+    fn path_gradient(
+        &self,
+        path: &PathRun<'_>,
+        step: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<f32>> {
+        self.path_gradient_cpu(path, step)
     }
 
     fn trace(&self, input: &ForwardInput<'_>) -> Result<Trace> {
