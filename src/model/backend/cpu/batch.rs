@@ -12,6 +12,8 @@
 //! [`Backend::batch_gradients`]: super::super::Backend::batch_gradients
 //! [`Backend::trace`]: super::super::Backend::trace
 
+mod row_attention;
+
 use std::borrow::Cow;
 
 use rayon::prelude::{
@@ -34,6 +36,7 @@ use crate::model::error::{ModelError, Result};
 use crate::model::params::{HeadOp, LayerWeights, Linear, Norm, NormKind};
 use crate::model::prediction_heads;
 use crate::model::target::TOP_OUTPUT;
+use row_attention::RowTape;
 
 /// The shape of a batch: items of `tokens` columns each.
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +161,9 @@ struct LayerTape {
     head_norms: Option<HeadNormTapes>,
     /// `[heads, items, query rows, tokens]`.
     probs: Vec<f32>,
+    /// When the attention ran at the read row without keys and values
+    /// ([`CpuBackend::row_attention`]; `qkv` is then empty).
+    row: Option<RowTape>,
     /// Gemma 3's norm of the attention block's output.
     attention_post_norm: Option<NormTape>,
     /// Post-LN: the norm of the feed-forward block's sum; pre-LN: the norm before it.
@@ -192,6 +198,9 @@ struct BatchAttention {
     qkv: Vec<f32>,
     head_norms: Option<HeadNormTapes>,
     probs: Vec<f32>,
+    /// What the backward pass needs where the attention ran at one row without keys and
+    /// values (kept only when taped).
+    row: Option<RowTape>,
 }
 
 /// `W·x + b` normalised where the family does (Gemma 3's post-norms), plus `residual`; and
@@ -460,6 +469,7 @@ impl CpuBackend {
                     qkv: attention.qkv,
                     head_norms: attention.head_norms,
                     probs: attention.probs,
+                    row: attention.row,
                     attention_post_norm: None,
                     ffn_norm,
                     inner_pre,
@@ -497,6 +507,7 @@ impl CpuBackend {
                     qkv: attention.qkv,
                     head_norms: attention.head_norms,
                     probs: attention.probs,
+                    row: attention.row,
                     attention_post_norm,
                     ffn_norm,
                     inner_pre,
@@ -600,6 +611,11 @@ impl CpuBackend {
             head: patch,
             qkv: product,
         } = replaced;
+        if let Some(row) = read_row.filter(|_| {
+            patch.is_none() && product.is_none() && self.attends_row_through_weights(index, layer)
+        }) {
+            return self.row_attention(index, layer, xt, shape, row, taped);
+        }
         let (qkv, head_norms) =
             self.project_heads_taped(index, layer, xt, &item_positions(shape), taped, product);
         // Query rows per item, the first one's position, and the contexts' columns.
@@ -661,6 +677,7 @@ impl CpuBackend {
             qkv,
             head_norms,
             probs,
+            row: None,
         }
     }
 
@@ -888,8 +905,14 @@ impl CpuBackend {
                         .backward(&tape.attention_norm, &d_attended, out_columns);
                 let d_context =
                     backward_with(&layer.attention_output, output_t, &d_sum, out_columns, None);
-                let d_qkv = self.attention_backward(index, tape, &d_context, shape);
                 let d_sum = spread(d_sum);
+                if let Some(row_tape) = &tape.row {
+                    let mut d_input = self
+                        .row_attention_backward(index, layer, row_tape, tape, &d_context, shape);
+                    d_input.iter_mut().zip(&d_sum).for_each(|(d, g)| *d += g);
+                    return d_input;
+                }
+                let d_qkv = self.attention_backward(index, tape, &d_context, shape);
                 match fold {
                     Some(fold) => backward_with(
                         &layer.qkv,
@@ -916,19 +939,40 @@ impl CpuBackend {
                 );
                 let d_context =
                     backward_with(&layer.attention_output, output_t, &d_out, out_columns, None);
-                let d_qkv = self.attention_backward(index, tape, &d_context, shape);
                 let d_attended = spread(d_attended);
-                // Folded only where the attention norm is an identity (see
-                // `path_gradient_cpu`), so that the sum may come before it.
-                let (d_qkv, d_attended, columns) = match fold {
-                    Some(fold) => (
-                        fold.weighted_sum(&d_qkv, shape.tokens),
-                        fold.weighted_sum(&d_attended, shape.tokens),
-                        shape.tokens,
+                let (d_normed, d_attended, columns) = match (&tape.row, fold) {
+                    (Some(row_tape), _) => (
+                        self.row_attention_backward(
+                            index, layer, row_tape, tape, &d_context, shape,
+                        ),
+                        d_attended,
+                        columns,
                     ),
-                    None => (d_qkv, d_attended, columns),
+                    // Folded only where the attention norm is an identity (see
+                    // `path_gradient_cpu`), so that the sum may come before it.
+                    (None, Some(fold)) => {
+                        let d_qkv = self.attention_backward(index, tape, &d_context, shape);
+                        (
+                            backward_with(
+                                &layer.qkv,
+                                qkv_t,
+                                &fold.weighted_sum(&d_qkv, shape.tokens),
+                                shape.tokens,
+                                None,
+                            ),
+                            fold.weighted_sum(&d_attended, shape.tokens),
+                            shape.tokens,
+                        )
+                    }
+                    (None, None) => {
+                        let d_qkv = self.attention_backward(index, tape, &d_context, shape);
+                        (
+                            backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None),
+                            d_attended,
+                            columns,
+                        )
+                    }
                 };
-                let d_normed = backward_with(&layer.qkv, qkv_t, &d_qkv, columns, None);
                 let mut d_input =
                     layer
                         .attention_norm

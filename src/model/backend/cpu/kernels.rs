@@ -308,6 +308,29 @@ fn lanes_sum(mut lanes: [f32; 16]) -> f32 {
     lanes[0]
 }
 
+dispatched! {
+    /// `a·b`, in 16 lanes of fused multiply-adds summed pairwise at the end.
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        const LANES: usize = 16;
+        let len = a.len().min(b.len());
+        let body = len - len % LANES;
+        let mut acc = [0f32; LANES];
+        for (xs, ys) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)) {
+            for ((sum, &x), &y) in acc.iter_mut().zip(xs).zip(ys) {
+                *sum = x.mul_add(y, *sum);
+            }
+        }
+        lanes_sum(acc) + tail_dot(&a[body..len], &b[body..len])
+    }
+}
+
+dispatched! {
+    /// `y += a·x`.
+    pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = a.mul_add(x, *y));
+    }
+}
+
 /// A plain dot product, for what is left over.
 #[inline(always)]
 fn tail_dot(a: &[f32], b: &[f32]) -> f32 {
