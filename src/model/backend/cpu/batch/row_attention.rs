@@ -157,8 +157,8 @@ impl CpuBackend {
         let scale = self.config.architecture.attention_scales[index];
         let (items, tokens, columns) = (shape.items, shape.tokens, shape.columns());
         let input = &tape.input;
-        // Per head and item: the gradient of Σ_j p_j·x_j (W_vᵀ·dc), that of the scaled
-        // scores before the scale, and that of the query.
+        // Per head and item: the gradient of Σ_j p_j·x_j (W_vᵀ·dc), that of each score's
+        // product (W_kᵀ·q)·x_j before the scale, and that of the query.
         let mut d_mean_input = vec![0f32; heads * items * hidden];
         let mut d_scores = vec![0f32; heads * items * tokens];
         let mut d_queries = vec![0f32; query_width * items];
