@@ -292,7 +292,7 @@ dispatched! {
             .chunks_exact(inputs)
             .zip(outs.into_remainder())
         {
-            *y += tail_dot(row, x);
+            *y += lanes_dot(row, x);
         }
     }
 }
@@ -308,19 +308,29 @@ fn lanes_sum(mut lanes: [f32; 16]) -> f32 {
     lanes[0]
 }
 
-dispatched! {
-    /// `a·b`, in 16 lanes of fused multiply-adds summed pairwise at the end.
-    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-        const LANES: usize = 16;
-        let len = a.len().min(b.len());
-        let body = len - len % LANES;
-        let mut acc = [0f32; LANES];
-        for (xs, ys) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)) {
-            for ((sum, &x), &y) in acc.iter_mut().zip(xs).zip(ys) {
-                *sum = x.mul_add(y, *sum);
-            }
+/// `a·b`, in 16 lanes of fused multiply-adds summed pairwise at the end; inlined into the
+/// dispatched kernels, so that it runs at their level.
+#[inline(always)]
+fn lanes_dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let len = a.len().min(b.len());
+    let body = len - len % LANES;
+    let mut acc = [0f32; LANES];
+    for (xs, ys) in a[..body]
+        .chunks_exact(LANES)
+        .zip(b[..body].chunks_exact(LANES))
+    {
+        for ((sum, &x), &y) in acc.iter_mut().zip(xs).zip(ys) {
+            *sum = x.mul_add(y, *sum);
         }
-        lanes_sum(acc) + tail_dot(&a[body..len], &b[body..len])
+    }
+    lanes_sum(acc) + tail_dot(&a[body..len], &b[body..len])
+}
+
+dispatched! {
+    /// `a·b` ([`lanes_dot`]).
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        lanes_dot(a, b)
     }
 }
 
@@ -1175,6 +1185,7 @@ mod tests {
                 let mut dots = vec![0.0; 7];
                 rows_dot(&values[..7 * 143], 143, &values[..143], &mut dots);
                 outputs.push(dots);
+                outputs.push(vec![dot(&values[..143], &values[143..286])]);
                 outputs.push(vec![sum_exp(&values, 1.0)]);
                 outputs
             })

@@ -104,6 +104,7 @@ impl CpuBackend {
                     .enumerate()
                 {
                     let query = |d: usize| queries[(rows.query + d) * items + item];
+                    let item_input = |f: usize| &xt[f * columns + item * tokens..][..tokens];
                     // W_kᵀ·q (q·b_k adds the same to every score, which the softmax cancels).
                     key_read.fill(0.0);
                     for d in 0..head_dim {
@@ -111,13 +112,13 @@ impl CpuBackend {
                     }
                     map.fill(0.0);
                     for (f, &k) in key_read.iter().enumerate() {
-                        axpy(k, &xt[f * columns + item * tokens..][..tokens], map);
+                        axpy(k, item_input(f), map);
                     }
                     map.iter_mut().for_each(|s| *s *= scale);
                     scores_to_probs(map, tokens, row, masking, None);
                     // Σ_j p_j·x_j, then W_v of it.
                     for (f, mean) in mean_input.iter_mut().enumerate() {
-                        *mean = dot(&xt[f * columns + item * tokens..][..tokens], map);
+                        *mean = dot(item_input(f), map);
                     }
                     for d in 0..head_dim {
                         context[d * items + item] = dot(weight_row(rows.value + d), &mean_input)
