@@ -1520,8 +1520,9 @@ fn patching_tab_snapshot() {
     harness.snapshot("patching");
     let patching = harness.state().explained.patching().unwrap();
     assert_eq!(patching.resid_pre.len(), 2);
+    let label = format!("layer 1, head 1: {:.4}", patching.head_out[1][1]);
     // A click on a head opens it in the heatmap.
-    harness.get_by_label("layer 1, head 1: 0.6583").click();
+    harness.get_by_label(&label).click();
     harness.run();
     assert_eq!(harness.state().view.view, View::Heatmap);
 }

@@ -31,6 +31,9 @@ Then one tiny checkpoint per family and head (hidden 16, 2 layers, 4 heads, 64 p
 - gpt2-classifier       GPT2ForSequenceClassification with pad_token_id, tokenizer.json.
 - gpt2-untied           GPT2LMHeadModel with its own lm_head.weight (generation references only).
 
+The family checkpoints (not gpt2-untied) have random biases and LayerNorm scales: transformers
+would leave them at 0 and 1, where a wrong bias or scale term cannot show.
+
 Each folder gets reference.safetensors (attentions [L,H,T,T] and hidden states [L+1,T,D] per case)
 and cases.json: texts, tokens, ids, the segment ids the model received, dropped tokens, and each
 head's output: MLM top-5, NSP, next-token top-5 at every position, label scores, the QA answer
@@ -505,6 +508,18 @@ def without(folder: Path, tensor: str) -> None:
     save_file(state, path, metadata={"format": "pt"})
 
 
+def random_biases(model):
+    """Draws every bias and LayerNorm scale at random. transformers initialises biases at 0 and
+    LayerNorm scales at 1, which would let a wrong bias or scale term pass every comparison."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 0.3)
+            elif name.endswith("weight") and ("LayerNorm" in name or "layer_norm" in name or ".ln_" in name):
+                parameter.normal_(1.0, 0.3)
+    return model
+
+
 def make_families(minilm: Path) -> None:
     vocab = family_vocab(minilm / "vocab.txt")
 
@@ -512,18 +527,21 @@ def make_families(minilm: Path) -> None:
     folder, tok = wordpiece_folder("bert-sentiment", vocab)
     model = BertForSequenceClassification(BertConfig(vocab_size=len(vocab), **BERT_SHAPE,
                                                      **labels(["NEGATIVE", "POSITIVE"]))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["bert-sentiment"], folder, 64, head="classification")
 
     torch.manual_seed(12)
     folder, tok = wordpiece_folder("bert-qa", vocab)
     model = BertForQuestionAnswering(BertConfig(vocab_size=len(vocab), **BERT_SHAPE)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["bert-qa"], folder, 64, head="qa")
 
     torch.manual_seed(13)
     folder, tok = wordpiece_folder("bert-ner", vocab)
     model = BertForTokenClassification(BertConfig(vocab_size=len(vocab), **BERT_SHAPE, **labels(NER_LABELS))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["bert-ner"], folder, 64, head="token_classification")
 
@@ -532,6 +550,7 @@ def make_families(minilm: Path) -> None:
     torch.manual_seed(14)
     folder, tok = wordpiece_folder("distilbert-mlm", vocab)
     model = DistilBertForMaskedLM(DistilBertConfig(**distil_shape, sinusoidal_pos_embds=True)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     without(folder, "distilbert.embeddings.position_embeddings.weight")
     reference(model, tok, FAMILY_CASES["distilbert-mlm"], folder, 64, tok.mask_token_id, head="mlm",
@@ -540,6 +559,7 @@ def make_families(minilm: Path) -> None:
     torch.manual_seed(15)
     folder, tok = wordpiece_folder("distilbert-regression", vocab)
     model = DistilBertForSequenceClassification(DistilBertConfig(**distil_shape, **labels(["stars"]))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["distilbert-regression"], folder, 64, head="classification",
               segments=False)
@@ -551,6 +571,7 @@ def make_families(minilm: Path) -> None:
         shutil.copy(files / name, folder / name)
     tok = RobertaTokenizer.from_pretrained(folder)
     model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(bpe_vocab), **ROBERTA_SHAPE)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["roberta-mlm"], folder, ROBERTA_MAX_TOKENS, tok.mask_token_id, head="mlm",
               segments=False)
@@ -565,6 +586,7 @@ def make_families(minilm: Path) -> None:
     model = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=len(bpe_vocab), **ROBERTA_SHAPE, problem_type="multi_label_classification",
         **labels(["joy", "anger", "surprise"]))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["roberta-multilabel"], folder, ROBERTA_MAX_TOKENS, head="classification",
               segments=False)
@@ -576,6 +598,7 @@ def make_families(minilm: Path) -> None:
     tok.save_pretrained(folder)
     tok = XLMRobertaTokenizer.from_pretrained(folder)
     model = XLMRobertaForQuestionAnswering(XLMRobertaConfig(vocab_size=len(pieces), **ROBERTA_SHAPE)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["xlmr-qa"], folder, ROBERTA_MAX_TOKENS, head="qa", segments=False)
 
@@ -590,6 +613,7 @@ def make_families(minilm: Path) -> None:
         shutil.copy(files / name, folder / name)
     tok = GPT2Tokenizer.from_pretrained(folder)
     model = GPT2LMHeadModel(GPT2Config(**gpt2_shape)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["gpt2-lm"], folder, 64, head="next_token", segments=False)
 
@@ -600,6 +624,7 @@ def make_families(minilm: Path) -> None:
     tok = GPT2Tokenizer.from_pretrained(folder)
     model = GPT2ForSequenceClassification(GPT2Config(**gpt2_shape, pad_token_id=end_of_text,
                                                      **labels(["negative", "neutral", "positive"]))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, FAMILY_CASES["gpt2-classifier"], folder, 64, head="classification",
               segments=False)
@@ -901,7 +926,7 @@ def make_rms_logit_attribution(folder_name, cls_name, text, position):
 # the attention output projection) at layer l, put back.
 PATCHING_CASES = [
     ("bert-sentiment", "BertForSequenceClassification", "the movie was great fun", "the movie is great fun"),
-    ("distilbert-mlm", "DistilBertForMaskedLM", "paris is the [MASK] of france", "parks is the [MASK] in france"),
+    ("distilbert-mlm", "DistilBertForMaskedLM", "paris is the [MASK] of france", "berlin is the [MASK] of germany"),
     ("roberta-mlm", "RobertaForMaskedLM", "The teacher lives in <mask> today.", "A teacher lives at <mask> today."),
     ("gpt2-lm", "GPT2LMHeadModel", "The quick brown fox jumps", "The quick brown cat jumps"),
 ]
