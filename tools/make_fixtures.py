@@ -31,8 +31,9 @@ Then one tiny checkpoint per family and head (hidden 16, 2 layers, 4 heads, 64 p
 - gpt2-classifier       GPT2ForSequenceClassification with pad_token_id, tokenizer.json.
 - gpt2-untied           GPT2LMHeadModel with its own lm_head.weight (generation references only).
 
-The family checkpoints (not gpt2-untied) have random biases and LayerNorm scales: transformers
-would leave them at 0 and 1, where a wrong bias or scale term cannot show.
+These and the newer families' checkpoints (`--modern`), but not gpt2-untied, draw their biases
+and norm scales at random: transformers would leave them at 0 and 1, where a wrong bias or scale
+term cannot show.
 
 Each folder gets reference.safetensors (attentions [L,H,T,T] and hidden states [L+1,T,D] per case)
 and cases.json: texts, tokens, ids, the segment ids the model received, dropped tokens, and each
@@ -509,13 +510,14 @@ def without(folder: Path, tensor: str) -> None:
 
 
 def random_biases(model):
-    """Draws every bias and LayerNorm scale at random. transformers initialises biases at 0 and
-    LayerNorm scales at 1, which would let a wrong bias or scale term pass every comparison."""
+    """Draws every bias and norm scale (LayerNorm, RMSNorm, q/k norms) at random. transformers
+    initialises biases at 0 and norm scales at 1, which would let a wrong bias or scale term pass
+    every comparison."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.normal_(0.0, 0.3)
-            elif name.endswith("weight") and ("LayerNorm" in name or "layer_norm" in name or ".ln_" in name):
+            elif name.endswith("weight") and ("norm" in name.lower() or ".ln_" in name):
                 parameter.normal_(1.0, 0.3)
     return model
 
@@ -1205,6 +1207,7 @@ def make_modern() -> None:
                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                           "original_max_position_embeddings": 16})
     model = LlamaForCausalLM(config).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
 
@@ -1215,6 +1218,7 @@ def make_modern() -> None:
     model = MistralForCausalLM(MistralConfig(vocab_size=len(tok), **shape, num_key_value_heads=4,
                                              sliding_window=8, tie_word_embeddings=False,
                                              bos_token_id=0, eos_token_id=2)).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
 
@@ -1227,6 +1231,7 @@ def make_modern() -> None:
                                          tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
                                          rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0,
                                                           "factor": 2.0})).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
 
@@ -1238,6 +1243,7 @@ def make_modern() -> None:
     model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), **shape, num_key_value_heads=1, head_dim=16,
                                          tie_word_embeddings=True, bos_token_id=0,
                                          eos_token_id=0)).eval()
+    random_biases(model)
     to_bf16_weights(model, folder)
     reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
 
@@ -1249,6 +1255,7 @@ def make_modern() -> None:
     model = LlamaForSequenceClassification(LlamaConfig(
         vocab_size=len(tok), **shape, num_key_value_heads=2, pad_token_id=0,
         **labels(["negative", "neutral", "positive"]))).eval()
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, [("plain", "What a wonderful film!", None),
                            ("padded", "Great movie!<|endoftext|><|endoftext|>", None)],
@@ -1300,17 +1307,11 @@ def make_modern() -> None:
         tok.save_pretrained(folder)
         return PreTrainedTokenizerFast.from_pretrained(folder)
 
-    def random_norms(model):
-        # Random norm weights and biases test what the norms compute, not only their shapes.
-        for name, parameter in model.named_parameters():
-            if "norm" in name:
-                parameter.data.normal_(1.0 if name.endswith("weight") else 0.0, 0.3)
-
     torch.manual_seed(MODERN_SEEDS["modernbert-mlm"])
     folder = fresh("modernbert-mlm")
     tok = modernbert_tokenizer(folder)
     model = ModernBertForMaskedLM(ModernBertConfig(vocab_size=len(tok), **modern_shape)).eval()
-    random_norms(model)
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, [("mask", "The teacher lives in [MASK] near the old school in Paris.", None),
                            ("pair", "Where is the [MASK]?", "It is next to the old church.")],
@@ -1322,7 +1323,7 @@ def make_modern() -> None:
     model = ModernBertForSequenceClassification(ModernBertConfig(
         vocab_size=len(tok), **modern_shape, classifier_pooling="mean", norm_bias=True,
         **labels(["negative", "positive"]))).eval()
-    random_norms(model)
+    random_biases(model)
     model.save_pretrained(folder)
     reference(model, tok, [("plain", "What a wonderful film, and such a fine cast!", None)], folder, 64,
               head="classification", segments=False)
