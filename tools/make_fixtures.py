@@ -519,7 +519,6 @@ def random_biases(model):
                 parameter.normal_(0.0, 0.3)
             elif name.endswith("weight") and ("norm" in name.lower() or ".ln_" in name):
                 parameter.normal_(1.0, 0.3)
-    return model
 
 
 def make_families(minilm: Path) -> None:

@@ -635,20 +635,27 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * exp(-a * a)).copysign(x)
 }
 
+/// transformers' `gelu`: `x·Φ(x)` with the error function; inlined into the dispatched
+/// kernels, so that it runs at their level.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 dispatched! {
-    /// transformers' `gelu`: `x·Φ(x)` with the error function.
+    /// [`gelu_erf`] of each value, in place.
     fn gelu_erf_slice(values: &mut [f32]) {
         for x in values.iter_mut() {
-            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+            *x = gelu_erf(*x);
         }
     }
 }
 
 dispatched! {
-    /// [`gelu_erf_slice`] of `values` into `out`.
+    /// [`gelu_erf`] of `values` into `out`.
     fn gelu_erf_into(values: &[f32], out: &mut [f32]) {
         for (y, &x) in out.iter_mut().zip(values) {
-            *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            *y = gelu_erf(x);
         }
     }
 }
@@ -1177,6 +1184,9 @@ mod tests {
                     kernel(&mut out);
                     outputs.push(out);
                 }
+                let mut out = vec![0.0; values.len()];
+                gelu_erf_into(&values, &mut out);
+                outputs.push(out);
                 for backward in [gelu_erf_backward, gelu_tanh_backward] {
                     let mut grad = vec![1.0; values.len()];
                     backward(&mut grad, &values);
