@@ -509,16 +509,17 @@ def without(folder: Path, tensor: str) -> None:
     save_file(state, path, metadata={"format": "pt"})
 
 
-def random_biases(model):
+def random_biases(model, norm_weight_mean=1.0):
     """Draws every bias and norm scale (LayerNorm, RMSNorm, q/k norms) at random. transformers
     initialises biases at 0 and norm scales at 1, which would let a wrong bias or scale term pass
-    every comparison."""
+    every comparison. Gemma 3's norms scale by (1 + w), so their w is drawn around
+    `norm_weight_mean=0.0`."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.normal_(0.0, 0.3)
             elif name.endswith("weight") and ("norm" in name.lower() or ".ln_" in name):
-                parameter.normal_(1.0, 0.3)
+                parameter.normal_(norm_weight_mean, 0.3)
 
 
 def make_families(minilm: Path) -> None:
@@ -1278,9 +1279,7 @@ def make_modern() -> None:
                          "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0}})
     model = Gemma3ForCausalLM(config).eval()
     # transformers initialises the norms' w at 0 (scale 1); random ones test the (1 + w).
-    for name, parameter in model.named_parameters():
-        if "norm" in name:
-            parameter.data.normal_(0.0, 0.3)
+    random_biases(model, norm_weight_mean=0.0)
     model.save_pretrained(folder)
     reference(model, tok, MODERN_CASES, folder, 64, head="next_token", segments=False)
 
