@@ -31,9 +31,13 @@ Then one tiny checkpoint per family and head (hidden 16, 2 layers, 4 heads, 64 p
 - gpt2-classifier       GPT2ForSequenceClassification with pad_token_id, tokenizer.json.
 - gpt2-untied           GPT2LMHeadModel with its own lm_head.weight (generation references only).
 
-These and the newer families' checkpoints (`--modern`), but not gpt2-untied, draw their biases
-and norm scales at random: transformers would leave them at 0 and 1, where a wrong bias or scale
-term cannot show.
+The family checkpoints just above but gpt2-untied, tiny-vocab-only, and the newer families'
+checkpoints (`--modern`) draw their biases and norm scales at random: transformers would leave
+them at 0 and 1, where a wrong bias or scale term cannot show (tiny-vocab-only holds the one BERT
+masked-LM head so drawn: its transform, LayerNorm and decoder bias). tiny-modern, tiny-legacy and
+gpt2-untied keep transformers' initialisation: the app's snapshots are drawn from tiny-legacy,
+and what these three check is how tensors are named, tied and stored, which shows at 1 and 0
+too (a swapped gamma and beta, a missing tensor).
 
 Each folder gets reference.safetensors (attentions [L,H,T,T] and hidden states [L+1,T,D] per case)
 and cases.json: texts, tokens, ids, the segment ids the model received, dropped tokens, and each
@@ -337,6 +341,7 @@ def make_tiny(vocab: list[str]) -> None:
     folder = fresh("tiny-vocab-only")
     config = tiny_config(len(vocab), hidden_act="gelu_new", tie_word_embeddings=False)
     model = BertForMaskedLM(config).eval()
+    random_biases(model)
     state = rename(model.state_dict(), True, False)
     bias = state.pop("cls.predictions.bias", None)
     if "cls.predictions.decoder.bias" not in state:
